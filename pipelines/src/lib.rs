@@ -1,0 +1,76 @@
+//! GStreamer foundation for Gremium's media plane.
+//!
+//! Owns: GStreamer initialisation and the check that the plugins Gremium needs are
+//! installed; later the `Pipeline` wrapper, bus stream, builders, the WebRTC
+//! endpoint and encoder profiles (WHIP ingest issue).
+//!
+//! Must not: know about meetings, HTTP or SQL.
+
+/// Elements the media plane relies on, with the Debian package that provides them.
+pub const REQUIRED_ELEMENTS: &[(&str, &str)] = &[
+    ("webrtcbin", "gstreamer1.0-plugins-bad"),
+    ("nicesrc", "gstreamer1.0-nice"),
+    ("compositor", "gstreamer1.0-plugins-base"),
+    ("audiomixer", "gstreamer1.0-plugins-base"),
+    ("videotestsrc", "gstreamer1.0-plugins-base"),
+    ("audiotestsrc", "gstreamer1.0-plugins-base"),
+    ("opusenc", "gstreamer1.0-plugins-base"),
+    ("opusdec", "gstreamer1.0-plugins-base"),
+    ("vp8enc", "gstreamer1.0-plugins-good"),
+    ("vp8dec", "gstreamer1.0-plugins-good"),
+    ("x264enc", "gstreamer1.0-plugins-ugly"),
+    ("avdec_h264", "gstreamer1.0-libav"),
+    ("mp4mux", "gstreamer1.0-plugins-good"),
+    ("hlssink2", "gstreamer1.0-plugins-bad"),
+    ("flvmux", "gstreamer1.0-plugins-good"),
+    ("rtmp2sink", "gstreamer1.0-plugins-bad"),
+];
+
+/// Errors of the GStreamer foundation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// GStreamer could not be initialised.
+    #[error("gstreamer init failed: {0}")]
+    Init(#[from] gst::glib::Error),
+    /// GStreamer is older than 1.22.
+    #[error("gstreamer {found} is too old; 1.22 or newer is required")]
+    TooOld {
+        /// Version found at run time.
+        found: String,
+    },
+}
+
+/// What [`init`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runtime {
+    /// GStreamer version string, e.g. "GStreamer 1.22.0".
+    pub version: String,
+    /// Required elements that are missing, with the package that provides them.
+    pub missing: Vec<(&'static str, &'static str)>,
+}
+
+/// Initialise GStreamer (idempotent) and report which required elements are missing.
+pub fn init() -> Result<Runtime, PipelineError> {
+    gst::init()?;
+    let (major, minor, _, _) = gst::version();
+    if (major, minor) < (1, 22) {
+        return Err(PipelineError::TooOld { found: gst::version_string().to_string() });
+    }
+    let missing = REQUIRED_ELEMENTS
+        .iter()
+        .copied()
+        .filter(|(name, _)| gst::ElementFactory::find(name).is_none())
+        .collect();
+    Ok(Runtime { version: gst::version_string().to_string(), missing })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn gstreamer_and_required_plugins_are_installed() {
+        let rt = super::init().expect("gstreamer init");
+        assert!(rt.version.contains("1."), "{}", rt.version);
+        assert!(rt.missing.is_empty(), "missing elements: {:?}", rt.missing);
+    }
+}

@@ -1,0 +1,16 @@
+//! The typed contract between Gremium's control plane and its media plane.
+//!
+//! Owns: the serializable command/event protocol ([`MediaCommand`], [`MediaEvent`]),
+//! the [`MediaPlane`] trait the control plane drives, and the pure output lifecycle
+//! ([`OutputState`]) shared by recordings and streams.
+//!
+//! Must not: do IO, know about HTTP, SQL or GStreamer. Every type here must stay
+//! serializable so that the same protocol can cross a process or node boundary.
+
+pub mod lifecycle;
+pub mod media;
+
+pub use lifecycle::{InvalidTransition, OutputState, OutputTrigger};
+pub use media::{
+    CommandOutcome, EventSink, MediaCommand, MediaEvent, MediaPlane, MediaPlaneError, RtmpTarget,
+};

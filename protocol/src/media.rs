@@ -1,0 +1,230 @@
+//! Commands the control plane sends to the media plane, and events it gets back.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One RTMP(S) push destination. The stream key is a secret: never log it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RtmpTarget {
+    /// Server URL, e.g. `rtmp://live.example.org/app`.
+    pub url: String,
+    /// Stream key appended to the URL when publishing.
+    pub key: String,
+}
+
+impl std::fmt::Debug for RtmpTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtmpTarget").field("url", &self.url).field("key", &"<redacted>").finish()
+    }
+}
+
+/// A command for the media plane. Serializable so it can cross a node boundary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MediaCommand {
+    /// Open or close a participant's consent gates. Must return only after a closing
+    /// gate is closed in the running pipeline.
+    SetConsent {
+        /// Meeting the participant belongs to.
+        meeting_id: Uuid,
+        /// Participant whose gates change.
+        participant_id: Uuid,
+        /// Consent to appear in recordings.
+        recording: bool,
+        /// Consent to appear in the public livestream.
+        streaming: bool,
+    },
+    /// Start recording the meeting's recording-audience program.
+    StartRecording {
+        /// Meeting to record.
+        meeting_id: Uuid,
+        /// Control-plane id of the recording.
+        recording_id: Uuid,
+    },
+    /// Stop a recording (EOS with watchdog).
+    StopRecording {
+        /// Meeting being recorded.
+        meeting_id: Uuid,
+        /// Recording to stop.
+        recording_id: Uuid,
+    },
+    /// Start live outputs (HLS and/or RTMP) of the livestream-audience program.
+    StartStream {
+        /// Meeting to stream.
+        meeting_id: Uuid,
+        /// Control-plane id of the stream.
+        stream_id: Uuid,
+        /// Publish HLS for citizens.
+        hls: bool,
+        /// RTMP push destinations.
+        rtmp: Vec<RtmpTarget>,
+    },
+    /// Stop a stream.
+    StopStream {
+        /// Meeting being streamed.
+        meeting_id: Uuid,
+        /// Stream to stop.
+        stream_id: Uuid,
+    },
+    /// Switch the livestream between the program and the non-public slate.
+    SetPublic {
+        /// Meeting to switch.
+        meeting_id: Uuid,
+        /// `false` shows the slate with silence.
+        public: bool,
+    },
+    /// Tear down the meeting's media session.
+    EndMeeting {
+        /// Meeting that ended.
+        meeting_id: Uuid,
+    },
+}
+
+impl MediaCommand {
+    /// Meeting the command is about (used for placement on a media node).
+    pub fn meeting_id(&self) -> Uuid {
+        match self {
+            MediaCommand::SetConsent { meeting_id, .. }
+            | MediaCommand::StartRecording { meeting_id, .. }
+            | MediaCommand::StopRecording { meeting_id, .. }
+            | MediaCommand::StartStream { meeting_id, .. }
+            | MediaCommand::StopStream { meeting_id, .. }
+            | MediaCommand::SetPublic { meeting_id, .. }
+            | MediaCommand::EndMeeting { meeting_id } => *meeting_id,
+        }
+    }
+}
+
+/// How the media plane answered a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CommandOutcome {
+    /// Applied in the running pipeline. `media_time_ns` is the program running time at
+    /// which it took effect, or `None` when no pipeline is running for the meeting.
+    Applied {
+        /// Program running time in nanoseconds, if a pipeline runs.
+        media_time_ns: Option<u64>,
+    },
+    /// Accepted; progress arrives later as [`MediaEvent`]s.
+    Accepted,
+}
+
+/// Something the media plane reports on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MediaEvent {
+    /// Media is being written for the recording.
+    RecordingStarted {
+        /// Meeting.
+        meeting_id: Uuid,
+        /// Recording.
+        recording_id: Uuid,
+    },
+    /// The recording was finalized.
+    RecordingFinished {
+        /// Meeting.
+        meeting_id: Uuid,
+        /// Recording.
+        recording_id: Uuid,
+    },
+    /// The recording failed.
+    RecordingFailed {
+        /// Meeting.
+        meeting_id: Uuid,
+        /// Recording.
+        recording_id: Uuid,
+        /// Human-readable reason (no secrets, no addresses).
+        reason: String,
+    },
+    /// The stream is live.
+    StreamStarted {
+        /// Meeting.
+        meeting_id: Uuid,
+        /// Stream.
+        stream_id: Uuid,
+    },
+    /// The stream ended.
+    StreamFinished {
+        /// Meeting.
+        meeting_id: Uuid,
+        /// Stream.
+        stream_id: Uuid,
+    },
+    /// The stream failed.
+    StreamFailed {
+        /// Meeting.
+        meeting_id: Uuid,
+        /// Stream.
+        stream_id: Uuid,
+        /// Human-readable reason (no secrets, no addresses).
+        reason: String,
+    },
+    /// A participant's media started arriving.
+    ParticipantMediaStarted {
+        /// Meeting.
+        meeting_id: Uuid,
+        /// Participant.
+        participant_id: Uuid,
+    },
+    /// A participant's media stopped (left, ICE failure, timeout).
+    ParticipantMediaStopped {
+        /// Meeting.
+        meeting_id: Uuid,
+        /// Participant.
+        participant_id: Uuid,
+    },
+}
+
+/// Errors a media plane reports for a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum MediaPlaneError {
+    /// No media plane can take the command (none configured, or node unreachable).
+    #[error("media plane unavailable: {0}")]
+    Unavailable(String),
+    /// The command names something the media plane does not know.
+    #[error("unknown to the media plane: {0}")]
+    NotFound(String),
+    /// The media plane tried and failed.
+    #[error("media plane failure: {0}")]
+    Failed(String),
+}
+
+/// Where a media plane delivers its [`MediaEvent`]s.
+pub type EventSink = Arc<dyn Fn(MediaEvent) + Send + Sync>;
+
+/// The control plane's handle on a media plane (in-process or remote).
+#[async_trait::async_trait]
+pub trait MediaPlane: Send + Sync + 'static {
+    /// Execute one command. Consent commands return only once they took effect.
+    async fn execute(&self, command: MediaCommand) -> Result<CommandOutcome, MediaPlaneError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_tagged_json() {
+        let id = Uuid::nil();
+        let cmd = MediaCommand::SetConsent {
+            meeting_id: id,
+            participant_id: id,
+            recording: true,
+            streaming: false,
+        };
+        let json = serde_json::to_value(&cmd).unwrap();
+        assert_eq!(json["type"], "set_consent");
+        let back: MediaCommand = serde_json::from_value(json).unwrap();
+        assert_eq!(back, cmd);
+        assert_eq!(back.meeting_id(), id);
+    }
+
+    #[test]
+    fn stream_key_is_redacted_in_debug() {
+        let t = RtmpTarget { url: "rtmp://x/app".into(), key: "sekrit".into() };
+        assert!(!format!("{t:?}").contains("sekrit"));
+    }
+}

@@ -1,0 +1,39 @@
+//! Persistence for Gremium's control plane.
+//!
+//! Owns: the database schema and migrations (SQLite as the embedded default,
+//! PostgreSQL for production, same semantics), the repositories for meetings,
+//! participants and consent, recordings and streams, and the hash-chained audit
+//! ledger with its verification.
+//!
+//! Must not: depend on GStreamer, speak HTTP, or decide policy (who may do what is
+//! the signaling crate's job). Every state change that the ledger must witness is
+//! written in the same transaction as its ledger entry.
+//!
+//! Queries are plain lowercase SQL with `$n` placeholders, which both SQLite and
+//! PostgreSQL accept, run through sqlx's `Any` driver so one repository serves both.
+//! Booleans are stored as `bigint` 0/1 and times as unix milliseconds for the same
+//! reason.
+
+mod db;
+mod error;
+pub mod ledger;
+pub mod meetings;
+pub mod outputs;
+pub mod participants;
+
+pub use db::{Backend, Db, DbOptions};
+pub use error::StorageError;
+pub use ledger::{BrokenEntry, LedgerEntry, LedgerRecord, VerifyReport};
+pub use meetings::{Meeting, MeetingState, NewMeeting};
+pub use outputs::{NewRecording, NewStream, OutputKind, Recording, Stream, Transition};
+pub use participants::{NewParticipant, Participant};
+
+/// Result alias for this crate.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+pub(crate) fn flag(b: bool) -> i64 {
+    i64::from(b)
+}
+
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;

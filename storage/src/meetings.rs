@@ -1,0 +1,214 @@
+//! Meetings repository.
+
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::ledger::{append_in, LedgerRecord};
+use crate::{flag, Db, Result, StorageError};
+
+/// Whether a meeting still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeetingState {
+    /// Participants may join; outputs may run.
+    Open,
+    /// Ended: no new participants or outputs.
+    Ended,
+}
+
+impl MeetingState {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MeetingState::Open => "open",
+            MeetingState::Ended => "ended",
+        }
+    }
+}
+
+/// A stored meeting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meeting {
+    /// Meeting id.
+    pub id: Uuid,
+    /// Human title (e.g. "Stadtrat, 12. Sitzung").
+    pub title: String,
+    /// Whether the livestream currently shows the program (true) or the slate.
+    pub is_public: bool,
+    /// Open or ended.
+    pub state: MeetingState,
+    /// Days recordings are kept after the meeting.
+    pub retention_days: i64,
+    /// Legal hold: retention deletion is suspended.
+    pub legal_hold: bool,
+    /// Subject of the token that created it.
+    pub created_by: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds, once ended.
+    pub ended_at: Option<i64>,
+}
+
+/// Fields of a meeting to create.
+#[derive(Debug, Clone)]
+pub struct NewMeeting {
+    /// Meeting id (chosen by the caller).
+    pub id: Uuid,
+    /// Title.
+    pub title: String,
+    /// Initial public flag.
+    pub is_public: bool,
+    /// Retention in days.
+    pub retention_days: i64,
+    /// Creator's subject.
+    pub created_by: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+const COLUMNS: &str =
+    "id, title, is_public, state, retention_days, legal_hold, created_by, created_at, ended_at";
+
+pub(crate) fn parse_uuid(s: &str) -> Result<Uuid> {
+    Uuid::parse_str(s).map_err(|_| StorageError::Corrupt(format!("bad uuid {s:?}")))
+}
+
+fn from_row(row: &sqlx::any::AnyRow) -> Result<Meeting> {
+    let state: String = row.try_get("state")?;
+    Ok(Meeting {
+        id: parse_uuid(&row.try_get::<String, _>("id")?)?,
+        title: row.try_get("title")?,
+        is_public: row.try_get::<i64, _>("is_public")? != 0,
+        state: match state.as_str() {
+            "open" => MeetingState::Open,
+            "ended" => MeetingState::Ended,
+            other => return Err(StorageError::Corrupt(format!("meeting state {other:?}"))),
+        },
+        retention_days: row.try_get("retention_days")?,
+        legal_hold: row.try_get::<i64, _>("legal_hold")? != 0,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+        ended_at: row.try_get("ended_at")?,
+    })
+}
+
+impl Db {
+    /// Create a meeting and open its ledger chain with `ledger`.
+    pub async fn insert_meeting(&self, m: &NewMeeting, ledger: &LedgerRecord) -> Result<Meeting> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "insert into meetings (id, title, is_public, state, retention_days, legal_hold, created_by, created_at) \
+             values ($1, $2, $3, 'open', $4, 0, $5, $6)",
+        )
+        .bind(m.id.to_string())
+        .bind(&m.title)
+        .bind(flag(m.is_public))
+        .bind(m.retention_days)
+        .bind(&m.created_by)
+        .bind(m.created_at)
+        .execute(&mut *tx)
+        .await?;
+        append_in(&mut tx, ledger).await?;
+        tx.commit().await?;
+        Ok(Meeting {
+            id: m.id,
+            title: m.title.clone(),
+            is_public: m.is_public,
+            state: MeetingState::Open,
+            retention_days: m.retention_days,
+            legal_hold: false,
+            created_by: m.created_by.clone(),
+            created_at: m.created_at,
+            ended_at: None,
+        })
+    }
+
+    /// One meeting, if it exists.
+    pub async fn get_meeting(&self, id: Uuid) -> Result<Option<Meeting>> {
+        let row = sqlx::query(&format!("select {COLUMNS} from meetings where id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Newest first; `before` is the (created_at, id) keyset cursor of the last item seen.
+    pub async fn list_meetings(&self, before: Option<(i64, Uuid)>, limit: i64) -> Result<Vec<Meeting>> {
+        let rows = match before {
+            None => {
+                sqlx::query(&format!(
+                    "select {COLUMNS} from meetings order by created_at desc, id desc limit $1"
+                ))
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?
+            }
+            Some((at, id)) => {
+                sqlx::query(&format!(
+                    "select {COLUMNS} from meetings \
+                     where created_at < $1 or (created_at = $1 and id < $2) \
+                     order by created_at desc, id desc limit $3"
+                ))
+                .bind(at)
+                .bind(id.to_string())
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?
+            }
+        };
+        rows.iter().map(from_row).collect()
+    }
+
+    /// End an open meeting (with its ledger entry). Returns `None` if it was already
+    /// ended, `NotFound` if it does not exist.
+    pub async fn end_meeting(&self, id: Uuid, now: i64, ledger: &LedgerRecord) -> Result<Option<Meeting>> {
+        let mut tx = self.pool().begin().await?;
+        let done = sqlx::query("update meetings set state = 'ended', ended_at = $1 where id = $2 and state = 'open'")
+            .bind(now)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            drop(tx);
+            return match self.get_meeting(id).await? {
+                Some(_) => Ok(None),
+                None => Err(StorageError::NotFound),
+            };
+        }
+        append_in(&mut tx, ledger).await?;
+        let row = sqlx::query(&format!("select {COLUMNS} from meetings where id = $1"))
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(from_row(&row)?))
+    }
+
+    /// Switch public/non-public. Returns `None` (and writes nothing) if unchanged.
+    pub async fn set_meeting_public(
+        &self,
+        id: Uuid,
+        public: bool,
+        ledger: &LedgerRecord,
+    ) -> Result<Option<Meeting>> {
+        let mut tx = self.pool().begin().await?;
+        let done = sqlx::query("update meetings set is_public = $1 where id = $2 and is_public <> $1")
+            .bind(flag(public))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            drop(tx);
+            return match self.get_meeting(id).await? {
+                Some(_) => Ok(None),
+                None => Err(StorageError::NotFound),
+            };
+        }
+        append_in(&mut tx, ledger).await?;
+        let row = sqlx::query(&format!("select {COLUMNS} from meetings where id = $1"))
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(from_row(&row)?))
+    }
+}

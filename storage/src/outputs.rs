@@ -1,0 +1,308 @@
+//! Recordings and streams: the two kinds of program output, with a shared lifecycle.
+
+use gremium_protocol::{OutputState, OutputTrigger};
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::ledger::{append_in, LedgerRecord};
+use crate::meetings::parse_uuid;
+use crate::{flag, Db, Result, StorageError};
+
+/// Which table an output lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    /// A recording of the recording-audience program.
+    Recording,
+    /// A livestream (HLS and/or RTMP) of the livestream-audience program.
+    Stream,
+}
+
+impl OutputKind {
+    fn table(self) -> &'static str {
+        match self {
+            OutputKind::Recording => "recordings",
+            OutputKind::Stream => "streams",
+        }
+    }
+
+    /// Lowercase name, used as a ledger-kind prefix.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputKind::Recording => "recording",
+            OutputKind::Stream => "stream",
+        }
+    }
+}
+
+/// A stored recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recording {
+    /// Recording id.
+    pub id: Uuid,
+    /// Meeting recorded.
+    pub meeting_id: Uuid,
+    /// Lifecycle state.
+    pub state: OutputState,
+    /// Why it failed, when it did.
+    pub failure: Option<String>,
+    /// Who asked for it.
+    pub requested_by: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds of the last state change.
+    pub updated_at: i64,
+}
+
+/// A stored stream. Destinations are kept as JSON, stream keys included: only the
+/// API layer decides what of them is shown (never the keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stream {
+    /// Stream id.
+    pub id: Uuid,
+    /// Meeting streamed.
+    pub meeting_id: Uuid,
+    /// Lifecycle state.
+    pub state: OutputState,
+    /// HLS for citizens enabled.
+    pub hls: bool,
+    /// JSON array of RTMP destinations.
+    pub destinations: String,
+    /// Why it failed, when it did.
+    pub failure: Option<String>,
+    /// Who asked for it.
+    pub requested_by: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds of the last state change.
+    pub updated_at: i64,
+}
+
+/// A recording to create.
+#[derive(Debug, Clone)]
+pub struct NewRecording {
+    /// Recording id.
+    pub id: Uuid,
+    /// Meeting.
+    pub meeting_id: Uuid,
+    /// Requester's subject.
+    pub requested_by: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// A stream to create.
+#[derive(Debug, Clone)]
+pub struct NewStream {
+    /// Stream id.
+    pub id: Uuid,
+    /// Meeting.
+    pub meeting_id: Uuid,
+    /// HLS enabled.
+    pub hls: bool,
+    /// JSON array of RTMP destinations.
+    pub destinations: String,
+    /// Requester's subject.
+    pub requested_by: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// Outcome of applying a trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    /// Meeting the output belongs to.
+    pub meeting_id: Uuid,
+    /// State before.
+    pub from: OutputState,
+    /// State after (equal to `from` for a harmless repeat).
+    pub to: OutputState,
+}
+
+impl Transition {
+    /// True when the state changed.
+    pub fn changed(&self) -> bool {
+        self.from != self.to
+    }
+}
+
+fn parse_state(s: &str) -> Result<OutputState> {
+    OutputState::parse(s).ok_or_else(|| StorageError::Corrupt(format!("output state {s:?}")))
+}
+
+const RECORDING_COLUMNS: &str = "id, meeting_id, state, failure, requested_by, created_at, updated_at";
+const STREAM_COLUMNS: &str =
+    "id, meeting_id, state, hls, destinations, failure, requested_by, created_at, updated_at";
+
+fn recording_from_row(row: &sqlx::any::AnyRow) -> Result<Recording> {
+    Ok(Recording {
+        id: parse_uuid(&row.try_get::<String, _>("id")?)?,
+        meeting_id: parse_uuid(&row.try_get::<String, _>("meeting_id")?)?,
+        state: parse_state(&row.try_get::<String, _>("state")?)?,
+        failure: row.try_get("failure")?,
+        requested_by: row.try_get("requested_by")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn stream_from_row(row: &sqlx::any::AnyRow) -> Result<Stream> {
+    Ok(Stream {
+        id: parse_uuid(&row.try_get::<String, _>("id")?)?,
+        meeting_id: parse_uuid(&row.try_get::<String, _>("meeting_id")?)?,
+        state: parse_state(&row.try_get::<String, _>("state")?)?,
+        hls: row.try_get::<i64, _>("hls")? != 0,
+        destinations: row.try_get("destinations")?,
+        failure: row.try_get("failure")?,
+        requested_by: row.try_get("requested_by")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+impl Db {
+    /// Create a recording in state `requested`, with its ledger entry.
+    pub async fn insert_recording(&self, r: &NewRecording, ledger: &LedgerRecord) -> Result<Recording> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "insert into recordings (id, meeting_id, state, requested_by, created_at, updated_at) \
+             values ($1, $2, 'requested', $3, $4, $4)",
+        )
+        .bind(r.id.to_string())
+        .bind(r.meeting_id.to_string())
+        .bind(&r.requested_by)
+        .bind(r.created_at)
+        .execute(&mut *tx)
+        .await?;
+        append_in(&mut tx, ledger).await?;
+        tx.commit().await?;
+        Ok(Recording {
+            id: r.id,
+            meeting_id: r.meeting_id,
+            state: OutputState::Requested,
+            failure: None,
+            requested_by: r.requested_by.clone(),
+            created_at: r.created_at,
+            updated_at: r.created_at,
+        })
+    }
+
+    /// Create a stream in state `requested`, with its ledger entry.
+    pub async fn insert_stream(&self, s: &NewStream, ledger: &LedgerRecord) -> Result<Stream> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "insert into streams (id, meeting_id, state, hls, destinations, requested_by, created_at, updated_at) \
+             values ($1, $2, 'requested', $3, $4, $5, $6, $6)",
+        )
+        .bind(s.id.to_string())
+        .bind(s.meeting_id.to_string())
+        .bind(flag(s.hls))
+        .bind(&s.destinations)
+        .bind(&s.requested_by)
+        .bind(s.created_at)
+        .execute(&mut *tx)
+        .await?;
+        append_in(&mut tx, ledger).await?;
+        tx.commit().await?;
+        Ok(Stream {
+            id: s.id,
+            meeting_id: s.meeting_id,
+            state: OutputState::Requested,
+            hls: s.hls,
+            destinations: s.destinations.clone(),
+            failure: None,
+            requested_by: s.requested_by.clone(),
+            created_at: s.created_at,
+            updated_at: s.created_at,
+        })
+    }
+
+    /// One recording.
+    pub async fn get_recording(&self, id: Uuid) -> Result<Option<Recording>> {
+        let row = sqlx::query(&format!("select {RECORDING_COLUMNS} from recordings where id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(recording_from_row).transpose()
+    }
+
+    /// One stream.
+    pub async fn get_stream(&self, id: Uuid) -> Result<Option<Stream>> {
+        let row = sqlx::query(&format!("select {STREAM_COLUMNS} from streams where id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(stream_from_row).transpose()
+    }
+
+    /// Recordings of a meeting, oldest first.
+    pub async fn list_recordings(&self, meeting_id: Uuid) -> Result<Vec<Recording>> {
+        let rows = sqlx::query(&format!(
+            "select {RECORDING_COLUMNS} from recordings where meeting_id = $1 order by created_at, id"
+        ))
+        .bind(meeting_id.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(recording_from_row).collect()
+    }
+
+    /// Streams of a meeting, oldest first.
+    pub async fn list_streams(&self, meeting_id: Uuid) -> Result<Vec<Stream>> {
+        let rows = sqlx::query(&format!(
+            "select {STREAM_COLUMNS} from streams where meeting_id = $1 order by created_at, id"
+        ))
+        .bind(meeting_id.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(stream_from_row).collect()
+    }
+
+    /// Apply a lifecycle trigger with compare-and-set on the current state. When the
+    /// state changes and `ledger` yields a record, it is appended in the same
+    /// transaction. Refused transitions return `InvalidTransition`.
+    pub async fn transition_output(
+        &self,
+        kind: OutputKind,
+        id: Uuid,
+        trigger: OutputTrigger,
+        now: i64,
+        failure: Option<&str>,
+        ledger: impl Fn(&Transition) -> Option<LedgerRecord>,
+    ) -> Result<Transition> {
+        let table = kind.table();
+        for _ in 0..5 {
+            let mut tx = self.pool().begin().await?;
+            let row = sqlx::query(&format!("select meeting_id, state from {table} where id = $1"))
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StorageError::NotFound)?;
+            let meeting_id = parse_uuid(&row.try_get::<String, _>("meeting_id")?)?;
+            let from = parse_state(&row.try_get::<String, _>("state")?)?;
+            let to = from.apply(trigger)?;
+            let transition = Transition { meeting_id, from, to };
+            if !transition.changed() {
+                return Ok(transition);
+            }
+            let done = sqlx::query(&format!(
+                "update {table} set state = $1, updated_at = $2, failure = coalesce($3, failure) \
+                 where id = $4 and state = $5"
+            ))
+            .bind(to.as_str())
+            .bind(now)
+            .bind(failure.map(str::to_string))
+            .bind(id.to_string())
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                continue; // someone else moved it; re-read and re-apply
+            }
+            if let Some(record) = ledger(&transition) {
+                append_in(&mut tx, &record).await?;
+            }
+            tx.commit().await?;
+            return Ok(transition);
+        }
+        Err(StorageError::Contended(table))
+    }
+}
