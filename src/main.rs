@@ -1,1 +1,150 @@
-fn main() {}
+//! `gremium`: the binary. Parses the command line, loads and validates the
+//! configuration, and wires the crates together. It holds no business logic.
+
+mod config;
+mod wiring;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "gremium",
+    version,
+    about = "Media service for public-sector meetings"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// TOML configuration file.
+    #[arg(long, env = "GREMIUM_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Data directory (SQLite file, local object store, local signing key).
+    #[arg(long, env = "GREMIUM_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Database URL (overrides the config file): sqlite://… or postgres://…
+    #[arg(
+        long,
+        env = "GREMIUM_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long, env = "GREMIUM_LISTEN")]
+        listen: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print a locally signed staff token.
+    Token {
+        /// Role: admin, moderator, viewer or archivist.
+        #[arg(long)]
+        role: Vec<String>,
+        /// Subject recorded as the actor in the ledger.
+        #[arg(long, default_value = "local-admin")]
+        subject: String,
+        /// Lifetime in hours.
+        #[arg(long, default_value_t = 12)]
+        ttl_hours: u64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Audit-ledger tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Check the GStreamer installation and the plugins Gremium needs.
+    Doctor,
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify every hash chain; exit 1 if any is broken.
+    Verify {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn overrides(common: &Common, listen: Option<String>) -> config::Overrides {
+    config::Overrides {
+        config: common.config.clone(),
+        listen,
+        data_dir: common.data_dir.clone(),
+        database_url: common.database_url.clone(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { listen, common } => {
+                wiring::serve(config::load(&overrides(&common, listen))?).await
+            }
+            Command::Migrate { common } => {
+                wiring::migrate(config::load(&overrides(&common, None))?).await
+            }
+            Command::Token {
+                role,
+                subject,
+                ttl_hours,
+                common,
+            } => wiring::token(
+                config::load(&overrides(&common, None))?,
+                &role,
+                &subject,
+                ttl_hours,
+            ),
+            Command::Audit {
+                command: AuditCommand::Verify { common },
+            } => wiring::audit_verify(config::load(&overrides(&common, None))?).await,
+            Command::Doctor => wiring::doctor(),
+            Command::Openapi => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&gremium_signaling::openapi::document())?
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

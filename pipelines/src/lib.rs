@@ -55,14 +55,19 @@ pub fn init() -> Result<Runtime, PipelineError> {
     gst::init()?;
     let (major, minor, _, _) = gst::version();
     if (major, minor) < (1, 22) {
-        return Err(PipelineError::TooOld { found: gst::version_string().to_string() });
+        return Err(PipelineError::TooOld {
+            found: gst::version_string().to_string(),
+        });
     }
     let missing = REQUIRED_ELEMENTS
         .iter()
         .copied()
         .filter(|(name, _)| gst::ElementFactory::find(name).is_none())
         .collect();
-    Ok(Runtime { version: gst::version_string().to_string(), missing })
+    Ok(Runtime {
+        version: gst::version_string().to_string(),
+        missing,
+    })
 }
 
 #[cfg(test)]

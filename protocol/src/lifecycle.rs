@@ -93,7 +93,12 @@ impl OutputState {
             (Requested | Starting | Active | Stopping, StopRequested) => Stopping,
             (Requested | Starting | Active | Stopping, MediaStopped) => Finished,
             (Requested | Starting | Active | Stopping, MediaFailed) => Failed,
-            (Finished | Failed, _) => return Err(InvalidTransition { from: self, trigger }),
+            (Finished | Failed, _) => {
+                return Err(InvalidTransition {
+                    from: self,
+                    trigger,
+                })
+            }
         };
         Ok(next)
     }
@@ -105,8 +110,13 @@ mod tests {
     use OutputState::*;
     use OutputTrigger::*;
 
-    const TRIGGERS: [OutputTrigger; 5] =
-        [MediaAccepted, MediaStarted, StopRequested, MediaStopped, MediaFailed];
+    const TRIGGERS: [OutputTrigger; 5] = [
+        MediaAccepted,
+        MediaStarted,
+        StopRequested,
+        MediaStopped,
+        MediaFailed,
+    ];
 
     fn rank(s: OutputState) -> u8 {
         match s {
@@ -126,7 +136,11 @@ mod tests {
         assert_eq!(s, Active);
         let s = s.apply(StopRequested).unwrap();
         assert_eq!(s, Stopping);
-        assert_eq!(s.apply(StopRequested).unwrap(), Stopping, "second stop is harmless");
+        assert_eq!(
+            s.apply(StopRequested).unwrap(),
+            Stopping,
+            "second stop is harmless"
+        );
         assert_eq!(s.apply(MediaStopped).unwrap(), Finished);
     }
 
@@ -149,7 +163,10 @@ mod tests {
     fn names_round_trip() {
         for s in OutputState::ALL {
             assert_eq!(OutputState::parse(s.as_str()), Some(s));
-            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
         }
         assert_eq!(OutputState::parse("bogus"), None);
     }

@@ -16,7 +16,10 @@ pub struct RtmpTarget {
 
 impl std::fmt::Debug for RtmpTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RtmpTarget").field("url", &self.url).field("key", &"<redacted>").finish()
+        f.debug_struct("RtmpTarget")
+            .field("url", &self.url)
+            .field("key", &"<redacted>")
+            .finish()
     }
 }
 
@@ -224,7 +227,10 @@ mod tests {
 
     #[test]
     fn stream_key_is_redacted_in_debug() {
-        let t = RtmpTarget { url: "rtmp://x/app".into(), key: "sekrit".into() };
+        let t = RtmpTarget {
+            url: "rtmp://x/app".into(),
+            key: "sekrit".into(),
+        };
         assert!(!format!("{t:?}").contains("sekrit"));
     }
 }

@@ -1,1 +1,176 @@
-//! placeholder
+//! Gremium's control plane over HTTP.
+//!
+//! Owns: the REST API under `/api/v1` (meetings, participants, consent, recordings,
+//! streams, public switch, audit), the meeting WebSocket events, bearer-token auth
+//! (local keys and OIDC/JWKS), the output lifecycles as seen by the API, OpenAPI,
+//! health and metrics.
+//!
+//! Must not: depend on GStreamer. It drives the media plane only through the
+//! [`gremium_protocol::MediaPlane`] trait, so the media plane may live in this process
+//! or on another node.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod media;
+pub mod openapi;
+mod ops;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use chrono::{TimeZone, Utc};
+use gremium_protocol::MediaPlane;
+use gremium_storage::Db;
+use uuid::Uuid;
+
+pub use auth::{AuthSettings, Authenticator, OidcSettings, Principal, Role};
+pub use error::ApiError;
+pub use events::{EventHub, EventKind, MeetingEvent};
+pub use media::{apply_media_events, event_channel, NoMediaPlane};
+
+/// API limits and defaults (validated by the binary's config).
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Retention of a meeting's recordings when the request does not say.
+    pub default_retention_days: u32,
+    /// Largest retention a request may ask for.
+    pub max_retention_days: u32,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            max_body_bytes: 64 * 1024,
+            default_retention_days: 30,
+            max_retention_days: 3650,
+        }
+    }
+}
+
+/// Wall clock in unix milliseconds, passed in so tests can control time.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| Utc::now().timestamp_millis())
+}
+
+const CONSENT_LOCK_STRIPES: usize = 64;
+
+struct Inner {
+    db: Db,
+    auth: Arc<Authenticator>,
+    media: Arc<dyn MediaPlane>,
+    hub: EventHub,
+    settings: ApiSettings,
+    clock: Clock,
+    consent_locks: Vec<tokio::sync::Mutex<()>>,
+    metrics: ops::Metrics,
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl AppState {
+    /// Assemble the state. The media plane's events must be fed to
+    /// [`apply_media_events`] with a clone of this state.
+    pub fn new(
+        db: Db,
+        auth: Arc<Authenticator>,
+        media: Arc<dyn MediaPlane>,
+        settings: ApiSettings,
+        clock: Clock,
+    ) -> AppState {
+        AppState(Arc::new(Inner {
+            db,
+            auth,
+            media,
+            hub: EventHub::default(),
+            settings,
+            clock,
+            consent_locks: (0..CONSENT_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            metrics: ops::Metrics::install(),
+        }))
+    }
+
+    /// Database handle.
+    pub fn db(&self) -> &Db {
+        &self.0.db
+    }
+
+    /// Token verifier/issuer.
+    pub fn auth(&self) -> &Authenticator {
+        &self.0.auth
+    }
+
+    /// The media plane.
+    pub fn media(&self) -> &dyn MediaPlane {
+        self.0.media.as_ref()
+    }
+
+    /// Meeting event fan-out.
+    pub fn hub(&self) -> &EventHub {
+        &self.0.hub
+    }
+
+    /// API limits and defaults.
+    pub fn settings(&self) -> &ApiSettings {
+        &self.0.settings
+    }
+
+    /// Now, unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        (self.0.clock)()
+    }
+
+    /// Serializes consent changes of one participant (media gate and database must
+    /// agree on the order of changes).
+    pub(crate) fn consent_lock(&self, participant_id: Uuid) -> &tokio::sync::Mutex<()> {
+        let idx = participant_id.as_u128() as usize % CONSENT_LOCK_STRIPES;
+        &self.0.consent_locks[idx]
+    }
+
+    /// Publish an event on a meeting's channel, stamped with the current time.
+    pub fn publish(&self, meeting_id: Uuid, kind: EventKind) {
+        let at = Utc
+            .timestamp_millis_opt(self.now_ms())
+            .single()
+            .unwrap_or_else(Utc::now);
+        self.0.hub.publish(&MeetingEvent {
+            meeting_id,
+            at,
+            kind,
+        });
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(api::meetings::router())
+        .merge(api::participants::router())
+        .merge(api::outputs::router())
+        .merge(api::audit::router())
+        .merge(api::ws::router())
+        .merge(openapi::router());
+    Router::new()
+        .nest("/api/v1", api)
+        .merge(ops::router())
+        .fallback(ops::not_found)
+        .layer(DefaultBodyLimit::max(state.settings().max_body_bytes))
+        .layer(axum::middleware::from_fn(ops::observe))
+        .with_state(state)
+}
+
+pub(crate) fn to_datetime(ms: i64) -> chrono::DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}

@@ -106,14 +106,26 @@ pub fn entry_hash(
     data: &str,
     prev_hash: &str,
 ) -> String {
-    let canonical = Canonical { chain: chain_id, seq, at, kind, actor, subject, data, prev: prev_hash };
+    let canonical = Canonical {
+        chain: chain_id,
+        seq,
+        at,
+        kind,
+        actor,
+        subject,
+        data,
+        prev: prev_hash,
+    };
     // Serializing a struct of strings and integers cannot fail.
     let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
     hex::encode(Sha256::digest(&bytes))
 }
 
 /// Append within an open transaction (so the entry commits with the change it records).
-pub(crate) async fn append_in(conn: &mut AnyConnection, record: &LedgerRecord) -> Result<LedgerEntry> {
+pub(crate) async fn append_in(
+    conn: &mut AnyConnection,
+    record: &LedgerRecord,
+) -> Result<LedgerEntry> {
     sqlx::query(
         "insert into ledger_chains (chain_id, seq, head) values ($1, 0, $2) \
          on conflict (chain_id) do nothing",
@@ -203,7 +215,12 @@ impl Db {
     }
 
     /// Entries of one chain, oldest first.
-    pub async fn ledger_entries(&self, chain_id: &str, after_seq: i64, limit: i64) -> Result<Vec<LedgerEntry>> {
+    pub async fn ledger_entries(
+        &self,
+        chain_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<LedgerEntry>> {
         let rows = sqlx::query(&format!(
             "select {ENTRY_COLUMNS} from ledger_entries where chain_id = $1 and seq > $2 \
              order by seq limit $3"
@@ -235,9 +252,19 @@ impl Db {
             .await?;
         let mut heads: std::collections::BTreeMap<String, (i64, String)> = heads
             .iter()
-            .map(|r| Ok((r.try_get("chain_id")?, (r.try_get("seq")?, r.try_get("head")?))))
+            .map(|r| {
+                Ok((
+                    r.try_get("chain_id")?,
+                    (r.try_get("seq")?, r.try_get("head")?),
+                ))
+            })
             .collect::<Result<_>>()?;
-        let mut report = VerifyReport { intact: true, chains: 0, entries: 0, first_broken: None };
+        let mut report = VerifyReport {
+            intact: true,
+            chains: 0,
+            entries: 0,
+            first_broken: None,
+        };
         let sql = format!("select {ENTRY_COLUMNS} from ledger_entries order by chain_id, seq");
         let mut rows = sqlx::query(&sql).fetch(self.pool());
         let mut current: Option<(String, i64, String)> = None; // chain, last seq, last hash
@@ -263,16 +290,37 @@ impl Db {
                 None => (1, GENESIS_HASH.to_string()),
             };
             if e.seq != expected_seq {
-                problem = Some(broken(&e.chain_id, expected_seq, format!("entry {expected_seq} is missing (found {})", e.seq)));
+                problem = Some(broken(
+                    &e.chain_id,
+                    expected_seq,
+                    format!("entry {expected_seq} is missing (found {})", e.seq),
+                ));
                 break;
             }
             if e.prev_hash != expected_prev {
-                problem = Some(broken(&e.chain_id, e.seq, "previous-hash link does not match the previous entry".into()));
+                problem = Some(broken(
+                    &e.chain_id,
+                    e.seq,
+                    "previous-hash link does not match the previous entry".into(),
+                ));
                 break;
             }
-            let recomputed = entry_hash(&e.chain_id, e.seq, e.at, &e.kind, &e.actor, &e.subject, &e.data, &e.prev_hash);
+            let recomputed = entry_hash(
+                &e.chain_id,
+                e.seq,
+                e.at,
+                &e.kind,
+                &e.actor,
+                &e.subject,
+                &e.data,
+                &e.prev_hash,
+            );
             if recomputed != e.hash {
-                problem = Some(broken(&e.chain_id, e.seq, "content does not match its hash".into()));
+                problem = Some(broken(
+                    &e.chain_id,
+                    e.seq,
+                    "content does not match its hash".into(),
+                ));
                 break;
             }
             current = Some((e.chain_id, e.seq, e.hash));
@@ -287,7 +335,11 @@ impl Db {
         if problem.is_none() {
             // Chains whose head claims entries that are all gone.
             if let Some((chain, (seq, _))) = heads.into_iter().find(|(_, (seq, _))| *seq > 0) {
-                problem = Some(broken(&chain, 1, format!("chain head claims {seq} entries but none are stored")));
+                problem = Some(broken(
+                    &chain,
+                    1,
+                    format!("chain head claims {seq} entries but none are stored"),
+                ));
             }
         }
         report.intact = problem.is_none();
@@ -304,7 +356,11 @@ fn check_head(
     last_hash: &str,
 ) -> Option<BrokenEntry> {
     match heads.remove(chain) {
-        None => Some(BrokenEntry { chain_id: chain.into(), seq: last_seq, reason: "chain has no head record".into() }),
+        None => Some(BrokenEntry {
+            chain_id: chain.into(),
+            seq: last_seq,
+            reason: "chain has no head record".into(),
+        }),
         Some((seq, _)) if seq != last_seq => Some(BrokenEntry {
             chain_id: chain.into(),
             seq: last_seq + 1,

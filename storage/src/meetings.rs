@@ -132,7 +132,11 @@ impl Db {
     }
 
     /// Newest first; `before` is the (created_at, id) keyset cursor of the last item seen.
-    pub async fn list_meetings(&self, before: Option<(i64, Uuid)>, limit: i64) -> Result<Vec<Meeting>> {
+    pub async fn list_meetings(
+        &self,
+        before: Option<(i64, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<Meeting>> {
         let rows = match before {
             None => {
                 sqlx::query(&format!(
@@ -160,13 +164,20 @@ impl Db {
 
     /// End an open meeting (with its ledger entry). Returns `None` if it was already
     /// ended, `NotFound` if it does not exist.
-    pub async fn end_meeting(&self, id: Uuid, now: i64, ledger: &LedgerRecord) -> Result<Option<Meeting>> {
+    pub async fn end_meeting(
+        &self,
+        id: Uuid,
+        now: i64,
+        ledger: &LedgerRecord,
+    ) -> Result<Option<Meeting>> {
         let mut tx = self.pool().begin().await?;
-        let done = sqlx::query("update meetings set state = 'ended', ended_at = $1 where id = $2 and state = 'open'")
-            .bind(now)
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
+        let done = sqlx::query(
+            "update meetings set state = 'ended', ended_at = $1 where id = $2 and state = 'open'",
+        )
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
         if done.rows_affected() == 0 {
             drop(tx);
             return match self.get_meeting(id).await? {
@@ -191,11 +202,12 @@ impl Db {
         ledger: &LedgerRecord,
     ) -> Result<Option<Meeting>> {
         let mut tx = self.pool().begin().await?;
-        let done = sqlx::query("update meetings set is_public = $1 where id = $2 and is_public <> $1")
-            .bind(flag(public))
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
+        let done =
+            sqlx::query("update meetings set is_public = $1 where id = $2 and is_public <> $1")
+                .bind(flag(public))
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
         if done.rows_affected() == 0 {
             drop(tx);
             return match self.get_meeting(id).await? {

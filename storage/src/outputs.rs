@@ -129,7 +129,8 @@ fn parse_state(s: &str) -> Result<OutputState> {
     OutputState::parse(s).ok_or_else(|| StorageError::Corrupt(format!("output state {s:?}")))
 }
 
-const RECORDING_COLUMNS: &str = "id, meeting_id, state, failure, requested_by, created_at, updated_at";
+const RECORDING_COLUMNS: &str =
+    "id, meeting_id, state, failure, requested_by, created_at, updated_at";
 const STREAM_COLUMNS: &str =
     "id, meeting_id, state, hls, destinations, failure, requested_by, created_at, updated_at";
 
@@ -161,7 +162,11 @@ fn stream_from_row(row: &sqlx::any::AnyRow) -> Result<Stream> {
 
 impl Db {
     /// Create a recording in state `requested`, with its ledger entry.
-    pub async fn insert_recording(&self, r: &NewRecording, ledger: &LedgerRecord) -> Result<Recording> {
+    pub async fn insert_recording(
+        &self,
+        r: &NewRecording,
+        ledger: &LedgerRecord,
+    ) -> Result<Recording> {
         let mut tx = self.pool().begin().await?;
         sqlx::query(
             "insert into recordings (id, meeting_id, state, requested_by, created_at, updated_at) \
@@ -218,19 +223,23 @@ impl Db {
 
     /// One recording.
     pub async fn get_recording(&self, id: Uuid) -> Result<Option<Recording>> {
-        let row = sqlx::query(&format!("select {RECORDING_COLUMNS} from recordings where id = $1"))
-            .bind(id.to_string())
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(&format!(
+            "select {RECORDING_COLUMNS} from recordings where id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
         row.as_ref().map(recording_from_row).transpose()
     }
 
     /// One stream.
     pub async fn get_stream(&self, id: Uuid) -> Result<Option<Stream>> {
-        let row = sqlx::query(&format!("select {STREAM_COLUMNS} from streams where id = $1"))
-            .bind(id.to_string())
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(&format!(
+            "select {STREAM_COLUMNS} from streams where id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
         row.as_ref().map(stream_from_row).transpose()
     }
 
@@ -271,15 +280,21 @@ impl Db {
         let table = kind.table();
         for _ in 0..5 {
             let mut tx = self.pool().begin().await?;
-            let row = sqlx::query(&format!("select meeting_id, state from {table} where id = $1"))
-                .bind(id.to_string())
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(StorageError::NotFound)?;
+            let row = sqlx::query(&format!(
+                "select meeting_id, state from {table} where id = $1"
+            ))
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StorageError::NotFound)?;
             let meeting_id = parse_uuid(&row.try_get::<String, _>("meeting_id")?)?;
             let from = parse_state(&row.try_get::<String, _>("state")?)?;
             let to = from.apply(trigger)?;
-            let transition = Transition { meeting_id, from, to };
+            let transition = Transition {
+                meeting_id,
+                from,
+                to,
+            };
             if !transition.changed() {
                 return Ok(transition);
             }

@@ -3,7 +3,7 @@
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::ledger::{append_in, LedgerRecord};
+use crate::ledger::{append_in, LedgerEntry, LedgerRecord};
 use crate::meetings::parse_uuid;
 use crate::{flag, Db, Result, StorageError};
 
@@ -101,7 +101,7 @@ impl Db {
         rows.iter().map(from_row).collect()
     }
 
-    /// Store a consent change together with its ledger entry.
+    /// Store a consent change together with its ledger entry; returns both.
     pub async fn set_consent(
         &self,
         meeting_id: Uuid,
@@ -109,7 +109,7 @@ impl Db {
         recording: bool,
         streaming: bool,
         ledger: &LedgerRecord,
-    ) -> Result<Participant> {
+    ) -> Result<(Participant, LedgerEntry)> {
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query(&format!(
             "update participants set consent_recording = $1, consent_streaming = $2 \
@@ -122,13 +122,18 @@ impl Db {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StorageError::NotFound)?;
-        append_in(&mut tx, ledger).await?;
+        let entry = append_in(&mut tx, ledger).await?;
         tx.commit().await?;
-        from_row(&row)
+        Ok((from_row(&row)?, entry))
     }
 
     /// Mark a participant as having left. Returns `None` if they had left already.
-    pub async fn mark_participant_left(&self, meeting_id: Uuid, id: Uuid, now: i64) -> Result<Option<Participant>> {
+    pub async fn mark_participant_left(
+        &self,
+        meeting_id: Uuid,
+        id: Uuid,
+        now: i64,
+    ) -> Result<Option<Participant>> {
         let row = sqlx::query(&format!(
             "update participants set left_at = $1 where id = $2 and meeting_id = $3 and left_at is null \
              returning {COLUMNS}"

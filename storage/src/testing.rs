@@ -24,12 +24,24 @@ pub async fn fresh_sqlite() -> Result<(Db, std::path::PathBuf)> {
 /// URL of a newly created, empty PostgreSQL database on the test server.
 pub async fn fresh_postgres_url() -> Result<String> {
     let admin_url = postgres_admin_url();
-    let admin = Db::connect(&admin_url, &DbOptions { max_connections: 1, ..Default::default() }).await?;
+    let admin = Db::connect(
+        &admin_url,
+        &DbOptions {
+            max_connections: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
     let name = format!("gremium_t_{}", Uuid::new_v4().simple());
     // The name is generated here, never user input.
-    sqlx::query(&format!("create database {name}")).execute(admin.pool()).await?;
+    sqlx::query(&format!("create database {name}"))
+        .execute(admin.pool())
+        .await?;
     admin.close().await;
-    let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin_url);
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(&admin_url);
     Ok(format!("{base}/{name}"))
 }
 

@@ -16,7 +16,9 @@ macro_rules! both_backends {
             }
             #[tokio::test]
             async fn postgres() {
-                let db = super::fresh_postgres().await.expect("postgres at GREMIUM_TEST_POSTGRES_URL");
+                let db = super::fresh_postgres()
+                    .await
+                    .expect("postgres at GREMIUM_TEST_POSTGRES_URL");
                 super::$name(db).await;
             }
         }
@@ -44,7 +46,9 @@ async fn new_meeting(db: &Db, at: i64) -> Meeting {
         created_by: "mod".into(),
         created_at: at,
     };
-    db.insert_meeting(&m, &record(id, at, "meeting_created", id)).await.unwrap()
+    db.insert_meeting(&m, &record(id, at, "meeting_created", id))
+        .await
+        .unwrap()
 }
 
 async fn meetings_paginate_and_end(db: Db) {
@@ -60,20 +64,35 @@ async fn meetings_paginate_and_end(db: Db) {
     while let Some(c) = cursor {
         let page = db.list_meetings(Some(c), 2).await.unwrap();
         seen.extend(page.iter().map(|m| m.id));
-        cursor = if page.len() == 2 { page.last().map(|m| (m.created_at, m.id)) } else { None };
+        cursor = if page.len() == 2 {
+            page.last().map(|m| (m.created_at, m.id))
+        } else {
+            None
+        };
     }
     seen.sort();
     ids.sort();
-    assert_eq!(seen, ids, "keyset pagination visits every meeting exactly once");
+    assert_eq!(
+        seen, ids,
+        "keyset pagination visits every meeting exactly once"
+    );
 
     let id = ids[0];
-    let ended = db.end_meeting(id, 9000, &record(id, 9000, "meeting_ended", id)).await.unwrap();
+    let ended = db
+        .end_meeting(id, 9000, &record(id, 9000, "meeting_ended", id))
+        .await
+        .unwrap();
     let ended = ended.expect("first end changes state");
     assert_eq!(ended.state, MeetingState::Ended);
     assert_eq!(ended.ended_at, Some(9000));
-    assert!(db.end_meeting(id, 9100, &record(id, 9100, "meeting_ended", id)).await.unwrap().is_none());
+    assert!(db
+        .end_meeting(id, 9100, &record(id, 9100, "meeting_ended", id))
+        .await
+        .unwrap()
+        .is_none());
     assert!(matches!(
-        db.end_meeting(Uuid::new_v4(), 1, &record(id, 1, "x", id)).await,
+        db.end_meeting(Uuid::new_v4(), 1, &record(id, 1, "x", id))
+            .await,
         Err(StorageError::NotFound)
     ));
     assert!(db.get_meeting(Uuid::new_v4()).await.unwrap().is_none());
@@ -83,30 +102,69 @@ both_backends!(meetings_paginate_and_end);
 async fn consent_is_stored_with_a_chained_ledger_entry(db: Db) {
     let m = new_meeting(&db, 1).await;
     let p = db
-        .insert_participant(&NewParticipant { id: Uuid::new_v4(), meeting_id: m.id, display_name: "Anna".into(), created_at: 2 })
+        .insert_participant(&NewParticipant {
+            id: Uuid::new_v4(),
+            meeting_id: m.id,
+            display_name: "Anna".into(),
+            created_at: 2,
+        })
         .await
         .unwrap();
-    assert!(!p.consent_recording && !p.consent_streaming, "default is no consent");
-    let p2 = db.set_consent(m.id, p.id, true, false, &record(m.id, 3, "consent_changed", p.id)).await.unwrap();
+    assert!(
+        !p.consent_recording && !p.consent_streaming,
+        "default is no consent"
+    );
+    let (p2, entry) = db
+        .set_consent(
+            m.id,
+            p.id,
+            true,
+            false,
+            &record(m.id, 3, "consent_changed", p.id),
+        )
+        .await
+        .unwrap();
+    assert_eq!(entry.seq, 2);
     assert!(p2.consent_recording && !p2.consent_streaming);
     let again = db.get_participant(m.id, p.id).await.unwrap().unwrap();
     assert_eq!(again, p2);
     assert!(matches!(
-        db.set_consent(m.id, Uuid::new_v4(), true, true, &record(m.id, 4, "consent_changed", 0)).await,
+        db.set_consent(
+            m.id,
+            Uuid::new_v4(),
+            true,
+            true,
+            &record(m.id, 4, "consent_changed", 0)
+        )
+        .await,
         Err(StorageError::NotFound)
     ));
 
     let entries = db.ledger_entries(&m.id.to_string(), 0, 100).await.unwrap();
-    assert_eq!(entries.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["meeting_created", "consent_changed"]);
+    assert_eq!(
+        entries.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["meeting_created", "consent_changed"]
+    );
     assert_eq!(entries[0].prev_hash, ledger::GENESIS_HASH);
     assert_eq!(entries[1].prev_hash, entries[0].hash);
-    assert_eq!(entries[1].data, r#"{"a":1,"b":2}"#, "data is canonical JSON");
+    assert_eq!(
+        entries[1].data, r#"{"a":1,"b":2}"#,
+        "data is canonical JSON"
+    );
     let (seq, head) = db.ledger_head(&m.id.to_string()).await.unwrap();
     assert_eq!((seq, head), (2, entries[1].hash.clone()));
 
-    let left = db.mark_participant_left(m.id, p.id, 5).await.unwrap().unwrap();
+    let left = db
+        .mark_participant_left(m.id, p.id, 5)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(left.left_at, Some(5));
-    assert!(db.mark_participant_left(m.id, p.id, 6).await.unwrap().is_none());
+    assert!(db
+        .mark_participant_left(m.id, p.id, 6)
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(db.list_participants(m.id).await.unwrap().len(), 1);
 }
 both_backends!(consent_is_stored_with_a_chained_ledger_entry);
@@ -115,8 +173,12 @@ async fn tampering_is_detected(db: Db) {
     let a = new_meeting(&db, 1).await;
     let b = new_meeting(&db, 2).await;
     for i in 0..3 {
-        db.append_ledger(&record(a.id, 10 + i, "consent_changed", a.id)).await.unwrap();
-        db.append_ledger(&record(b.id, 20 + i, "consent_changed", b.id)).await.unwrap();
+        db.append_ledger(&record(a.id, 10 + i, "consent_changed", a.id))
+            .await
+            .unwrap();
+        db.append_ledger(&record(b.id, 20 + i, "consent_changed", b.id))
+            .await
+            .unwrap();
     }
     let ok = db.verify_ledger().await.unwrap();
     assert!(ok.intact, "{ok:?}");
@@ -132,14 +194,19 @@ async fn tampering_is_detected(db: Db) {
     let bad = db.verify_ledger().await.unwrap();
     assert!(!bad.intact);
     let broken = bad.first_broken.unwrap();
-    assert_eq!((broken.chain_id.as_str(), broken.seq), (b.id.to_string().as_str(), 3));
+    assert_eq!(
+        (broken.chain_id.as_str(), broken.seq),
+        (b.id.to_string().as_str(), 3)
+    );
     assert!(broken.reason.contains("hash"), "{}", broken.reason);
 }
 both_backends!(tampering_is_detected);
 
 async fn truncation_is_detected(db: Db) {
     let a = new_meeting(&db, 1).await;
-    db.append_ledger(&record(a.id, 2, "consent_changed", a.id)).await.unwrap();
+    db.append_ledger(&record(a.id, 2, "consent_changed", a.id))
+        .await
+        .unwrap();
     sqlx::query("delete from ledger_entries where chain_id = $1 and seq = 2")
         .bind(a.id.to_string())
         .execute(db.pool())
@@ -156,33 +223,127 @@ async fn output_lifecycle_is_forward_only(db: Db) {
     let rid = Uuid::new_v4();
     let r = db
         .insert_recording(
-            &NewRecording { id: rid, meeting_id: m.id, requested_by: "mod".into(), created_at: 5 },
+            &NewRecording {
+                id: rid,
+                meeting_id: m.id,
+                requested_by: "mod".into(),
+                created_at: 5,
+            },
             &record(m.id, 5, "recording_requested", rid),
         )
         .await
         .unwrap();
     assert_eq!(r.state, OutputState::Requested);
-    let ledger = |t: &Transition| Some(record(t.meeting_id, 6, &format!("recording_{}", t.to.as_str()), rid));
-    let t = db.transition_output(OutputKind::Recording, rid, OutputTrigger::MediaAccepted, 6, None, ledger).await.unwrap();
-    assert_eq!((t.from, t.to), (OutputState::Requested, OutputState::Starting));
-    db.transition_output(OutputKind::Recording, rid, OutputTrigger::MediaStarted, 7, None, ledger).await.unwrap();
-    db.transition_output(OutputKind::Recording, rid, OutputTrigger::StopRequested, 8, None, ledger).await.unwrap();
-    let again = db.transition_output(OutputKind::Recording, rid, OutputTrigger::StopRequested, 9, None, ledger).await.unwrap();
+    let ledger = |t: &Transition| {
+        Some(record(
+            t.meeting_id,
+            6,
+            &format!("recording_{}", t.to.as_str()),
+            rid,
+        ))
+    };
+    let t = db
+        .transition_output(
+            OutputKind::Recording,
+            rid,
+            OutputTrigger::MediaAccepted,
+            6,
+            None,
+            ledger,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (t.from, t.to),
+        (OutputState::Requested, OutputState::Starting)
+    );
+    db.transition_output(
+        OutputKind::Recording,
+        rid,
+        OutputTrigger::MediaStarted,
+        7,
+        None,
+        ledger,
+    )
+    .await
+    .unwrap();
+    db.transition_output(
+        OutputKind::Recording,
+        rid,
+        OutputTrigger::StopRequested,
+        8,
+        None,
+        ledger,
+    )
+    .await
+    .unwrap();
+    let again = db
+        .transition_output(
+            OutputKind::Recording,
+            rid,
+            OutputTrigger::StopRequested,
+            9,
+            None,
+            ledger,
+        )
+        .await
+        .unwrap();
     assert!(!again.changed(), "second stop is harmless");
-    db.transition_output(OutputKind::Recording, rid, OutputTrigger::MediaFailed, 10, Some("disk full"), ledger).await.unwrap();
+    db.transition_output(
+        OutputKind::Recording,
+        rid,
+        OutputTrigger::MediaFailed,
+        10,
+        Some("disk full"),
+        ledger,
+    )
+    .await
+    .unwrap();
     let r = db.get_recording(rid).await.unwrap().unwrap();
     assert_eq!(r.state, OutputState::Failed);
     assert_eq!(r.failure.as_deref(), Some("disk full"));
     assert_eq!(r.updated_at, 10);
-    let refused = db.transition_output(OutputKind::Recording, rid, OutputTrigger::StopRequested, 11, None, ledger).await;
+    let refused = db
+        .transition_output(
+            OutputKind::Recording,
+            rid,
+            OutputTrigger::StopRequested,
+            11,
+            None,
+            ledger,
+        )
+        .await;
     assert!(matches!(refused, Err(StorageError::InvalidTransition(_))));
-    let kinds: Vec<String> = db.ledger_entries(&m.id.to_string(), 0, 100).await.unwrap().into_iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, ["meeting_created", "recording_requested", "recording_starting", "recording_active", "recording_stopping", "recording_failed"]);
+    let kinds: Vec<String> = db
+        .ledger_entries(&m.id.to_string(), 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "meeting_created",
+            "recording_requested",
+            "recording_starting",
+            "recording_active",
+            "recording_stopping",
+            "recording_failed"
+        ]
+    );
 
     let sid = Uuid::new_v4();
     let s = db
         .insert_stream(
-            &NewStream { id: sid, meeting_id: m.id, hls: true, destinations: "[]".into(), requested_by: "mod".into(), created_at: 12 },
+            &NewStream {
+                id: sid,
+                meeting_id: m.id,
+                hls: true,
+                destinations: "[]".into(),
+                requested_by: "mod".into(),
+                created_at: 12,
+            },
             &record(m.id, 12, "stream_requested", sid),
         )
         .await
@@ -191,7 +352,15 @@ async fn output_lifecycle_is_forward_only(db: Db) {
     assert_eq!(db.list_streams(m.id).await.unwrap(), vec![s]);
     assert_eq!(db.list_recordings(m.id).await.unwrap().len(), 1);
     assert!(matches!(
-        db.transition_output(OutputKind::Stream, Uuid::new_v4(), OutputTrigger::MediaStarted, 1, None, |_| None).await,
+        db.transition_output(
+            OutputKind::Stream,
+            Uuid::new_v4(),
+            OutputTrigger::MediaStarted,
+            1,
+            None,
+            |_| None
+        )
+        .await,
         Err(StorageError::NotFound)
     ));
     assert!(db.verify_ledger().await.unwrap().intact);
@@ -200,9 +369,16 @@ both_backends!(output_lifecycle_is_forward_only);
 
 async fn public_switch_writes_only_on_change(db: Db) {
     let m = new_meeting(&db, 1).await;
-    let changed = db.set_meeting_public(m.id, false, &record(m.id, 2, "public_changed", m.id)).await.unwrap();
+    let changed = db
+        .set_meeting_public(m.id, false, &record(m.id, 2, "public_changed", m.id))
+        .await
+        .unwrap();
     assert!(!changed.unwrap().is_public);
-    assert!(db.set_meeting_public(m.id, false, &record(m.id, 3, "public_changed", m.id)).await.unwrap().is_none());
+    assert!(db
+        .set_meeting_public(m.id, false, &record(m.id, 3, "public_changed", m.id))
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(db.ledger_head(&m.id.to_string()).await.unwrap().0, 2);
 }
 both_backends!(public_switch_writes_only_on_change);

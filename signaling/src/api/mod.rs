@@ -1,0 +1,7 @@
+//! REST handlers, one module per resource; each exposes `router()`.
+
+pub mod audit;
+pub mod meetings;
+pub mod outputs;
+pub mod participants;
+pub mod ws;

@@ -1,0 +1,576 @@
+//! Recordings and streams: start, stop, read. Their lifecycle is the forward-only
+//! [`OutputState`]; each state change is ledgered and announced on the meeting channel.
+
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use gremium_protocol::{MediaCommand, OutputState, OutputTrigger, RtmpTarget};
+use gremium_storage::{
+    LedgerRecord, MeetingState, NewRecording, NewStream, OutputKind, Recording, Stream,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::meetings::load_meeting;
+use crate::auth::{Principal, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::events::EventKind;
+use crate::extract::{ApiJson, ApiPath};
+use crate::media::transition;
+use crate::{to_datetime, AppState};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/meetings/{id}/recordings",
+            post(start_recording).get(list_recordings),
+        )
+        .route("/recordings/{rid}", get(get_recording))
+        .route("/recordings/{rid}/stop", post(stop_recording))
+        .route(
+            "/meetings/{id}/streams",
+            post(start_stream).get(list_streams),
+        )
+        .route("/streams/{sid}", get(get_stream))
+        .route("/streams/{sid}/stop", post(stop_stream))
+}
+
+/// A recording as the API shows it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RecordingView {
+    /// Recording id.
+    pub id: Uuid,
+    /// Meeting.
+    pub meeting_id: Uuid,
+    /// Lifecycle state.
+    pub state: OutputState,
+    /// Failure reason.
+    pub failure: Option<String>,
+    /// Requested at.
+    pub created_at: DateTime<Utc>,
+    /// Last state change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Recording> for RecordingView {
+    fn from(r: &Recording) -> Self {
+        RecordingView {
+            id: r.id,
+            meeting_id: r.meeting_id,
+            state: r.state,
+            failure: r.failure.clone(),
+            created_at: to_datetime(r.created_at),
+            updated_at: to_datetime(r.updated_at),
+        }
+    }
+}
+
+/// An RTMP destination as requested.
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RtmpDestination {
+    /// `rtmp://` or `rtmps://` URL of the ingest application.
+    pub url: String,
+    /// Stream key. Stored for pushing; never returned or logged.
+    pub key: String,
+}
+
+/// An RTMP destination as shown: the key is never returned.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RtmpDestinationView {
+    /// URL of the ingest application.
+    pub url: String,
+    /// Always `"***"`.
+    pub key: String,
+}
+
+/// A stream as the API shows it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StreamView {
+    /// Stream id.
+    pub id: Uuid,
+    /// Meeting.
+    pub meeting_id: Uuid,
+    /// Lifecycle state.
+    pub state: OutputState,
+    /// HLS for citizens.
+    pub hls: bool,
+    /// Public HLS playlist, when `hls`.
+    pub hls_url: Option<String>,
+    /// RTMP push destinations (keys masked).
+    pub rtmp: Vec<RtmpDestinationView>,
+    /// Failure reason.
+    pub failure: Option<String>,
+    /// Requested at.
+    pub created_at: DateTime<Utc>,
+    /// Last state change.
+    pub updated_at: DateTime<Utc>,
+}
+
+fn stream_view(s: &Stream) -> StreamView {
+    let rtmp: Vec<RtmpDestination> = serde_json::from_str(&s.destinations).unwrap_or_default();
+    StreamView {
+        id: s.id,
+        meeting_id: s.meeting_id,
+        state: s.state,
+        hls: s.hls,
+        hls_url: s.hls.then(|| format!("/live/{}/index.m3u8", s.meeting_id)),
+        rtmp: rtmp
+            .into_iter()
+            .map(|d| RtmpDestinationView {
+                url: d.url,
+                key: "***".into(),
+            })
+            .collect(),
+        failure: s.failure.clone(),
+        created_at: to_datetime(s.created_at),
+        updated_at: to_datetime(s.updated_at),
+    }
+}
+
+/// Body of `POST /meetings/{id}/streams`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartStream {
+    /// Publish HLS for citizens at `/live/{meeting_id}/index.m3u8`.
+    #[serde(default)]
+    pub hls: bool,
+    /// RTMP(S) destinations, at most 8.
+    #[serde(default)]
+    pub rtmp: Vec<RtmpDestination>,
+}
+
+async fn open_meeting(state: &AppState, id: Uuid) -> ApiResult<()> {
+    let meeting = load_meeting(state, id).await?;
+    if meeting.state == MeetingState::Ended {
+        return Err(ApiError::Conflict("meeting has ended".into()));
+    }
+    Ok(())
+}
+
+fn ledger(
+    meeting_id: Uuid,
+    at: i64,
+    kind: &str,
+    actor: &str,
+    subject: Uuid,
+    data: serde_json::Value,
+) -> LedgerRecord {
+    LedgerRecord {
+        chain_id: meeting_id.to_string(),
+        at,
+        kind: kind.into(),
+        actor: actor.into(),
+        subject: subject.to_string(),
+        data,
+    }
+}
+
+/// Hand a freshly stored output to the media plane and move it along its lifecycle.
+async fn launch(
+    state: &AppState,
+    kind: OutputKind,
+    id: Uuid,
+    command: MediaCommand,
+    actor: &str,
+) -> ApiResult<()> {
+    match state.media().execute(command).await {
+        Ok(_) => {
+            transition(state, kind, id, OutputTrigger::MediaAccepted, actor, None).await?;
+            Ok(())
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            transition(
+                state,
+                kind,
+                id,
+                OutputTrigger::MediaFailed,
+                actor,
+                Some(&reason),
+            )
+            .await?;
+            Err(e.into())
+        }
+    }
+}
+
+/// Request stop of an output: lifecycle first (so a second stop is harmless), then
+/// the media plane. Used by the stop endpoints and by ending a meeting.
+pub(crate) async fn stop_output(
+    state: &AppState,
+    kind: OutputKind,
+    id: Uuid,
+    meeting_id: Uuid,
+    actor: &str,
+) -> ApiResult<bool> {
+    let t = transition(state, kind, id, OutputTrigger::StopRequested, actor, None).await?;
+    if t.changed() {
+        let command = match kind {
+            OutputKind::Recording => MediaCommand::StopRecording {
+                meeting_id,
+                recording_id: id,
+            },
+            OutputKind::Stream => MediaCommand::StopStream {
+                meeting_id,
+                stream_id: id,
+            },
+        };
+        if let Err(e) = state.media().execute(command).await {
+            let reason = e.to_string();
+            transition(
+                state,
+                kind,
+                id,
+                OutputTrigger::MediaFailed,
+                actor,
+                Some(&reason),
+            )
+            .await?;
+        }
+    }
+    Ok(t.changed())
+}
+
+/// Start recording the meeting (moderator). One recording at a time per meeting.
+#[utoipa::path(post, path = "/api/v1/meetings/{id}/recordings", params(("id" = Uuid, Path)),
+    responses((status = 201, body = RecordingView), (status = 401), (status = 403), (status = 404), (status = 409), (status = 503)),
+    security(("bearer" = [])), tag = "recordings")]
+pub async fn start_recording(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<impl IntoResponse> {
+    who.require(&[Role::Moderator])?;
+    open_meeting(&state, id).await?;
+    if state
+        .db()
+        .list_recordings(id)
+        .await?
+        .iter()
+        .any(|r| !r.state.is_terminal())
+    {
+        return Err(ApiError::Conflict(
+            "a recording of this meeting is already running".into(),
+        ));
+    }
+    let rid = Uuid::new_v4();
+    let now = state.now_ms();
+    let actor = who.actor();
+    let r = state
+        .db()
+        .insert_recording(
+            &NewRecording {
+                id: rid,
+                meeting_id: id,
+                requested_by: actor.clone(),
+                created_at: now,
+            },
+            &ledger(
+                id,
+                now,
+                "recording_requested",
+                &actor,
+                rid,
+                serde_json::json!({}),
+            ),
+        )
+        .await?;
+    state.publish(
+        id,
+        EventKind::RecordingStateChanged {
+            recording_id: rid,
+            state: r.state,
+            reason: None,
+        },
+    );
+    launch(
+        &state,
+        OutputKind::Recording,
+        rid,
+        MediaCommand::StartRecording {
+            meeting_id: id,
+            recording_id: rid,
+        },
+        &actor,
+    )
+    .await?;
+    let r = state
+        .db()
+        .get_recording(rid)
+        .await?
+        .ok_or(ApiError::NotFound("recording"))?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/api/v1/recordings/{rid}"))],
+        Json(RecordingView::from(&r)),
+    ))
+}
+
+/// Recordings of a meeting (moderator, archivist).
+#[utoipa::path(get, path = "/api/v1/meetings/{id}/recordings", params(("id" = Uuid, Path)),
+    responses((status = 200, body = [RecordingView]), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])), tag = "recordings")]
+pub async fn list_recordings(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Vec<RecordingView>>> {
+    who.require(&[Role::Moderator, Role::Archivist])?;
+    load_meeting(&state, id).await?;
+    Ok(Json(
+        state
+            .db()
+            .list_recordings(id)
+            .await?
+            .iter()
+            .map(RecordingView::from)
+            .collect(),
+    ))
+}
+
+/// One recording (moderator, archivist).
+#[utoipa::path(get, path = "/api/v1/recordings/{rid}", params(("rid" = Uuid, Path)),
+    responses((status = 200, body = RecordingView), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])), tag = "recordings")]
+pub async fn get_recording(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath(rid): ApiPath<Uuid>,
+) -> ApiResult<Json<RecordingView>> {
+    who.require(&[Role::Moderator, Role::Archivist])?;
+    let r = state
+        .db()
+        .get_recording(rid)
+        .await?
+        .ok_or(ApiError::NotFound("recording"))?;
+    Ok(Json(RecordingView::from(&r)))
+}
+
+/// Stop a recording (moderator). Stopping while stopping is harmless (200); stopping a
+/// finished or failed recording is 409.
+#[utoipa::path(post, path = "/api/v1/recordings/{rid}/stop", params(("rid" = Uuid, Path)),
+    responses((status = 202, body = RecordingView), (status = 200, body = RecordingView), (status = 401), (status = 403), (status = 404), (status = 409)),
+    security(("bearer" = [])), tag = "recordings")]
+pub async fn stop_recording(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath(rid): ApiPath<Uuid>,
+) -> ApiResult<impl IntoResponse> {
+    who.require(&[Role::Moderator])?;
+    let r = state
+        .db()
+        .get_recording(rid)
+        .await?
+        .ok_or(ApiError::NotFound("recording"))?;
+    let changed = stop_output(
+        &state,
+        OutputKind::Recording,
+        rid,
+        r.meeting_id,
+        &who.actor(),
+    )
+    .await?;
+    let r = state
+        .db()
+        .get_recording(rid)
+        .await?
+        .ok_or(ApiError::NotFound("recording"))?;
+    let status = if changed {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(RecordingView::from(&r))))
+}
+
+fn validate_destination(d: &RtmpDestination) -> ApiResult<()> {
+    let url = d.url.trim();
+    if !(url.starts_with("rtmp://") || url.starts_with("rtmps://"))
+        || url.len() > 2048
+        || url.contains(char::is_whitespace)
+    {
+        return Err(ApiError::Unprocessable(
+            "rtmp.url: must be an rtmp:// or rtmps:// URL".into(),
+        ));
+    }
+    if d.key.is_empty() || d.key.len() > 512 || d.key.contains(char::is_whitespace) {
+        return Err(ApiError::Unprocessable(
+            "rtmp.key: must be 1 to 512 non-blank characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Start live outputs (moderator): HLS and/or RTMP push. One stream at a time per meeting.
+#[utoipa::path(post, path = "/api/v1/meetings/{id}/streams", params(("id" = Uuid, Path)), request_body = StartStream,
+    responses((status = 201, body = StreamView), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422), (status = 503)),
+    security(("bearer" = [])), tag = "streams")]
+pub async fn start_stream(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<StartStream>,
+) -> ApiResult<impl IntoResponse> {
+    who.require(&[Role::Moderator])?;
+    if !body.hls && body.rtmp.is_empty() {
+        return Err(ApiError::Unprocessable(
+            "enable hls or give at least one rtmp destination".into(),
+        ));
+    }
+    if body.rtmp.len() > 8 {
+        return Err(ApiError::Unprocessable(
+            "rtmp: at most 8 destinations".into(),
+        ));
+    }
+    body.rtmp.iter().try_for_each(validate_destination)?;
+    open_meeting(&state, id).await?;
+    if state
+        .db()
+        .list_streams(id)
+        .await?
+        .iter()
+        .any(|s| !s.state.is_terminal())
+    {
+        return Err(ApiError::Conflict(
+            "a stream of this meeting is already running".into(),
+        ));
+    }
+    let sid = Uuid::new_v4();
+    let now = state.now_ms();
+    let actor = who.actor();
+    let destinations =
+        serde_json::to_string(&body.rtmp).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let urls: Vec<&str> = body.rtmp.iter().map(|d| d.url.as_str()).collect();
+    let s = state
+        .db()
+        .insert_stream(
+            &NewStream {
+                id: sid,
+                meeting_id: id,
+                hls: body.hls,
+                destinations,
+                requested_by: actor.clone(),
+                created_at: now,
+            },
+            &ledger(
+                id,
+                now,
+                "stream_requested",
+                &actor,
+                sid,
+                serde_json::json!({ "hls": body.hls, "rtmp_urls": urls }),
+            ),
+        )
+        .await?;
+    state.publish(
+        id,
+        EventKind::StreamStateChanged {
+            stream_id: sid,
+            state: s.state,
+            reason: None,
+        },
+    );
+    let rtmp = body
+        .rtmp
+        .iter()
+        .map(|d| RtmpTarget {
+            url: d.url.trim().into(),
+            key: d.key.clone(),
+        })
+        .collect();
+    launch(
+        &state,
+        OutputKind::Stream,
+        sid,
+        MediaCommand::StartStream {
+            meeting_id: id,
+            stream_id: sid,
+            hls: body.hls,
+            rtmp,
+        },
+        &actor,
+    )
+    .await?;
+    let s = state
+        .db()
+        .get_stream(sid)
+        .await?
+        .ok_or(ApiError::NotFound("stream"))?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/api/v1/streams/{sid}"))],
+        Json(stream_view(&s)),
+    ))
+}
+
+/// Streams of a meeting (moderator).
+#[utoipa::path(get, path = "/api/v1/meetings/{id}/streams", params(("id" = Uuid, Path)),
+    responses((status = 200, body = [StreamView]), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])), tag = "streams")]
+pub async fn list_streams(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Vec<StreamView>>> {
+    who.require(&[Role::Moderator])?;
+    load_meeting(&state, id).await?;
+    Ok(Json(
+        state
+            .db()
+            .list_streams(id)
+            .await?
+            .iter()
+            .map(stream_view)
+            .collect(),
+    ))
+}
+
+/// One stream (moderator).
+#[utoipa::path(get, path = "/api/v1/streams/{sid}", params(("sid" = Uuid, Path)),
+    responses((status = 200, body = StreamView), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])), tag = "streams")]
+pub async fn get_stream(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath(sid): ApiPath<Uuid>,
+) -> ApiResult<Json<StreamView>> {
+    who.require(&[Role::Moderator])?;
+    let s = state
+        .db()
+        .get_stream(sid)
+        .await?
+        .ok_or(ApiError::NotFound("stream"))?;
+    Ok(Json(stream_view(&s)))
+}
+
+/// Stop a stream (moderator); same semantics as stopping a recording.
+#[utoipa::path(post, path = "/api/v1/streams/{sid}/stop", params(("sid" = Uuid, Path)),
+    responses((status = 202, body = StreamView), (status = 200, body = StreamView), (status = 401), (status = 403), (status = 404), (status = 409)),
+    security(("bearer" = [])), tag = "streams")]
+pub async fn stop_stream(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath(sid): ApiPath<Uuid>,
+) -> ApiResult<impl IntoResponse> {
+    who.require(&[Role::Moderator])?;
+    let s = state
+        .db()
+        .get_stream(sid)
+        .await?
+        .ok_or(ApiError::NotFound("stream"))?;
+    let changed = stop_output(&state, OutputKind::Stream, sid, s.meeting_id, &who.actor()).await?;
+    let s = state
+        .db()
+        .get_stream(sid)
+        .await?
+        .ok_or(ApiError::NotFound("stream"))?;
+    let status = if changed {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(stream_view(&s))))
+}

@@ -1,0 +1,346 @@
+//! Participants and consent.
+//!
+//! Consent is the participant's own statement: only their join token may change it;
+//! moderators and admins get 403. A change is applied to the media plane first (so a
+//! withdrawal has closed the gates in the running pipeline when the call returns),
+//! then stored together with its ledger entry.
+
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use gremium_protocol::{CommandOutcome, MediaCommand};
+use gremium_storage::{LedgerRecord, MeetingState, NewParticipant, Participant};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::meetings::{load_meeting, may_view_meeting};
+use crate::auth::{Principal, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::events::EventKind;
+use crate::extract::{ApiJson, ApiPath};
+use crate::{to_datetime, AppState};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/meetings/{id}/participants",
+            post(add_participant).get(list_participants),
+        )
+        .route(
+            "/meetings/{id}/participants/{pid}",
+            delete(remove_participant),
+        )
+        .route(
+            "/meetings/{id}/participants/{pid}/consent",
+            put(set_consent),
+        )
+        .route(
+            "/meetings/{id}/participants/{pid}/consent",
+            get(get_consent),
+        )
+}
+
+/// A participant as the API shows it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ParticipantView {
+    /// Pseudonymous participant id.
+    pub id: Uuid,
+    /// Meeting.
+    pub meeting_id: Uuid,
+    /// Display name.
+    pub display_name: String,
+    /// Current consent.
+    pub consent: Consent,
+    /// Joined (added) at.
+    pub created_at: DateTime<Utc>,
+    /// Left at, if left.
+    pub left_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Participant> for ParticipantView {
+    fn from(p: &Participant) -> Self {
+        ParticipantView {
+            id: p.id,
+            meeting_id: p.meeting_id,
+            display_name: p.display_name.clone(),
+            consent: Consent {
+                recording: p.consent_recording,
+                streaming: p.consent_streaming,
+            },
+            created_at: to_datetime(p.created_at),
+            left_at: p.left_at.map(to_datetime),
+        }
+    }
+}
+
+/// Consent per purpose. Both default to false.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Consent {
+    /// May appear (picture and sound) in recordings.
+    pub recording: bool,
+    /// May appear in the public livestream.
+    pub streaming: bool,
+}
+
+/// Body of `POST /meetings/{id}/participants`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddParticipant {
+    /// Name shown to others, 1–100 characters.
+    pub display_name: String,
+}
+
+/// A new participant with the token they join with.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ParticipantCreated {
+    /// The participant.
+    pub participant: ParticipantView,
+    /// Meeting-scoped bearer token for WHIP, consent and events. Hand it to the
+    /// participant only.
+    pub join_token: String,
+    /// When the token expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Result of a consent change.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ConsentResult {
+    /// Participant.
+    pub participant_id: Uuid,
+    /// Consent now in force.
+    pub consent: Consent,
+    /// False when the request repeated the current consent (nothing was written).
+    pub changed: bool,
+    /// Program running time (ns) at which the gates changed, if media runs.
+    pub media_time_ns: Option<u64>,
+    /// Ledger sequence number of the entry recording the change.
+    pub ledger_seq: Option<i64>,
+    /// Ledger hash of that entry.
+    pub ledger_hash: Option<String>,
+}
+
+/// Add a participant (moderator); returns their join token.
+#[utoipa::path(post, path = "/api/v1/meetings/{id}/participants", params(("id" = Uuid, Path)), request_body = AddParticipant,
+    responses((status = 201, body = ParticipantCreated), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)),
+    security(("bearer" = [])), tag = "participants")]
+pub async fn add_participant(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<AddParticipant>,
+) -> ApiResult<impl IntoResponse> {
+    who.require(&[Role::Moderator])?;
+    let name = body.display_name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::Unprocessable(
+            "display_name: must be 1 to 100 characters".into(),
+        ));
+    }
+    let meeting = load_meeting(&state, id).await?;
+    if meeting.state == MeetingState::Ended {
+        return Err(ApiError::Conflict("meeting has ended".into()));
+    }
+    let now = state.now_ms();
+    let p = state
+        .db()
+        .insert_participant(&NewParticipant {
+            id: Uuid::new_v4(),
+            meeting_id: id,
+            display_name: name.into(),
+            created_at: now,
+        })
+        .await?;
+    let (join_token, exp) = state.auth().issue_join_token(id, p.id, now / 1000);
+    state.publish(
+        id,
+        EventKind::ParticipantJoined {
+            participant_id: p.id,
+            display_name: p.display_name.clone(),
+        },
+    );
+    let location = format!("/api/v1/meetings/{id}/participants/{}", p.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(ParticipantCreated {
+            participant: ParticipantView::from(&p),
+            join_token,
+            expires_at: to_datetime(exp * 1000),
+        }),
+    ))
+}
+
+/// Participants of a meeting (moderator, archivist, or a participant of it).
+#[utoipa::path(get, path = "/api/v1/meetings/{id}/participants", params(("id" = Uuid, Path)),
+    responses((status = 200, body = [ParticipantView]), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])), tag = "participants")]
+pub async fn list_participants(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Vec<ParticipantView>>> {
+    may_view_meeting(&who, id)?;
+    load_meeting(&state, id).await?;
+    let ps = state.db().list_participants(id).await?;
+    Ok(Json(ps.iter().map(ParticipantView::from).collect()))
+}
+
+/// Remove a participant (moderator, or the participant leaving).
+#[utoipa::path(delete, path = "/api/v1/meetings/{id}/participants/{pid}", params(("id" = Uuid, Path), ("pid" = Uuid, Path)),
+    responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 409)),
+    security(("bearer" = [])), tag = "participants")]
+pub async fn remove_participant(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath((id, pid)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<StatusCode> {
+    if who.participant_in(id) != Some(pid) {
+        who.require(&[Role::Moderator])?;
+    }
+    let left = state
+        .db()
+        .mark_participant_left(id, pid, state.now_ms())
+        .await
+        .map_err(|e| match e {
+            gremium_storage::StorageError::NotFound => ApiError::NotFound("participant"),
+            other => other.into(),
+        })?;
+    if left.is_none() {
+        return Err(ApiError::Conflict("participant already left".into()));
+    }
+    state.publish(
+        id,
+        EventKind::ParticipantLeft {
+            participant_id: pid,
+        },
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Read consent (the participant, or staff who may view the meeting).
+#[utoipa::path(get, path = "/api/v1/meetings/{id}/participants/{pid}/consent", params(("id" = Uuid, Path), ("pid" = Uuid, Path)),
+    responses((status = 200, body = Consent), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])), tag = "participants")]
+pub async fn get_consent(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath((id, pid)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<Json<Consent>> {
+    may_view_meeting(&who, id)?;
+    let p = state
+        .db()
+        .get_participant(id, pid)
+        .await?
+        .ok_or(ApiError::NotFound("participant"))?;
+    Ok(Json(Consent {
+        recording: p.consent_recording,
+        streaming: p.consent_streaming,
+    }))
+}
+
+/// Set one's own consent (participant join token only).
+#[utoipa::path(put, path = "/api/v1/meetings/{id}/participants/{pid}/consent", params(("id" = Uuid, Path), ("pid" = Uuid, Path)), request_body = Consent,
+    responses((status = 200, body = ConsentResult), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)),
+    security(("bearer" = [])), tag = "participants")]
+pub async fn set_consent(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath((id, pid)): ApiPath<(Uuid, Uuid)>,
+    ApiJson(wanted): ApiJson<Consent>,
+) -> ApiResult<Json<ConsentResult>> {
+    if who.participant_in(id) != Some(pid) {
+        return Err(ApiError::Forbidden(
+            "consent can only be given or withdrawn by the participant".into(),
+        ));
+    }
+    let _serial = state.consent_lock(pid).lock().await;
+    let current = state
+        .db()
+        .get_participant(id, pid)
+        .await?
+        .ok_or(ApiError::NotFound("participant"))?;
+    if current.left_at.is_some() {
+        return Err(ApiError::Conflict(
+            "participant has left the meeting".into(),
+        ));
+    }
+    let before = Consent {
+        recording: current.consent_recording,
+        streaming: current.consent_streaming,
+    };
+    if before == wanted {
+        return Ok(Json(ConsentResult {
+            participant_id: pid,
+            consent: before,
+            changed: false,
+            media_time_ns: None,
+            ledger_seq: None,
+            ledger_hash: None,
+        }));
+    }
+    let command = MediaCommand::SetConsent {
+        meeting_id: id,
+        participant_id: pid,
+        recording: wanted.recording,
+        streaming: wanted.streaming,
+    };
+    let media_time_ns = match state.media().execute(command).await? {
+        CommandOutcome::Applied { media_time_ns } => media_time_ns,
+        CommandOutcome::Accepted => None,
+    };
+    let now = state.now_ms();
+    let record = LedgerRecord {
+        chain_id: id.to_string(),
+        at: now,
+        kind: "consent_changed".into(),
+        actor: who.actor(),
+        subject: pid.to_string(),
+        data: serde_json::json!({
+            "recording": wanted.recording,
+            "streaming": wanted.streaming,
+            "previous": { "recording": before.recording, "streaming": before.streaming },
+            "media_time_ns": media_time_ns,
+        }),
+    };
+    let entry = match state
+        .db()
+        .set_consent(id, pid, wanted.recording, wanted.streaming, &record)
+        .await
+    {
+        Ok((_, entry)) => entry,
+        Err(e) => {
+            // Put the gates back to what the database still says, then report the failure.
+            let revert = MediaCommand::SetConsent {
+                meeting_id: id,
+                participant_id: pid,
+                recording: before.recording,
+                streaming: before.streaming,
+            };
+            if let Err(media) = state.media().execute(revert).await {
+                tracing::error!(error = %media, "could not revert consent gates after a failed write");
+            }
+            return Err(e.into());
+        }
+    };
+    state.publish(
+        id,
+        EventKind::ConsentChanged {
+            participant_id: pid,
+            recording: wanted.recording,
+            streaming: wanted.streaming,
+            media_time_ns,
+        },
+    );
+    metrics::counter!("gremium_consent_changes_total").increment(1);
+    Ok(Json(ConsentResult {
+        participant_id: pid,
+        consent: wanted,
+        changed: true,
+        media_time_ns,
+        ledger_seq: Some(entry.seq),
+        ledger_hash: Some(entry.hash),
+    }))
+}

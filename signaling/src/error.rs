@@ -1,0 +1,126 @@
+//! The one API error type: maps each failure to a status and a JSON body, logs
+//! internal details and never sends them to the client.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use gremium_protocol::MediaPlaneError;
+use gremium_storage::StorageError;
+use serde::Serialize;
+
+/// Everything an API handler can answer with instead of success.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// Malformed request (syntax, bad id, bad cursor). 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing, malformed, expired or untrusted bearer token. 401.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated, but the role or identity does not allow this. 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Unknown id or route. 404.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request conflicts with the current state. 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// Body larger than the configured limit. 413.
+    #[error("request body too large (limit {0} bytes)")]
+    PayloadTooLarge(usize),
+    /// Wrong content type. 415.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Well-formed JSON with wrong fields, types or values. 422.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// A dependency (media plane, identity provider) is unavailable. 503.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Our fault. 500; the detail is logged, not sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `not_found`.
+    code: &'static str,
+    /// Human-readable explanation.
+    message: String,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(%detail, "internal error");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.to_string(),
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NotFound => ApiError::NotFound("resource"),
+            StorageError::InvalidTransition(t) => {
+                ApiError::Conflict(format!("not allowed while {}", t.from.as_str()))
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<MediaPlaneError> for ApiError {
+    fn from(e: MediaPlaneError) -> Self {
+        match e {
+            MediaPlaneError::Unavailable(m) => {
+                ApiError::Unavailable(format!("media plane unavailable: {m}"))
+            }
+            MediaPlaneError::NotFound(m) => ApiError::Conflict(format!("media plane: {m}")),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Result alias for handlers.
+pub type ApiResult<T> = Result<T, ApiError>;

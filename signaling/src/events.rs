@@ -1,0 +1,178 @@
+//! Meeting events: what every client needs to show (who is here, consent, whether a
+//! recording or livestream runs), fanned out to the meeting's WebSocket subscribers.
+//!
+//! The hub is per process. With several control-plane replicas, events would have to
+//! travel through the database or a broker; that belongs to the scale-out issue.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use gremium_protocol::OutputState;
+use serde::Serialize;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+/// One event on a meeting's channel.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MeetingEvent {
+    /// Meeting the event belongs to.
+    pub meeting_id: Uuid,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened. Serialized with a `type` tag, e.g. `{"type":"consent_changed",…}`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A participant was added to the meeting.
+    ParticipantJoined {
+        /// Participant.
+        participant_id: Uuid,
+        /// Display name.
+        display_name: String,
+    },
+    /// A participant left.
+    ParticipantLeft {
+        /// Participant.
+        participant_id: Uuid,
+    },
+    /// A participant's media started arriving.
+    ParticipantMediaStarted {
+        /// Participant.
+        participant_id: Uuid,
+    },
+    /// A participant's media stopped.
+    ParticipantMediaStopped {
+        /// Participant.
+        participant_id: Uuid,
+    },
+    /// A participant changed their consent.
+    ConsentChanged {
+        /// Participant.
+        participant_id: Uuid,
+        /// Consent to appear in recordings.
+        recording: bool,
+        /// Consent to appear in the livestream.
+        streaming: bool,
+        /// Program running time (ns) at which the gates changed, if media runs.
+        media_time_ns: Option<u64>,
+    },
+    /// A recording changed state: the recording indicator.
+    RecordingStateChanged {
+        /// Recording.
+        recording_id: Uuid,
+        /// New state.
+        state: OutputState,
+        /// Failure reason, when failed.
+        reason: Option<String>,
+    },
+    /// A stream changed state: the livestream indicator.
+    StreamStateChanged {
+        /// Stream.
+        stream_id: Uuid,
+        /// New state.
+        state: OutputState,
+        /// Failure reason, when failed.
+        reason: Option<String>,
+    },
+    /// The meeting switched between public and non-public.
+    PublicChanged {
+        /// True when the livestream shows the program.
+        public: bool,
+        /// Reason given by the moderator.
+        reason: Option<String>,
+    },
+    /// The meeting ended.
+    MeetingEnded,
+}
+
+/// Fan-out of pre-serialized events to each meeting's subscribers.
+#[derive(Debug, Default)]
+pub struct EventHub {
+    channels: Mutex<HashMap<Uuid, broadcast::Sender<Arc<str>>>>,
+}
+
+const CHANNEL_CAPACITY: usize = 256;
+
+impl EventHub {
+    /// Subscribe to a meeting's events.
+    pub fn subscribe(&self, meeting_id: Uuid) -> broadcast::Receiver<Arc<str>> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels
+            .entry(meeting_id)
+            .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+            .subscribe()
+    }
+
+    /// Publish an event to the meeting's current subscribers (if any).
+    pub fn publish(&self, event: &MeetingEvent) {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = channels.get(&event.meeting_id) {
+            if tx.receiver_count() == 0 {
+                channels.remove(&event.meeting_id);
+                return;
+            }
+            match serde_json::to_string(event) {
+                Ok(text) => {
+                    let _ = tx.send(Arc::from(text));
+                }
+                Err(e) => tracing::error!(error = %e, "event not serializable"),
+            }
+        }
+    }
+
+    /// Number of meetings with at least one subscriber channel.
+    pub fn meetings_with_subscribers(&self) -> usize {
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn subscribers_get_events_of_their_meeting_only() {
+        let hub = EventHub::default();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut rx = hub.subscribe(a);
+        let at = Utc::now();
+        hub.publish(&MeetingEvent {
+            meeting_id: b,
+            at,
+            kind: EventKind::MeetingEnded,
+        });
+        hub.publish(&MeetingEvent {
+            meeting_id: a,
+            at,
+            kind: EventKind::PublicChanged {
+                public: false,
+                reason: Some("TOP 7".into()),
+            },
+        });
+        let got: serde_json::Value = serde_json::from_str(&rx.recv().await.unwrap()).unwrap();
+        assert_eq!(got["type"], "public_changed");
+        assert_eq!(got["meeting_id"], a.to_string());
+        assert_eq!(got["public"], false);
+        assert!(rx.try_recv().is_err(), "nothing from meeting b");
+        drop(rx);
+        hub.publish(&MeetingEvent {
+            meeting_id: a,
+            at,
+            kind: EventKind::MeetingEnded,
+        });
+        assert_eq!(
+            hub.meetings_with_subscribers(),
+            0,
+            "idle channels are dropped"
+        );
+    }
+}

@@ -1,0 +1,288 @@
+//! The control plane's side of the media-plane protocol: a media plane for when none
+//! is configured, and the task that applies media events to the database and the
+//! meeting's event channel.
+
+use std::sync::Arc;
+
+use gremium_protocol::{
+    CommandOutcome, EventSink, MediaCommand, MediaEvent, MediaPlane, MediaPlaneError, OutputTrigger,
+};
+use gremium_storage::{LedgerRecord, OutputKind, StorageError, Transition};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::events::EventKind;
+use crate::AppState;
+
+/// Media plane used when the process runs none: consent changes apply trivially
+/// (nothing is being captured), outputs are refused with 503.
+#[derive(Debug, Default)]
+pub struct NoMediaPlane;
+
+#[async_trait::async_trait]
+impl MediaPlane for NoMediaPlane {
+    async fn execute(&self, command: MediaCommand) -> Result<CommandOutcome, MediaPlaneError> {
+        match command {
+            MediaCommand::SetConsent { .. }
+            | MediaCommand::SetPublic { .. }
+            | MediaCommand::EndMeeting { .. }
+            | MediaCommand::StopRecording { .. }
+            | MediaCommand::StopStream { .. } => Ok(CommandOutcome::Applied {
+                media_time_ns: None,
+            }),
+            MediaCommand::StartRecording { .. } | MediaCommand::StartStream { .. } => {
+                Err(MediaPlaneError::Unavailable(
+                    "this control plane runs without a media plane".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// A channel-backed [`EventSink`] and the receiver the applier task consumes.
+pub fn event_channel() -> (EventSink, mpsc::UnboundedReceiver<MediaEvent>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sink: EventSink = Arc::new(move |event| {
+        let _ = tx.send(event);
+    });
+    (sink, rx)
+}
+
+/// Apply media events until the sender side is dropped.
+pub async fn apply_media_events(state: AppState, mut rx: mpsc::UnboundedReceiver<MediaEvent>) {
+    while let Some(event) = rx.recv().await {
+        if let Err(e) = apply_one(&state, event).await {
+            tracing::warn!(error = %e, "media event not applied");
+        }
+    }
+}
+
+async fn apply_one(state: &AppState, event: MediaEvent) -> Result<(), StorageError> {
+    use MediaEvent::*;
+    let (kind, id, trigger, reason) = match event {
+        RecordingStarted { recording_id, .. } => (
+            OutputKind::Recording,
+            recording_id,
+            OutputTrigger::MediaStarted,
+            None,
+        ),
+        RecordingFinished { recording_id, .. } => (
+            OutputKind::Recording,
+            recording_id,
+            OutputTrigger::MediaStopped,
+            None,
+        ),
+        RecordingFailed {
+            recording_id,
+            reason,
+            ..
+        } => (
+            OutputKind::Recording,
+            recording_id,
+            OutputTrigger::MediaFailed,
+            Some(reason),
+        ),
+        StreamStarted { stream_id, .. } => (
+            OutputKind::Stream,
+            stream_id,
+            OutputTrigger::MediaStarted,
+            None,
+        ),
+        StreamFinished { stream_id, .. } => (
+            OutputKind::Stream,
+            stream_id,
+            OutputTrigger::MediaStopped,
+            None,
+        ),
+        StreamFailed {
+            stream_id, reason, ..
+        } => (
+            OutputKind::Stream,
+            stream_id,
+            OutputTrigger::MediaFailed,
+            Some(reason),
+        ),
+        ParticipantMediaStarted {
+            meeting_id,
+            participant_id,
+        } => {
+            state.publish(
+                meeting_id,
+                EventKind::ParticipantMediaStarted { participant_id },
+            );
+            return Ok(());
+        }
+        ParticipantMediaStopped {
+            meeting_id,
+            participant_id,
+        } => {
+            state.publish(
+                meeting_id,
+                EventKind::ParticipantMediaStopped { participant_id },
+            );
+            return Ok(());
+        }
+    };
+    match transition(state, kind, id, trigger, "media-plane", reason.as_deref()).await {
+        // A late event for an output that already ended is harmless.
+        Err(StorageError::InvalidTransition(_)) => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+/// Apply a lifecycle trigger: state change, ledger entry and event, all or nothing.
+pub(crate) async fn transition(
+    state: &AppState,
+    kind: OutputKind,
+    id: Uuid,
+    trigger: OutputTrigger,
+    actor: &str,
+    reason: Option<&str>,
+) -> Result<Transition, StorageError> {
+    let now = state.now_ms();
+    let t = state
+        .db()
+        .transition_output(kind, id, trigger, now, reason, |t| {
+            Some(LedgerRecord {
+                chain_id: t.meeting_id.to_string(),
+                at: now,
+                kind: format!("{}_{}", kind.as_str(), t.to.as_str()),
+                actor: actor.to_string(),
+                subject: id.to_string(),
+                data: serde_json::json!({ "from": t.from.as_str(), "reason": reason }),
+            })
+        })
+        .await?;
+    if t.changed() {
+        let reason = reason.map(str::to_string);
+        let event = match kind {
+            OutputKind::Recording => EventKind::RecordingStateChanged {
+                recording_id: id,
+                state: t.to,
+                reason,
+            },
+            OutputKind::Stream => EventKind::StreamStateChanged {
+                stream_id: id,
+                state: t.to,
+                reason,
+            },
+        };
+        state.publish(t.meeting_id, event);
+    }
+    Ok(t)
+}
+
+/// An in-process fake media plane for tests: acknowledges every command and reports
+/// outputs as started/finished through the event sink, like a healthy pipeline would.
+/// It records the commands it received, and a consent command returns a synthetic
+/// media time so tests can check it reaches the ledger.
+#[cfg(feature = "test-support")]
+pub mod fake {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// See the module docs.
+    pub struct FakeMediaPlane {
+        sink: EventSink,
+        commands: Mutex<Vec<MediaCommand>>,
+        /// When set, start commands fail with this reason (as a broken pipeline would).
+        pub fail_starts: Mutex<Option<String>>,
+    }
+
+    impl FakeMediaPlane {
+        /// A fake that reports through `sink`.
+        pub fn new(sink: EventSink) -> Arc<FakeMediaPlane> {
+            Arc::new(FakeMediaPlane {
+                sink,
+                commands: Mutex::new(Vec::new()),
+                fail_starts: Mutex::new(None),
+            })
+        }
+
+        /// Commands received so far.
+        pub fn commands(&self) -> Vec<MediaCommand> {
+            self.commands
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        }
+
+        /// Inject an event as the media plane would.
+        pub fn emit(&self, event: MediaEvent) {
+            (self.sink)(event)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MediaPlane for FakeMediaPlane {
+        async fn execute(&self, command: MediaCommand) -> Result<CommandOutcome, MediaPlaneError> {
+            self.commands
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(command.clone());
+            let fail = self
+                .fail_starts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            match command {
+                MediaCommand::SetConsent { .. } => Ok(CommandOutcome::Applied {
+                    media_time_ns: Some(1_000_000_000),
+                }),
+                MediaCommand::StartRecording {
+                    meeting_id,
+                    recording_id,
+                } => {
+                    if let Some(reason) = fail {
+                        return Err(MediaPlaneError::Failed(reason));
+                    }
+                    (self.sink)(MediaEvent::RecordingStarted {
+                        meeting_id,
+                        recording_id,
+                    });
+                    Ok(CommandOutcome::Accepted)
+                }
+                MediaCommand::StopRecording {
+                    meeting_id,
+                    recording_id,
+                } => {
+                    (self.sink)(MediaEvent::RecordingFinished {
+                        meeting_id,
+                        recording_id,
+                    });
+                    Ok(CommandOutcome::Accepted)
+                }
+                MediaCommand::StartStream {
+                    meeting_id,
+                    stream_id,
+                    ..
+                } => {
+                    if let Some(reason) = fail {
+                        return Err(MediaPlaneError::Failed(reason));
+                    }
+                    (self.sink)(MediaEvent::StreamStarted {
+                        meeting_id,
+                        stream_id,
+                    });
+                    Ok(CommandOutcome::Accepted)
+                }
+                MediaCommand::StopStream {
+                    meeting_id,
+                    stream_id,
+                } => {
+                    (self.sink)(MediaEvent::StreamFinished {
+                        meeting_id,
+                        stream_id,
+                    });
+                    Ok(CommandOutcome::Accepted)
+                }
+                MediaCommand::SetPublic { .. } | MediaCommand::EndMeeting { .. } => {
+                    Ok(CommandOutcome::Applied {
+                        media_time_ns: Some(2_000_000_000),
+                    })
+                }
+            }
+        }
+    }
+}

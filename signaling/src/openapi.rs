@@ -1,0 +1,51 @@
+//! The generated OpenAPI document at `/api/v1/openapi.json`.
+
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::api::{audit, meetings, outputs, participants, ws};
+use crate::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Gremium API", description = "Control plane of Gremium: meetings, participants, consent, recordings, streams, audit."),
+    paths(
+        meetings::create_meeting, meetings::list_meetings, meetings::get_meeting, meetings::end_meeting, meetings::set_public,
+        participants::add_participant, participants::list_participants, participants::remove_participant,
+        participants::get_consent, participants::set_consent,
+        outputs::start_recording, outputs::list_recordings, outputs::get_recording, outputs::stop_recording,
+        outputs::start_stream, outputs::list_streams, outputs::get_stream, outputs::stop_stream,
+        audit::verify, audit::meeting_ledger, ws::events,
+    ),
+    components(schemas(crate::error::ErrorBody, crate::events::MeetingEvent, crate::events::EventKind, ws::Snapshot, crate::auth::Role)),
+    modifiers(&BearerAuth),
+)]
+pub(crate) struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document, for tools that want it without a server.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(|| async { Json(document()) }))
+}

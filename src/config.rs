@@ -1,0 +1,451 @@
+//! Configuration: defaults that run with zero configuration, a TOML file for
+//! everything else, and a few flags/env variables on top. Validated once at start
+//! into the settings the crates take; errors name the offending key.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// The TOML file's shape. Unknown keys are errors (typos must not pass silently).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `host:port` to listen on. Default `127.0.0.1:8080`.
+    pub listen: Option<String>,
+    /// Directory for the SQLite file, the local object store and the local key.
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub ice: IceConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://…` or `postgres://…`; default an SQLite file in the data directory.
+    pub url: Option<String>,
+    /// PostgreSQL pool size (default 8).
+    pub max_connections: Option<u32>,
+    /// Apply migrations on `serve` (default true).
+    pub auto_migrate: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `local` (default) or `s3`.
+    pub kind: Option<String>,
+    pub s3: Option<S3Config>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+// Validated now; read by the object store of the recording issue.
+#[allow(dead_code)]
+pub struct S3Config {
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub path_style: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `iss` of locally signed tokens (default `gremium`).
+    pub local_issuer: Option<String>,
+    /// Accept staff tokens from `gremium token` (default: true without OIDC, false with).
+    pub accept_local_staff_tokens: Option<bool>,
+    /// Join-token lifetime in seconds (default 12 h).
+    pub join_token_ttl_secs: Option<u64>,
+    /// Clock-skew leeway in seconds (default 30).
+    pub leeway_secs: Option<u64>,
+    pub oidc: Option<OidcConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub jwks_url: String,
+    /// Default `["RS256", "ES256"]`.
+    pub algorithms: Option<Vec<String>>,
+    /// Dot path of the roles claim (default `roles`).
+    pub role_claim: Option<String>,
+    /// Claim value → role name; default maps each role name to itself.
+    pub role_map: Option<HashMap<String, String>>,
+    /// JWKS cache lifetime in seconds (default 3600).
+    pub jwks_max_age_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceConfig {
+    pub udp_port_min: Option<u16>,
+    pub udp_port_max: Option<u16>,
+    pub nat_1to1_ip: Option<String>,
+    #[serde(default)]
+    pub stun_servers: Vec<String>,
+    #[serde(default)]
+    pub turn_servers: Vec<String>,
+    #[serde(default)]
+    pub allowed_local_addresses: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Default retention of recordings in days (default 30).
+    pub default_days: Option<u32>,
+    /// Largest retention a meeting may ask for (default 3650).
+    pub max_days: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body in bytes (default 65536).
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json`.
+    pub format: Option<String>,
+    /// tracing filter, e.g. `info` or `gremium=debug` (default `info`; `RUST_LOG` wins).
+    pub level: Option<String>,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub db_max_connections: u32,
+    pub auto_migrate: bool,
+    pub auth: gremium_signaling::AuthSettings,
+    pub api: gremium_signaling::ApiSettings,
+    pub log_json: bool,
+    pub log_level: String,
+}
+
+/// Overrides from flags and environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+}
+
+impl FileConfig {
+    /// Parse TOML text; errors name the key and line.
+    pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))
+    }
+}
+
+pub fn load(o: &Overrides) -> anyhow::Result<Config> {
+    let file = match &o.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config {}", path.display()))?;
+            FileConfig::parse(&text)
+                .with_context(|| format!("invalid config {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    validate(file, o)
+}
+
+fn secs(v: Option<u64>, default: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(v.unwrap_or(default))
+}
+
+pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
+    let listen_text = o
+        .listen
+        .clone()
+        .or(file.listen)
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        anyhow::anyhow!("listen: {listen_text:?} is not a host:port address such as 127.0.0.1:8080")
+    })?;
+    let data_dir = o
+        .data_dir
+        .clone()
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("data"));
+    if data_dir.as_os_str().is_empty() {
+        bail!("data_dir: must not be empty");
+    }
+    let database_url = match o.database_url.clone().or(file.database.url) {
+        Some(url)
+            if url.starts_with("sqlite:")
+                || url.starts_with("postgres:")
+                || url.starts_with("postgresql:") =>
+        {
+            url
+        }
+        Some(_) => bail!("database.url: must start with sqlite:// or postgres://"),
+        None => sqlite_url(&data_dir),
+    };
+    let db_max_connections = file.database.max_connections.unwrap_or(8);
+    if db_max_connections == 0 {
+        bail!("database.max_connections: must be at least 1");
+    }
+
+    match file.storage.kind.as_deref().unwrap_or("local") {
+        "local" => {}
+        "s3" => match &file.storage.s3 {
+            None => bail!("storage.s3: required when storage.kind = \"s3\""),
+            Some(s3) if s3.bucket.trim().is_empty() => {
+                bail!("storage.s3.bucket: must not be empty")
+            }
+            Some(s3) => {
+                if let Some(ep) = &s3.endpoint {
+                    if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                        bail!("storage.s3.endpoint: must be an http:// or https:// URL");
+                    }
+                }
+            }
+        },
+        other => bail!("storage.kind: {other:?} is not one of \"local\", \"s3\""),
+    }
+
+    if let (Some(min), Some(max)) = (file.ice.udp_port_min, file.ice.udp_port_max) {
+        if min > max {
+            bail!("ice.udp_port_min: must not exceed ice.udp_port_max");
+        }
+    }
+    if let Some(ip) = &file.ice.nat_1to1_ip {
+        ip.parse::<std::net::IpAddr>()
+            .map_err(|_| anyhow::anyhow!("ice.nat_1to1_ip: {ip:?} is not an IP address"))?;
+    }
+    for (i, a) in file.ice.allowed_local_addresses.iter().enumerate() {
+        a.parse::<std::net::IpAddr>().map_err(|_| {
+            anyhow::anyhow!("ice.allowed_local_addresses[{i}]: {a:?} is not an IP address")
+        })?;
+    }
+    for (key, list, schemes) in [
+        ("ice.stun_servers", &file.ice.stun_servers, &["stun:"][..]),
+        (
+            "ice.turn_servers",
+            &file.ice.turn_servers,
+            &["turn:", "turns:"][..],
+        ),
+    ] {
+        for (i, s) in list.iter().enumerate() {
+            if !schemes.iter().any(|p| s.starts_with(p)) {
+                bail!("{key}[{i}]: must start with {}", schemes.join(" or "));
+            }
+        }
+    }
+
+    let default_days = file.retention.default_days.unwrap_or(30);
+    let max_days = file.retention.max_days.unwrap_or(3650);
+    if default_days > max_days {
+        bail!("retention.default_days: must not exceed retention.max_days ({max_days})");
+    }
+    let max_body_bytes = file.limits.max_body_bytes.unwrap_or(64 * 1024);
+    if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
+        bail!("limits.max_body_bytes: must be between 1024 and 67108864");
+    }
+
+    let oidc = match file.auth.oidc {
+        None => None,
+        Some(c) => Some(oidc_settings(c)?),
+    };
+    let accept_local_staff = file
+        .auth
+        .accept_local_staff_tokens
+        .unwrap_or(oidc.is_none());
+    let local_issuer = file.auth.local_issuer.unwrap_or_else(|| "gremium".into());
+    if local_issuer.trim().is_empty() {
+        bail!("auth.local_issuer: must not be empty");
+    }
+    let join_ttl = file.auth.join_token_ttl_secs.unwrap_or(12 * 3600);
+    if !(60..=7 * 24 * 3600).contains(&join_ttl) {
+        bail!("auth.join_token_ttl_secs: must be between 60 and 604800");
+    }
+
+    let log_json = match file.log.format.as_deref().unwrap_or("text") {
+        "text" => false,
+        "json" => true,
+        other => bail!("log.format: {other:?} is not one of \"text\", \"json\""),
+    };
+
+    Ok(Config {
+        listen,
+        data_dir,
+        database_url,
+        db_max_connections,
+        auto_migrate: file.database.auto_migrate.unwrap_or(true),
+        auth: gremium_signaling::AuthSettings {
+            local_key: Vec::new(), // loaded from the data directory by `local_key`
+            local_issuer,
+            accept_local_staff,
+            join_token_ttl: std::time::Duration::from_secs(join_ttl),
+            leeway_secs: file.auth.leeway_secs.unwrap_or(30),
+            oidc,
+        },
+        api: gremium_signaling::ApiSettings {
+            max_body_bytes,
+            default_retention_days: default_days,
+            max_retention_days: max_days,
+        },
+        log_json,
+        log_level: file.log.level.unwrap_or_else(|| "info".into()),
+    })
+}
+
+fn oidc_settings(c: OidcConfig) -> anyhow::Result<gremium_signaling::OidcSettings> {
+    use gremium_signaling::Role;
+    if c.issuer.trim().is_empty() {
+        bail!("auth.oidc.issuer: must not be empty");
+    }
+    if c.audience.trim().is_empty() {
+        bail!("auth.oidc.audience: must not be empty");
+    }
+    if !(c.jwks_url.starts_with("https://") || c.jwks_url.starts_with("http://")) {
+        bail!("auth.oidc.jwks_url: must be an http(s) URL");
+    }
+    let mut algorithms = Vec::new();
+    for (i, a) in c
+        .algorithms
+        .unwrap_or_else(|| vec!["RS256".into(), "ES256".into()])
+        .iter()
+        .enumerate()
+    {
+        algorithms.push(match a.as_str() {
+            "RS256" => jsonwebtoken_alg::RS256,
+            "ES256" => jsonwebtoken_alg::ES256,
+            other => {
+                bail!("auth.oidc.algorithms[{i}]: {other:?} is not one of \"RS256\", \"ES256\"")
+            }
+        });
+    }
+    if algorithms.is_empty() {
+        bail!("auth.oidc.algorithms: must name at least one algorithm");
+    }
+    let role_map = match c.role_map {
+        None => ["admin", "moderator", "viewer", "archivist"]
+            .into_iter()
+            .filter_map(|r| Role::parse(r).map(|role| (r.to_string(), role)))
+            .collect(),
+        Some(map) => {
+            let mut out = HashMap::new();
+            for (claim, role) in map {
+                match Role::parse(&role) {
+                    Some(Role::Participant) | None => bail!(
+                        "auth.oidc.role_map.{claim}: {role:?} is not one of \"admin\", \"moderator\", \"viewer\", \"archivist\""
+                    ),
+                    Some(r) => {
+                        out.insert(claim, r);
+                    }
+                }
+            }
+            out
+        }
+    };
+    Ok(gremium_signaling::OidcSettings {
+        issuer: c.issuer,
+        audience: c.audience,
+        jwks_url: c.jwks_url,
+        algorithms,
+        role_claim: c.role_claim.unwrap_or_else(|| "roles".into()),
+        role_map,
+        jwks_max_age: secs(c.jwks_max_age_secs, 3600),
+        jwks_min_refresh: std::time::Duration::from_secs(10),
+    })
+}
+
+use gremium_signaling::auth::Algorithm as jsonwebtoken_alg;
+
+pub fn sqlite_url(data_dir: &Path) -> String {
+    format!(
+        "sqlite://{}?mode=rwc",
+        data_dir.join("gremium.db").display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> anyhow::Result<Config> {
+        validate(FileConfig::parse(text)?, &Overrides::default())
+    }
+
+    #[test]
+    fn zero_configuration_runs_on_embedded_defaults() {
+        let c = check("").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert!(c.database_url.starts_with("sqlite://data/gremium.db"));
+        assert!(c.auth.accept_local_staff);
+        assert!(c.auth.oidc.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_bad_key() {
+        let cases = [
+            ("listen = 'nonsense'", "listen"),
+            ("bogus = 1", "bogus"),
+            ("[database]\nurl = 'mysql://x'", "database.url"),
+            ("[limits]\nmax_body_bytes = 'big'", "max_body_bytes"),
+            ("[limits]\nmax_body_bytes = 10", "limits.max_body_bytes"),
+            ("[storage]\nkind = 'ftp'", "storage.kind"),
+            ("[storage]\nkind = 's3'", "storage.s3"),
+            ("[ice]\nudp_port_min = 20000\nudp_port_max = 10000", "ice.udp_port_min"),
+            ("[ice]\nnat_1to1_ip = 'example'", "ice.nat_1to1_ip"),
+            ("[ice]\nstun_servers = ['http://x']", "ice.stun_servers[0]"),
+            ("[retention]\ndefault_days = 10\nmax_days = 5", "retention.default_days"),
+            ("[auth.oidc]\nissuer = 'i'\naudience = 'a'\njwks_url = 'ftp://x'", "auth.oidc.jwks_url"),
+            ("[auth.oidc]\nissuer = 'i'\naudience = 'a'\njwks_url = 'https://x'\nalgorithms = ['HS256']", "auth.oidc.algorithms[0]"),
+            ("[auth.oidc]\nissuer = 'i'\naudience = 'a'\njwks_url = 'https://x'\nrole_map = { g = 'boss' }", "auth.oidc.role_map.g"),
+            ("[log]\nformat = 'xml'", "log.format"),
+        ];
+        for (text, key) in cases {
+            let err = format!("{:#}", check(text).expect_err(text));
+            assert!(err.contains(key), "{text:?} → {err}");
+        }
+    }
+
+    #[test]
+    fn oidc_disables_local_staff_tokens_by_default() {
+        let c = check("[auth.oidc]\nissuer = 'https://id.example'\naudience = 'gremium'\njwks_url = 'https://id.example/jwks'").unwrap();
+        assert!(!c.auth.accept_local_staff);
+        assert_eq!(c.auth.oidc.unwrap().role_map.len(), 4);
+    }
+
+    #[test]
+    fn overrides_win() {
+        let o = Overrides {
+            listen: Some("127.0.0.1:9999".into()),
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        };
+        let c = validate(FileConfig::parse("listen = '127.0.0.1:1'").unwrap(), &o).unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert!(c.database_url.contains("/tmp/x/gremium.db"));
+    }
+}

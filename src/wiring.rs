@@ -1,0 +1,236 @@
+//! Assembly of the service from validated configuration.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use gremium_signaling::{AppState, Authenticator, NoMediaPlane, Role};
+use gremium_storage::{Db, DbOptions};
+
+use crate::config::Config;
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The local HS256 key: created on first use (0600) in `DATA_DIR/keys/`.
+fn local_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let dir = data_dir.join("keys");
+    let path = dir.join("local-signing.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let key = hex_decode(text.trim())
+            .with_context(|| format!("{} is not a hex key", path.display()))?;
+        if key.len() < 32 {
+            bail!("{} holds a key shorter than 32 bytes", path.display());
+        }
+        return Ok(key);
+    }
+    create_private_dir(&dir)?;
+    let key: [u8; 32] = rand_key();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(&path) {
+        Ok(mut f) => {
+            f.write_all(hex_encode(&key).as_bytes())?;
+            Ok(key.to_vec())
+        }
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => local_key(data_dir),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+fn rand_key() -> [u8; 32] {
+    use rand::RngCore;
+    let mut k = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut k);
+    k
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+async fn open_db(config: &Config) -> anyhow::Result<Db> {
+    if config.database_url.starts_with("sqlite:") {
+        create_private_dir(&config.data_dir)?;
+    }
+    let options = DbOptions {
+        max_connections: config.db_max_connections,
+        ..Default::default()
+    };
+    Db::connect(&config.database_url, &options)
+        .await
+        .context("connecting to the database")
+}
+
+fn authenticator(config: &Config) -> anyhow::Result<Arc<Authenticator>> {
+    let mut settings = config.auth.clone();
+    settings.local_key = local_key(&config.data_dir)?;
+    Ok(Authenticator::new(settings))
+}
+
+pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    init_logging(&config);
+    let db = open_db(&config).await?;
+    if config.auto_migrate {
+        db.migrate().await.context("applying migrations")?;
+    }
+    create_private_dir(&config.data_dir.join("objects"))?;
+    let auth = authenticator(&config)?;
+    // The GStreamer media plane arrives with the WHIP ingest issue; until then the
+    // control plane runs alone and refuses to start outputs (503).
+    let (_sink, events) = gremium_signaling::event_channel();
+    let media = Arc::new(NoMediaPlane);
+    let state = AppState::new(
+        db.clone(),
+        auth,
+        media,
+        config.api.clone(),
+        gremium_signaling::system_clock(),
+    );
+    tokio::spawn(gremium_signaling::apply_media_events(state.clone(), events));
+    let app = gremium_signaling::router(state);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    tracing::info!(port = config.listen.port(), database = ?db.backend(), "gremium serving");
+    println!("Gremium listening on http://{}", config.listen);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    db.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+pub async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
+    init_logging(&config);
+    let db = open_db(&config).await?;
+    db.migrate().await.context("applying migrations")?;
+    db.close().await;
+    println!("migrations applied");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn token(
+    config: Config,
+    roles: &[String],
+    subject: &str,
+    ttl_hours: u64,
+) -> anyhow::Result<ExitCode> {
+    if roles.is_empty() {
+        bail!("--role: give at least one of admin, moderator, viewer, archivist");
+    }
+    let mut parsed = Vec::new();
+    for r in roles {
+        match Role::parse(r) {
+            Some(Role::Participant) => {
+                bail!("--role: participants get join tokens from the API, not from here")
+            }
+            Some(role) => parsed.push(role),
+            None => bail!("--role: {r:?} is not one of admin, moderator, viewer, archivist"),
+        }
+    }
+    if !(1..=24 * 365).contains(&ttl_hours) {
+        bail!("--ttl-hours: must be between 1 and 8760");
+    }
+    let auth = authenticator(&config)?;
+    let now = chrono_now_secs();
+    println!(
+        "{}",
+        auth.issue_staff_token(subject, &parsed, now, Duration::from_secs(ttl_hours * 3600))
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn chrono_now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+pub async fn audit_verify(config: Config) -> anyhow::Result<ExitCode> {
+    let db = open_db(&config).await?;
+    db.migrate().await.context("applying migrations")?;
+    let report = db.verify_ledger().await.context("reading the ledger")?;
+    db.close().await;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if report.intact {
+        eprintln!(
+            "ledger intact: {} chains, {} entries",
+            report.chains, report.entries
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("ledger BROKEN");
+        Ok(ExitCode::from(1))
+    }
+}
+
+pub fn doctor() -> anyhow::Result<ExitCode> {
+    let rt = gremium_pipelines::init().context("initialising GStreamer")?;
+    println!("{}", rt.version);
+    if rt.missing.is_empty() {
+        println!(
+            "all {} required elements present",
+            gremium_pipelines::REQUIRED_ELEMENTS.len()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for (element, package) in &rt.missing {
+            println!("missing element {element} (Debian package {package})");
+        }
+        Ok(ExitCode::from(1))
+    }
+}
