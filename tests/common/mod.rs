@@ -1,0 +1,160 @@
+//! Shared helpers for the end-to-end tests: an in-process Gremium on a real database
+//! and a real TCP socket, with the fake media plane from `gremium-signaling`.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use gremium_signaling::media::fake::FakeMediaPlane;
+use gremium_signaling::{ApiSettings, AppState, AuthSettings, Authenticator, OidcSettings, Role};
+use gremium_storage::Db;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+pub const LOCAL_KEY: &[u8] = b"test key for gremium e2e tests, 32+ bytes long";
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub addr: SocketAddr,
+    pub db: Db,
+    pub fake: Arc<FakeMediaPlane>,
+    pub auth: Arc<Authenticator>,
+    pub http: reqwest::Client,
+}
+
+pub fn auth_settings(oidc: Option<OidcSettings>) -> AuthSettings {
+    AuthSettings {
+        local_key: LOCAL_KEY.to_vec(),
+        local_issuer: "gremium".into(),
+        accept_local_staff: oidc.is_none(),
+        join_token_ttl: Duration::from_secs(3600),
+        leeway_secs: 0,
+        oidc,
+    }
+}
+
+pub async fn fresh_db(backend: Backend) -> Db {
+    match backend {
+        Backend::Sqlite => gremium_storage::testing::fresh_sqlite().await.expect("sqlite").0,
+        Backend::Postgres => gremium_storage::testing::fresh_postgres().await.expect("postgres at GREMIUM_TEST_POSTGRES_URL"),
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, auth_settings(None), ApiSettings { max_body_bytes: 4096, ..Default::default() }).await
+}
+
+pub async fn spawn_app_with(backend: Backend, auth: AuthSettings, api: ApiSettings) -> TestApp {
+    let db = fresh_db(backend).await;
+    let (sink, events) = gremium_signaling::event_channel();
+    let fake = FakeMediaPlane::new(sink);
+    let auth = Authenticator::new(auth);
+    let state = AppState::new(db.clone(), auth.clone(), fake.clone(), api, gremium_signaling::system_clock());
+    tokio::spawn(gremium_signaling::apply_media_events(state.clone(), events));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = gremium_signaling::router(state);
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    TestApp {
+        base: format!("http://{addr}"),
+        addr,
+        db,
+        fake,
+        auth,
+        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+    }
+}
+
+pub fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl TestApp {
+    pub fn token(&self, roles: &[Role]) -> String {
+        self.auth.issue_staff_token("tester", roles, now_secs(), Duration::from_secs(600))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, json)
+    }
+
+    pub async fn create_meeting(&self, token: &str, title: &str) -> Value {
+        let (s, m) = self.send(reqwest::Method::POST, "/api/v1/meetings", Some(token), Some(serde_json::json!({"title": title}))).await;
+        assert_eq!(s, 201, "{m}");
+        m
+    }
+
+    /// Returns (participant id, join token).
+    pub async fn add_participant(&self, token: &str, meeting: &str, name: &str) -> (String, String) {
+        let (s, p) = self
+            .send(
+                reqwest::Method::POST,
+                &format!("/api/v1/meetings/{meeting}/participants"),
+                Some(token),
+                Some(serde_json::json!({"display_name": name})),
+            )
+            .await;
+        assert_eq!(s, 201, "{p}");
+        (p["participant"]["id"].as_str().unwrap().to_string(), p["join_token"].as_str().unwrap().to_string())
+    }
+}
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn ws_connect(addr: SocketAddr, meeting: &str, token: &str) -> Ws {
+    let url = format!("ws://{addr}/api/v1/meetings/{meeting}/events?access_token={token}");
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+    ws
+}
+
+/// Next JSON message, or panic after 5 s.
+pub async fn next_event(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("an event within 5 s")
+            .expect("socket open")
+            .expect("no socket error");
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
+}
+
+/// Skip events until one of `kind` matches `pred`; panics after 5 s.
+pub async fn wait_event(ws: &mut Ws, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "no {kind} event");
+        let e = next_event(ws).await;
+        if e["type"] == kind && pred(&e) {
+            return e;
+        }
+    }
+}
