@@ -438,6 +438,23 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_documents_real_keys() {
+        // Uncomment every `# key = value` and `# [section]` line: the result must validate.
+        let text: String = include_str!("../gremium.example.toml")
+            .lines()
+            .map(|l| {
+                let rest = l.strip_prefix("# ").unwrap_or(l);
+                let is_setting = rest.starts_with('[') || rest.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()));
+                if is_setting { rest.to_string() } else { l.to_string() }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = check(&text).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
+        assert_eq!(c.auth.oidc.as_ref().map(|o| o.role_map.len()), Some(4));
+        assert_eq!(c.api.max_body_bytes, 65536);
+    }
+
+    #[test]
     fn overrides_win() {
         let o = Overrides {
             listen: Some("127.0.0.1:9999".into()),

@@ -87,12 +87,15 @@ enum AuditCommand {
     },
 }
 
+/// Flags and environment; an empty value (e.g. `GREMIUM_DATABASE_URL=`) counts as unset.
 fn overrides(common: &Common, listen: Option<String>) -> config::Overrides {
+    let set = |s: &Option<String>| s.clone().filter(|v| !v.is_empty());
+    let set_path = |p: &Option<PathBuf>| p.clone().filter(|v| !v.as_os_str().is_empty());
     config::Overrides {
-        config: common.config.clone(),
-        listen,
-        data_dir: common.data_dir.clone(),
-        database_url: common.database_url.clone(),
+        config: set_path(&common.config),
+        listen: set(&listen),
+        data_dir: set_path(&common.data_dir),
+        database_url: set(&common.database_url),
     }
 }
 

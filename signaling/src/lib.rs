@@ -24,7 +24,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use chrono::{TimeZone, Utc};
 use gremium_protocol::MediaPlane;
-use gremium_storage::Db;
+use gremium_storage::{ConsentWriter, Db};
 use uuid::Uuid;
 
 pub use auth::{AuthSettings, Authenticator, OidcSettings, Principal, Role};
@@ -65,6 +65,7 @@ const CONSENT_LOCK_STRIPES: usize = 64;
 
 struct Inner {
     db: Db,
+    consent_writer: ConsentWriter,
     auth: Arc<Authenticator>,
     media: Arc<dyn MediaPlane>,
     hub: EventHub,
@@ -79,8 +80,8 @@ struct Inner {
 pub struct AppState(Arc<Inner>);
 
 impl AppState {
-    /// Assemble the state. The media plane's events must be fed to
-    /// [`apply_media_events`] with a clone of this state.
+    /// Assemble the state (inside a tokio runtime: it starts the consent writer). The
+    /// media plane's events must be fed to [`apply_media_events`] with a clone of it.
     pub fn new(
         db: Db,
         auth: Arc<Authenticator>,
@@ -89,6 +90,7 @@ impl AppState {
         clock: Clock,
     ) -> AppState {
         AppState(Arc::new(Inner {
+            consent_writer: ConsentWriter::spawn(db.clone()),
             db,
             auth,
             media,
@@ -105,6 +107,11 @@ impl AppState {
     /// Database handle.
     pub fn db(&self) -> &Db {
         &self.0.db
+    }
+
+    /// Batching writer for consent changes.
+    pub fn consent_writer(&self) -> &ConsentWriter {
+        &self.0.consent_writer
     }
 
     /// Token verifier/issuer.

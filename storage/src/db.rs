@@ -64,6 +64,7 @@ impl Db {
                 AnyPoolOptions::new()
                     .max_connections(1)
                     .min_connections(1)
+                    .test_before_acquire(false)
                     .acquire_timeout(options.acquire_timeout)
                     .after_connect(|conn, _meta| {
                         Box::pin(async move {

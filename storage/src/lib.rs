@@ -14,6 +14,7 @@
 //! Booleans are stored as `bigint` 0/1 and times as unix milliseconds for the same
 //! reason.
 
+pub mod consent;
 mod db;
 mod error;
 pub mod ledger;
@@ -21,6 +22,7 @@ pub mod meetings;
 pub mod outputs;
 pub mod participants;
 
+pub use consent::{ConsentChange, ConsentOutcome, ConsentWriter};
 pub use db::{Backend, Db, DbOptions};
 pub use error::StorageError;
 pub use ledger::{BrokenEntry, LedgerEntry, LedgerRecord, VerifyReport};

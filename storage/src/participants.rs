@@ -3,9 +3,8 @@
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::ledger::{append_in, LedgerEntry, LedgerRecord};
 use crate::meetings::parse_uuid;
-use crate::{flag, Db, Result, StorageError};
+use crate::{Db, Result, StorageError};
 
 /// A stored participant. The id is pseudonymous; the display name is what others see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,32 +98,6 @@ impl Db {
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(from_row).collect()
-    }
-
-    /// Store a consent change together with its ledger entry; returns both.
-    pub async fn set_consent(
-        &self,
-        meeting_id: Uuid,
-        id: Uuid,
-        recording: bool,
-        streaming: bool,
-        ledger: &LedgerRecord,
-    ) -> Result<(Participant, LedgerEntry)> {
-        let mut tx = self.pool().begin().await?;
-        let row = sqlx::query(&format!(
-            "update participants set consent_recording = $1, consent_streaming = $2 \
-             where id = $3 and meeting_id = $4 returning {COLUMNS}"
-        ))
-        .bind(flag(recording))
-        .bind(flag(streaming))
-        .bind(id.to_string())
-        .bind(meeting_id.to_string())
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StorageError::NotFound)?;
-        let entry = append_in(&mut tx, ledger).await?;
-        tx.commit().await?;
-        Ok((from_row(&row)?, entry))
     }
 
     /// Mark a participant as having left. Returns `None` if they had left already.

@@ -11,7 +11,7 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use gremium_protocol::{CommandOutcome, MediaCommand};
-use gremium_storage::{LedgerRecord, MeetingState, NewParticipant, Participant};
+use gremium_storage::{ConsentChange, ConsentOutcome, MeetingState, NewParticipant, Participant};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -256,31 +256,10 @@ pub async fn set_consent(
             "consent can only be given or withdrawn by the participant".into(),
         ));
     }
+    // One change per participant at a time, so gates and database agree on the order.
     let _serial = state.consent_lock(pid).lock().await;
-    let current = state
-        .db()
-        .get_participant(id, pid)
-        .await?
-        .ok_or(ApiError::NotFound("participant"))?;
-    if current.left_at.is_some() {
-        return Err(ApiError::Conflict(
-            "participant has left the meeting".into(),
-        ));
-    }
-    let before = Consent {
-        recording: current.consent_recording,
-        streaming: current.consent_streaming,
-    };
-    if before == wanted {
-        return Ok(Json(ConsentResult {
-            participant_id: pid,
-            consent: before,
-            changed: false,
-            media_time_ns: None,
-            ledger_seq: None,
-            ledger_hash: None,
-        }));
-    }
+    // Gates first: a withdrawal has taken effect in the running pipeline before the
+    // change is stored and before this call returns.
     let command = MediaCommand::SetConsent {
         meeting_id: id,
         participant_id: pid,
@@ -291,56 +270,70 @@ pub async fn set_consent(
         CommandOutcome::Applied { media_time_ns } => media_time_ns,
         CommandOutcome::Accepted => None,
     };
-    let now = state.now_ms();
-    let record = LedgerRecord {
-        chain_id: id.to_string(),
-        at: now,
-        kind: "consent_changed".into(),
-        actor: who.actor(),
-        subject: pid.to_string(),
-        data: serde_json::json!({
-            "recording": wanted.recording,
-            "streaming": wanted.streaming,
-            "previous": { "recording": before.recording, "streaming": before.streaming },
-            "media_time_ns": media_time_ns,
-        }),
-    };
-    let entry = match state
-        .db()
-        .set_consent(id, pid, wanted.recording, wanted.streaming, &record)
-        .await
-    {
-        Ok((_, entry)) => entry,
-        Err(e) => {
-            // Put the gates back to what the database still says, then report the failure.
-            let revert = MediaCommand::SetConsent {
-                meeting_id: id,
-                participant_id: pid,
-                recording: before.recording,
-                streaming: before.streaming,
-            };
-            if let Err(media) = state.media().execute(revert).await {
-                tracing::error!(error = %media, "could not revert consent gates after a failed write");
-            }
-            return Err(e.into());
-        }
-    };
-    state.publish(
-        id,
-        EventKind::ConsentChanged {
-            participant_id: pid,
-            recording: wanted.recording,
-            streaming: wanted.streaming,
-            media_time_ns,
-        },
-    );
-    metrics::counter!("gremium_consent_changes_total").increment(1);
-    Ok(Json(ConsentResult {
+    let change = ConsentChange {
+        meeting_id: id,
         participant_id: pid,
-        consent: wanted,
-        changed: true,
+        recording: wanted.recording,
+        streaming: wanted.streaming,
+        at: state.now_ms(),
+        actor: who.actor(),
         media_time_ns,
-        ledger_seq: Some(entry.seq),
-        ledger_hash: Some(entry.hash),
-    }))
+    };
+    match state.consent_writer().submit(change).await {
+        Ok(ConsentOutcome::Changed { entry, .. }) => {
+            state.publish(
+                id,
+                EventKind::ConsentChanged {
+                    participant_id: pid,
+                    recording: wanted.recording,
+                    streaming: wanted.streaming,
+                    media_time_ns,
+                },
+            );
+            metrics::counter!("gremium_consent_changes_total").increment(1);
+            Ok(Json(ConsentResult {
+                participant_id: pid,
+                consent: wanted,
+                changed: true,
+                media_time_ns,
+                ledger_seq: Some(entry.seq),
+                ledger_hash: Some(entry.hash),
+            }))
+        }
+        Ok(ConsentOutcome::Unchanged) => Ok(Json(ConsentResult {
+            participant_id: pid,
+            consent: wanted,
+            changed: false,
+            media_time_ns: None,
+            ledger_seq: None,
+            ledger_hash: None,
+        })),
+        Ok(ConsentOutcome::Left) => {
+            close_gates(&state, id, pid).await;
+            Err(ApiError::Conflict("participant has left the meeting".into()))
+        }
+        Ok(ConsentOutcome::NotFound) => {
+            close_gates(&state, id, pid).await;
+            Err(ApiError::NotFound("participant"))
+        }
+        Err(e) => {
+            // Not stored: put the gates back to what the database says (closed if unknown).
+            let stored = state.db().get_participant(id, pid).await.ok().flatten();
+            let (recording, streaming) =
+                stored.map(|p| (p.consent_recording, p.consent_streaming)).unwrap_or((false, false));
+            let revert = MediaCommand::SetConsent { meeting_id: id, participant_id: pid, recording, streaming };
+            if let Err(media) = state.media().execute(revert).await {
+                tracing::error!(error = %media, "could not restore consent gates after a failed write");
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Close both gates of a participant the database does not (or no longer) admits.
+async fn close_gates(state: &AppState, meeting_id: Uuid, participant_id: Uuid) {
+    let close = MediaCommand::SetConsent { meeting_id, participant_id, recording: false, streaming: false };
+    if let Err(e) = state.media().execute(close).await {
+        tracing::error!(error = %e, "could not close consent gates");
+    }
 }

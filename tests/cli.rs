@@ -1,0 +1,201 @@
+//! The README's flow against the real `gremium` binary on embedded defaults:
+//! `gremium serve` on a fresh data directory, `gremium token`, HTTP calls from a
+//! client with its own loopback address, WebSocket events, `gremium audit verify`
+//! (intact, then broken after a row is altered in SQL), and logs free of tokens and
+//! client addresses.
+
+mod common;
+
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{next_event, wait_event};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gremium");
+/// The test client's source address: it must never show up in the server's logs.
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Server {
+    child: Child,
+    stderr_path: std::path::PathBuf,
+}
+
+impl Server {
+    fn logs(&self) -> String {
+        let mut s = String::new();
+        std::fs::File::open(&self.stderr_path).unwrap().read_to_string(&mut s).unwrap();
+        s
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn gremium(args: &[&str], data_dir: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("GREMIUM_CONFIG")
+        .env_remove("GREMIUM_DATABASE_URL")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn start_server(data_dir: &std::path::Path, port: u16) -> Server {
+    let stderr_path = data_dir.with_extension("stderr.log");
+    let stderr = std::fs::File::create(&stderr_path).unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "debug")
+        .env_remove("GREMIUM_CONFIG")
+        .env_remove("GREMIUM_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let server = Server { child, stderr_path };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await {
+            if r.status() == 200 {
+                return server;
+            }
+        }
+        assert!(Instant::now() < deadline, "server did not come up: {}", server.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn call(http: &reqwest::Client, method: reqwest::Method, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = http.request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_flow_against_the_real_binary() {
+    let data_dir = std::env::temp_dir().join(format!("gremium-cli-{}", uuid::Uuid::new_v4().simple()));
+    let port = free_port();
+    let server = start_server(&data_dir, port).await;
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(data_dir.join("gremium.db").exists(), "SQLite file under the data directory");
+    assert!(data_dir.join("objects").is_dir(), "local object store under the data directory");
+
+    let (code, token, err) = gremium(&["token", "--role", "moderator"], &data_dir);
+    assert_eq!(code, 0, "{err}");
+    let moderator = token.trim().to_string();
+    let (code, token, _) = gremium(&["token", "--role", "archivist", "--subject", "archiv"], &data_dir);
+    assert_eq!(code, 0);
+    let archivist = token.trim().to_string();
+    let (code, _, err) = gremium(&["token", "--role", "emperor"], &data_dir);
+    assert_ne!(code, 0);
+    assert!(err.contains("--role"), "{err}");
+
+    let http = reqwest::Client::builder().no_proxy().local_address(IpAddr::V4(CLIENT_IP)).build().unwrap();
+    use reqwest::Method;
+    let (s, m) = call(&http, Method::POST, &format!("{base}/api/v1/meetings"), &moderator, Some(json!({"title": "Gemeinderat"}))).await;
+    assert_eq!(s, 201, "{m}");
+    let mid = m["id"].as_str().unwrap().to_string();
+    let (s, p) = call(&http, Method::POST, &format!("{base}/api/v1/meetings/{mid}/participants"), &moderator, Some(json!({"display_name": "Karl"}))).await;
+    assert_eq!(s, 201, "{p}");
+    let pid = p["participant"]["id"].as_str().unwrap().to_string();
+    let join = p["join_token"].as_str().unwrap().to_string();
+
+    // WebSocket client from the same foreign loopback address.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(IpAddr::V4(CLIENT_IP), 0)).unwrap();
+    let stream = socket.connect(SocketAddr::from(([127, 0, 0, 1], port))).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(
+        format!("ws://127.0.0.1:{port}/api/v1/meetings/{mid}/events?access_token={moderator}"),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next_event(&mut ws).await["type"], "snapshot");
+
+    let (s, r) = call(&http, Method::PUT, &format!("{base}/api/v1/meetings/{mid}/participants/{pid}/consent"), &join, Some(json!({"recording": true, "streaming": false}))).await;
+    assert_eq!(s, 200, "{r}");
+    let e = wait_event(&mut ws, "consent_changed", |_| true).await;
+    assert_eq!(e["recording"], true);
+
+    // This binary runs no media plane yet: starting a recording is refused honestly.
+    let (s, e) = call(&http, Method::POST, &format!("{base}/api/v1/meetings/{mid}/recordings"), &moderator, None).await;
+    assert_eq!(s, 503, "{e}");
+    wait_event(&mut ws, "recording_state_changed", |e| e["state"] == "failed").await;
+
+    let (s, v) = call(&http, Method::GET, &format!("{base}/api/v1/audit/verify"), &archivist, None).await;
+    assert_eq!((s, v["intact"].as_bool()), (200, Some(true)), "{v}");
+    let (s, _) = call(&http, Method::POST, &format!("{base}/api/v1/meetings/{mid}/end"), &moderator, None).await;
+    assert_eq!(s, 200);
+    wait_event(&mut ws, "meeting_ended", |_| true).await;
+
+    let logs = server.logs();
+    assert!(logs.contains("request"), "debug request log present: {logs}");
+    for secret in [moderator.as_str(), archivist.as_str(), join.as_str()] {
+        let signature = secret.rsplit('.').next().unwrap();
+        assert!(!logs.contains(signature), "a token reached the log");
+    }
+    assert!(!logs.contains(&CLIENT_IP.to_string()), "the client address reached the log:\n{logs}");
+    assert!(!logs.contains("access_token"), "query strings stay out of the log");
+    drop(ws);
+    drop(server);
+
+    let (code, out, err) = gremium(&["audit", "verify"], &data_dir);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("ledger intact"), "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["intact"], true);
+    assert!(report["entries"].as_u64().unwrap() >= 4);
+
+    // Alter a consent entry directly in the database file.
+    let url = format!("sqlite://{}", data_dir.join("gremium.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let changed = sqlx::query("update ledger_entries set at = at + 1 where kind = 'consent_changed'").execute(&pool).await.unwrap();
+    assert_eq!(changed.rows_affected(), 1);
+    pool.close().await;
+    let (code, out, err) = gremium(&["audit", "verify"], &data_dir);
+    assert_eq!(code, 1, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["intact"], false);
+    assert_eq!(report["first_broken"]["chain_id"], mid.as_str());
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[test]
+fn bad_configuration_is_refused_with_the_key_named() {
+    let dir = std::env::temp_dir().join(format!("gremium-cfg-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("gremium.toml");
+    std::fs::write(&cfg, "[limits]\nmax_body_bytes = \"lots\"\n").unwrap();
+    let out = Command::new(BIN).args(["migrate", "--config"]).arg(&cfg).arg("--data-dir").arg(&dir).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max_body_bytes"), "{err}");
+    let out = Command::new(BIN).args(["serve", "--listen", "not-an-address", "--data-dir"]).arg(&dir).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
