@@ -73,15 +73,21 @@ end
 LUA
   # warm-up, then the measured run
   wrk -t1 -c"$CONNECTIONS" -d2s -s "$lua" "http://127.0.0.1:$port" >/dev/null
-  local line
+  local line cpu0 cpu1
+  cpu0=$(awk '{print $14+$15}' /proc/$pid/stat)
+  if [ -n "${GREMIUM_BENCH_PERF:-}" ]; then # profile the server during the measured run
+    perf record -e cpu-clock -F 999 -g -o "$GREMIUM_BENCH_PERF.$label" -p "$pid" -- sleep "$DURATION" >/dev/null 2>&1 &
+  fi
   line=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" -s "$lua" "http://127.0.0.1:$port" | grep '^RESULT')
+  cpu1=$(awk '{print $14+$15}' /proc/$pid/stat)
   kill "$pid"; wait "$pid" 2>/dev/null || true
   local verify
   verify=$(GREMIUM_DATABASE_URL="$dburl" "$BIN" audit verify --data-dir "$dir" 2>/dev/null |
     python3 -c 'import json,sys; r=json.load(sys.stdin); print("%s/%d" % ("intact" if r["intact"] else "BROKEN", r["entries"]))')
   # shellcheck disable=SC2086
   set -- $line
-  printf "%-10s %10s %9s %9s %9s %10s %7s %16s\n" "$label" "$2" "$3" "$4" "$5" "$6" "$7" "$verify"
+  local cpu_us=$(( (cpu1 - cpu0) * 10000 / $6 ))
+  printf "%-10s %10s %9s %9s %9s %10s %7s %16s %12s\n" "$label" "$2" "$3" "$4" "$5" "$6" "$7" "$verify" "$cpu_us"
 }
 
 PG_DB="gremium_bench_$$"
@@ -89,7 +95,7 @@ psql "$PG_ADMIN" -qc "create database $PG_DB" >/dev/null
 PG_URL="${PG_ADMIN%/*}/$PG_DB"
 
 echo "consent updates: wrk -t1 -c$CONNECTIONS -d${DURATION}s, $((MEETINGS * PER_MEETING)) participants in $MEETINGS meetings, $(nproc) cores"
-printf "%-10s %10s %9s %9s %9s %10s %7s %16s\n" backend "req/s" "p50 ms" "p99 ms" "max ms" requests errors "ledger/entries"
+printf "%-10s %10s %9s %9s %9s %10s %7s %16s %12s\n" backend "req/s" "p50 ms" "p99 ms" "max ms" requests errors "ledger/entries" "server us/req"
 run_one sqlite ""
 run_one postgres "$PG_URL"
 printf "%-10s %10s %9s %9s\n" goal "$GOAL_RPS" "" "$GOAL_P99_MS"

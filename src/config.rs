@@ -444,8 +444,16 @@ mod tests {
             .lines()
             .map(|l| {
                 let rest = l.strip_prefix("# ").unwrap_or(l);
-                let is_setting = rest.starts_with('[') || rest.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()));
-                if is_setting { rest.to_string() } else { l.to_string() }
+                let is_setting = rest.starts_with('[')
+                    || rest.split_once(" = ").is_some_and(|(k, _)| {
+                        k.chars()
+                            .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+                    });
+                if is_setting {
+                    rest.to_string()
+                } else {
+                    l.to_string()
+                }
             })
             .collect::<Vec<_>>()
             .join("\n");

@@ -28,7 +28,12 @@ async fn moderator_runs_a_meeting_and_clients_see_every_change(backend: Backend)
     let app = spawn_app(backend).await;
     let moderator = app.token(&[Role::Moderator]);
     let (status, m) = app
-        .send(Method::POST, "/api/v1/meetings", Some(&moderator), Some(json!({"title": "Stadtrat, 12. Sitzung", "public": true})))
+        .send(
+            Method::POST,
+            "/api/v1/meetings",
+            Some(&moderator),
+            Some(json!({"title": "Stadtrat, 12. Sitzung", "public": true})),
+        )
         .await;
     assert_eq!(status, 201, "{m}");
     assert_eq!(m["state"], "open");
@@ -48,21 +53,57 @@ async fn moderator_runs_a_meeting_and_clients_see_every_change(backend: Backend)
     assert_eq!(joined["display_name"], "Anna Schmidt");
 
     // The participant sees the meeting, with consent defaulting to no.
-    let (s, c) = app.send(Method::GET, &format!("/api/v1/meetings/{mid}/participants/{pid}/consent"), Some(&join), None).await;
-    assert_eq!((s, c), (200, json!({"recording": false, "streaming": false})));
+    let (s, c) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}/participants/{pid}/consent"),
+            Some(&join),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, c),
+        (200, json!({"recording": false, "streaming": false}))
+    );
     let mut p_ws = ws_connect(app.addr, &mid, &join).await;
     assert_eq!(next_event(&mut p_ws).await["type"], "snapshot");
 
+    // Media-plane events reach every client of the meeting.
+    app.fake
+        .emit(gremium_protocol::MediaEvent::ParticipantMediaStarted {
+            meeting_id: mid.parse().unwrap(),
+            participant_id: pid.parse().unwrap(),
+        });
+    let e = wait_event(&mut mod_ws, "participant_media_started", |_| true).await;
+    assert_eq!(e["participant_id"], pid.as_str());
+
     let consent_path = format!("/api/v1/meetings/{mid}/participants/{pid}/consent");
-    let (s, r) = app.send(Method::PUT, &consent_path, Some(&join), Some(json!({"recording": true, "streaming": false}))).await;
+    let (s, r) = app
+        .send(
+            Method::PUT,
+            &consent_path,
+            Some(&join),
+            Some(json!({"recording": true, "streaming": false})),
+        )
+        .await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["changed"], true);
     assert_eq!(r["consent"], json!({"recording": true, "streaming": false}));
-    assert_eq!(r["media_time_ns"], 1_000_000_000u64, "media time reported by the media plane");
+    assert_eq!(
+        r["media_time_ns"], 1_000_000_000u64,
+        "media time reported by the media plane"
+    );
     let seq = r["ledger_seq"].as_i64().unwrap();
     for ws in [&mut mod_ws, &mut p_ws] {
         let e = wait_event(ws, "consent_changed", |_| true).await;
-        assert_eq!((e["participant_id"].as_str(), e["recording"].as_bool(), e["streaming"].as_bool()), (Some(pid.as_str()), Some(true), Some(false)));
+        assert_eq!(
+            (
+                e["participant_id"].as_str(),
+                e["recording"].as_bool(),
+                e["streaming"].as_bool()
+            ),
+            (Some(pid.as_str()), Some(true), Some(false))
+        );
     }
     assert!(app.fake.commands().contains(&MediaCommand::SetConsent {
         meeting_id: mid.parse().unwrap(),
@@ -72,17 +113,51 @@ async fn moderator_runs_a_meeting_and_clients_see_every_change(backend: Backend)
     }));
 
     // Recording: the indicator every client shows.
-    let (s, rec) = app.send(Method::POST, &format!("/api/v1/meetings/{mid}/recordings"), Some(&moderator), None).await;
+    let (s, rec) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/recordings"),
+            Some(&moderator),
+            None,
+        )
+        .await;
     assert_eq!(s, 201, "{rec}");
     let rid = rec["id"].as_str().unwrap().to_string();
-    let active = wait_event(&mut p_ws, "recording_state_changed", |e| e["state"] == "active").await;
+    let active = wait_event(&mut p_ws, "recording_state_changed", |e| {
+        e["state"] == "active"
+    })
+    .await;
     assert_eq!(active["recording_id"], rid.as_str());
-    let (s, _) = app.send(Method::POST, &format!("/api/v1/meetings/{mid}/recordings"), Some(&moderator), None).await;
+    let (s, _) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/recordings"),
+            Some(&moderator),
+            None,
+        )
+        .await;
     assert_eq!(s, 409, "one recording at a time");
-    let (s, stopped) = app.send(Method::POST, &format!("/api/v1/recordings/{rid}/stop"), Some(&moderator), None).await;
+    let (s, stopped) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/recordings/{rid}/stop"),
+            Some(&moderator),
+            None,
+        )
+        .await;
     assert_eq!(s, 202, "{stopped}");
-    wait_event(&mut p_ws, "recording_state_changed", |e| e["state"] == "finished").await;
-    let (s, e) = app.send(Method::POST, &format!("/api/v1/recordings/{rid}/stop"), Some(&moderator), None).await;
+    wait_event(&mut p_ws, "recording_state_changed", |e| {
+        e["state"] == "finished"
+    })
+    .await;
+    let (s, e) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/recordings/{rid}/stop"),
+            Some(&moderator),
+            None,
+        )
+        .await;
     assert_eq!(s, 409, "stopping a finished recording is a conflict: {e}");
     assert_eq!(e["error"]["code"], "conflict");
 
@@ -99,43 +174,112 @@ async fn moderator_runs_a_meeting_and_clients_see_every_change(backend: Backend)
     assert!(!st.to_string().contains("super-secret-key"));
     assert_eq!(st["hls_url"], format!("/live/{mid}/index.m3u8"));
     let sid = st["id"].as_str().unwrap().to_string();
-    wait_event(&mut p_ws, "stream_state_changed", |e| e["state"] == "active").await;
+    wait_event(&mut p_ws, "stream_state_changed", |e| {
+        e["state"] == "active"
+    })
+    .await;
 
     // Non-public agenda item.
     let (s, pm) = app
-        .send(Method::PUT, &format!("/api/v1/meetings/{mid}/public"), Some(&moderator), Some(json!({"public": false, "reason": "TOP 7: Personalangelegenheit"})))
+        .send(
+            Method::PUT,
+            &format!("/api/v1/meetings/{mid}/public"),
+            Some(&moderator),
+            Some(json!({"public": false, "reason": "TOP 7: Personalangelegenheit"})),
+        )
         .await;
     assert_eq!(s, 200, "{pm}");
     assert_eq!(pm["public"], false);
     let e = wait_event(&mut p_ws, "public_changed", |_| true).await;
-    assert_eq!((e["public"].as_bool(), e["reason"].as_str()), (Some(false), Some("TOP 7: Personalangelegenheit")));
+    assert_eq!(
+        (e["public"].as_bool(), e["reason"].as_str()),
+        (Some(false), Some("TOP 7: Personalangelegenheit"))
+    );
 
     // Participant leaves; meeting ends and stops the stream.
-    let (s, _) = app.send(Method::DELETE, &format!("/api/v1/meetings/{mid}/participants/{pid}"), Some(&join), None).await;
+    let (s, _) = app
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/meetings/{mid}/participants/{pid}"),
+            Some(&join),
+            None,
+        )
+        .await;
     assert_eq!(s, 204);
-    wait_event(&mut mod_ws, "participant_left", |e| e["participant_id"] == pid.as_str()).await;
-    let (s, ended) = app.send(Method::POST, &format!("/api/v1/meetings/{mid}/end"), Some(&moderator), None).await;
+    wait_event(&mut mod_ws, "participant_left", |e| {
+        e["participant_id"] == pid.as_str()
+    })
+    .await;
+    let (s, ended) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/end"),
+            Some(&moderator),
+            None,
+        )
+        .await;
     assert_eq!(s, 200, "{ended}");
     assert_eq!(ended["state"], "ended");
-    wait_event(&mut mod_ws, "stream_state_changed", |e| e["stream_id"] == sid.as_str() && e["state"] == "stopping").await;
+    wait_event(&mut mod_ws, "stream_state_changed", |e| {
+        e["stream_id"] == sid.as_str() && e["state"] == "stopping"
+    })
+    .await;
     wait_event(&mut mod_ws, "meeting_ended", |_| true).await;
-    let (s, _) = app.send(Method::POST, &format!("/api/v1/meetings/{mid}/end"), Some(&moderator), None).await;
+    let (s, _) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/end"),
+            Some(&moderator),
+            None,
+        )
+        .await;
     assert_eq!(s, 409);
 
     // The ledger witnessed all of it, in order, and verifies.
-    let (s, entries) = app.send(Method::GET, &format!("/api/v1/meetings/{mid}/ledger"), Some(&moderator), None).await;
+    let (s, entries) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}/ledger"),
+            Some(&moderator),
+            None,
+        )
+        .await;
     assert_eq!(s, 200);
-    let kinds: Vec<&str> = entries.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    for expected in ["meeting_created", "consent_changed", "recording_requested", "recording_active", "recording_stopping", "recording_finished", "stream_requested", "public_changed", "stream_stopping", "meeting_ended"] {
-        assert!(kinds.contains(&expected), "{expected} missing from {kinds:?}");
+    let kinds: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "meeting_created",
+        "consent_changed",
+        "recording_requested",
+        "recording_active",
+        "recording_stopping",
+        "recording_finished",
+        "stream_requested",
+        "public_changed",
+        "stream_stopping",
+        "meeting_ended",
+    ] {
+        assert!(
+            kinds.contains(&expected),
+            "{expected} missing from {kinds:?}"
+        );
     }
     let consent_entry = &entries.as_array().unwrap()[(seq - 1) as usize];
     assert_eq!(consent_entry["kind"], "consent_changed");
     let data: Value = serde_json::from_str(consent_entry["data"].as_str().unwrap()).unwrap();
     assert_eq!(data["media_time_ns"], 1_000_000_000u64);
-    assert!(!entries.to_string().contains("Anna"), "display names stay out of the ledger");
+    assert!(
+        !entries.to_string().contains("Anna"),
+        "display names stay out of the ledger"
+    );
     let archivist = app.token(&[Role::Archivist]);
-    let (s, v) = app.send(Method::GET, "/api/v1/audit/verify", Some(&archivist), None).await;
+    let (s, v) = app
+        .send(Method::GET, "/api/v1/audit/verify", Some(&archivist), None)
+        .await;
     assert_eq!(s, 200);
     assert_eq!(v["intact"], true, "{v}");
 }
@@ -145,32 +289,81 @@ async fn only_the_participant_sets_their_consent(backend: Backend) {
     let app = spawn_app(backend).await;
     let moderator = app.token(&[Role::Moderator]);
     let admin = app.token(&[Role::Admin]);
-    let mid = app.create_meeting(&moderator, "Ausschuss").await["id"].as_str().unwrap().to_string();
-    let other = app.create_meeting(&moderator, "Anderer Ausschuss").await["id"].as_str().unwrap().to_string();
+    let mid = app.create_meeting(&moderator, "Ausschuss").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = app.create_meeting(&moderator, "Anderer Ausschuss").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (a, a_join) = app.add_participant(&moderator, &mid, "A").await;
     let (b, _b_join) = app.add_participant(&moderator, &mid, "B").await;
     let (_, x_join) = app.add_participant(&moderator, &other, "X").await;
     let body = json!({"recording": true, "streaming": true});
     let path = |p: &str| format!("/api/v1/meetings/{mid}/participants/{p}/consent");
-    for (who, token, target) in [("moderator", &moderator, &a), ("admin", &admin, &a), ("another participant", &a_join, &b), ("participant of another meeting", &x_join, &a)] {
-        let (s, e) = app.send(Method::PUT, &path(target), Some(token), Some(body.clone())).await;
+    for (who, token, target) in [
+        ("moderator", &moderator, &a),
+        ("admin", &admin, &a),
+        ("another participant", &a_join, &b),
+        ("participant of another meeting", &x_join, &a),
+    ] {
+        let (s, e) = app
+            .send(Method::PUT, &path(target), Some(token), Some(body.clone()))
+            .await;
         assert_eq!(s, 403, "{who}: {e}");
         assert_eq!(e["error"]["code"], "forbidden");
     }
-    let (s, e) = app.send(Method::GET, &format!("/api/v1/meetings/{mid}"), Some(&x_join), None).await;
+    let (s, e) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}"),
+            Some(&x_join),
+            None,
+        )
+        .await;
     assert_eq!(s, 403, "join tokens are meeting-scoped: {e}");
-    let (s, _) = app.send(Method::POST, "/api/v1/meetings", Some(&a_join), Some(json!({"title": "x"}))).await;
+    let (s, _) = app
+        .send(
+            Method::POST,
+            "/api/v1/meetings",
+            Some(&a_join),
+            Some(json!({"title": "x"})),
+        )
+        .await;
     assert_eq!(s, 403, "participants do not create meetings");
 
-    let (s, r) = app.send(Method::PUT, &path(&a), Some(&a_join), Some(json!({"recording": false, "streaming": false}))).await;
+    let (s, r) = app
+        .send(
+            Method::PUT,
+            &path(&a),
+            Some(&a_join),
+            Some(json!({"recording": false, "streaming": false})),
+        )
+        .await;
     assert_eq!(s, 200);
-    assert_eq!(r["changed"], false, "repeating the current consent writes nothing");
-    let (s, r) = app.send(Method::PUT, &path(&a), Some(&a_join), Some(body.clone())).await;
+    assert_eq!(
+        r["changed"], false,
+        "repeating the current consent writes nothing"
+    );
+    let (s, r) = app
+        .send(Method::PUT, &path(&a), Some(&a_join), Some(body.clone()))
+        .await;
     assert_eq!((s, r["changed"].as_bool()), (200, Some(true)));
-    let (s, r) = app.send(Method::PUT, &path(&a), Some(&a_join), Some(json!({"recording": false, "streaming": true}))).await;
+    let (s, r) = app
+        .send(
+            Method::PUT,
+            &path(&a),
+            Some(&a_join),
+            Some(json!({"recording": false, "streaming": true})),
+        )
+        .await;
     assert_eq!((s, r["changed"].as_bool()), (200, Some(true)), "withdrawal");
     let entries = app.db.ledger_entries(&mid, 0, 100).await.unwrap();
-    let consent: Vec<_> = entries.iter().filter(|e| e.kind == "consent_changed").collect();
+    let consent: Vec<_> = entries
+        .iter()
+        .filter(|e| e.kind == "consent_changed")
+        .collect();
     assert_eq!(consent.len(), 2);
     assert_eq!(consent[1].actor, format!("participant:{a}"));
     assert!(consent[1].data.contains(r#""recording":false"#));
@@ -182,7 +375,13 @@ async fn meetings_paginate(backend: Backend) {
     let moderator = app.token(&[Role::Moderator]);
     let mut created = Vec::new();
     for i in 0..5 {
-        created.push(app.create_meeting(&moderator, &format!("Sitzung {i}")).await["id"].as_str().unwrap().to_string());
+        created.push(
+            app.create_meeting(&moderator, &format!("Sitzung {i}"))
+                .await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     let mut seen = Vec::new();
     let mut path = "/api/v1/meetings?limit=2".to_string();
@@ -191,7 +390,13 @@ async fn meetings_paginate(backend: Backend) {
         let (s, page) = app.send(Method::GET, &path, Some(&moderator), None).await;
         assert_eq!(s, 200, "{page}");
         pages += 1;
-        seen.extend(page["items"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()));
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_string()),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => path = format!("/api/v1/meetings?limit=2&cursor={c}"),
             None => break,
@@ -206,26 +411,40 @@ both_backends!(meetings_paginate);
 async fn tampering_shows_in_the_verify_endpoint(backend: Backend) {
     let app = spawn_app(backend).await;
     let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"].as_str().unwrap().to_string();
+    let mid = app.create_meeting(&moderator, "Rat").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (pid, join) = app.add_participant(&moderator, &mid, "A").await;
     let (s, _) = app
-        .send(Method::PUT, &format!("/api/v1/meetings/{mid}/participants/{pid}/consent"), Some(&join), Some(json!({"recording": true, "streaming": false})))
+        .send(
+            Method::PUT,
+            &format!("/api/v1/meetings/{mid}/participants/{pid}/consent"),
+            Some(&join),
+            Some(json!({"recording": true, "streaming": false})),
+        )
         .await;
     assert_eq!(s, 200);
     let admin = app.token(&[Role::Admin]);
-    let (_, v) = app.send(Method::GET, "/api/v1/audit/verify", Some(&admin), None).await;
+    let (_, v) = app
+        .send(Method::GET, "/api/v1/audit/verify", Some(&admin), None)
+        .await;
     assert_eq!(v["intact"], true);
     // Someone rewrites history: the consent entry now says "no".
     sqlx::query("update ledger_entries set data = replace(data, '\"recording\":true', '\"recording\":false') where kind = 'consent_changed'")
         .execute(app.db.pool())
         .await
         .unwrap();
-    let (s, v) = app.send(Method::GET, "/api/v1/audit/verify", Some(&admin), None).await;
+    let (s, v) = app
+        .send(Method::GET, "/api/v1/audit/verify", Some(&admin), None)
+        .await;
     assert_eq!(s, 200);
     assert_eq!(v["intact"], false, "{v}");
     assert_eq!(v["first_broken"]["chain_id"], mid.as_str());
     assert_eq!(v["first_broken"]["seq"], 2);
-    let (s, _) = app.send(Method::GET, "/api/v1/audit/verify", Some(&moderator), None).await;
+    let (s, _) = app
+        .send(Method::GET, "/api/v1/audit/verify", Some(&moderator), None)
+        .await;
     assert_eq!(s, 403, "moderators do not audit");
 }
 both_backends!(tampering_shows_in_the_verify_endpoint);
@@ -233,18 +452,44 @@ both_backends!(tampering_shows_in_the_verify_endpoint);
 async fn failed_media_start_marks_the_recording_failed(backend: Backend) {
     let app = spawn_app(backend).await;
     let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"].as_str().unwrap().to_string();
+    let mid = app.create_meeting(&moderator, "Rat").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     *app.fake.fail_starts.lock().unwrap() = Some("encoder missing".into());
     let mut ws = ws_connect(app.addr, &mid, &moderator).await;
     next_event(&mut ws).await;
-    let (s, e) = app.send(Method::POST, &format!("/api/v1/meetings/{mid}/recordings"), Some(&moderator), None).await;
+    let (s, e) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/recordings"),
+            Some(&moderator),
+            None,
+        )
+        .await;
     assert_eq!(s, 500, "{e}");
-    assert_eq!(e["error"]["message"], "internal error", "details stay in the log");
-    let failed = wait_event(&mut ws, "recording_state_changed", |e| e["state"] == "failed").await;
-    assert!(failed["reason"].as_str().unwrap().contains("encoder missing"));
+    assert_eq!(
+        e["error"]["message"], "internal error",
+        "details stay in the log"
+    );
+    let failed = wait_event(&mut ws, "recording_state_changed", |e| {
+        e["state"] == "failed"
+    })
+    .await;
+    assert!(failed["reason"]
+        .as_str()
+        .unwrap()
+        .contains("encoder missing"));
     // A new attempt is allowed once the failed one is terminal.
     *app.fake.fail_starts.lock().unwrap() = None;
-    let (s, _) = app.send(Method::POST, &format!("/api/v1/meetings/{mid}/recordings"), Some(&moderator), None).await;
+    let (s, _) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/recordings"),
+            Some(&moderator),
+            None,
+        )
+        .await;
     assert_eq!(s, 201);
 }
 both_backends!(failed_media_start_marks_the_recording_failed);
@@ -253,14 +498,25 @@ both_backends!(failed_media_start_marks_the_recording_failed);
 async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
     let app = spawn_app(Backend::Sqlite).await;
     let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"].as_str().unwrap().to_string();
+    let mid = app.create_meeting(&moderator, "Rat").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (pid, join) = app.add_participant(&moderator, &mid, "A").await;
     let consent = format!("/api/v1/meetings/{mid}/participants/{pid}/consent");
 
-    let raw = |method: Method, path: String, token: String, ctype: Option<&'static str>, body: Vec<u8>| {
+    let raw = |method: Method,
+               path: String,
+               token: String,
+               ctype: Option<&'static str>,
+               body: Vec<u8>| {
         let app = &app;
         async move {
-            let mut req = app.http.request(method, app.url(&path)).bearer_auth(token).body(body);
+            let mut req = app
+                .http
+                .request(method, app.url(&path))
+                .bearer_auth(token)
+                .body(body);
             if let Some(c) = ctype {
                 req = req.header("content-type", c);
             }
@@ -271,34 +527,195 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
         }
     };
     let json_ct = Some("application/json");
-    let cases: Vec<(&str, Method, String, String, Option<&'static str>, Vec<u8>, u16)> = vec![
-        ("malformed JSON", Method::PUT, consent.clone(), join.clone(), json_ct, b"{\"recording\": tru".to_vec(), 400),
-        ("unknown field", Method::PUT, consent.clone(), join.clone(), json_ct, br#"{"recording":true,"streaming":true,"forever":true}"#.to_vec(), 422),
-        ("wrong type", Method::PUT, consent.clone(), join.clone(), json_ct, br#"{"recording":"yes","streaming":true}"#.to_vec(), 422),
-        ("missing field", Method::PUT, consent.clone(), join.clone(), json_ct, br#"{"recording":true}"#.to_vec(), 422),
-        ("no content type", Method::PUT, consent.clone(), join.clone(), None, br#"{"recording":true,"streaming":true}"#.to_vec(), 415),
-        ("oversized body", Method::POST, "/api/v1/meetings".into(), moderator.clone(), json_ct, format!("{{\"title\":\"{}\"}}", "x".repeat(10_000)).into_bytes(), 413),
-        ("empty title", Method::POST, "/api/v1/meetings".into(), moderator.clone(), json_ct, br#"{"title":"   "}"#.to_vec(), 422),
-        ("retention too long", Method::POST, "/api/v1/meetings".into(), moderator.clone(), json_ct, br#"{"title":"x","retention_days":99999}"#.to_vec(), 422),
-        ("bad id in path", Method::GET, "/api/v1/meetings/not-a-uuid".into(), moderator.clone(), None, vec![], 400),
-        ("unknown meeting", Method::GET, format!("/api/v1/meetings/{}", uuid::Uuid::new_v4()), moderator.clone(), None, vec![], 404),
-        ("unknown recording", Method::POST, format!("/api/v1/recordings/{}/stop", uuid::Uuid::new_v4()), moderator.clone(), None, vec![], 404),
-        ("unknown participant", Method::DELETE, format!("/api/v1/meetings/{mid}/participants/{}", uuid::Uuid::new_v4()), moderator.clone(), None, vec![], 404),
-        ("unknown route", Method::GET, "/api/v1/nothing-here".into(), moderator.clone(), None, vec![], 404),
-        ("limit out of range", Method::GET, "/api/v1/meetings?limit=0".into(), moderator.clone(), None, vec![], 400),
-        ("garbage cursor", Method::GET, "/api/v1/meetings?cursor=%%%".into(), moderator.clone(), None, vec![], 400),
-        ("bad cursor", Method::GET, "/api/v1/meetings?cursor=bm9wZQ".into(), moderator.clone(), None, vec![], 400),
-        ("stream without outputs", Method::POST, format!("/api/v1/meetings/{mid}/streams"), moderator.clone(), json_ct, br#"{"hls":false}"#.to_vec(), 422),
-        ("stream to http", Method::POST, format!("/api/v1/meetings/{mid}/streams"), moderator.clone(), json_ct, br#"{"rtmp":[{"url":"http://x","key":"k"}]}"#.to_vec(), 422),
+    let cases: Vec<(
+        &str,
+        Method,
+        String,
+        String,
+        Option<&'static str>,
+        Vec<u8>,
+        u16,
+    )> = vec![
+        (
+            "malformed JSON",
+            Method::PUT,
+            consent.clone(),
+            join.clone(),
+            json_ct,
+            b"{\"recording\": tru".to_vec(),
+            400,
+        ),
+        (
+            "unknown field",
+            Method::PUT,
+            consent.clone(),
+            join.clone(),
+            json_ct,
+            br#"{"recording":true,"streaming":true,"forever":true}"#.to_vec(),
+            422,
+        ),
+        (
+            "wrong type",
+            Method::PUT,
+            consent.clone(),
+            join.clone(),
+            json_ct,
+            br#"{"recording":"yes","streaming":true}"#.to_vec(),
+            422,
+        ),
+        (
+            "missing field",
+            Method::PUT,
+            consent.clone(),
+            join.clone(),
+            json_ct,
+            br#"{"recording":true}"#.to_vec(),
+            422,
+        ),
+        (
+            "no content type",
+            Method::PUT,
+            consent.clone(),
+            join.clone(),
+            None,
+            br#"{"recording":true,"streaming":true}"#.to_vec(),
+            415,
+        ),
+        (
+            "oversized body",
+            Method::POST,
+            "/api/v1/meetings".into(),
+            moderator.clone(),
+            json_ct,
+            format!("{{\"title\":\"{}\"}}", "x".repeat(10_000)).into_bytes(),
+            413,
+        ),
+        (
+            "empty title",
+            Method::POST,
+            "/api/v1/meetings".into(),
+            moderator.clone(),
+            json_ct,
+            br#"{"title":"   "}"#.to_vec(),
+            422,
+        ),
+        (
+            "retention too long",
+            Method::POST,
+            "/api/v1/meetings".into(),
+            moderator.clone(),
+            json_ct,
+            br#"{"title":"x","retention_days":99999}"#.to_vec(),
+            422,
+        ),
+        (
+            "bad id in path",
+            Method::GET,
+            "/api/v1/meetings/not-a-uuid".into(),
+            moderator.clone(),
+            None,
+            vec![],
+            400,
+        ),
+        (
+            "unknown meeting",
+            Method::GET,
+            format!("/api/v1/meetings/{}", uuid::Uuid::new_v4()),
+            moderator.clone(),
+            None,
+            vec![],
+            404,
+        ),
+        (
+            "unknown recording",
+            Method::POST,
+            format!("/api/v1/recordings/{}/stop", uuid::Uuid::new_v4()),
+            moderator.clone(),
+            None,
+            vec![],
+            404,
+        ),
+        (
+            "unknown participant",
+            Method::DELETE,
+            format!(
+                "/api/v1/meetings/{mid}/participants/{}",
+                uuid::Uuid::new_v4()
+            ),
+            moderator.clone(),
+            None,
+            vec![],
+            404,
+        ),
+        (
+            "unknown route",
+            Method::GET,
+            "/api/v1/nothing-here".into(),
+            moderator.clone(),
+            None,
+            vec![],
+            404,
+        ),
+        (
+            "limit out of range",
+            Method::GET,
+            "/api/v1/meetings?limit=0".into(),
+            moderator.clone(),
+            None,
+            vec![],
+            400,
+        ),
+        (
+            "garbage cursor",
+            Method::GET,
+            "/api/v1/meetings?cursor=%%%".into(),
+            moderator.clone(),
+            None,
+            vec![],
+            400,
+        ),
+        (
+            "bad cursor",
+            Method::GET,
+            "/api/v1/meetings?cursor=bm9wZQ".into(),
+            moderator.clone(),
+            None,
+            vec![],
+            400,
+        ),
+        (
+            "stream without outputs",
+            Method::POST,
+            format!("/api/v1/meetings/{mid}/streams"),
+            moderator.clone(),
+            json_ct,
+            br#"{"hls":false}"#.to_vec(),
+            422,
+        ),
+        (
+            "stream to http",
+            Method::POST,
+            format!("/api/v1/meetings/{mid}/streams"),
+            moderator.clone(),
+            json_ct,
+            br#"{"rtmp":[{"url":"http://x","key":"k"}]}"#.to_vec(),
+            422,
+        ),
     ];
     for (what, method, path, token, ctype, body, expected) in cases {
         let (status, body) = raw(method, path, token, ctype, body).await;
         assert_eq!(status, expected, "{what}: {body}");
-        assert!(body["error"]["code"].is_string() && body["error"]["message"].is_string(), "{what}: {body}");
+        assert!(
+            body["error"]["code"].is_string() && body["error"]["message"].is_string(),
+            "{what}: {body}"
+        );
     }
     // Nothing was lost or changed by the bad requests.
     let (s, c) = app.send(Method::GET, &consent, Some(&join), None).await;
-    assert_eq!((s, c), (200, json!({"recording": false, "streaming": false})));
+    assert_eq!(
+        (s, c),
+        (200, json!({"recording": false, "streaming": false}))
+    );
     let (s, h) = app.send(Method::GET, "/healthz", None, None).await;
     assert_eq!((s, h), (200, json!({"status": "ok"})));
 }
@@ -309,15 +726,30 @@ async fn local_tokens_bad_ones_get_401_and_wrong_roles_403() {
     let (s, e) = app.send(Method::GET, "/api/v1/meetings", None, None).await;
     assert_eq!(s, 401);
     assert_eq!(e["error"]["code"], "unauthorized");
-    let resp = app.http.get(app.url("/api/v1/meetings")).send().await.unwrap();
+    let resp = app
+        .http
+        .get(app.url("/api/v1/meetings"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["www-authenticate"], "Bearer");
 
-    let expired = app.auth.issue_staff_token("t", &[Role::Admin], now_secs() - 7200, std::time::Duration::from_secs(60));
+    let expired = app.auth.issue_staff_token(
+        "t",
+        &[Role::Admin],
+        now_secs() - 7200,
+        std::time::Duration::from_secs(60),
+    );
     let other_key = gremium_signaling::Authenticator::new(gremium_signaling::AuthSettings {
         local_key: b"a completely different key of 32+ bytes".to_vec(),
         ..auth_settings(None)
     });
-    let forged = other_key.issue_staff_token("t", &[Role::Admin], now_secs(), std::time::Duration::from_secs(60));
+    let forged = other_key.issue_staff_token(
+        "t",
+        &[Role::Admin],
+        now_secs(),
+        std::time::Duration::from_secs(60),
+    );
     let b64 = |v: &Value| {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
@@ -325,22 +757,43 @@ async fn local_tokens_bad_ones_get_401_and_wrong_roles_403() {
     let alg_none = format!(
         "{}.{}.",
         b64(&json!({"alg": "none", "typ": "JWT"})),
-        b64(&json!({"iss": "gremium", "aud": "gremium", "sub": "x", "exp": now_secs() + 600, "roles": ["admin"]}))
+        b64(
+            &json!({"iss": "gremium", "aud": "gremium", "sub": "x", "exp": now_secs() + 600, "roles": ["admin"]})
+        )
     );
-    for (what, token) in [("expired", expired), ("wrong signature", forged), ("alg none", alg_none), ("garbage", "abc.def.ghi".into())] {
-        let (s, e) = app.send(Method::GET, "/api/v1/meetings", Some(&token), None).await;
+    for (what, token) in [
+        ("expired", expired),
+        ("wrong signature", forged),
+        ("alg none", alg_none),
+        ("garbage", "abc.def.ghi".into()),
+    ] {
+        let (s, e) = app
+            .send(Method::GET, "/api/v1/meetings", Some(&token), None)
+            .await;
         assert_eq!(s, 401, "{what}: {e}");
     }
     let viewer = app.token(&[Role::Viewer]);
-    let (s, _) = app.send(Method::POST, "/api/v1/meetings", Some(&viewer), Some(json!({"title": "x"}))).await;
+    let (s, _) = app
+        .send(
+            Method::POST,
+            "/api/v1/meetings",
+            Some(&viewer),
+            Some(json!({"title": "x"})),
+        )
+        .await;
     assert_eq!(s, 403);
     let archivist = app.token(&[Role::Archivist]);
-    let (s, _) = app.send(Method::GET, "/api/v1/meetings", Some(&archivist), None).await;
+    let (s, _) = app
+        .send(Method::GET, "/api/v1/meetings", Some(&archivist), None)
+        .await;
     assert_eq!(s, 200, "archivists browse meetings");
 
     // WebSocket refuses before upgrading.
     let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"].as_str().unwrap().to_string();
+    let mid = app.create_meeting(&moderator, "Rat").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let url = format!("ws://{}/api/v1/meetings/{mid}/events", app.addr);
     match tokio_tungstenite::connect_async(url).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
@@ -351,15 +804,35 @@ async fn local_tokens_bad_ones_get_401_and_wrong_roles_403() {
 #[tokio::test]
 async fn openapi_health_and_metrics_are_served() {
     let app = spawn_app(Backend::Sqlite).await;
-    let (s, doc) = app.send(Method::GET, "/api/v1/openapi.json", None, None).await;
+    let (s, doc) = app
+        .send(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
     assert_eq!(s, 200);
-    for path in ["/api/v1/meetings", "/api/v1/meetings/{id}/participants/{pid}/consent", "/api/v1/recordings/{rid}/stop", "/api/v1/meetings/{id}/public", "/api/v1/audit/verify", "/api/v1/meetings/{id}/events"] {
-        assert!(doc["paths"][path].is_object(), "{path} missing from OpenAPI");
+    for path in [
+        "/api/v1/meetings",
+        "/api/v1/meetings/{id}/participants/{pid}/consent",
+        "/api/v1/recordings/{rid}/stop",
+        "/api/v1/meetings/{id}/public",
+        "/api/v1/audit/verify",
+        "/api/v1/meetings/{id}/events",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from OpenAPI"
+        );
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     let moderator = app.token(&[Role::Moderator]);
     app.create_meeting(&moderator, "Rat").await;
-    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains("gremium_http_requests_total"), "{text}");
     assert!(text.contains(r#"route="/api/v1/meetings""#), "{text}");
 }

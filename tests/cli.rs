@@ -19,7 +19,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_gremium");
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Server {
@@ -30,7 +34,10 @@ struct Server {
 impl Server {
     fn logs(&self) -> String {
         let mut s = String::new();
-        std::fs::File::open(&self.stderr_path).unwrap().read_to_string(&mut s).unwrap();
+        std::fs::File::open(&self.stderr_path)
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
         s
     }
 }
@@ -62,7 +69,12 @@ async fn start_server(data_dir: &std::path::Path, port: u16) -> Server {
     let stderr_path = data_dir.with_extension("stderr.log");
     let stderr = std::fs::File::create(&stderr_path).unwrap();
     let child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env("RUST_LOG", "debug")
         .env_remove("GREMIUM_CONFIG")
@@ -79,12 +91,22 @@ async fn start_server(data_dir: &std::path::Path, port: u16) -> Server {
                 return server;
             }
         }
-        assert!(Instant::now() < deadline, "server did not come up: {}", server.logs());
+        assert!(
+            Instant::now() < deadline,
+            "server did not come up: {}",
+            server.logs()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-async fn call(http: &reqwest::Client, method: reqwest::Method, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut req = http.request(method, url).bearer_auth(token);
     if let Some(b) = body {
         req = req.json(&b);
@@ -97,37 +119,70 @@ async fn call(http: &reqwest::Client, method: reqwest::Method, url: &str, token:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_flow_against_the_real_binary() {
-    let data_dir = std::env::temp_dir().join(format!("gremium-cli-{}", uuid::Uuid::new_v4().simple()));
+    let data_dir =
+        std::env::temp_dir().join(format!("gremium-cli-{}", uuid::Uuid::new_v4().simple()));
     let port = free_port();
     let server = start_server(&data_dir, port).await;
     let base = format!("http://127.0.0.1:{port}");
-    assert!(data_dir.join("gremium.db").exists(), "SQLite file under the data directory");
-    assert!(data_dir.join("objects").is_dir(), "local object store under the data directory");
+    assert!(
+        data_dir.join("gremium.db").exists(),
+        "SQLite file under the data directory"
+    );
+    assert!(
+        data_dir.join("objects").is_dir(),
+        "local object store under the data directory"
+    );
 
     let (code, token, err) = gremium(&["token", "--role", "moderator"], &data_dir);
     assert_eq!(code, 0, "{err}");
     let moderator = token.trim().to_string();
-    let (code, token, _) = gremium(&["token", "--role", "archivist", "--subject", "archiv"], &data_dir);
+    let (code, token, _) = gremium(
+        &["token", "--role", "archivist", "--subject", "archiv"],
+        &data_dir,
+    );
     assert_eq!(code, 0);
     let archivist = token.trim().to_string();
     let (code, _, err) = gremium(&["token", "--role", "emperor"], &data_dir);
     assert_ne!(code, 0);
     assert!(err.contains("--role"), "{err}");
 
-    let http = reqwest::Client::builder().no_proxy().local_address(IpAddr::V4(CLIENT_IP)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(IpAddr::V4(CLIENT_IP))
+        .build()
+        .unwrap();
     use reqwest::Method;
-    let (s, m) = call(&http, Method::POST, &format!("{base}/api/v1/meetings"), &moderator, Some(json!({"title": "Gemeinderat"}))).await;
+    let (s, m) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/api/v1/meetings"),
+        &moderator,
+        Some(json!({"title": "Gemeinderat"})),
+    )
+    .await;
     assert_eq!(s, 201, "{m}");
     let mid = m["id"].as_str().unwrap().to_string();
-    let (s, p) = call(&http, Method::POST, &format!("{base}/api/v1/meetings/{mid}/participants"), &moderator, Some(json!({"display_name": "Karl"}))).await;
+    let (s, p) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/api/v1/meetings/{mid}/participants"),
+        &moderator,
+        Some(json!({"display_name": "Karl"})),
+    )
+    .await;
     assert_eq!(s, 201, "{p}");
     let pid = p["participant"]["id"].as_str().unwrap().to_string();
     let join = p["join_token"].as_str().unwrap().to_string();
 
     // WebSocket client from the same foreign loopback address.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(IpAddr::V4(CLIENT_IP), 0)).unwrap();
-    let stream = socket.connect(SocketAddr::from(([127, 0, 0, 1], port))).await.unwrap();
+    socket
+        .bind(SocketAddr::new(IpAddr::V4(CLIENT_IP), 0))
+        .unwrap();
+    let stream = socket
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
     let (mut ws, _) = tokio_tungstenite::client_async(
         format!("ws://127.0.0.1:{port}/api/v1/meetings/{mid}/events?access_token={moderator}"),
         tokio_tungstenite::MaybeTlsStream::Plain(stream),
@@ -136,30 +191,70 @@ async fn readme_flow_against_the_real_binary() {
     .unwrap();
     assert_eq!(next_event(&mut ws).await["type"], "snapshot");
 
-    let (s, r) = call(&http, Method::PUT, &format!("{base}/api/v1/meetings/{mid}/participants/{pid}/consent"), &join, Some(json!({"recording": true, "streaming": false}))).await;
+    let (s, r) = call(
+        &http,
+        Method::PUT,
+        &format!("{base}/api/v1/meetings/{mid}/participants/{pid}/consent"),
+        &join,
+        Some(json!({"recording": true, "streaming": false})),
+    )
+    .await;
     assert_eq!(s, 200, "{r}");
     let e = wait_event(&mut ws, "consent_changed", |_| true).await;
     assert_eq!(e["recording"], true);
 
     // This binary runs no media plane yet: starting a recording is refused honestly.
-    let (s, e) = call(&http, Method::POST, &format!("{base}/api/v1/meetings/{mid}/recordings"), &moderator, None).await;
+    let (s, e) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/api/v1/meetings/{mid}/recordings"),
+        &moderator,
+        None,
+    )
+    .await;
     assert_eq!(s, 503, "{e}");
-    wait_event(&mut ws, "recording_state_changed", |e| e["state"] == "failed").await;
+    wait_event(&mut ws, "recording_state_changed", |e| {
+        e["state"] == "failed"
+    })
+    .await;
 
-    let (s, v) = call(&http, Method::GET, &format!("{base}/api/v1/audit/verify"), &archivist, None).await;
+    let (s, v) = call(
+        &http,
+        Method::GET,
+        &format!("{base}/api/v1/audit/verify"),
+        &archivist,
+        None,
+    )
+    .await;
     assert_eq!((s, v["intact"].as_bool()), (200, Some(true)), "{v}");
-    let (s, _) = call(&http, Method::POST, &format!("{base}/api/v1/meetings/{mid}/end"), &moderator, None).await;
+    let (s, _) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/api/v1/meetings/{mid}/end"),
+        &moderator,
+        None,
+    )
+    .await;
     assert_eq!(s, 200);
     wait_event(&mut ws, "meeting_ended", |_| true).await;
 
     let logs = server.logs();
-    assert!(logs.contains("request"), "debug request log present: {logs}");
+    assert!(
+        logs.contains("request"),
+        "debug request log present: {logs}"
+    );
     for secret in [moderator.as_str(), archivist.as_str(), join.as_str()] {
         let signature = secret.rsplit('.').next().unwrap();
         assert!(!logs.contains(signature), "a token reached the log");
     }
-    assert!(!logs.contains(&CLIENT_IP.to_string()), "the client address reached the log:\n{logs}");
-    assert!(!logs.contains("access_token"), "query strings stay out of the log");
+    assert!(
+        !logs.contains(&CLIENT_IP.to_string()),
+        "the client address reached the log:\n{logs}"
+    );
+    assert!(
+        !logs.contains("access_token"),
+        "query strings stay out of the log"
+    );
     drop(ws);
     drop(server);
 
@@ -173,7 +268,11 @@ async fn readme_flow_against_the_real_binary() {
     // Alter a consent entry directly in the database file.
     let url = format!("sqlite://{}", data_dir.join("gremium.db").display());
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let changed = sqlx::query("update ledger_entries set at = at + 1 where kind = 'consent_changed'").execute(&pool).await.unwrap();
+    let changed =
+        sqlx::query("update ledger_entries set at = at + 1 where kind = 'consent_changed'")
+            .execute(&pool)
+            .await
+            .unwrap();
     assert_eq!(changed.rows_affected(), 1);
     pool.close().await;
     let (code, out, err) = gremium(&["audit", "verify"], &data_dir);
@@ -190,11 +289,21 @@ fn bad_configuration_is_refused_with_the_key_named() {
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("gremium.toml");
     std::fs::write(&cfg, "[limits]\nmax_body_bytes = \"lots\"\n").unwrap();
-    let out = Command::new(BIN).args(["migrate", "--config"]).arg(&cfg).arg("--data-dir").arg(&dir).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["migrate", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max_body_bytes"), "{err}");
-    let out = Command::new(BIN).args(["serve", "--listen", "not-an-address", "--data-dir"]).arg(&dir).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "not-an-address", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
     let _ = std::fs::remove_dir_all(&dir);

@@ -33,7 +33,8 @@ struct EcKey {
 fn ec_key(kid: &str) -> EcKey {
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
     let public = pair.public_key().as_ref(); // 0x04 || X || Y
     EcKey {
         kid: kid.into(),
@@ -45,7 +46,10 @@ fn ec_key(kid: &str) -> EcKey {
 fn rsa_key(kid: &str) -> (EncodingKey, Value) {
     let pem = include_bytes!("fixtures/test-only-rsa.pem");
     let n = include_str!("fixtures/test-only-rsa.n").trim();
-    (EncodingKey::from_rsa_pem(pem).unwrap(), json!({"kty": "RSA", "n": n, "e": "AQAB", "kid": kid, "alg": "RS256", "use": "sig"}))
+    (
+        EncodingKey::from_rsa_pem(pem).unwrap(),
+        json!({"kty": "RSA", "n": n, "e": "AQAB", "kid": kid, "alg": "RS256", "use": "sig"}),
+    )
 }
 
 fn claims(iss: &str, aud: &str, exp_offset: i64, roles: &[&str]) -> Value {
@@ -84,60 +88,184 @@ async fn oidc_tokens_are_verified_against_the_jwks() {
         jwks_url,
         algorithms: vec![Algorithm::RS256, Algorithm::ES256],
         role_claim: "realm_access.roles".into(),
-        role_map: HashMap::from([("gremium-moderator".to_string(), Role::Moderator), ("gremium-archiv".to_string(), Role::Archivist)]),
+        role_map: HashMap::from([
+            ("gremium-moderator".to_string(), Role::Moderator),
+            ("gremium-archiv".to_string(), Role::Archivist),
+        ]),
         jwks_max_age: Duration::from_secs(3600),
         jwks_min_refresh: Duration::from_millis(0),
     };
-    let app = spawn_app_with(Backend::Sqlite, auth_settings(Some(oidc)), ApiSettings::default()).await;
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        auth_settings(Some(oidc)),
+        ApiSettings::default(),
+    )
+    .await;
 
-    let moderator = sign(Algorithm::ES256, &k1.kid, &k1.encoding, &claims(ISSUER, AUDIENCE, 600, &["gremium-moderator", "offline_access"]));
-    let (s, m) = app.send(Method::POST, "/api/v1/meetings", Some(&moderator), Some(json!({"title": "Kreistag"}))).await;
+    let moderator = sign(
+        Algorithm::ES256,
+        &k1.kid,
+        &k1.encoding,
+        &claims(
+            ISSUER,
+            AUDIENCE,
+            600,
+            &["gremium-moderator", "offline_access"],
+        ),
+    );
+    let (s, m) = app
+        .send(
+            Method::POST,
+            "/api/v1/meetings",
+            Some(&moderator),
+            Some(json!({"title": "Kreistag"})),
+        )
+        .await;
     assert_eq!(s, 201, "ES256 moderator: {m}");
     let mid = m["id"].as_str().unwrap().to_string();
     let entries = app.db.ledger_entries(&mid, 0, 10).await.unwrap();
-    assert_eq!(entries[0].actor, "user-4711", "the OIDC subject is the ledger actor");
+    assert_eq!(
+        entries[0].actor, "user-4711",
+        "the OIDC subject is the ledger actor"
+    );
 
-    let rs_archivist = sign(Algorithm::RS256, "r1", &rsa, &claims(ISSUER, AUDIENCE, 600, &["gremium-archiv"]));
-    let (s, _) = app.send(Method::GET, "/api/v1/meetings", Some(&rs_archivist), None).await;
+    let rs_archivist = sign(
+        Algorithm::RS256,
+        "r1",
+        &rsa,
+        &claims(ISSUER, AUDIENCE, 600, &["gremium-archiv"]),
+    );
+    let (s, _) = app
+        .send(Method::GET, "/api/v1/meetings", Some(&rs_archivist), None)
+        .await;
     assert_eq!(s, 200, "RS256 archivist");
-    let (s, _) = app.send(Method::POST, "/api/v1/meetings", Some(&rs_archivist), Some(json!({"title": "x"}))).await;
+    let (s, _) = app
+        .send(
+            Method::POST,
+            "/api/v1/meetings",
+            Some(&rs_archivist),
+            Some(json!({"title": "x"})),
+        )
+        .await;
     assert_eq!(s, 403, "archivists do not create meetings");
 
-    let unmapped = sign(Algorithm::ES256, &k1.kid, &k1.encoding, &claims(ISSUER, AUDIENCE, 600, &["someone-else"]));
-    let (s, _) = app.send(Method::GET, "/api/v1/meetings", Some(&unmapped), None).await;
+    let unmapped = sign(
+        Algorithm::ES256,
+        &k1.kid,
+        &k1.encoding,
+        &claims(ISSUER, AUDIENCE, 600, &["someone-else"]),
+    );
+    let (s, _) = app
+        .send(Method::GET, "/api/v1/meetings", Some(&unmapped), None)
+        .await;
     assert_eq!(s, 403, "no mapped role: viewer only");
 
     let stranger = ec_key("k1"); // same kid, different key
     let b = |v: &Value| b64(v.to_string().as_bytes());
     let bad: Vec<(&str, String)> = vec![
-        ("expired", sign(Algorithm::ES256, &k1.kid, &k1.encoding, &claims(ISSUER, AUDIENCE, -600, &["gremium-moderator"]))),
-        ("wrong issuer", sign(Algorithm::ES256, &k1.kid, &k1.encoding, &claims("https://evil.example", AUDIENCE, 600, &["gremium-moderator"]))),
-        ("wrong audience", sign(Algorithm::ES256, &k1.kid, &k1.encoding, &claims(ISSUER, "other-app", 600, &["gremium-moderator"]))),
-        ("wrong signature", sign(Algorithm::ES256, "k1", &stranger.encoding, &claims(ISSUER, AUDIENCE, 600, &["gremium-moderator"]))),
-        ("unknown key id", sign(Algorithm::ES256, "nope", &stranger.encoding, &claims(ISSUER, AUDIENCE, 600, &["gremium-moderator"]))),
-        ("alg none", format!("{}.{}.", b(&json!({"alg": "none", "kid": "k1"})), b(&claims(ISSUER, AUDIENCE, 600, &["gremium-moderator"])))),
-        ("local staff token while OIDC is on", app.auth.issue_staff_token("x", &[Role::Admin], now_secs(), Duration::from_secs(60))),
+        (
+            "expired",
+            sign(
+                Algorithm::ES256,
+                &k1.kid,
+                &k1.encoding,
+                &claims(ISSUER, AUDIENCE, -600, &["gremium-moderator"]),
+            ),
+        ),
+        (
+            "wrong issuer",
+            sign(
+                Algorithm::ES256,
+                &k1.kid,
+                &k1.encoding,
+                &claims(
+                    "https://evil.example",
+                    AUDIENCE,
+                    600,
+                    &["gremium-moderator"],
+                ),
+            ),
+        ),
+        (
+            "wrong audience",
+            sign(
+                Algorithm::ES256,
+                &k1.kid,
+                &k1.encoding,
+                &claims(ISSUER, "other-app", 600, &["gremium-moderator"]),
+            ),
+        ),
+        (
+            "wrong signature",
+            sign(
+                Algorithm::ES256,
+                "k1",
+                &stranger.encoding,
+                &claims(ISSUER, AUDIENCE, 600, &["gremium-moderator"]),
+            ),
+        ),
+        (
+            "unknown key id",
+            sign(
+                Algorithm::ES256,
+                "nope",
+                &stranger.encoding,
+                &claims(ISSUER, AUDIENCE, 600, &["gremium-moderator"]),
+            ),
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b(&json!({"alg": "none", "kid": "k1"})),
+                b(&claims(ISSUER, AUDIENCE, 600, &["gremium-moderator"]))
+            ),
+        ),
+        (
+            "local staff token while OIDC is on",
+            app.auth
+                .issue_staff_token("x", &[Role::Admin], now_secs(), Duration::from_secs(60)),
+        ),
         ("HS256 signed with the public JWK", {
             let secret = k1.jwk.to_string();
-            sign(Algorithm::HS256, "k1", &EncodingKey::from_secret(secret.as_bytes()), &claims(ISSUER, AUDIENCE, 600, &["gremium-moderator"]))
+            sign(
+                Algorithm::HS256,
+                "k1",
+                &EncodingKey::from_secret(secret.as_bytes()),
+                &claims(ISSUER, AUDIENCE, 600, &["gremium-moderator"]),
+            )
         }),
     ];
     for (what, token) in bad {
-        let (s, e) = app.send(Method::GET, "/api/v1/meetings", Some(&token), None).await;
+        let (s, e) = app
+            .send(Method::GET, "/api/v1/meetings", Some(&token), None)
+            .await;
         assert_eq!(s, 401, "{what}: {e}");
     }
 
     // Join tokens stay local and keep working with OIDC on.
     let (pid, join) = app.add_participant(&moderator, &mid, "Bürgerin").await;
     let (s, _) = app
-        .send(Method::PUT, &format!("/api/v1/meetings/{mid}/participants/{pid}/consent"), Some(&join), Some(json!({"recording": true, "streaming": true})))
+        .send(
+            Method::PUT,
+            &format!("/api/v1/meetings/{mid}/participants/{pid}/consent"),
+            Some(&join),
+            Some(json!({"recording": true, "streaming": true})),
+        )
         .await;
     assert_eq!(s, 200);
 
     // Key rotation: the IdP publishes k2 and drops k1; a k2 token works without restart.
     let k2 = ec_key("k2");
     *keys.lock().unwrap() = vec![k2.jwk.clone()];
-    let rotated = sign(Algorithm::ES256, &k2.kid, &k2.encoding, &claims(ISSUER, AUDIENCE, 600, &["gremium-moderator"]));
-    let (s, e) = app.send(Method::GET, "/api/v1/meetings", Some(&rotated), None).await;
+    let rotated = sign(
+        Algorithm::ES256,
+        &k2.kid,
+        &k2.encoding,
+        &claims(ISSUER, AUDIENCE, 600, &["gremium-moderator"]),
+    );
+    let (s, e) = app
+        .send(Method::GET, "/api/v1/meetings", Some(&rotated), None)
+        .await;
     assert_eq!(s, 200, "rotated key accepted: {e}");
 }

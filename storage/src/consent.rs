@@ -67,7 +67,9 @@ struct Current {
 fn placeholders(rows: usize, cols: usize, start: usize) -> String {
     (0..rows)
         .map(|r| {
-            let cells: Vec<String> = (0..cols).map(|c| format!("${}", start + r * cols + c + 1)).collect();
+            let cells: Vec<String> = (0..cols)
+                .map(|c| format!("${}", start + r * cols + c + 1))
+                .collect();
             format!("({})", cells.join(", "))
         })
         .collect::<Vec<_>>()
@@ -77,19 +79,27 @@ fn placeholders(rows: usize, cols: usize, start: usize) -> String {
 impl Db {
     /// Store one consent change (a batch of one).
     pub async fn set_consent(&self, change: &ConsentChange) -> Result<ConsentOutcome> {
-        let mut out = self.apply_consent_batch(std::slice::from_ref(change)).await?;
-        out.pop().ok_or_else(|| StorageError::Corrupt("empty batch result".into()))
+        let mut out = self
+            .apply_consent_batch(std::slice::from_ref(change))
+            .await?;
+        out.pop()
+            .ok_or_else(|| StorageError::Corrupt("empty batch result".into()))
     }
 
     /// Apply changes (each participant at most once) in one transaction; outcomes in
     /// input order.
-    pub async fn apply_consent_batch(&self, changes: &[ConsentChange]) -> Result<Vec<ConsentOutcome>> {
+    pub async fn apply_consent_batch(
+        &self,
+        changes: &[ConsentChange],
+    ) -> Result<Vec<ConsentOutcome>> {
         if changes.is_empty() {
             return Ok(Vec::new());
         }
         let distinct: HashSet<Uuid> = changes.iter().map(|c| c.participant_id).collect();
         if distinct.len() != changes.len() || changes.len() > MAX_BATCH {
-            return Err(StorageError::Corrupt("consent batch must name each participant once".into()));
+            return Err(StorageError::Corrupt(
+                "consent batch must name each participant once".into(),
+            ));
         }
         let mut tx = self.pool().begin().await?;
         let outcomes = apply_in(&mut tx, changes).await?;
@@ -98,7 +108,10 @@ impl Db {
     }
 }
 
-async fn apply_in(conn: &mut AnyConnection, changes: &[ConsentChange]) -> Result<Vec<ConsentOutcome>> {
+async fn apply_in(
+    conn: &mut AnyConnection,
+    changes: &[ConsentChange],
+) -> Result<Vec<ConsentOutcome>> {
     // 1. Current consent of everyone named.
     let sql = format!(
         "select id, meeting_id, consent_recording, consent_streaming, left_at from participants where id in ({})",
@@ -127,7 +140,9 @@ async fn apply_in(conn: &mut AnyConnection, changes: &[ConsentChange]) -> Result
             Some(cur) if cur.meeting_id != c.meeting_id => Some(ConsentOutcome::NotFound),
             None => Some(ConsentOutcome::NotFound),
             Some(cur) if cur.left => Some(ConsentOutcome::Left),
-            Some(cur) if (cur.recording, cur.streaming) == (c.recording, c.streaming) => Some(ConsentOutcome::Unchanged),
+            Some(cur) if (cur.recording, cur.streaming) == (c.recording, c.streaming) => {
+                Some(ConsentOutcome::Unchanged)
+            }
             Some(cur) => {
                 changed.push((i, (cur.recording, cur.streaming)));
                 None
@@ -135,7 +150,10 @@ async fn apply_in(conn: &mut AnyConnection, changes: &[ConsentChange]) -> Result
         };
     }
     if changed.is_empty() {
-        return Ok(outcomes.into_iter().map(|o| o.unwrap_or(ConsentOutcome::Unchanged)).collect());
+        return Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(ConsentOutcome::Unchanged))
+            .collect());
     }
 
     // 2. New consent, one statement.
@@ -147,7 +165,10 @@ async fn apply_in(conn: &mut AnyConnection, changes: &[ConsentChange]) -> Result
     let mut q = sqlx::query(&sql);
     for (i, _) in &changed {
         let c = &changes[*i];
-        q = q.bind(c.participant_id.to_string()).bind(flag(c.recording)).bind(flag(c.streaming));
+        q = q
+            .bind(c.participant_id.to_string())
+            .bind(flag(c.recording))
+            .bind(flag(c.streaming));
     }
     q.execute(&mut *conn).await?;
 
@@ -170,7 +191,11 @@ async fn apply_in(conn: &mut AnyConnection, changes: &[ConsentChange]) -> Result
                 .execute(&mut *conn)
                 .await?;
         }
-        let missing: Vec<(String, i64)> = per_chain.iter().filter(|(c, _)| !heads.contains_key(c)).cloned().collect();
+        let missing: Vec<(String, i64)> = per_chain
+            .iter()
+            .filter(|(c, _)| !heads.contains_key(c))
+            .cloned()
+            .collect();
         heads.extend(bump_chains(conn, &missing).await?);
     }
 
@@ -179,7 +204,9 @@ async fn apply_in(conn: &mut AnyConnection, changes: &[ConsentChange]) -> Result
     for (i, previous) in &changed {
         let c = &changes[*i];
         let chain = c.meeting_id.to_string();
-        let (seq, head) = heads.get_mut(&chain).ok_or_else(|| StorageError::Corrupt("chain head lost".into()))?;
+        let (seq, head) = heads
+            .get_mut(&chain)
+            .ok_or_else(|| StorageError::Corrupt("chain head lost".into()))?;
         *seq += 1;
         let data = serde_json::json!({
             "recording": c.recording,
@@ -189,7 +216,16 @@ async fn apply_in(conn: &mut AnyConnection, changes: &[ConsentChange]) -> Result
         })
         .to_string();
         let subject = c.participant_id.to_string();
-        let hash = entry_hash(&chain, *seq, c.at, "consent_changed", &c.actor, &subject, &data, head);
+        let hash = entry_hash(
+            &chain,
+            *seq,
+            c.at,
+            "consent_changed",
+            &c.actor,
+            &subject,
+            &data,
+            head,
+        );
         let entry = LedgerEntry {
             chain_id: chain,
             seq: *seq,
@@ -237,11 +273,17 @@ async fn apply_in(conn: &mut AnyConnection, changes: &[ConsentChange]) -> Result
     for ((i, previous), entry) in changed.into_iter().zip(entries) {
         outcomes[i] = Some(ConsentOutcome::Changed { previous, entry });
     }
-    Ok(outcomes.into_iter().map(|o| o.unwrap_or(ConsentOutcome::Unchanged)).collect())
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(ConsentOutcome::Unchanged))
+        .collect())
 }
 
 /// Bump each chain's sequence by its count; returns chain → (last seq before, head).
-async fn bump_chains(conn: &mut AnyConnection, per_chain: &[(String, i64)]) -> Result<HashMap<String, (i64, String)>> {
+async fn bump_chains(
+    conn: &mut AnyConnection,
+    per_chain: &[(String, i64)],
+) -> Result<HashMap<String, (i64, String)>> {
     if per_chain.is_empty() {
         return Ok(HashMap::new());
     }
@@ -260,7 +302,11 @@ async fn bump_chains(conn: &mut AnyConnection, per_chain: &[(String, i64)]) -> R
         let chain: String = row.try_get(0)?;
         let seq: i64 = row.try_get(1)?;
         let head: String = row.try_get(2)?;
-        let k = per_chain.iter().find(|(c, _)| *c == chain).map(|(_, k)| *k).unwrap_or(0);
+        let k = per_chain
+            .iter()
+            .find(|(c, _)| *c == chain)
+            .map(|(_, k)| *k)
+            .unwrap_or(0);
         heads.insert(chain, (seq - k, head));
     }
     Ok(heads)
@@ -268,28 +314,45 @@ async fn bump_chains(conn: &mut AnyConnection, per_chain: &[(String, i64)]) -> R
 
 type Pending = (ConsentChange, oneshot::Sender<Result<ConsentOutcome>>);
 
-/// Handle on the background task that groups concurrent consent changes.
+/// Handle on the background tasks ("lanes") that group concurrent consent changes.
+///
+/// SQLite has one writer, so it gets one lane. On PostgreSQL each commit waits for
+/// its WAL flush, so several lanes commit in parallel; a meeting always maps to the
+/// same lane, so no two lanes ever lock the same ledger chain (no deadlocks) and one
+/// participant's changes stay in order.
 #[derive(Clone, Debug)]
 pub struct ConsentWriter {
-    tx: mpsc::Sender<Pending>,
+    lanes: Vec<mpsc::Sender<Pending>>,
 }
 
 impl ConsentWriter {
-    /// Start the writer task on the current tokio runtime.
+    /// Start the writer lanes on the current tokio runtime.
     pub fn spawn(db: Db) -> ConsentWriter {
-        let (tx, rx) = mpsc::channel::<Pending>(1024);
-        tokio::spawn(run(db, rx));
-        ConsentWriter { tx }
+        let lanes = match db.backend() {
+            crate::Backend::Sqlite => 1,
+            crate::Backend::Postgres => (db.max_connections() / 2).clamp(1, 8) as usize,
+        };
+        let lanes = (0..lanes)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel::<Pending>(1024);
+                tokio::spawn(run(db.clone(), rx));
+                tx
+            })
+            .collect();
+        ConsentWriter { lanes }
     }
 
     /// Submit one change and wait until it is committed (or refused).
     pub async fn submit(&self, change: ConsentChange) -> Result<ConsentOutcome> {
         let (reply, answer) = oneshot::channel();
-        self.tx
+        let lane = (change.meeting_id.as_u128() % self.lanes.len() as u128) as usize;
+        self.lanes[lane]
             .send((change, reply))
             .await
             .map_err(|_| StorageError::Corrupt("consent writer stopped".into()))?;
-        answer.await.map_err(|_| StorageError::Corrupt("consent writer stopped".into()))?
+        answer
+            .await
+            .map_err(|_| StorageError::Corrupt("consent writer stopped".into()))?
     }
 }
 

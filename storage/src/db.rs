@@ -43,6 +43,7 @@ impl Default for DbOptions {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    max_connections: u32,
 }
 
 impl Db {
@@ -87,7 +88,16 @@ impl Db {
                     .await?
             }
         };
-        Ok(Db { pool, backend })
+        let max_connections = if backend == Backend::Sqlite {
+            1
+        } else {
+            options.max_connections
+        };
+        Ok(Db {
+            pool,
+            backend,
+            max_connections,
+        })
     }
 
     /// Apply the embedded migrations for this backend.
@@ -102,6 +112,11 @@ impl Db {
     /// The backend behind this handle.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Size of the connection pool.
+    pub fn max_connections(&self) -> u32 {
+        self.max_connections
     }
 
     /// The raw pool, for health checks and tests that tamper with rows.

@@ -36,8 +36,22 @@ fn record(chain: Uuid, at: i64, kind: &str, subject: impl ToString) -> LedgerRec
     }
 }
 
-fn change(meeting_id: Uuid, participant_id: Uuid, recording: bool, streaming: bool, at: i64) -> ConsentChange {
-    ConsentChange { meeting_id, participant_id, recording, streaming, at, actor: "p".into(), media_time_ns: Some(7) }
+fn change(
+    meeting_id: Uuid,
+    participant_id: Uuid,
+    recording: bool,
+    streaming: bool,
+    at: i64,
+) -> ConsentChange {
+    ConsentChange {
+        meeting_id,
+        participant_id,
+        recording,
+        streaming,
+        at,
+        actor: "p".into(),
+        media_time_ns: Some(7),
+    }
 }
 
 async fn new_meeting(db: &Db, at: i64) -> Meeting {
@@ -118,16 +132,37 @@ async fn consent_is_stored_with_a_chained_ledger_entry(db: Db) {
         !p.consent_recording && !p.consent_streaming,
         "default is no consent"
     );
-    let out = db.set_consent(&change(m.id, p.id, true, false, 3)).await.unwrap();
-    let ConsentOutcome::Changed { previous, entry } = out else { panic!("{out:?}") };
+    let out = db
+        .set_consent(&change(m.id, p.id, true, false, 3))
+        .await
+        .unwrap();
+    let ConsentOutcome::Changed { previous, entry } = out else {
+        panic!("{out:?}")
+    };
     assert_eq!(previous, (false, false));
     assert_eq!(entry.seq, 2);
     let p2 = db.get_participant(m.id, p.id).await.unwrap().unwrap();
     assert!(p2.consent_recording && !p2.consent_streaming);
-    assert_eq!(db.set_consent(&change(m.id, p.id, true, false, 4)).await.unwrap(), ConsentOutcome::Unchanged);
-    assert_eq!(db.set_consent(&change(m.id, Uuid::new_v4(), true, true, 4)).await.unwrap(), ConsentOutcome::NotFound);
+    assert_eq!(
+        db.set_consent(&change(m.id, p.id, true, false, 4))
+            .await
+            .unwrap(),
+        ConsentOutcome::Unchanged
+    );
+    assert_eq!(
+        db.set_consent(&change(m.id, Uuid::new_v4(), true, true, 4))
+            .await
+            .unwrap(),
+        ConsentOutcome::NotFound
+    );
     let other = new_meeting(&db, 1).await;
-    assert_eq!(db.set_consent(&change(other.id, p.id, false, false, 4)).await.unwrap(), ConsentOutcome::NotFound, "wrong meeting");
+    assert_eq!(
+        db.set_consent(&change(other.id, p.id, false, false, 4))
+            .await
+            .unwrap(),
+        ConsentOutcome::NotFound,
+        "wrong meeting"
+    );
 
     let entries = db.ledger_entries(&m.id.to_string(), 0, 100).await.unwrap();
     assert_eq!(
@@ -155,7 +190,12 @@ async fn consent_is_stored_with_a_chained_ledger_entry(db: Db) {
         .await
         .unwrap()
         .is_none());
-    assert_eq!(db.set_consent(&change(m.id, p.id, false, false, 7)).await.unwrap(), ConsentOutcome::Left);
+    assert_eq!(
+        db.set_consent(&change(m.id, p.id, false, false, 7))
+            .await
+            .unwrap(),
+        ConsentOutcome::Left
+    );
     assert_eq!(db.list_participants(m.id).await.unwrap().len(), 1);
 }
 both_backends!(consent_is_stored_with_a_chained_ledger_entry);
@@ -380,13 +420,23 @@ async fn consent_batches_chain_every_entry(db: Db) {
     let mut people = Vec::new();
     for (i, m) in [a.id, a.id, b.id, a.id, b.id].into_iter().enumerate() {
         let p = db
-            .insert_participant(&NewParticipant { id: Uuid::new_v4(), meeting_id: m, display_name: format!("P{i}"), created_at: 3 })
+            .insert_participant(&NewParticipant {
+                id: Uuid::new_v4(),
+                meeting_id: m,
+                display_name: format!("P{i}"),
+                created_at: 3,
+            })
             .await
             .unwrap();
         people.push(p);
     }
-    db.set_consent(&change(a.id, people[3].id, true, true, 4)).await.unwrap();
-    let batch: Vec<ConsentChange> = people.iter().map(|p| change(p.meeting_id, p.id, true, true, 5)).collect();
+    db.set_consent(&change(a.id, people[3].id, true, true, 4))
+        .await
+        .unwrap();
+    let batch: Vec<ConsentChange> = people
+        .iter()
+        .map(|p| change(p.meeting_id, p.id, true, true, 5))
+        .collect();
     let out = db.apply_consent_batch(&batch).await.unwrap();
     assert_eq!(out[3], ConsentOutcome::Unchanged);
     let seqs: Vec<(String, i64)> = out
@@ -397,17 +447,35 @@ async fn consent_batches_chain_every_entry(db: Db) {
         })
         .collect();
     let (ac, bc) = (a.id.to_string(), b.id.to_string());
-    assert_eq!(seqs, vec![(ac.clone(), 3), (ac.clone(), 4), (bc.clone(), 2), (bc.clone(), 3)]);
+    assert_eq!(
+        seqs,
+        vec![
+            (ac.clone(), 3),
+            (ac.clone(), 4),
+            (bc.clone(), 2),
+            (bc.clone(), 3)
+        ]
+    );
     for p in &people {
-        let now = db.get_participant(p.meeting_id, p.id).await.unwrap().unwrap();
+        let now = db
+            .get_participant(p.meeting_id, p.id)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(now.consent_recording && now.consent_streaming);
     }
     assert_eq!(db.ledger_head(&ac).await.unwrap().0, 4);
     let report = db.verify_ledger().await.unwrap();
     assert!(report.intact, "{report:?}");
     assert_eq!(report.entries, 7);
-    let dup = vec![change(a.id, people[0].id, false, false, 6), change(a.id, people[0].id, true, false, 6)];
-    assert!(db.apply_consent_batch(&dup).await.is_err(), "a participant twice in a batch is refused");
+    let dup = vec![
+        change(a.id, people[0].id, false, false, 6),
+        change(a.id, people[0].id, true, false, 6),
+    ];
+    assert!(
+        db.apply_consent_batch(&dup).await.is_err(),
+        "a participant twice in a batch is refused"
+    );
 
     // The writer task groups concurrent submissions and answers each caller.
     let writer = ConsentWriter::spawn(db.clone());
@@ -420,7 +488,13 @@ async fn consent_batches_chain_every_entry(db: Db) {
         })
         .collect();
     for h in handles {
-        assert!(matches!(h.await.unwrap().unwrap(), ConsentOutcome::Changed { previous: (true, true), .. }));
+        assert!(matches!(
+            h.await.unwrap().unwrap(),
+            ConsentOutcome::Changed {
+                previous: (true, true),
+                ..
+            }
+        ));
     }
     assert!(db.verify_ledger().await.unwrap().intact);
 }

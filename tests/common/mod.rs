@@ -44,13 +44,28 @@ pub fn auth_settings(oidc: Option<OidcSettings>) -> AuthSettings {
 
 pub async fn fresh_db(backend: Backend) -> Db {
     match backend {
-        Backend::Sqlite => gremium_storage::testing::fresh_sqlite().await.expect("sqlite").0,
-        Backend::Postgres => gremium_storage::testing::fresh_postgres().await.expect("postgres at GREMIUM_TEST_POSTGRES_URL"),
+        Backend::Sqlite => {
+            gremium_storage::testing::fresh_sqlite()
+                .await
+                .expect("sqlite")
+                .0
+        }
+        Backend::Postgres => gremium_storage::testing::fresh_postgres()
+            .await
+            .expect("postgres at GREMIUM_TEST_POSTGRES_URL"),
     }
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
-    spawn_app_with(backend, auth_settings(None), ApiSettings { max_body_bytes: 4096, ..Default::default() }).await
+    spawn_app_with(
+        backend,
+        auth_settings(None),
+        ApiSettings {
+            max_body_bytes: 4096,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 pub async fn spawn_app_with(backend: Backend, auth: AuthSettings, api: ApiSettings) -> TestApp {
@@ -58,7 +73,13 @@ pub async fn spawn_app_with(backend: Backend, auth: AuthSettings, api: ApiSettin
     let (sink, events) = gremium_signaling::event_channel();
     let fake = FakeMediaPlane::new(sink);
     let auth = Authenticator::new(auth);
-    let state = AppState::new(db.clone(), auth.clone(), fake.clone(), api, gremium_signaling::system_clock());
+    let state = AppState::new(
+        db.clone(),
+        auth.clone(),
+        fake.clone(),
+        api,
+        gremium_signaling::system_clock(),
+    );
     tokio::spawn(gremium_signaling::apply_media_events(state.clone(), events));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -82,14 +103,21 @@ pub fn now_secs() -> i64 {
 
 impl TestApp {
     pub fn token(&self, roles: &[Role]) -> String {
-        self.auth.issue_staff_token("tester", roles, now_secs(), Duration::from_secs(600))
+        self.auth
+            .issue_staff_token("tester", roles, now_secs(), Duration::from_secs(600))
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
 
-    pub async fn send(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(method, self.url(path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -100,18 +128,34 @@ impl TestApp {
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, json)
     }
 
     pub async fn create_meeting(&self, token: &str, title: &str) -> Value {
-        let (s, m) = self.send(reqwest::Method::POST, "/api/v1/meetings", Some(token), Some(serde_json::json!({"title": title}))).await;
+        let (s, m) = self
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/meetings",
+                Some(token),
+                Some(serde_json::json!({"title": title})),
+            )
+            .await;
         assert_eq!(s, 201, "{m}");
         m
     }
 
     /// Returns (participant id, join token).
-    pub async fn add_participant(&self, token: &str, meeting: &str, name: &str) -> (String, String) {
+    pub async fn add_participant(
+        &self,
+        token: &str,
+        meeting: &str,
+        name: &str,
+    ) -> (String, String) {
         let (s, p) = self
             .send(
                 reqwest::Method::POST,
@@ -121,15 +165,21 @@ impl TestApp {
             )
             .await;
         assert_eq!(s, 201, "{p}");
-        (p["participant"]["id"].as_str().unwrap().to_string(), p["join_token"].as_str().unwrap().to_string())
+        (
+            p["participant"]["id"].as_str().unwrap().to_string(),
+            p["join_token"].as_str().unwrap().to_string(),
+        )
     }
 }
 
-pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn ws_connect(addr: SocketAddr, meeting: &str, token: &str) -> Ws {
     let url = format!("ws://{addr}/api/v1/meetings/{meeting}/events?access_token={token}");
-    let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connects");
     ws
 }
 

@@ -310,7 +310,9 @@ pub async fn set_consent(
         })),
         Ok(ConsentOutcome::Left) => {
             close_gates(&state, id, pid).await;
-            Err(ApiError::Conflict("participant has left the meeting".into()))
+            Err(ApiError::Conflict(
+                "participant has left the meeting".into(),
+            ))
         }
         Ok(ConsentOutcome::NotFound) => {
             close_gates(&state, id, pid).await;
@@ -319,9 +321,15 @@ pub async fn set_consent(
         Err(e) => {
             // Not stored: put the gates back to what the database says (closed if unknown).
             let stored = state.db().get_participant(id, pid).await.ok().flatten();
-            let (recording, streaming) =
-                stored.map(|p| (p.consent_recording, p.consent_streaming)).unwrap_or((false, false));
-            let revert = MediaCommand::SetConsent { meeting_id: id, participant_id: pid, recording, streaming };
+            let (recording, streaming) = stored
+                .map(|p| (p.consent_recording, p.consent_streaming))
+                .unwrap_or((false, false));
+            let revert = MediaCommand::SetConsent {
+                meeting_id: id,
+                participant_id: pid,
+                recording,
+                streaming,
+            };
             if let Err(media) = state.media().execute(revert).await {
                 tracing::error!(error = %media, "could not restore consent gates after a failed write");
             }
@@ -332,7 +340,12 @@ pub async fn set_consent(
 
 /// Close both gates of a participant the database does not (or no longer) admits.
 async fn close_gates(state: &AppState, meeting_id: Uuid, participant_id: Uuid) {
-    let close = MediaCommand::SetConsent { meeting_id, participant_id, recording: false, streaming: false };
+    let close = MediaCommand::SetConsent {
+        meeting_id,
+        participant_id,
+        recording: false,
+        streaming: false,
+    };
     if let Err(e) = state.media().execute(close).await {
         tracing::error!(error = %e, "could not close consent gates");
     }
