@@ -8,6 +8,8 @@
 #
 # Usage: bench/consent.sh [DURATION_SECONDS] [CONNECTIONS]
 # Env:   GREMIUM_BENCH_PG_ADMIN (default postgres://postgres@127.0.0.1:5432/test)
+#        GREMIUM_BENCH_ONLY=sqlite|postgres runs one backend only
+#        GREMIUM_BENCH_PERF=PREFIX records a perf profile of the server per backend
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -96,7 +98,7 @@ PG_URL="${PG_ADMIN%/*}/$PG_DB"
 
 echo "consent updates: wrk -t1 -c$CONNECTIONS -d${DURATION}s, $((MEETINGS * PER_MEETING)) participants in $MEETINGS meetings, $(nproc) cores"
 printf "%-10s %10s %9s %9s %9s %10s %7s %16s %12s\n" backend "req/s" "p50 ms" "p99 ms" "max ms" requests errors "ledger/entries" "server us/req"
-run_one sqlite ""
-run_one postgres "$PG_URL"
+[ "${GREMIUM_BENCH_ONLY:-sqlite}" = postgres ] || run_one sqlite ""
+[ "${GREMIUM_BENCH_ONLY:-postgres}" = sqlite ] || run_one postgres "$PG_URL"
 printf "%-10s %10s %9s %9s\n" goal "$GOAL_RPS" "" "$GOAL_P99_MS"
 psql "$PG_ADMIN" -qc "drop database $PG_DB" >/dev/null || true

@@ -390,21 +390,25 @@ async fn meetings_paginate(backend: Backend) {
         let (s, page) = app.send(Method::GET, &path, Some(&moderator), None).await;
         assert_eq!(s, 200, "{page}");
         pages += 1;
-        seen.extend(
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["id"].as_str().unwrap().to_string()),
-        );
+        seen.extend(page["items"].as_array().unwrap().iter().map(|m| {
+            let at =
+                chrono::DateTime::parse_from_rfc3339(m["created_at"].as_str().unwrap()).unwrap();
+            (at, m["id"].as_str().unwrap().to_string())
+        }));
         match page["next_cursor"].as_str() {
             Some(c) => path = format!("/api/v1/meetings?limit=2&cursor={c}"),
             None => break,
         }
     }
     assert_eq!(pages, 3);
-    created.reverse();
-    assert_eq!(seen, created, "newest first, each once");
+    // Newest first; meetings created in the same millisecond are ordered by id.
+    let mut expected = seen.clone();
+    expected.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, expected, "newest first");
+    let mut ids: Vec<String> = seen.into_iter().map(|(_, id)| id).collect();
+    ids.sort();
+    created.sort();
+    assert_eq!(ids, created, "each meeting exactly once");
 }
 both_backends!(meetings_paginate);
 

@@ -62,23 +62,29 @@ impl Db {
         connect = sqlx::ConnectOptions::disable_statement_logging(connect);
         let pool = match backend {
             Backend::Sqlite => {
-                AnyPoolOptions::new()
+                let pool = AnyPoolOptions::new()
                     .max_connections(1)
                     .min_connections(1)
                     .test_before_acquire(false)
                     .acquire_timeout(options.acquire_timeout)
                     .after_connect(|conn, _meta| {
                         Box::pin(async move {
+                            // Checkpoints run on their own connection (see
+                            // `checkpoint_wal`), so writers never wait for one.
                             conn.execute(
                                 "pragma journal_mode = wal; pragma synchronous = normal; \
-                                 pragma foreign_keys = on; pragma busy_timeout = 5000;",
+                                 pragma foreign_keys = on; pragma busy_timeout = 5000; \
+                                 pragma wal_autocheckpoint = 0;",
                             )
                             .await?;
                             Ok(())
                         })
                     })
                     .connect_with(connect)
-                    .await?
+                    .await?;
+                let checkpoint = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+                tokio::spawn(checkpoint_wal(checkpoint, pool.clone()));
+                pool
             }
             Backend::Postgres => {
                 AnyPoolOptions::new()
@@ -133,5 +139,36 @@ impl Db {
     /// Close the pool, waiting for connections to finish.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Copy the SQLite WAL into the database file in the background, on a connection of
+/// its own. A passive checkpoint never blocks the writer; with the writer's automatic
+/// checkpoints off, no request pays for the copy and its fsync.
+async fn checkpoint_wal(options: sqlx::sqlite::SqliteConnectOptions, pool: AnyPool) {
+    use sqlx::ConnectOptions;
+    let mut conn = match options.disable_statement_logging().connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the WAL checkpoint connection");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            let _ = sqlx::query("pragma wal_checkpoint(truncate)")
+                .execute(&mut conn)
+                .await;
+            break;
+        }
+        if let Err(e) = sqlx::query("pragma wal_checkpoint(passive)")
+            .execute(&mut conn)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
     }
 }

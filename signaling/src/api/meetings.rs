@@ -273,15 +273,23 @@ pub async fn end_meeting(
             other => other.into(),
         })?
         .ok_or_else(|| ApiError::Conflict("meeting already ended".into()))?;
-    // Stop what still runs; each stop is ledgered by the lifecycle.
+    // Stop what still runs; each stop is ledgered by the lifecycle. The meeting has
+    // ended already, so a failure here is logged, not returned: an output that races
+    // to its own end is fine, and the media plane's EndMeeting tears down the rest.
+    let mut running: Vec<(OutputKind, Uuid)> = Vec::new();
     for r in state.db().list_recordings(id).await? {
         if !r.state.is_terminal() {
-            super::outputs::stop_output(&state, OutputKind::Recording, r.id, id, &actor).await?;
+            running.push((OutputKind::Recording, r.id));
         }
     }
     for s in state.db().list_streams(id).await? {
         if !s.state.is_terminal() {
-            super::outputs::stop_output(&state, OutputKind::Stream, s.id, id, &actor).await?;
+            running.push((OutputKind::Stream, s.id));
+        }
+    }
+    for (kind, oid) in running {
+        if let Err(e) = super::outputs::stop_output(&state, kind, oid, id, &actor).await {
+            tracing::warn!(error = %e, kind = kind.as_str(), "stopping an output of an ended meeting");
         }
     }
     if let Err(e) = state
