@@ -1,10 +1,18 @@
 //! GStreamer foundation for Gremium's media plane.
 //!
 //! Owns: GStreamer initialisation and the check that the plugins Gremium needs are
-//! installed; later the `Pipeline` wrapper, bus stream, builders, the WebRTC
-//! endpoint and encoder profiles (WHIP ingest issue).
+//! installed; the [`Pipeline`] wrapper with its forward-only lifecycle, the bus read
+//! as an async stream, stop = EOS with a watchdog (dot-file dump when frozen), and
+//! small element builders. Still to come (WHIP ingest issue): the WebRTC endpoint,
+//! per-participant decoded sources, encoder profiles.
 //!
 //! Must not: know about meetings, HTTP or SQL.
+
+pub mod pipeline;
+
+pub use pipeline::{
+    link_chain, make, BusEvent, Lifecycle, LifecycleEvent, Pipeline, PipelineSettings,
+};
 
 /// Elements the media plane relies on, with the Debian package that provides them.
 pub const REQUIRED_ELEMENTS: &[(&str, &str)] = &[
@@ -38,6 +46,24 @@ pub enum PipelineError {
     TooOld {
         /// Version found at run time.
         found: String,
+    },
+    /// An element's factory is not installed.
+    #[error("gstreamer element {factory:?} is not available (missing plugin?)")]
+    MissingElement {
+        /// Factory name.
+        factory: String,
+    },
+    /// Two elements would not link.
+    #[error("cannot link {0}")]
+    Link(String),
+    /// A state change was refused.
+    #[error("state change failed: {0}")]
+    StateChange(String),
+    /// EOS did not reach the sinks before the watchdog expired.
+    #[error("pipeline frozen (graph dumped to {dot_file:?})")]
+    PipelineFrozen {
+        /// Dot file of the graph at the time, when it could be written.
+        dot_file: Option<std::path::PathBuf>,
     },
 }
 
