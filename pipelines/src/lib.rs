@@ -9,6 +9,7 @@
 //! Must not: know about meetings, HTTP or SQL.
 
 pub mod pipeline;
+pub mod webrtc;
 
 pub use pipeline::{
     link_chain, make, BusEvent, Lifecycle, LifecycleEvent, Pipeline, PipelineSettings,
@@ -59,6 +60,15 @@ pub enum PipelineError {
     /// A state change was refused.
     #[error("state change failed: {0}")]
     StateChange(String),
+    /// ICE could not be configured or did not gather.
+    #[error("ICE: {0}")]
+    Ice(String),
+    /// A session description was malformed or refused.
+    #[error("SDP: {0}")]
+    Sdp(String),
+    /// Something the endpoint does not support (e.g. a codec).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
     /// EOS did not reach the sinks before the watchdog expired.
     #[error("pipeline frozen (graph dumped to {dot_file:?})")]
     PipelineFrozen {

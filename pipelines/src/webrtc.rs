@@ -1,0 +1,308 @@
+//! WebRTC endpoints on `webrtcbin`: ICE restricted to allowed local addresses,
+//! non-trickle offer/answer (candidates inside the SDP, as WHIP clients expect), and
+//! decoding of what a publisher sends into raw audio/video pads.
+
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use gst::glib;
+use gst::prelude::*;
+use gst_webrtc::{WebRTCICEGatheringState, WebRTCSDPType, WebRTCSessionDescription};
+
+use crate::pipeline::{link_chain, make};
+use crate::PipelineError;
+
+#[link(name = "nice")]
+extern "C" {
+    fn nice_address_new() -> *mut c_void;
+    fn nice_address_free(addr: *mut c_void);
+    fn nice_address_set_from_string(addr: *mut c_void, s: *const c_char) -> c_int;
+    fn nice_agent_add_local_address(agent: *mut c_void, addr: *const c_void) -> c_int;
+}
+
+/// ICE settings of an endpoint (validated by the caller's config).
+#[derive(Debug, Clone, Default)]
+pub struct IceSettings {
+    /// Only these local addresses are gathered (empty: every interface).
+    pub local_addresses: Vec<IpAddr>,
+    /// UDP port range for ICE, inclusive.
+    pub port_range: Option<(u16, u16)>,
+    /// `stun://host:port`, if any.
+    pub stun_server: Option<String>,
+    /// `turn(s)://user:pass@host:port` servers.
+    pub turn_servers: Vec<String>,
+}
+
+/// Make a `webrtcbin` configured with `ice` (bundled, ICE restricted as asked).
+pub fn make_webrtcbin(name: &str, ice: &IceSettings) -> Result<gst::Element, PipelineError> {
+    let webrtc = make("webrtcbin", Some(name))?;
+    webrtc.set_property_from_str("bundle-policy", "max-bundle");
+    if let Some(stun) = &ice.stun_server {
+        webrtc.set_property("stun-server", stun);
+    }
+    for turn in &ice.turn_servers {
+        let _: bool = webrtc.emit_by_name("add-turn-server", &[turn]);
+    }
+    let agent: glib::Object = webrtc.property("ice-agent");
+    if let Some((min, max)) = ice.port_range {
+        agent.set_property("min-rtp-port", u32::from(min));
+        agent.set_property("max-rtp-port", u32::from(max));
+    }
+    if !ice.local_addresses.is_empty() {
+        let nice: glib::Object = agent.property("agent");
+        for addr in &ice.local_addresses {
+            add_local_address(&nice, *addr)?;
+        }
+    }
+    Ok(webrtc)
+}
+
+/// libnice gathers candidates only on addresses added this way once any is added.
+fn add_local_address(nice_agent: &glib::Object, addr: IpAddr) -> Result<(), PipelineError> {
+    let text =
+        CString::new(addr.to_string()).map_err(|_| PipelineError::Ice("bad address".into()))?;
+    // SAFETY: nice_agent is a live NiceAgent (webrtcbin's ICE agent holds it); the
+    // address is allocated, filled and freed here, and libnice copies it.
+    unsafe {
+        let a = nice_address_new();
+        if a.is_null() {
+            return Err(PipelineError::Ice("out of memory".into()));
+        }
+        let ok = nice_address_set_from_string(a, text.as_ptr()) != 0
+            && nice_agent_add_local_address(nice_agent.as_ptr() as *mut c_void, a) != 0;
+        nice_address_free(a);
+        if ok {
+            Ok(())
+        } else {
+            Err(PipelineError::Ice(format!(
+                "libnice refused local address {addr}"
+            )))
+        }
+    }
+}
+
+async fn promise_reply(
+    emit: impl FnOnce(&gst::Promise),
+    what: &str,
+) -> Result<Option<gst::Structure>, PipelineError> {
+    let (promise, future) = gst::Promise::new_future();
+    emit(&promise);
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .map_err(|_| PipelineError::Sdp(format!("{what}: no reply")))?
+        .map_err(|e| PipelineError::Sdp(format!("{what}: {e:?}")))
+        .map(|reply| reply.map(|r| r.to_owned()))
+}
+
+fn description_from_reply(
+    reply: Option<gst::Structure>,
+    field: &str,
+) -> Result<WebRTCSessionDescription, PipelineError> {
+    let reply = reply.ok_or_else(|| PipelineError::Sdp(format!("no {field} produced")))?;
+    if let Ok(err) = reply.get::<glib::Error>("error") {
+        return Err(PipelineError::Sdp(err.to_string()));
+    }
+    reply
+        .get::<WebRTCSessionDescription>(field)
+        .map_err(|_| PipelineError::Sdp(format!("no {field} produced")))
+}
+
+async fn set_description(
+    webrtc: &gst::Element,
+    signal: &str,
+    desc: &WebRTCSessionDescription,
+) -> Result<(), PipelineError> {
+    let reply = promise_reply(|p| webrtc.emit_by_name::<()>(signal, &[desc, p]), signal).await?;
+    if let Some(r) = reply {
+        if let Ok(err) = r.get::<glib::Error>("error") {
+            return Err(PipelineError::Sdp(format!("{signal}: {err}")));
+        }
+    }
+    Ok(())
+}
+
+/// Wait until ICE gathering completes, then return the local description's SDP.
+async fn gathered_local_sdp(
+    webrtc: &gst::Element,
+    timeout: Duration,
+) -> Result<String, PipelineError> {
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let handler = webrtc.connect_notify(Some("ice-gathering-state"), move |w, _| {
+        let state: WebRTCICEGatheringState = w.property("ice-gathering-state");
+        if state == WebRTCICEGatheringState::Complete {
+            let _ = tx.send(true);
+        }
+    });
+    let already: WebRTCICEGatheringState = webrtc.property("ice-gathering-state");
+    let done = if already == WebRTCICEGatheringState::Complete {
+        Ok(())
+    } else {
+        tokio::time::timeout(timeout, rx.wait_for(|d| *d))
+            .await
+            .map(|_| ())
+    };
+    webrtc.disconnect(handler);
+    done.map_err(|_| PipelineError::Ice("ICE gathering did not complete".into()))?;
+    let local: WebRTCSessionDescription = webrtc.property("local-description");
+    local
+        .sdp()
+        .as_text()
+        .map_err(|e| PipelineError::Sdp(e.to_string()))
+}
+
+/// Parse SDP text, refusing anything that is not a well-formed session description.
+pub fn parse_sdp(text: &str) -> Result<gst_sdp::SDPMessage, PipelineError> {
+    if !text.trim_start().starts_with("v=0") {
+        return Err(PipelineError::Sdp("not an SDP session description".into()));
+    }
+    let sdp = gst_sdp::SDPMessage::parse_buffer(text.as_bytes())
+        .map_err(|_| PipelineError::Sdp("malformed SDP".into()))?;
+    if sdp.medias_len() == 0 {
+        return Err(PipelineError::Sdp("SDP offers no media".into()));
+    }
+    Ok(sdp)
+}
+
+/// Answer a remote offer (the WHIP server side). Returns the answer SDP with all
+/// local candidates (non-trickle). The webrtcbin must be in a PLAYING pipeline.
+pub async fn answer_offer(
+    webrtc: &gst::Element,
+    offer: &str,
+    gather_timeout: Duration,
+) -> Result<String, PipelineError> {
+    let offer = WebRTCSessionDescription::new(WebRTCSDPType::Offer, parse_sdp(offer)?);
+    set_description(webrtc, "set-remote-description", &offer).await?;
+    let reply = promise_reply(
+        |p| webrtc.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, p]),
+        "create-answer",
+    )
+    .await?;
+    let answer = description_from_reply(reply, "answer")?;
+    set_description(webrtc, "set-local-description", &answer).await?;
+    gathered_local_sdp(webrtc, gather_timeout).await
+}
+
+/// Watch for `on-negotiation-needed`: connect before the pipeline starts, and create
+/// the offer only once it fired (webrtcbin is ready with its transceivers then).
+pub fn negotiation_needed(webrtc: &gst::Element) -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    webrtc.connect("on-negotiation-needed", false, move |_| {
+        let _ = tx.send(true);
+        None
+    });
+    rx
+}
+
+/// Create an offer (the WHIP client side), with all local candidates.
+pub async fn create_offer(
+    webrtc: &gst::Element,
+    gather_timeout: Duration,
+) -> Result<String, PipelineError> {
+    let reply = promise_reply(
+        |p| webrtc.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, p]),
+        "create-offer",
+    )
+    .await?;
+    let offer = description_from_reply(reply, "offer")?;
+    set_description(webrtc, "set-local-description", &offer).await?;
+    gathered_local_sdp(webrtc, gather_timeout).await
+}
+
+/// Apply the remote answer (the WHIP client side).
+pub async fn accept_answer(webrtc: &gst::Element, answer: &str) -> Result<(), PipelineError> {
+    let answer = WebRTCSessionDescription::new(WebRTCSDPType::Answer, parse_sdp(answer)?);
+    set_description(webrtc, "set-remote-description", &answer).await
+}
+
+/// Kind of a decoded incoming stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    /// Raw audio (after opusdec).
+    Audio,
+    /// Raw video (after vp8dec or avdec_h264).
+    Video,
+}
+
+/// Depayloader and decoder for an RTP encoding, with keyframe requests on loss.
+fn decoder_for(encoding: &str) -> Result<(MediaKind, Vec<gst::Element>), PipelineError> {
+    let chain = match encoding {
+        "VP8" => {
+            let depay = make("rtpvp8depay", None)?;
+            depay.set_property("request-keyframe", true);
+            depay.set_property("wait-for-keyframe", true);
+            (MediaKind::Video, vec![depay, make("vp8dec", None)?])
+        }
+        "H264" => {
+            let depay = make("rtph264depay", None)?;
+            depay.set_property("request-keyframe", true);
+            depay.set_property("wait-for-keyframe", true);
+            (
+                MediaKind::Video,
+                vec![depay, make("h264parse", None)?, make("avdec_h264", None)?],
+            )
+        }
+        "OPUS" => (
+            MediaKind::Audio,
+            vec![make("rtpopusdepay", None)?, make("opusdec", None)?],
+        ),
+        other => return Err(PipelineError::Unsupported(format!("codec {other}"))),
+    };
+    Ok(chain)
+}
+
+/// Decode everything `webrtc` receives: for each incoming RTP stream a depayloader
+/// and decoder are added to `bin`, and `on_decoded` gets the raw source pad to link.
+/// Unsupported codecs are sunk into a fakesink and reported to `on_unsupported`.
+pub fn decode_incoming(
+    webrtc: &gst::Element,
+    bin: &gst::Bin,
+    on_decoded: impl Fn(MediaKind, gst::Pad) + Send + Sync + 'static,
+) {
+    let bin = bin.downgrade();
+    webrtc.connect_pad_added(move |_, pad| {
+        if pad.direction() != gst::PadDirection::Src {
+            return;
+        }
+        let Some(bin) = bin.upgrade() else { return };
+        let encoding = pad
+            .current_caps()
+            .and_then(|c| {
+                c.structure(0)
+                    .and_then(|s| s.get::<String>("encoding-name").ok())
+            })
+            .unwrap_or_default();
+        let result = decoder_for(&encoding).and_then(|(kind, elements)| {
+            let refs: Vec<&gst::Element> = elements.iter().collect();
+            bin.add_many(refs.iter().copied())
+                .map_err(|e| PipelineError::Link(e.to_string()))?;
+            link_chain(&refs)?;
+            for e in &elements {
+                e.sync_state_with_parent()
+                    .map_err(|e| PipelineError::StateChange(e.to_string()))?;
+            }
+            let sink = elements[0]
+                .static_pad("sink")
+                .ok_or_else(|| PipelineError::Link("depayloader".into()))?;
+            pad.link(&sink)
+                .map_err(|e| PipelineError::Link(format!("webrtcbin → depayloader: {e:?}")))?;
+            let src = elements[elements.len() - 1]
+                .static_pad("src")
+                .ok_or_else(|| PipelineError::Link("decoder".into()))?;
+            Ok((kind, src))
+        });
+        match result {
+            Ok((kind, src)) => on_decoded(kind, src),
+            Err(e) => {
+                tracing::warn!(error = %e, %encoding, "incoming stream not decoded");
+                if let Ok(sink) = make("fakesink", None) {
+                    let _ = bin.add(&sink);
+                    let _ = sink.sync_state_with_parent();
+                    if let Some(p) = sink.static_pad("sink") {
+                        let _ = pad.link(&p);
+                    }
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,274 @@
+//! A publisher and an ingest endpoint, both on webrtcbin, talking over loopback only:
+//! the offer/answer carries 127.0.0.1 candidates and nothing else, the media is
+//! depayloaded and decoded on the ingest side, and what arrives is the publisher's
+//! colour and tone.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gremium_pipelines::webrtc::{
+    accept_answer, answer_offer, create_offer, decode_incoming, make_webrtcbin, negotiation_needed,
+    parse_sdp, IceSettings, MediaKind,
+};
+use gremium_pipelines::{link_chain, make, Pipeline, PipelineSettings};
+use gst::prelude::*;
+use gst_video::prelude::*;
+
+fn loopback() -> IceSettings {
+    IceSettings {
+        local_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        ..Default::default()
+    }
+}
+
+fn settings(name: &str) -> PipelineSettings {
+    PipelineSettings {
+        name: name.into(),
+        dot_dir: std::env::temp_dir().join("gremium-dot-webrtc"),
+    }
+}
+
+/// Publisher: solid green video (VP8) and a 440 Hz tone (Opus).
+fn publisher(p: &Pipeline) -> gst::Element {
+    let webrtc = make_webrtcbin("pub", &loopback()).unwrap();
+    let vsrc = make("videotestsrc", None).unwrap();
+    vsrc.set_property("is-live", true);
+    vsrc.set_property_from_str("pattern", "solid-color");
+    vsrc.set_property("foreground-color", 0xff00ff00u32);
+    let vcaps = make("capsfilter", None).unwrap();
+    vcaps.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("width", 320i32)
+            .field("height", 180i32)
+            .field("framerate", gst::Fraction::new(15, 1))
+            .build(),
+    );
+    let venc = make("vp8enc", None).unwrap();
+    venc.set_property("deadline", 1i64);
+    venc.set_property("keyframe-max-dist", 15i32);
+    let vpay = make("rtpvp8pay", None).unwrap();
+    let asrc = make("audiotestsrc", None).unwrap();
+    asrc.set_property("is-live", true);
+    asrc.set_property("freq", 440.0f64);
+    let aconv = make("audioconvert", None).unwrap();
+    let ares = make("audioresample", None).unwrap();
+    let aenc = make("opusenc", None).unwrap();
+    let apay = make("rtpopuspay", None).unwrap();
+    apay.set_property("pt", 111u32);
+    vpay.set_property("pt", 96u32);
+    p.gst()
+        .add_many([
+            &webrtc, &vsrc, &vcaps, &venc, &vpay, &asrc, &aconv, &ares, &aenc, &apay,
+        ])
+        .unwrap();
+    link_chain(&[&vsrc, &vcaps, &venc, &vpay]).unwrap();
+    link_chain(&[&asrc, &aconv, &ares, &aenc, &apay]).unwrap();
+    vpay.link(&webrtc).unwrap();
+    apay.link(&webrtc).unwrap();
+    for i in 0..2i32 {
+        let t: gst_webrtc::WebRTCRTPTransceiver = webrtc.emit_by_name("get-transceiver", &[&i]);
+        t.set_property(
+            "direction",
+            gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly,
+        );
+    }
+    webrtc
+}
+
+#[derive(Default)]
+struct Received {
+    video_rgb: Option<(u8, u8, u8)>,
+    video_size: Option<(i32, i32)>,
+    audio: Vec<i16>,
+    audio_rate: i32,
+}
+
+/// Ingest: decode everything into appsinks that record what arrives.
+fn ingest(p: &Pipeline, got: Arc<Mutex<Received>>) -> gst::Element {
+    let webrtc = make_webrtcbin("ingest", &loopback()).unwrap();
+    p.gst().add(&webrtc).unwrap();
+    let bin: gst::Bin = p.gst().clone().upcast();
+    let bin_weak = bin.downgrade();
+    decode_incoming(&webrtc, &bin, move |kind, pad| {
+        let Some(bin) = bin_weak.upgrade() else {
+            return;
+        };
+        let got = got.clone();
+        let (conv, sink) = match kind {
+            MediaKind::Video => {
+                let conv = make("videoconvert", None).unwrap();
+                let sink = gst_app::AppSink::builder()
+                    .caps(
+                        &gst::Caps::builder("video/x-raw")
+                            .field("format", "RGB")
+                            .build(),
+                    )
+                    .build();
+                sink.set_callbacks(
+                    gst_app::AppSinkCallbacks::builder()
+                        .new_sample(move |s| {
+                            let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                            let info =
+                                gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+                            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(
+                                sample.buffer().unwrap(),
+                                &info,
+                            )
+                            .unwrap();
+                            let (w, h) = (info.width() as usize, info.height() as usize);
+                            let stride = frame.plane_stride()[0] as usize;
+                            let data = frame.plane_data(0).unwrap();
+                            let o = (h / 2) * stride + (w / 2) * 3;
+                            let mut g = got.lock().unwrap();
+                            g.video_rgb = Some((data[o], data[o + 1], data[o + 2]));
+                            g.video_size = Some((w as i32, h as i32));
+                            Ok(gst::FlowSuccess::Ok)
+                        })
+                        .build(),
+                );
+                (conv, sink)
+            }
+            MediaKind::Audio => {
+                let conv = make("audioconvert", None).unwrap();
+                let sink = gst_app::AppSink::builder()
+                    .caps(
+                        &gst::Caps::builder("audio/x-raw")
+                            .field("format", "S16LE")
+                            .field("channels", 1i32)
+                            .build(),
+                    )
+                    .build();
+                sink.set_callbacks(
+                    gst_app::AppSinkCallbacks::builder()
+                        .new_sample(move |s| {
+                            let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                            let rate = sample
+                                .caps()
+                                .and_then(|c| {
+                                    c.structure(0).and_then(|st| st.get::<i32>("rate").ok())
+                                })
+                                .unwrap_or(0);
+                            let map = sample.buffer().unwrap().map_readable().unwrap();
+                            let mut g = got.lock().unwrap();
+                            g.audio_rate = rate;
+                            g.audio.extend(
+                                map.as_slice()
+                                    .chunks_exact(2)
+                                    .map(|b| i16::from_le_bytes([b[0], b[1]])),
+                            );
+                            Ok(gst::FlowSuccess::Ok)
+                        })
+                        .build(),
+                );
+                (conv, sink)
+            }
+        };
+        let sink: gst::Element = sink.upcast();
+        bin.add_many([&conv, &sink]).unwrap();
+        link_chain(&[&conv, &sink]).unwrap();
+        conv.sync_state_with_parent().unwrap();
+        sink.sync_state_with_parent().unwrap();
+        pad.link(&conv.static_pad("sink").unwrap()).unwrap();
+    });
+    webrtc
+}
+
+fn candidate_addresses(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .filter(|l| l.starts_with("a=candidate:"))
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .collect()
+}
+
+/// Frequency from zero crossings of the tail of the signal.
+fn frequency(samples: &[i16], rate: i32) -> f64 {
+    let tail = &samples[samples.len().saturating_sub(rate as usize)..];
+    let crossings = tail.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
+    crossings as f64 / 2.0 / (tail.len() as f64 / rate as f64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_reaches_the_ingest_over_loopback_only() {
+    gremium_pipelines::init().unwrap();
+    let got = Arc::new(Mutex::new(Received::default()));
+    let server = Pipeline::new(settings("ingest"));
+    let server_webrtc = ingest(&server, got.clone());
+    server.start().unwrap();
+    let client = Pipeline::new(settings("publisher"));
+    let client_webrtc = publisher(&client);
+    let mut ready = negotiation_needed(&client_webrtc);
+    client.start().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let offer = create_offer(&client_webrtc, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let offered = candidate_addresses(&offer);
+    assert!(!offered.is_empty(), "offer has candidates:\n{offer}");
+    assert!(
+        offered.iter().all(|a| a == "127.0.0.1"),
+        "publisher gathered only loopback: {offered:?}"
+    );
+    let answer = answer_offer(&server_webrtc, &offer, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let answered = candidate_addresses(&answer);
+    assert!(
+        !answered.is_empty() && answered.iter().all(|a| a == "127.0.0.1"),
+        "ingest gathered only loopback: {answered:?}"
+    );
+    assert!(
+        answer.contains("a=recvonly"),
+        "ingest only receives:\n{answer}"
+    );
+    accept_answer(&client_webrtc, &answer).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        {
+            let g = got.lock().unwrap();
+            if g.video_rgb.is_some() && g.audio.len() > 48_000 {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "media did not arrive in 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let g = got.lock().unwrap();
+    let (r, gr, b) = g.video_rgb.unwrap();
+    assert!(
+        r < 60 && gr > 190 && b < 60,
+        "the publisher's green arrived decoded, got ({r},{gr},{b})"
+    );
+    assert_eq!(g.video_size, Some((320, 180)));
+    let f = frequency(&g.audio, g.audio_rate);
+    assert!(
+        (400.0..480.0).contains(&f),
+        "the 440 Hz tone arrived decoded, measured {f:.0} Hz"
+    );
+    drop(g);
+    // Network endpoints are not drained with EOS; dropping sets both pipelines to NULL.
+    drop(client);
+    drop(server);
+}
+
+#[test]
+fn malformed_sdp_is_refused() {
+    gremium_pipelines::init().unwrap();
+    for bad in [
+        "",
+        "hello",
+        "v=0\r\n",
+        "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n",
+    ] {
+        assert!(parse_sdp(bad).is_err(), "{bad:?}");
+    }
+}
