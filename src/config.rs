@@ -146,6 +146,7 @@ pub struct Config {
     pub api: gremium_signaling::ApiSettings,
     pub log_json: bool,
     pub log_level: String,
+    pub ice: gremium_pipelines::webrtc::IceSettings,
 }
 
 /// Overrides from flags and environment.
@@ -261,6 +262,28 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
         }
     }
 
+    let ice = gremium_pipelines::webrtc::IceSettings {
+        local_addresses: file
+            .ice
+            .allowed_local_addresses
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect(),
+        port_range: match (file.ice.udp_port_min, file.ice.udp_port_max) {
+            (Some(min), Some(max)) => Some((min, max)),
+            (None, None) => None,
+            _ => bail!(
+                "ice.udp_port_min: give both ice.udp_port_min and ice.udp_port_max, or neither"
+            ),
+        },
+        // webrtcbin wants URLs: stun://host:port, turn(s)://user:pass@host:port.
+        stun_server: file.ice.stun_servers.first().map(|s| to_url(s)),
+        turn_servers: file.ice.turn_servers.iter().map(|s| to_url(s)).collect(),
+    };
+    if file.ice.stun_servers.len() > 1 {
+        bail!("ice.stun_servers: webrtcbin uses one STUN server; give at most one");
+    }
+
     let default_days = file.retention.default_days.unwrap_or(30);
     let max_days = file.retention.max_days.unwrap_or(3650);
     if default_days > max_days {
@@ -315,6 +338,7 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
         },
         log_json,
         log_level: file.log.level.unwrap_or_else(|| "info".into()),
+        ice,
     })
 }
 
@@ -380,6 +404,14 @@ fn oidc_settings(c: OidcConfig) -> anyhow::Result<gremium_signaling::OidcSetting
 }
 
 use gremium_signaling::auth::Algorithm as jsonwebtoken_alg;
+
+/// `stun:host:port` → `stun://host:port` (already-URL forms pass through).
+fn to_url(s: &str) -> String {
+    match s.split_once(':') {
+        Some((scheme, rest)) if !rest.starts_with("//") => format!("{scheme}://{rest}"),
+        _ => s.to_string(),
+    }
+}
 
 pub fn sqlite_url(data_dir: &Path) -> String {
     format!(
@@ -460,6 +492,19 @@ mod tests {
         let c = check(&text).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
         assert_eq!(c.auth.oidc.as_ref().map(|o| o.role_map.len()), Some(4));
         assert_eq!(c.api.max_body_bytes, 65536);
+        assert_eq!(c.ice.port_range, Some((40000, 40999)));
+        assert_eq!(
+            c.ice.stun_server.as_deref(),
+            Some("stun://stun.example.org:3478")
+        );
+        assert_eq!(
+            c.ice.turn_servers,
+            ["turn://user:pass@turn.example.org:3478"]
+        );
+        assert_eq!(
+            c.ice.local_addresses,
+            [std::net::IpAddr::from([127, 0, 0, 1])]
+        );
     }
 
     #[test]

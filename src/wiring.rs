@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use gremium_signaling::{AppState, Authenticator, NoMediaPlane, Role};
+use gremium_signaling::{AppState, Authenticator, Role};
 use gremium_storage::{Db, DbOptions};
 
 use crate::config::Config;
@@ -111,10 +111,19 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     }
     create_private_dir(&config.data_dir.join("objects"))?;
     let auth = authenticator(&config)?;
-    // The GStreamer media plane arrives with the WHIP ingest issue; until then the
-    // control plane runs alone and refuses to start outputs (503).
-    let (_sink, events) = gremium_signaling::event_channel();
-    let media = Arc::new(NoMediaPlane);
+    // The media plane runs in this process (embedded default) and talks to the
+    // control plane only through the media-plane protocol.
+    let (sink, events) = gremium_signaling::event_channel();
+    let media = gremium_mediaplane::GstMediaPlane::new(
+        gremium_mediaplane::MediaPlaneSettings {
+            ice: config.ice.clone(),
+            dot_dir: config.data_dir.join("diagnostics"),
+            gather_timeout: Duration::from_secs(5),
+        },
+        sink,
+    )
+    .map_err(|e| anyhow::anyhow!("starting the media plane: {e}"))?;
+    let media = Arc::new(media);
     let state = AppState::new(
         db.clone(),
         auth,

@@ -9,6 +9,7 @@
 //! Must not: know about meetings, HTTP or SQL.
 
 pub mod pipeline;
+pub mod publisher;
 pub mod webrtc;
 
 pub use pipeline::{

@@ -10,6 +10,9 @@ use gst::glib;
 use gst::prelude::*;
 use gst_webrtc::{WebRTCICEGatheringState, WebRTCSDPType, WebRTCSessionDescription};
 
+/// ICE connection state of a `webrtcbin` (property `ice-connection-state`).
+pub use gst_webrtc::WebRTCICEConnectionState as IceConnectionState;
+
 use crate::pipeline::{link_chain, make};
 use crate::PipelineError;
 

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use gremium_pipelines::publisher::{build_publisher, PublisherSettings, VideoCodec};
 use gremium_pipelines::webrtc::{
     accept_answer, answer_offer, create_offer, decode_incoming, make_webrtcbin, negotiation_needed,
     parse_sdp, IceSettings, MediaKind,
@@ -29,52 +30,19 @@ fn settings(name: &str) -> PipelineSettings {
     }
 }
 
-/// Publisher: solid green video (VP8) and a 440 Hz tone (Opus).
-fn publisher(p: &Pipeline) -> gst::Element {
-    let webrtc = make_webrtcbin("pub", &loopback()).unwrap();
-    let vsrc = make("videotestsrc", None).unwrap();
-    vsrc.set_property("is-live", true);
-    vsrc.set_property_from_str("pattern", "solid-color");
-    vsrc.set_property("foreground-color", 0xff00ff00u32);
-    let vcaps = make("capsfilter", None).unwrap();
-    vcaps.set_property(
-        "caps",
-        gst::Caps::builder("video/x-raw")
-            .field("width", 320i32)
-            .field("height", 180i32)
-            .field("framerate", gst::Fraction::new(15, 1))
-            .build(),
-    );
-    let venc = make("vp8enc", None).unwrap();
-    venc.set_property("deadline", 1i64);
-    venc.set_property("keyframe-max-dist", 15i32);
-    let vpay = make("rtpvp8pay", None).unwrap();
-    let asrc = make("audiotestsrc", None).unwrap();
-    asrc.set_property("is-live", true);
-    asrc.set_property("freq", 440.0f64);
-    let aconv = make("audioconvert", None).unwrap();
-    let ares = make("audioresample", None).unwrap();
-    let aenc = make("opusenc", None).unwrap();
-    let apay = make("rtpopuspay", None).unwrap();
-    apay.set_property("pt", 111u32);
-    vpay.set_property("pt", 96u32);
-    p.gst()
-        .add_many([
-            &webrtc, &vsrc, &vcaps, &venc, &vpay, &asrc, &aconv, &ares, &aenc, &apay,
-        ])
-        .unwrap();
-    link_chain(&[&vsrc, &vcaps, &venc, &vpay]).unwrap();
-    link_chain(&[&asrc, &aconv, &ares, &aenc, &apay]).unwrap();
-    vpay.link(&webrtc).unwrap();
-    apay.link(&webrtc).unwrap();
-    for i in 0..2i32 {
-        let t: gst_webrtc::WebRTCRTPTransceiver = webrtc.emit_by_name("get-transceiver", &[&i]);
-        t.set_property(
-            "direction",
-            gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly,
-        );
-    }
-    webrtc
+/// Publisher: solid green video and a 440 Hz tone (Opus).
+fn publisher(p: &Pipeline, codec: VideoCodec) -> gst::Element {
+    let s = PublisherSettings {
+        color: Some(0x00ff00),
+        tone_hz: 440.0,
+        codec,
+        width: 320,
+        height: 180,
+        fps: 15,
+        ice: loopback(),
+        ..Default::default()
+    };
+    build_publisher(p, &s).unwrap()
 }
 
 #[derive(Default)]
@@ -190,14 +158,23 @@ fn frequency(samples: &[i16], rate: i32) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publisher_reaches_the_ingest_over_loopback_only() {
+async fn a_vp8_publisher_reaches_the_ingest_over_loopback_only() {
+    publish_and_check(VideoCodec::Vp8).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h264_publisher_reaches_the_ingest_over_loopback_only() {
+    publish_and_check(VideoCodec::H264).await;
+}
+
+async fn publish_and_check(codec: VideoCodec) {
     gremium_pipelines::init().unwrap();
     let got = Arc::new(Mutex::new(Received::default()));
     let server = Pipeline::new(settings("ingest"));
     let server_webrtc = ingest(&server, got.clone());
     server.start().unwrap();
     let client = Pipeline::new(settings("publisher"));
-    let client_webrtc = publisher(&client);
+    let client_webrtc = publisher(&client, codec);
     let mut ready = negotiation_needed(&client_webrtc);
     client.start().unwrap();
     tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))

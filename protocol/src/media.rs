@@ -83,6 +83,22 @@ pub enum MediaCommand {
         /// Meeting that ended.
         meeting_id: Uuid,
     },
+    /// A participant publishes (WHIP): answer their SDP offer.
+    Publish {
+        /// Meeting published into.
+        meeting_id: Uuid,
+        /// Publishing participant.
+        participant_id: Uuid,
+        /// SDP offer (never logged: it carries addresses).
+        offer_sdp: String,
+    },
+    /// End a participant's publishing session (WHIP DELETE).
+    Unpublish {
+        /// Meeting.
+        meeting_id: Uuid,
+        /// Session returned by `Publish`.
+        session_id: Uuid,
+    },
 }
 
 impl MediaCommand {
@@ -95,6 +111,8 @@ impl MediaCommand {
             | MediaCommand::StartStream { meeting_id, .. }
             | MediaCommand::StopStream { meeting_id, .. }
             | MediaCommand::SetPublic { meeting_id, .. }
+            | MediaCommand::Publish { meeting_id, .. }
+            | MediaCommand::Unpublish { meeting_id, .. }
             | MediaCommand::EndMeeting { meeting_id } => *meeting_id,
         }
     }
@@ -112,6 +130,23 @@ pub enum CommandOutcome {
     },
     /// Accepted; progress arrives later as [`MediaEvent`]s.
     Accepted,
+    /// A publishing session was set up; the SDP answer goes back to the publisher.
+    Published {
+        /// Id of the publishing session (the WHIP resource).
+        session_id: Uuid,
+        /// SDP answer with the media plane's candidates.
+        answer_sdp: String,
+    },
+}
+
+impl CommandOutcome {
+    /// The media time at which the command took effect, if it says.
+    pub fn media_time_ns(&self) -> Option<u64> {
+        match self {
+            CommandOutcome::Applied { media_time_ns } => *media_time_ns,
+            CommandOutcome::Accepted | CommandOutcome::Published { .. } => None,
+        }
+    }
 }
 
 /// Something the media plane reports on its own.
@@ -193,6 +228,9 @@ pub enum MediaPlaneError {
     /// The media plane tried and failed.
     #[error("media plane failure: {0}")]
     Failed(String),
+    /// The request itself is unacceptable (e.g. malformed SDP, unsupported codecs).
+    #[error("{0}")]
+    Rejected(String),
 }
 
 /// Where a media plane delivers its [`MediaEvent`]s.

@@ -27,6 +27,9 @@ pub enum ApiError {
     /// The request conflicts with the current state. 409.
     #[error("{0}")]
     Conflict(String),
+    /// The method is not supported on this resource. 405.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// Body larger than the configured limit. 413.
     #[error("request body too large (limit {0} bytes)")]
     PayloadTooLarge(usize),
@@ -65,6 +68,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -117,6 +121,7 @@ impl From<MediaPlaneError> for ApiError {
                 ApiError::Unavailable(format!("media plane unavailable: {m}"))
             }
             MediaPlaneError::NotFound(m) => ApiError::Conflict(format!("media plane: {m}")),
+            MediaPlaneError::Rejected(m) => ApiError::BadRequest(m),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -73,6 +73,9 @@ struct Inner {
     clock: Clock,
     consent_locks: Vec<tokio::sync::Mutex<()>>,
     metrics: ops::Metrics,
+    /// WHIP session → (meeting, participant). In memory: publishing sessions do not
+    /// outlive the media plane that holds them.
+    whip_sessions: std::sync::Mutex<std::collections::HashMap<Uuid, (Uuid, Uuid)>>,
 }
 
 /// Shared state of every handler.
@@ -101,6 +104,7 @@ impl AppState {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             metrics: ops::Metrics::install(),
+            whip_sessions: Default::default(),
         }))
     }
 
@@ -146,6 +150,31 @@ impl AppState {
         &self.0.consent_locks[idx]
     }
 
+    pub(crate) fn whip_sessions_insert(&self, session: Uuid, meeting: Uuid, participant: Uuid) {
+        self.0
+            .whip_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(session, (meeting, participant));
+    }
+
+    pub(crate) fn whip_session(&self, session: Uuid) -> Option<(Uuid, Uuid)> {
+        self.0
+            .whip_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&session)
+            .copied()
+    }
+
+    pub(crate) fn whip_sessions_remove(&self, session: Uuid) {
+        self.0
+            .whip_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&session);
+    }
+
     /// Publish an event on a meeting's channel, stamped with the current time.
     pub fn publish(&self, meeting_id: Uuid, kind: EventKind) {
         let at = Utc
@@ -171,6 +200,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router());
     Router::new()
         .nest("/api/v1", api)
+        .merge(api::whip::router())
         .merge(ops::router())
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(state.settings().max_body_bytes))

@@ -30,11 +30,12 @@ impl MediaPlane for NoMediaPlane {
             | MediaCommand::StopStream { .. } => Ok(CommandOutcome::Applied {
                 media_time_ns: None,
             }),
-            MediaCommand::StartRecording { .. } | MediaCommand::StartStream { .. } => {
-                Err(MediaPlaneError::Unavailable(
-                    "this control plane runs without a media plane".into(),
-                ))
-            }
+            MediaCommand::StartRecording { .. }
+            | MediaCommand::StartStream { .. }
+            | MediaCommand::Publish { .. }
+            | MediaCommand::Unpublish { .. } => Err(MediaPlaneError::Unavailable(
+                "this control plane runs without a media plane".into(),
+            )),
         }
     }
 }
@@ -282,6 +283,9 @@ pub mod fake {
                         media_time_ns: Some(2_000_000_000),
                     })
                 }
+                MediaCommand::Publish { .. } | MediaCommand::Unpublish { .. } => Err(
+                    MediaPlaneError::Unavailable("the fake media plane does not ingest".into()),
+                ),
             }
         }
     }

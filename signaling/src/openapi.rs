@@ -5,7 +5,7 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{audit, meetings, outputs, participants, ws};
+use crate::api::{audit, meetings, outputs, participants, whip, ws};
 use crate::AppState;
 
 #[derive(OpenApi)]
@@ -17,7 +17,7 @@ use crate::AppState;
         participants::get_consent, participants::set_consent,
         outputs::start_recording, outputs::list_recordings, outputs::get_recording, outputs::stop_recording,
         outputs::start_stream, outputs::list_streams, outputs::get_stream, outputs::stop_stream,
-        audit::verify, audit::meeting_ledger, ws::events,
+        audit::verify, audit::meeting_ledger, ws::events, whip::publish, whip::leave,
     ),
     components(schemas(crate::error::ErrorBody, crate::events::MeetingEvent, crate::events::EventKind, ws::Snapshot, crate::auth::Role)),
     modifiers(&BearerAuth),

@@ -340,10 +340,7 @@ pub async fn set_public(
             public: body.public,
         })
         .await?;
-    let media_time_ns = match outcome {
-        gremium_protocol::CommandOutcome::Applied { media_time_ns } => media_time_ns,
-        gremium_protocol::CommandOutcome::Accepted => None,
-    };
+    let media_time_ns = outcome.media_time_ns();
     let now = state.now_ms();
     let updated = state
         .db()

@@ -4,4 +4,5 @@ pub mod audit;
 pub mod meetings;
 pub mod outputs;
 pub mod participants;
+pub mod whip;
 pub mod ws;

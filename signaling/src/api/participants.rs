@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use gremium_protocol::{CommandOutcome, MediaCommand};
+use gremium_protocol::MediaCommand;
 use gremium_storage::{ConsentChange, ConsentOutcome, MeetingState, NewParticipant, Participant};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -266,10 +266,7 @@ pub async fn set_consent(
         recording: wanted.recording,
         streaming: wanted.streaming,
     };
-    let media_time_ns = match state.media().execute(command).await? {
-        CommandOutcome::Applied { media_time_ns } => media_time_ns,
-        CommandOutcome::Accepted => None,
-    };
+    let media_time_ns = state.media().execute(command).await?.media_time_ns();
     let change = ConsentChange {
         meeting_id: id,
         participant_id: pid,

@@ -1,0 +1,126 @@
+//! `gremium publish`: a synthetic participant publishing over WHIP. Builds the
+//! publisher from `pipelines`, does the HTTP exchange, and leaves with DELETE.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use gremium_pipelines::publisher::{build_publisher, PublisherSettings, VideoCodec};
+use gremium_pipelines::webrtc::{accept_answer, create_offer, negotiation_needed, IceSettings};
+use gremium_pipelines::{Pipeline, PipelineSettings};
+
+/// Validated `gremium publish` arguments.
+pub struct PublishArgs {
+    pub server: String,
+    pub meeting: uuid::Uuid,
+    pub token: String,
+    pub pattern: String,
+    pub color: Option<String>,
+    pub tone: f64,
+    pub codec: String,
+    pub duration: u64,
+    pub ice_addresses: Vec<std::net::IpAddr>,
+}
+
+pub async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
+    let color = match &a.color {
+        None => None,
+        Some(c) => {
+            let hex = c.trim_start_matches('#');
+            if hex.len() != 6 {
+                bail!("--color: expected RRGGBB, e.g. 00ff00");
+            }
+            Some(u32::from_str_radix(hex, 16).context("--color: expected RRGGBB hex")?)
+        }
+    };
+    let codec = match a.codec.as_str() {
+        "vp8" => VideoCodec::Vp8,
+        "h264" => VideoCodec::H264,
+        other => bail!("--codec: {other:?} is not one of vp8, h264"),
+    };
+    if !(20.0..=20000.0).contains(&a.tone) {
+        bail!("--tone: between 20 and 20000 Hz");
+    }
+    let runtime = gremium_pipelines::init().context("initialising GStreamer")?;
+    if !runtime.missing.is_empty() {
+        bail!(
+            "GStreamer elements missing: {:?} (see `gremium doctor`)",
+            runtime.missing
+        );
+    }
+    let settings = PublisherSettings {
+        pattern: a.pattern.clone(),
+        color,
+        tone_hz: a.tone,
+        codec,
+        ice: IceSettings {
+            local_addresses: a.ice_addresses.clone(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let pipeline = Pipeline::new(PipelineSettings {
+        name: "publish".into(),
+        dot_dir: std::env::temp_dir(),
+    });
+    let webrtc = build_publisher(&pipeline, &settings)?;
+    let mut ready = negotiation_needed(&webrtc);
+    pipeline.start()?;
+    tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))
+        .await
+        .context("webrtcbin never asked for negotiation")??;
+    let offer = create_offer(&webrtc, Duration::from_secs(10)).await?;
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let base = a.server.trim_end_matches('/');
+    let response = http
+        .post(format!("{base}/whip/{}", a.meeting))
+        .bearer_auth(&a.token)
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("WHIP POST failed: {}", e.without_url()))?;
+    let status = response.status();
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response.text().await.unwrap_or_default();
+    if status.as_u16() != 201 {
+        bail!("WHIP server answered {status}: {body}");
+    }
+    let location = location.context("WHIP answer without Location")?;
+    accept_answer(&webrtc, &body).await?;
+    println!("publishing to meeting {} (session {location})", a.meeting);
+
+    let stop = async {
+        if a.duration > 0 {
+            tokio::time::sleep(Duration::from_secs(a.duration)).await;
+        } else {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    };
+    let mut watch = pipeline.watch();
+    tokio::select! {
+        _ = stop => {}
+        _ = watch.wait_for(|l| l.is_terminal()) => {
+            eprintln!("publisher pipeline ended: {:?}", pipeline.lifecycle());
+        }
+    }
+    let url = if location.starts_with("http") {
+        location
+    } else {
+        format!("{base}{location}")
+    };
+    let left = http.delete(url).bearer_auth(&a.token).send().await;
+    drop(pipeline);
+    match left {
+        Ok(r) if r.status().is_success() => Ok(ExitCode::SUCCESS),
+        Ok(r) => bail!("WHIP DELETE answered {}", r.status()),
+        Err(e) => bail!("WHIP DELETE failed: {}", e.without_url()),
+    }
+}

@@ -1,0 +1,254 @@
+//! WHIP ingest end to end: the real `gremium publish` client publishes into an
+//! in-process Gremium running the GStreamer media plane, over loopback ICE only; the
+//! meeting's WebSocket shows the participant's media starting and stopping; bad
+//! requests get clear 4xx answers.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use gremium_mediaplane::{GstMediaPlane, MediaPlaneSettings};
+use gremium_pipelines::webrtc::IceSettings;
+use gremium_signaling::{ApiSettings, AppState, Authenticator, Role};
+use reqwest::Method;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gremium");
+
+async fn spawn_with_media() -> (TestApp, GstMediaPlane) {
+    let db = fresh_db(Backend::Sqlite).await;
+    let (sink, events) = gremium_signaling::event_channel();
+    let media = GstMediaPlane::new(
+        MediaPlaneSettings {
+            ice: IceSettings {
+                local_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+                ..Default::default()
+            },
+            dot_dir: std::env::temp_dir().join("gremium-whip-dot"),
+            gather_timeout: Duration::from_secs(5),
+        },
+        sink.clone(),
+    )
+    .unwrap();
+    let auth = Authenticator::new(auth_settings(None));
+    let api = ApiSettings {
+        max_body_bytes: 16 * 1024,
+        ..Default::default()
+    };
+    let state = AppState::new(
+        db.clone(),
+        auth.clone(),
+        Arc::new(media.clone()),
+        api,
+        gremium_signaling::system_clock(),
+    );
+    tokio::spawn(gremium_signaling::apply_media_events(state.clone(), events));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = gremium_signaling::router(state);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (fake_sink, _) = gremium_signaling::event_channel();
+    let app = TestApp {
+        base: format!("http://{addr}"),
+        addr,
+        db,
+        fake: gremium_signaling::media::fake::FakeMediaPlane::new(fake_sink), // unused here
+        auth,
+        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+    };
+    (app, media)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gremium_publish_streams_into_a_meeting_over_whip() {
+    let (app, media) = spawn_with_media().await;
+    let moderator = app.token(&[Role::Moderator]);
+    let mid = app.create_meeting(&moderator, "Ausschuss").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (pid, join) = app.add_participant(&moderator, &mid, "Anna").await;
+    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+    next_event(&mut ws).await;
+
+    for codec in ["vp8", "h264"] {
+        let child = tokio::process::Command::new(BIN)
+            .args([
+                "publish",
+                "--server",
+                &app.base,
+                "--meeting",
+                &mid,
+                "--token",
+                &join,
+            ])
+            .args([
+                "--color",
+                "00ff00",
+                "--tone",
+                "440",
+                "--codec",
+                codec,
+                "--duration",
+                "3",
+                "--ice-address",
+                "127.0.0.1",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = wait_event(&mut ws, "participant_media_started", |_| true).await;
+        assert_eq!(started["participant_id"], pid.as_str(), "{codec}");
+        assert_eq!(
+            media.active_meetings(),
+            1,
+            "one media session for the meeting"
+        );
+        let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{codec}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("publishing to meeting"));
+        let stopped = wait_event(&mut ws, "participant_media_stopped", |_| true).await;
+        assert_eq!(stopped["participant_id"], pid.as_str());
+        assert_eq!(media.active_meetings(), 0, "the empty session is torn down");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_whip_requests_get_clear_errors() {
+    let (app, _media) = spawn_with_media().await;
+    let moderator = app.token(&[Role::Moderator]);
+    let mid = app.create_meeting(&moderator, "Rat").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = app.create_meeting(&moderator, "Anderer Rat").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_pid, join) = app.add_participant(&moderator, &mid, "A").await;
+    let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:96 VP8/90000\r\n";
+    let post = |path: String, token: Option<String>, ctype: &'static str, body: String| {
+        let app = &app;
+        async move {
+            let mut r = app
+                .http
+                .post(app.url(&path))
+                .header("content-type", ctype)
+                .body(body);
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            let resp = r.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.text().await.unwrap())
+        }
+    };
+    let cases: Vec<(&str, String, Option<String>, &'static str, String, u16)> = vec![
+        (
+            "no token",
+            format!("/whip/{mid}"),
+            None,
+            "application/sdp",
+            offer.into(),
+            401,
+        ),
+        (
+            "moderator token",
+            format!("/whip/{mid}"),
+            Some(moderator.clone()),
+            "application/sdp",
+            offer.into(),
+            403,
+        ),
+        (
+            "token of another meeting",
+            format!("/whip/{other}"),
+            Some(join.clone()),
+            "application/sdp",
+            offer.into(),
+            403,
+        ),
+        (
+            "not SDP",
+            format!("/whip/{mid}"),
+            Some(join.clone()),
+            "application/json",
+            "{}".into(),
+            415,
+        ),
+        (
+            "malformed SDP",
+            format!("/whip/{mid}"),
+            Some(join.clone()),
+            "application/sdp",
+            "hello".into(),
+            400,
+        ),
+        (
+            "oversized",
+            format!("/whip/{mid}"),
+            Some(join.clone()),
+            "application/sdp",
+            "v=0\r\n".repeat(10_000),
+            413,
+        ),
+        (
+            "bad meeting id",
+            "/whip/not-a-uuid".into(),
+            Some(join.clone()),
+            "application/sdp",
+            offer.into(),
+            400,
+        ),
+    ];
+    for (what, path, token, ctype, body, expected) in cases {
+        let (status, text) = post(path, token, ctype, body).await;
+        assert_eq!(status, expected, "{what}: {text}");
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{what}: JSON error body, got {text}"));
+        assert!(json["error"]["message"].is_string(), "{what}");
+    }
+    let resp = app
+        .http
+        .patch(app.url(&format!("/whip/{mid}/{}", uuid::Uuid::new_v4())))
+        .bearer_auth(&join)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405, "no trickle ICE");
+    let (s, _) = app
+        .send(
+            Method::DELETE,
+            &format!("/whip/{mid}/{}", uuid::Uuid::new_v4()),
+            Some(&join),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    let preflight = app
+        .http
+        .request(Method::OPTIONS, app.url(&format!("/whip/{mid}")))
+        .header("origin", "http://127.0.0.1:9")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    let (s, _) = app.send(Method::GET, "/healthz", None, None).await;
+    assert_eq!(s, 200, "still healthy after the bad requests");
+}
