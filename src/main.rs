@@ -2,6 +2,7 @@
 //! configuration, and wires the crates together. It holds no business logic.
 
 mod config;
+mod demo;
 mod publish;
 mod wiring;
 
@@ -43,6 +44,14 @@ struct Common {
 enum Command {
     /// Run the HTTP service.
     Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long, env = "GREMIUM_LISTEN")]
+        listen: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run the service with a demo meeting and three synthetic participants.
+    Demo {
         /// Address to listen on (default 127.0.0.1:8080).
         #[arg(long, env = "GREMIUM_LISTEN")]
         listen: Option<String>,
@@ -146,6 +155,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { listen, common } => {
                 wiring::serve(config::load(&overrides(&common, listen))?).await
+            }
+            Command::Demo { listen, common } => {
+                demo::demo(config::load(&overrides(&common, listen))?).await
             }
             Command::Migrate { common } => {
                 wiring::migrate(config::load(&overrides(&common, None))?).await

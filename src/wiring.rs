@@ -15,9 +15,11 @@ use crate::config::Config;
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     if config.log_json {
         builder.json().init();
     } else {
@@ -97,7 +99,7 @@ async fn open_db(config: &Config) -> anyhow::Result<Db> {
         .context("connecting to the database")
 }
 
-fn authenticator(config: &Config) -> anyhow::Result<Arc<Authenticator>> {
+pub fn authenticator(config: &Config) -> anyhow::Result<Arc<Authenticator>> {
     let mut settings = config.auth.clone();
     settings.local_key = local_key(&config.data_dir)?;
     Ok(Authenticator::new(settings))
@@ -202,7 +204,7 @@ pub fn token(
     Ok(ExitCode::SUCCESS)
 }
 
-fn chrono_now_secs() -> i64 {
+pub fn chrono_now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

@@ -308,3 +308,83 @@ fn bad_configuration_is_refused_with_the_key_named() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_a_meeting_with_three_publishing_participants() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let data_dir =
+        std::env::temp_dir().join(format!("gremium-demo-{}", uuid::Uuid::new_v4().simple()));
+    let port = free_port();
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .env_remove("GREMIUM_CONFIG")
+        .env_remove("GREMIUM_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut token, mut meeting, mut publishing) = (None, None, 0);
+    let collect = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(t) = line.trim().strip_prefix("export T=") {
+                token = Some(t.to_string());
+            }
+            if let Some(rest) = line.strip_prefix("Gremium demo running on ") {
+                meeting = rest.rsplit(' ').next().map(str::to_string);
+            }
+            if line.starts_with("publishing to meeting") {
+                publishing += 1;
+                if publishing == 3 {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), collect)
+        .await
+        .expect("demo publishes three participants");
+    let (token, meeting) = (
+        token.expect("token printed"),
+        meeting.expect("meeting printed"),
+    );
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let (s, ps) = call(
+        &http,
+        reqwest::Method::GET,
+        &format!("{base}/api/v1/meetings/{meeting}/participants"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let consents: Vec<(bool, bool)> = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["consent"]["recording"].as_bool().unwrap(),
+                p["consent"]["streaming"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(consents, [(true, true), (true, false), (false, false)]);
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().unwrap().to_string()])
+        .status();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("demo stops on Ctrl-C")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
