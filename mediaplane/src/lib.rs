@@ -158,7 +158,7 @@ impl GstMediaPlane {
             .collect();
         for id in old {
             if let Some(p) = s.publishers.remove(&id) {
-                remove_bin(&s.pipeline, &p.bin);
+                remove_bin(&s.pipeline, &p.bin).await;
             }
         }
         let session_id = Uuid::new_v4();
@@ -215,7 +215,7 @@ impl GstMediaPlane {
                 })
             }
             Err(e) => {
-                remove_bin(&s.pipeline, &bin);
+                remove_bin(&s.pipeline, &bin).await;
                 let empty = s.publishers.is_empty();
                 drop(s);
                 if empty {
@@ -234,7 +234,7 @@ impl GstMediaPlane {
         let Some(p) = s.publishers.remove(&session_id) else {
             return false;
         };
-        remove_bin(&s.pipeline, &p.bin);
+        remove_bin(&s.pipeline, &p.bin).await;
         (self.0.sink)(MediaEvent::ParticipantMediaStopped {
             meeting_id,
             participant_id: p.participant_id,
@@ -307,9 +307,15 @@ fn attach_raw_branch(
     Ok(())
 }
 
-fn remove_bin(pipeline: &Pipeline, bin: &gst::Bin) {
-    let _ = bin.set_state(gst::State::Null);
-    let _ = pipeline.gst().remove(bin);
+/// Take a publisher's bin out of the running pipeline. Setting it to NULL joins its
+/// streaming threads, so it runs on the blocking pool, never on a tokio worker.
+async fn remove_bin(pipeline: &Pipeline, bin: &gst::Bin) {
+    let (pipeline, bin) = (pipeline.gst().clone(), bin.clone());
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = bin.set_state(gst::State::Null);
+        let _ = pipeline.remove(&bin);
+    })
+    .await;
 }
 
 #[async_trait::async_trait]
