@@ -249,3 +249,55 @@ fn malformed_sdp_is_refused() {
         assert!(parse_sdp(bad).is_err(), "{bad:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ice_port_range_is_honoured() {
+    gremium_pipelines::init().unwrap();
+    let ice = IceSettings {
+        port_range: Some((41000, 41010)),
+        ..loopback()
+    };
+    let client = Pipeline::new(settings("ports"));
+    let mut s = PublisherSettings {
+        ice,
+        width: 160,
+        height: 90,
+        fps: 10,
+        ..Default::default()
+    };
+    s.color = Some(0x0000ff);
+    let webrtc = build_publisher(&client, &s).unwrap();
+    let mut ready = negotiation_needed(&webrtc);
+    client.start().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))
+        .await
+        .unwrap()
+        .unwrap();
+    let offer = create_offer(&webrtc, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let udp_ports: Vec<u16> = offer
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:") && l.contains(" UDP "))
+        .filter_map(|l| l.split_whitespace().nth(5).and_then(|p| p.parse().ok()))
+        .collect();
+    assert!(!udp_ports.is_empty(), "{offer}");
+    assert!(
+        udp_ports.iter().all(|p| (41000..=41010).contains(p)),
+        "UDP candidates inside the port range: {udp_ports:?}"
+    );
+}
+
+#[test]
+fn stun_and_turn_settings_reach_webrtcbin() {
+    gremium_pipelines::init().unwrap();
+    // Only constructed, never started: nothing is sent to these (TEST-NET) addresses.
+    let ice = IceSettings {
+        stun_server: Some("stun://192.0.2.1:3478".into()),
+        turn_servers: vec!["turn://user:pass@192.0.2.2:3478".into()],
+        ..loopback()
+    };
+    let webrtc = make_webrtcbin("cfg", &ice).unwrap();
+    let stun: Option<String> = webrtc.property("stun-server");
+    assert_eq!(stun.as_deref(), Some("stun://192.0.2.1:3478"));
+}
