@@ -58,8 +58,22 @@ pub async fn apply_media_events(state: AppState, mut rx: mpsc::UnboundedReceiver
     }
 }
 
+fn event_name(event: &MediaEvent) -> &'static str {
+    match event {
+        MediaEvent::RecordingStarted { .. } => "recording_started",
+        MediaEvent::RecordingFinished { .. } => "recording_finished",
+        MediaEvent::RecordingFailed { .. } => "recording_failed",
+        MediaEvent::StreamStarted { .. } => "stream_started",
+        MediaEvent::StreamFinished { .. } => "stream_finished",
+        MediaEvent::StreamFailed { .. } => "stream_failed",
+        MediaEvent::ParticipantMediaStarted { .. } => "participant_media_started",
+        MediaEvent::ParticipantMediaStopped { .. } => "participant_media_stopped",
+    }
+}
+
 async fn apply_one(state: &AppState, event: MediaEvent) -> Result<(), StorageError> {
     use MediaEvent::*;
+    metrics::counter!("gremium_media_events_total", "type" => event_name(&event)).increment(1);
     let (kind, id, trigger, reason) = match event {
         RecordingStarted { recording_id, .. } => (
             OutputKind::Recording,
