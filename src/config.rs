@@ -26,6 +26,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub ice: IceConfig,
     #[serde(default)]
+    pub ingest: IngestConfig,
+    #[serde(default)]
     pub retention: RetentionConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -111,6 +113,13 @@ pub struct IceConfig {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// A publisher that sends no media for this many seconds is removed (default 10).
+    pub media_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Default retention of recordings in days (default 30).
     pub default_days: Option<u32>,
@@ -147,6 +156,7 @@ pub struct Config {
     pub log_json: bool,
     pub log_level: String,
     pub ice: gremium_pipelines::webrtc::IceSettings,
+    pub media_timeout: std::time::Duration,
 }
 
 /// Overrides from flags and environment.
@@ -284,6 +294,12 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
         bail!("ice.stun_servers: webrtcbin uses one STUN server; give at most one");
     }
 
+    let media_timeout_secs = file.ingest.media_timeout_secs.unwrap_or(10);
+    if !(1..=600).contains(&media_timeout_secs) {
+        bail!("ingest.media_timeout_secs: must be between 1 and 600");
+    }
+    let media_timeout = std::time::Duration::from_secs(media_timeout_secs);
+
     let default_days = file.retention.default_days.unwrap_or(30);
     let max_days = file.retention.max_days.unwrap_or(3650);
     if default_days > max_days {
@@ -339,6 +355,7 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
         log_json,
         log_level: file.log.level.unwrap_or_else(|| "info".into()),
         ice,
+        media_timeout,
     })
 }
 
@@ -455,6 +472,7 @@ mod tests {
             ("[auth.oidc]\nissuer = 'i'\naudience = 'a'\njwks_url = 'https://x'\nalgorithms = ['HS256']", "auth.oidc.algorithms[0]"),
             ("[auth.oidc]\nissuer = 'i'\naudience = 'a'\njwks_url = 'https://x'\nrole_map = { g = 'boss' }", "auth.oidc.role_map.g"),
             ("[log]\nformat = 'xml'", "log.format"),
+            ("[ingest]\nmedia_timeout_secs = 0", "ingest.media_timeout_secs"),
         ];
         for (text, key) in cases {
             let err = format!("{:#}", check(text).expect_err(text));

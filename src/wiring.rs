@@ -121,6 +121,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             ice: config.ice.clone(),
             dot_dir: config.data_dir.join("diagnostics"),
             gather_timeout: Duration::from_secs(5),
+            media_timeout: config.media_timeout,
         },
         sink,
     )

@@ -17,7 +17,7 @@ use reqwest::Method;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gremium");
 
-async fn spawn_with_media() -> (TestApp, GstMediaPlane) {
+async fn spawn_with_media(media_timeout: Duration) -> (TestApp, GstMediaPlane) {
     let db = fresh_db(Backend::Sqlite).await;
     let (sink, events) = gremium_signaling::event_channel();
     let media = GstMediaPlane::new(
@@ -28,6 +28,7 @@ async fn spawn_with_media() -> (TestApp, GstMediaPlane) {
             },
             dot_dir: std::env::temp_dir().join("gremium-whip-dot"),
             gather_timeout: Duration::from_secs(5),
+            media_timeout,
         },
         sink.clone(),
     )
@@ -63,7 +64,7 @@ async fn spawn_with_media() -> (TestApp, GstMediaPlane) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gremium_publish_streams_into_a_meeting_over_whip() {
-    let (app, media) = spawn_with_media().await;
+    let (app, media) = spawn_with_media(Duration::from_secs(10)).await;
     let moderator = app.token(&[Role::Moderator]);
     let mid = app.create_meeting(&moderator, "Ausschuss").await["id"]
         .as_str()
@@ -125,7 +126,7 @@ async fn gremium_publish_streams_into_a_meeting_over_whip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_whip_requests_get_clear_errors() {
-    let (app, _media) = spawn_with_media().await;
+    let (app, _media) = spawn_with_media(Duration::from_secs(10)).await;
     let moderator = app.token(&[Role::Moderator]);
     let mid = app.create_meeting(&moderator, "Rat").await["id"]
         .as_str()
@@ -251,4 +252,73 @@ async fn bad_whip_requests_get_clear_errors() {
     assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
     let (s, _) = app.send(Method::GET, "/healthz", None, None).await;
     assert_eq!(s, 200, "still healthy after the bad requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_vanishes_is_removed_after_the_media_timeout() {
+    use gremium_pipelines::publisher::{build_publisher, PublisherSettings};
+    use gremium_pipelines::webrtc::{accept_answer, create_offer, negotiation_needed};
+    use gremium_pipelines::{Pipeline, PipelineSettings};
+
+    let (app, media) = spawn_with_media(Duration::from_secs(2)).await;
+    let moderator = app.token(&[Role::Moderator]);
+    let mid = app.create_meeting(&moderator, "Rat").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (pid, join) = app.add_participant(&moderator, &mid, "Verschwindet").await;
+    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+    next_event(&mut ws).await;
+
+    let publisher = Pipeline::new(PipelineSettings {
+        name: "vanishing".into(),
+        dot_dir: std::env::temp_dir(),
+    });
+    let settings = PublisherSettings {
+        ice: IceSettings {
+            local_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            ..Default::default()
+        },
+        width: 160,
+        height: 90,
+        fps: 10,
+        ..Default::default()
+    };
+    let webrtc = build_publisher(&publisher, &settings).unwrap();
+    let mut ready = negotiation_needed(&webrtc);
+    publisher.start().unwrap();
+    ready.wait_for(|r| *r).await.unwrap();
+    let offer = create_offer(&webrtc, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let resp = app
+        .http
+        .post(app.url(&format!("/whip/{mid}")))
+        .bearer_auth(&join)
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    assert!(resp.headers()["etag"].to_str().unwrap().starts_with('"'));
+    accept_answer(&webrtc, &resp.text().await.unwrap())
+        .await
+        .unwrap();
+    wait_event(&mut ws, "participant_media_started", |e| {
+        e["participant_id"] == pid.as_str()
+    })
+    .await;
+
+    // The publisher disappears without DELETE (crash, lost network).
+    let gone = std::time::Instant::now();
+    drop(publisher);
+    let stopped = wait_event(&mut ws, "participant_media_stopped", |_| true).await;
+    assert_eq!(stopped["participant_id"], pid.as_str());
+    assert!(
+        gone.elapsed() < Duration::from_secs(5),
+        "removed by the 2 s media timeout, after {:?}",
+        gone.elapsed()
+    );
+    assert_eq!(media.active_meetings(), 0);
 }

@@ -16,9 +16,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gremium_pipelines::webrtc::{
     answer_offer, decode_incoming, make_webrtcbin, parse_sdp, IceSettings, MediaKind,
@@ -40,11 +40,17 @@ pub struct MediaPlaneSettings {
     pub dot_dir: PathBuf,
     /// How long to wait for ICE gathering before answering an offer.
     pub gather_timeout: Duration,
+    /// A publisher that sends no media for this long is removed.
+    pub media_timeout: Duration,
 }
 
 struct Publisher {
     participant_id: Uuid,
     bin: gst::Bin,
+    /// Milliseconds since `Inner::epoch` of the last decoded buffer (0: none yet).
+    last_media_ms: Arc<AtomicU64>,
+    /// Milliseconds since `Inner::epoch` when the session was answered.
+    answered_ms: u64,
 }
 
 struct MeetingSession {
@@ -56,8 +62,10 @@ struct Inner {
     settings: MediaPlaneSettings,
     sink: EventSink,
     meetings: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<MeetingSession>>>>,
-    /// Publishing sessions whose ICE failed or closed, to be removed.
+    /// Publishing sessions whose ICE failed or closed, or whose media stopped.
     dead: mpsc::UnboundedSender<(Uuid, Uuid)>,
+    /// Time base of the media timestamps above.
+    epoch: Instant,
 }
 
 /// The GStreamer media plane. Cheap to clone.
@@ -89,6 +97,7 @@ impl GstMediaPlane {
             sink,
             meetings: Mutex::new(HashMap::new()),
             dead,
+            epoch: Instant::now(),
         }));
         let weak = Arc::downgrade(&plane.0);
         tokio::spawn(async move {
@@ -97,7 +106,44 @@ impl GstMediaPlane {
                 GstMediaPlane(inner).unpublish(meeting_id, session_id).await;
             }
         });
+        let weak = Arc::downgrade(&plane.0);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                GstMediaPlane(inner).reap_silent_publishers().await;
+            }
+        });
         Ok(plane)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.0.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Queue for removal every publisher that sent no media for `media_timeout`.
+    async fn reap_silent_publishers(&self) {
+        let sessions: Vec<(Uuid, Arc<tokio::sync::Mutex<MeetingSession>>)> = self
+            .0
+            .meetings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, s)| (*id, s.clone()))
+            .collect();
+        let now = self.now_ms();
+        let limit = self.0.settings.media_timeout.as_millis() as u64;
+        for (meeting_id, session) in sessions {
+            let s = session.lock().await;
+            for (session_id, p) in &s.publishers {
+                let last = p.last_media_ms.load(Ordering::Relaxed).max(p.answered_ms);
+                if now.saturating_sub(last) > limit {
+                    tracing::info!(%meeting_id, %session_id, "publisher sent no media; removing it");
+                    let _ = self.0.dead.send((meeting_id, *session_id));
+                }
+            }
+        }
     }
 
     fn session(&self, meeting_id: Uuid) -> Option<Arc<tokio::sync::Mutex<MeetingSession>>> {
@@ -167,13 +213,17 @@ impl GstMediaPlane {
         bin.add(&webrtc)
             .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
         let started = Arc::new(AtomicBool::new(false));
+        let last_media_ms = Arc::new(AtomicU64::new(0));
+        let (last, epoch) = (last_media_ms.clone(), self.0.epoch);
         let sink = self.0.sink.clone();
         let bin_weak = bin.downgrade();
         decode_incoming(&webrtc, &bin, move |kind, pad| {
             let Some(bin) = bin_weak.upgrade() else {
                 return;
             };
-            if let Err(e) = attach_raw_branch(&bin, participant_id, kind, &pad) {
+            let last = last.clone();
+            let seen = move || last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+            if let Err(e) = attach_raw_branch(&bin, participant_id, kind, &pad, seen) {
                 tracing::warn!(error = %e, "participant branch not attached");
                 return;
             }
@@ -202,11 +252,14 @@ impl GstMediaPlane {
             .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
         match answer_offer(&webrtc, offer, self.0.settings.gather_timeout).await {
             Ok(answer_sdp) => {
+                let answered_ms = self.now_ms();
                 s.publishers.insert(
                     session_id,
                     Publisher {
                         participant_id,
                         bin,
+                        last_media_ms,
+                        answered_ms,
                     },
                 );
                 Ok(CommandOutcome::Published {
@@ -281,6 +334,7 @@ fn attach_raw_branch(
     participant_id: Uuid,
     kind: MediaKind,
     pad: &gst::Pad,
+    on_buffer: impl Fn() + Send + Sync + 'static,
 ) -> Result<(), PipelineError> {
     let label = match kind {
         MediaKind::Audio => "audio",
@@ -301,6 +355,10 @@ fn attach_raw_branch(
     let queue_sink = queue
         .static_pad("sink")
         .ok_or_else(|| PipelineError::Link("queue".into()))?;
+    queue_sink.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        on_buffer();
+        gst::PadProbeReturn::Ok
+    });
     // The decoder's pad sits inside `bin`, as does the queue.
     pad.link(&queue_sink)
         .map_err(|e| PipelineError::Link(format!("{e:?}")))?;
