@@ -289,6 +289,11 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
         // webrtcbin wants URLs: stun://host:port, turn(s)://user:pass@host:port.
         stun_server: file.ice.stun_servers.first().map(|s| to_url(s)),
         turn_servers: file.ice.turn_servers.iter().map(|s| to_url(s)).collect(),
+        nat_1to1: file
+            .ice
+            .nat_1to1_ip
+            .as_deref()
+            .and_then(|ip| ip.parse().ok()),
     };
     if file.ice.stun_servers.len() > 1 {
         bail!("ice.stun_servers: webrtcbin uses one STUN server; give at most one");

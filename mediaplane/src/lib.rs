@@ -252,6 +252,12 @@ impl GstMediaPlane {
             .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
         match answer_offer(&webrtc, offer, self.0.settings.gather_timeout).await {
             Ok(answer_sdp) => {
+                let answer_sdp = match self.0.settings.ice.nat_1to1 {
+                    Some(public) => {
+                        gremium_pipelines::webrtc::announce_address(&answer_sdp, public)
+                    }
+                    None => answer_sdp,
+                };
                 let answered_ms = self.now_ms();
                 s.publishers.insert(
                     session_id,

@@ -35,6 +35,9 @@ pub struct IceSettings {
     pub stun_server: Option<String>,
     /// `turn(s)://user:pass@host:port` servers.
     pub turn_servers: Vec<String>,
+    /// Public address that 1:1-NATs to this host: each host candidate in our SDP gets
+    /// a twin with this address and the same port.
+    pub nat_1to1: Option<IpAddr>,
 }
 
 /// Make a `webrtcbin` configured with `ice` (bundled, ICE restricted as asked).
@@ -165,6 +168,31 @@ pub fn parse_sdp(text: &str) -> Result<gst_sdp::SDPMessage, PipelineError> {
         return Err(PipelineError::Sdp("SDP offers no media".into()));
     }
     Ok(sdp)
+}
+
+/// Add, after each UDP host candidate, a twin announcing `public` with the same port
+/// (1:1 NAT: the public address forwards to this host). Other lines are unchanged.
+pub fn announce_address(sdp: &str, public: IpAddr) -> String {
+    let mut out = String::with_capacity(sdp.len() + 256);
+    for line in sdp.split_inclusive('\n') {
+        out.push_str(line);
+        let text = line.trim_end();
+        let Some(rest) = text.strip_prefix("a=candidate:") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // foundation component transport priority address port "typ" type ...
+        if fields.len() < 8 || !fields[2].eq_ignore_ascii_case("udp") || fields[7] != "host" {
+            continue;
+        }
+        let priority = fields[3].parse::<u32>().unwrap_or(1).saturating_sub(1);
+        let mut twin: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+        twin[0] = format!("{}n", fields[0]);
+        twin[3] = priority.to_string();
+        twin[4] = public.to_string();
+        out.push_str(&format!("a=candidate:{}\r\n", twin.join(" ")));
+    }
+    out
 }
 
 /// Answer a remote offer (the WHIP server side). Returns the answer SDP with all
@@ -308,4 +336,40 @@ pub fn decode_incoming(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nat_twins_follow_udp_host_candidates_only() {
+        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n\
+                   a=candidate:1 1 UDP 2015363327 10.0.0.5 40001 typ host\r\n\
+                   a=candidate:2 1 TCP 1015021823 10.0.0.5 9 typ host tcptype active\r\n\
+                   a=candidate:3 1 UDP 1679819007 198.51.100.7 40001 typ srflx raddr 10.0.0.5 rport 40001\r\n";
+        let out = announce_address(sdp, "203.0.113.10".parse().unwrap());
+        let candidates: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("a=candidate:"))
+            .collect();
+        assert_eq!(candidates.len(), 4);
+        assert_eq!(
+            candidates[0],
+            "a=candidate:1 1 UDP 2015363327 10.0.0.5 40001 typ host"
+        );
+        assert_eq!(
+            candidates[1],
+            "a=candidate:1n 1 UDP 2015363326 203.0.113.10 40001 typ host"
+        );
+        assert!(
+            candidates[2].contains("TCP") && candidates[3].contains("srflx"),
+            "others untouched"
+        );
+        assert!(out.starts_with("v=0\r\nm=video"));
+        assert_eq!(
+            announce_address("v=0\r\n", "203.0.113.10".parse().unwrap()),
+            "v=0\r\n"
+        );
+    }
 }
