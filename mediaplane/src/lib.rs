@@ -51,6 +51,8 @@ struct Publisher {
     last_media_ms: Arc<AtomicU64>,
     /// Milliseconds since `Inner::epoch` when the session was answered.
     answered_ms: u64,
+    /// The decoded video pad, once video arrives (keyframe requests go upstream here).
+    video: Arc<Mutex<Option<gst::Pad>>>,
 }
 
 struct MeetingSession {
@@ -177,6 +179,23 @@ impl GstMediaPlane {
         Ok(session)
     }
 
+    /// Ask a participant's publisher for a video keyframe (RTCP PLI/FIR), e.g. when a
+    /// consumer starts using their video. False if they publish no video (yet).
+    pub async fn request_keyframe(&self, meeting_id: Uuid, participant_id: Uuid) -> bool {
+        let Some(session) = self.session(meeting_id) else {
+            return false;
+        };
+        let s = session.lock().await;
+        let pads: Vec<gst::Pad> = s
+            .publishers
+            .values()
+            .filter(|p| p.participant_id == participant_id)
+            .filter_map(|p| p.video.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect();
+        drop(s);
+        pads.iter().any(gremium_pipelines::webrtc::request_keyframe)
+    }
+
     /// Number of meetings with a running media session.
     pub fn active_meetings(&self) -> usize {
         self.0
@@ -215,6 +234,8 @@ impl GstMediaPlane {
         let started = Arc::new(AtomicBool::new(false));
         let last_media_ms = Arc::new(AtomicU64::new(0));
         let (last, epoch) = (last_media_ms.clone(), self.0.epoch);
+        let video: Arc<Mutex<Option<gst::Pad>>> = Arc::default();
+        let video_slot = video.clone();
         let sink = self.0.sink.clone();
         let bin_weak = bin.downgrade();
         decode_incoming(&webrtc, &bin, move |kind, pad| {
@@ -226,6 +247,9 @@ impl GstMediaPlane {
             if let Err(e) = attach_raw_branch(&bin, participant_id, kind, &pad, seen) {
                 tracing::warn!(error = %e, "participant branch not attached");
                 return;
+            }
+            if kind == MediaKind::Video {
+                *video_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(pad.clone());
             }
             if !started.swap(true, Ordering::SeqCst) {
                 sink(MediaEvent::ParticipantMediaStarted {
@@ -266,6 +290,7 @@ impl GstMediaPlane {
                         bin,
                         last_media_ms,
                         answered_ms,
+                        video,
                     },
                 );
                 Ok(CommandOutcome::Published {

@@ -255,6 +255,21 @@ pub enum MediaKind {
     Video,
 }
 
+/// Ask the publisher behind a decoded video pad for a keyframe: an upstream
+/// force-key-unit event, which the RTP session turns into RTCP PLI/FIR. Returns
+/// whether the event was handled upstream.
+pub fn request_keyframe(decoded_video: &gst::Pad) -> bool {
+    let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+        .all_headers(true)
+        .build();
+    decoded_video.send_event(event)
+}
+
+/// Is this an upstream force-key-unit request (what a PLI turns into at a sender)?
+pub fn is_keyframe_request(event: &gst::EventRef) -> bool {
+    gst_video::UpstreamForceKeyUnitEvent::parse(event).is_ok()
+}
+
 /// Depayloader and decoder for an RTP encoding, with keyframe requests on loss.
 fn decoder_for(encoding: &str) -> Result<(MediaKind, Vec<gst::Element>), PipelineError> {
     let chain = match encoding {

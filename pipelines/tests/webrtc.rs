@@ -301,3 +301,83 @@ fn stun_and_turn_settings_reach_webrtcbin() {
     let stun: Option<String> = webrtc.property("stun-server");
     assert_eq!(stun.as_deref(), Some("stun://192.0.2.1:3478"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyframe_request_at_the_ingest_reaches_the_publishers_encoder() {
+    use gremium_pipelines::webrtc::{is_keyframe_request, request_keyframe};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    gremium_pipelines::init().unwrap();
+    let server = Pipeline::new(settings("kf-ingest"));
+    let webrtc_in = make_webrtcbin("ingest", &loopback()).unwrap();
+    server.gst().add(&webrtc_in).unwrap();
+    let video_pad: Arc<Mutex<Option<gst::Pad>>> = Arc::default();
+    let bin: gst::Bin = server.gst().clone().upcast();
+    let (bin_weak, slot) = (bin.downgrade(), video_pad.clone());
+    decode_incoming(&webrtc_in, &bin, move |kind, pad| {
+        let Some(bin) = bin_weak.upgrade() else {
+            return;
+        };
+        let sink = make("fakesink", None).unwrap();
+        bin.add(&sink).unwrap();
+        sink.sync_state_with_parent().unwrap();
+        pad.link(&sink.static_pad("sink").unwrap()).unwrap();
+        if kind == MediaKind::Video {
+            *slot.lock().unwrap() = Some(pad);
+        }
+    });
+    server.start().unwrap();
+
+    let client = Pipeline::new(settings("kf-publisher"));
+    let webrtc_out = publisher(&client, VideoCodec::Vp8);
+    // Count keyframe requests arriving at the encoder from downstream.
+    let encoder = client
+        .gst()
+        .iterate_recurse()
+        .into_iter()
+        .flatten()
+        .find(|e| e.factory().is_some_and(|f| f.name() == "vp8enc"))
+        .unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = requests.clone();
+    encoder.static_pad("src").unwrap().add_probe(
+        gst::PadProbeType::EVENT_UPSTREAM,
+        move |_, info| {
+            if info.event().is_some_and(|e| is_keyframe_request(e)) {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    let mut ready = negotiation_needed(&webrtc_out);
+    client.start().unwrap();
+    ready.wait_for(|r| *r).await.unwrap();
+    let offer = create_offer(&webrtc_out, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let answer = answer_offer(&webrtc_in, &offer, Duration::from_secs(10))
+        .await
+        .unwrap();
+    accept_answer(&webrtc_out, &answer).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while video_pad.lock().unwrap().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "video never decoded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let start-up requests settle, then ask once.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = requests.load(Ordering::SeqCst);
+    let pad = video_pad.lock().unwrap().clone().unwrap();
+    assert!(request_keyframe(&pad), "the request travelled upstream");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while requests.load(Ordering::SeqCst) == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no keyframe request reached the publisher's encoder (before: {before})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
