@@ -223,10 +223,16 @@ async fn bad_whip_requests_get_clear_errors() {
         .http
         .patch(app.url(&format!("/whip/{mid}/{}", uuid::Uuid::new_v4())))
         .bearer_auth(&join)
+        .header("content-type", "application/trickle-ice-sdpfrag")
+        .body("a=end-of-candidates\r\n")
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status().as_u16(), 405, "no trickle ICE");
+    assert_eq!(
+        resp.status().as_u16(),
+        404,
+        "trickle for an unknown session"
+    );
     let (s, _) = app
         .send(
             Method::DELETE,

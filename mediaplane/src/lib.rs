@@ -51,6 +51,10 @@ struct Publisher {
     last_media_ms: Arc<AtomicU64>,
     /// Milliseconds since `Inner::epoch` when the session was answered.
     answered_ms: u64,
+    /// The publisher's `webrtcbin` (remote candidates are added to it).
+    webrtc: gst::Element,
+    /// ICE username fragment of the publisher's offer.
+    remote_ufrag: Option<String>,
     /// The decoded video pad, once video arrives (keyframe requests go upstream here).
     video: Arc<Mutex<Option<gst::Pad>>>,
 }
@@ -291,6 +295,8 @@ impl GstMediaPlane {
                         last_media_ms,
                         answered_ms,
                         video,
+                        webrtc: webrtc.clone(),
+                        remote_ufrag: ice_ufrag(offer),
                     },
                 );
                 Ok(CommandOutcome::Published {
@@ -358,6 +364,12 @@ mod gst_webrtc_state {
     pub use gremium_pipelines::webrtc::IceConnectionState as State;
 }
 
+/// The first `a=ice-ufrag:` of an SDP.
+fn ice_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:").map(str::to_string))
+}
+
 /// The participant's raw branch: for now a queue into a sink that discards; the
 /// compositor will consume from here.
 fn attach_raw_branch(
@@ -416,6 +428,33 @@ impl MediaPlane for GstMediaPlane {
                 participant_id,
                 offer_sdp,
             } => self.publish(meeting_id, participant_id, &offer_sdp).await,
+            MediaCommand::AddIceCandidates {
+                meeting_id,
+                session_id,
+                ufrag,
+                candidates,
+            } => {
+                let Some(session) = self.session(meeting_id) else {
+                    return Err(MediaPlaneError::NotFound("publishing session".into()));
+                };
+                let s = session.lock().await;
+                let p = s
+                    .publishers
+                    .get(&session_id)
+                    .ok_or_else(|| MediaPlaneError::NotFound("publishing session".into()))?;
+                if ufrag.is_some() && ufrag != p.remote_ufrag {
+                    return Err(MediaPlaneError::Rejected(
+                        "ICE restarts are not supported; publish again".into(),
+                    ));
+                }
+                for (mline, candidate) in candidates {
+                    p.webrtc
+                        .emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
+                }
+                Ok(CommandOutcome::Applied {
+                    media_time_ns: None,
+                })
+            }
             MediaCommand::Unpublish {
                 meeting_id,
                 session_id,

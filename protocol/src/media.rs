@@ -92,6 +92,17 @@ pub enum MediaCommand {
         /// SDP offer (never logged: it carries addresses).
         offer_sdp: String,
     },
+    /// Remote ICE candidates trickled by a publisher (WHIP PATCH).
+    AddIceCandidates {
+        /// Meeting.
+        meeting_id: Uuid,
+        /// Session returned by `Publish`.
+        session_id: Uuid,
+        /// ICE username fragment the candidates belong to (a new one is an ICE restart).
+        ufrag: Option<String>,
+        /// `(m-line index, "candidate:…")` pairs (never logged: they hold addresses).
+        candidates: Vec<(u32, String)>,
+    },
     /// End a participant's publishing session (WHIP DELETE).
     Unpublish {
         /// Meeting.
@@ -113,6 +124,7 @@ impl MediaCommand {
             | MediaCommand::SetPublic { meeting_id, .. }
             | MediaCommand::Publish { meeting_id, .. }
             | MediaCommand::Unpublish { meeting_id, .. }
+            | MediaCommand::AddIceCandidates { meeting_id, .. }
             | MediaCommand::EndMeeting { meeting_id } => *meeting_id,
         }
     }

@@ -27,9 +27,9 @@ pub enum ApiError {
     /// The request conflicts with the current state. 409.
     #[error("{0}")]
     Conflict(String),
-    /// The method is not supported on this resource. 405.
+    /// A conditional request's precondition failed (`If-Match`). 412.
     #[error("{0}")]
-    MethodNotAllowed(String),
+    PreconditionFailed(String),
     /// Body larger than the configured limit. 413.
     #[error("request body too large (limit {0} bytes)")]
     PayloadTooLarge(usize),
@@ -68,7 +68,9 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::PreconditionFailed(_) => {
+                (StatusCode::PRECONDITION_FAILED, "precondition_failed")
+            }
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")

@@ -33,6 +33,7 @@ impl MediaPlane for NoMediaPlane {
             MediaCommand::StartRecording { .. }
             | MediaCommand::StartStream { .. }
             | MediaCommand::Publish { .. }
+            | MediaCommand::AddIceCandidates { .. }
             | MediaCommand::Unpublish { .. } => Err(MediaPlaneError::Unavailable(
                 "this control plane runs without a media plane".into(),
             )),
@@ -297,9 +298,11 @@ pub mod fake {
                         media_time_ns: Some(2_000_000_000),
                     })
                 }
-                MediaCommand::Publish { .. } | MediaCommand::Unpublish { .. } => Err(
-                    MediaPlaneError::Unavailable("the fake media plane does not ingest".into()),
-                ),
+                MediaCommand::Publish { .. }
+                | MediaCommand::AddIceCandidates { .. }
+                | MediaCommand::Unpublish { .. } => Err(MediaPlaneError::Unavailable(
+                    "the fake media plane does not ingest".into(),
+                )),
             }
         }
     }

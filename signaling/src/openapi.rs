@@ -17,7 +17,7 @@ use crate::AppState;
         participants::get_consent, participants::set_consent,
         outputs::start_recording, outputs::list_recordings, outputs::get_recording, outputs::stop_recording,
         outputs::start_stream, outputs::list_streams, outputs::get_stream, outputs::stop_stream,
-        audit::verify, audit::meeting_ledger, ws::events, whip::publish, whip::leave,
+        audit::verify, audit::meeting_ledger, ws::events, whip::publish, whip::leave, whip::trickle,
     ),
     components(schemas(crate::error::ErrorBody, crate::events::MeetingEvent, crate::events::EventKind, ws::Snapshot, crate::auth::Role)),
     modifiers(&BearerAuth),

@@ -1,8 +1,8 @@
 //! WHIP (RFC 9725) ingest: `POST /whip/{meeting_id}` with a participant's join token
 //! and an SDP offer; the answer comes back with `201 Created`, the session resource in
 //! `Location` and an `ETag`. `DELETE` on the resource leaves. The answer carries all
-//! of the media plane's candidates (no trickle), so `PATCH` answers 405 as RFC 9725
-//! asks of servers without trickle ICE. SDP is never logged (it holds addresses).
+//! of the media plane's candidates; `PATCH` adds candidates the publisher trickles
+//! (ICE restarts are refused: publish again). SDP is never logged (it holds addresses).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -164,13 +164,153 @@ pub async fn leave(
     }
 }
 
-/// Trickle ICE and ICE restarts are not supported: answers carry every candidate.
-pub async fn trickle() -> Response {
-    let mut r = ApiError::MethodNotAllowed(
-        "trickle ICE is not supported; the answer carries all candidates".into(),
-    )
-    .into_response();
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("DELETE"));
-    r
+/// What a `application/trickle-ice-sdpfrag` body (RFC 8840) carries.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SdpFrag {
+    /// `a=ice-ufrag` (a changed one asks for an ICE restart).
+    pub ufrag: Option<String>,
+    /// `a=ice-pwd`.
+    pub pwd: Option<String>,
+    /// `(m-line index, "candidate:…")`, indices counted by `m=` lines in the fragment.
+    pub candidates: Vec<(u32, String)>,
+    /// `a=end-of-candidates` was present.
+    pub end_of_candidates: bool,
+}
+
+/// Parse a trickle-ICE SDP fragment; anything but ICE attributes, `m=` and `a=mid`
+/// lines is refused.
+pub fn parse_sdpfrag(text: &str) -> Result<SdpFrag, String> {
+    let mut frag = SdpFrag::default();
+    let mut mline: Option<u32> = None;
+    for raw in text.lines() {
+        let line = raw.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with("m=") {
+            mline = Some(mline.map_or(0, |m| m + 1));
+        } else if let Some(u) = line.strip_prefix("a=ice-ufrag:") {
+            frag.ufrag = Some(u.to_string());
+        } else if let Some(p) = line.strip_prefix("a=ice-pwd:") {
+            frag.pwd = Some(p.to_string());
+        } else if let Some(c) = line.strip_prefix("a=candidate:") {
+            if c.split_whitespace().count() < 8 {
+                return Err("malformed candidate line".into());
+            }
+            frag.candidates
+                .push((mline.unwrap_or(0), format!("candidate:{c}")));
+        } else if line == "a=end-of-candidates" {
+            frag.end_of_candidates = true;
+        } else if line.starts_with("a=mid:")
+            || line.starts_with("a=group:")
+            || line.starts_with("a=ice-options:")
+        {
+            // Accepted and not needed: candidates are indexed by m-line order.
+        } else {
+            return Err("unexpected line in trickle-ice-sdpfrag".into());
+        }
+    }
+    if frag.ufrag.is_none() && frag.candidates.is_empty() && !frag.end_of_candidates {
+        return Err("empty trickle-ice-sdpfrag".into());
+    }
+    Ok(frag)
+}
+
+/// Trickle ICE (the publisher or a moderator): remote candidates are added to the
+/// session. `If-Match`, when given, must carry the session's ETag. ICE restarts (a new
+/// ufrag) are refused with 422: the publisher publishes again instead.
+#[utoipa::path(patch, path = "/whip/{meeting_id}/{session_id}", params(("meeting_id" = Uuid, Path), ("session_id" = Uuid, Path)),
+    request_body(content = String, content_type = "application/trickle-ice-sdpfrag"),
+    responses((status = 204), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412), (status = 415), (status = 422)),
+    security(("bearer" = [])), tag = "whip")]
+pub async fn trickle(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath((meeting_id, session_id)): ApiPath<(Uuid, Uuid)>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<StatusCode> {
+    let (m, participant_id) = state
+        .whip_session(session_id)
+        .ok_or(ApiError::NotFound("publishing session"))?;
+    if m != meeting_id {
+        return Err(ApiError::NotFound("publishing session"));
+    }
+    if who.participant_in(meeting_id) != Some(participant_id) {
+        who.require(&[Role::Moderator])?;
+    }
+    let is_frag = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/trickle-ice-sdpfrag")
+        });
+    if !is_frag {
+        return Err(ApiError::UnsupportedMediaType(
+            "expected content-type application/trickle-ice-sdpfrag".into(),
+        ));
+    }
+    if let Some(tag) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+        let ours = format!("\"{session_id}\"");
+        if tag.trim() != "*" && tag.trim() != ours {
+            return Err(ApiError::PreconditionFailed(
+                "If-Match does not match the session's ETag".into(),
+            ));
+        }
+    }
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(state.settings().max_body_bytes)
+        } else {
+            ApiError::BadRequest("unreadable body".into())
+        }
+    })?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("fragment must be UTF-8".into()))?;
+    let frag = parse_sdpfrag(text).map_err(ApiError::BadRequest)?;
+    let command = MediaCommand::AddIceCandidates {
+        meeting_id,
+        session_id,
+        ufrag: frag.ufrag,
+        candidates: frag.candidates,
+    };
+    match state.media().execute(command).await {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        Err(gremium_protocol::MediaPlaneError::Rejected(m)) => Err(ApiError::Unprocessable(m)),
+        Err(gremium_protocol::MediaPlaneError::NotFound(_)) => {
+            Err(ApiError::NotFound("publishing session"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdpfrags_are_parsed_by_mline() {
+        let text = "a=ice-ufrag:EsAw\r\na=ice-pwd:P2uYro0UCOQ4zxjKXaWCBui1\r\nm=audio 9 RTP/AVP 0\r\na=mid:0\r\n\
+                    a=candidate:1387637174 1 udp 2122260223 192.0.2.1 61764 typ host generation 0\r\n\
+                    m=video 9 RTP/AVP 0\r\na=mid:1\r\na=candidate:3 1 udp 1 192.0.2.1 1 typ host\r\na=end-of-candidates\r\n";
+        let f = parse_sdpfrag(text).unwrap();
+        assert_eq!(f.ufrag.as_deref(), Some("EsAw"));
+        assert_eq!(f.pwd.as_deref(), Some("P2uYro0UCOQ4zxjKXaWCBui1"));
+        assert_eq!(f.candidates.len(), 2);
+        assert_eq!(
+            f.candidates[0],
+            (
+                0,
+                "candidate:1387637174 1 udp 2122260223 192.0.2.1 61764 typ host generation 0"
+                    .into()
+            )
+        );
+        assert_eq!(f.candidates[1].0, 1);
+        assert!(f.end_of_candidates);
+        for bad in ["", "v=0\r\n", "a=candidate:1 2 3\r\n", "hello"] {
+            assert!(parse_sdpfrag(bad).is_err(), "{bad:?}");
+        }
+    }
 }
