@@ -116,6 +116,8 @@ pub struct IceConfig {
 pub struct IngestConfig {
     /// A publisher that sends no media for this many seconds is removed (default 10).
     pub media_timeout_secs: Option<u64>,
+    /// Most publishers one meeting accepts at once (default 50).
+    pub max_publishers_per_meeting: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,6 +159,7 @@ pub struct Config {
     pub log_level: String,
     pub ice: gremium_pipelines::webrtc::IceSettings,
     pub media_timeout: std::time::Duration,
+    pub max_publishers: usize,
 }
 
 /// Overrides from flags and environment.
@@ -304,6 +307,10 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
         bail!("ingest.media_timeout_secs: must be between 1 and 600");
     }
     let media_timeout = std::time::Duration::from_secs(media_timeout_secs);
+    let max_publishers = file.ingest.max_publishers_per_meeting.unwrap_or(50);
+    if !(1..=500).contains(&max_publishers) {
+        bail!("ingest.max_publishers_per_meeting: must be between 1 and 500");
+    }
 
     let default_days = file.retention.default_days.unwrap_or(30);
     let max_days = file.retention.max_days.unwrap_or(3650);
@@ -361,6 +368,7 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
         log_level: file.log.level.unwrap_or_else(|| "info".into()),
         ice,
         media_timeout,
+        max_publishers,
     })
 }
 

@@ -122,6 +122,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             dot_dir: config.data_dir.join("diagnostics"),
             gather_timeout: Duration::from_secs(5),
             media_timeout: config.media_timeout,
+            max_publishers: config.max_publishers,
         },
         sink,
     )

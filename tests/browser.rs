@@ -51,7 +51,6 @@ fn headless_chromium_publishes_camera_and_microphone_over_whip() {
         .arg(dir.join("run.sh"))
         .arg(BIN)
         .arg(&work)
-        .arg(dir.join("whip.html"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -87,8 +86,24 @@ fn headless_chromium_publishes_camera_and_microphone_over_whip() {
     );
     assert!(
         stdout.contains(r#"RESULT gremium_media_events_total{type="participant_media_started"} 1"#),
-        "Gremium decoded the browser's media\n{}",
+        "Gremium announced the browser's media\n{}",
         diagnostics()
     );
+    for kind in ["video", "audio"] {
+        let decoded: u64 = stdout
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "RESULT gremium_ingest_decoded_buffers_total{{kind=\"{kind}\"}} "
+                ))
+            })
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(
+            decoded >= 10,
+            "decoded {kind} from the browser reached the media session ({decoded} buffers)\n{}",
+            diagnostics()
+        );
+    }
     let _ = std::fs::remove_dir_all(&work);
 }

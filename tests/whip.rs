@@ -17,7 +17,10 @@ use reqwest::Method;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gremium");
 
-async fn spawn_with_media(media_timeout: Duration) -> (TestApp, GstMediaPlane) {
+async fn spawn_with_media(
+    media_timeout: Duration,
+    max_publishers: usize,
+) -> (TestApp, GstMediaPlane) {
     let db = fresh_db(Backend::Sqlite).await;
     let (sink, events) = gremium_signaling::event_channel();
     let media = GstMediaPlane::new(
@@ -29,6 +32,7 @@ async fn spawn_with_media(media_timeout: Duration) -> (TestApp, GstMediaPlane) {
             dot_dir: std::env::temp_dir().join("gremium-whip-dot"),
             gather_timeout: Duration::from_secs(5),
             media_timeout,
+            max_publishers,
         },
         sink.clone(),
     )
@@ -64,7 +68,7 @@ async fn spawn_with_media(media_timeout: Duration) -> (TestApp, GstMediaPlane) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gremium_publish_streams_into_a_meeting_over_whip() {
-    let (app, media) = spawn_with_media(Duration::from_secs(10)).await;
+    let (app, media) = spawn_with_media(Duration::from_secs(10), 10).await;
     let moderator = app.token(&[Role::Moderator]);
     let mid = app.create_meeting(&moderator, "Ausschuss").await["id"]
         .as_str()
@@ -126,7 +130,7 @@ async fn gremium_publish_streams_into_a_meeting_over_whip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_whip_requests_get_clear_errors() {
-    let (app, _media) = spawn_with_media(Duration::from_secs(10)).await;
+    let (app, _media) = spawn_with_media(Duration::from_secs(10), 10).await;
     let moderator = app.token(&[Role::Moderator]);
     let mid = app.create_meeting(&moderator, "Rat").await["id"]
         .as_str()
@@ -136,7 +140,17 @@ async fn bad_whip_requests_get_clear_errors() {
         .as_str()
         .unwrap()
         .to_string();
-    let (_pid, join) = app.add_participant(&moderator, &mid, "A").await;
+    let (pid, join) = app.add_participant(&moderator, &mid, "A").await;
+    let now = chrono::Utc::now().timestamp();
+    let expired = app
+        .auth
+        .issue_join_token(mid.parse().unwrap(), pid.parse().unwrap(), now - 7200)
+        .0;
+    let ghost_meeting = uuid::Uuid::new_v4();
+    let ghost = app
+        .auth
+        .issue_join_token(ghost_meeting, uuid::Uuid::new_v4(), now)
+        .0;
     let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:96 VP8/90000\r\n";
     let post = |path: String, token: Option<String>, ctype: &'static str, body: String| {
         let app = &app;
@@ -211,6 +225,38 @@ async fn bad_whip_requests_get_clear_errors() {
             offer.into(),
             400,
         ),
+        (
+            "SDP without media",
+            format!("/whip/{mid}"),
+            Some(join.clone()),
+            "application/sdp",
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".into(),
+            400,
+        ),
+        (
+            "only unsupported codecs",
+            format!("/whip/{mid}"),
+            Some(join.clone()),
+            "application/sdp",
+            offer.replace("VP8/90000", "H265/90000"),
+            400,
+        ),
+        (
+            "expired token",
+            format!("/whip/{mid}"),
+            Some(expired.clone()),
+            "application/sdp",
+            offer.into(),
+            401,
+        ),
+        (
+            "unknown meeting",
+            format!("/whip/{ghost_meeting}"),
+            Some(ghost.clone()),
+            "application/sdp",
+            offer.into(),
+            404,
+        ),
     ];
     for (what, path, token, ctype, body, expected) in cases {
         let (status, text) = post(path, token, ctype, body).await;
@@ -266,7 +312,7 @@ async fn a_publisher_that_vanishes_is_removed_after_the_media_timeout() {
     use gremium_pipelines::webrtc::{accept_answer, create_offer, negotiation_needed};
     use gremium_pipelines::{Pipeline, PipelineSettings};
 
-    let (app, media) = spawn_with_media(Duration::from_secs(2)).await;
+    let (app, media) = spawn_with_media(Duration::from_secs(2), 1).await;
     let moderator = app.token(&[Role::Moderator]);
     let mid = app.create_meeting(&moderator, "Rat").await["id"]
         .as_str()

@@ -42,6 +42,8 @@ pub struct MediaPlaneSettings {
     pub gather_timeout: Duration,
     /// A publisher that sends no media for this long is removed.
     pub media_timeout: Duration,
+    /// Most publishers one meeting accepts at once.
+    pub max_publishers: usize,
 }
 
 struct Publisher {
@@ -216,8 +218,29 @@ impl GstMediaPlane {
         offer: &str,
     ) -> Result<CommandOutcome, MediaPlaneError> {
         parse_sdp(offer).map_err(failed)?;
+        if !offers_supported_codec(offer) {
+            return Err(MediaPlaneError::Rejected(
+                "no supported codec offered: send VP8 or H.264 video, or Opus audio".into(),
+            ));
+        }
         let session = self.session_or_create(meeting_id)?;
         let mut s = session.lock().await;
+        let others = s
+            .publishers
+            .values()
+            .filter(|p| p.participant_id != participant_id)
+            .count();
+        if others >= self.0.settings.max_publishers {
+            let empty = s.publishers.is_empty();
+            drop(s);
+            if empty {
+                self.end_meeting(meeting_id);
+            }
+            return Err(MediaPlaneError::Full(format!(
+                "the meeting already has {} publishers (the limit)",
+                self.0.settings.max_publishers
+            )));
+        }
         // A participant publishes once: a new session replaces an old one (reconnect).
         let old: Vec<Uuid> = s
             .publishers
@@ -247,7 +270,15 @@ impl GstMediaPlane {
                 return;
             };
             let last = last.clone();
-            let seen = move || last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+            let label = match kind {
+                MediaKind::Audio => "audio",
+                MediaKind::Video => "video",
+            };
+            let seen = move || {
+                last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                metrics::counter!("gremium_ingest_decoded_buffers_total", "kind" => label)
+                    .increment(1);
+            };
             if let Err(e) = attach_raw_branch(&bin, participant_id, kind, &pad, seen) {
                 tracing::warn!(error = %e, "participant branch not attached");
                 return;
@@ -362,6 +393,24 @@ impl GstMediaPlane {
 
 mod gst_webrtc_state {
     pub use gremium_pipelines::webrtc::IceConnectionState as State;
+}
+
+/// Does an offer carry at least one codec the ingest decodes?
+fn offers_supported_codec(sdp: &str) -> bool {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a=rtpmap:"))
+        .any(|m| {
+            let codec = m
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .split('/')
+                .next()
+                .unwrap_or("");
+            ["VP8", "H264", "OPUS"]
+                .iter()
+                .any(|c| codec.eq_ignore_ascii_case(c))
+        })
 }
 
 /// The first `a=ice-ufrag:` of an SDP.

@@ -240,6 +240,9 @@ pub enum MediaPlaneError {
     /// The media plane tried and failed.
     #[error("media plane failure: {0}")]
     Failed(String),
+    /// A limit was reached (e.g. publishers per meeting).
+    #[error("{0}")]
+    Full(String),
     /// The request itself is unacceptable (e.g. malformed SDP, unsupported codecs).
     #[error("{0}")]
     Rejected(String),

@@ -124,6 +124,7 @@ impl From<MediaPlaneError> for ApiError {
             }
             MediaPlaneError::NotFound(m) => ApiError::Conflict(format!("media plane: {m}")),
             MediaPlaneError::Rejected(m) => ApiError::BadRequest(m),
+            MediaPlaneError::Full(m) => ApiError::Conflict(m),
             other => ApiError::Internal(other.to_string()),
         }
     }

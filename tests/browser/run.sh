@@ -3,7 +3,7 @@
 # headless Chromium publishes its fake camera and microphone to `gremium serve` over
 # WHIP. Prints RESULT lines for the test to check.
 set -euo pipefail
-BIN=$1; WORK=$2; PAGE=$3
+BIN=$1; WORK=$2
 ip link set lo up
 PORT=18443
 cat >"$WORK/gremium.toml" <<TOML
@@ -20,13 +20,8 @@ api() { curl -sf -H "Authorization: Bearer $T" -H 'content-type: application/jso
 MID=$(api -d '{"title":"Browser test"}' "http://127.0.0.1:$PORT/api/v1/meetings" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 P=$(api -d '{"display_name":"Browser"}' "http://127.0.0.1:$PORT/api/v1/meetings/$MID/participants")
 JOIN=$(echo "$P" | python3 -c 'import json,sys; print(json.load(sys.stdin)["join_token"])')
-# The page is served by a static server on loopback (Gremium serves pages only from
-# the web-pages issue on); the WHIP POST goes cross-origin, so CORS is exercised.
-python3 -m http.server 18444 --bind 127.0.0.1 --directory "$(dirname "$PAGE")" >/dev/null 2>&1 &
-HTTPD=$!
-trap 'kill $SERVER $HTTPD $CHROME 2>/dev/null || true' EXIT
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:18444/$(basename "$PAGE")" >/dev/null && break; sleep 0.1; done
-URL="http://127.0.0.1:18444/$(basename "$PAGE")?server=http://127.0.0.1:$PORT&meeting=$MID&token=$JOIN"
+# Gremium's own publish page.
+URL="http://127.0.0.1:$PORT/publish/$MID?token=$JOIN"
 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync \
   --user-data-dir="$(mktemp -d)" --use-fake-device-for-media-stream --use-fake-ui-for-media-stream \
@@ -35,4 +30,4 @@ chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
 CHROME=$!
 for _ in $(seq 150); do grep -q "SENT-BYTES\|WHIP-ERROR" "$WORK/chrome.log" 2>/dev/null && break; sleep 0.1; done
 grep -o 'WHIP-STATUS [0-9]* [^"]*\|PC-STATE [a-z]*\|SENT-BYTES [0-9]*\|WHIP-ERROR[^"]*' "$WORK/chrome.log" | sed 's/^/RESULT /' || true
-curl -s "http://127.0.0.1:$PORT/metrics" | grep '^gremium_media_events_total' | sed 's/^/RESULT /' || true
+curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^gremium_(media_events|ingest_decoded_buffers)_total' | sed 's/^/RESULT /' || true

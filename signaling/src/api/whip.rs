@@ -31,12 +31,27 @@ pub(crate) fn router() -> Router<AppState> {
         ])
         .expose_headers([header::LOCATION, header::ETAG, header::LINK]);
     Router::new()
+        .route("/publish/{meeting_id}", axum::routing::get(publish_page))
         .route("/whip/{meeting_id}", post(publish))
         .route(
             "/whip/{meeting_id}/{session_id}",
             delete(leave).patch(trickle),
         )
         .layer(cors)
+}
+
+/// A minimal page that publishes camera and microphone over WHIP
+/// (`/publish/{meeting_id}?token=JOIN_TOKEN`). The page itself is public; publishing
+/// needs the join token.
+async fn publish_page(ApiPath(_meeting_id): ApiPath<Uuid>) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        include_str!("../../assets/publish.html"),
+    )
 }
 
 fn is_sdp(headers: &HeaderMap) -> bool {
