@@ -127,6 +127,9 @@ pub async fn demo(config: Config) -> anyhow::Result<ExitCode> {
             } else {
                 Vec::new()
             },
+            width: 640,
+            height: 360,
+            fps: 30,
         };
         publishers.push(tokio::spawn(publish(args)));
         println!("participant {name}: id {pid}, consent recording={recording} streaming={streaming}, publishing colour #{color} and a {tone} Hz tone");

@@ -111,6 +111,15 @@ enum Command {
         /// Gather ICE candidates only on these local addresses (repeatable).
         #[arg(long = "ice-address")]
         ice_addresses: Vec<std::net::IpAddr>,
+        /// Frame width.
+        #[arg(long, default_value_t = 640, value_parser = clap::value_parser!(i32).range(16..=3840))]
+        width: i32,
+        /// Frame height.
+        #[arg(long, default_value_t = 360, value_parser = clap::value_parser!(i32).range(16..=2160))]
+        height: i32,
+        /// Frames per second.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(i32).range(1..=60))]
+        fps: i32,
     },
     /// Check the GStreamer installation and the plugins Gremium needs.
     Doctor,
@@ -186,6 +195,9 @@ fn main() -> ExitCode {
                 codec,
                 duration,
                 ice_addresses,
+                width,
+                height,
+                fps,
             } => {
                 publish::publish(publish::PublishArgs {
                     server,
@@ -197,6 +209,9 @@ fn main() -> ExitCode {
                     codec,
                     duration,
                     ice_addresses,
+                    width,
+                    height,
+                    fps,
                 })
                 .await
             }

@@ -20,6 +20,9 @@ pub struct PublishArgs {
     pub codec: String,
     pub duration: u64,
     pub ice_addresses: Vec<std::net::IpAddr>,
+    pub width: i32,
+    pub height: i32,
+    pub fps: i32,
 }
 
 pub async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
@@ -57,7 +60,9 @@ pub async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
             local_addresses: a.ice_addresses.clone(),
             ..Default::default()
         },
-        ..Default::default()
+        width: a.width,
+        height: a.height,
+        fps: a.fps,
     };
     let pipeline = Pipeline::new(PipelineSettings {
         name: "publish".into(),

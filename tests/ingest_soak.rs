@@ -21,12 +21,20 @@ fn count(dir: &str) -> usize {
 
 fn rss_kib() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4
+    statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 4
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_leave_cycles_leave_no_trace() {
-    let loopback = IceSettings { local_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)], ..Default::default() };
+    let loopback = IceSettings {
+        local_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        ..Default::default()
+    };
     let db = fresh_db(Backend::Sqlite).await;
     let (sink, events) = gremium_signaling::event_channel();
     let media = GstMediaPlane::new(
@@ -41,14 +49,29 @@ async fn publish_leave_cycles_leave_no_trace() {
     )
     .unwrap();
     let auth = Authenticator::new(auth_settings(None));
-    let state = AppState::new(db, auth.clone(), Arc::new(media.clone()), ApiSettings::default(), gremium_signaling::system_clock());
+    let state = AppState::new(
+        db,
+        auth.clone(),
+        Arc::new(media.clone()),
+        ApiSettings::default(),
+        gremium_signaling::system_clock(),
+    );
     tokio::spawn(gremium_signaling::apply_media_events(state.clone(), events));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, gremium_signaling::router(state)).await.unwrap() });
+    tokio::spawn(async move {
+        axum::serve(listener, gremium_signaling::router(state))
+            .await
+            .unwrap()
+    });
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = format!("http://{addr}");
-    let moderator = auth.issue_staff_token("soak", &[Role::Moderator], now_secs(), Duration::from_secs(3600));
+    let moderator = auth.issue_staff_token(
+        "soak",
+        &[Role::Moderator],
+        now_secs(),
+        Duration::from_secs(3600),
+    );
     let m: serde_json::Value = http
         .post(format!("{base}/api/v1/meetings"))
         .bearer_auth(&moderator)
@@ -76,15 +99,32 @@ async fn publish_leave_cycles_leave_no_trace() {
     gremium_pipelines::init().unwrap();
 
     let cycle = |n: usize| {
-        let (http, base, mid, join, loopback) = (http.clone(), base.clone(), mid.clone(), join.clone(), loopback.clone());
+        let (http, base, mid, join, loopback) = (
+            http.clone(),
+            base.clone(),
+            mid.clone(),
+            join.clone(),
+            loopback.clone(),
+        );
         async move {
-            let publisher = Pipeline::new(PipelineSettings { name: format!("soak-{n}"), dot_dir: std::env::temp_dir() });
-            let s = PublisherSettings { ice: loopback, width: 160, height: 90, fps: 15, ..Default::default() };
+            let publisher = Pipeline::new(PipelineSettings {
+                name: format!("soak-{n}"),
+                dot_dir: std::env::temp_dir(),
+            });
+            let s = PublisherSettings {
+                ice: loopback,
+                width: 160,
+                height: 90,
+                fps: 15,
+                ..Default::default()
+            };
             let webrtc = build_publisher(&publisher, &s).unwrap();
             let mut ready = negotiation_needed(&webrtc);
             publisher.start().unwrap();
             ready.wait_for(|r| *r).await.unwrap();
-            let offer = create_offer(&webrtc, Duration::from_secs(10)).await.unwrap();
+            let offer = create_offer(&webrtc, Duration::from_secs(10))
+                .await
+                .unwrap();
             let resp = http
                 .post(format!("{base}/whip/{mid}"))
                 .bearer_auth(&join)
@@ -95,14 +135,21 @@ async fn publish_leave_cycles_leave_no_trace() {
                 .unwrap();
             assert_eq!(resp.status().as_u16(), 201, "cycle {n}");
             let location = resp.headers()["location"].to_str().unwrap().to_string();
-            accept_answer(&webrtc, &resp.text().await.unwrap()).await.unwrap();
+            accept_answer(&webrtc, &resp.text().await.unwrap())
+                .await
+                .unwrap();
             (publisher, location)
         }
     };
     let leave = |location: String| {
         let (http, base, join) = (http.clone(), base.clone(), join.clone());
         async move {
-            let r = http.delete(format!("{base}{location}")).bearer_auth(&join).send().await.unwrap();
+            let r = http
+                .delete(format!("{base}{location}"))
+                .bearer_auth(&join)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status().as_u16(), 200);
         }
     };
@@ -136,7 +183,14 @@ async fn publish_leave_cycles_leave_no_trace() {
     }
     let (fds1, threads1, rss1) = (count("/proc/self/fd"), count("/proc/self/task"), rss_kib());
     eprintln!("after 100 cycles: fds {fds0} -> {fds1}, threads {threads0} -> {threads1}, rss {rss0} KiB -> {rss1} KiB");
-    assert!(settled, "fds {fds0} -> {fds1}, threads {threads0} -> {threads1}");
+    assert!(
+        settled,
+        "fds {fds0} -> {fds1}, threads {threads0} -> {threads1}"
+    );
     assert_eq!(media.active_meetings(), 0, "no media session left");
-    assert!(rss1 < rss0 + 40 * 1024, "memory grew by {} KiB over 100 cycles", rss1.saturating_sub(rss0));
+    assert!(
+        rss1 < rss0 + 40 * 1024,
+        "memory grew by {} KiB over 100 cycles",
+        rss1.saturating_sub(rss0)
+    );
 }

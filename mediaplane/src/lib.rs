@@ -217,6 +217,7 @@ impl GstMediaPlane {
         participant_id: Uuid,
         offer: &str,
     ) -> Result<CommandOutcome, MediaPlaneError> {
+        let posted = Instant::now();
         parse_sdp(offer).map_err(failed)?;
         if !offers_supported_codec(offer) {
             return Err(MediaPlaneError::Rejected(
@@ -274,8 +275,14 @@ impl GstMediaPlane {
                 MediaKind::Audio => "audio",
                 MediaKind::Video => "video",
             };
+            let first_frame = Arc::new(AtomicBool::new(false));
             let seen = move || {
                 last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                if kind == MediaKind::Video && !first_frame.swap(true, Ordering::Relaxed) {
+                    // Offer received → first decoded video frame.
+                    metrics::histogram!("gremium_ingest_first_frame_seconds")
+                        .record(posted.elapsed().as_secs_f64());
+                }
                 metrics::counter!("gremium_ingest_decoded_buffers_total", "kind" => label)
                     .increment(1);
             };
