@@ -19,7 +19,7 @@ fds() { ls "/proc/$1/fd" | wc -l; }
 HZ=$(getconf CLK_TCK)
 
 printf "%-4s %12s %14s %12s %12s %14s %16s\n" N "server cores" "cores/publ." "RSS MiB" "MiB/publ." "fds/publ." "POST->frame ms"
-for N in 1 4 8 16; do
+for N in ${GREMIUM_BENCH_N:-1 4 8 16}; do
   WORK=$(mktemp -d); PORT=$(free_port)
   printf '[ice]\nallowed_local_addresses = ["127.0.0.1"]\n[ingest]\nmax_publishers_per_meeting = 32\n' >"$WORK/gremium.toml"
   RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK" --config "$WORK/gremium.toml" >/dev/null 2>"$WORK/server.log" &

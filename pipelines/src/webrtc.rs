@@ -338,7 +338,14 @@ pub fn decode_incoming(
             Ok((kind, src))
         });
         match result {
-            Ok((kind, src)) => on_decoded(kind, src),
+            Ok((kind, src)) => {
+                on_decoded(kind, src.clone());
+                if kind == MediaKind::Video {
+                    // Frames sent before DTLS was up are lost; without this the decoder
+                    // waits for the publisher's next periodic keyframe.
+                    request_keyframe(&src);
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, %encoding, "incoming stream not decoded");
                 if let Ok(sink) = make("fakesink", None) {
