@@ -1,9 +1,18 @@
 //! Compositing of a meeting's participants into program outputs.
 //!
 //! Owns: the layout engine (pure: participants + layout kind + canvas → rectangles),
-//! the program bin (video compositor + audio mixer per output audience), overlays
-//! (name labels, slate, recording indicator) and the consent gate on each input.
+//! and, from the compositor issue on, the program bin (video compositor + audio mixer
+//! per output audience), overlays (name labels, slate, recording indicator) and the
+//! consent gate on each input.
 //!
 //! Must not: do IO beyond GStreamer, know about HTTP or SQL.
 //!
-//! Status: empty. The compositor issue fills it; nothing here is wired yet.
+//! Status: the layout engine is here and tested; the GStreamer program bin and the
+//! consent gates are not built yet.
+
+pub mod layout;
+
+pub use layout::{
+    Canvas, LayoutEngine, LayoutKind, LayoutSettings, NonConsenting, Participant, Placement, Rect,
+    TileContent,
+};
