@@ -46,7 +46,7 @@ pub async fn demo(config: Config) -> anyhow::Result<ExitCode> {
     let moderator = auth.issue_staff_token(
         "demo-moderator",
         &[gremium_signaling::Role::Moderator],
-        crate::wiring::chrono_now_secs(),
+        crate::wiring::unix_now_secs(),
         Duration::from_secs(12 * 3600),
     );
     let server = tokio::spawn(crate::wiring::serve(config));

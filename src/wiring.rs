@@ -198,7 +198,7 @@ pub fn token(
         bail!("--ttl-hours: must be between 1 and 8760");
     }
     let auth = authenticator(&config)?;
-    let now = chrono_now_secs();
+    let now = unix_now_secs();
     println!(
         "{}",
         auth.issue_staff_token(subject, &parsed, now, Duration::from_secs(ttl_hours * 3600))
@@ -206,7 +206,7 @@ pub fn token(
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn chrono_now_secs() -> i64 {
+pub fn unix_now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

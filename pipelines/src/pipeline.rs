@@ -254,7 +254,9 @@ impl Pipeline {
                 Err(PipelineError::PipelineFrozen { dot_file: dot })
             }
         };
-        let _ = self.pipeline.set_state(gst::State::Null);
+        // Setting NULL joins streaming threads: do it on the blocking pool.
+        let pipeline = self.pipeline.clone();
+        let _ = tokio::task::spawn_blocking(move || pipeline.set_state(gst::State::Null)).await;
         result
     }
 

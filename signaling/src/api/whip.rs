@@ -54,12 +54,28 @@ async fn publish_page(ApiPath(_meeting_id): ApiPath<Uuid>) -> impl IntoResponse 
     )
 }
 
-fn is_sdp(headers: &HeaderMap) -> bool {
+/// Does the request declare `content_type` (parameters ignored)?
+fn has_content_type(headers: &HeaderMap, content_type: &str) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/sdp"))
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(content_type))
+}
+
+/// The body as UTF-8 text; too large → 413, unreadable or not UTF-8 → 400.
+fn body_text(
+    state: &AppState,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<String> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(state.settings().max_body_bytes)
+        } else {
+            ApiError::BadRequest("unreadable body".into())
+        }
+    })?;
+    String::from_utf8(body.to_vec()).map_err(|_| ApiError::BadRequest("body must be UTF-8".into()))
 }
 
 /// Publish into a meeting (participant join token of that meeting).
@@ -78,20 +94,12 @@ pub async fn publish(
     let participant_id = who.participant_in(meeting_id).ok_or_else(|| {
         ApiError::Forbidden("publishing needs a join token for this meeting".into())
     })?;
-    if !is_sdp(&headers) {
+    if !has_content_type(&headers, "application/sdp") {
         return Err(ApiError::UnsupportedMediaType(
             "expected content-type application/sdp".into(),
         ));
     }
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(state.settings().max_body_bytes)
-        } else {
-            ApiError::BadRequest("unreadable body".into())
-        }
-    })?;
-    let offer = String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError::BadRequest("SDP must be UTF-8".into()))?;
+    let offer = body_text(&state, body)?;
     let meeting = state
         .db()
         .get_meeting(meeting_id)
@@ -254,15 +262,7 @@ pub async fn trickle(
     if who.participant_in(meeting_id) != Some(participant_id) {
         who.require(&[Role::Moderator])?;
     }
-    let is_frag = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/trickle-ice-sdpfrag")
-        });
-    if !is_frag {
+    if !has_content_type(&headers, "application/trickle-ice-sdpfrag") {
         return Err(ApiError::UnsupportedMediaType(
             "expected content-type application/trickle-ice-sdpfrag".into(),
         ));
@@ -275,16 +275,8 @@ pub async fn trickle(
             ));
         }
     }
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(state.settings().max_body_bytes)
-        } else {
-            ApiError::BadRequest("unreadable body".into())
-        }
-    })?;
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::BadRequest("fragment must be UTF-8".into()))?;
-    let frag = parse_sdpfrag(text).map_err(ApiError::BadRequest)?;
+    let text = body_text(&state, body)?;
+    let frag = parse_sdpfrag(&text).map_err(ApiError::BadRequest)?;
     let command = MediaCommand::AddIceCandidates {
         meeting_id,
         session_id,
