@@ -9,7 +9,7 @@ GREMIUM_APT_PACKAGES=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools
-  libnice-dev ffmpeg wrk chromium iproute2
+  gstreamer1.0-x fonts-dejavu-core libnice-dev ffmpeg wrk chromium iproute2
 )
 
 gremium_install_deps() {

@@ -1,18 +1,22 @@
 //! Compositing of a meeting's participants into program outputs.
 //!
 //! Owns: the layout engine (pure: participants + layout kind + canvas → rectangles),
-//! and, from the compositor issue on, the program bin (video compositor + audio mixer
-//! per output audience), overlays (name labels, slate, recording indicator) and the
-//! consent gate on each input.
+//! the program bin (video compositor + audio mixer per output audience) with its
+//! overlays (name labels, placeholder tiles, slate, recording indicator), the consent
+//! gate on each input, and active speaker detection (pure, from audio levels).
 //!
-//! Must not: do IO beyond GStreamer, know about HTTP or SQL.
-//!
-//! Status: the layout engine is here and tested; the GStreamer program bin and the
-//! consent gates are not built yet.
+//! Must not: do IO beyond GStreamer, know about meetings' storage, HTTP or SQL. The
+//! media plane decides who is in a program and with which consent; this crate only
+//! enforces it in the pipeline.
 
+pub mod gate;
 pub mod layout;
+pub mod program;
+pub mod speaker;
 
 pub use layout::{
     Canvas, LayoutEngine, LayoutKind, LayoutSettings, NonConsenting, Participant, Placement, Rect,
     TileContent,
 };
+pub use program::{Kind, LayoutChoice, Program, ProgramSettings};
+pub use speaker::{SpeakerDetector, SpeakerSettings};

@@ -22,6 +22,7 @@ pub const REQUIRED_ELEMENTS: &[(&str, &str)] = &[
     ("nicesrc", "gstreamer1.0-nice"),
     ("compositor", "gstreamer1.0-plugins-base"),
     ("audiomixer", "gstreamer1.0-plugins-base"),
+    ("textoverlay", "gstreamer1.0-x"),
     ("videotestsrc", "gstreamer1.0-plugins-base"),
     ("audiotestsrc", "gstreamer1.0-plugins-base"),
     ("opusenc", "gstreamer1.0-plugins-base"),

@@ -1,0 +1,641 @@
+//! The program bin on real, live GStreamer pipelines: synthetic participants with
+//! distinct solid colours and tones, the program's output read back from appsinks,
+//! and what a viewer would see or hear checked at pixel and sample level.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gremium_compositor::{
+    Canvas, Kind, LayoutChoice, LayoutKind, NonConsenting, Placement, Program, ProgramSettings,
+};
+use gst::prelude::*;
+use uuid::Uuid;
+
+const W: u32 = 640;
+const H: u32 = 360;
+const A: Uuid = Uuid::from_u128(0xa);
+const B: Uuid = Uuid::from_u128(0xb);
+const C: Uuid = Uuid::from_u128(0xc);
+const RED: [u8; 3] = [230, 200, 20]; // yellow, unlike the red "● REC" indicator
+const BLUE: [u8; 3] = [20, 20, 230];
+const GREEN: [u8; 3] = [20, 200, 20];
+/// Tones on exact 100 Hz bins of a 10 ms window, so Goertzel sees no leakage.
+const TONE_A: f64 = 500.0;
+const TONE_B: f64 = 1300.0;
+const TONE_C: f64 = 2100.0;
+
+/// Where a colour shows up in one output frame.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    count: u32,
+    min_x: u32,
+    min_y: u32,
+    max_x: u32,
+    max_y: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Frame {
+    running_ns: u64,
+    colours: Vec<Seen>,
+}
+
+#[derive(Debug, Clone)]
+struct Chunk {
+    running_ns: u64,
+    end_ns: u64,
+    /// Goertzel amplitude (0..1) of each probe tone.
+    tones: Vec<f64>,
+}
+
+struct Harness {
+    pipeline: gst::Pipeline,
+    program: Program,
+    frames: Arc<Mutex<Vec<Frame>>>,
+    chunks: Arc<Mutex<Vec<Chunk>>>,
+    last_rgb: Arc<Mutex<Vec<u8>>>,
+    /// Each participant's sources, so a test can stop them.
+    sources: Vec<(Uuid, Kind, gst::Element)>,
+}
+
+fn near(px: &[u8], c: [u8; 3]) -> bool {
+    px.iter()
+        .zip(c)
+        .all(|(a, b)| (i32::from(*a) - i32::from(b)).abs() < 40)
+}
+
+fn goertzel(samples: &[f64], freq: f64, rate: f64) -> f64 {
+    let n = samples.len() as f64;
+    let k = (n * freq / rate).round();
+    let w = 2.0 * std::f64::consts::PI * k / n;
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for x in samples {
+        let s0 = x + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+    2.0 * power.max(0.0).sqrt() / n
+}
+
+const PALETTE: [[u8; 3]; 3] = [RED, BLUE, GREEN];
+const TONES: [f64; 3] = [TONE_A, TONE_B, TONE_C];
+
+fn running_ns(sample: &gst::Sample, pts: Option<gst::ClockTime>) -> Option<u64> {
+    let seg = sample.segment()?.downcast_ref::<gst::ClockTime>()?.clone();
+    seg.to_running_time(pts?).map(|t| t.nseconds())
+}
+
+impl Harness {
+    fn new(settings: ProgramSettings) -> Harness {
+        gst::init().unwrap();
+        let pipeline = gst::Pipeline::new();
+        let program = Program::new(settings).expect("program");
+        pipeline.add(program.bin()).unwrap();
+
+        let frames: Arc<Mutex<Vec<Frame>>> = Arc::default();
+        let chunks: Arc<Mutex<Vec<Chunk>>> = Arc::default();
+        let last_rgb: Arc<Mutex<Vec<u8>>> = Arc::default();
+
+        let convert = gst::ElementFactory::make("videoconvert").build().unwrap();
+        let vsink = gst_app::AppSink::builder()
+            .caps(
+                &gst::Caps::builder("video/x-raw")
+                    .field("format", "RGB")
+                    .build(),
+            )
+            .sync(false)
+            .build();
+        pipeline.add_many([&convert, vsink.upcast_ref()]).unwrap();
+        convert.link(&vsink).unwrap();
+        program
+            .request_output(Kind::Video)
+            .unwrap()
+            .link(&convert.static_pad("sink").unwrap())
+            .unwrap();
+        let (f, last) = (frames.clone(), last_rgb.clone());
+        vsink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
+                    let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                    let stride = (W as usize * 3).next_multiple_of(4);
+                    let mut colours = vec![Seen::default(); PALETTE.len()];
+                    // Every second pixel each way: enough for ±2 px tile edges.
+                    for y in (0..H as usize).step_by(2) {
+                        for x in (0..W as usize).step_by(2) {
+                            let i = y * stride + x * 3;
+                            let px = &map[i..i + 3];
+                            for (c, seen) in PALETTE.iter().zip(colours.iter_mut()) {
+                                if near(px, *c) {
+                                    let (x, y) = (x as u32, y as u32);
+                                    if seen.count == 0 {
+                                        *seen = Seen {
+                                            count: 0,
+                                            min_x: x,
+                                            min_y: y,
+                                            max_x: x,
+                                            max_y: y,
+                                        };
+                                    }
+                                    seen.count += 1;
+                                    seen.min_x = seen.min_x.min(x);
+                                    seen.min_y = seen.min_y.min(y);
+                                    seen.max_x = seen.max_x.max(x);
+                                    seen.max_y = seen.max_y.max(y);
+                                }
+                            }
+                        }
+                    }
+                    if let Some(running_ns) = running_ns(&sample, buffer.pts()) {
+                        f.lock().unwrap().push(Frame {
+                            running_ns,
+                            colours,
+                        });
+                    }
+                    *last.lock().unwrap() = map.to_vec();
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+
+        let asink = gst_app::AppSink::builder().sync(false).build();
+        pipeline.add(&asink).unwrap();
+        program
+            .request_output(Kind::Audio)
+            .unwrap()
+            .link(&asink.static_pad("sink").unwrap())
+            .unwrap();
+        let c = chunks.clone();
+        asink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
+                    let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                    if std::env::var("GREMIUM_DEBUG_AUDIO").is_ok() {
+                        eprintln!(
+                            "audio {:?} {} {:?}",
+                            buffer.pts(),
+                            map.len(),
+                            sample.segment()
+                        );
+                    }
+                    // S16LE stereo: take the left channel.
+                    let left: Vec<f64> = map
+                        .chunks_exact(4)
+                        .map(|f| f64::from(i16::from_le_bytes([f[0], f[1]])) / 32768.0)
+                        .collect();
+                    // Exact 10 ms windows keep the probe tones on their bins.
+                    for (i, win) in left.chunks_exact(480).enumerate() {
+                        let Some(start) = running_ns(&sample, buffer.pts()) else {
+                            continue;
+                        };
+                        let running_ns = start + i as u64 * 10_000_000;
+                        let tones = TONES.iter().map(|f| goertzel(win, *f, 48_000.0)).collect();
+                        c.lock().unwrap().push(Chunk {
+                            running_ns,
+                            end_ns: running_ns + 10_000_000,
+                            tones,
+                        });
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        Harness {
+            pipeline,
+            program,
+            frames,
+            chunks,
+            last_rgb,
+            sources: Vec::new(),
+        }
+    }
+
+    fn start(&self) {
+        self.pipeline.set_state(gst::State::Playing).unwrap();
+    }
+
+    /// A synthetic participant: a solid colour camera and a sine microphone.
+    fn participant(&mut self, id: Uuid, name: &str, consent: bool, index: usize) {
+        self.program.add_participant(id, name, consent);
+        let [r, g, b] = PALETTE[index];
+        let colour = 0xff00_0000u32 | u32::from(r) << 16 | u32::from(g) << 8 | u32::from(b);
+        let vsrc = gst::ElementFactory::make("videotestsrc")
+            .property("is-live", true)
+            .build()
+            .unwrap();
+        vsrc.set_property_from_str("pattern", "solid-color");
+        vsrc.set_property("foreground-color", colour);
+        let vcaps = gst::ElementFactory::make("capsfilter")
+            .property(
+                "caps",
+                gst::Caps::builder("video/x-raw")
+                    .field("format", "I420")
+                    .field("width", 320i32)
+                    .field("height", 180i32)
+                    .field("framerate", gst::Fraction::new(30, 1))
+                    .build(),
+            )
+            .build()
+            .unwrap();
+        let asrc = gst::ElementFactory::make("audiotestsrc")
+            .property("is-live", true)
+            .property("freq", TONES[index])
+            .property("volume", 0.3f64)
+            .property("samplesperbuffer", 960i32)
+            .build()
+            .unwrap();
+        let acaps = gst::ElementFactory::make("capsfilter")
+            .property(
+                "caps",
+                gst::Caps::builder("audio/x-raw")
+                    .field("format", "S16LE")
+                    .field("rate", 48_000i32)
+                    .field("channels", 1i32)
+                    .build(),
+            )
+            .build()
+            .unwrap();
+        self.pipeline
+            .add_many([&vsrc, &vcaps, &asrc, &acaps])
+            .unwrap();
+        vsrc.link(&vcaps).unwrap();
+        asrc.link(&acaps).unwrap();
+        self.program
+            .connect(id, Kind::Video, &vcaps.static_pad("src").unwrap())
+            .unwrap();
+        self.program
+            .connect(id, Kind::Audio, &acaps.static_pad("src").unwrap())
+            .unwrap();
+        for e in [&vsrc, &vcaps, &asrc, &acaps] {
+            e.sync_state_with_parent().unwrap();
+        }
+        self.sources.push((id, Kind::Video, vsrc));
+        self.sources.push((id, Kind::Audio, asrc));
+    }
+
+    fn now(&self) -> u64 {
+        self.program.running_time().unwrap_or(0)
+    }
+
+    fn frames_since(&self, t: u64) -> Vec<Frame> {
+        self.frames
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|f| f.running_ns >= t)
+            .cloned()
+            .collect()
+    }
+
+    fn chunks_since(&self, t: u64) -> Vec<Chunk> {
+        self.chunks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.running_ns >= t)
+            .cloned()
+            .collect()
+    }
+
+    /// Wait until output frames with running time ≥ `t` + `span` have arrived.
+    fn run_until(&self, t: u64, span: Duration) {
+        let want = t + span.as_nanos() as u64;
+        for _ in 0..200 {
+            let have_v = self.frames.lock().unwrap().last().map(|f| f.running_ns);
+            let have_a = self.chunks.lock().unwrap().last().map(|c| c.running_ns);
+            if have_v.is_some_and(|v| v >= want) && have_a.is_some_and(|a| a >= want) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let have_v = self.frames.lock().unwrap().last().map(|f| f.running_ns);
+        let have_a = self.chunks.lock().unwrap().last().map(|c| c.running_ns);
+        let bus = self.pipeline.bus().unwrap();
+        let errors: Vec<String> =
+            std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Error]))
+                .map(|m| format!("{m:?}"))
+                .collect();
+        panic!(
+            "program output stalled: wanted running time {want} ns, video at {have_v:?}, \
+             audio at {have_a:?}, errors: {errors:?}"
+        );
+    }
+
+    fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
+        let rgb = self.last_rgb.lock().unwrap();
+        let stride = (W as usize * 3).next_multiple_of(4);
+        let i = y as usize * stride + x as usize * 3;
+        [rgb[i], rgb[i + 1], rgb[i + 2]]
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn settings(non_consenting: NonConsenting) -> ProgramSettings {
+    ProgramSettings {
+        name: "program-test".into(),
+        canvas: Canvas {
+            width: W,
+            height: H,
+        },
+        fps: 30,
+        non_consenting,
+        labels: false,
+        gap: 0,
+        ..ProgramSettings::default()
+    }
+}
+
+/// A tone at the test sources' volume measures about 0.3; its absence below 0.03
+/// (an onset inside a 10 ms window leaks about 0.01 into other bins).
+const AUDIBLE: f64 = 0.1;
+const SILENT: f64 = 0.03;
+
+fn assert_bbox(seen: Seen, p: &Placement, what: &str) {
+    let tol = 4i64;
+    let want = [
+        p.rect.x as i64,
+        p.rect.y as i64,
+        (p.rect.x + p.rect.w - 1) as i64,
+        (p.rect.y + p.rect.h - 1) as i64,
+    ];
+    let got = [
+        seen.min_x as i64,
+        seen.min_y as i64,
+        seen.max_x as i64,
+        seen.max_y as i64,
+    ];
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            (g - w).abs() <= tol,
+            "{what}: tile at {got:?}, layout says {want:?}"
+        );
+    }
+}
+
+#[test]
+fn only_consenting_participants_are_seen_and_heard_and_withdrawal_is_immediate() {
+    let mut h = Harness::new(settings(NonConsenting::Placeholder));
+    h.participant(A, "Anna A", true, 0);
+    h.participant(B, "Bernd B", false, 1);
+    h.start();
+    let t0 = h.now();
+    h.run_until(t0, Duration::from_secs(2));
+
+    // After A's first frame, every frame shows A and none shows B.
+    let frames = h.frames_since(0);
+    let first_a = frames
+        .iter()
+        .position(|f| f.colours[0].count > 0)
+        .expect("A never appeared");
+    let shown = &frames[first_a..];
+    assert!(shown.len() >= 30, "only {} frames with A", shown.len());
+    for f in shown {
+        assert!(f.colours[0].count > 500, "a frame without A: {f:?}");
+    }
+    assert!(
+        frames.iter().all(|f| f.colours[1].count == 0),
+        "B's colour appeared although B did not consent"
+    );
+    let chunks = h.chunks_since(0);
+    let first_tone = chunks
+        .iter()
+        .position(|c| c.tones[0] > AUDIBLE)
+        .expect("A's tone never heard");
+    let heard = &chunks[first_tone + 5..];
+    assert!(heard.len() >= 100, "only {} audio windows", heard.len());
+    let with_a = heard.iter().filter(|c| c.tones[0] > AUDIBLE).count();
+    let missing: Vec<(u64, f64)> = heard
+        .iter()
+        .filter(|c| c.tones[0] <= AUDIBLE)
+        .map(|c| (c.running_ns / 1_000_000, c.tones[0]))
+        .collect();
+    let first_ms = heard[0].running_ns / 1_000_000;
+    assert!(
+        with_a * 100 >= heard.len() * 95,
+        "first window at {first_ms} ms, missing (ms, amplitude): {missing:?}; \
+         A's tone missing in {} of {} windows",
+        heard.len() - with_a,
+        heard.len()
+    );
+    let b_max = chunks.iter().map(|c| c.tones[1]).fold(0.0, f64::max);
+    assert!(b_max < SILENT, "B's tone heard: amplitude {b_max}");
+
+    // Withdraw A: nothing of A at or after the returned running time.
+    let withdrawn = h.program.set_consent(A, false).expect("running time");
+    h.run_until(withdrawn, Duration::from_secs(1));
+    let before = h
+        .frames
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|f| f.running_ns < withdrawn && f.colours[0].count > 0)
+        .count();
+    assert!(before > 0, "A was visible before the withdrawal");
+    let after = h.frames_since(withdrawn);
+    assert!(
+        after.len() >= 25,
+        "only {} frames after withdrawal",
+        after.len()
+    );
+    for f in &after {
+        assert_eq!(f.colours[0].count, 0, "A visible after withdrawal: {f:?}");
+    }
+    for c in h.chunks_since(0).iter().filter(|c| c.end_ns > withdrawn) {
+        assert!(
+            c.tones[0] < SILENT,
+            "A's tone after withdrawal at {} ns (withdrawn {withdrawn}): {c:?}",
+            c.running_ns
+        );
+    }
+    // Both now show the neutral tile: two tiles of the placeholder colour, no person.
+    let placements = h.program.placements().to_vec();
+    assert_eq!(placements.len(), 2);
+    assert!(placements
+        .iter()
+        .all(|p| p.content == gremium_compositor::TileContent::NotRecorded));
+
+    // Grant B: B appears (at the next keyframe; raw test video has only keyframes).
+    let granted = h.program.set_consent(B, true).unwrap();
+    h.run_until(granted, Duration::from_millis(800));
+    let late = h.frames_since(granted + 300_000_000);
+    assert!(!late.is_empty());
+    assert!(late
+        .iter()
+        .all(|f| f.colours[1].count > 500 && f.colours[0].count == 0));
+    let heard_b = h.chunks_since(granted + 300_000_000);
+    assert!(heard_b
+        .iter()
+        .all(|c| c.tones[1] > AUDIBLE && c.tones[0] < SILENT));
+}
+
+#[test]
+fn grid_speaker_and_podium_geometry_at_pixel_level() {
+    let mut h = Harness::new(settings(NonConsenting::Hide));
+    h.participant(A, "Anna A", true, 0);
+    h.participant(B, "Bernd B", true, 1);
+    h.participant(C, "Clara C", true, 2);
+    h.start();
+    h.run_until(h.now(), Duration::from_millis(1500));
+
+    let check = |h: &Harness, what: &str| {
+        let placements = h.program.placements().to_vec();
+        let t = h.now();
+        h.run_until(t, Duration::from_millis(500));
+        let frame = h.frames_since(t + 200_000_000).pop().expect("a frame");
+        for (i, id) in [A, B, C].iter().enumerate() {
+            match placements.iter().find(|p| p.id == *id) {
+                Some(p) => assert_bbox(frame.colours[i], p, &format!("{what}: participant {i}")),
+                None => assert_eq!(frame.colours[i].count, 0, "{what}: {i} should be hidden"),
+            }
+        }
+        placements
+    };
+    // Grid of three: 2 × 2 cells, three tiles.
+    let grid = check(&h, "grid");
+    assert_eq!(grid.len(), 3);
+    // Speaker layout with B pinned: B large on top, the others in the strip.
+    h.program.set_layout(LayoutChoice {
+        kind: LayoutKind::Speaker,
+        pinned: Some(B),
+        podium: vec![],
+    });
+    let speaker = check(&h, "speaker");
+    let big = speaker.iter().find(|p| p.id == B).unwrap();
+    assert!(big.rect.area() > 4 * speaker.iter().find(|p| p.id == A).unwrap().rect.area());
+    // Podium: only A and C; B is neither seen nor heard.
+    h.program.set_layout(LayoutChoice {
+        kind: LayoutKind::Podium,
+        pinned: None,
+        podium: vec![A, C],
+    });
+    let t = h.now();
+    let podium = check(&h, "podium");
+    assert_eq!(podium.len(), 2);
+    let heard = h.chunks_since(t + 300_000_000);
+    assert!(!heard.is_empty());
+    assert!(heard.iter().all(|c| c.tones[1] < SILENT), "audience heard");
+    assert!(heard
+        .iter()
+        .all(|c| c.tones[0] > AUDIBLE && c.tones[2] > AUDIBLE));
+}
+
+#[test]
+fn live_changes_slate_placeholders_and_stalled_inputs_never_stop_the_program() {
+    let mut settings = settings(NonConsenting::Placeholder);
+    settings.labels = true;
+    settings.indicator = Some("● REC".into());
+    let mut h = Harness::new(settings);
+    h.participant(A, "Anna A", true, 0);
+    h.start();
+    h.run_until(h.now(), Duration::from_secs(1));
+    h.program.set_indicator(true);
+    let t = h.now();
+    h.run_until(t, Duration::from_millis(300));
+    let mut indicator = 0;
+    for y in 0..40 {
+        for x in W - 160..W {
+            indicator += usize::from(near(&h.pixel(x, y), [255, 48, 48]));
+        }
+    }
+    assert!(
+        indicator > 20,
+        "recording indicator not drawn ({indicator} red pixels)"
+    );
+
+    // Join while running.
+    h.participant(B, "Bernd B", true, 1);
+    let t = h.now();
+    h.run_until(t, Duration::from_millis(800));
+    let f = h.frames_since(t + 400_000_000).pop().unwrap();
+    assert!(f.colours[0].count > 0 && f.colours[1].count > 0, "{f:?}");
+
+    // A's label is drawn in A's tile (bottom left): not all of A's tile is red.
+    let a = *h.program.placements().iter().find(|p| p.id == A).unwrap();
+    let mut label = 0;
+    for y in a.rect.y + a.rect.h * 3 / 4..a.rect.y + a.rect.h {
+        for x in a.rect.x..a.rect.x + a.rect.w / 2 {
+            label += usize::from(!near(&h.pixel(x, y), RED));
+        }
+    }
+    assert!(
+        label > 200,
+        "no label at the bottom of A's tile ({label} pixels)"
+    );
+    let mut top = 0;
+    for y in a.rect.y..a.rect.y + a.rect.h / 4 {
+        for x in a.rect.x..a.rect.x + a.rect.w / 2 {
+            top += usize::from(!near(&h.pixel(x, y), RED));
+        }
+    }
+    assert_eq!(top, 0, "the top of A's tile is plain picture");
+    let centre = h.pixel(a.rect.x + a.rect.w / 2, a.rect.y + a.rect.h / 2);
+    assert!(near(&centre, RED), "A's picture: {centre:?}");
+
+    // A's camera stops (source stalls): the program keeps running, without A's
+    // picture once A is marked camera-off, with a placeholder tile instead.
+    let (_, _, a_video) = h
+        .sources
+        .iter()
+        .find(|(id, k, _)| *id == A && *k == Kind::Video)
+        .unwrap()
+        .clone();
+    a_video.set_state(gst::State::Paused).unwrap();
+    let stalled = h.now();
+    h.run_until(stalled, Duration::from_millis(700));
+    let frames = h.frames_since(stalled);
+    for w in frames.windows(2) {
+        let gap = w[1].running_ns - w[0].running_ns;
+        assert!(gap < 100_000_000, "program stalled for {gap} ns");
+    }
+    h.program.set_camera(A, false);
+    let off = h.now();
+    h.run_until(off, Duration::from_millis(500));
+    let a = *h.program.placements().iter().find(|p| p.id == A).unwrap();
+    assert_eq!(a.content, gremium_compositor::TileContent::Initials);
+    let f = h.frames_since(off + 300_000_000).pop().unwrap();
+    assert_eq!(f.colours[0].count, 0, "camera-off participant still shown");
+    let tile = h.pixel(a.rect.x + 4, a.rect.y + 4);
+    assert!(
+        (i32::from(tile[0]) - 0x2f).abs() < 20 && (i32::from(tile[2]) - 0x40).abs() < 20,
+        "placeholder colour expected, got {tile:?}"
+    );
+
+    // The slate: nobody's picture or sound, within a frame or two.
+    let slate_at = h.program.set_slate(true).unwrap().unwrap();
+    h.run_until(slate_at, Duration::from_millis(700));
+    for f in h.frames_since(slate_at + 50_000_000) {
+        assert!(
+            f.colours.iter().all(|c| c.count == 0),
+            "participant visible under the slate: {f:?}"
+        );
+    }
+    let chunks = h.chunks_since(slate_at + 50_000_000);
+    assert!(chunks.iter().all(|c| c.tones.iter().all(|t| *t < SILENT)));
+    let px = h.pixel(W / 2, 10);
+    assert!(
+        near(&px, [0x1d, 0x35, 0x57]),
+        "slate colour expected, got {px:?}"
+    );
+    let back = h.program.set_slate(false).unwrap().unwrap();
+    h.run_until(back, Duration::from_millis(600));
+    let f = h.frames_since(back + 300_000_000).pop().unwrap();
+    assert!(f.colours[1].count > 0, "program back after the slate");
+
+    // Leave while running; the rest goes on.
+    h.program.remove_participant(B);
+    let left = h.now();
+    h.run_until(left, Duration::from_millis(500));
+    let f = h.frames_since(left + 200_000_000).pop().unwrap();
+    assert_eq!(f.colours[1].count, 0);
+    assert_eq!(h.program.placements().len(), 1);
+}
