@@ -28,6 +28,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub ingest: IngestConfig,
     #[serde(default)]
+    pub compositor: CompositorConfig,
+    #[serde(default)]
     pub retention: RetentionConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -122,6 +124,27 @@ pub struct IngestConfig {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct CompositorConfig {
+    /// Program width in pixels (default 1280).
+    pub width: Option<u32>,
+    /// Program height in pixels (default 720).
+    pub height: Option<u32>,
+    /// Program frame rate (default 30).
+    pub fps: Option<u32>,
+    /// How long the mixers wait for a late input, in ms (default 100).
+    pub latency_ms: Option<u64>,
+    /// `placeholder` (a neutral tile, default) or `hide` for non-consenting participants.
+    pub non_consenting: Option<String>,
+    /// Text of the neutral tile.
+    pub not_consenting_text: Option<String>,
+    /// Draw name labels on tiles (default true).
+    pub labels: Option<bool>,
+    /// Text of the non-public slate.
+    pub slate_text: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Default retention of recordings in days (default 30).
     pub default_days: Option<u32>,
@@ -160,6 +183,7 @@ pub struct Config {
     pub ice: gremium_pipelines::webrtc::IceSettings,
     pub media_timeout: std::time::Duration,
     pub max_publishers: usize,
+    pub program: gremium_compositor::ProgramSettings,
 }
 
 /// Overrides from flags and environment.
@@ -312,6 +336,8 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
         bail!("ingest.max_publishers_per_meeting: must be between 1 and 500");
     }
 
+    let program = program_settings(&file.compositor)?;
+
     let default_days = file.retention.default_days.unwrap_or(30);
     let max_days = file.retention.max_days.unwrap_or(3650);
     if default_days > max_days {
@@ -369,6 +395,47 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
         ice,
         media_timeout,
         max_publishers,
+        program,
+    })
+}
+
+fn program_settings(c: &CompositorConfig) -> anyhow::Result<gremium_compositor::ProgramSettings> {
+    let defaults = gremium_compositor::ProgramSettings::default();
+    let width = c.width.unwrap_or(defaults.canvas.width);
+    let height = c.height.unwrap_or(defaults.canvas.height);
+    if !(160..=3840).contains(&width) || width % 2 != 0 {
+        bail!("compositor.width: must be an even number between 160 and 3840");
+    }
+    if !(90..=2160).contains(&height) || height % 2 != 0 {
+        bail!("compositor.height: must be an even number between 90 and 2160");
+    }
+    let fps = c.fps.unwrap_or(defaults.fps);
+    if !(1..=60).contains(&fps) {
+        bail!("compositor.fps: must be between 1 and 60");
+    }
+    let latency_ms = c.latency_ms.unwrap_or(100);
+    if !(10..=5000).contains(&latency_ms) {
+        bail!("compositor.latency_ms: must be between 10 and 5000");
+    }
+    let non_consenting = match c.non_consenting.as_deref().unwrap_or("placeholder") {
+        "placeholder" => gremium_compositor::NonConsenting::Placeholder,
+        "hide" => gremium_compositor::NonConsenting::Hide,
+        other => {
+            bail!("compositor.non_consenting: {other:?} is not one of \"placeholder\", \"hide\"")
+        }
+    };
+    Ok(gremium_compositor::ProgramSettings {
+        canvas: gremium_compositor::Canvas { width, height },
+        fps,
+        latency: std::time::Duration::from_millis(latency_ms),
+        non_consenting,
+        not_consenting_text: c
+            .not_consenting_text
+            .clone()
+            .unwrap_or(defaults.not_consenting_text),
+        labels: c.labels.unwrap_or(true),
+        slate_text: c.slate_text.clone().unwrap_or(defaults.slate_text),
+        ..defaults
     })
 }
 
@@ -486,6 +553,9 @@ mod tests {
             ("[auth.oidc]\nissuer = 'i'\naudience = 'a'\njwks_url = 'https://x'\nrole_map = { g = 'boss' }", "auth.oidc.role_map.g"),
             ("[log]\nformat = 'xml'", "log.format"),
             ("[ingest]\nmedia_timeout_secs = 0", "ingest.media_timeout_secs"),
+            ("[compositor]\nwidth = 1281", "compositor.width"),
+            ("[compositor]\nfps = 0", "compositor.fps"),
+            ("[compositor]\nnon_consenting = 'blur'", "compositor.non_consenting"),
         ];
         for (text, key) in cases {
             let err = format!("{:#}", check(text).expect_err(text));

@@ -123,6 +123,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             gather_timeout: Duration::from_secs(5),
             media_timeout: config.media_timeout,
             max_publishers: config.max_publishers,
+            program: config.program.clone(),
         },
         sink,
     )

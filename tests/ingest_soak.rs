@@ -44,6 +44,7 @@ async fn publish_leave_cycles_leave_no_trace() {
             gather_timeout: Duration::from_secs(5),
             media_timeout: Duration::from_secs(10),
             max_publishers: 10,
+            program: Default::default(),
         },
         sink,
     )

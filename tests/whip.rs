@@ -6,13 +6,12 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use gremium_mediaplane::{GstMediaPlane, MediaPlaneSettings};
+use gremium_mediaplane::GstMediaPlane;
 use gremium_pipelines::webrtc::IceSettings;
-use gremium_signaling::{ApiSettings, AppState, Authenticator, Role};
+use gremium_signaling::Role;
 use reqwest::Method;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gremium");
@@ -21,49 +20,7 @@ async fn spawn_with_media(
     media_timeout: Duration,
     max_publishers: usize,
 ) -> (TestApp, GstMediaPlane) {
-    let db = fresh_db(Backend::Sqlite).await;
-    let (sink, events) = gremium_signaling::event_channel();
-    let media = GstMediaPlane::new(
-        MediaPlaneSettings {
-            ice: IceSettings {
-                local_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-                ..Default::default()
-            },
-            dot_dir: std::env::temp_dir().join("gremium-whip-dot"),
-            gather_timeout: Duration::from_secs(5),
-            media_timeout,
-            max_publishers,
-        },
-        sink.clone(),
-    )
-    .unwrap();
-    let auth = Authenticator::new(auth_settings(None));
-    let api = ApiSettings {
-        max_body_bytes: 16 * 1024,
-        ..Default::default()
-    };
-    let state = AppState::new(
-        db.clone(),
-        auth.clone(),
-        Arc::new(media.clone()),
-        api,
-        gremium_signaling::system_clock(),
-    );
-    tokio::spawn(gremium_signaling::apply_media_events(state.clone(), events));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = gremium_signaling::router(state);
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let (fake_sink, _) = gremium_signaling::event_channel();
-    let app = TestApp {
-        base: format!("http://{addr}"),
-        addr,
-        db,
-        fake: gremium_signaling::media::fake::FakeMediaPlane::new(fake_sink), // unused here
-        auth,
-        http: reqwest::Client::builder().no_proxy().build().unwrap(),
-    };
-    (app, media)
+    spawn_with_gst_media(media_timeout, max_publishers, Default::default()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

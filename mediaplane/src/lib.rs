@@ -9,23 +9,26 @@
 //! Must not: know HTTP or SQL. It is driven only through [`MediaCommand`]s, so it can
 //! run in the control plane's process (the embedded default) or on a media node.
 //!
-//! Status: ingest only. Each publisher's decoded audio and video end in a per-
-//! participant branch that nothing consumes yet; the compositor, recorder and
-//! streamer issues attach there. Starting recordings or streams is refused as
-//! unavailable until then.
+//! Each publisher's decoded audio and video end in a tee; every program (one per
+//! output audience, created when a consumer attaches) takes a branch from it through
+//! its consent gates. Consumers (recorder, streamer, tests) attach to a program with
+//! [`GstMediaPlane::attach_consumer`]. Starting recordings or streams is refused as
+//! unavailable until the recorder and streamer issues land.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gremium_compositor::{Kind, LayoutChoice, Program, ProgramSettings, SpeakerDetector};
 use gremium_pipelines::webrtc::{
     answer_offer, decode_incoming, make_webrtcbin, parse_sdp, IceSettings, MediaKind,
 };
 use gremium_pipelines::{make, Pipeline, PipelineError, PipelineSettings};
 use gremium_protocol::{
-    CommandOutcome, EventSink, MediaCommand, MediaEvent, MediaPlane, MediaPlaneError,
+    Audience, CommandOutcome, Consent, EventSink, LayoutSpec, MediaCommand, MediaEvent, MediaPlane,
+    MediaPlaneError, MeetingContext,
 };
 use gst::prelude::*;
 use tokio::sync::mpsc;
@@ -44,7 +47,13 @@ pub struct MediaPlaneSettings {
     pub media_timeout: Duration,
     /// Most publishers one meeting accepts at once.
     pub max_publishers: usize,
+    /// Look of the programs (canvas, frame rate, labels, texts). The name and the
+    /// indicator are set per audience.
+    pub program: ProgramSettings,
 }
+
+/// A camera that sent no video for this long counts as off (placeholder tile).
+const CAMERA_OFF_AFTER_MS: u64 = 1500;
 
 struct Publisher {
     participant_id: Uuid,
@@ -59,17 +68,52 @@ struct Publisher {
     remote_ufrag: Option<String>,
     /// The decoded video pad, once video arrives (keyframe requests go upstream here).
     video: Arc<Mutex<Option<gst::Pad>>>,
+    /// Tees of the decoded media, once it arrives; programs branch off here.
+    tees: Arc<Mutex<HashMap<Kind, gst::Element>>>,
+    /// Ghost pads on `bin` feeding programs: (audience, kind, pad).
+    links: Vec<(Audience, Kind, gst::GhostPad)>,
+    /// Loudest audio level since the last look, as (dBFS + 100) × 100.
+    level: Arc<AtomicU32>,
+    /// Milliseconds since `Inner::epoch` of the last decoded video frame (0: none).
+    last_video_ms: Arc<AtomicU64>,
+    /// The camera counts as on.
+    camera_on: bool,
+}
+
+/// A consumer attached to a program (recorder, streamer, test tap).
+struct Consumer {
+    audience: Audience,
+    bin: gst::Bin,
+    outputs: Vec<gst::Pad>,
 }
 
 struct MeetingSession {
     pipeline: Pipeline,
     publishers: HashMap<Uuid, Publisher>,
+    programs: HashMap<Audience, Program>,
+    consumers: HashMap<Uuid, Consumer>,
+    speaker: SpeakerDetector,
+    /// Names of the participants who published, in joining order.
+    roster: Vec<(Uuid, String)>,
+}
+
+/// What the media plane remembers of a meeting between sessions: the latest consent
+/// commands (they win over the possibly older values a publish carries), the
+/// layout and the public flag.
+#[derive(Default)]
+struct Memo {
+    consent: HashMap<Uuid, Consent>,
+    layout: Option<LayoutSpec>,
+    public: Option<bool>,
 }
 
 struct Inner {
     settings: MediaPlaneSettings,
     sink: EventSink,
     meetings: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<MeetingSession>>>>,
+    memos: Mutex<HashMap<Uuid, Memo>>,
+    /// Decoded media that appeared: (meeting, publishing session, kind).
+    ready: mpsc::UnboundedSender<(Uuid, Uuid, Kind)>,
     /// Publishing sessions whose ICE failed or closed, or whose media stopped.
     dead: mpsc::UnboundedSender<(Uuid, Uuid)>,
     /// Time base of the media timestamps above.
@@ -100,13 +144,25 @@ impl GstMediaPlane {
             tracing::warn!(missing = ?names, "GStreamer elements missing; run `gremium doctor`");
         }
         let (dead, mut dead_rx) = mpsc::unbounded_channel();
+        let (ready, mut ready_rx) = mpsc::unbounded_channel();
         let plane = GstMediaPlane(Arc::new(Inner {
             settings,
             sink,
             meetings: Mutex::new(HashMap::new()),
+            memos: Mutex::new(HashMap::new()),
+            ready,
             dead,
             epoch: Instant::now(),
         }));
+        let weak = Arc::downgrade(&plane.0);
+        tokio::spawn(async move {
+            while let Some((meeting_id, session_id, kind)) = ready_rx.recv().await {
+                let Some(inner) = weak.upgrade() else { break };
+                GstMediaPlane(inner)
+                    .connect_to_programs(meeting_id, session_id, kind)
+                    .await;
+            }
+        });
         let weak = Arc::downgrade(&plane.0);
         tokio::spawn(async move {
             while let Some((meeting_id, session_id)) = dead_rx.recv().await {
@@ -116,11 +172,11 @@ impl GstMediaPlane {
         });
         let weak = Arc::downgrade(&plane.0);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { break };
-                GstMediaPlane(inner).reap_silent_publishers().await;
+                GstMediaPlane(inner).watch_publishers().await;
             }
         });
         Ok(plane)
@@ -130,8 +186,10 @@ impl GstMediaPlane {
         self.0.epoch.elapsed().as_millis() as u64
     }
 
-    /// Queue for removal every publisher that sent no media for `media_timeout`.
-    async fn reap_silent_publishers(&self) {
+    /// Every tick: queue for removal every publisher that sent no media for
+    /// `media_timeout`, notice cameras going off and on, and feed the audio levels
+    /// to the active speaker detector.
+    async fn watch_publishers(&self) {
         let sessions: Vec<(Uuid, Arc<tokio::sync::Mutex<MeetingSession>>)> = self
             .0
             .meetings
@@ -143,15 +201,294 @@ impl GstMediaPlane {
         let now = self.now_ms();
         let limit = self.0.settings.media_timeout.as_millis() as u64;
         for (meeting_id, session) in sessions {
-            let s = session.lock().await;
-            for (session_id, p) in &s.publishers {
+            let mut s = session.lock().await;
+            let mut levels = Vec::new();
+            let mut camera_changes = Vec::new();
+            for (session_id, p) in s.publishers.iter_mut() {
                 let last = p.last_media_ms.load(Ordering::Relaxed).max(p.answered_ms);
                 if now.saturating_sub(last) > limit {
                     tracing::info!(%meeting_id, %session_id, "publisher sent no media; removing it");
                     let _ = self.0.dead.send((meeting_id, *session_id));
                 }
+                let video = p.last_video_ms.load(Ordering::Relaxed);
+                let on = video > 0 && now.saturating_sub(video) <= CAMERA_OFF_AFTER_MS;
+                if on != p.camera_on && (video > 0 || p.camera_on) {
+                    p.camera_on = on;
+                    camera_changes.push((p.participant_id, on));
+                }
+                let raw = p.level.swap(0, Ordering::Relaxed);
+                let level = (raw > 0).then(|| raw as f32 / 100.0 - 100.0);
+                levels.push((p.participant_id, level));
+            }
+            for (participant_id, on) in camera_changes {
+                for program in s.programs.values_mut() {
+                    program.set_camera(participant_id, on);
+                }
+                (self.0.sink)(MediaEvent::CameraChanged {
+                    meeting_id,
+                    participant_id,
+                    on,
+                });
+            }
+            let at = Duration::from_millis(now);
+            if let Some(speaker) = s.speaker.update(&levels, at) {
+                for program in s.programs.values_mut() {
+                    program.set_active_speaker(Some(speaker));
+                }
+                (self.0.sink)(MediaEvent::ActiveSpeakerChanged {
+                    meeting_id,
+                    participant_id: speaker,
+                });
             }
         }
+    }
+
+    /// The consent the media plane should apply for a participant: the latest
+    /// `SetConsent` it saw, else what the publish said.
+    fn consent_of(&self, meeting_id: Uuid, participant_id: Uuid, fallback: Consent) -> Consent {
+        let mut memos = self.0.memos.lock().unwrap_or_else(|p| p.into_inner());
+        *memos
+            .entry(meeting_id)
+            .or_default()
+            .consent
+            .entry(participant_id)
+            .or_insert(fallback)
+    }
+
+    fn memo_context(&self, meeting_id: Uuid, fallback: &MeetingContext) -> MeetingContext {
+        let mut memos = self.0.memos.lock().unwrap_or_else(|p| p.into_inner());
+        let memo = memos.entry(meeting_id).or_default();
+        let layout = memo.layout.get_or_insert_with(|| fallback.layout.clone());
+        let public = *memo.public.get_or_insert(fallback.public);
+        MeetingContext {
+            public,
+            layout: layout.clone(),
+        }
+    }
+
+    /// The program of an audience, built (and fed with every publisher) on first use.
+    fn ensure_program<'a>(
+        &self,
+        meeting_id: Uuid,
+        s: &'a mut MeetingSession,
+        audience: Audience,
+    ) -> Result<&'a mut Program, MediaPlaneError> {
+        if !s.programs.contains_key(&audience) {
+            let mut settings = self.0.settings.program.clone();
+            let name = match audience {
+                Audience::Recording => "recording",
+                Audience::Streaming => "streaming",
+            };
+            settings.name = format!("program-{name}");
+            settings.indicator = match audience {
+                Audience::Recording => Some("● REC".into()),
+                Audience::Streaming => Some("● LIVE".into()),
+            };
+            let mut program =
+                Program::new(settings).map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
+            s.pipeline
+                .gst()
+                .add(program.bin())
+                .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
+            program
+                .bin()
+                .sync_state_with_parent()
+                .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
+            let context = self.memo_context(meeting_id, &MeetingContext::default());
+            program.set_layout(layout_choice(&context.layout));
+            if audience == Audience::Streaming && !context.public {
+                program
+                    .set_slate(true)
+                    .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
+            }
+            for (participant_id, name) in &s.roster {
+                let consent = self.consent_of(meeting_id, *participant_id, Consent::default());
+                program.add_participant(*participant_id, name, consent.for_audience(audience));
+            }
+            if let Some(speaker) = s.speaker.current() {
+                program.set_active_speaker(Some(speaker));
+            }
+            for p in s.publishers.values_mut() {
+                let tees = p.tees.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                for (kind, tee) in tees {
+                    if let Err(e) = link_publisher(&mut program, audience, p, kind, &tee) {
+                        tracing::warn!(error = %e, "participant not connected to the program");
+                    }
+                }
+                program.set_camera(p.participant_id, p.camera_on);
+            }
+            s.programs.insert(audience, program);
+        }
+        Ok(s.programs.get_mut(&audience).expect("inserted above"))
+    }
+
+    /// Decoded media of a publisher appeared: feed it to every program.
+    async fn connect_to_programs(&self, meeting_id: Uuid, session_id: Uuid, kind: Kind) {
+        let Some(session) = self.session(meeting_id) else {
+            return;
+        };
+        let mut guard = session.lock().await;
+        let s = &mut *guard;
+        let Some(p) = s.publishers.get_mut(&session_id) else {
+            return;
+        };
+        let Some(tee) = p
+            .tees
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&kind)
+            .cloned()
+        else {
+            return;
+        };
+        for (audience, program) in s.programs.iter_mut() {
+            if let Err(e) = link_publisher(program, *audience, p, kind, &tee) {
+                tracing::warn!(error = %e, "participant not connected to the program");
+            }
+        }
+    }
+
+    /// Attach a consumer to the program of `audience`: `consumer` is a bin with ghost
+    /// sink pads named `video` and/or `audio`, which get the program's raw I420 video
+    /// and S16LE 48 kHz stereo audio. The meeting's media session starts if needed.
+    pub async fn attach_consumer(
+        &self,
+        meeting_id: Uuid,
+        audience: Audience,
+        consumer: gst::Bin,
+    ) -> Result<Uuid, MediaPlaneError> {
+        let session = self.session_or_create(meeting_id)?;
+        let mut guard = session.lock().await;
+        let s = &mut *guard;
+        let failed = |e: String| MediaPlaneError::Failed(e);
+        s.pipeline
+            .gst()
+            .add(&consumer)
+            .map_err(|e| failed(e.to_string()))?;
+        let program = self.ensure_program(meeting_id, s, audience)?;
+        let mut outputs = Vec::new();
+        for (name, kind) in [("video", Kind::Video), ("audio", Kind::Audio)] {
+            let Some(sink) = consumer.static_pad(name) else {
+                continue;
+            };
+            let out = program
+                .request_output(kind)
+                .map_err(|e| failed(e.to_string()))?;
+            out.link(&sink).map_err(|e| failed(format!("{e:?}")))?;
+            outputs.push(out);
+        }
+        consumer
+            .sync_state_with_parent()
+            .map_err(|e| failed(e.to_string()))?;
+        let id = Uuid::new_v4();
+        s.consumers.insert(
+            id,
+            Consumer {
+                audience,
+                bin: consumer,
+                outputs,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Detach a consumer (its bin is set to NULL and removed). Ends the media session
+    /// when nobody publishes and nothing else consumes.
+    pub async fn detach_consumer(&self, meeting_id: Uuid, consumer_id: Uuid) -> bool {
+        let Some(session) = self.session(meeting_id) else {
+            return false;
+        };
+        let mut s = session.lock().await;
+        let Some(c) = s.consumers.remove(&consumer_id) else {
+            return false;
+        };
+        if let Some(program) = s.programs.get(&c.audience) {
+            for out in &c.outputs {
+                program.release_output(out);
+            }
+        }
+        remove_bin(&s.pipeline, &c.bin).await;
+        let idle = s.publishers.is_empty() && s.consumers.is_empty();
+        drop(s);
+        if idle {
+            self.end_meeting(meeting_id);
+        }
+        true
+    }
+
+    /// The tiles a program shows now (for tests and diagnostics).
+    pub async fn placements(
+        &self,
+        meeting_id: Uuid,
+        audience: Audience,
+    ) -> Option<Vec<gremium_compositor::Placement>> {
+        let session = self.session(meeting_id)?;
+        let s = session.lock().await;
+        s.programs.get(&audience).map(|p| p.placements().to_vec())
+    }
+
+    /// Apply a consent change to every program; returns the running time after the
+    /// gates moved (None without a media session).
+    async fn set_consent(
+        &self,
+        meeting_id: Uuid,
+        participant_id: Uuid,
+        consent: Consent,
+    ) -> Option<u64> {
+        self.0
+            .memos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(meeting_id)
+            .or_default()
+            .consent
+            .insert(participant_id, consent);
+        let session = self.session(meeting_id)?;
+        let mut s = session.lock().await;
+        for (audience, program) in s.programs.iter_mut() {
+            program.set_consent(participant_id, consent.for_audience(*audience));
+        }
+        running_time(&s)
+    }
+
+    async fn set_layout(&self, meeting_id: Uuid, layout: LayoutSpec) -> Option<u64> {
+        self.0
+            .memos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(meeting_id)
+            .or_default()
+            .layout = Some(layout.clone());
+        let session = self.session(meeting_id)?;
+        let mut s = session.lock().await;
+        for program in s.programs.values_mut() {
+            program.set_layout(layout_choice(&layout));
+        }
+        running_time(&s)
+    }
+
+    async fn set_public(
+        &self,
+        meeting_id: Uuid,
+        public: bool,
+    ) -> Result<Option<u64>, MediaPlaneError> {
+        self.0
+            .memos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(meeting_id)
+            .or_default()
+            .public = Some(public);
+        let Some(session) = self.session(meeting_id) else {
+            return Ok(None);
+        };
+        let mut s = session.lock().await;
+        if let Some(program) = s.programs.get_mut(&Audience::Streaming) {
+            program
+                .set_slate(!public)
+                .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
+        }
+        Ok(running_time(&s))
     }
 
     fn session(&self, meeting_id: Uuid) -> Option<Arc<tokio::sync::Mutex<MeetingSession>>> {
@@ -179,6 +516,10 @@ impl GstMediaPlane {
         let session = Arc::new(tokio::sync::Mutex::new(MeetingSession {
             pipeline,
             publishers: HashMap::new(),
+            programs: HashMap::new(),
+            consumers: HashMap::new(),
+            speaker: SpeakerDetector::new(Default::default()),
+            roster: Vec::new(),
         }));
         meetings.insert(meeting_id, session.clone());
         tracing::info!(%meeting_id, "media session started");
@@ -216,6 +557,9 @@ impl GstMediaPlane {
         meeting_id: Uuid,
         participant_id: Uuid,
         offer: &str,
+        display_name: &str,
+        consent: Consent,
+        context: &MeetingContext,
     ) -> Result<CommandOutcome, MediaPlaneError> {
         let posted = Instant::now();
         parse_sdp(offer).map_err(failed)?;
@@ -224,16 +568,19 @@ impl GstMediaPlane {
                 "no supported codec offered: send VP8 or H.264 video, or Opus audio".into(),
             ));
         }
+        self.memo_context(meeting_id, context);
+        let consent = self.consent_of(meeting_id, participant_id, consent);
         let session = self.session_or_create(meeting_id)?;
-        let mut s = session.lock().await;
+        let mut guard = session.lock().await;
+        let s = &mut *guard;
         let others = s
             .publishers
             .values()
             .filter(|p| p.participant_id != participant_id)
             .count();
         if others >= self.0.settings.max_publishers {
-            let empty = s.publishers.is_empty();
-            drop(s);
+            let empty = s.publishers.is_empty() && s.consumers.is_empty();
+            drop(guard);
             if empty {
                 self.end_meeting(meeting_id);
             }
@@ -251,7 +598,7 @@ impl GstMediaPlane {
             .collect();
         for id in old {
             if let Some(p) = s.publishers.remove(&id) {
-                remove_bin(&s.pipeline, &p.bin).await;
+                drop_publisher(s, p).await;
             }
         }
         let session_id = Uuid::new_v4();
@@ -264,6 +611,12 @@ impl GstMediaPlane {
         let (last, epoch) = (last_media_ms.clone(), self.0.epoch);
         let video: Arc<Mutex<Option<gst::Pad>>> = Arc::default();
         let video_slot = video.clone();
+        let tees: Arc<Mutex<HashMap<Kind, gst::Element>>> = Arc::default();
+        let tees_slot = tees.clone();
+        let level = Arc::new(AtomicU32::new(0));
+        let last_video_ms = Arc::new(AtomicU64::new(0));
+        let (level_slot, video_seen) = (level.clone(), last_video_ms.clone());
+        let ready = self.0.ready.clone();
         let sink = self.0.sink.clone();
         let bin_weak = bin.downgrade();
         decode_incoming(&webrtc, &bin, move |kind, pad| {
@@ -271,13 +624,18 @@ impl GstMediaPlane {
                 return;
             };
             let last = last.clone();
+            let video_seen = video_seen.clone();
             let label = match kind {
                 MediaKind::Audio => "audio",
                 MediaKind::Video => "video",
             };
             let first_frame = Arc::new(AtomicBool::new(false));
             let seen = move || {
-                last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                let now = epoch.elapsed().as_millis() as u64;
+                last.store(now, Ordering::Relaxed);
+                if kind == MediaKind::Video {
+                    video_seen.store(now.max(1), Ordering::Relaxed);
+                }
                 if kind == MediaKind::Video && !first_frame.swap(true, Ordering::Relaxed) {
                     // Offer received → first decoded video frame.
                     metrics::histogram!("gremium_ingest_first_frame_seconds")
@@ -286,10 +644,23 @@ impl GstMediaPlane {
                 metrics::counter!("gremium_ingest_decoded_buffers_total", "kind" => label)
                     .increment(1);
             };
-            if let Err(e) = attach_raw_branch(&bin, participant_id, kind, &pad, seen) {
-                tracing::warn!(error = %e, "participant branch not attached");
-                return;
-            }
+            let level = (kind == MediaKind::Audio).then(|| level_slot.clone());
+            let tee = match attach_tee(&bin, participant_id, kind, &pad, seen, level) {
+                Ok(tee) => tee,
+                Err(e) => {
+                    tracing::warn!(error = %e, "participant branch not attached");
+                    return;
+                }
+            };
+            let program_kind = match kind {
+                MediaKind::Audio => Kind::Audio,
+                MediaKind::Video => Kind::Video,
+            };
+            tees_slot
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(program_kind, tee);
+            let _ = ready.send((meeting_id, session_id, program_kind));
             if kind == MediaKind::Video {
                 *video_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(pad.clone());
             }
@@ -325,6 +696,16 @@ impl GstMediaPlane {
                     None => answer_sdp,
                 };
                 let answered_ms = self.now_ms();
+                if !s.roster.iter().any(|(id, _)| *id == participant_id) {
+                    s.roster.push((participant_id, display_name.to_string()));
+                }
+                for (audience, program) in s.programs.iter_mut() {
+                    program.add_participant(
+                        participant_id,
+                        display_name,
+                        consent.for_audience(*audience),
+                    );
+                }
                 s.publishers.insert(
                     session_id,
                     Publisher {
@@ -335,6 +716,11 @@ impl GstMediaPlane {
                         video,
                         webrtc: webrtc.clone(),
                         remote_ufrag: ice_ufrag(offer),
+                        tees,
+                        links: Vec::new(),
+                        level,
+                        last_video_ms,
+                        camera_on: false,
                     },
                 );
                 Ok(CommandOutcome::Published {
@@ -344,8 +730,8 @@ impl GstMediaPlane {
             }
             Err(e) => {
                 remove_bin(&s.pipeline, &bin).await;
-                let empty = s.publishers.is_empty();
-                drop(s);
+                let empty = s.publishers.is_empty() && s.consumers.is_empty();
+                drop(guard);
                 if empty {
                     self.end_meeting(meeting_id);
                 }
@@ -358,17 +744,24 @@ impl GstMediaPlane {
         let Some(session) = self.session(meeting_id) else {
             return false;
         };
-        let mut s = session.lock().await;
+        let mut guard = session.lock().await;
+        let s = &mut *guard;
         let Some(p) = s.publishers.remove(&session_id) else {
             return false;
         };
-        remove_bin(&s.pipeline, &p.bin).await;
+        let participant_id = p.participant_id;
+        drop_publisher(s, p).await;
+        s.roster.retain(|(id, _)| *id != participant_id);
+        s.speaker.remove(participant_id);
+        for program in s.programs.values_mut() {
+            program.remove_participant(participant_id);
+        }
         (self.0.sink)(MediaEvent::ParticipantMediaStopped {
             meeting_id,
-            participant_id: p.participant_id,
+            participant_id,
         });
-        let empty = s.publishers.is_empty();
-        drop(s);
+        let empty = s.publishers.is_empty() && s.consumers.is_empty();
+        drop(guard);
         if empty {
             self.end_meeting(meeting_id);
         }
@@ -386,15 +779,6 @@ impl GstMediaPlane {
             // Dropping the session sets its pipeline to NULL.
             tracing::info!(%meeting_id, "media session ended");
         }
-    }
-
-    async fn running_time(&self, meeting_id: Uuid) -> Option<u64> {
-        let session = self.session(meeting_id)?;
-        let s = session.lock().await;
-        s.pipeline
-            .gst()
-            .current_running_time()
-            .map(|t| t.nseconds())
     }
 }
 
@@ -426,42 +810,158 @@ fn ice_ufrag(sdp: &str) -> Option<String> {
         .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:").map(str::to_string))
 }
 
-/// The participant's raw branch: for now a queue into a sink that discards; the
-/// compositor will consume from here.
-fn attach_raw_branch(
+/// The participant's decoded media ends in a tee that programs branch off. A probe
+/// on its input counts buffers and, for audio, records the loudest level for the
+/// active speaker detector.
+fn attach_tee(
     bin: &gst::Bin,
     participant_id: Uuid,
     kind: MediaKind,
     pad: &gst::Pad,
     on_buffer: impl Fn() + Send + Sync + 'static,
-) -> Result<(), PipelineError> {
+    level: Option<Arc<AtomicU32>>,
+) -> Result<gst::Element, PipelineError> {
     let label = match kind {
         MediaKind::Audio => "audio",
         MediaKind::Video => "video",
     };
-    let queue = make("queue", Some(&format!("raw-{label}-{participant_id}")))?;
-    let sink = make("fakesink", None)?;
-    sink.set_property("sync", false);
-    sink.set_property("async", false);
-    bin.add_many([&queue, &sink])
+    let tee = make("tee", Some(&format!("raw-{label}-{participant_id}")))?;
+    tee.set_property("allow-not-linked", true);
+    bin.add(&tee)
         .map_err(|e| PipelineError::Link(e.to_string()))?;
-    gremium_pipelines::link_chain(&[&queue, &sink])?;
-    queue
-        .sync_state_with_parent()
+    tee.sync_state_with_parent()
         .map_err(|e| PipelineError::StateChange(e.to_string()))?;
-    sink.sync_state_with_parent()
-        .map_err(|e| PipelineError::StateChange(e.to_string()))?;
-    let queue_sink = queue
+    let tee_sink = tee
         .static_pad("sink")
-        .ok_or_else(|| PipelineError::Link("queue".into()))?;
-    queue_sink.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        .ok_or_else(|| PipelineError::Link("tee".into()))?;
+    tee_sink.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
         on_buffer();
+        if let (Some(level), Some(gst::PadProbeData::Buffer(buffer))) = (&level, &info.data) {
+            if let Some(db) = audio_level(pad, buffer) {
+                let scaled = ((db.clamp(-100.0, 0.0) + 100.0) * 100.0) as u32;
+                level.fetch_max(scaled.max(1), Ordering::Relaxed);
+            }
+        }
         gst::PadProbeReturn::Ok
     });
-    // The decoder's pad sits inside `bin`, as does the queue.
-    pad.link(&queue_sink)
+    // The decoder's pad sits inside `bin`, as does the tee.
+    pad.link(&tee_sink)
         .map_err(|e| PipelineError::Link(format!("{e:?}")))?;
+    Ok(tee)
+}
+
+/// RMS level in dBFS of a raw S16LE or F32LE audio buffer.
+fn audio_level(pad: &gst::Pad, buffer: &gst::Buffer) -> Option<f32> {
+    let caps = pad.current_caps()?;
+    let format = caps.structure(0)?.get::<&str>("format").ok()?;
+    let map = buffer.map_readable().ok()?;
+    match format {
+        "S16LE" => {
+            let samples: Vec<i16> = map
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                .collect();
+            gremium_compositor::speaker::level_s16(&samples)
+        }
+        "F32LE" => {
+            let samples: Vec<f32> = map
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            gremium_compositor::speaker::level_f32(&samples)
+        }
+        _ => None,
+    }
+}
+
+/// Feed one of a publisher's tees to a program (once per audience and kind).
+fn link_publisher(
+    program: &mut Program,
+    audience: Audience,
+    p: &mut Publisher,
+    kind: Kind,
+    tee: &gst::Element,
+) -> Result<(), PipelineError> {
+    if p.links.iter().any(|(a, k, _)| *a == audience && *k == kind) {
+        return Ok(());
+    }
+    if !program.has_participant(p.participant_id) {
+        return Ok(());
+    }
+    let tee_pad = tee
+        .request_pad_simple("src_%u")
+        .ok_or_else(|| PipelineError::Link("tee".into()))?;
+    let name = format!(
+        "{}-{}",
+        match kind {
+            Kind::Video => "video",
+            Kind::Audio => "audio",
+        },
+        match audience {
+            Audience::Recording => "recording",
+            Audience::Streaming => "streaming",
+        }
+    );
+    let ghost = gst::GhostPad::builder_with_target(&tee_pad)
+        .map_err(|e| PipelineError::Link(e.to_string()))?
+        .name(name)
+        .build();
+    ghost
+        .set_active(true)
+        .map_err(|e| PipelineError::StateChange(e.to_string()))?;
+    p.bin
+        .add_pad(&ghost)
+        .map_err(|e| PipelineError::Link(e.to_string()))?;
+    if let Err(e) = program.connect(p.participant_id, kind, ghost.upcast_ref()) {
+        let _ = p.bin.remove_pad(&ghost);
+        tee.release_request_pad(&tee_pad);
+        return Err(e);
+    }
+    p.links.push((audience, kind, ghost));
     Ok(())
+}
+
+/// Take a publisher out: its program branches first (unlinked at an idle moment by
+/// the program), then its tee pads, then its bin.
+async fn drop_publisher(s: &mut MeetingSession, p: Publisher) {
+    for program in s.programs.values_mut() {
+        program.remove_participant(p.participant_id);
+    }
+    for (_, _, ghost) in &p.links {
+        let target = ghost.target();
+        let _ = ghost.set_active(false);
+        let _ = p.bin.remove_pad(ghost);
+        if let Some(t) = target {
+            if let Some(tee) = t.parent_element() {
+                tee.release_request_pad(&t);
+            }
+        }
+    }
+    remove_bin(&s.pipeline, &p.bin).await;
+}
+
+/// The meeting pipeline's running time (the programs' time base) in nanoseconds.
+fn running_time(s: &MeetingSession) -> Option<u64> {
+    s.pipeline
+        .gst()
+        .current_running_time()
+        .map(|t| t.nseconds())
+}
+
+/// The compositor's view of a layout spec.
+fn layout_choice(spec: &LayoutSpec) -> LayoutChoice {
+    use gremium_compositor::LayoutKind as K;
+    use gremium_protocol::LayoutKind as P;
+    LayoutChoice {
+        kind: match spec.kind {
+            P::Grid => K::Grid,
+            P::Speaker => K::Speaker,
+            P::ScreenShare => K::ScreenShare,
+            P::Podium => K::Podium,
+        },
+        pinned: spec.pinned,
+        podium: spec.podium.clone(),
+    }
 }
 
 /// Take a publisher's bin out of the running pipeline. Setting it to NULL joins its
@@ -483,7 +983,20 @@ impl MediaPlane for GstMediaPlane {
                 meeting_id,
                 participant_id,
                 offer_sdp,
-            } => self.publish(meeting_id, participant_id, &offer_sdp).await,
+                display_name,
+                consent,
+                context,
+            } => {
+                self.publish(
+                    meeting_id,
+                    participant_id,
+                    &offer_sdp,
+                    &display_name,
+                    consent,
+                    &context,
+                )
+                .await
+            }
             MediaCommand::AddIceCandidates {
                 meeting_id,
                 session_id,
@@ -523,11 +1036,25 @@ impl MediaPlane for GstMediaPlane {
                     Err(MediaPlaneError::NotFound("publishing session".into()))
                 }
             }
-            // No output consumes participants yet, so there is no gate to move; the
-            // compositor issue closes real gates here before answering.
-            MediaCommand::SetConsent { meeting_id, .. }
-            | MediaCommand::SetPublic { meeting_id, .. } => Ok(CommandOutcome::Applied {
-                media_time_ns: self.running_time(meeting_id).await,
+            MediaCommand::SetConsent {
+                meeting_id,
+                participant_id,
+                recording,
+                streaming,
+            } => {
+                let consent = Consent {
+                    recording,
+                    streaming,
+                };
+                Ok(CommandOutcome::Applied {
+                    media_time_ns: self.set_consent(meeting_id, participant_id, consent).await,
+                })
+            }
+            MediaCommand::SetLayout { meeting_id, layout } => Ok(CommandOutcome::Applied {
+                media_time_ns: self.set_layout(meeting_id, layout).await,
+            }),
+            MediaCommand::SetPublic { meeting_id, public } => Ok(CommandOutcome::Applied {
+                media_time_ns: self.set_public(meeting_id, public).await?,
             }),
             MediaCommand::StopRecording { .. } | MediaCommand::StopStream { .. } => {
                 Ok(CommandOutcome::Applied {
@@ -551,6 +1078,11 @@ impl MediaPlane for GstMediaPlane {
                     None => Vec::new(),
                 };
                 self.end_meeting(meeting_id);
+                self.0
+                    .memos
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&meeting_id);
                 for participant_id in publishers {
                     (self.0.sink)(MediaEvent::ParticipantMediaStopped {
                         meeting_id,

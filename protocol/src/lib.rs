@@ -12,5 +12,6 @@ pub mod media;
 
 pub use lifecycle::{InvalidTransition, OutputState, OutputTrigger};
 pub use media::{
-    CommandOutcome, EventSink, MediaCommand, MediaEvent, MediaPlane, MediaPlaneError, RtmpTarget,
+    Audience, CommandOutcome, Consent, EventSink, LayoutKind, LayoutSpec, MediaCommand, MediaEvent,
+    MediaPlane, MediaPlaneError, MeetingContext, RtmpTarget,
 };

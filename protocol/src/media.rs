@@ -23,6 +23,81 @@ impl std::fmt::Debug for RtmpTarget {
     }
 }
 
+/// A participant's consent, per purpose. The default is no consent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Consent {
+    /// Appear in recordings.
+    pub recording: bool,
+    /// Appear in the public livestream.
+    pub streaming: bool,
+}
+
+/// The audience of a program output; decides which consent applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    /// Recordings (consent `recording`).
+    Recording,
+    /// The public livestream (consent `streaming`).
+    Streaming,
+}
+
+impl Consent {
+    /// Consent for an audience's purpose.
+    pub fn for_audience(&self, audience: Audience) -> bool {
+        match audience {
+            Audience::Recording => self.recording,
+            Audience::Streaming => self.streaming,
+        }
+    }
+}
+
+/// Layout kinds of the program.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LayoutKind {
+    /// Everyone in an even grid.
+    #[default]
+    Grid,
+    /// The active (or pinned) speaker large, the others in a strip.
+    Speaker,
+    /// A screen share large, the others in a filmstrip.
+    ScreenShare,
+    /// Only podium members (public sessions); the audience is neither seen nor heard.
+    Podium,
+}
+
+/// The moderator's layout choice for a meeting's programs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LayoutSpec {
+    /// Layout kind.
+    pub kind: LayoutKind,
+    /// Participant shown large in the speaker layout, whoever speaks.
+    #[serde(default)]
+    pub pinned: Option<Uuid>,
+    /// Podium members (podium layout).
+    #[serde(default)]
+    pub podium: Vec<Uuid>,
+}
+
+/// What the media plane needs to know about a meeting when its session starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeetingContext {
+    /// The livestream shows the program (false: the non-public slate).
+    pub public: bool,
+    /// Layout of the programs.
+    pub layout: LayoutSpec,
+}
+
+impl Default for MeetingContext {
+    fn default() -> Self {
+        MeetingContext {
+            public: true,
+            layout: LayoutSpec::default(),
+        }
+    }
+}
+
 /// A command for the media plane. Serializable so it can cross a node boundary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -91,6 +166,23 @@ pub enum MediaCommand {
         participant_id: Uuid,
         /// SDP offer (never logged: it carries addresses).
         offer_sdp: String,
+        /// Name shown on the participant's tile.
+        #[serde(default)]
+        display_name: String,
+        /// The participant's consent as stored. A later `SetConsent` the media plane
+        /// already saw wins over this (it may have raced with the publish).
+        #[serde(default)]
+        consent: Consent,
+        /// The meeting's public flag and layout, for a session that starts now.
+        #[serde(default)]
+        context: MeetingContext,
+    },
+    /// Change the layout of the meeting's programs.
+    SetLayout {
+        /// Meeting.
+        meeting_id: Uuid,
+        /// New layout.
+        layout: LayoutSpec,
     },
     /// Remote ICE candidates trickled by a publisher (WHIP PATCH).
     AddIceCandidates {
@@ -123,6 +215,7 @@ impl MediaCommand {
             | MediaCommand::StopStream { meeting_id, .. }
             | MediaCommand::SetPublic { meeting_id, .. }
             | MediaCommand::Publish { meeting_id, .. }
+            | MediaCommand::SetLayout { meeting_id, .. }
             | MediaCommand::Unpublish { meeting_id, .. }
             | MediaCommand::AddIceCandidates { meeting_id, .. }
             | MediaCommand::EndMeeting { meeting_id } => *meeting_id,
@@ -224,6 +317,22 @@ pub enum MediaEvent {
         meeting_id: Uuid,
         /// Participant.
         participant_id: Uuid,
+    },
+    /// The active speaker changed (from audio levels, with hysteresis).
+    ActiveSpeakerChanged {
+        /// Meeting.
+        meeting_id: Uuid,
+        /// New active speaker.
+        participant_id: Uuid,
+    },
+    /// A participant's camera went off (no video for a while) or came back.
+    CameraChanged {
+        /// Meeting.
+        meeting_id: Uuid,
+        /// Participant.
+        participant_id: Uuid,
+        /// Camera on.
+        on: bool,
     },
 }
 

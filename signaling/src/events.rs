@@ -87,6 +87,23 @@ pub enum EventKind {
         /// Reason given by the moderator.
         reason: Option<String>,
     },
+    /// The moderator changed the layout of the programs.
+    LayoutChanged {
+        /// New layout.
+        layout: gremium_protocol::LayoutSpec,
+    },
+    /// The active speaker changed (drives the speaker layout).
+    ActiveSpeakerChanged {
+        /// Participant now speaking.
+        participant_id: Uuid,
+    },
+    /// A participant's camera went off (placeholder tile) or came back.
+    CameraChanged {
+        /// Participant.
+        participant_id: Uuid,
+        /// Camera on.
+        on: bool,
+    },
     /// The meeting ended.
     MeetingEnded,
 }

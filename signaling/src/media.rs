@@ -25,6 +25,7 @@ impl MediaPlane for NoMediaPlane {
         match command {
             MediaCommand::SetConsent { .. }
             | MediaCommand::SetPublic { .. }
+            | MediaCommand::SetLayout { .. }
             | MediaCommand::EndMeeting { .. }
             | MediaCommand::StopRecording { .. }
             | MediaCommand::StopStream { .. } => Ok(CommandOutcome::Applied {
@@ -69,6 +70,8 @@ fn event_name(event: &MediaEvent) -> &'static str {
         MediaEvent::StreamFailed { .. } => "stream_failed",
         MediaEvent::ParticipantMediaStarted { .. } => "participant_media_started",
         MediaEvent::ParticipantMediaStopped { .. } => "participant_media_stopped",
+        MediaEvent::ActiveSpeakerChanged { .. } => "active_speaker_changed",
+        MediaEvent::CameraChanged { .. } => "camera_changed",
     }
 }
 
@@ -136,6 +139,24 @@ async fn apply_one(state: &AppState, event: MediaEvent) -> Result<(), StorageErr
                 meeting_id,
                 EventKind::ParticipantMediaStopped { participant_id },
             );
+            return Ok(());
+        }
+        ActiveSpeakerChanged {
+            meeting_id,
+            participant_id,
+        } => {
+            state.publish(
+                meeting_id,
+                EventKind::ActiveSpeakerChanged { participant_id },
+            );
+            return Ok(());
+        }
+        CameraChanged {
+            meeting_id,
+            participant_id,
+            on,
+        } => {
+            state.publish(meeting_id, EventKind::CameraChanged { participant_id, on });
             return Ok(());
         }
     };
@@ -293,11 +314,11 @@ pub mod fake {
                     });
                     Ok(CommandOutcome::Accepted)
                 }
-                MediaCommand::SetPublic { .. } | MediaCommand::EndMeeting { .. } => {
-                    Ok(CommandOutcome::Applied {
-                        media_time_ns: Some(2_000_000_000),
-                    })
-                }
+                MediaCommand::SetPublic { .. }
+                | MediaCommand::SetLayout { .. }
+                | MediaCommand::EndMeeting { .. } => Ok(CommandOutcome::Applied {
+                    media_time_ns: Some(2_000_000_000),
+                }),
                 MediaCommand::Publish { .. }
                 | MediaCommand::AddIceCandidates { .. }
                 | MediaCommand::Unpublish { .. } => Err(MediaPlaneError::Unavailable(

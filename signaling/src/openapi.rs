@@ -12,7 +12,7 @@ use crate::AppState;
 #[openapi(
     info(title = "Gremium API", description = "Control plane of Gremium: meetings, participants, consent, recordings, streams, audit."),
     paths(
-        meetings::create_meeting, meetings::list_meetings, meetings::get_meeting, meetings::end_meeting, meetings::set_public,
+        meetings::create_meeting, meetings::list_meetings, meetings::get_meeting, meetings::end_meeting, meetings::set_public, meetings::set_layout,
         participants::add_participant, participants::list_participants, participants::remove_participant,
         participants::get_consent, participants::set_consent,
         outputs::start_recording, outputs::list_recordings, outputs::get_recording, outputs::stop_recording,

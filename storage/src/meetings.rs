@@ -46,6 +46,8 @@ pub struct Meeting {
     pub created_at: i64,
     /// Unix milliseconds, once ended.
     pub ended_at: Option<i64>,
+    /// The moderator's layout choice as JSON (the control plane gives it meaning).
+    pub layout: String,
 }
 
 /// Fields of a meeting to create.
@@ -65,8 +67,12 @@ pub struct NewMeeting {
     pub created_at: i64,
 }
 
+/// The column default of `meetings.layout` (see migration 0002).
+const DEFAULT_LAYOUT: &str = r#"{"kind":"grid"}"#;
+
 const COLUMNS: &str =
-    "id, title, is_public, state, retention_days, legal_hold, created_by, created_at, ended_at";
+    "id, title, is_public, state, retention_days, legal_hold, created_by, created_at, ended_at, \
+     layout";
 
 pub(crate) fn parse_uuid(s: &str) -> Result<Uuid> {
     Uuid::parse_str(s).map_err(|_| StorageError::Corrupt(format!("bad uuid {s:?}")))
@@ -88,6 +94,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Meeting> {
         created_by: row.try_get("created_by")?,
         created_at: row.try_get("created_at")?,
         ended_at: row.try_get("ended_at")?,
+        layout: row.try_get("layout")?,
     })
 }
 
@@ -119,6 +126,7 @@ impl Db {
             created_by: m.created_by.clone(),
             created_at: m.created_at,
             ended_at: None,
+            layout: DEFAULT_LAYOUT.into(),
         })
     }
 
@@ -222,5 +230,19 @@ impl Db {
             .await?;
         tx.commit().await?;
         Ok(Some(from_row(&row)?))
+    }
+
+    /// Store the layout choice (JSON) of an open meeting. `None` when the meeting is
+    /// unknown or ended.
+    pub async fn set_meeting_layout(&self, id: Uuid, layout: &str) -> Result<Option<Meeting>> {
+        let done = sqlx::query("update meetings set layout = $1 where id = $2 and state = 'open'")
+            .bind(layout)
+            .bind(id.to_string())
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.get_meeting(id).await
     }
 }

@@ -414,6 +414,21 @@ async fn public_switch_writes_only_on_change(db: Db) {
 }
 both_backends!(public_switch_writes_only_on_change);
 
+async fn layout_is_stored_for_open_meetings_only(db: Db) {
+    let m = new_meeting(&db, 1).await;
+    assert_eq!(m.layout, r#"{"kind":"grid"}"#, "default layout");
+    let json = r#"{"kind":"podium","pinned":null,"podium":["x"]}"#;
+    let updated = db.set_meeting_layout(m.id, json).await.unwrap().unwrap();
+    assert_eq!(updated.layout, json);
+    assert_eq!(db.get_meeting(m.id).await.unwrap().unwrap().layout, json);
+    assert!(db
+        .set_meeting_layout(Uuid::new_v4(), json)
+        .await
+        .unwrap()
+        .is_none());
+}
+both_backends!(layout_is_stored_for_open_meetings_only);
+
 async fn consent_batches_chain_every_entry(db: Db) {
     let a = new_meeting(&db, 1).await;
     let b = new_meeting(&db, 2).await;

@@ -8,10 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use gremium_mediaplane::{GstMediaPlane, MediaPlaneSettings};
+use gremium_pipelines::webrtc::IceSettings;
 use gremium_signaling::media::fake::FakeMediaPlane;
 use gremium_signaling::{ApiSettings, AppState, AuthSettings, Authenticator, OidcSettings, Role};
 use gremium_storage::Db;
 use serde_json::Value;
+use std::net::{IpAddr, Ipv4Addr};
 use tokio_tungstenite::tungstenite::Message;
 
 pub const LOCAL_KEY: &[u8] = b"test key for gremium e2e tests, 32+ bytes long";
@@ -207,4 +210,56 @@ pub async fn wait_event(ws: &mut Ws, kind: &str, pred: impl Fn(&Value) -> bool) 
             return e;
         }
     }
+}
+
+/// An in-process Gremium with the real GStreamer media plane (loopback ICE only).
+pub async fn spawn_with_gst_media(
+    media_timeout: Duration,
+    max_publishers: usize,
+    program: gremium_compositor::ProgramSettings,
+) -> (TestApp, GstMediaPlane) {
+    let db = fresh_db(Backend::Sqlite).await;
+    let (sink, events) = gremium_signaling::event_channel();
+    let media = GstMediaPlane::new(
+        MediaPlaneSettings {
+            ice: IceSettings {
+                local_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+                ..Default::default()
+            },
+            dot_dir: std::env::temp_dir().join("gremium-whip-dot"),
+            gather_timeout: Duration::from_secs(5),
+            media_timeout,
+            max_publishers,
+            program,
+        },
+        sink.clone(),
+    )
+    .unwrap();
+    let auth = Authenticator::new(auth_settings(None));
+    let api = ApiSettings {
+        max_body_bytes: 16 * 1024,
+        ..Default::default()
+    };
+    let state = AppState::new(
+        db.clone(),
+        auth.clone(),
+        Arc::new(media.clone()),
+        api,
+        gremium_signaling::system_clock(),
+    );
+    tokio::spawn(gremium_signaling::apply_media_events(state.clone(), events));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = gremium_signaling::router(state);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (fake_sink, _) = gremium_signaling::event_channel();
+    let app = TestApp {
+        base: format!("http://{addr}"),
+        addr,
+        db,
+        fake: gremium_signaling::media::fake::FakeMediaPlane::new(fake_sink), // unused here
+        auth,
+        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+    };
+    (app, media)
 }

@@ -1,4 +1,5 @@
-//! Meetings: create, list (keyset pagination), get, end, public/non-public switch.
+//! Meetings: create, list (keyset pagination), get, end, public/non-public switch,
+//! layout.
 
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -6,7 +7,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use gremium_protocol::MediaCommand;
+use gremium_protocol::{LayoutKind, LayoutSpec, MediaCommand};
 use gremium_storage::{LedgerRecord, Meeting, MeetingState, NewMeeting, OutputKind, StorageError};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -23,6 +24,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/meetings/{id}", get(get_meeting))
         .route("/meetings/{id}/end", post(end_meeting))
         .route("/meetings/{id}/public", put(set_public))
+        .route("/meetings/{id}/layout", put(set_layout))
 }
 
 /// A meeting as the API shows it.
@@ -44,6 +46,8 @@ pub struct MeetingView {
     pub created_at: DateTime<Utc>,
     /// End time, once ended.
     pub ended_at: Option<DateTime<Utc>>,
+    /// Layout of the programs.
+    pub layout: LayoutSpec,
 }
 
 impl From<&Meeting> for MeetingView {
@@ -57,6 +61,7 @@ impl From<&Meeting> for MeetingView {
             legal_hold: m.legal_hold,
             created_at: to_datetime(m.created_at),
             ended_at: m.ended_at.map(to_datetime),
+            layout: parse_layout(&m.layout),
         }
     }
 }
@@ -82,6 +87,29 @@ pub struct SetPublic {
     pub public: bool,
     /// Why (e.g. the agenda item); at most 500 characters. Recorded in the ledger.
     pub reason: Option<String>,
+}
+
+/// Body of `PUT /meetings/{id}/layout`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetLayout {
+    /// `grid`, `speaker`, `screen_share` or `podium`.
+    pub kind: LayoutKind,
+    /// Participant shown large in the speaker layout, whoever speaks.
+    #[serde(default)]
+    pub pinned: Option<Uuid>,
+    /// Podium members (podium layout; at most 100). Everyone else is audience: neither
+    /// seen nor heard in the programs.
+    #[serde(default)]
+    pub podium: Vec<Uuid>,
+}
+
+/// The stored layout JSON; a damaged value falls back to the grid.
+pub(crate) fn parse_layout(json: &str) -> LayoutSpec {
+    serde_json::from_str(json).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "stored layout unreadable; using the grid");
+        LayoutSpec::default()
+    })
 }
 
 /// Query of `GET /meetings`.
@@ -371,4 +399,66 @@ pub async fn set_public(
         None => load_meeting(&state, id).await?, // a concurrent switch got there first
     };
     Ok(Json(MeetingView::from(&meeting)))
+}
+
+/// Change the layout of the meeting's programs (moderator). Applies live and is
+/// announced on the meeting's WebSocket as `layout_changed`.
+#[utoipa::path(put, path = "/api/v1/meetings/{id}/layout", params(("id" = Uuid, Path)), request_body = SetLayout,
+    responses((status = 200, body = MeetingView), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)),
+    security(("bearer" = [])), tag = "meetings")]
+pub async fn set_layout(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<SetLayout>,
+) -> ApiResult<Json<MeetingView>> {
+    who.require(&[Role::Moderator])?;
+    if body.podium.len() > 100 {
+        return Err(ApiError::Unprocessable(
+            "podium: at most 100 members".into(),
+        ));
+    }
+    let meeting = load_meeting(&state, id).await?;
+    if meeting.state == MeetingState::Ended {
+        return Err(ApiError::Conflict("meeting has ended".into()));
+    }
+    let mut podium: Vec<Uuid> = Vec::with_capacity(body.podium.len());
+    for p in body.pinned.iter().chain(body.podium.iter()) {
+        let known = state
+            .db()
+            .get_participant(id, *p)
+            .await?
+            .is_some_and(|p| p.left_at.is_none());
+        if !known {
+            return Err(ApiError::Unprocessable(format!(
+                "{p} is not a participant of this meeting"
+            )));
+        }
+    }
+    for p in body.podium {
+        if !podium.contains(&p) {
+            podium.push(p);
+        }
+    }
+    let layout = LayoutSpec {
+        kind: body.kind,
+        pinned: body.pinned,
+        podium,
+    };
+    let json = serde_json::to_string(&layout).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let updated = state
+        .db()
+        .set_meeting_layout(id, &json)
+        .await?
+        .ok_or_else(|| ApiError::Conflict("meeting has ended".into()))?;
+    // Stored first, then applied: a session starting meanwhile reads the new layout.
+    state
+        .media()
+        .execute(MediaCommand::SetLayout {
+            meeting_id: id,
+            layout: layout.clone(),
+        })
+        .await?;
+    state.publish(id, EventKind::LayoutChanged { layout });
+    Ok(Json(MeetingView::from(&updated)))
 }

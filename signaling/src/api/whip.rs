@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::Router;
-use gremium_protocol::{CommandOutcome, MediaCommand};
+use gremium_protocol::{CommandOutcome, Consent, MediaCommand, MeetingContext};
 use gremium_storage::MeetingState;
 use tower_http::cors::{Any, CorsLayer};
 use uuid::Uuid;
@@ -124,6 +124,15 @@ pub async fn publish(
             meeting_id,
             participant_id,
             offer_sdp: offer,
+            display_name: participant.display_name.clone(),
+            consent: Consent {
+                recording: participant.consent_recording,
+                streaming: participant.consent_streaming,
+            },
+            context: MeetingContext {
+                public: meeting.is_public,
+                layout: crate::api::meetings::parse_layout(&meeting.layout),
+            },
         })
         .await?;
     let CommandOutcome::Published {
