@@ -13,6 +13,8 @@ pub mod gate;
 pub mod layout;
 pub mod program;
 pub mod speaker;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use layout::{
     Canvas, LayoutEngine, LayoutKind, LayoutSettings, NonConsenting, Participant, Placement, Rect,

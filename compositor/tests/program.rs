@@ -2,9 +2,9 @@
 //! distinct solid colours and tones, the program's output read back from appsinks,
 //! and what a viewer would see or hear checked at pixel and sample level.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use gremium_compositor::testing::{near, Chunk, Frame, Seen, Tap};
 use gremium_compositor::{
     Canvas, Kind, LayoutChoice, LayoutKind, NonConsenting, Placement, Program, ProgramSettings,
 };
@@ -24,67 +24,15 @@ const TONE_A: f64 = 500.0;
 const TONE_B: f64 = 1300.0;
 const TONE_C: f64 = 2100.0;
 
-/// Where a colour shows up in one output frame.
-#[derive(Debug, Clone, Copy, Default)]
-struct Seen {
-    count: u32,
-    min_x: u32,
-    min_y: u32,
-    max_x: u32,
-    max_y: u32,
-}
-
-#[derive(Debug, Clone)]
-struct Frame {
-    running_ns: u64,
-    colours: Vec<Seen>,
-}
-
-#[derive(Debug, Clone)]
-struct Chunk {
-    running_ns: u64,
-    end_ns: u64,
-    /// Goertzel amplitude (0..1) of each probe tone.
-    tones: Vec<f64>,
-}
+const PALETTE: [[u8; 3]; 3] = [RED, BLUE, GREEN];
+const TONES: [f64; 3] = [TONE_A, TONE_B, TONE_C];
 
 struct Harness {
     pipeline: gst::Pipeline,
     program: Program,
-    frames: Arc<Mutex<Vec<Frame>>>,
-    chunks: Arc<Mutex<Vec<Chunk>>>,
-    last_rgb: Arc<Mutex<Vec<u8>>>,
+    tap: Tap,
     /// Each participant's sources, so a test can stop them.
     sources: Vec<(Uuid, Kind, gst::Element)>,
-}
-
-fn near(px: &[u8], c: [u8; 3]) -> bool {
-    px.iter()
-        .zip(c)
-        .all(|(a, b)| (i32::from(*a) - i32::from(b)).abs() < 40)
-}
-
-fn goertzel(samples: &[f64], freq: f64, rate: f64) -> f64 {
-    let n = samples.len() as f64;
-    let k = (n * freq / rate).round();
-    let w = 2.0 * std::f64::consts::PI * k / n;
-    let coeff = 2.0 * w.cos();
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for x in samples {
-        let s0 = x + coeff * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
-    2.0 * power.max(0.0).sqrt() / n
-}
-
-const PALETTE: [[u8; 3]; 3] = [RED, BLUE, GREEN];
-const TONES: [f64; 3] = [TONE_A, TONE_B, TONE_C];
-
-fn running_ns(sample: &gst::Sample, pts: Option<gst::ClockTime>) -> Option<u64> {
-    let seg = sample.segment()?.downcast_ref::<gst::ClockTime>()?.clone();
-    seg.to_running_time(pts?).map(|t| t.nseconds())
 }
 
 impl Harness {
@@ -93,124 +41,19 @@ impl Harness {
         let pipeline = gst::Pipeline::new();
         let program = Program::new(settings).expect("program");
         pipeline.add(program.bin()).unwrap();
-
-        let frames: Arc<Mutex<Vec<Frame>>> = Arc::default();
-        let chunks: Arc<Mutex<Vec<Chunk>>> = Arc::default();
-        let last_rgb: Arc<Mutex<Vec<u8>>> = Arc::default();
-
-        let convert = gst::ElementFactory::make("videoconvert").build().unwrap();
-        let vsink = gst_app::AppSink::builder()
-            .caps(
-                &gst::Caps::builder("video/x-raw")
-                    .field("format", "RGB")
-                    .build(),
-            )
-            .sync(false)
-            .build();
-        pipeline.add_many([&convert, vsink.upcast_ref()]).unwrap();
-        convert.link(&vsink).unwrap();
-        program
-            .request_output(Kind::Video)
-            .unwrap()
-            .link(&convert.static_pad("sink").unwrap())
-            .unwrap();
-        let (f, last) = (frames.clone(), last_rgb.clone());
-        vsink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |s| {
-                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
-                    let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-                    let stride = (W as usize * 3).next_multiple_of(4);
-                    let mut colours = vec![Seen::default(); PALETTE.len()];
-                    // Every second pixel each way: enough for ±2 px tile edges.
-                    for y in (0..H as usize).step_by(2) {
-                        for x in (0..W as usize).step_by(2) {
-                            let i = y * stride + x * 3;
-                            let px = &map[i..i + 3];
-                            for (c, seen) in PALETTE.iter().zip(colours.iter_mut()) {
-                                if near(px, *c) {
-                                    let (x, y) = (x as u32, y as u32);
-                                    if seen.count == 0 {
-                                        *seen = Seen {
-                                            count: 0,
-                                            min_x: x,
-                                            min_y: y,
-                                            max_x: x,
-                                            max_y: y,
-                                        };
-                                    }
-                                    seen.count += 1;
-                                    seen.min_x = seen.min_x.min(x);
-                                    seen.min_y = seen.min_y.min(y);
-                                    seen.max_x = seen.max_x.max(x);
-                                    seen.max_y = seen.max_y.max(y);
-                                }
-                            }
-                        }
-                    }
-                    if let Some(running_ns) = running_ns(&sample, buffer.pts()) {
-                        f.lock().unwrap().push(Frame {
-                            running_ns,
-                            colours,
-                        });
-                    }
-                    *last.lock().unwrap() = map.to_vec();
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
-
-        let asink = gst_app::AppSink::builder().sync(false).build();
-        pipeline.add(&asink).unwrap();
-        program
-            .request_output(Kind::Audio)
-            .unwrap()
-            .link(&asink.static_pad("sink").unwrap())
-            .unwrap();
-        let c = chunks.clone();
-        asink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |s| {
-                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
-                    let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-                    if std::env::var("GREMIUM_DEBUG_AUDIO").is_ok() {
-                        eprintln!(
-                            "audio {:?} {} {:?}",
-                            buffer.pts(),
-                            map.len(),
-                            sample.segment()
-                        );
-                    }
-                    // S16LE stereo: take the left channel.
-                    let left: Vec<f64> = map
-                        .chunks_exact(4)
-                        .map(|f| f64::from(i16::from_le_bytes([f[0], f[1]])) / 32768.0)
-                        .collect();
-                    // Exact 10 ms windows keep the probe tones on their bins.
-                    for (i, win) in left.chunks_exact(480).enumerate() {
-                        let Some(start) = running_ns(&sample, buffer.pts()) else {
-                            continue;
-                        };
-                        let running_ns = start + i as u64 * 10_000_000;
-                        let tones = TONES.iter().map(|f| goertzel(win, *f, 48_000.0)).collect();
-                        c.lock().unwrap().push(Chunk {
-                            running_ns,
-                            end_ns: running_ns + 10_000_000,
-                            tones,
-                        });
-                    }
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
+        let tap = Tap::new(W, H, PALETTE.to_vec(), TONES.to_vec());
+        pipeline.add(tap.bin()).unwrap();
+        for (kind, pad) in [(Kind::Video, "video"), (Kind::Audio, "audio")] {
+            program
+                .request_output(kind)
+                .unwrap()
+                .link(&tap.bin().static_pad(pad).unwrap())
+                .unwrap();
+        }
         Harness {
             pipeline,
             program,
-            frames,
-            chunks,
-            last_rgb,
+            tap,
             sources: Vec::new(),
         }
     }
@@ -283,54 +126,35 @@ impl Harness {
     }
 
     fn frames_since(&self, t: u64) -> Vec<Frame> {
-        self.frames
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|f| f.running_ns >= t)
-            .cloned()
-            .collect()
+        self.tap.frames_since(t)
     }
 
     fn chunks_since(&self, t: u64) -> Vec<Chunk> {
-        self.chunks
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| c.running_ns >= t)
-            .cloned()
-            .collect()
+        self.tap.chunks_since(t)
     }
 
     /// Wait until output frames with running time ≥ `t` + `span` have arrived.
     fn run_until(&self, t: u64, span: Duration) {
         let want = t + span.as_nanos() as u64;
         for _ in 0..200 {
-            let have_v = self.frames.lock().unwrap().last().map(|f| f.running_ns);
-            let have_a = self.chunks.lock().unwrap().last().map(|c| c.running_ns);
-            if have_v.is_some_and(|v| v >= want) && have_a.is_some_and(|a| a >= want) {
+            if self.tap.reached(want) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let have_v = self.frames.lock().unwrap().last().map(|f| f.running_ns);
-        let have_a = self.chunks.lock().unwrap().last().map(|c| c.running_ns);
         let bus = self.pipeline.bus().unwrap();
         let errors: Vec<String> =
             std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Error]))
                 .map(|m| format!("{m:?}"))
                 .collect();
         panic!(
-            "program output stalled: wanted running time {want} ns, video at {have_v:?}, \
-             audio at {have_a:?}, errors: {errors:?}"
+            "program output stalled: wanted running time {want} ns, have {:?}, errors: {errors:?}",
+            self.tap.latest()
         );
     }
 
     fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
-        let rgb = self.last_rgb.lock().unwrap();
-        let stride = (W as usize * 3).next_multiple_of(4);
-        let i = y as usize * stride + x as usize * 3;
-        [rgb[i], rgb[i + 1], rgb[i + 2]]
+        self.tap.pixel(x, y)
     }
 }
 
@@ -434,9 +258,7 @@ fn only_consenting_participants_are_seen_and_heard_and_withdrawal_is_immediate()
     let withdrawn = h.program.set_consent(A, false).expect("running time");
     h.run_until(withdrawn, Duration::from_secs(1));
     let before = h
-        .frames
-        .lock()
-        .unwrap()
+        .frames_since(0)
         .iter()
         .filter(|f| f.running_ns < withdrawn && f.colours[0].count > 0)
         .count();

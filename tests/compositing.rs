@@ -1,0 +1,376 @@
+//! Consent-gated compositing end to end: two `gremium publish` clients with distinct
+//! colours and tones publish over WHIP (loopback ICE) into an in-process Gremium with
+//! the GStreamer media plane; the recording-audience program is read back at pixel
+//! and sample level while consent and layout change through the HTTP API.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use gremium_compositor::testing::Tap;
+use gremium_compositor::{Canvas, NonConsenting, ProgramSettings};
+use gremium_protocol::Audience;
+use gremium_signaling::Role;
+use reqwest::Method;
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gremium");
+const W: u32 = 640;
+const H: u32 = 360;
+/// As VP8 and Opus bring them back: the publishers send ffd700 and 1e50ff.
+const GOLD: [u8; 3] = [0xff, 0xd7, 0x00];
+const AZURE: [u8; 3] = [0x1e, 0x50, 0xff];
+const TONE_A: f64 = 500.0;
+const TONE_B: f64 = 1300.0;
+/// The publisher's sine measures ~0.3–0.5 after Opus; absent means below 0.03.
+const AUDIBLE: f64 = 0.08;
+const SILENT: f64 = 0.03;
+
+fn publish(base: &str, mid: &str, join: &str, color: &str, tone: &str) -> std::process::Child {
+    std::process::Command::new(BIN)
+        .args([
+            "publish",
+            "--server",
+            base,
+            "--meeting",
+            mid,
+            "--token",
+            join,
+        ])
+        .args(["--color", color, "--tone", tone, "--codec", "vp8"])
+        .args(["--duration", "25", "--ice-address", "127.0.0.1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait until the tap's output reached running time `t`.
+async fn reach(tap: &Tap, t: u64) {
+    for _ in 0..300 {
+        if tap.reached(t) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("program stalled before {t} ns: {:?}", tap.latest());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_program_shows_and_plays_only_consenting_participants() {
+    let program = ProgramSettings {
+        canvas: Canvas {
+            width: W,
+            height: H,
+        },
+        fps: 15,
+        labels: false,
+        non_consenting: NonConsenting::Hide,
+        latency: Duration::from_millis(200),
+        ..ProgramSettings::default()
+    };
+    let (app, media) = spawn_with_gst_media(Duration::from_secs(10), 10, program).await;
+    let moderator = app.token(&[Role::Moderator]);
+    let mid = app.create_meeting(&moderator, "Bauausschuss").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (a, a_join) = app.add_participant(&moderator, &mid, "Anna Alt").await;
+    let (b, b_join) = app.add_participant(&moderator, &mid, "Bernd Berg").await;
+    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+    next_event(&mut ws).await;
+    let consent = |who: &str, join: &str, recording: bool| {
+        let (app, path, join) = (
+            &app,
+            format!("/api/v1/meetings/{mid}/participants/{who}/consent"),
+            join.to_string(),
+        );
+        async move {
+            let (s, r) = app
+                .send(
+                    Method::PUT,
+                    &path,
+                    Some(&join),
+                    Some(json!({"recording": recording, "streaming": false})),
+                )
+                .await;
+            assert_eq!(s, 200, "{r}");
+            r
+        }
+    };
+    // A consents before publishing; B never does.
+    consent(&a, &a_join, true).await;
+    let mut pa = publish(&app.base, &mid, &a_join, "ffd700", "500");
+    let mut pb = publish(&app.base, &mid, &b_join, "1e50ff", "1300");
+    for _ in 0..2 {
+        wait_event(&mut ws, "participant_media_started", |_| true).await;
+    }
+    // Both speak all the time: the active speaker detector names one of them.
+    let speaker = wait_event(&mut ws, "active_speaker_changed", |_| true).await;
+    assert!(speaker["participant_id"] == a.as_str() || speaker["participant_id"] == b.as_str());
+
+    let tap = Tap::new(W, H, vec![GOLD, AZURE], vec![TONE_A, TONE_B]);
+    let meeting_id = mid.parse().unwrap();
+    media
+        .attach_consumer(meeting_id, Audience::Recording, tap.bin().clone())
+        .await
+        .expect("consumer attached");
+    // Until A's first frame arrives, then 3 s of program.
+    let mut first = None;
+    for _ in 0..200 {
+        first = tap
+            .frames_since(0)
+            .iter()
+            .find(|f| f.colours[0].count > 200)
+            .map(|f| f.running_ns);
+        if first.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = first.expect("A never appeared in the recording program");
+    reach(&tap, first + 3_000_000_000).await;
+    let frames = tap.frames_since(first);
+    assert!(frames.len() >= 30, "{} frames", frames.len());
+    for f in &frames {
+        assert!(f.colours[0].count > 200, "a frame without A: {f:?}");
+    }
+    assert!(
+        tap.frames_since(0).iter().all(|f| f.colours[1].count == 0),
+        "B appeared in the recording program without consent"
+    );
+    // A's tile is the only one (B is hidden), where the layout put it.
+    let last = frames.last().unwrap().colours[0];
+    let placements = media
+        .placements(meeting_id, Audience::Recording)
+        .await
+        .unwrap();
+    assert_eq!(placements.len(), 1, "{placements:?}");
+    let r = placements[0].rect;
+    for (got, want) in [
+        (last.min_x, r.x),
+        (last.min_y, r.y),
+        (last.max_x, r.x + r.w - 1),
+        (last.max_y, r.y + r.h - 1),
+    ] {
+        assert!(got.abs_diff(want) <= 4, "A's tile {last:?} vs layout {r:?}");
+    }
+    assert!(r.w >= W - 20, "a single tile fills the canvas: {r:?}");
+    let chunks = tap.chunks_since(first + 500_000_000);
+    assert!(chunks.len() >= 200, "{} audio windows", chunks.len());
+    let with_a = chunks.iter().filter(|c| c.tones[0] > AUDIBLE).count();
+    assert!(
+        with_a * 100 >= chunks.len() * 90,
+        "A's tone in only {with_a} of {} windows",
+        chunks.len()
+    );
+    let b_max = tap
+        .chunks_since(0)
+        .iter()
+        .map(|c| c.tones[1])
+        .fold(0.0, f64::max);
+    assert!(b_max < SILENT, "B's tone heard: {b_max}");
+
+    // A withdraws: the answer carries the running time after which nothing of A is
+    // in the program.
+    let r = consent(&a, &a_join, false).await;
+    let withdrawn = r["media_time_ns"]
+        .as_u64()
+        .expect("media time of the withdrawal");
+    reach(&tap, withdrawn + 1_500_000_000).await;
+    let after = tap.frames_since(withdrawn);
+    assert!(after.len() >= 15, "{} frames after withdrawal", after.len());
+    for f in &after {
+        assert_eq!(f.colours[0].count, 0, "A after withdrawal: {f:?}");
+    }
+    for c in tap.chunks_since(0).iter().filter(|c| c.end_ns > withdrawn) {
+        assert!(c.tones[0] < SILENT, "A's tone after withdrawal: {c:?}");
+    }
+    let ledger = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}/ledger"),
+            Some(&app.token(&[Role::Admin])),
+            None,
+        )
+        .await;
+    assert_eq!(ledger.0, 200, "{}", ledger.1);
+    let entries = ledger.1.as_array().expect("ledger entries").clone();
+    let last_consent = entries
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == "consent_changed")
+        .unwrap();
+    let data: serde_json::Value =
+        serde_json::from_str(last_consent["data"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        data["media_time_ns"], withdrawn,
+        "ledger records the running time"
+    );
+
+    // B consents: B appears (at B's next keyframe) and is heard.
+    let r = consent(&b, &b_join, true).await;
+    let granted = r["media_time_ns"].as_u64().unwrap();
+    reach(&tap, granted + 2_500_000_000).await;
+    let late = tap.frames_since(granted + 1_500_000_000);
+    assert!(!late.is_empty());
+    for f in &late {
+        assert!(f.colours[1].count > 200 && f.colours[0].count == 0, "{f:?}");
+    }
+    let heard = tap.chunks_since(granted + 1_500_000_000);
+    let with_b = heard.iter().filter(|c| c.tones[1] > AUDIBLE).count();
+    assert!(
+        with_b * 100 >= heard.len() * 90,
+        "B heard in {with_b} of {}",
+        heard.len()
+    );
+
+    // Layout: A consents again, B is put on the podium alone → only B's tile, only
+    // B's sound; announced on the WebSocket and shown by GET.
+    consent(&a, &a_join, true).await;
+    let (s, m) = app
+        .send(
+            Method::PUT,
+            &format!("/api/v1/meetings/{mid}/layout"),
+            Some(&moderator),
+            Some(json!({"kind": "podium", "podium": [b]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{m}");
+    assert_eq!(m["layout"]["kind"], "podium");
+    let e = wait_event(&mut ws, "layout_changed", |_| true).await;
+    assert_eq!(e["layout"]["podium"], json!([b]));
+    let placements = media
+        .placements(meeting_id, Audience::Recording)
+        .await
+        .unwrap();
+    assert_eq!(placements.len(), 1);
+    assert_eq!(placements[0].id.to_string(), b);
+    // Back to the grid: both side by side.
+    let (s, _) = app
+        .send(
+            Method::PUT,
+            &format!("/api/v1/meetings/{mid}/layout"),
+            Some(&moderator),
+            Some(json!({"kind": "grid"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let t = media
+        .placements(meeting_id, Audience::Recording)
+        .await
+        .unwrap();
+    assert_eq!(t.len(), 2, "{t:?}");
+    let now = tap.latest().0.unwrap();
+    reach(&tap, now + 1_500_000_000).await;
+    let f = tap.frames_since(now + 1_000_000_000).pop().unwrap();
+    assert!(
+        f.colours[0].count > 200 && f.colours[1].count > 200,
+        "{f:?}"
+    );
+    for (i, who) in [&a, &b].into_iter().enumerate() {
+        let r = t.iter().find(|p| p.id.to_string() == *who).unwrap().rect;
+        let seen = f.colours[i];
+        assert!(
+            seen.min_x.abs_diff(r.x) <= 4 && seen.max_x.abs_diff(r.x + r.w - 1) <= 4,
+            "participant {i} at {seen:?}, layout {r:?}"
+        );
+    }
+    assert_ne!(t[0].rect.x, t[1].rect.x, "side by side");
+
+    for p in [&mut pa, &mut pb] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layout_requests_are_checked() {
+    let (app, _media) =
+        spawn_with_gst_media(Duration::from_secs(10), 10, ProgramSettings::default()).await;
+    let moderator = app.token(&[Role::Moderator]);
+    let mid = app.create_meeting(&moderator, "Rat").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (pid, join) = app.add_participant(&moderator, &mid, "A").await;
+    let path = format!("/api/v1/meetings/{mid}/layout");
+    let stranger = uuid::Uuid::new_v4();
+    let cases = [
+        (Some(join.as_str()), json!({"kind": "grid"}), 403),
+        (None, json!({"kind": "grid"}), 401),
+        (Some(moderator.as_str()), json!({"kind": "mosaic"}), 422),
+        (
+            Some(moderator.as_str()),
+            json!({"kind": "grid", "extra": 1}),
+            422,
+        ),
+        (
+            Some(moderator.as_str()),
+            json!({"kind": "speaker", "pinned": stranger}),
+            422,
+        ),
+        (
+            Some(moderator.as_str()),
+            json!({"kind": "podium", "podium": [pid, stranger]}),
+            422,
+        ),
+    ];
+    for (token, body, want) in cases {
+        let (s, r) = app
+            .send(Method::PUT, &path, token, Some(body.clone()))
+            .await;
+        assert_eq!(s, want, "{body} → {r}");
+        if s >= 400 && s != 401 {
+            assert!(r["error"]["message"].is_string(), "{r}");
+        }
+    }
+    let (s, _) = app
+        .send(
+            Method::PUT,
+            &format!("/api/v1/meetings/{}/layout", uuid::Uuid::new_v4()),
+            Some(&moderator),
+            Some(json!({"kind": "grid"})),
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, m) = app
+        .send(
+            Method::PUT,
+            &path,
+            Some(&moderator),
+            Some(json!({"kind": "speaker", "pinned": pid, "podium": [pid, pid]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{m}");
+    assert_eq!(
+        m["layout"],
+        json!({"kind": "speaker", "pinned": pid, "podium": [pid]})
+    );
+    let (_, got) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(got["layout"]["kind"], "speaker", "{got}");
+    app.send(
+        Method::POST,
+        &format!("/api/v1/meetings/{mid}/end"),
+        Some(&moderator),
+        None,
+    )
+    .await;
+    let (s, _) = app
+        .send(
+            Method::PUT,
+            &path,
+            Some(&moderator),
+            Some(json!({"kind": "grid"})),
+        )
+        .await;
+    assert_eq!(s, 409, "ended meetings keep their layout");
+}
