@@ -141,6 +141,8 @@ pub struct CompositorConfig {
     pub labels: Option<bool>,
     /// Text of the non-public slate.
     pub slate_text: Option<String>,
+    /// Scaling of inputs into tiles: `linear` (default), `cubic` or `lanczos`.
+    pub scaler: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -424,7 +426,16 @@ fn program_settings(c: &CompositorConfig) -> anyhow::Result<gremium_compositor::
             bail!("compositor.non_consenting: {other:?} is not one of \"placeholder\", \"hide\"")
         }
     };
+    let scaler = match c.scaler.as_deref().unwrap_or("linear") {
+        "linear" => gremium_compositor::Scaler::Linear,
+        "cubic" => gremium_compositor::Scaler::Cubic,
+        "lanczos" => gremium_compositor::Scaler::Lanczos,
+        other => {
+            bail!("compositor.scaler: {other:?} is not one of \"linear\", \"cubic\", \"lanczos\"")
+        }
+    };
     Ok(gremium_compositor::ProgramSettings {
+        scaler,
         canvas: gremium_compositor::Canvas { width, height },
         fps,
         latency: std::time::Duration::from_millis(latency_ms),

@@ -20,5 +20,5 @@ pub use layout::{
     Canvas, LayoutEngine, LayoutKind, LayoutSettings, NonConsenting, Participant, Placement, Rect,
     TileContent,
 };
-pub use program::{Kind, LayoutChoice, Program, ProgramSettings};
+pub use program::{Kind, LayoutChoice, Program, ProgramSettings, Scaler};
 pub use speaker::{SpeakerDetector, SpeakerSettings};

@@ -1,7 +1,7 @@
 //! The hash-chained audit ledger.
 //!
 //! Each chain (one per meeting, plus `global`) is a sequence of entries numbered from
-//! 1. An entry's hash is the SHA-256 of its canonical encoding, which includes the
+//! one. An entry's hash is the SHA-256 of its canonical encoding, which includes the
 //! previous entry's hash, so changing, removing or reordering any stored entry breaks
 //! every hash after it. The chain head (last sequence number and hash) is kept in
 //! `ledger_chains`, so cutting entries off the end is detected as well.
