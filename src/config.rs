@@ -405,10 +405,10 @@ fn program_settings(c: &CompositorConfig) -> anyhow::Result<gremium_compositor::
     let defaults = gremium_compositor::ProgramSettings::default();
     let width = c.width.unwrap_or(defaults.canvas.width);
     let height = c.height.unwrap_or(defaults.canvas.height);
-    if !(160..=3840).contains(&width) || width % 2 != 0 {
+    if !(160..=3840).contains(&width) || !width.is_multiple_of(2) {
         bail!("compositor.width: must be an even number between 160 and 3840");
     }
-    if !(90..=2160).contains(&height) || height % 2 != 0 {
+    if !(90..=2160).contains(&height) || !height.is_multiple_of(2) {
         bail!("compositor.height: must be an even number between 90 and 2160");
     }
     let fps = c.fps.unwrap_or(defaults.fps);

@@ -130,6 +130,7 @@ pub async fn demo(config: Config) -> anyhow::Result<ExitCode> {
             width: 640,
             height: 360,
             fps: 30,
+            screen: false,
         };
         publishers.push(tokio::spawn(publish(args)));
         println!("participant {name}: id {pid}, consent recording={recording} streaming={streaming}, publishing colour #{color} and a {tone} Hz tone");

@@ -83,44 +83,7 @@ enum Command {
         command: AuditCommand,
     },
     /// Publish a synthetic camera and microphone into a meeting over WHIP.
-    Publish {
-        /// Gremium base URL, e.g. http://127.0.0.1:8080
-        #[arg(long)]
-        server: String,
-        /// Meeting id.
-        #[arg(long)]
-        meeting: uuid::Uuid,
-        /// The participant's join token.
-        #[arg(long, env = "GREMIUM_JOIN_TOKEN", hide_env_values = true)]
-        token: String,
-        /// videotestsrc pattern (smpte, ball, snow, …).
-        #[arg(long, default_value = "smpte")]
-        pattern: String,
-        /// Solid colour instead of a pattern, RRGGBB.
-        #[arg(long)]
-        color: Option<String>,
-        /// Microphone tone in Hz.
-        #[arg(long, default_value_t = 440.0)]
-        tone: f64,
-        /// Video codec: vp8 or h264.
-        #[arg(long, default_value = "vp8")]
-        codec: String,
-        /// Seconds to publish (0: until Ctrl-C).
-        #[arg(long, default_value_t = 0)]
-        duration: u64,
-        /// Gather ICE candidates only on these local addresses (repeatable).
-        #[arg(long = "ice-address")]
-        ice_addresses: Vec<std::net::IpAddr>,
-        /// Frame width.
-        #[arg(long, default_value_t = 640, value_parser = clap::value_parser!(i32).range(16..=3840))]
-        width: i32,
-        /// Frame height.
-        #[arg(long, default_value_t = 360, value_parser = clap::value_parser!(i32).range(16..=2160))]
-        height: i32,
-        /// Frames per second.
-        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(i32).range(1..=60))]
-        fps: i32,
-    },
+    Publish(publish::PublishArgs),
     /// Check the GStreamer installation and the plugins Gremium needs.
     Doctor,
     /// Print the OpenAPI document.
@@ -185,36 +148,7 @@ fn main() -> ExitCode {
             Command::Audit {
                 command: AuditCommand::Verify { common },
             } => wiring::audit_verify(config::load(&overrides(&common, None))?).await,
-            Command::Publish {
-                server,
-                meeting,
-                token,
-                pattern,
-                color,
-                tone,
-                codec,
-                duration,
-                ice_addresses,
-                width,
-                height,
-                fps,
-            } => {
-                publish::publish(publish::PublishArgs {
-                    server,
-                    meeting,
-                    token,
-                    pattern,
-                    color,
-                    tone,
-                    codec,
-                    duration,
-                    ice_addresses,
-                    width,
-                    height,
-                    fps,
-                })
-                .await
-            }
+            Command::Publish(args) => publish::publish(args).await,
             Command::Doctor => wiring::doctor(),
             Command::Openapi => {
                 println!(

@@ -10,19 +10,47 @@ use gremium_pipelines::webrtc::{accept_answer, create_offer, negotiation_needed,
 use gremium_pipelines::{Pipeline, PipelineSettings};
 
 /// Validated `gremium publish` arguments.
+#[derive(Debug, Clone, clap::Args)]
 pub struct PublishArgs {
+    /// Gremium base URL, e.g. http://127.0.0.1:8080
+    #[arg(long)]
     pub server: String,
+    /// Meeting id.
+    #[arg(long)]
     pub meeting: uuid::Uuid,
+    /// The participant's join token.
+    #[arg(long, env = "GREMIUM_JOIN_TOKEN", hide_env_values = true)]
     pub token: String,
+    /// videotestsrc pattern (smpte, ball, snow, …).
+    #[arg(long, default_value = "smpte")]
     pub pattern: String,
+    /// Solid colour instead of a pattern, RRGGBB.
+    #[arg(long)]
     pub color: Option<String>,
+    /// Microphone tone in Hz.
+    #[arg(long, default_value_t = 440.0)]
     pub tone: f64,
+    /// Video codec: vp8 or h264.
+    #[arg(long, default_value = "vp8")]
     pub codec: String,
+    /// Seconds to publish (0: until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
     pub duration: u64,
+    /// Gather ICE candidates only on these local addresses (repeatable).
+    #[arg(long = "ice-address")]
     pub ice_addresses: Vec<std::net::IpAddr>,
+    /// Frame width.
+    #[arg(long, default_value_t = 640, value_parser = clap::value_parser!(i32).range(16..=3840))]
     pub width: i32,
+    /// Frame height.
+    #[arg(long, default_value_t = 360, value_parser = clap::value_parser!(i32).range(16..=2160))]
     pub height: i32,
+    /// Frames per second.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(i32).range(1..=60))]
     pub fps: i32,
+    /// Publish as a screen share (`?content=screen`): featured by the screen-share layout.
+    #[arg(long)]
+    pub screen: bool,
 }
 
 pub async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
@@ -81,7 +109,11 @@ pub async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     let base = a.server.trim_end_matches('/');
     let response = http
-        .post(format!("{base}/whip/{}", a.meeting))
+        .post(format!(
+            "{base}/whip/{}{}",
+            a.meeting,
+            if a.screen { "?content=screen" } else { "" }
+        ))
         .bearer_auth(&a.token)
         .header("content-type", "application/sdp")
         .body(offer)

@@ -27,7 +27,14 @@ const TONE_B: f64 = 1300.0;
 const AUDIBLE: f64 = 0.08;
 const SILENT: f64 = 0.03;
 
-fn publish(base: &str, mid: &str, join: &str, color: &str, tone: &str) -> std::process::Child {
+fn publish(
+    base: &str,
+    mid: &str,
+    join: &str,
+    color: &str,
+    tone: &str,
+    screen: bool,
+) -> std::process::Child {
     std::process::Command::new(BIN)
         .args([
             "publish",
@@ -38,6 +45,7 @@ fn publish(base: &str, mid: &str, join: &str, color: &str, tone: &str) -> std::p
             "--token",
             join,
         ])
+        .args(screen.then_some("--screen"))
         .args(["--color", color, "--tone", tone, "--codec", "vp8"])
         .args(["--duration", "25", "--ice-address", "127.0.0.1"])
         .stdout(std::process::Stdio::null())
@@ -101,8 +109,9 @@ async fn recording_program_shows_and_plays_only_consenting_participants() {
     };
     // A consents before publishing; B never does.
     consent(&a, &a_join, true).await;
-    let mut pa = publish(&app.base, &mid, &a_join, "ffd700", "500");
-    let mut pb = publish(&app.base, &mid, &b_join, "1e50ff", "1300");
+    let mut pa = publish(&app.base, &mid, &a_join, "ffd700", "500", false);
+    // B shares a screen (featured by the screen-share layout below).
+    let mut pb = publish(&app.base, &mid, &b_join, "1e50ff", "1300", true);
     for _ in 0..2 {
         wait_event(&mut ws, "participant_media_started", |_| true).await;
     }
@@ -283,6 +292,30 @@ async fn recording_program_shows_and_plays_only_consenting_participants() {
     }
     assert_ne!(t[0].rect.x, t[1].rect.x, "side by side");
 
+    // Screen share: B's screen large, A in the filmstrip, at pixel level.
+    let (s, _) = app
+        .send(
+            Method::PUT,
+            &format!("/api/v1/meetings/{mid}/layout"),
+            Some(&moderator),
+            Some(json!({"kind": "screen_share"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let t = media
+        .placements(meeting_id, Audience::Recording)
+        .await
+        .unwrap();
+    let big = t.iter().max_by_key(|p| p.rect.area()).unwrap();
+    assert_eq!(big.id.to_string(), b, "the screen share is featured: {t:?}");
+    let now = tap.latest().0.unwrap();
+    reach(&tap, now + 1_500_000_000).await;
+    let f = tap.frames_since(now + 1_000_000_000).pop().unwrap();
+    assert!(
+        f.colours[1].max_x - f.colours[1].min_x > 3 * (f.colours[0].max_x - f.colours[0].min_x),
+        "B's screen much wider than A's filmstrip tile: {f:?}"
+    );
+
     for p in [&mut pa, &mut pb] {
         let _ = p.kill();
         let _ = p.wait();
@@ -330,6 +363,20 @@ async fn layout_requests_are_checked() {
             assert!(r["error"]["message"].is_string(), "{r}");
         }
     }
+    let (s, r) = {
+        let resp = app
+            .http
+            .post(app.url(&format!("/whip/{mid}?content=hologram")))
+            .bearer_auth(&join)
+            .header("content-type", "application/sdp")
+            .body("v=0\r\n")
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    };
+    assert_eq!(s, 422, "{r}");
+    assert!(r.contains("content"), "{r}");
     let (s, _) = app
         .send(
             Method::PUT,

@@ -78,6 +78,16 @@ struct Publisher {
     last_video_ms: Arc<AtomicU64>,
     /// The camera counts as on.
     camera_on: bool,
+    /// The video is a screen share.
+    screen_share: bool,
+}
+
+/// Who publishes, as the control plane described them in `Publish`.
+struct Joiner {
+    display_name: String,
+    consent: Consent,
+    context: MeetingContext,
+    screen_share: bool,
 }
 
 /// A consumer attached to a program (recorder, streamer, test tap).
@@ -316,6 +326,7 @@ impl GstMediaPlane {
                     }
                 }
                 program.set_camera(p.participant_id, p.camera_on);
+                program.set_screen_share(p.participant_id, p.screen_share);
             }
             s.programs.insert(audience, program);
         }
@@ -557,10 +568,16 @@ impl GstMediaPlane {
         meeting_id: Uuid,
         participant_id: Uuid,
         offer: &str,
-        display_name: &str,
-        consent: Consent,
-        context: &MeetingContext,
+        joiner: Joiner,
     ) -> Result<CommandOutcome, MediaPlaneError> {
+        let Joiner {
+            display_name,
+            consent,
+            context,
+            screen_share,
+        } = joiner;
+        let display_name = display_name.as_str();
+        let context = &context;
         let posted = Instant::now();
         parse_sdp(offer).map_err(failed)?;
         if !offers_supported_codec(offer) {
@@ -579,15 +596,11 @@ impl GstMediaPlane {
             .filter(|p| p.participant_id != participant_id)
             .count();
         if others >= self.0.settings.max_publishers {
-            let empty = s.publishers.is_empty() && s.consumers.is_empty();
-            drop(guard);
-            if empty {
-                self.end_meeting(meeting_id);
-            }
-            return Err(MediaPlaneError::Full(format!(
+            let full = MediaPlaneError::Full(format!(
                 "the meeting already has {} publishers (the limit)",
                 self.0.settings.max_publishers
-            )));
+            ));
+            return self.abandon(guard, meeting_id, full);
         }
         // A participant publishes once: a new session replaces an old one (reconnect).
         let old: Vec<Uuid> = s
@@ -603,9 +616,13 @@ impl GstMediaPlane {
         }
         let session_id = Uuid::new_v4();
         let bin = gst::Bin::with_name(&format!("publisher-{session_id}"));
-        let webrtc = make_webrtcbin("webrtc", &self.0.settings.ice).map_err(failed)?;
-        bin.add(&webrtc)
-            .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
+        let webrtc = match make_webrtcbin("webrtc", &self.0.settings.ice) {
+            Ok(w) => w,
+            Err(e) => return self.abandon(guard, meeting_id, failed(e)),
+        };
+        if let Err(e) = bin.add(&webrtc) {
+            return self.abandon(guard, meeting_id, MediaPlaneError::Failed(e.to_string()));
+        }
         let started = Arc::new(AtomicBool::new(false));
         let last_media_ms = Arc::new(AtomicU64::new(0));
         let (last, epoch) = (last_media_ms.clone(), self.0.epoch);
@@ -681,12 +698,19 @@ impl GstMediaPlane {
                 let _ = dead.send((meeting_id, session_id));
             }
         });
-        s.pipeline
-            .gst()
-            .add(&bin)
-            .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
-        bin.sync_state_with_parent()
-            .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
+        if let Err(e) = s.pipeline.gst().add(&bin) {
+            return self.abandon(guard, meeting_id, MediaPlaneError::Failed(e.to_string()));
+        }
+        // Bringing webrtcbin up starts its ICE agent and threads: not on a tokio worker.
+        let starting = bin.clone();
+        let up = tokio::task::spawn_blocking(move || starting.sync_state_with_parent())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        if let Err(e) = up {
+            remove_bin(&s.pipeline, &bin).await;
+            return self.abandon(guard, meeting_id, MediaPlaneError::Failed(e));
+        }
         match answer_offer(&webrtc, offer, self.0.settings.gather_timeout).await {
             Ok(answer_sdp) => {
                 let answer_sdp = match self.0.settings.ice.nat_1to1 {
@@ -705,6 +729,7 @@ impl GstMediaPlane {
                         display_name,
                         consent.for_audience(*audience),
                     );
+                    program.set_screen_share(participant_id, screen_share);
                 }
                 s.publishers.insert(
                     session_id,
@@ -721,6 +746,7 @@ impl GstMediaPlane {
                         level,
                         last_video_ms,
                         camera_on: false,
+                        screen_share,
                     },
                 );
                 Ok(CommandOutcome::Published {
@@ -730,14 +756,25 @@ impl GstMediaPlane {
             }
             Err(e) => {
                 remove_bin(&s.pipeline, &bin).await;
-                let empty = s.publishers.is_empty() && s.consumers.is_empty();
-                drop(guard);
-                if empty {
-                    self.end_meeting(meeting_id);
-                }
-                Err(failed(e))
+                self.abandon(guard, meeting_id, failed(e))
             }
         }
+    }
+
+    /// Give up a publish that failed before it was answered: end the session if it
+    /// holds nothing else (a failed first publish leaves no empty pipeline behind).
+    fn abandon(
+        &self,
+        guard: tokio::sync::MutexGuard<'_, MeetingSession>,
+        meeting_id: Uuid,
+        error: MediaPlaneError,
+    ) -> Result<CommandOutcome, MediaPlaneError> {
+        let idle = guard.publishers.is_empty() && guard.consumers.is_empty();
+        drop(guard);
+        if idle {
+            self.end_meeting(meeting_id);
+        }
+        Err(error)
     }
 
     async fn unpublish(&self, meeting_id: Uuid, session_id: Uuid) -> bool {
@@ -986,16 +1023,16 @@ impl MediaPlane for GstMediaPlane {
                 display_name,
                 consent,
                 context,
+                screen_share,
             } => {
-                self.publish(
-                    meeting_id,
-                    participant_id,
-                    &offer_sdp,
-                    &display_name,
+                let joiner = Joiner {
+                    display_name,
                     consent,
-                    &context,
-                )
-                .await
+                    context,
+                    screen_share,
+                };
+                self.publish(meeting_id, participant_id, &offer_sdp, joiner)
+                    .await
             }
             MediaCommand::AddIceCandidates {
                 meeting_id,

@@ -176,6 +176,9 @@ pub enum MediaCommand {
         /// The meeting's public flag and layout, for a session that starts now.
         #[serde(default)]
         context: MeetingContext,
+        /// The video is a screen share (featured by the screen-share layout).
+        #[serde(default)]
+        screen_share: bool,
     },
     /// Change the layout of the meeting's programs.
     SetLayout {

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::ApiPath;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::AppState;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -78,8 +78,16 @@ fn body_text(
     String::from_utf8(body.to_vec()).map_err(|_| ApiError::BadRequest("body must be UTF-8".into()))
 }
 
+/// Query of `POST /whip/{meeting_id}`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct WhipQuery {
+    /// `camera` (default) or `screen`: a screen share is featured by the screen-share
+    /// layout.
+    pub content: Option<String>,
+}
+
 /// Publish into a meeting (participant join token of that meeting).
-#[utoipa::path(post, path = "/whip/{meeting_id}", params(("meeting_id" = Uuid, Path)),
+#[utoipa::path(post, path = "/whip/{meeting_id}", params(("meeting_id" = Uuid, Path), WhipQuery),
     request_body(content = String, content_type = "application/sdp", description = "SDP offer"),
     responses((status = 201, description = "SDP answer; Location names the session", content_type = "application/sdp"),
         (status = 400), (status = 401), (status = 403), (status = 404), (status = 409), (status = 413), (status = 415), (status = 503)),
@@ -88,12 +96,22 @@ pub async fn publish(
     State(state): State<AppState>,
     who: Principal,
     ApiPath(meeting_id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<WhipQuery>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<Response> {
     let participant_id = who.participant_in(meeting_id).ok_or_else(|| {
         ApiError::Forbidden("publishing needs a join token for this meeting".into())
     })?;
+    let screen_share = match query.content.as_deref() {
+        None | Some("camera") => false,
+        Some("screen") => true,
+        Some(other) => {
+            return Err(ApiError::Unprocessable(format!(
+                "content: {other:?} is not one of \"camera\", \"screen\""
+            )))
+        }
+    };
     if !has_content_type(&headers, "application/sdp") {
         return Err(ApiError::UnsupportedMediaType(
             "expected content-type application/sdp".into(),
@@ -133,6 +151,7 @@ pub async fn publish(
                 public: meeting.is_public,
                 layout: crate::api::meetings::parse_layout(&meeting.layout),
             },
+            screen_share,
         })
         .await?;
     let CommandOutcome::Published {
