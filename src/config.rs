@@ -120,6 +120,8 @@ pub struct IngestConfig {
     pub media_timeout_secs: Option<u64>,
     /// Most publishers one meeting accepts at once (default 50).
     pub max_publishers_per_meeting: Option<usize>,
+    /// Jitter buffer of incoming media in ms (default 200).
+    pub jitter_buffer_ms: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -323,6 +325,12 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
             .nat_1to1_ip
             .as_deref()
             .and_then(|ip| ip.parse().ok()),
+        jitter_buffer_ms: match file.ingest.jitter_buffer_ms {
+            Some(ms) if !(20..=2000).contains(&ms) => {
+                bail!("ingest.jitter_buffer_ms: must be between 20 and 2000")
+            }
+            other => other,
+        },
     };
     if file.ice.stun_servers.len() > 1 {
         bail!("ice.stun_servers: webrtcbin uses one STUN server; give at most one");
@@ -565,6 +573,7 @@ mod tests {
             ("[log]\nformat = 'xml'", "log.format"),
             ("[ingest]\nmedia_timeout_secs = 0", "ingest.media_timeout_secs"),
             ("[compositor]\nwidth = 1281", "compositor.width"),
+            ("[ingest]\njitter_buffer_ms = 5", "ingest.jitter_buffer_ms"),
             ("[compositor]\nfps = 0", "compositor.fps"),
             ("[compositor]\nnon_consenting = 'blur'", "compositor.non_consenting"),
         ];

@@ -153,6 +153,8 @@ impl GstMediaPlane {
             let names: Vec<&str> = runtime.missing.iter().map(|(e, _)| *e).collect();
             tracing::warn!(missing = ?names, "GStreamer elements missing; run `gremium doctor`");
         }
+        // The first publish would otherwise pay for the DTLS certificate.
+        tokio::task::spawn_blocking(gremium_pipelines::webrtc::warm_up_dtls);
         let (dead, mut dead_rx) = mpsc::unbounded_channel();
         let (ready, mut ready_rx) = mpsc::unbounded_channel();
         let plane = GstMediaPlane(Arc::new(Inner {
@@ -657,6 +659,10 @@ impl GstMediaPlane {
                     // Offer received → first decoded video frame.
                     metrics::histogram!("gremium_ingest_first_frame_seconds")
                         .record(posted.elapsed().as_secs_f64());
+                    tracing::debug!(
+                        ms = posted.elapsed().as_millis() as u64,
+                        "offer → first decoded video frame"
+                    );
                 }
                 metrics::counter!("gremium_ingest_decoded_buffers_total", "kind" => label)
                     .increment(1);
@@ -711,7 +717,12 @@ impl GstMediaPlane {
             remove_bin(&s.pipeline, &bin).await;
             return self.abandon(guard, meeting_id, MediaPlaneError::Failed(e));
         }
-        match answer_offer(&webrtc, offer, self.0.settings.gather_timeout).await {
+        tracing::debug!(
+            ms = posted.elapsed().as_millis() as u64,
+            "publishing endpoint up"
+        );
+        let host_only = self.0.settings.ice.host_only();
+        match answer_offer(&webrtc, offer, self.0.settings.gather_timeout, host_only).await {
             Ok(answer_sdp) => {
                 let answer_sdp = match self.0.settings.ice.nat_1to1 {
                     Some(public) => {

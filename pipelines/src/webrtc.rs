@@ -38,12 +38,34 @@ pub struct IceSettings {
     /// Public address that 1:1-NATs to this host: each host candidate in our SDP gets
     /// a twin with this address and the same port.
     pub nat_1to1: Option<IpAddr>,
+    /// Jitter buffer of incoming RTP in ms (`None`: webrtcbin's 200 ms).
+    pub jitter_buffer_ms: Option<u32>,
+}
+
+impl IceSettings {
+    /// Host candidates are all this endpoint can offer (no STUN, no TURN): libnice
+    /// adds them in one go when gathering starts, so an answer need not wait for
+    /// gathering to be declared complete.
+    pub fn host_only(&self) -> bool {
+        self.stun_server.is_none() && self.turn_servers.is_empty()
+    }
+}
+
+/// Generate the process-wide DTLS certificate now (the DTLS elements create it on
+/// first use, which otherwise adds about 250 ms to the first publish).
+pub fn warm_up_dtls() {
+    if let Ok(dec) = make("dtlsdec", None) {
+        drop(dec);
+    }
 }
 
 /// Make a `webrtcbin` configured with `ice` (bundled, ICE restricted as asked).
 pub fn make_webrtcbin(name: &str, ice: &IceSettings) -> Result<gst::Element, PipelineError> {
     let webrtc = make("webrtcbin", Some(name))?;
     webrtc.set_property_from_str("bundle-policy", "max-bundle");
+    if let Some(ms) = ice.jitter_buffer_ms {
+        webrtc.set_property("latency", ms);
+    }
     if let Some(stun) = &ice.stun_server {
         webrtc.set_property("stun-server", stun);
     }
@@ -128,11 +150,31 @@ async fn set_description(
     Ok(())
 }
 
-/// Wait until ICE gathering completes, then return the local description's SDP.
+/// The local description's SDP once it carries its candidates: with `host_only`, as
+/// soon as candidates appeared (libnice adds every host candidate at once); otherwise
+/// when ICE gathering completes (server-reflexive and relay candidates come later).
 async fn gathered_local_sdp(
     webrtc: &gst::Element,
     timeout: Duration,
+    host_only: bool,
 ) -> Result<String, PipelineError> {
+    if host_only {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut seen = 0;
+        while tokio::time::Instant::now() < deadline {
+            let local: Option<WebRTCSessionDescription> = webrtc.property("local-description");
+            if let Some(text) = local.and_then(|l| l.sdp().as_text().ok()) {
+                let n = text.matches("a=candidate:").count();
+                // Present and unchanged over one more look: all host candidates are in.
+                if n > 0 && n == seen {
+                    return Ok(text);
+                }
+                seen = n;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        return Err(PipelineError::Ice("no ICE candidates gathered".into()));
+    }
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let handler = webrtc.connect_notify(Some("ice-gathering-state"), move |w, _| {
         let state: WebRTCICEGatheringState = w.property("ice-gathering-state");
@@ -201,17 +243,30 @@ pub async fn answer_offer(
     webrtc: &gst::Element,
     offer: &str,
     gather_timeout: Duration,
+    host_only: bool,
 ) -> Result<String, PipelineError> {
+    let t0 = std::time::Instant::now();
     let offer = WebRTCSessionDescription::new(WebRTCSDPType::Offer, parse_sdp(offer)?);
     set_description(webrtc, "set-remote-description", &offer).await?;
+    let remote_set = t0.elapsed();
     let reply = promise_reply(
         |p| webrtc.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, p]),
         "create-answer",
     )
     .await?;
     let answer = description_from_reply(reply, "answer")?;
+    let created = t0.elapsed();
     set_description(webrtc, "set-local-description", &answer).await?;
-    gathered_local_sdp(webrtc, gather_timeout).await
+    let local_set = t0.elapsed();
+    let sdp = gathered_local_sdp(webrtc, gather_timeout, host_only).await?;
+    tracing::debug!(
+        remote_set_ms = remote_set.as_millis() as u64,
+        answer_created_ms = created.as_millis() as u64,
+        local_set_ms = local_set.as_millis() as u64,
+        gathered_ms = t0.elapsed().as_millis() as u64,
+        "offer answered"
+    );
+    Ok(sdp)
 }
 
 /// Watch for `on-negotiation-needed`: connect before the pipeline starts, and create
@@ -237,7 +292,7 @@ pub async fn create_offer(
     .await?;
     let offer = description_from_reply(reply, "offer")?;
     set_description(webrtc, "set-local-description", &offer).await?;
-    gathered_local_sdp(webrtc, gather_timeout).await
+    gathered_local_sdp(webrtc, gather_timeout, false).await
 }
 
 /// Apply the remote answer (the WHIP client side).

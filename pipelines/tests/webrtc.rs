@@ -191,7 +191,7 @@ async fn publish_and_check(codec: VideoCodec) {
         offered.iter().all(|a| a == "127.0.0.1"),
         "publisher gathered only loopback: {offered:?}"
     );
-    let answer = answer_offer(&server_webrtc, &offer, Duration::from_secs(10))
+    let answer = answer_offer(&server_webrtc, &offer, Duration::from_secs(10), true)
         .await
         .unwrap();
     let answered = candidate_addresses(&answer);
@@ -354,7 +354,7 @@ async fn a_keyframe_request_at_the_ingest_reaches_the_publishers_encoder() {
     let offer = create_offer(&webrtc_out, Duration::from_secs(10))
         .await
         .unwrap();
-    let answer = answer_offer(&webrtc_in, &offer, Duration::from_secs(10))
+    let answer = answer_offer(&webrtc_in, &offer, Duration::from_secs(10), false)
         .await
         .unwrap();
     accept_answer(&webrtc_out, &answer).await.unwrap();
