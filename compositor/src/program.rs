@@ -746,7 +746,9 @@ impl Program {
                 .field("format", "I420")
                 .field("width", 640i32)
                 .field("height", 360i32)
-                .field("framerate", gst::Fraction::new(5, 1))
+                // At the program's rate: a live source's latency is one frame, and
+                // a slow one would raise the whole program's latency.
+                .field("framerate", gst::Fraction::new(self.settings.fps as i32, 1))
                 .build(),
         );
         let text = text_overlay("Sans Bold 24", "center", "center")?;
@@ -832,7 +834,8 @@ impl Program {
                         ),
                     };
                     if input.placeholder.is_none() {
-                        match build_placeholder_in(&self.bin, &self.vmix, &text) {
+                        match build_placeholder_in(&self.bin, &self.vmix, &text, self.settings.fps)
+                        {
                             Ok(b) => input.placeholder = Some((b, content)),
                             Err(e) => tracing::warn!(error = %e, "placeholder tile not built"),
                         }
@@ -869,11 +872,14 @@ impl Program {
     }
 }
 
-/// A placeholder tile source: a small, slow, solid-colour picture with text.
+/// A placeholder tile source: a small solid-colour picture with text, at the program's
+/// frame rate (a live source's latency is one frame; a slow source would raise the
+/// latency of the whole program).
 fn build_placeholder_in(
     bin: &gst::Bin,
     vmix: &gst::Element,
     text: &str,
+    fps: u32,
 ) -> Result<Branch, PipelineError> {
     let src = make("videotestsrc", None)?;
     src.set_property("is-live", true);
@@ -886,7 +892,7 @@ fn build_placeholder_in(
             .field("format", "I420")
             .field("width", 320i32)
             .field("height", 180i32)
-            .field("framerate", gst::Fraction::new(5, 1))
+            .field("framerate", gst::Fraction::new(fps as i32, 1))
             .build(),
     );
     let overlay = text_overlay("Sans Bold 20", "center", "center")?;
