@@ -242,38 +242,40 @@ async fn recording_program_shows_and_plays_only_consenting_participants() {
     // Layout: A consents again, B is put on the podium alone → only B's tile, only
     // B's sound; announced on the WebSocket and shown by GET.
     consent(&a, &a_join, true).await;
-    let (s, m) = app
-        .send(
-            Method::PUT,
-            &format!("/api/v1/meetings/{mid}/layout"),
-            Some(&moderator),
-            Some(json!({"kind": "podium", "podium": [b]})),
-        )
-        .await;
-    assert_eq!(s, 200, "{m}");
+    let set_layout = |body: serde_json::Value| {
+        let (app, media, path, moderator) = (
+            &app,
+            &media,
+            format!("/api/v1/meetings/{mid}/layout"),
+            moderator.clone(),
+        );
+        async move {
+            let (s, m) = app
+                .send(Method::PUT, &path, Some(&moderator), Some(body))
+                .await;
+            assert_eq!(s, 200, "{m}");
+            let placements = media
+                .placements(meeting_id, Audience::Recording)
+                .await
+                .unwrap();
+            (m, placements)
+        }
+    };
+    let (m, placements) = set_layout(json!({"kind": "podium", "podium": [b]})).await;
     assert_eq!(m["layout"]["kind"], "podium");
     let e = wait_event(&mut ws, "layout_changed", |_| true).await;
     assert_eq!(e["layout"]["podium"], json!([b]));
-    let placements = media
-        .placements(meeting_id, Audience::Recording)
-        .await
-        .unwrap();
     assert_eq!(placements.len(), 1);
     assert_eq!(placements[0].id.to_string(), b);
+    let now = tap.latest().1.unwrap();
+    reach(&tap, now + 1_500_000_000).await;
+    let heard = tap.chunks_since(now + 1_000_000_000);
+    assert!(
+        heard.iter().all(|c| c.tones[0] < SILENT),
+        "the audience (A) is not heard on the podium layout"
+    );
     // Back to the grid: both side by side.
-    let (s, _) = app
-        .send(
-            Method::PUT,
-            &format!("/api/v1/meetings/{mid}/layout"),
-            Some(&moderator),
-            Some(json!({"kind": "grid"})),
-        )
-        .await;
-    assert_eq!(s, 200);
-    let t = media
-        .placements(meeting_id, Audience::Recording)
-        .await
-        .unwrap();
+    let (_, t) = set_layout(json!({"kind": "grid"})).await;
     assert_eq!(t.len(), 2, "{t:?}");
     let now = tap.latest().0.unwrap();
     reach(&tap, now + 1_500_000_000).await;
@@ -293,19 +295,7 @@ async fn recording_program_shows_and_plays_only_consenting_participants() {
     assert_ne!(t[0].rect.x, t[1].rect.x, "side by side");
 
     // Screen share: B's screen large, A in the filmstrip, at pixel level.
-    let (s, _) = app
-        .send(
-            Method::PUT,
-            &format!("/api/v1/meetings/{mid}/layout"),
-            Some(&moderator),
-            Some(json!({"kind": "screen_share"})),
-        )
-        .await;
-    assert_eq!(s, 200);
-    let t = media
-        .placements(meeting_id, Audience::Recording)
-        .await
-        .unwrap();
+    let (_, t) = set_layout(json!({"kind": "screen_share"})).await;
     let big = t.iter().max_by_key(|p| p.rect.area()).unwrap();
     assert_eq!(big.id.to_string(), b, "the screen share is featured: {t:?}");
     let now = tap.latest().0.unwrap();

@@ -735,31 +735,15 @@ impl Program {
     }
 
     fn build_slate(&self) -> Result<Branch, PipelineError> {
-        let src = make("videotestsrc", None)?;
-        src.set_property("is-live", true);
-        src.set_property_from_str("pattern", "solid-color");
-        src.set_property("foreground-color", 0xff1d_3557u32);
-        let caps = make("capsfilter", None)?;
-        caps.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("format", "I420")
-                .field("width", 640i32)
-                .field("height", 360i32)
-                // At the program's rate: a live source's latency is one frame, and
-                // a slow one would raise the whole program's latency.
-                .field("framerate", gst::Fraction::new(self.settings.fps as i32, 1))
-                .build(),
-        );
-        let text = text_overlay("Sans Bold 24", "center", "center")?;
-        text.set_property("text", escape_markup(&self.settings.slate_text));
-        text.set_property("shaded-background", false);
-        source_branch(
-            &self.bin,
-            &self.vmix,
-            vec![src, caps, text.clone()],
-            Some(text),
-        )
+        let card = Card {
+            colour: 0xff1d_3557,
+            width: 640,
+            height: 360,
+            fps: self.settings.fps,
+            font: "Sans Bold 24",
+        };
+        let text = escape_markup(&self.settings.slate_text);
+        card.build(&self.bin, &self.vmix, &text)
     }
 
     /// Recompute the layout and move every mixer pad accordingly.
@@ -872,32 +856,59 @@ impl Program {
     }
 }
 
-/// A placeholder tile source: a small solid-colour picture with text, at the program's
-/// frame rate (a live source's latency is one frame; a slow source would raise the
-/// latency of the whole program).
+/// A live source of a solid-colour picture with centred text (placeholder tiles, the
+/// slate), at the program's frame rate: a live source's latency is one frame, and a
+/// slow source would raise the latency of the whole program.
+struct Card {
+    colour: u32,
+    width: i32,
+    height: i32,
+    fps: u32,
+    font: &'static str,
+}
+
+impl Card {
+    fn build(
+        &self,
+        bin: &gst::Bin,
+        vmix: &gst::Element,
+        text: &str,
+    ) -> Result<Branch, PipelineError> {
+        let src = make("videotestsrc", None)?;
+        src.set_property("is-live", true);
+        src.set_property_from_str("pattern", "solid-color");
+        src.set_property("foreground-color", self.colour);
+        let caps = make("capsfilter", None)?;
+        caps.set_property(
+            "caps",
+            gst::Caps::builder("video/x-raw")
+                .field("format", "I420")
+                .field("width", self.width)
+                .field("height", self.height)
+                .field("framerate", gst::Fraction::new(self.fps as i32, 1))
+                .build(),
+        );
+        let overlay = text_overlay(self.font, "center", "center")?;
+        overlay.set_property("text", text);
+        source_branch(bin, vmix, vec![src, caps, overlay.clone()], Some(overlay))
+    }
+}
+
+/// A placeholder tile: initials or the "no consent" text on a dark tile.
 fn build_placeholder_in(
     bin: &gst::Bin,
     vmix: &gst::Element,
     text: &str,
     fps: u32,
 ) -> Result<Branch, PipelineError> {
-    let src = make("videotestsrc", None)?;
-    src.set_property("is-live", true);
-    src.set_property_from_str("pattern", "solid-color");
-    src.set_property("foreground-color", 0xff2f_3640u32);
-    let caps = make("capsfilter", None)?;
-    caps.set_property(
-        "caps",
-        gst::Caps::builder("video/x-raw")
-            .field("format", "I420")
-            .field("width", 320i32)
-            .field("height", 180i32)
-            .field("framerate", gst::Fraction::new(fps as i32, 1))
-            .build(),
-    );
-    let overlay = text_overlay("Sans Bold 20", "center", "center")?;
-    overlay.set_property("text", text);
-    source_branch(bin, vmix, vec![src, caps, overlay.clone()], Some(overlay))
+    let card = Card {
+        colour: 0xff2f_3640,
+        width: 320,
+        height: 180,
+        fps,
+        font: "Sans Bold 20",
+    };
+    card.build(bin, vmix, text)
 }
 
 /// Add a chain that starts with a source to the bin and feed it to the compositor

@@ -258,24 +258,26 @@ impl GstMediaPlane {
     /// The consent the media plane should apply for a participant: the latest
     /// `SetConsent` it saw, else what the publish said.
     fn consent_of(&self, meeting_id: Uuid, participant_id: Uuid, fallback: Consent) -> Consent {
-        let mut memos = self.0.memos.lock().unwrap_or_else(|p| p.into_inner());
-        *memos
-            .entry(meeting_id)
-            .or_default()
-            .consent
-            .entry(participant_id)
-            .or_insert(fallback)
+        self.memo(meeting_id, |m| {
+            *m.consent.entry(participant_id).or_insert(fallback)
+        })
     }
 
+    /// The meeting's layout and public flag as last commanded, else `fallback`'s.
     fn memo_context(&self, meeting_id: Uuid, fallback: &MeetingContext) -> MeetingContext {
+        self.memo(meeting_id, |m| MeetingContext {
+            public: *m.public.get_or_insert(fallback.public),
+            layout: m
+                .layout
+                .get_or_insert_with(|| fallback.layout.clone())
+                .clone(),
+        })
+    }
+
+    /// Read or change what the plane remembers of a meeting.
+    fn memo<R>(&self, meeting_id: Uuid, f: impl FnOnce(&mut Memo) -> R) -> R {
         let mut memos = self.0.memos.lock().unwrap_or_else(|p| p.into_inner());
-        let memo = memos.entry(meeting_id).or_default();
-        let layout = memo.layout.get_or_insert_with(|| fallback.layout.clone());
-        let public = *memo.public.get_or_insert(fallback.public);
-        MeetingContext {
-            public,
-            layout: layout.clone(),
-        }
+        f(memos.entry(meeting_id).or_default())
     }
 
     /// The program of an audience, built (and fed with every publisher) on first use.
@@ -448,14 +450,7 @@ impl GstMediaPlane {
         participant_id: Uuid,
         consent: Consent,
     ) -> Option<u64> {
-        self.0
-            .memos
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(meeting_id)
-            .or_default()
-            .consent
-            .insert(participant_id, consent);
+        self.memo(meeting_id, |m| m.consent.insert(participant_id, consent));
         let session = self.session(meeting_id)?;
         let mut s = session.lock().await;
         for (audience, program) in s.programs.iter_mut() {
@@ -465,13 +460,7 @@ impl GstMediaPlane {
     }
 
     async fn set_layout(&self, meeting_id: Uuid, layout: LayoutSpec) -> Option<u64> {
-        self.0
-            .memos
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(meeting_id)
-            .or_default()
-            .layout = Some(layout.clone());
+        self.memo(meeting_id, |m| m.layout = Some(layout.clone()));
         let session = self.session(meeting_id)?;
         let mut s = session.lock().await;
         for program in s.programs.values_mut() {
@@ -485,13 +474,7 @@ impl GstMediaPlane {
         meeting_id: Uuid,
         public: bool,
     ) -> Result<Option<u64>, MediaPlaneError> {
-        self.0
-            .memos
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(meeting_id)
-            .or_default()
-            .public = Some(public);
+        self.memo(meeting_id, |m| m.public = Some(public));
         let Some(session) = self.session(meeting_id) else {
             return Ok(None);
         };
