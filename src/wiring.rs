@@ -124,6 +124,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             media_timeout: config.media_timeout,
             max_publishers: config.max_publishers,
             program: config.program.clone(),
+            recordings_dir: config.data_dir.join("recordings"),
         },
         sink,
     )

@@ -185,6 +185,25 @@ async fn recording_program_shows_and_plays_only_consenting_participants() {
         all.len()
     );
 
+    // A second consumer comes and goes while the program runs; the first one keeps
+    // getting the program throughout (a consumer attached or detached mid-stream must
+    // never stop the program for the others).
+    let second = Tap::new(W, H, vec![GOLD, AZURE], vec![TONE_A, TONE_B]);
+    let second_id = media
+        .attach_consumer(meeting_id, Audience::Recording, second.bin().clone())
+        .await
+        .expect("second consumer");
+    let now = tap.latest().0.unwrap();
+    reach(&tap, now + 1_000_000_000).await;
+    reach(&second, now + 500_000_000).await;
+    assert!(second
+        .frames_since(0)
+        .iter()
+        .any(|f| f.colours[0].count > 200));
+    assert!(media.detach_consumer(meeting_id, second_id).await);
+    let now = tap.latest().0.unwrap();
+    reach(&tap, now + 1_000_000_000).await;
+
     // A withdraws: the answer carries the running time after which nothing of A is
     // in the program.
     let r = consent(&a, &a_join, false).await;

@@ -45,6 +45,7 @@ async fn publish_leave_cycles_leave_no_trace() {
             media_timeout: Duration::from_secs(10),
             max_publishers: 10,
             program: Default::default(),
+            recordings_dir: std::env::temp_dir().join("gremium-soak-rec"),
         },
         sink,
     )

@@ -678,7 +678,7 @@ impl Program {
     }
 
     /// Show or hide the indicator overlay (no-op without one).
-    pub fn set_indicator(&mut self, on: bool) {
+    pub fn set_indicator(&self, on: bool) {
         if let Some(t) = &self.indicator {
             t.set_property("silent", !on);
         }
@@ -705,16 +705,15 @@ impl Program {
             return;
         };
         let target = ghost.target();
-        if let Some(peer) = ghost.peer() {
-            unlink_when_idle(ghost.upcast_ref(), &peer);
+        if let Some(consumer) = ghost.peer() {
+            // The program's side pushes: unlink when it is idle.
+            unlink_when_idle(&consumer, ghost.upcast_ref());
         }
+        // Release the tee's pad before the ghost goes inactive: a push into an
+        // inactive pad returns FLUSHING, which the tee would pass up to the mixer.
+        release_tee_pad(target);
         let _ = ghost.set_active(false);
         let _ = self.bin.remove_pad(ghost);
-        if let Some(t) = target {
-            if let Some(tee) = t.parent_element() {
-                tee.release_request_pad(&t);
-            }
-        }
     }
 
     /// Gate counters of a participant's input: (passed, dropped) buffers.
@@ -962,6 +961,15 @@ fn request_keyframe(element: &gst::Element) {
             .all_headers(true)
             .build();
         let _ = pad.push_event(event);
+    }
+}
+
+/// Give a tee's request pad back (after its consumer was unlinked).
+pub fn release_tee_pad(pad: Option<gst::Pad>) {
+    if let Some(p) = pad {
+        if let Some(tee) = p.parent_element() {
+            tee.release_request_pad(&p);
+        }
     }
 }
 

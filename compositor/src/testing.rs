@@ -87,7 +87,7 @@ pub struct Tap {
 impl Tap {
     /// A tap for a `width` × `height` program looking for `colours` and `tones`.
     pub fn new(width: u32, height: u32, colours: Vec<[u8; 3]>, tones: Vec<f64>) -> Tap {
-        let bin = gst::Bin::with_name("tap");
+        let bin = gst::Bin::new();
         let frames: Arc<Mutex<Vec<Frame>>> = Arc::default();
         let chunks: Arc<Mutex<Vec<Chunk>>> = Arc::default();
         let last_rgb: Arc<Mutex<Vec<u8>>> = Arc::default();

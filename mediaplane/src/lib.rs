@@ -30,6 +30,7 @@ use gremium_protocol::{
     Audience, CommandOutcome, Consent, EventSink, LayoutSpec, MediaCommand, MediaEvent, MediaPlane,
     MediaPlaneError, MeetingContext,
 };
+use gremium_recorder::{RecordingBin, RecordingSettings};
 use gst::prelude::*;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -47,6 +48,8 @@ pub struct MediaPlaneSettings {
     pub media_timeout: Duration,
     /// Most publishers one meeting accepts at once.
     pub max_publishers: usize,
+    /// Where recordings are written (until object storage and encryption land).
+    pub recordings_dir: PathBuf,
     /// Look of the programs (canvas, frame rate, labels, texts). The name and the
     /// indicator are set per audience.
     pub program: ProgramSettings,
@@ -81,6 +84,9 @@ struct Publisher {
     /// The video is a screen share.
     screen_share: bool,
 }
+
+/// A running recording: (meeting, consumer id, bin).
+type RunningRecording = (Uuid, Uuid, Arc<RecordingBin>);
 
 /// Who publishes, as the control plane described them in `Publish`.
 struct Joiner {
@@ -122,6 +128,8 @@ struct Inner {
     sink: EventSink,
     meetings: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<MeetingSession>>>>,
     memos: Mutex<HashMap<Uuid, Memo>>,
+    /// Running recordings: recording → (meeting, consumer, bin).
+    recordings: Mutex<HashMap<Uuid, RunningRecording>>,
     /// Decoded media that appeared: (meeting, publishing session, kind).
     ready: mpsc::UnboundedSender<(Uuid, Uuid, Kind)>,
     /// Publishing sessions whose ICE failed or closed, or whose media stopped.
@@ -162,6 +170,7 @@ impl GstMediaPlane {
             sink,
             meetings: Mutex::new(HashMap::new()),
             memos: Mutex::new(HashMap::new()),
+            recordings: Mutex::new(HashMap::new()),
             ready,
             dead,
             epoch: Instant::now(),
@@ -300,20 +309,25 @@ impl GstMediaPlane {
             };
             let mut program =
                 Program::new(settings).map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
+            // Until told otherwise: the grid, and the livestream on the slate (a
+            // meeting whose public flag the plane has not heard of is not public).
+            let (public, layout) = self.memo(meeting_id, |m| {
+                (m.public.unwrap_or(false), m.layout.clone())
+            });
+            program.set_layout(layout_choice(&layout.unwrap_or_default()));
+            if audience == Audience::Streaming && !public {
+                program
+                    .set_slate(true)
+                    .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
+            }
             s.pipeline
                 .gst()
                 .add(program.bin())
                 .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
-            program
-                .bin()
-                .sync_state_with_parent()
-                .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
-            let context = self.memo_context(meeting_id, &MeetingContext::default());
-            program.set_layout(layout_choice(&context.layout));
-            if audience == Audience::Streaming && !context.public {
-                program
-                    .set_slate(true)
-                    .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
+            if let Err(e) = program.bin().sync_state_with_parent() {
+                let _ = program.bin().set_state(gst::State::Null);
+                let _ = s.pipeline.gst().remove(program.bin());
+                return Err(MediaPlaneError::Failed(e.to_string()));
             }
             for (participant_id, name) in &s.roster {
                 let consent = self.consent_of(meeting_id, *participant_id, Consent::default());
@@ -376,25 +390,43 @@ impl GstMediaPlane {
         let mut guard = session.lock().await;
         let s = &mut *guard;
         let failed = |e: String| MediaPlaneError::Failed(e);
+        self.ensure_program(meeting_id, s, audience)?;
         s.pipeline
             .gst()
             .add(&consumer)
             .map_err(|e| failed(e.to_string()))?;
-        let program = self.ensure_program(meeting_id, s, audience)?;
-        let mut outputs = Vec::new();
-        for (name, kind) in [("video", Kind::Video), ("audio", Kind::Audio)] {
-            let Some(sink) = consumer.static_pad(name) else {
-                continue;
-            };
-            let out = program
-                .request_output(kind)
-                .map_err(|e| failed(e.to_string()))?;
-            out.link(&sink).map_err(|e| failed(format!("{e:?}")))?;
-            outputs.push(out);
-        }
-        consumer
+        let program = &s.programs[&audience];
+        // Running before it is linked: a push into a pad that is not yet active
+        // returns FLUSHING, which would stop the program for everyone.
+        let linked = consumer
             .sync_state_with_parent()
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| failed(e.to_string()))
+            .and_then(|_| {
+                let mut outputs = Vec::new();
+                for (name, kind) in [("video", Kind::Video), ("audio", Kind::Audio)] {
+                    let Some(sink) = consumer.static_pad(name) else {
+                        continue;
+                    };
+                    let out = program
+                        .request_output(kind)
+                        .map_err(|e| failed(e.to_string()))?;
+                    outputs.push(out.clone());
+                    if let Err(e) = out.link(&sink) {
+                        for o in &outputs {
+                            program.release_output(o);
+                        }
+                        return Err(failed(format!("{e:?}")));
+                    }
+                }
+                Ok(outputs)
+            });
+        let outputs = match linked {
+            Ok(outputs) => outputs,
+            Err(e) => {
+                remove_bin(&s.pipeline, &consumer).await;
+                return Err(e);
+            }
+        };
         let id = Uuid::new_v4();
         s.consumers.insert(
             id,
@@ -410,25 +442,152 @@ impl GstMediaPlane {
     /// Detach a consumer (its bin is set to NULL and removed). Ends the media session
     /// when nobody publishes and nothing else consumes.
     pub async fn detach_consumer(&self, meeting_id: Uuid, consumer_id: Uuid) -> bool {
+        self.detach_consumer_with(meeting_id, consumer_id, None)
+            .await
+            .unwrap_or(true)
+    }
+
+    /// Detach a consumer; with `finish`, the consumer is finished (EOS, watchdog)
+    /// after it is cut off from the program and before it is removed. The meeting's
+    /// lock is not held while it finishes, so consent changes never wait for it.
+    async fn detach_consumer_with(
+        &self,
+        meeting_id: Uuid,
+        consumer_id: Uuid,
+        finish: Option<(&RecordingBin, Duration)>,
+    ) -> Result<bool, PipelineError> {
         let Some(session) = self.session(meeting_id) else {
-            return false;
+            return Ok(false);
         };
         let mut s = session.lock().await;
         let Some(c) = s.consumers.remove(&consumer_id) else {
-            return false;
+            return Ok(false);
         };
         if let Some(program) = s.programs.get(&c.audience) {
             for out in &c.outputs {
                 program.release_output(out);
             }
         }
-        remove_bin(&s.pipeline, &c.bin).await;
+        let pipeline = s.pipeline.gst().clone();
+        drop(s);
+        let finished = match finish {
+            Some((recording, watchdog)) => recording.finish(watchdog).await,
+            None => Ok(()),
+        };
+        let bin = c.bin.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = bin.set_state(gst::State::Null);
+            let _ = pipeline.remove(&bin);
+        })
+        .await;
+        let s = session.lock().await;
         let idle = s.publishers.is_empty() && s.consumers.is_empty();
         drop(s);
         if idle {
             self.end_meeting(meeting_id);
         }
-        true
+        finished.map(|_| true)
+    }
+
+    /// Start recording the meeting's recording-audience program to a fragmented MP4
+    /// in the recordings directory. A second start of the same recording is a no-op.
+    async fn start_recording(
+        &self,
+        meeting_id: Uuid,
+        recording_id: Uuid,
+    ) -> Result<CommandOutcome, MediaPlaneError> {
+        if self
+            .0
+            .recordings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&recording_id)
+        {
+            return Ok(CommandOutcome::Accepted);
+        }
+        let dir = &self.0.settings.recordings_dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| MediaPlaneError::Failed(format!("recordings directory: {e}")))?;
+        let recording = RecordingBin::new(&RecordingSettings {
+            path: dir.join(format!("{recording_id}.mp4")),
+            video_kbps: 2500,
+            fps: self.0.settings.program.fps,
+            fragment: Duration::from_secs(1),
+        })
+        .map_err(failed)?;
+        let consumer_id = self
+            .attach_consumer(meeting_id, Audience::Recording, recording.bin().clone())
+            .await?;
+        if let Some(session) = self.session(meeting_id) {
+            if let Some(p) = session.lock().await.programs.get(&Audience::Recording) {
+                p.set_indicator(true);
+            }
+        }
+        self.0
+            .recordings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(recording_id, (meeting_id, consumer_id, Arc::new(recording)));
+        (self.0.sink)(MediaEvent::RecordingStarted {
+            meeting_id,
+            recording_id,
+        });
+        Ok(CommandOutcome::Accepted)
+    }
+
+    /// Stop a recording: cut it off the program, finish the file (10 s watchdog),
+    /// report finished or failed. Stopping an unknown or stopped recording is a no-op.
+    async fn stop_recording(&self, recording_id: Uuid) {
+        let entry = self
+            .0
+            .recordings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&recording_id);
+        let Some((meeting_id, consumer_id, recording)) = entry else {
+            return;
+        };
+        let still_recording = self
+            .0
+            .recordings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|(m, _, _)| *m == meeting_id);
+        if !still_recording {
+            if let Some(session) = self.session(meeting_id) {
+                if let Some(p) = session.lock().await.programs.get(&Audience::Recording) {
+                    p.set_indicator(false);
+                }
+            }
+        }
+        let watchdog = Duration::from_secs(10);
+        let result = self
+            .detach_consumer_with(meeting_id, consumer_id, Some((&recording, watchdog)))
+            .await;
+        (self.0.sink)(match result {
+            Ok(_) => MediaEvent::RecordingFinished {
+                meeting_id,
+                recording_id,
+            },
+            Err(e) => MediaEvent::RecordingFailed {
+                meeting_id,
+                recording_id,
+                reason: format!("the recording was not finalized within 10 s: {e}"),
+            },
+        });
+    }
+
+    /// Recordings of a meeting that are running.
+    fn recordings_of(&self, meeting_id: Uuid) -> Vec<Uuid> {
+        self.0
+            .recordings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, (m, _, _))| *m == meeting_id)
+            .map(|(r, _)| *r)
+            .collect()
     }
 
     /// The tiles a program shows now (for tests and diagnostics).
@@ -959,14 +1118,11 @@ async fn drop_publisher(s: &mut MeetingSession, p: Publisher) {
         program.remove_participant(p.participant_id);
     }
     for (_, _, ghost) in &p.links {
-        let target = ghost.target();
+        // The program unlinked its side; the tee's pad goes before the ghost turns
+        // inactive (a push into an inactive pad would fail the tee for every program).
+        gremium_compositor::program::release_tee_pad(ghost.target());
         let _ = ghost.set_active(false);
         let _ = p.bin.remove_pad(ghost);
-        if let Some(t) = target {
-            if let Some(tee) = t.parent_element() {
-                tee.release_request_pad(&t);
-            }
-        }
     }
     remove_bin(&s.pipeline, &p.bin).await;
 }
@@ -1087,17 +1243,25 @@ impl MediaPlane for GstMediaPlane {
             MediaCommand::SetPublic { meeting_id, public } => Ok(CommandOutcome::Applied {
                 media_time_ns: self.set_public(meeting_id, public).await?,
             }),
-            MediaCommand::StopRecording { .. } | MediaCommand::StopStream { .. } => {
-                Ok(CommandOutcome::Applied {
-                    media_time_ns: None,
-                })
+            MediaCommand::StartRecording {
+                meeting_id,
+                recording_id,
+            } => self.start_recording(meeting_id, recording_id).await,
+            MediaCommand::StopRecording { recording_id, .. } => {
+                self.stop_recording(recording_id).await;
+                Ok(CommandOutcome::Accepted)
             }
-            MediaCommand::StartRecording { .. } | MediaCommand::StartStream { .. } => {
-                Err(MediaPlaneError::Unavailable(
-                    "recording and streaming are not available in this build yet".into(),
-                ))
-            }
+            MediaCommand::StopStream { .. } => Ok(CommandOutcome::Applied {
+                media_time_ns: None,
+            }),
+            MediaCommand::StartStream { .. } => Err(MediaPlaneError::Unavailable(
+                "streaming is not available in this build yet".into(),
+            )),
             MediaCommand::EndMeeting { meeting_id } => {
+                // Ending a meeting finishes its recordings before the pipeline goes.
+                for recording_id in self.recordings_of(meeting_id) {
+                    self.stop_recording(recording_id).await;
+                }
                 let publishers: Vec<Uuid> = match self.session(meeting_id) {
                     Some(s) => s
                         .lock()

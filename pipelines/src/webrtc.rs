@@ -160,16 +160,21 @@ async fn gathered_local_sdp(
 ) -> Result<String, PipelineError> {
     if host_only {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut seen = 0;
+        let (mut seen, mut stable) = (0, 0);
         while tokio::time::Instant::now() < deadline {
+            let state: WebRTCICEGatheringState = webrtc.property("ice-gathering-state");
             let local: Option<WebRTCSessionDescription> = webrtc.property("local-description");
             if let Some(text) = local.and_then(|l| l.sdp().as_text().ok()) {
-                let n = text.matches("a=candidate:").count();
-                // Present and unchanged over one more look: all host candidates are in.
-                if n > 0 && n == seen {
+                if state == WebRTCICEGatheringState::Complete {
                     return Ok(text);
                 }
+                let n = text.matches("a=candidate:").count();
+                stable = if n == seen { stable + 1 } else { 0 };
                 seen = n;
+                // Every m-line that gathers has candidates, and none came for 20 ms.
+                if every_gathering_mline_has_candidates(&text) && stable >= 4 {
+                    return Ok(text);
+                }
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -197,6 +202,37 @@ async fn gathered_local_sdp(
         .sdp()
         .as_text()
         .map_err(|e| PipelineError::Sdp(e.to_string()))
+}
+
+/// Does every m-line that gathers its own candidates have at least one? With BUNDLE
+/// only the first m-line of the group (the tagged one) gathers; rejected (port 0) and
+/// bundle-only m-lines gather nothing.
+fn every_gathering_mline_has_candidates(sdp: &str) -> bool {
+    let mut parts = sdp.split("\nm=");
+    let session = parts.next().unwrap_or("");
+    let bundle: Vec<&str> = session
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a=group:BUNDLE "))
+        .flat_map(str::split_whitespace)
+        .collect();
+    let tagged = bundle.first().copied();
+    let mut any = false;
+    for m in parts {
+        any = true;
+        let mid = m
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("a=mid:"))
+            .map(str::trim);
+        let port_zero = m.split_whitespace().nth(1) == Some("0");
+        let bundled_away = mid.is_some_and(|mid| bundle.contains(&mid) && Some(mid) != tagged);
+        if port_zero || bundled_away || m.contains("a=bundle-only") {
+            continue;
+        }
+        if !m.contains("a=candidate:") {
+            return false;
+        }
+    }
+    any
 }
 
 /// Parse SDP text, refusing anything that is not a well-formed session description.
@@ -418,6 +454,21 @@ pub fn decode_incoming(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candidates_are_needed_on_every_gathering_mline() {
+        let bundled = "v=0\r\na=group:BUNDLE 0 1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n\
+                       a=candidate:1 1 UDP 1 127.0.0.1 5000 typ host\r\nm=video 9 UDP/TLS/RTP/SAVPF 97\r\na=mid:1\r\n";
+        assert!(every_gathering_mline_has_candidates(bundled));
+        let unbundled = bundled.replace("a=group:BUNDLE 0 1\r\n", "");
+        assert!(
+            !every_gathering_mline_has_candidates(&unbundled),
+            "without BUNDLE the video m-line gathers its own"
+        );
+        let none = bundled.replace("a=candidate:1 1 UDP 1 127.0.0.1 5000 typ host\r\n", "");
+        assert!(!every_gathering_mline_has_candidates(&none));
+        assert!(!every_gathering_mline_has_candidates("v=0\r\n"));
+    }
 
     #[test]
     fn nat_twins_follow_udp_host_candidates_only() {

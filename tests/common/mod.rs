@@ -218,6 +218,17 @@ pub async fn spawn_with_gst_media(
     max_publishers: usize,
     program: gremium_compositor::ProgramSettings,
 ) -> (TestApp, GstMediaPlane) {
+    let dir = std::env::temp_dir().join(format!("gremium-rec-{}", uuid::Uuid::new_v4()));
+    spawn_with_gst_media_in(media_timeout, max_publishers, program, dir).await
+}
+
+/// As [`spawn_with_gst_media`], recording into `recordings_dir`.
+pub async fn spawn_with_gst_media_in(
+    media_timeout: Duration,
+    max_publishers: usize,
+    program: gremium_compositor::ProgramSettings,
+    recordings_dir: std::path::PathBuf,
+) -> (TestApp, GstMediaPlane) {
     let db = fresh_db(Backend::Sqlite).await;
     let (sink, events) = gremium_signaling::event_channel();
     let media = GstMediaPlane::new(
@@ -231,6 +242,7 @@ pub async fn spawn_with_gst_media(
             media_timeout,
             max_publishers,
             program,
+            recordings_dir,
         },
         sink.clone(),
     )

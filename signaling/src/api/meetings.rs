@@ -446,12 +446,9 @@ pub async fn set_layout(
         podium,
     };
     let json = serde_json::to_string(&layout).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let updated = state
-        .db()
-        .set_meeting_layout(id, &json)
-        .await?
-        .ok_or_else(|| ApiError::Conflict("meeting has ended".into()))?;
-    // Stored first, then applied: a session starting meanwhile reads the new layout.
+    // Media first, as for the public switch: a media failure changes nothing stored.
+    // A session that starts between the two steps still gets the new layout (the
+    // media plane keeps the last commanded layout over what a publish carries).
     state
         .media()
         .execute(MediaCommand::SetLayout {
@@ -459,6 +456,11 @@ pub async fn set_layout(
             layout: layout.clone(),
         })
         .await?;
+    let updated = state
+        .db()
+        .set_meeting_layout(id, &json)
+        .await?
+        .ok_or_else(|| ApiError::Conflict("meeting has ended".into()))?;
     state.publish(id, EventKind::LayoutChanged { layout });
     Ok(Json(MeetingView::from(&updated)))
 }

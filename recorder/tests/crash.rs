@@ -1,0 +1,113 @@
+//! A recorder killed with SIGKILL leaves a file that plays up to the last complete
+//! fragment (1 s): the test records in a child process, kills it, and probes the file.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use gremium_recorder::{RecordingBin, RecordingSettings};
+use gst::prelude::*;
+
+/// The child: records live test sources until it is killed.
+#[test]
+#[ignore = "run as a child process by a_killed_recorder_leaves_a_playable_file"]
+fn record_until_killed() {
+    let Ok(path) = std::env::var("GREMIUM_RECORD_TO") else {
+        return;
+    };
+    gst::init().unwrap();
+    let pipeline = gst::Pipeline::new();
+    let rec = RecordingBin::new(&RecordingSettings {
+        path: PathBuf::from(path),
+        video_kbps: 1000,
+        fps: 15,
+        fragment: Duration::from_secs(1),
+    })
+    .unwrap();
+    let vsrc = gst::parse::bin_from_description(
+        "videotestsrc is-live=true ! capsfilter caps=\"video/x-raw,format=I420,width=320,height=180,framerate=15/1\"",
+        true,
+    )
+    .unwrap();
+    let asrc = gst::parse::bin_from_description(
+        "audiotestsrc is-live=true ! capsfilter caps=\"audio/x-raw,format=S16LE,rate=48000,channels=2\"",
+        true,
+    )
+    .unwrap();
+    pipeline
+        .add_many([
+            vsrc.upcast_ref::<gst::Element>(),
+            asrc.upcast_ref(),
+            rec.bin().upcast_ref(),
+        ])
+        .unwrap();
+    vsrc.static_pad("src")
+        .unwrap()
+        .link(&rec.bin().static_pad("video").unwrap())
+        .unwrap();
+    asrc.static_pad("src")
+        .unwrap()
+        .link(&rec.bin().static_pad("audio").unwrap())
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+#[test]
+fn a_killed_recorder_leaves_a_playable_file() {
+    let path = std::env::temp_dir().join(format!("gremium-crash-{}.mp4", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "record_until_killed", "--ignored", "--nocapture"])
+        .env("GREMIUM_RECORD_TO", &path)
+        .spawn()
+        .unwrap();
+    // Wait until the file has data, then record for 3.5 s more.
+    let start = Instant::now();
+    while std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no recording started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(3500));
+    child.kill().unwrap(); // SIGKILL: no EOS, no cleanup
+    child.wait().unwrap();
+
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration"])
+        .args(["-show_entries", "stream=codec_name", "-of", "json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("h264") && text.contains("aac"), "{text}");
+    // Decode everything: the written fragments play.
+    let decoded = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&path)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(decoded.status.success());
+    let frames = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let n: f64 = String::from_utf8_lossy(&frames.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0);
+    // 3.5 s at 15 fps is 52 frames; at most one 1 s fragment (15 frames) plus the
+    // one being started may be lost.
+    assert!(n >= 52.0 - 2.0 * 15.0, "only {n} frames survived the kill");
+    let _ = std::fs::remove_file(&path);
+}
