@@ -203,8 +203,8 @@ async fn readme_flow_against_the_real_binary() {
     let e = wait_event(&mut ws, "consent_changed", |_| true).await;
     assert_eq!(e["recording"], true);
 
-    // This binary runs no media plane yet: starting a recording is refused honestly.
-    let (s, e) = call(
+    // Record (nobody publishes: the recording holds the empty program).
+    let (s, rec) = call(
         &http,
         Method::POST,
         &format!("{base}/api/v1/meetings/{mid}/recordings"),
@@ -212,11 +212,13 @@ async fn readme_flow_against_the_real_binary() {
         None,
     )
     .await;
-    assert_eq!(s, 503, "{e}");
+    assert_eq!(s, 201, "{rec}");
+    let rid = rec["id"].as_str().unwrap().to_string();
     wait_event(&mut ws, "recording_state_changed", |e| {
-        e["state"] == "failed"
+        e["state"] == "active"
     })
     .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
 
     let (s, v) = call(
         &http,
@@ -236,6 +238,26 @@ async fn readme_flow_against_the_real_binary() {
     )
     .await;
     assert_eq!(s, 200);
+    // Ending the meeting finished its recording: a file ffprobe reads.
+    let file = data_dir.join("recordings").join(format!("{rid}.mp4"));
+    let probe = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let codecs = String::from_utf8_lossy(&probe.stdout).to_string();
+    assert!(
+        probe.status.success() && codecs.contains("h264") && codecs.contains("aac"),
+        "{codecs} {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
     wait_event(&mut ws, "meeting_ended", |_| true).await;
 
     let logs = server.logs();

@@ -12,8 +12,9 @@
 //! Each publisher's decoded audio and video end in a tee; every program (one per
 //! output audience, created when a consumer attaches) takes a branch from it through
 //! its consent gates. Consumers (recorder, streamer, tests) attach to a program with
-//! [`GstMediaPlane::attach_consumer`]. Starting recordings or streams is refused as
-//! unavailable until the recorder and streamer issues land.
+//! [`GstMediaPlane::attach_consumer`]. A recording is such a consumer (a
+//! `gremium_recorder::RecordingBin` writing to the recordings directory); starting
+//! streams is refused as unavailable until the streamer issue lands.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
