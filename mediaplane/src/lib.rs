@@ -337,16 +337,18 @@ impl GstMediaPlane {
             if let Some(speaker) = s.speaker.current() {
                 program.set_active_speaker(Some(speaker));
             }
-            for p in s.publishers.values_mut() {
-                let tees = p.tees.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                for (kind, tee) in tees {
-                    if let Err(e) = link_publisher(&mut program, audience, p, kind, &tee) {
-                        tracing::warn!(error = %e, "participant not connected to the program");
+            blocking(|| {
+                for p in s.publishers.values_mut() {
+                    let tees = p.tees.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    for (kind, tee) in tees {
+                        if let Err(e) = link_publisher(&mut program, audience, p, kind, &tee) {
+                            tracing::warn!(error = %e, "participant not connected to the program");
+                        }
                     }
+                    program.set_camera(p.participant_id, p.camera_on);
+                    program.set_screen_share(p.participant_id, p.screen_share);
                 }
-                program.set_camera(p.participant_id, p.camera_on);
-                program.set_screen_share(p.participant_id, p.screen_share);
-            }
+            });
             s.programs.insert(audience, program);
         }
         Ok(s.programs.get_mut(&audience).expect("inserted above"))
@@ -371,11 +373,13 @@ impl GstMediaPlane {
         else {
             return;
         };
-        for (audience, program) in s.programs.iter_mut() {
-            if let Err(e) = link_publisher(program, *audience, p, kind, &tee) {
-                tracing::warn!(error = %e, "participant not connected to the program");
+        blocking(|| {
+            for (audience, program) in s.programs.iter_mut() {
+                if let Err(e) = link_publisher(program, *audience, p, kind, &tee) {
+                    tracing::warn!(error = %e, "participant not connected to the program");
+                }
             }
-        }
+        });
     }
 
     /// Attach a consumer to the program of `audience`: `consumer` is a bin with ghost
@@ -465,9 +469,11 @@ impl GstMediaPlane {
             return Ok(false);
         };
         if let Some(program) = s.programs.get(&c.audience) {
-            for out in &c.outputs {
-                program.release_output(out);
-            }
+            blocking(|| {
+                for out in &c.outputs {
+                    program.release_output(out);
+                }
+            });
         }
         let pipeline = s.pipeline.gst().clone();
         drop(s);
@@ -944,9 +950,6 @@ impl GstMediaPlane {
         drop_publisher(s, p).await;
         s.roster.retain(|(id, _)| *id != participant_id);
         s.speaker.remove(participant_id);
-        for program in s.programs.values_mut() {
-            program.remove_participant(participant_id);
-        }
         (self.0.sink)(MediaEvent::ParticipantMediaStopped {
             meeting_id,
             participant_id,
@@ -1115,9 +1118,11 @@ fn link_publisher(
 /// Take a publisher out: its program branches first (unlinked at an idle moment by
 /// the program), then its tee pads, then its bin.
 async fn drop_publisher(s: &mut MeetingSession, p: Publisher) {
-    for program in s.programs.values_mut() {
-        program.remove_participant(p.participant_id);
-    }
+    blocking(|| {
+        for program in s.programs.values_mut() {
+            program.remove_participant(p.participant_id);
+        }
+    });
     for (_, _, ghost) in &p.links {
         // The program unlinked its side; the tee's pad goes before the ghost turns
         // inactive (a push into an inactive pad would fail the tee for every program).
@@ -1126,6 +1131,18 @@ async fn drop_publisher(s: &mut MeetingSession, p: Publisher) {
         let _ = p.bin.remove_pad(ghost);
     }
     remove_bin(&s.pipeline, &p.bin).await;
+}
+
+/// Run GStreamer work that may block — waiting for a pad to go idle, state changes
+/// that join streaming threads — without stalling the other tasks of this tokio
+/// worker: on a multi-thread runtime they move to other workers first.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 /// The meeting pipeline's running time (the programs' time base) in nanoseconds.
