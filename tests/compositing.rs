@@ -15,7 +15,6 @@ use gremium_signaling::Role;
 use reqwest::Method;
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gremium");
 const W: u32 = 640;
 const H: u32 = 360;
 /// As VP8 and Opus bring them back: the publishers send ffd700 and 1e50ff.
@@ -35,23 +34,11 @@ fn publish(
     tone: &str,
     screen: bool,
 ) -> std::process::Child {
-    std::process::Command::new(BIN)
-        .args([
-            "publish",
-            "--server",
-            base,
-            "--meeting",
-            mid,
-            "--token",
-            join,
-        ])
-        .args(screen.then_some("--screen"))
-        .args(["--color", color, "--tone", tone, "--codec", "vp8"])
-        .args(["--duration", "25", "--ice-address", "127.0.0.1"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
+    let mut extra = vec!["--color", color, "--tone", tone, "--duration", "25"];
+    if screen {
+        extra.push("--screen");
+    }
+    spawn_publisher(base, mid, join, &extra)
 }
 
 /// Wait until the tap's output reached running time `t`.

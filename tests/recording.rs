@@ -8,47 +8,27 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use gremium_compositor::testing::near;
 use gremium_compositor::{Canvas, ProgramSettings};
 use gremium_signaling::Role;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_gremium");
 const GOLD: [u8; 3] = [0xff, 0xd7, 0x00];
 const AZURE: [u8; 3] = [0x1e, 0x50, 0xff];
 
 fn publish(base: &str, mid: &str, join: &str, color: &str) -> std::process::Child {
-    std::process::Command::new(BIN)
-        .args([
-            "publish",
-            "--server",
-            base,
-            "--meeting",
-            mid,
-            "--token",
-            join,
-        ])
-        .args([
-            "--color", color, "--codec", "vp8", "--width", "320", "--height", "180",
-        ])
-        .args([
-            "--fps",
-            "15",
-            "--duration",
-            "30",
-            "--ice-address",
-            "127.0.0.1",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn near(px: &[u8], c: [u8; 3]) -> bool {
-    px.iter()
-        .zip(c)
-        .all(|(a, b)| (i32::from(*a) - i32::from(b)).abs() < 40)
+    let small = [
+        "--width",
+        "320",
+        "--height",
+        "180",
+        "--fps",
+        "15",
+        "--duration",
+        "30",
+    ];
+    spawn_publisher(base, mid, join, &[&["--color", color][..], &small].concat())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gremium_pipelines::{link_chain, make, PipelineError};
+use gremium_pipelines::{capsfilter, i420_caps, link_chain, make, PipelineError};
 use gst::prelude::*;
 use uuid::Uuid;
 
@@ -258,17 +258,14 @@ impl Program {
         vmix.set_property_from_str("background", "black");
         vmix.set_property("latency", latency);
         vmix.set_property_from_str("start-time-selection", "first");
-        let vcaps = make("capsfilter", None)?;
-        vcaps.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("format", "I420")
-                .field("width", settings.canvas.width as i32)
-                .field("height", settings.canvas.height as i32)
-                .field("framerate", gst::Fraction::new(settings.fps as i32, 1))
-                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-                .build(),
+        let mut caps = i420_caps(
+            settings.canvas.width as i32,
+            settings.canvas.height as i32,
+            settings.fps,
         );
+        caps.make_mut()
+            .set("pixel-aspect-ratio", gst::Fraction::new(1, 1));
+        let vcaps = capsfilter(caps)?;
         let vtee = make("tee", Some("video-tee"))?;
         vtee.set_property("allow-not-linked", true);
         bin.add_many([&vmix, &vcaps, &vtee]).map_err(state_err)?;
@@ -291,16 +288,14 @@ impl Program {
         let amix = make("audiomixer", None)?;
         amix.set_property("latency", latency);
         amix.set_property_from_str("start-time-selection", "first");
-        let acaps = make("capsfilter", None)?;
-        acaps.set_property(
-            "caps",
+        let acaps = capsfilter(
             gst::Caps::builder("audio/x-raw")
                 .field("format", "S16LE")
                 .field("rate", 48_000i32)
                 .field("channels", 2i32)
                 .field("layout", "interleaved")
                 .build(),
-        );
+        )?;
         let atee = make("tee", Some("audio-tee"))?;
         atee.set_property("allow-not-linked", true);
         bin.add_many([&amix, &acaps, &atee]).map_err(state_err)?;
@@ -332,16 +327,7 @@ impl Program {
         let vsrc = make("videotestsrc", None)?;
         vsrc.set_property("is-live", true);
         vsrc.set_property_from_str("pattern", "black");
-        let vcaps = make("capsfilter", None)?;
-        vcaps.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("format", "I420")
-                .field("width", 16i32)
-                .field("height", 16i32)
-                .field("framerate", gst::Fraction::new(self.settings.fps as i32, 1))
-                .build(),
-        );
+        let vcaps = capsfilter(i420_caps(16, 16, self.settings.fps))?;
         self.bin.add_many([&vsrc, &vcaps]).map_err(state_err)?;
         link_chain(&[&vsrc, &vcaps])?;
         let vpad = pad_ok(self.vmix.request_pad_simple("sink_%u"), "compositor")?;
@@ -877,16 +863,7 @@ impl Card {
         src.set_property("is-live", true);
         src.set_property_from_str("pattern", "solid-color");
         src.set_property("foreground-color", self.colour);
-        let caps = make("capsfilter", None)?;
-        caps.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("format", "I420")
-                .field("width", self.width)
-                .field("height", self.height)
-                .field("framerate", gst::Fraction::new(self.fps as i32, 1))
-                .build(),
-        );
+        let caps = capsfilter(i420_caps(self.width, self.height, self.fps))?;
         let overlay = text_overlay(self.font, "center", "center")?;
         overlay.set_property("text", text);
         source_branch(bin, vmix, vec![src, caps, overlay.clone()], Some(overlay))

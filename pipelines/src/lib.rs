@@ -13,7 +13,8 @@ pub mod publisher;
 pub mod webrtc;
 
 pub use pipeline::{
-    link_chain, make, BusEvent, Lifecycle, LifecycleEvent, Pipeline, PipelineSettings,
+    capsfilter, i420_caps, link_chain, make, BusEvent, Lifecycle, LifecycleEvent, Pipeline,
+    PipelineSettings,
 };
 
 /// Elements the media plane relies on, with the Debian package that provides them.

@@ -330,6 +330,23 @@ pub fn make(factory: &str, name: Option<&str>) -> Result<gst::Element, PipelineE
     })
 }
 
+/// A `capsfilter` holding `caps`.
+pub fn capsfilter(caps: gst::Caps) -> Result<gst::Element, PipelineError> {
+    let f = make("capsfilter", None)?;
+    f.set_property("caps", caps);
+    Ok(f)
+}
+
+/// Raw I420 video caps of a size and frame rate.
+pub fn i420_caps(width: i32, height: i32, fps: u32) -> gst::Caps {
+    gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", width)
+        .field("height", height)
+        .field("framerate", gst::Fraction::new(fps as i32, 1))
+        .build()
+}
+
 /// Link elements in a chain, naming the pair that would not link.
 pub fn link_chain(elements: &[&gst::Element]) -> Result<(), PipelineError> {
     for pair in elements.windows(2) {

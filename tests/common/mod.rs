@@ -275,3 +275,24 @@ pub async fn spawn_with_gst_media_in(
     };
     (app, media)
 }
+
+/// Start the real `gremium publish` client (VP8, loopback ICE) for a participant;
+/// `extra` adds flags such as `--color`, `--tone`, `--screen`.
+pub fn spawn_publisher(base: &str, mid: &str, join: &str, extra: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_gremium"))
+        .args([
+            "publish",
+            "--server",
+            base,
+            "--meeting",
+            mid,
+            "--token",
+            join,
+        ])
+        .args(["--codec", "vp8", "--ice-address", "127.0.0.1"])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
