@@ -54,6 +54,16 @@ pub struct StorageConfig {
     /// `local` (default) or `s3`.
     pub kind: Option<String>,
     pub s3: Option<S3Config>,
+    /// Master key wrapping the recordings' data keys: 64 hex digits. The environment
+    /// variable `GREMIUM_MASTER_KEY` wins over this.
+    pub master_key: Option<String>,
+    /// File holding the master key (64 hex digits). Default: `DATA_DIR/keys/master.key`,
+    /// generated on first start (fine for a single machine, not for production).
+    pub master_key_file: Option<PathBuf>,
+    /// Where running recordings are spooled, encrypted (default `DATA_DIR/spool`).
+    pub spool_dir: Option<PathBuf>,
+    /// Root of the local object store (default `DATA_DIR/objects`).
+    pub local_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +164,8 @@ pub struct RetentionConfig {
     pub default_days: Option<u32>,
     /// Largest retention a meeting may ask for (default 3650).
     pub max_days: Option<u32>,
+    /// How often the retention job looks for expired recordings (default 3600 s).
+    pub sweep_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,6 +200,23 @@ pub struct Config {
     pub media_timeout: std::time::Duration,
     pub max_publishers: usize,
     pub program: gremium_compositor::ProgramSettings,
+    pub storage: StorageSettings,
+    pub retention_sweep: std::time::Duration,
+}
+
+/// Where recordings go and how they are protected.
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    /// Master key in hex, from the environment or the config file.
+    pub master_key: Option<String>,
+    /// File with the master key (generated when it is the default and missing).
+    pub master_key_file: PathBuf,
+    /// True when `master_key_file` is the default (then it may be generated).
+    pub master_key_file_default: bool,
+    pub spool_dir: PathBuf,
+    pub local_dir: PathBuf,
+    /// `storage.kind = "s3"` was asked for.
+    pub s3: bool,
 }
 
 /// Overrides from flags and environment.
@@ -353,6 +382,38 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
     if default_days > max_days {
         bail!("retention.default_days: must not exceed retention.max_days ({max_days})");
     }
+    let sweep = file.retention.sweep_interval_secs.unwrap_or(3600);
+    if !(1..=7 * 24 * 3600).contains(&sweep) {
+        bail!("retention.sweep_interval_secs: must be between 1 and 604800");
+    }
+    let master_key = std::env::var("GREMIUM_MASTER_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+        .or(file.storage.master_key.clone());
+    if let Some(k) = &master_key {
+        gremium_storage::crypto::MasterKey::from_hex(k)
+            .map_err(|_| anyhow::anyhow!("storage.master_key: expected 64 hex digits"))?;
+    }
+    let storage = StorageSettings {
+        s3: file.storage.kind.as_deref() == Some("s3"),
+        master_key,
+        master_key_file_default: file.storage.master_key_file.is_none(),
+        master_key_file: file
+            .storage
+            .master_key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("keys").join("master.key")),
+        spool_dir: file
+            .storage
+            .spool_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("spool")),
+        local_dir: file
+            .storage
+            .local_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("objects")),
+    };
     let max_body_bytes = file.limits.max_body_bytes.unwrap_or(64 * 1024);
     if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
         bail!("limits.max_body_bytes: must be between 1024 and 67108864");
@@ -406,6 +467,8 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
         media_timeout,
         max_publishers,
         program,
+        storage,
+        retention_sweep: std::time::Duration::from_secs(sweep),
     })
 }
 

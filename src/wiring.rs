@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use gremium_signaling::{AppState, Authenticator, Role};
-use gremium_storage::{Db, DbOptions};
+use gremium_storage::crypto::MasterKey;
+use gremium_storage::{Db, DbOptions, LocalStore, ObjectStore, Vault};
 
 use crate::config::Config;
 
@@ -54,6 +55,103 @@ fn local_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => local_key(data_dir),
         Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
     }
+}
+
+/// The master key: from the environment or config, else from its file; the default
+/// file is generated (0600) on first start.
+fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
+    let s = &config.storage;
+    if let Some(hex) = &s.master_key {
+        return MasterKey::from_hex(hex).map_err(|e| anyhow::anyhow!("master key: {e}"));
+    }
+    let path = &s.master_key_file;
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            return MasterKey::from_hex(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && s.master_key_file_default => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    if let Some(dir) = path.parent() {
+        create_private_dir(dir)?;
+    }
+    let key = MasterKey::generate();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut f) => {
+            f.write_all(key.to_hex().as_bytes())?;
+            f.sync_all()?;
+            tracing::warn!(
+                "generated a master key in the data directory: fine for one machine; in \
+                 production set GREMIUM_MASTER_KEY from a secret store"
+            );
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => master_key(config),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
+/// Master key plus the configured object store.
+pub fn vault(config: &Config) -> anyhow::Result<Vault> {
+    if config.storage.s3 {
+        bail!("storage.kind = \"s3\": not available in this version yet; use \"local\"");
+    }
+    let master = master_key(config)?;
+    create_private_dir(&config.storage.local_dir)?;
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(&config.storage.local_dir));
+    Ok(Vault::new(master, store))
+}
+
+/// Recordings that were running when the process stopped: finalize what their spool
+/// holds (in the background) and register it; with no spool, mark them failed.
+async fn recover_recordings(
+    db: &Db,
+    vault: &Vault,
+    spool_dir: &Path,
+    sink: gremium_protocol::EventSink,
+) -> anyhow::Result<()> {
+    use gremium_protocol::MediaEvent;
+    for r in db.unfinished_recordings().await? {
+        let spool = gremium_recorder::finalize::spool_path(spool_dir, r.id);
+        let key = match vault.data_key(db, r.id).await {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::warn!(recording_id = %r.id, error = %e, "unfinished recording without key");
+                continue;
+            }
+        };
+        if !spool.exists() {
+            sink(MediaEvent::RecordingFailed {
+                meeting_id: r.meeting_id,
+                recording_id: r.id,
+                reason: "the process stopped before anything was written".into(),
+            });
+            continue;
+        }
+        tracing::info!(recording_id = %r.id, "recovering a recording left by a stopped process");
+        let (store, sink) = (vault.store().clone(), sink.clone());
+        tokio::spawn(async move {
+            let result = gremium_recorder::finalize::finalize(spool, key, r.id, store, true).await;
+            sink(match result {
+                Ok(media) => MediaEvent::RecordingFinished {
+                    meeting_id: r.meeting_id,
+                    recording_id: r.id,
+                    media: Some(media),
+                },
+                Err(reason) => MediaEvent::RecordingFailed {
+                    meeting_id: r.meeting_id,
+                    recording_id: r.id,
+                    reason: format!("recovery after a crash failed: {reason}"),
+                },
+            });
+        });
+    }
+    Ok(())
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
@@ -111,7 +209,8 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     if config.auto_migrate {
         db.migrate().await.context("applying migrations")?;
     }
-    create_private_dir(&config.data_dir.join("objects"))?;
+    let vault = vault(&config)?;
+    create_private_dir(&config.storage.spool_dir)?;
     let auth = authenticator(&config)?;
     // The media plane runs in this process (embedded default) and talks to the
     // control plane only through the media-plane protocol.
@@ -124,9 +223,10 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             media_timeout: config.media_timeout,
             max_publishers: config.max_publishers,
             program: config.program.clone(),
-            recordings_dir: config.data_dir.join("recordings"),
+            recordings_dir: config.storage.spool_dir.clone(),
+            store: vault.store().clone(),
         },
-        sink,
+        sink.clone(),
     )
     .map_err(|e| anyhow::anyhow!("starting the media plane: {e}"))?;
     let media = Arc::new(media);
@@ -134,10 +234,16 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         db.clone(),
         auth,
         media,
+        vault.clone(),
         config.api.clone(),
         gremium_signaling::system_clock(),
     );
     tokio::spawn(gremium_signaling::apply_media_events(state.clone(), events));
+    recover_recordings(&db, &vault, &config.storage.spool_dir, sink).await?;
+    tokio::spawn(gremium_signaling::retention::run(
+        state.clone(),
+        config.retention_sweep,
+    ));
     let app = gremium_signaling::router(state);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -238,18 +238,32 @@ async fn readme_flow_against_the_real_binary() {
     )
     .await;
     assert_eq!(s, 200);
-    // Ending the meeting finished its recording: a file ffprobe reads.
-    let file = data_dir.join("recordings").join(format!("{rid}.mp4"));
+    wait_event(&mut ws, "meeting_ended", |_| true).await;
+    // Ending the meeting stopped its recording; once post-processing stored it, the
+    // archive serves media ffprobe reads (decrypted on the fly, over HTTP).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, r) = call(
+            &http,
+            Method::GET,
+            &format!("{base}/api/v1/recordings/{rid}"),
+            &archivist,
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{r}");
+        if r["state"] == "finished" {
+            break;
+        }
+        assert_ne!(r["state"], "failed", "{r}");
+        assert!(std::time::Instant::now() < deadline, "not finalized: {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let probe = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(&file)
+        .args(["-v", "error", "-show_entries", "stream=codec_name"])
+        .args(["-of", "csv=p=0", "-headers"])
+        .arg(format!("Authorization: Bearer {archivist}\r\n"))
+        .arg(format!("{base}/api/v1/recordings/{rid}/media"))
         .output()
         .unwrap();
     let codecs = String::from_utf8_lossy(&probe.stdout).to_string();
@@ -258,7 +272,6 @@ async fn readme_flow_against_the_real_binary() {
         "{codecs} {}",
         String::from_utf8_lossy(&probe.stderr)
     );
-    wait_event(&mut ws, "meeting_ended", |_| true).await;
 
     let logs = server.logs();
     assert!(

@@ -37,6 +37,7 @@ async fn publish_leave_cycles_leave_no_trace() {
     };
     let db = fresh_db(Backend::Sqlite).await;
     let (sink, events) = gremium_signaling::event_channel();
+    let vault = common::test_vault(&std::env::temp_dir().join("gremium-soak-objects"));
     let media = GstMediaPlane::new(
         MediaPlaneSettings {
             ice: loopback.clone(),
@@ -46,6 +47,7 @@ async fn publish_leave_cycles_leave_no_trace() {
             max_publishers: 10,
             program: Default::default(),
             recordings_dir: std::env::temp_dir().join("gremium-soak-rec"),
+            store: vault.store().clone(),
         },
         sink,
     )
@@ -55,6 +57,7 @@ async fn publish_leave_cycles_leave_no_trace() {
         db,
         auth.clone(),
         Arc::new(media.clone()),
+        vault,
         ApiSettings::default(),
         gremium_signaling::system_clock(),
     );

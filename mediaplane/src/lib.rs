@@ -31,7 +31,11 @@ use gremium_protocol::{
     Audience, CommandOutcome, Consent, EventSink, LayoutSpec, MediaCommand, MediaEvent, MediaPlane,
     MediaPlaneError, MeetingContext,
 };
+use gremium_recorder::finalize::{finalize, spool_path};
 use gremium_recorder::{RecordingBin, RecordingSettings};
+use gremium_storage::crypto::DataKey;
+use gremium_storage::vault::media_context;
+use gremium_storage::ObjectStore;
 use gst::prelude::*;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -49,8 +53,10 @@ pub struct MediaPlaneSettings {
     pub media_timeout: Duration,
     /// Most publishers one meeting accepts at once.
     pub max_publishers: usize,
-    /// Where recordings are written (until object storage and encryption land).
+    /// Where recordings are spooled (encrypted) while they run.
     pub recordings_dir: PathBuf,
+    /// Where finalized recordings are stored.
+    pub store: Arc<dyn ObjectStore>,
     /// Look of the programs (canvas, frame rate, labels, texts). The name and the
     /// indicator are set per audience.
     pub program: ProgramSettings,
@@ -496,13 +502,17 @@ impl GstMediaPlane {
         finished.map(|_| true)
     }
 
-    /// Start recording the meeting's recording-audience program to a fragmented MP4
-    /// in the recordings directory. A second start of the same recording is a no-op.
+    /// Start recording the meeting's recording-audience program to a fragmented MP4,
+    /// encrypted with the recording's data key, in the spool directory. A second start
+    /// of the same recording is a no-op.
     async fn start_recording(
         &self,
         meeting_id: Uuid,
         recording_id: Uuid,
+        data_key: &str,
     ) -> Result<CommandOutcome, MediaPlaneError> {
+        let key = DataKey::from_hex(data_key)
+            .map_err(|e| MediaPlaneError::Rejected(format!("data key: {e}")))?;
         if self
             .0
             .recordings
@@ -516,7 +526,9 @@ impl GstMediaPlane {
         std::fs::create_dir_all(dir)
             .map_err(|e| MediaPlaneError::Failed(format!("recordings directory: {e}")))?;
         let recording = RecordingBin::new(&RecordingSettings {
-            path: dir.join(format!("{recording_id}.mp4")),
+            path: spool_path(dir, recording_id),
+            key,
+            context: media_context(recording_id),
             video_kbps: 2500,
             fps: self.0.settings.program.fps,
             fragment: Duration::from_secs(1),
@@ -572,16 +584,35 @@ impl GstMediaPlane {
         let result = self
             .detach_consumer_with(meeting_id, consumer_id, Some((&recording, watchdog)))
             .await;
-        (self.0.sink)(match result {
-            Ok(_) => MediaEvent::RecordingFinished {
-                meeting_id,
-                recording_id,
-            },
-            Err(e) => MediaEvent::RecordingFailed {
+        if let Err(e) = result {
+            (self.0.sink)(MediaEvent::RecordingFailed {
                 meeting_id,
                 recording_id,
                 reason: format!("the recording was not finalized within 10 s: {e}"),
-            },
+            });
+            return;
+        }
+        // Post-processing (seal, validate, poster, store) runs on its own: it needs
+        // no pipeline, and a long recording must not hold up the stop call.
+        let spool = recording.path().to_path_buf();
+        let key = recording.key().clone();
+        let store = self.0.settings.store.clone();
+        let sink = self.0.sink.clone();
+        tokio::spawn(async move {
+            sink(
+                match finalize(spool, key, recording_id, store, false).await {
+                    Ok(media) => MediaEvent::RecordingFinished {
+                        meeting_id,
+                        recording_id,
+                        media: Some(media),
+                    },
+                    Err(reason) => MediaEvent::RecordingFailed {
+                        meeting_id,
+                        recording_id,
+                        reason: format!("post-processing failed: {reason}"),
+                    },
+                },
+            );
         });
     }
 
@@ -1264,7 +1295,11 @@ impl MediaPlane for GstMediaPlane {
             MediaCommand::StartRecording {
                 meeting_id,
                 recording_id,
-            } => self.start_recording(meeting_id, recording_id).await,
+                data_key,
+            } => {
+                self.start_recording(meeting_id, recording_id, &data_key.0)
+                    .await
+            }
             MediaCommand::StopRecording { recording_id, .. } => {
                 self.stop_recording(recording_id).await;
                 Ok(CommandOutcome::Accepted)

@@ -13,5 +13,5 @@ pub mod media;
 pub use lifecycle::{InvalidTransition, OutputState, OutputTrigger};
 pub use media::{
     Audience, CommandOutcome, Consent, EventSink, LayoutKind, LayoutSpec, MediaCommand, MediaEvent,
-    MediaPlane, MediaPlaneError, MeetingContext, RtmpTarget,
+    MediaPlane, MediaPlaneError, MeetingContext, RecordedMedia, RtmpTarget, SecretHex,
 };

@@ -120,6 +120,8 @@ pub enum MediaCommand {
         meeting_id: Uuid,
         /// Control-plane id of the recording.
         recording_id: Uuid,
+        /// The recording's data key: everything written is encrypted with it.
+        data_key: SecretHex,
     },
     /// Stop a recording (EOS with watchdog).
     StopRecording {
@@ -257,6 +259,40 @@ impl CommandOutcome {
     }
 }
 
+/// Key material in hex. Its `Debug` shows nothing, so it never reaches a log.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretHex(pub String);
+
+impl std::fmt::Debug for SecretHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretHex(…)")
+    }
+}
+
+/// A finalized recording as stored: sealed objects and what probing found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedMedia {
+    /// Object key of the sealed media.
+    pub media_key: String,
+    /// SHA-256 of the stored media object (hex).
+    pub media_sha256: String,
+    /// Stored (encrypted) bytes.
+    pub stored_bytes: u64,
+    /// Plaintext bytes.
+    pub plaintext_bytes: u64,
+    /// Object key of the sealed poster image.
+    pub poster_key: Option<String>,
+    /// SHA-256 of the stored poster object.
+    pub poster_sha256: Option<String>,
+    /// Media duration found by probing, milliseconds.
+    pub duration_ms: Option<u64>,
+    /// Probe result as JSON text (container, streams).
+    pub probe: String,
+    /// True when the recording was recovered after a crash (its tail may be cut).
+    pub recovered: bool,
+}
+
 /// Something the media plane reports on its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -274,6 +310,9 @@ pub enum MediaEvent {
         meeting_id: Uuid,
         /// Recording.
         recording_id: Uuid,
+        /// What was stored, when the media plane stores recordings.
+        #[serde(default)]
+        media: Option<RecordedMedia>,
     },
     /// The recording failed.
     RecordingFailed {

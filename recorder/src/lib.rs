@@ -1,29 +1,39 @@
 //! Recording sessions of the recording-audience program.
 //!
-//! Owns: the recording bin (H.264 + AAC in fragmented MP4, 1 s fragments, so a crash
+//! Owns: the recording bin (H.264 + AAC in fragmented MP4, 1 s fragments, written as
+//! an encrypted spool — no plaintext byte of a recording touches the disk — so a crash
 //! loses at most the fragment being written and what was written plays), its
-//! finalization (EOS with a watchdog), and — from the rest of the recording issue on —
-//! the manifest with its consent timeline, encryption, hand-off to storage and
-//! post-processing (ffmpeg-sidecar).
+//! finalization (EOS with a watchdog), and post-processing ([`finalize`]: seal the
+//! spool into the stored object, validate with ffmpeg via ffmpeg-sidecar, make the
+//! poster, hand both to the object store). Crash recovery runs the same
+//! [`finalize`] on a spool left behind.
 //!
 //! Must not: talk HTTP or SQL, know meetings. The media plane attaches a
-//! [`RecordingBin`] to a program as a consumer and finishes it.
+//! [`RecordingBin`] to a program as a consumer and finishes it; keys come from the
+//! control plane.
 //!
-//! Status: recording to a local file works (start, stop with finalization, ffprobe-
-//! valid output). Not yet: encryption at rest, object storage, manifest, crash
-//! recovery of an unfinished file, post-processing.
+//! Not yet: the manifest with its consent timeline, one encode shared with a stream
+//! of the same audience.
+
+pub mod finalize;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gremium_pipelines::{link_chain, make, PipelineError};
+use gremium_storage::crypto::{DataKey, SpoolWriter};
 use gst::prelude::*;
 
 /// How a recording is encoded.
 #[derive(Debug, Clone)]
 pub struct RecordingSettings {
-    /// Output file (fragmented MP4).
+    /// Spool file: the fragmented MP4, encrypted record by record.
     pub path: PathBuf,
+    /// The recording's data key.
+    pub key: DataKey,
+    /// Context authenticated with every record (see `gremium_storage::vault`).
+    pub context: Vec<u8>,
     /// Video bitrate in kbit/s.
     pub video_kbps: u32,
     /// Program frame rate (for the keyframe interval).
@@ -33,11 +43,13 @@ pub struct RecordingSettings {
 }
 
 /// A consumer bin with ghost sink pads `video` (raw I420) and `audio` (raw S16LE)
-/// writing a fragmented MP4.
+/// writing a fragmented MP4 into an encrypted spool.
 pub struct RecordingBin {
     bin: gst::Bin,
     path: PathBuf,
     eos: tokio::sync::watch::Receiver<bool>,
+    write_error: Arc<Mutex<Option<String>>>,
+    key: DataKey,
 }
 
 fn err(e: impl std::fmt::Display) -> PipelineError {
@@ -71,10 +83,46 @@ impl RecordingBin {
 
         let mux = make("mp4mux", None)?;
         mux.set_property("fragment-duration", s.fragment.as_millis() as u32);
-        let sink = make("filesink", None)?;
-        sink.set_property("location", s.path.to_string_lossy().to_string());
-        // Every write goes to the kernel at once: a killed process loses no buffered data.
-        sink.set_property_from_str("buffer-mode", "unbuffered");
+        // Nothing is rewritten at the end: moov (with mvex) first, then moof/mdat
+        // pairs, so every byte can go to the spool as it comes.
+        mux.set_property("streamable", true);
+        let sink = gst_app::AppSink::builder()
+            .sync(false)
+            .max_buffers(0)
+            .build();
+        let spool = Arc::new(Mutex::new(
+            SpoolWriter::create(&s.path, &s.key, &s.context)
+                .map_err(|e| PipelineError::Link(format!("spool {}: {e}", s.path.display())))?,
+        ));
+        let write_error = Arc::new(Mutex::new(None::<String>));
+        // The file is complete once EOS reaches the sink: mp4mux writes its last
+        // fragment before passing EOS on.
+        let (tx, eos) = tokio::sync::watch::channel(false);
+        let failed = write_error.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    if let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) {
+                        // One sealed record per muxer buffer, in the kernel before
+                        // the next: a killed process leaves whole records behind.
+                        if let Err(e) = spool.lock().expect("spool lock").append(&map) {
+                            // The meeting's pipeline must not stop for a full disk;
+                            // the recording reports the failure when it finishes.
+                            failed
+                                .lock()
+                                .expect("error lock")
+                                .get_or_insert(e.to_string());
+                        }
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .eos(move |_| {
+                    let _ = tx.send(true);
+                })
+                .build(),
+        );
+        let sink: gst::Element = sink.upcast();
 
         bin.add_many([
             &vqueue, &venc, &vparse, &aqueue, &aconv, &aenc, &aparse, &mux, &sink,
@@ -96,23 +144,12 @@ impl RecordingBin {
                 .build();
             bin.add_pad(&ghost).map_err(err)?;
         }
-        // The file is complete once EOS reaches the sink: mp4mux writes its last
-        // fragment before passing EOS on.
-        let (tx, eos) = tokio::sync::watch::channel(false);
-        sink.static_pad("sink")
-            .ok_or_else(|| PipelineError::Link("filesink".into()))?
-            .add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-                if let Some(gst::PadProbeData::Event(e)) = &info.data {
-                    if e.type_() == gst::EventType::Eos {
-                        let _ = tx.send(true);
-                    }
-                }
-                gst::PadProbeReturn::Ok
-            });
         Ok(RecordingBin {
             bin,
             path: s.path.clone(),
             eos,
+            write_error,
+            key: s.key.clone(),
         })
     }
 
@@ -121,7 +158,12 @@ impl RecordingBin {
         &self.bin
     }
 
-    /// Where the recording is written.
+    /// The data key the spool is encrypted with.
+    pub fn key(&self) -> &DataKey {
+        &self.key
+    }
+
+    /// The spool the recording is written to.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -138,10 +180,14 @@ impl RecordingBin {
         let done = tokio::time::timeout(watchdog, eos.wait_for(|done| *done))
             .await
             .is_ok_and(|r| r.is_ok());
-        if done {
-            Ok(())
-        } else {
-            Err(PipelineError::PipelineFrozen { dot_file: None })
+        if !done {
+            return Err(PipelineError::PipelineFrozen { dot_file: None });
+        }
+        match self.write_error.lock().expect("error lock").take() {
+            Some(e) => Err(PipelineError::Link(format!(
+                "writing the spool failed: {e}"
+            ))),
+            None => Ok(()),
         }
     }
 }

@@ -1,24 +1,35 @@
-//! A recorder killed with SIGKILL leaves a file that plays up to the last complete
-//! fragment (1 s): the test records in a child process, kills it, and probes the file.
+//! A recorder killed with SIGKILL leaves an encrypted spool that recovery turns into a
+//! stored recording playing up to the last complete fragment (1 s): the test records
+//! in a child process, kills it, finalizes the spool as the next start would, and
+//! probes the decrypted result.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use gremium_recorder::finalize::finalize;
 use gremium_recorder::{RecordingBin, RecordingSettings};
+use gremium_storage::crypto::{DataKey, SealedReader, SEALED_HEADER};
+use gremium_storage::vault::media_context;
+use gremium_storage::{LocalStore, ObjectStore};
 use gst::prelude::*;
+use uuid::Uuid;
 
 /// The child: records live test sources until it is killed.
 #[test]
-#[ignore = "run as a child process by a_killed_recorder_leaves_a_playable_file"]
+#[ignore = "run as a child process by a_killed_recorder_leaves_a_spool_that_recovers_into_a_playable_recording"]
 fn record_until_killed() {
     let Ok(path) = std::env::var("GREMIUM_RECORD_TO") else {
         return;
     };
+    let key = DataKey::from_hex(&std::env::var("GREMIUM_RECORD_KEY").unwrap()).unwrap();
+    let rid = Uuid::parse_str(&std::env::var("GREMIUM_RECORD_ID").unwrap()).unwrap();
     gst::init().unwrap();
     let pipeline = gst::Pipeline::new();
     let rec = RecordingBin::new(&RecordingSettings {
         path: PathBuf::from(path),
+        key,
+        context: media_context(rid),
         video_kbps: 1000,
         fps: 15,
         fragment: Duration::from_secs(1),
@@ -53,18 +64,24 @@ fn record_until_killed() {
     std::thread::sleep(Duration::from_secs(120));
 }
 
-#[test]
-fn a_killed_recorder_leaves_a_playable_file() {
-    let path = std::env::temp_dir().join(format!("gremium-crash-{}.mp4", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+#[tokio::test]
+async fn a_killed_recorder_leaves_a_spool_that_recovers_into_a_playable_recording() {
+    let dir = std::env::temp_dir().join(format!("gremium-crash-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rid = Uuid::new_v4();
+    let key = DataKey::generate();
+    let spool = gremium_recorder::finalize::spool_path(&dir, rid);
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "record_until_killed", "--ignored", "--nocapture"])
-        .env("GREMIUM_RECORD_TO", &path)
+        .env("GREMIUM_RECORD_TO", &spool)
+        .env("GREMIUM_RECORD_KEY", key.to_hex())
+        .env("GREMIUM_RECORD_ID", rid.to_string())
         .spawn()
         .unwrap();
+    let path = &spool;
     // Wait until the file has data, then record for 3.5 s more.
     let start = Instant::now();
-    while std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) == 0 {
+    while std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "no recording started"
@@ -74,6 +91,40 @@ fn a_killed_recorder_leaves_a_playable_file() {
     std::thread::sleep(Duration::from_millis(3500));
     child.kill().unwrap(); // SIGKILL: no EOS, no cleanup
     child.wait().unwrap();
+
+    // What the next start does: finalize the spool into the store.
+    let raw = std::fs::read(path).unwrap();
+    assert!(
+        !raw.windows(4).any(|w| w == b"ftyp" || w == b"mdat"),
+        "plaintext in the spool"
+    );
+    let store: std::sync::Arc<dyn ObjectStore> =
+        std::sync::Arc::new(LocalStore::new(dir.join("objects")));
+    let media = finalize(spool.clone(), key.clone(), rid, store.clone(), true)
+        .await
+        .unwrap();
+    assert!(media.recovered);
+    assert!(
+        media.probe.contains("h264") && media.probe.contains("aac"),
+        "{}",
+        media.probe
+    );
+    assert!(!spool.exists(), "the spool is removed once stored");
+    // Decrypt what was stored (as the archive does) into a file for ffprobe.
+    let size = store.size(&media.media_key).await.unwrap().unwrap();
+    let header = store
+        .get_range(&media.media_key, 0..SEALED_HEADER as u64)
+        .await
+        .unwrap();
+    let reader = SealedReader::open(&header, size, &key, &media_context(rid)).unwrap();
+    let all = reader.chunks_for(&(0..reader.plaintext_len()));
+    let stored = store
+        .get_range(&media.media_key, reader.stored_range(&all))
+        .await
+        .unwrap();
+    let plain = reader.open_chunks(&all, &stored).unwrap();
+    let path = &dir.join("decrypted.mp4");
+    std::fs::write(path, plain).unwrap();
 
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-show_entries", "format=duration"])
@@ -109,5 +160,5 @@ fn a_killed_recorder_leaves_a_playable_file() {
     // 3.5 s at 15 fps is 52 frames; at most one 1 s fragment (15 frames) plus the
     // one being started may be lost.
     assert!(n >= 52.0 - 2.0 * 15.0, "only {n} frames survived the kill");
-    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir_all(&dir);
 }

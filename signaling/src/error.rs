@@ -39,6 +39,12 @@ pub enum ApiError {
     /// Well-formed JSON with wrong fields, types or values. 422.
     #[error("{0}")]
     Unprocessable(String),
+    /// The resource existed and was deleted for good (e.g. a shredded recording). 410.
+    #[error("{0}")]
+    Gone(String),
+    /// A `Range` header outside the resource of this many bytes. 416.
+    #[error("range not satisfiable (the resource has {0} bytes)")]
+    RangeNotSatisfiable(u64),
     /// A dependency (media plane, identity provider) is unavailable. 503.
     #[error("{0}")]
     Unavailable(String),
@@ -76,6 +82,10 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+            ApiError::Gone(_) => (StatusCode::GONE, "gone"),
+            ApiError::RangeNotSatisfiable(_) => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+            }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -95,6 +105,11 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
+        if let ApiError::RangeNotSatisfiable(len) = &self {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -17,6 +17,7 @@ pub mod extract;
 pub mod media;
 pub mod openapi;
 mod ops;
+pub mod retention;
 
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use chrono::{TimeZone, Utc};
 use gremium_protocol::MediaPlane;
-use gremium_storage::{ConsentWriter, Db};
+use gremium_storage::{ConsentWriter, Db, Vault};
 use uuid::Uuid;
 
 pub use auth::{AuthSettings, Authenticator, OidcSettings, Principal, Role};
@@ -68,6 +69,7 @@ struct Inner {
     consent_writer: ConsentWriter,
     auth: Arc<Authenticator>,
     media: Arc<dyn MediaPlane>,
+    vault: Vault,
     hub: EventHub,
     settings: ApiSettings,
     clock: Clock,
@@ -89,6 +91,7 @@ impl AppState {
         db: Db,
         auth: Arc<Authenticator>,
         media: Arc<dyn MediaPlane>,
+        vault: Vault,
         settings: ApiSettings,
         clock: Clock,
     ) -> AppState {
@@ -97,6 +100,7 @@ impl AppState {
             db,
             auth,
             media,
+            vault,
             hub: EventHub::default(),
             settings,
             clock,
@@ -106,6 +110,11 @@ impl AppState {
             metrics: ops::Metrics::install(),
             whip_sessions: Default::default(),
         }))
+    }
+
+    /// Master key and object store of the archive.
+    pub fn vault(&self) -> &Vault {
+        &self.0.vault
     }
 
     /// Database handle.
@@ -195,6 +204,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::meetings::router())
         .merge(api::participants::router())
         .merge(api::outputs::router())
+        .merge(api::archive::router())
         .merge(api::audit::router())
         .merge(api::ws::router())
         .merge(openapi::router());

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use gremium_protocol::{
-    CommandOutcome, EventSink, MediaCommand, MediaEvent, MediaPlane, MediaPlaneError, OutputTrigger,
+    CommandOutcome, EventSink, MediaCommand, MediaEvent, MediaPlane, MediaPlaneError,
+    OutputTrigger, RecordedMedia,
 };
-use gremium_storage::{LedgerRecord, OutputKind, StorageError, Transition};
+use gremium_storage::{LedgerRecord, OutputKind, StorageError, StoredMedia, Transition};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -60,6 +61,37 @@ pub async fn apply_media_events(state: AppState, mut rx: mpsc::UnboundedReceiver
     }
 }
 
+/// Record what a finalized recording stored. When the recording was deleted while it
+/// was being finalized, the objects are removed again (its key is gone already).
+async fn store_media(
+    state: &AppState,
+    recording_id: Uuid,
+    m: RecordedMedia,
+) -> Result<(), StorageError> {
+    let stored = StoredMedia {
+        media_key: m.media_key,
+        media_sha256: m.media_sha256,
+        stored_bytes: m.stored_bytes as i64,
+        plaintext_bytes: m.plaintext_bytes as i64,
+        poster_key: m.poster_key,
+        poster_sha256: m.poster_sha256,
+        duration_ms: m.duration_ms.map(|d| d as i64),
+        probe: Some(m.probe),
+    };
+    match state.db().set_recording_stored(recording_id, &stored).await {
+        Err(StorageError::NotFound) => {
+            for key in [Some(&stored.media_key), stored.poster_key.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                let _ = state.vault().store().delete(key).await;
+            }
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 fn event_name(event: &MediaEvent) -> &'static str {
     match event {
         MediaEvent::RecordingStarted { .. } => "recording_started",
@@ -85,12 +117,21 @@ async fn apply_one(state: &AppState, event: MediaEvent) -> Result<(), StorageErr
             OutputTrigger::MediaStarted,
             None,
         ),
-        RecordingFinished { recording_id, .. } => (
-            OutputKind::Recording,
+        RecordingFinished {
             recording_id,
-            OutputTrigger::MediaStopped,
-            None,
-        ),
+            media,
+            ..
+        } => {
+            if let Some(m) = media {
+                store_media(state, recording_id, m).await?;
+            }
+            (
+                OutputKind::Recording,
+                recording_id,
+                OutputTrigger::MediaStopped,
+                None,
+            )
+        }
         RecordingFailed {
             recording_id,
             reason,
@@ -270,6 +311,7 @@ pub mod fake {
                 MediaCommand::StartRecording {
                     meeting_id,
                     recording_id,
+                    ..
                 } => {
                     if let Some(reason) = fail {
                         return Err(MediaPlaneError::Failed(reason));
@@ -287,6 +329,7 @@ pub mod fake {
                     (self.sink)(MediaEvent::RecordingFinished {
                         meeting_id,
                         recording_id,
+                        media: None,
                     });
                     Ok(CommandOutcome::Accepted)
                 }

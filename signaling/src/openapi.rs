@@ -5,17 +5,18 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{audit, meetings, outputs, participants, whip, ws};
+use crate::api::{archive, audit, meetings, outputs, participants, whip, ws};
 use crate::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Gremium API", description = "Control plane of Gremium: meetings, participants, consent, recordings, streams, audit."),
+    info(title = "Gremium API", description = "Control plane of Gremium: meetings, participants, consent, recordings, streams, archive, audit."),
     paths(
         meetings::create_meeting, meetings::list_meetings, meetings::get_meeting, meetings::end_meeting, meetings::set_public, meetings::set_layout,
         participants::add_participant, participants::list_participants, participants::remove_participant,
         participants::get_consent, participants::set_consent,
-        outputs::start_recording, outputs::list_recordings, outputs::get_recording, outputs::stop_recording,
+        outputs::start_recording, outputs::list_recordings, archive::get_recording, outputs::stop_recording,
+        archive::list_archive, archive::get_media, archive::get_poster, archive::delete_recording, archive::set_retention,
         outputs::start_stream, outputs::list_streams, outputs::get_stream, outputs::stop_stream,
         audit::verify, audit::meeting_ledger, ws::events, whip::publish, whip::leave, whip::trickle,
     ),

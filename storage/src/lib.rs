@@ -3,7 +3,9 @@
 //! Owns: the database schema and migrations (SQLite as the embedded default,
 //! PostgreSQL for production, same semantics), the repositories for meetings,
 //! participants and consent, recordings and streams, and the hash-chained audit
-//! ledger with its verification.
+//! ledger with its verification; envelope encryption of recordings at rest
+//! ([`crypto`]), the object store they are kept in ([`objects`]: local disk), and
+//! the archive's retention and deletion queries ([`archive`]).
 //!
 //! Must not: depend on GStreamer, speak HTTP, or decide policy (who may do what is
 //! the signaling crate's job). Every state change that the ledger must witness is
@@ -14,21 +16,30 @@
 //! Booleans are stored as `bigint` 0/1 and times as unix milliseconds for the same
 //! reason.
 
+pub mod archive;
 pub mod consent;
+pub mod crypto;
 mod db;
 mod error;
 pub mod ledger;
 pub mod meetings;
+pub mod objects;
 pub mod outputs;
 pub mod participants;
+pub mod vault;
 
+pub use archive::{ArchiveItem, ArchiveQuery, Shredded};
 pub use consent::{ConsentChange, ConsentOutcome, ConsentWriter};
 pub use db::{Backend, Db, DbOptions};
 pub use error::StorageError;
 pub use ledger::{BrokenEntry, LedgerEntry, LedgerRecord, VerifyReport};
 pub use meetings::{Meeting, MeetingState, NewMeeting};
-pub use outputs::{NewRecording, NewStream, OutputKind, Recording, Stream, Transition};
+pub use objects::{LocalStore, ObjectError, ObjectStore};
+pub use outputs::{
+    NewRecording, NewStream, OutputKind, Recording, StoredMedia, Stream, Transition,
+};
 pub use participants::{NewParticipant, Participant};
+pub use vault::{OpenObject, Vault, VaultError};
 
 /// Result alias for this crate.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -51,6 +51,33 @@ pub struct Recording {
     pub created_at: i64,
     /// Unix milliseconds of the last state change.
     pub updated_at: i64,
+    /// What was stored once the recording was finalized.
+    pub stored: Option<StoredMedia>,
+    /// Unix milliseconds of the deletion (retention or request), when deleted.
+    pub deleted_at: Option<i64>,
+    /// Why it was deleted.
+    pub deletion_reason: Option<String>,
+}
+
+/// A finalized recording's stored objects and what post-processing found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMedia {
+    /// Object key of the sealed (encrypted) media.
+    pub media_key: String,
+    /// SHA-256 of the stored media object (hex).
+    pub media_sha256: String,
+    /// Stored (encrypted) size.
+    pub stored_bytes: i64,
+    /// Plaintext size.
+    pub plaintext_bytes: i64,
+    /// Object key of the sealed poster image, when one was made.
+    pub poster_key: Option<String>,
+    /// SHA-256 of the stored poster object.
+    pub poster_sha256: Option<String>,
+    /// Media duration from the probe, milliseconds.
+    pub duration_ms: Option<i64>,
+    /// Probe result (JSON: streams, duration, container).
+    pub probe: Option<String>,
 }
 
 /// A stored stream. Destinations are kept as JSON, stream keys included: only the
@@ -88,6 +115,8 @@ pub struct NewRecording {
     pub requested_by: String,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// The recording's data key wrapped by the master key (hex), stored with it.
+    pub wrapped_key: String,
 }
 
 /// A stream to create.
@@ -129,13 +158,35 @@ fn parse_state(s: &str) -> Result<OutputState> {
     OutputState::parse(s).ok_or_else(|| StorageError::Corrupt(format!("output state {s:?}")))
 }
 
-const RECORDING_COLUMNS: &str =
-    "id, meeting_id, state, failure, requested_by, created_at, updated_at";
+pub(crate) const RECORDING_COLUMNS: &str =
+    "id, meeting_id, state, failure, requested_by, created_at, updated_at, media_key, \
+     media_sha256, stored_bytes, plaintext_bytes, poster_key, poster_sha256, duration_ms, probe, \
+     deleted_at, deletion_reason";
 const STREAM_COLUMNS: &str =
     "id, meeting_id, state, hls, destinations, failure, requested_by, created_at, updated_at";
 
-fn recording_from_row(row: &sqlx::any::AnyRow) -> Result<Recording> {
+pub(crate) fn recording_from_row(row: &sqlx::any::AnyRow) -> Result<Recording> {
+    let stored = match row.try_get::<Option<String>, _>("media_key")? {
+        Some(media_key) => Some(StoredMedia {
+            media_key,
+            media_sha256: row
+                .try_get::<Option<String>, _>("media_sha256")?
+                .unwrap_or_default(),
+            stored_bytes: row.try_get::<Option<i64>, _>("stored_bytes")?.unwrap_or(0),
+            plaintext_bytes: row
+                .try_get::<Option<i64>, _>("plaintext_bytes")?
+                .unwrap_or(0),
+            poster_key: row.try_get("poster_key")?,
+            poster_sha256: row.try_get("poster_sha256")?,
+            duration_ms: row.try_get("duration_ms")?,
+            probe: row.try_get("probe")?,
+        }),
+        None => None,
+    };
     Ok(Recording {
+        stored,
+        deleted_at: row.try_get("deleted_at")?,
+        deletion_reason: row.try_get("deletion_reason")?,
         id: parse_uuid(&row.try_get::<String, _>("id")?)?,
         meeting_id: parse_uuid(&row.try_get::<String, _>("meeting_id")?)?,
         state: parse_state(&row.try_get::<String, _>("state")?)?,
@@ -178,6 +229,14 @@ impl Db {
         .bind(r.created_at)
         .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "insert into recording_keys (recording_id, wrapped, created_at) values ($1, $2, $3)",
+        )
+        .bind(r.id.to_string())
+        .bind(&r.wrapped_key)
+        .bind(r.created_at)
+        .execute(&mut *tx)
+        .await?;
         append_in(&mut tx, ledger).await?;
         tx.commit().await?;
         Ok(Recording {
@@ -188,6 +247,9 @@ impl Db {
             requested_by: r.requested_by.clone(),
             created_at: r.created_at,
             updated_at: r.created_at,
+            stored: None,
+            deleted_at: None,
+            deletion_reason: None,
         })
     }
 

@@ -259,6 +259,7 @@ async fn output_lifecycle_is_forward_only(db: Db) {
                 meeting_id: m.id,
                 requested_by: "mod".into(),
                 created_at: 5,
+                wrapped_key: "00".into(),
             },
             &record(m.id, 5, "recording_requested", rid),
         )

@@ -31,6 +31,8 @@ pub struct TestApp {
     pub db: Db,
     pub fake: Arc<FakeMediaPlane>,
     pub auth: Arc<Authenticator>,
+    pub vault: gremium_storage::Vault,
+    pub state: AppState,
     pub http: reqwest::Client,
 }
 
@@ -76,17 +78,20 @@ pub async fn spawn_app_with(backend: Backend, auth: AuthSettings, api: ApiSettin
     let (sink, events) = gremium_signaling::event_channel();
     let fake = FakeMediaPlane::new(sink);
     let auth = Authenticator::new(auth);
+    let vault =
+        test_vault(&std::env::temp_dir().join(format!("gremium-objects-{}", uuid::Uuid::new_v4())));
     let state = AppState::new(
         db.clone(),
         auth.clone(),
         fake.clone(),
+        vault.clone(),
         api,
         gremium_signaling::system_clock(),
     );
     tokio::spawn(gremium_signaling::apply_media_events(state.clone(), events));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = gremium_signaling::router(state);
+    let app = gremium_signaling::router(state.clone());
     tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
@@ -96,6 +101,8 @@ pub async fn spawn_app_with(backend: Backend, auth: AuthSettings, api: ApiSettin
         db,
         fake,
         auth,
+        vault,
+        state,
         http: reqwest::Client::builder().no_proxy().build().unwrap(),
     }
 }
@@ -212,6 +219,14 @@ pub async fn wait_event(ws: &mut Ws, kind: &str, pred: impl Fn(&Value) -> bool) 
     }
 }
 
+/// A vault over a local object store in `dir` with a fresh master key.
+pub fn test_vault(dir: &std::path::Path) -> gremium_storage::Vault {
+    gremium_storage::Vault::new(
+        gremium_storage::crypto::MasterKey::generate(),
+        Arc::new(gremium_storage::LocalStore::new(dir)),
+    )
+}
+
 /// An in-process Gremium with the real GStreamer media plane (loopback ICE only).
 pub async fn spawn_with_gst_media(
     media_timeout: Duration,
@@ -222,14 +237,16 @@ pub async fn spawn_with_gst_media(
     spawn_with_gst_media_in(media_timeout, max_publishers, program, dir).await
 }
 
-/// As [`spawn_with_gst_media`], recording into `recordings_dir`.
+/// As [`spawn_with_gst_media`], keeping recordings in `dir` (spool in `dir/spool`,
+/// the object store in `dir/objects`).
 pub async fn spawn_with_gst_media_in(
     media_timeout: Duration,
     max_publishers: usize,
     program: gremium_compositor::ProgramSettings,
-    recordings_dir: std::path::PathBuf,
+    dir: std::path::PathBuf,
 ) -> (TestApp, GstMediaPlane) {
     let db = fresh_db(Backend::Sqlite).await;
+    let vault = test_vault(&dir.join("objects"));
     let (sink, events) = gremium_signaling::event_channel();
     let media = GstMediaPlane::new(
         MediaPlaneSettings {
@@ -242,7 +259,8 @@ pub async fn spawn_with_gst_media_in(
             media_timeout,
             max_publishers,
             program,
-            recordings_dir,
+            recordings_dir: dir.join("spool"),
+            store: vault.store().clone(),
         },
         sink.clone(),
     )
@@ -256,13 +274,14 @@ pub async fn spawn_with_gst_media_in(
         db.clone(),
         auth.clone(),
         Arc::new(media.clone()),
+        vault.clone(),
         api,
         gremium_signaling::system_clock(),
     );
     tokio::spawn(gremium_signaling::apply_media_events(state.clone(), events));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = gremium_signaling::router(state);
+    let app = gremium_signaling::router(state.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let (fake_sink, _) = gremium_signaling::event_channel();
     let app = TestApp {
@@ -271,6 +290,8 @@ pub async fn spawn_with_gst_media_in(
         db,
         fake: gremium_signaling::media::fake::FakeMediaPlane::new(fake_sink), // unused here
         auth,
+        vault,
+        state,
         http: reqwest::Client::builder().no_proxy().build().unwrap(),
     };
     (app, media)

@@ -1,5 +1,6 @@
 //! REST handlers, one module per resource; each exposes `router()`.
 
+pub mod archive;
 pub mod audit;
 pub mod meetings;
 pub mod outputs;

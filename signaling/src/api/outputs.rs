@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use gremium_protocol::{MediaCommand, OutputState, OutputTrigger, RtmpTarget};
+use gremium_protocol::{MediaCommand, OutputState, OutputTrigger, RtmpTarget, SecretHex};
 use gremium_storage::{
     LedgerRecord, MeetingState, NewRecording, NewStream, OutputKind, Recording, Stream,
 };
@@ -27,7 +27,6 @@ pub(crate) fn router() -> Router<AppState> {
             "/meetings/{id}/recordings",
             post(start_recording).get(list_recordings),
         )
-        .route("/recordings/{rid}", get(get_recording))
         .route("/recordings/{rid}/stop", post(stop_recording))
         .route(
             "/meetings/{id}/streams",
@@ -52,10 +51,52 @@ pub struct RecordingView {
     pub created_at: DateTime<Utc>,
     /// Last state change.
     pub updated_at: DateTime<Utc>,
+    /// The stored media, once the recording is finalized (absent after deletion).
+    pub media: Option<RecordedMediaView>,
+    /// When the recording was deleted (retention or request).
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// Why it was deleted.
+    pub deletion_reason: Option<String>,
+}
+
+/// A finalized recording's stored media.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RecordedMediaView {
+    /// Where to fetch the media (`video/mp4`, Range supported).
+    pub url: String,
+    /// Where to fetch the poster (`image/jpeg`), when there is one.
+    pub poster_url: Option<String>,
+    /// Media size in bytes (as served, decrypted).
+    pub bytes: i64,
+    /// SHA-256 of the stored (encrypted) object.
+    pub stored_sha256: String,
+    /// Duration in seconds, from validation with ffmpeg.
+    pub duration_s: Option<f64>,
+    /// Validation result: container, streams (codec, size, sample rate), duration.
+    #[schema(value_type = Object)]
+    pub probe: Option<serde_json::Value>,
 }
 
 impl From<&Recording> for RecordingView {
     fn from(r: &Recording) -> Self {
+        let media = r
+            .stored
+            .as_ref()
+            .filter(|_| r.deleted_at.is_none())
+            .map(|m| RecordedMediaView {
+                url: format!("/api/v1/recordings/{}/media", r.id),
+                poster_url: m
+                    .poster_key
+                    .as_ref()
+                    .map(|_| format!("/api/v1/recordings/{}/poster", r.id)),
+                bytes: m.plaintext_bytes,
+                stored_sha256: m.media_sha256.clone(),
+                duration_s: m.duration_ms.map(|d| d as f64 / 1000.0),
+                probe: m
+                    .probe
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str(p).ok()),
+            });
         RecordingView {
             id: r.id,
             meeting_id: r.meeting_id,
@@ -63,6 +104,9 @@ impl From<&Recording> for RecordingView {
             failure: r.failure.clone(),
             created_at: to_datetime(r.created_at),
             updated_at: to_datetime(r.updated_at),
+            media,
+            deleted_at: r.deleted_at.map(to_datetime),
+            deletion_reason: r.deletion_reason.clone(),
         }
     }
 }
@@ -150,7 +194,7 @@ async fn open_meeting(state: &AppState, id: Uuid) -> ApiResult<()> {
     Ok(())
 }
 
-fn ledger(
+pub(crate) fn ledger(
     meeting_id: Uuid,
     at: i64,
     kind: &str,
@@ -259,6 +303,7 @@ pub async fn start_recording(
     let rid = Uuid::new_v4();
     let now = state.now_ms();
     let actor = who.actor();
+    let (data_key, wrapped_key) = state.vault().new_data_key(rid);
     let r = state
         .db()
         .insert_recording(
@@ -267,6 +312,7 @@ pub async fn start_recording(
                 meeting_id: id,
                 requested_by: actor.clone(),
                 created_at: now,
+                wrapped_key,
             },
             &ledger(
                 id,
@@ -293,6 +339,7 @@ pub async fn start_recording(
         MediaCommand::StartRecording {
             meeting_id: id,
             recording_id: rid,
+            data_key: SecretHex(data_key.to_hex()),
         },
         &actor,
     )
@@ -329,24 +376,6 @@ pub async fn list_recordings(
             .map(RecordingView::from)
             .collect(),
     ))
-}
-
-/// One recording (moderator, archivist).
-#[utoipa::path(get, path = "/api/v1/recordings/{rid}", params(("rid" = Uuid, Path)),
-    responses((status = 200, body = RecordingView), (status = 401), (status = 403), (status = 404)),
-    security(("bearer" = [])), tag = "recordings")]
-pub async fn get_recording(
-    state: axum::extract::State<AppState>,
-    who: Principal,
-    ApiPath(rid): ApiPath<Uuid>,
-) -> ApiResult<Json<RecordingView>> {
-    who.require(&[Role::Moderator, Role::Archivist])?;
-    let r = state
-        .db()
-        .get_recording(rid)
-        .await?
-        .ok_or(ApiError::NotFound("recording"))?;
-    Ok(Json(RecordingView::from(&r)))
 }
 
 /// Stop a recording (moderator). Stopping while stopping is harmless (200); stopping a

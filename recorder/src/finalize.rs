@@ -1,0 +1,315 @@
+//! Post-processing of a finished (or crash-orphaned) recording spool.
+//!
+//! 1. **Seal**: the spool's records are re-chunked into the sealed object format
+//!    (fixed-size chunks, so archive reads can serve byte ranges), still encrypted
+//!    with the recording's data key; the SHA-256 of the stored bytes is computed on
+//!    the way.
+//! 2. **Validate**: ffmpeg (through ffmpeg-sidecar) reads the decrypted media from a
+//!    pipe with stream copy into the null muxer: every packet is parsed, the streams
+//!    are listed and the last progress time is the duration. A file ffmpeg cannot
+//!    read fails the recording.
+//! 3. **Poster**: ffmpeg decodes one frame (at 1 s, or the first) into a 480 px wide
+//!    JPEG, which is sealed like the media.
+//! 4. **Store**: both objects go to the object store; the spool is removed only after.
+//!
+//! Plaintext exists only in memory and in the pipes to ffmpeg.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ffmpeg_sidecar::command::FfmpegCommand;
+use ffmpeg_sidecar::event::{FfmpegEvent, LogLevel, StreamTypeSpecificData};
+use gremium_protocol::RecordedMedia;
+use gremium_storage::crypto::{read_spool, DataKey, SealWriter, Sealed};
+use gremium_storage::vault::{media_context, poster_context};
+use gremium_storage::ObjectStore;
+use serde::Serialize;
+use uuid::Uuid;
+
+/// Object key of a recording's media.
+pub fn media_object_key(recording_id: Uuid) -> String {
+    format!("recordings/{recording_id}/media.mp4.sealed")
+}
+
+/// Object key of a recording's poster.
+pub fn poster_object_key(recording_id: Uuid) -> String {
+    format!("recordings/{recording_id}/poster.jpg.sealed")
+}
+
+/// The spool file of a recording in `dir`.
+pub fn spool_path(dir: &Path, recording_id: Uuid) -> PathBuf {
+    dir.join(format!("{recording_id}.spool"))
+}
+
+/// One stream as ffmpeg saw it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProbedStream {
+    /// `video` or `audio` (or `other`).
+    pub kind: &'static str,
+    /// Codec name, e.g. `h264`, `aac`.
+    pub codec: String,
+    /// Video width.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Video height.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Audio sample rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_rate: Option<u32>,
+}
+
+/// What validation found.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Probe {
+    /// Container (always `mp4` here).
+    pub container: &'static str,
+    /// Duration in seconds (last packet time ffmpeg reported).
+    pub duration_s: f64,
+    /// Streams in input order.
+    pub streams: Vec<ProbedStream>,
+    /// True when the recording was recovered from a spool a crash left behind (its
+    /// last fragment may be missing).
+    pub recovered: bool,
+}
+
+/// Parse ffmpeg's `HH:MM:SS.xx` progress time.
+fn parse_time(t: &str) -> Option<f64> {
+    let mut parts = t.trim().split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// Run ffmpeg with the decrypted spool on stdin; hand each event to `on_event`.
+fn run_ffmpeg(
+    spool: &Path,
+    key: &DataKey,
+    context: &[u8],
+    args: &[&str],
+    mut on_event: impl FnMut(FfmpegEvent),
+) -> Result<(), String> {
+    let mut child = FfmpegCommand::new()
+        .hide_banner()
+        .input("pipe:0")
+        .args(args)
+        .spawn()
+        .map_err(|e| format!("ffmpeg could not be started: {e}"))?;
+    let mut stdin = child.take_stdin().ok_or("ffmpeg without stdin")?;
+    let (spool, key, context) = (spool.to_path_buf(), key.clone(), context.to_vec());
+    // ffmpeg may stop reading early (poster): a broken pipe then ends the feeder.
+    let feeder = std::thread::spawn(move || {
+        let _ = read_spool(&spool, &key, &context, |p| stdin.write_all(p));
+    });
+    let events = child.iter().map_err(|e| format!("ffmpeg output: {e}"))?;
+    for event in events {
+        on_event(event);
+    }
+    let status = child.wait().map_err(|e| format!("ffmpeg: {e}"))?;
+    let _ = feeder.join();
+    if !status.success() {
+        return Err(format!("ffmpeg exited with {status}"));
+    }
+    Ok(())
+}
+
+/// Validate the media: stream copy into the null muxer. `progress` gets the media
+/// time reached, in seconds, as ffmpeg reports it.
+pub fn probe(
+    spool: &Path,
+    key: &DataKey,
+    context: &[u8],
+    mut progress: impl FnMut(f64),
+) -> Result<Probe, String> {
+    let mut streams = Vec::new();
+    let mut duration: Option<f64> = None;
+    let mut errors = Vec::new();
+    run_ffmpeg(
+        spool,
+        key,
+        context,
+        &["-map", "0", "-c", "copy", "-f", "null", "-"],
+        |event| match event {
+            FfmpegEvent::ParsedInputStream(s) => {
+                let (kind, width, height, sample_rate) = match &s.type_specific_data {
+                    StreamTypeSpecificData::Video(v) => {
+                        ("video", Some(v.width), Some(v.height), None)
+                    }
+                    StreamTypeSpecificData::Audio(a) => ("audio", None, None, Some(a.sample_rate)),
+                    _ => ("other", None, None, None),
+                };
+                streams.push(ProbedStream {
+                    kind,
+                    codec: s.format,
+                    width,
+                    height,
+                    sample_rate,
+                });
+            }
+            FfmpegEvent::Progress(p) => {
+                if let Some(t) = parse_time(&p.time) {
+                    progress(t);
+                    duration = Some(t);
+                }
+            }
+            FfmpegEvent::Log(LogLevel::Error | LogLevel::Fatal, msg) => errors.push(msg),
+            _ => {}
+        },
+    )
+    .map_err(|e| format!("{e}: {}", errors.join("; ")))?;
+    if streams.is_empty() {
+        return Err(format!("ffmpeg found no streams: {}", errors.join("; ")));
+    }
+    Ok(Probe {
+        container: "mp4",
+        duration_s: duration.unwrap_or(0.0),
+        streams,
+        recovered: false,
+    })
+}
+
+/// A JPEG poster (480 px wide) from the frame at 1 s, or the first frame.
+pub fn poster(spool: &Path, key: &DataKey, context: &[u8]) -> Result<Vec<u8>, String> {
+    for seek in [&["-ss", "1"][..], &[][..]] {
+        let mut jpeg = Vec::new();
+        let mut args: Vec<&str> = seek.to_vec();
+        args.extend([
+            "-map",
+            "0:v:0",
+            "-frames:v",
+            "1",
+            "-vf",
+            "scale=480:-2",
+            "-c:v",
+            "mjpeg",
+            "-f",
+            "image2pipe",
+            "pipe:1",
+        ]);
+        run_ffmpeg(spool, key, context, &args, |event| {
+            if let FfmpegEvent::OutputChunk(chunk) = event {
+                jpeg.extend_from_slice(&chunk);
+            }
+        })?;
+        if jpeg.starts_with(&[0xFF, 0xD8]) {
+            return Ok(jpeg);
+        }
+    }
+    Err("no video frame for a poster".into())
+}
+
+fn seal_to(
+    path: &Path,
+    key: &DataKey,
+    context: &[u8],
+    feed: impl FnOnce(&mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> Result<(), String>,
+) -> Result<Sealed, String> {
+    let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut writer =
+        SealWriter::new(BufWriter::new(file), key, context).map_err(|e| e.to_string())?;
+    let mut failure = None;
+    feed(&mut |p: &[u8]| {
+        writer.write(p).map_err(|e| {
+            failure = Some(e.to_string());
+            std::io::Error::other("seal")
+        })
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let (sealed, out) = writer.finish().map_err(|e| e.to_string())?;
+    out.into_inner()
+        .map_err(|e| e.to_string())?
+        .sync_all()
+        .map_err(|e| e.to_string())?;
+    Ok(sealed)
+}
+
+/// Seal, validate, make the poster and store a recording's spool (blocking work on
+/// the blocking pool). The spool is removed once both objects are stored.
+/// `recovered` marks a spool left behind by a crash.
+pub async fn finalize(
+    spool: PathBuf,
+    key: DataKey,
+    recording_id: Uuid,
+    store: Arc<dyn ObjectStore>,
+    recovered: bool,
+) -> Result<RecordedMedia, String> {
+    let work = {
+        let (spool, key) = (spool.clone(), key.clone());
+        tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let context = media_context(recording_id);
+            let sealed_media = spool.with_extension("media.sealed");
+            let media = seal_to(&sealed_media, &key, &context, |sink| {
+                read_spool(&spool, &key, &context, sink)
+                    .map(|_| ())
+                    .map_err(|e| format!("reading the spool: {e}"))
+            })?;
+            let mut probe = probe(&spool, &key, &context, |t| {
+                tracing::debug!(%recording_id, media_s = t, "validating recording");
+            })?;
+            probe.recovered = recovered;
+            let poster = match poster(&spool, &key, &context) {
+                Ok(jpeg) => {
+                    let path = spool.with_extension("poster.sealed");
+                    let sealed = seal_to(&path, &key, &poster_context(recording_id), |sink| {
+                        sink(&jpeg).map_err(|e| e.to_string())
+                    })?;
+                    Some((path, sealed))
+                }
+                Err(e) => {
+                    tracing::warn!(%recording_id, error = %e, "no poster");
+                    None
+                }
+            };
+            Ok((sealed_media, media, probe, poster))
+        })
+    };
+    let (media_path, media, probe, poster) = work
+        .await
+        .map_err(|e| format!("post-processing panicked: {e}"))??;
+    let media_key = media_object_key(recording_id);
+    store
+        .put_file(&media_key, &media_path)
+        .await
+        .map_err(|e| format!("storing the media: {e}"))?;
+    let mut poster_key = None;
+    let mut poster_sha256 = None;
+    if let Some((path, sealed)) = &poster {
+        let key = poster_object_key(recording_id);
+        store
+            .put_file(&key, path)
+            .await
+            .map_err(|e| format!("storing the poster: {e}"))?;
+        poster_key = Some(key);
+        poster_sha256 = Some(sealed.sha256.clone());
+        let _ = tokio::fs::remove_file(path).await;
+    }
+    let _ = tokio::fs::remove_file(&media_path).await;
+    let _ = tokio::fs::remove_file(&spool).await;
+    Ok(RecordedMedia {
+        media_key,
+        media_sha256: media.sha256,
+        stored_bytes: media.stored_bytes,
+        plaintext_bytes: media.plaintext_bytes,
+        poster_key,
+        poster_sha256,
+        duration_ms: Some((probe.duration_s * 1000.0).round() as u64),
+        probe: serde_json::to_string(&probe).unwrap_or_default(),
+        recovered,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn progress_times_parse() {
+        assert_eq!(parse_time("00:00:04.96"), Some(4.96));
+        assert_eq!(parse_time("01:02:03.50"), Some(3723.5));
+        assert_eq!(parse_time("N/A"), None);
+    }
+}

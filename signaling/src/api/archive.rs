@@ -1,0 +1,520 @@
+//! The archive: finding past recordings, reading them (decrypted on the fly, with HTTP
+//! Range), retention settings and deletion. Every read is appended to the meeting's
+//! ledger as an `archive_access` entry.
+//!
+//! Who may read: admins and archivists everything; viewers and moderators the
+//! recordings of public meetings. Deleting is for admins and archivists.
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use gremium_storage::vault::{media_context, poster_context};
+use gremium_storage::{ArchiveQuery, LedgerRecord, Meeting, Recording, VaultError};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::meetings::load_meeting;
+use super::outputs::{ledger, RecordingView};
+use crate::auth::{Principal, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::AppState;
+
+/// Plaintext bytes read from the store per step of a response body.
+const WINDOW: u64 = 1024 * 1024;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/archive", get(list_archive))
+        .route(
+            "/recordings/{rid}",
+            get(get_recording).delete(delete_recording),
+        )
+        .route("/recordings/{rid}/media", get(get_media))
+        .route("/recordings/{rid}/poster", get(get_poster))
+        .route("/meetings/{id}/retention", put(set_retention))
+}
+
+/// May `who` read recordings of `meeting`?
+fn may_read(who: &Principal, meeting: &Meeting) -> ApiResult<()> {
+    if who.has_any(&[Role::Archivist])
+        || (meeting.is_public && who.has_any(&[Role::Viewer, Role::Moderator]))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "recordings of this meeting are for archivists only".into(),
+        ))
+    }
+}
+
+async fn load_recording(state: &AppState, rid: Uuid) -> ApiResult<(Recording, Meeting)> {
+    let r = state
+        .db()
+        .get_recording(rid)
+        .await?
+        .ok_or(ApiError::NotFound("recording"))?;
+    let m = load_meeting(state, r.meeting_id).await?;
+    Ok((r, m))
+}
+
+/// Append an access-log entry; a read is refused when it cannot be logged.
+async fn log_access(
+    state: &AppState,
+    who: &Principal,
+    r: &Recording,
+    what: &str,
+    range: Option<(u64, u64)>,
+) -> ApiResult<()> {
+    let mut data = serde_json::json!({ "what": what });
+    if let Some((a, b)) = range {
+        data["range"] = serde_json::json!([a, b]);
+    }
+    state
+        .db()
+        .append_ledger(&ledger(
+            r.meeting_id,
+            state.now_ms(),
+            "archive_access",
+            &who.actor(),
+            r.id,
+            data,
+        ))
+        .await?;
+    Ok(())
+}
+
+fn vault_error(e: VaultError) -> ApiError {
+    match e {
+        VaultError::Shredded => ApiError::Gone("the recording was deleted".into()),
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+/// Archive listing filters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveParams {
+    /// Recordings started at or after (RFC 3339).
+    pub from: Option<DateTime<Utc>>,
+    /// Recordings started before (RFC 3339).
+    pub to: Option<DateTime<Utc>>,
+    /// Text in the meeting title (case-insensitive).
+    pub q: Option<String>,
+    /// Only public (`true`) or non-public (`false`) meetings.
+    pub public: Option<bool>,
+    /// Page size, 1–200 (default 50).
+    pub limit: Option<i64>,
+    /// Items to skip (default 0).
+    pub offset: Option<i64>,
+}
+
+/// One archive entry.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ArchiveItemView {
+    /// The recording.
+    pub recording: RecordingView,
+    /// Title of its meeting.
+    pub meeting_title: String,
+    /// Whether the meeting is public.
+    pub meeting_public: bool,
+}
+
+/// A page of the archive.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ArchivePage {
+    /// Newest first.
+    pub items: Vec<ArchiveItemView>,
+    /// Offset of the next page, when there may be one.
+    pub next_offset: Option<i64>,
+}
+
+/// The archive: recordings of past and running meetings, newest first. Viewers and
+/// moderators see public meetings only.
+#[utoipa::path(get, path = "/api/v1/archive", params(ArchiveParams),
+    responses((status = 200, body = ArchivePage), (status = 400), (status = 401), (status = 403)),
+    security(("bearer" = [])), tag = "archive")]
+pub async fn list_archive(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiQuery(p): ApiQuery<ArchiveParams>,
+) -> ApiResult<Json<ArchivePage>> {
+    who.require(&[Role::Archivist, Role::Viewer, Role::Moderator])?;
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::BadRequest("limit: 1 to 200".into()));
+    }
+    let offset = p.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::BadRequest("offset: not negative".into()));
+    }
+    let public = if who.has_any(&[Role::Archivist]) {
+        p.public
+    } else if p.public == Some(false) {
+        return Err(ApiError::Forbidden(
+            "non-public recordings are for archivists only".into(),
+        ));
+    } else {
+        Some(true)
+    };
+    let items = state
+        .db()
+        .list_archive(&ArchiveQuery {
+            from: p.from.map(|t| t.timestamp_millis()),
+            to: p.to.map(|t| t.timestamp_millis()),
+            text: p.q.filter(|q| !q.trim().is_empty()),
+            public,
+            limit,
+            offset,
+        })
+        .await?;
+    let next_offset = (items.len() as i64 == limit).then_some(offset + limit);
+    Ok(Json(ArchivePage {
+        items: items
+            .iter()
+            .map(|i| ArchiveItemView {
+                recording: RecordingView::from(&i.recording),
+                meeting_title: i.meeting_title.clone(),
+                meeting_public: i.meeting_public,
+            })
+            .collect(),
+        next_offset,
+    }))
+}
+
+/// One recording: state, stored media, validation result. Moderators see every
+/// recording's state; reading is logged.
+#[utoipa::path(get, path = "/api/v1/recordings/{rid}", params(("rid" = Uuid, Path)),
+    responses((status = 200, body = RecordingView), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])), tag = "recordings")]
+pub async fn get_recording(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath(rid): ApiPath<Uuid>,
+) -> ApiResult<Json<RecordingView>> {
+    let (r, m) = load_recording(&state, rid).await?;
+    if !who.has_any(&[Role::Moderator]) {
+        may_read(&who, &m)?;
+    }
+    log_access(&state, &who, &r, "metadata", None).await?;
+    Ok(Json(RecordingView::from(&r)))
+}
+
+/// Parse a single `bytes=` range against `len`. `Ok(None)`: serve everything
+/// (no header, several ranges, or syntax we ignore as RFC 9110 allows).
+fn parse_range(headers: &HeaderMap, len: u64) -> ApiResult<Option<(u64, u64)>> {
+    let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let Ok(n) = b.parse::<u64>() else {
+            return Ok(None);
+        };
+        if n == 0 {
+            return Err(ApiError::RangeNotSatisfiable(len));
+        }
+        (len.saturating_sub(n), len)
+    } else {
+        let Ok(start) = a.parse::<u64>() else {
+            return Ok(None);
+        };
+        let end = if b.is_empty() {
+            len
+        } else {
+            match b.parse::<u64>() {
+                Ok(last) if last >= start => last.saturating_add(1).min(len),
+                _ => return Ok(None),
+            }
+        };
+        (start, end)
+    };
+    if range.0 >= len {
+        return Err(ApiError::RangeNotSatisfiable(len));
+    }
+    Ok(Some(range))
+}
+
+/// Serve a sealed object, decrypting window by window.
+async fn serve_sealed(
+    state: &AppState,
+    who: &Principal,
+    r: &Recording,
+    m: &Meeting,
+    what: &'static str,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    may_read(who, m)?;
+    if r.deleted_at.is_some() {
+        return Err(ApiError::Gone("the recording was deleted".into()));
+    }
+    let stored = r
+        .stored
+        .as_ref()
+        .ok_or_else(|| ApiError::Conflict("the recording is not finalized yet".into()))?;
+    let (object_key, context, content_type) = match what {
+        "media" => (stored.media_key.clone(), media_context(r.id), "video/mp4"),
+        _ => (
+            stored
+                .poster_key
+                .clone()
+                .ok_or(ApiError::NotFound("poster"))?,
+            poster_context(r.id),
+            "image/jpeg",
+        ),
+    };
+    let key = state
+        .vault()
+        .data_key(state.db(), r.id)
+        .await
+        .map_err(vault_error)?;
+    let object = state
+        .vault()
+        .open(&key, &context, &object_key)
+        .await
+        .map_err(vault_error)?;
+    let len = object.len();
+    let range = parse_range(headers, len)?;
+    log_access(state, who, r, what, range).await?;
+    let (start, end) = range.unwrap_or((0, len));
+    // Read the first window before answering, so a broken object is a 500, not a
+    // cut-off 200.
+    let first = object
+        .read(start..(start + WINDOW).min(end))
+        .await
+        .map_err(vault_error)?;
+    let after_first = start + first.len() as u64;
+    let rest =
+        futures_util::stream::unfold((object, after_first), move |(object, at)| async move {
+            if at >= end {
+                return None;
+            }
+            let next = (at + WINDOW).min(end);
+            match object.read(at..next).await {
+                Ok(bytes) => Some((Ok::<_, std::io::Error>(bytes), (object, next))),
+                Err(e) => {
+                    tracing::warn!(error = %e, "archive read failed mid-response");
+                    Some((Err(std::io::Error::other(e.to_string())), (object, end)))
+                }
+            }
+        });
+    let body = futures_util::StreamExt::chain(
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) }),
+        rest,
+    );
+    let mut response = Response::new(Body::from_stream(body));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    if range.is_some() {
+        let v = format!("bytes {start}-{}/{len}", end - 1);
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&v).map_err(|e| ApiError::Internal(e.to_string()))?,
+        );
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
+    Ok(response)
+}
+
+/// The recording's media (`video/mp4`, fragmented MP4), decrypted on the fly.
+/// Supports single `Range` requests (206, 416).
+#[utoipa::path(get, path = "/api/v1/recordings/{rid}/media", params(("rid" = Uuid, Path)),
+    responses((status = 200, content_type = "video/mp4"), (status = 206), (status = 401), (status = 403), (status = 404), (status = 409), (status = 410), (status = 416)),
+    security(("bearer" = [])), tag = "archive")]
+pub async fn get_media(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath(rid): ApiPath<Uuid>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (r, m) = load_recording(&state, rid).await?;
+    serve_sealed(&state, &who, &r, &m, "media", &headers).await
+}
+
+/// The recording's poster (`image/jpeg`).
+#[utoipa::path(get, path = "/api/v1/recordings/{rid}/poster", params(("rid" = Uuid, Path)),
+    responses((status = 200, content_type = "image/jpeg"), (status = 401), (status = 403), (status = 404), (status = 409), (status = 410)),
+    security(("bearer" = [])), tag = "archive")]
+pub async fn get_poster(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath(rid): ApiPath<Uuid>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (r, m) = load_recording(&state, rid).await?;
+    serve_sealed(&state, &who, &r, &m, "poster", &headers).await
+}
+
+/// Delete a recording and the objects it was stored in: the data key first
+/// (crypto-shredding: every copy is unreadable from then on), then the objects.
+/// Shared by `DELETE /recordings/{rid}` and the retention job.
+pub(crate) async fn delete_recording_now(
+    state: &AppState,
+    rid: Uuid,
+    actor: &str,
+    reason: &str,
+) -> ApiResult<bool> {
+    let r = state
+        .db()
+        .get_recording(rid)
+        .await?
+        .ok_or(ApiError::NotFound("recording"))?;
+    let now = state.now_ms();
+    let shredded = state
+        .db()
+        .shred_recording(
+            rid,
+            now,
+            reason,
+            &LedgerRecord {
+                chain_id: r.meeting_id.to_string(),
+                at: now,
+                kind: "recording_deleted".into(),
+                actor: actor.into(),
+                subject: rid.to_string(),
+                data: serde_json::json!({
+                    "reason": reason,
+                    "key_destroyed": true,
+                    "objects": r.stored.as_ref().map(|s| {
+                        let mut o = vec![serde_json::json!({
+                            "key": s.media_key, "sha256": s.media_sha256 })];
+                        if let (Some(k), Some(h)) = (&s.poster_key, &s.poster_sha256) {
+                            o.push(serde_json::json!({ "key": k, "sha256": h }));
+                        }
+                        o
+                    }).unwrap_or_default(),
+                }),
+            },
+        )
+        .await?;
+    for key in &shredded.object_keys {
+        // The key is gone, so a leftover object is unreadable; still, try to remove it.
+        if let Err(e) = state.vault().store().delete(key).await {
+            tracing::warn!(recording_id = %rid, error = %e, "object not deleted");
+        }
+    }
+    Ok(!shredded.already)
+}
+
+/// Delete a recording now (admin, archivist). Repeating it is harmless (204).
+#[utoipa::path(delete, path = "/api/v1/recordings/{rid}", params(("rid" = Uuid, Path)),
+    responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 409)),
+    security(("bearer" = [])), tag = "archive")]
+pub async fn delete_recording(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath(rid): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
+    who.require(&[Role::Archivist])?;
+    let (r, _) = load_recording(&state, rid).await?;
+    if !r.state.is_terminal() {
+        return Err(ApiError::Conflict(
+            "the recording is running: stop it first".into(),
+        ));
+    }
+    delete_recording_now(&state, rid, &who.actor(), "request").await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of `PUT /meetings/{id}/retention`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRetention {
+    /// Days a finished recording is kept (at most the configured maximum).
+    pub retention_days: Option<u32>,
+    /// While set, nothing of the meeting is deleted by retention.
+    pub legal_hold: Option<bool>,
+}
+
+/// Retention and legal hold of a meeting (admin, archivist).
+#[utoipa::path(put, path = "/api/v1/meetings/{id}/retention", params(("id" = Uuid, Path)),
+    request_body = SetRetention,
+    responses((status = 200, body = crate::api::meetings::MeetingView), (status = 401), (status = 403), (status = 404), (status = 422)),
+    security(("bearer" = [])), tag = "archive")]
+pub async fn set_retention(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<SetRetention>,
+) -> ApiResult<impl IntoResponse> {
+    who.require(&[Role::Archivist])?;
+    let m = load_meeting(&state, id).await?;
+    let days = body
+        .retention_days
+        .map(i64::from)
+        .unwrap_or(m.retention_days);
+    if days > i64::from(state.settings().max_retention_days) {
+        return Err(ApiError::Unprocessable(format!(
+            "retention_days: at most {}",
+            state.settings().max_retention_days
+        )));
+    }
+    let hold = body.legal_hold.unwrap_or(m.legal_hold);
+    state
+        .db()
+        .set_meeting_retention(
+            id,
+            days,
+            hold,
+            &ledger(
+                id,
+                state.now_ms(),
+                "retention_changed",
+                &who.actor(),
+                id,
+                serde_json::json!({ "retention_days": days, "legal_hold": hold }),
+            ),
+        )
+        .await?;
+    let m = load_meeting(&state, id).await?;
+    Ok(Json(crate::api::meetings::MeetingView::from(&m)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(v: &str, len: u64) -> ApiResult<Option<(u64, u64)>> {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_str(v).unwrap());
+        parse_range(&h, len)
+    }
+
+    #[test]
+    fn ranges_parse_like_rfc_9110() {
+        assert_eq!(range("bytes=0-99", 1000).unwrap(), Some((0, 100)));
+        assert_eq!(range("bytes=990-2000", 1000).unwrap(), Some((990, 1000)));
+        assert_eq!(range("bytes=500-", 1000).unwrap(), Some((500, 1000)));
+        assert_eq!(range("bytes=-100", 1000).unwrap(), Some((900, 1000)));
+        assert_eq!(range("bytes=-5000", 1000).unwrap(), Some((0, 1000)));
+        assert_eq!(range("bytes=0-1,5-6", 1000).unwrap(), None);
+        assert_eq!(range("items=0-1", 1000).unwrap(), None);
+        assert_eq!(range("bytes=9-3", 1000).unwrap(), None);
+        assert!(matches!(
+            range("bytes=1000-", 1000),
+            Err(ApiError::RangeNotSatisfiable(1000))
+        ));
+        assert!(matches!(
+            range("bytes=-0", 1000),
+            Err(ApiError::RangeNotSatisfiable(_))
+        ));
+    }
+}
