@@ -423,3 +423,92 @@ async fn demo_runs_a_meeting_with_three_publishing_participants() {
     assert!(status.success(), "{status:?}");
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// `kill -9` of the server mid-recording: the next start finalizes the encrypted spool
+/// it left and registers the recording, which then plays through the archive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_survives_kill_9_of_the_server() {
+    use reqwest::Method;
+    let data_dir =
+        std::env::temp_dir().join(format!("gremium-crash-{}", uuid::Uuid::new_v4().simple()));
+    let port = free_port();
+    let mut server = start_server(&data_dir, port).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let (_, token, _) = gremium(&["token", "--role", "moderator"], &data_dir);
+    let moderator = token.trim().to_string();
+    let (_, token, _) = gremium(&["token", "--role", "archivist"], &data_dir);
+    let archivist = token.trim().to_string();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let (s, m) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/api/v1/meetings"),
+        &moderator,
+        Some(json!({"title": "Kreistag"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{m}");
+    let mid = m["id"].as_str().unwrap().to_string();
+    let (s, rec) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/api/v1/meetings/{mid}/recordings"),
+        &moderator,
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{rec}");
+    let rid = rec["id"].as_str().unwrap().to_string();
+    let spool = data_dir.join("spool").join(format!("{rid}.spool"));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        std::fs::metadata(&spool).unwrap().len() > 10_000,
+        "spool is being written"
+    );
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    drop(server);
+
+    let _server = start_server(&data_dir, port).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let view = loop {
+        let (s, r) = call(
+            &http,
+            Method::GET,
+            &format!("{base}/api/v1/recordings/{rid}"),
+            &archivist,
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{r}");
+        if r["state"] == "finished" {
+            break r;
+        }
+        assert_ne!(r["state"], "failed", "{r}");
+        assert!(Instant::now() < deadline, "not recovered: {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(view["media"]["probe"]["recovered"], true, "{view}");
+    let recovered = view["media"]["duration_s"].as_f64().unwrap();
+    // Four seconds were recorded; at most the last fragment (1 s) may be lost.
+    assert!(
+        (2.5..5.0).contains(&recovered),
+        "{recovered} s recovered: {view}"
+    );
+    assert!(!spool.exists());
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_name"])
+        .args(["-of", "csv=p=0", "-headers"])
+        .arg(format!("Authorization: Bearer {archivist}\r\n"))
+        .arg(format!("{base}/api/v1/recordings/{rid}/media"))
+        .output()
+        .unwrap();
+    let codecs = String::from_utf8_lossy(&probe.stdout).to_string();
+    assert!(
+        probe.status.success() && codecs.contains("h264") && codecs.contains("aac"),
+        "{codecs} {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    let (code, out, err) = gremium(&["audit", "verify"], &data_dir);
+    assert_eq!(code, 0, "{out}{err}");
+}

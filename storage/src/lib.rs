@@ -26,6 +26,7 @@ pub mod meetings;
 pub mod objects;
 pub mod outputs;
 pub mod participants;
+pub mod s3;
 pub mod vault;
 
 pub use archive::{ArchiveItem, ArchiveQuery, Shredded};
@@ -39,6 +40,7 @@ pub use outputs::{
     NewRecording, NewStream, OutputKind, Recording, StoredMedia, Stream, Transition,
 };
 pub use participants::{NewParticipant, Participant};
+pub use s3::{S3Settings, S3Store};
 pub use vault::{OpenObject, Vault, VaultError};
 
 /// Result alias for this crate.

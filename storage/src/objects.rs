@@ -55,6 +55,21 @@ fn io(e: std::io::Error) -> ObjectError {
     }
 }
 
+/// `key` as a relative path of plain segments, none ending in `.part` (the suffix
+/// [`LocalStore`] writes through), so that a key means the same in every store.
+pub(crate) fn check_key(key: &str) -> Result<&Path, ObjectError> {
+    let rel = Path::new(key);
+    let plain = !key.is_empty()
+        && rel.components().all(
+            |c| matches!(c, Component::Normal(s) if !s.to_string_lossy().ends_with(".part")),
+        );
+    if plain {
+        Ok(rel)
+    } else {
+        Err(ObjectError::InvalidKey(key.into()))
+    }
+}
+
 impl LocalStore {
     /// A store rooted at `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> LocalStore {
@@ -63,15 +78,7 @@ impl LocalStore {
 
     /// The file holding `key`.
     pub fn path_of(&self, key: &str) -> Result<PathBuf, ObjectError> {
-        let rel = Path::new(key);
-        let plain = !key.is_empty()
-            && rel.components().all(
-                |c| matches!(c, Component::Normal(s) if !s.to_string_lossy().ends_with(".part")),
-            );
-        if !plain {
-            return Err(ObjectError::InvalidKey(key.into()));
-        }
-        Ok(self.root.join(rel))
+        Ok(self.root.join(check_key(key)?))
     }
 }
 
