@@ -136,7 +136,14 @@ async fn recover_recordings(
         tracing::info!(recording_id = %r.id, "recovering a recording left by a stopped process");
         let (store, sink) = (vault.store().clone(), sink.clone());
         tokio::spawn(async move {
-            let result = gremium_recorder::finalize::finalize(spool, key, r.id, store, true).await;
+            let result = gremium_recorder::finalize::finalize(
+                spool,
+                key,
+                r.id,
+                store,
+                gremium_recorder::finalize::Origin::Recovered,
+            )
+            .await;
             sink(match result {
                 Ok(media) => MediaEvent::RecordingFinished {
                     meeting_id: r.meeting_id,

@@ -138,7 +138,12 @@ async fn a_recording_holds_only_consenting_participants_and_plays() {
         "{view}"
     );
     let validated = media["duration_s"].as_f64().unwrap();
-    eprintln!("recorded {recorded:.2} s, validated {validated:.2} s");
+    let first = media["probe"]["first_fragment_ms"].as_u64().unwrap();
+    eprintln!("recorded {recorded:.2} s, validated {validated:.2} s, first fragment {first} ms");
+    assert!(
+        first <= 1000,
+        "start → first keyframe on disk took {first} ms"
+    );
     assert!(
         (validated - recorded).abs() < 0.6,
         "validated {validated} s, recorded {recorded} s"

@@ -31,7 +31,7 @@ use gremium_protocol::{
     Audience, CommandOutcome, Consent, EventSink, LayoutSpec, MediaCommand, MediaEvent, MediaPlane,
     MediaPlaneError, MeetingContext,
 };
-use gremium_recorder::finalize::{finalize, spool_path};
+use gremium_recorder::finalize::{finalize, spool_path, Origin};
 use gremium_recorder::{RecordingBin, RecordingSettings};
 use gremium_storage::crypto::DataKey;
 use gremium_storage::vault::media_context;
@@ -531,7 +531,7 @@ impl GstMediaPlane {
             context: media_context(recording_id),
             video_kbps: 2500,
             fps: self.0.settings.program.fps,
-            fragment: Duration::from_secs(1),
+            fragment: Duration::from_millis(400),
         })
         .map_err(failed)?;
         let consumer_id = self
@@ -596,11 +596,14 @@ impl GstMediaPlane {
         // no pipeline, and a long recording must not hold up the stop call.
         let spool = recording.path().to_path_buf();
         let key = recording.key().clone();
+        let origin = Origin::Stopped {
+            first_fragment: recording.first_fragment_after(),
+        };
         let store = self.0.settings.store.clone();
         let sink = self.0.sink.clone();
         tokio::spawn(async move {
             sink(
-                match finalize(spool, key, recording_id, store, false).await {
+                match finalize(spool, key, recording_id, store, origin).await {
                     Ok(media) => MediaEvent::RecordingFinished {
                         meeting_id,
                         recording_id,

@@ -72,6 +72,10 @@ pub struct Probe {
     /// True when the recording was recovered from a spool a crash left behind (its
     /// last fragment may be missing).
     pub recovered: bool,
+    /// Milliseconds from the start command to the first fragment (starting with a
+    /// keyframe) in the spool; unknown after a crash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_fragment_ms: Option<u64>,
 }
 
 /// Parse ffmpeg's `HH:MM:SS.xx` progress time.
@@ -167,6 +171,7 @@ pub fn probe(
         duration_s: duration.unwrap_or(0.0),
         streams,
         recovered: false,
+        first_fragment_ms: None,
     })
 }
 
@@ -227,16 +232,29 @@ fn seal_to(
     Ok(sealed)
 }
 
+/// How a spool came to be finalized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Stopped normally; the recorder measured its first fragment this long after
+    /// the start.
+    Stopped {
+        /// Start → first fragment in the spool.
+        first_fragment: Option<std::time::Duration>,
+    },
+    /// Left behind by a process that died (found at the next start).
+    Recovered,
+}
+
 /// Seal, validate, make the poster and store a recording's spool (blocking work on
 /// the blocking pool). The spool is removed once both objects are stored.
-/// `recovered` marks a spool left behind by a crash.
 pub async fn finalize(
     spool: PathBuf,
     key: DataKey,
     recording_id: Uuid,
     store: Arc<dyn ObjectStore>,
-    recovered: bool,
+    origin: Origin,
 ) -> Result<RecordedMedia, String> {
+    let recovered = origin == Origin::Recovered;
     let work = {
         let (spool, key) = (spool.clone(), key.clone());
         tokio::task::spawn_blocking(move || -> Result<_, String> {
@@ -251,6 +269,9 @@ pub async fn finalize(
                 tracing::debug!(%recording_id, media_s = t, "validating recording");
             })?;
             probe.recovered = recovered;
+            if let Origin::Stopped { first_fragment } = origin {
+                probe.first_fragment_ms = first_fragment.map(|d| d.as_millis() as u64);
+            }
             let poster = match poster(&spool, &key, &context) {
                 Ok(jpeg) => {
                     let path = spool.with_extension("poster.sealed");

@@ -1,6 +1,6 @@
 //! Recording sessions of the recording-audience program.
 //!
-//! Owns: the recording bin (H.264 + AAC in fragmented MP4, 1 s fragments, written as
+//! Owns: the recording bin (H.264 + AAC in fragmented MP4, fragments of 400 ms as the media plane sets them, written as
 //! an encrypted spool — no plaintext byte of a recording touches the disk — so a crash
 //! loses at most the fragment being written and what was written plays), its
 //! finalization (EOS with a watchdog), and post-processing ([`finalize`]: seal the
@@ -50,6 +50,7 @@ pub struct RecordingBin {
     eos: tokio::sync::watch::Receiver<bool>,
     write_error: Arc<Mutex<Option<String>>>,
     key: DataKey,
+    first_fragment: Arc<Mutex<Option<Duration>>>,
 }
 
 fn err(e: impl std::fmt::Display) -> PipelineError {
@@ -99,11 +100,21 @@ impl RecordingBin {
         // fragment before passing EOS on.
         let (tx, eos) = tokio::sync::watch::channel(false);
         let failed = write_error.clone();
+        let created = std::time::Instant::now();
+        let first_fragment = Arc::new(Mutex::new(None::<Duration>));
+        let first = first_fragment.clone();
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                     if let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) {
+                        // The first `moof` on disk: the first keyframe is playable.
+                        if map.len() >= 8 && &map[4..8] == b"moof" {
+                            first
+                                .lock()
+                                .expect("first lock")
+                                .get_or_insert_with(|| created.elapsed());
+                        }
                         // One sealed record per muxer buffer, in the kernel before
                         // the next: a killed process leaves whole records behind.
                         if let Err(e) = spool.lock().expect("spool lock").append(&map) {
@@ -150,12 +161,19 @@ impl RecordingBin {
             eos,
             write_error,
             key: s.key.clone(),
+            first_fragment,
         })
     }
 
     /// The bin to attach (pads `video` and `audio`).
     pub fn bin(&self) -> &gst::Bin {
         &self.bin
+    }
+
+    /// Time from building the bin to its first fragment (which starts with a
+    /// keyframe) reaching the spool; `None` before that.
+    pub fn first_fragment_after(&self) -> Option<Duration> {
+        *self.first_fragment.lock().expect("first lock")
     }
 
     /// The data key the spool is encrypted with.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use gremium_recorder::finalize::finalize;
+use gremium_recorder::finalize::{finalize, Origin};
 use gremium_recorder::{RecordingBin, RecordingSettings};
 use gremium_storage::crypto::{DataKey, SealedReader, SEALED_HEADER};
 use gremium_storage::vault::media_context;
@@ -100,9 +100,15 @@ async fn a_killed_recorder_leaves_a_spool_that_recovers_into_a_playable_recordin
     );
     let store: std::sync::Arc<dyn ObjectStore> =
         std::sync::Arc::new(LocalStore::new(dir.join("objects")));
-    let media = finalize(spool.clone(), key.clone(), rid, store.clone(), true)
-        .await
-        .unwrap();
+    let media = finalize(
+        spool.clone(),
+        key.clone(),
+        rid,
+        store.clone(),
+        Origin::Recovered,
+    )
+    .await
+    .unwrap();
     assert!(media.recovered);
     assert!(
         media.probe.contains("h264") && media.probe.contains("aac"),

@@ -60,9 +60,9 @@ fn io(e: std::io::Error) -> ObjectError {
 pub(crate) fn check_key(key: &str) -> Result<&Path, ObjectError> {
     let rel = Path::new(key);
     let plain = !key.is_empty()
-        && rel.components().all(
-            |c| matches!(c, Component::Normal(s) if !s.to_string_lossy().ends_with(".part")),
-        );
+        && rel
+            .components()
+            .all(|c| matches!(c, Component::Normal(s) if !s.to_string_lossy().ends_with(".part")));
     if plain {
         Ok(rel)
     } else {
