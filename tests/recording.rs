@@ -149,6 +149,47 @@ async fn a_recording_holds_only_consenting_participants_and_plays() {
         "validated {validated} s, recorded {recorded} s"
     );
 
+    // The manifest: who appears when (A throughout, B never), ledger heads, hashes.
+    let (s, manifest) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/recordings/{rid}/manifest"),
+            Some(&archivist),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{manifest}");
+    assert_eq!(manifest["meeting"]["title"], "Finanzausschuss");
+    let people = manifest["participants"].as_array().unwrap();
+    assert_eq!(
+        people.len(),
+        1,
+        "only the consenting participant appears: {manifest}"
+    );
+    assert_eq!(people[0]["id"], a.as_str());
+    assert_eq!(people[0]["display_name"], "Anna");
+    let ranges = people[0]["appears_ms"].as_array().unwrap();
+    assert_eq!(ranges.len(), 1, "{manifest}");
+    assert!(ranges[0][0].as_u64().unwrap() < 300, "{manifest}");
+    assert!(
+        ranges[0][1].as_f64().unwrap() / 1000.0 > recorded - 0.6,
+        "{manifest}"
+    );
+    assert_eq!(manifest["objects"][0]["sha256"], media["stored_sha256"]);
+    let (_, ledger) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}/ledger"),
+            Some(&archivist),
+            None,
+        )
+        .await;
+    let hashes = ledger.to_string();
+    for at in ["at_start", "at_stop"] {
+        let h = manifest["ledger"][at]["hash"].as_str().unwrap();
+        assert!(hashes.contains(h), "{at} hash {h} not in the ledger");
+    }
+
     // What lies on disk is encrypted: no MP4 box names, no spool left behind.
     let stored =
         std::fs::read(dir.join(format!("objects/recordings/{rid}/media.mp4.sealed"))).unwrap();
@@ -156,6 +197,13 @@ async fn a_recording_holds_only_consenting_participants_and_plays() {
     assert_eq!(
         stored.len() as u64,
         31 + plain + 16 * plain.div_ceil(65_536).max(1)
+    );
+    let digest = ring::digest::digest(&ring::digest::SHA256, &stored);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        hex,
+        media["stored_sha256"].as_str().unwrap(),
+        "manifest hash = stored bytes"
     );
     for word in [&b"ftyp"[..], b"moov", b"mdat", b"moof"] {
         assert!(

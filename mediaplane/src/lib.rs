@@ -16,6 +16,8 @@
 //! `gremium_recorder::RecordingBin` writing to the recordings directory); starting
 //! streams is refused as unavailable until the streamer issue lands.
 
+mod timeline;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -37,6 +39,7 @@ use gremium_storage::crypto::DataKey;
 use gremium_storage::vault::media_context;
 use gremium_storage::ObjectStore;
 use gst::prelude::*;
+use timeline::Timeline;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -90,6 +93,8 @@ struct Publisher {
     camera_on: bool,
     /// The video is a screen share.
     screen_share: bool,
+    /// Consent when publishing began (later consent commands are in the memo).
+    consent: Consent,
 }
 
 /// A running recording: (meeting, consumer id, bin).
@@ -137,6 +142,8 @@ struct Inner {
     memos: Mutex<HashMap<Uuid, Memo>>,
     /// Running recordings: recording → (meeting, consumer, bin).
     recordings: Mutex<HashMap<Uuid, RunningRecording>>,
+    /// Appearance timelines of running recordings: recording → (meeting, timeline).
+    timelines: Mutex<HashMap<Uuid, (Uuid, Timeline)>>,
     /// Decoded media that appeared: (meeting, publishing session, kind).
     ready: mpsc::UnboundedSender<(Uuid, Uuid, Kind)>,
     /// Publishing sessions whose ICE failed or closed, or whose media stopped.
@@ -178,6 +185,7 @@ impl GstMediaPlane {
             meetings: Mutex::new(HashMap::new()),
             memos: Mutex::new(HashMap::new()),
             recordings: Mutex::new(HashMap::new()),
+            timelines: Mutex::new(HashMap::new()),
             ready,
             dead,
             epoch: Instant::now(),
@@ -248,6 +256,7 @@ impl GstMediaPlane {
                 let level = (raw > 0).then(|| raw as f32 / 100.0 - 100.0);
                 levels.push((p.participant_id, level));
             }
+            self.observe_timelines(meeting_id, &s);
             for (participant_id, on) in camera_changes {
                 for program in s.programs.values_mut() {
                     program.set_camera(participant_id, on);
@@ -538,8 +547,18 @@ impl GstMediaPlane {
             .attach_consumer(meeting_id, Audience::Recording, recording.bin().clone())
             .await?;
         if let Some(session) = self.session(meeting_id) {
-            if let Some(p) = session.lock().await.programs.get(&Audience::Recording) {
+            let s = session.lock().await;
+            if let Some(p) = s.programs.get(&Audience::Recording) {
                 p.set_indicator(true);
+            }
+            if let Some(now) = running_time(&s) {
+                let mut timeline = Timeline::new(now);
+                timeline.observe(now, &self.recording_visible(meeting_id, &s));
+                self.0
+                    .timelines
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(recording_id, (meeting_id, timeline));
             }
         }
         self.0
@@ -573,11 +592,22 @@ impl GstMediaPlane {
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .any(|(m, _, _)| *m == meeting_id);
-        if !still_recording {
-            if let Some(session) = self.session(meeting_id) {
-                if let Some(p) = session.lock().await.programs.get(&Audience::Recording) {
+        let timeline = self
+            .0
+            .timelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&recording_id);
+        let mut appearances = Vec::new();
+        if let Some(session) = self.session(meeting_id) {
+            let s = session.lock().await;
+            if !still_recording {
+                if let Some(p) = s.programs.get(&Audience::Recording) {
                     p.set_indicator(false);
                 }
+            }
+            if let (Some((_, timeline)), Some(now)) = (timeline, running_time(&s)) {
+                appearances = timeline.finish(now);
             }
         }
         let watchdog = Duration::from_secs(10);
@@ -607,7 +637,10 @@ impl GstMediaPlane {
                     Ok(media) => MediaEvent::RecordingFinished {
                         meeting_id,
                         recording_id,
-                        media: Some(media),
+                        media: Some(gremium_protocol::RecordedMedia {
+                            appearances,
+                            ..media
+                        }),
                     },
                     Err(reason) => MediaEvent::RecordingFailed {
                         meeting_id,
@@ -642,6 +675,49 @@ impl GstMediaPlane {
         s.programs.get(&audience).map(|p| p.placements().to_vec())
     }
 
+    /// Participants who appear in the recording program now: publishing (media seen)
+    /// with recording consent.
+    fn recording_visible(&self, meeting_id: Uuid, s: &MeetingSession) -> Vec<(Uuid, String)> {
+        let commanded = self.memo(meeting_id, |m| m.consent.clone());
+        s.publishers
+            .values()
+            .filter(|p| p.last_media_ms.load(Ordering::Relaxed) > 0)
+            .filter(|p| {
+                commanded
+                    .get(&p.participant_id)
+                    .copied()
+                    .unwrap_or(p.consent)
+                    .recording
+            })
+            .map(|p| {
+                let name = s
+                    .roster
+                    .iter()
+                    .find(|(id, _)| *id == p.participant_id)
+                    .map(|(_, n)| n.clone())
+                    .unwrap_or_default();
+                (p.participant_id, name)
+            })
+            .collect()
+    }
+
+    /// Bring the appearance timelines of the meeting's recordings up to date.
+    fn observe_timelines(&self, meeting_id: Uuid, s: &MeetingSession) {
+        let Some(now) = running_time(s) else {
+            return;
+        };
+        let mut timelines = self.0.timelines.lock().unwrap_or_else(|p| p.into_inner());
+        if !timelines.values().any(|(m, _)| *m == meeting_id) {
+            return;
+        }
+        let visible = self.recording_visible(meeting_id, s);
+        for (m, t) in timelines.values_mut() {
+            if *m == meeting_id {
+                t.observe(now, &visible);
+            }
+        }
+    }
+
     /// Apply a consent change to every program; returns the running time after the
     /// gates moved (None without a media session).
     async fn set_consent(
@@ -656,6 +732,7 @@ impl GstMediaPlane {
         for (audience, program) in s.programs.iter_mut() {
             program.set_consent(participant_id, consent.for_audience(*audience));
         }
+        self.observe_timelines(meeting_id, &s);
         running_time(&s)
     }
 
@@ -941,6 +1018,7 @@ impl GstMediaPlane {
                         last_video_ms,
                         camera_on: false,
                         screen_share,
+                        consent,
                     },
                 );
                 Ok(CommandOutcome::Published {
@@ -982,6 +1060,7 @@ impl GstMediaPlane {
         };
         let participant_id = p.participant_id;
         drop_publisher(s, p).await;
+        self.observe_timelines(meeting_id, s);
         s.roster.retain(|(id, _)| *id != participant_id);
         s.speaker.remove(participant_id);
         (self.0.sink)(MediaEvent::ParticipantMediaStopped {

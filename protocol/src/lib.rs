@@ -12,6 +12,6 @@ pub mod media;
 
 pub use lifecycle::{InvalidTransition, OutputState, OutputTrigger};
 pub use media::{
-    Audience, CommandOutcome, Consent, EventSink, LayoutKind, LayoutSpec, MediaCommand, MediaEvent,
-    MediaPlane, MediaPlaneError, MeetingContext, RecordedMedia, RtmpTarget, SecretHex,
+    Appearance, Audience, CommandOutcome, Consent, EventSink, LayoutKind, LayoutSpec, MediaCommand,
+    MediaEvent, MediaPlane, MediaPlaneError, MeetingContext, RecordedMedia, RtmpTarget, SecretHex,
 };

@@ -291,6 +291,20 @@ pub struct RecordedMedia {
     pub probe: String,
     /// True when the recording was recovered after a crash (its tail may be cut).
     pub recovered: bool,
+    /// Who appears when (empty after a crash: the timeline lived in memory).
+    #[serde(default)]
+    pub appearances: Vec<Appearance>,
+}
+
+/// A participant's appearances in a recording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appearance {
+    /// Participant id (random, so pseudonymous).
+    pub participant_id: Uuid,
+    /// Display name at the time.
+    pub display_name: String,
+    /// Media-time ranges `[from, to)` in milliseconds.
+    pub ranges_ms: Vec<[u64; 2]>,
 }
 
 /// Something the media plane reports on its own.

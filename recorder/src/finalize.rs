@@ -320,6 +320,7 @@ pub async fn finalize(
         duration_ms: Some((probe.duration_s * 1000.0).round() as u64),
         probe: serde_json::to_string(&probe).unwrap_or_default(),
         recovered,
+        appearances: Vec::new(),
     })
 }
 

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod manifest;
 pub mod media;
 pub mod openapi;
 mod ops;

@@ -123,7 +123,10 @@ async fn apply_one(state: &AppState, event: MediaEvent) -> Result<(), StorageErr
             ..
         } => {
             if let Some(m) = media {
-                store_media(state, recording_id, m).await?;
+                store_media(state, recording_id, m.clone()).await?;
+                if let Err(e) = crate::manifest::write_manifest(state, recording_id, &m).await {
+                    tracing::warn!(%recording_id, error = %e, "manifest not written");
+                }
             }
             (
                 OutputKind::Recording,

@@ -16,7 +16,7 @@ use crate::AppState;
         participants::add_participant, participants::list_participants, participants::remove_participant,
         participants::get_consent, participants::set_consent,
         outputs::start_recording, outputs::list_recordings, archive::get_recording, outputs::stop_recording,
-        archive::list_archive, archive::get_media, archive::get_poster, archive::delete_recording, archive::set_retention,
+        archive::list_archive, archive::get_media, archive::get_poster, archive::get_manifest, archive::delete_recording, archive::set_retention,
         outputs::start_stream, outputs::list_streams, outputs::get_stream, outputs::stop_stream,
         audit::verify, audit::meeting_ledger, ws::events, whip::publish, whip::leave, whip::trickle,
     ),

@@ -94,6 +94,28 @@ impl Db {
         Ok(())
     }
 
+    /// Record the stored manifest object of a recording.
+    pub async fn set_recording_manifest(
+        &self,
+        recording_id: Uuid,
+        manifest_key: &str,
+        manifest_sha256: &str,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "update recordings set manifest_key = $1, manifest_sha256 = $2 \
+             where id = $3 and deleted_at is null",
+        )
+        .bind(manifest_key)
+        .bind(manifest_sha256)
+        .bind(recording_id.to_string())
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound);
+        }
+        Ok(())
+    }
+
     /// Delete a recording: drop its data key (crypto-shredding), mark it deleted and
     /// append `ledger`, in one transaction. Repeating it is harmless (`already`).
     pub async fn shred_recording(
@@ -105,7 +127,8 @@ impl Db {
     ) -> Result<Shredded> {
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query(
-            "select meeting_id, media_key, poster_key, deleted_at from recordings where id = $1",
+            "select meeting_id, media_key, poster_key, manifest_key, deleted_at from recordings \
+             where id = $1",
         )
         .bind(recording_id.to_string())
         .fetch_optional(&mut *tx)
@@ -115,6 +138,7 @@ impl Db {
         let object_keys: Vec<String> = [
             row.try_get::<Option<String>, _>("media_key")?,
             row.try_get::<Option<String>, _>("poster_key")?,
+            row.try_get::<Option<String>, _>("manifest_key")?,
         ]
         .into_iter()
         .flatten()

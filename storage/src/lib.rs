@@ -37,7 +37,8 @@ pub use ledger::{BrokenEntry, LedgerEntry, LedgerRecord, VerifyReport};
 pub use meetings::{Meeting, MeetingState, NewMeeting};
 pub use objects::{LocalStore, ObjectError, ObjectStore};
 pub use outputs::{
-    NewRecording, NewStream, OutputKind, Recording, StoredMedia, Stream, Transition,
+    NewRecording, NewStream, OutputKind, Recording, Stream, StoredManifest, StoredMedia,
+    Transition,
 };
 pub use participants::{NewParticipant, Participant};
 pub use s3::{S3Settings, S3Store};

@@ -53,6 +53,8 @@ pub struct Recording {
     pub updated_at: i64,
     /// What was stored once the recording was finalized.
     pub stored: Option<StoredMedia>,
+    /// The stored manifest, once written.
+    pub manifest: Option<StoredManifest>,
     /// Unix milliseconds of the deletion (retention or request), when deleted.
     pub deleted_at: Option<i64>,
     /// Why it was deleted.
@@ -78,6 +80,15 @@ pub struct StoredMedia {
     pub duration_ms: Option<i64>,
     /// Probe result (JSON: streams, duration, container).
     pub probe: Option<String>,
+}
+
+/// Where a recording's manifest is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredManifest {
+    /// Object key of the sealed manifest.
+    pub key: String,
+    /// SHA-256 of the stored object.
+    pub sha256: String,
 }
 
 /// A stored stream. Destinations are kept as JSON, stream keys included: only the
@@ -161,7 +172,7 @@ fn parse_state(s: &str) -> Result<OutputState> {
 pub(crate) const RECORDING_COLUMNS: &str =
     "id, meeting_id, state, failure, requested_by, created_at, updated_at, media_key, \
      media_sha256, stored_bytes, plaintext_bytes, poster_key, poster_sha256, duration_ms, probe, \
-     deleted_at, deletion_reason";
+     deleted_at, deletion_reason, manifest_key, manifest_sha256";
 const STREAM_COLUMNS: &str =
     "id, meeting_id, state, hls, destinations, failure, requested_by, created_at, updated_at";
 
@@ -183,8 +194,18 @@ pub(crate) fn recording_from_row(row: &sqlx::any::AnyRow) -> Result<Recording> {
         }),
         None => None,
     };
+    let manifest = match row.try_get::<Option<String>, _>("manifest_key")? {
+        Some(key) => Some(StoredManifest {
+            key,
+            sha256: row
+                .try_get::<Option<String>, _>("manifest_sha256")?
+                .unwrap_or_default(),
+        }),
+        None => None,
+    };
     Ok(Recording {
         stored,
+        manifest,
         deleted_at: row.try_get("deleted_at")?,
         deletion_reason: row.try_get("deletion_reason")?,
         id: parse_uuid(&row.try_get::<String, _>("id")?)?,
@@ -248,6 +269,7 @@ impl Db {
             created_at: r.created_at,
             updated_at: r.created_at,
             stored: None,
+            manifest: None,
             deleted_at: None,
             deletion_reason: None,
         })

@@ -38,6 +38,11 @@ pub fn poster_context(recording_id: Uuid) -> Vec<u8> {
     format!("gremium/recording/{recording_id}/poster").into_bytes()
 }
 
+/// Context bound into a recording's manifest chunks.
+pub fn manifest_context(recording_id: Uuid) -> Vec<u8> {
+    format!("gremium/recording/{recording_id}/manifest").into_bytes()
+}
+
 fn key_context(recording_id: Uuid) -> Vec<u8> {
     format!("gremium/recording/{recording_id}/key").into_bytes()
 }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use gremium_storage::vault::{media_context, poster_context};
+use gremium_storage::vault::{manifest_context, media_context, poster_context};
 use gremium_storage::{ArchiveQuery, LedgerRecord, Meeting, Recording, VaultError};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -35,6 +35,7 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/recordings/{rid}/media", get(get_media))
         .route("/recordings/{rid}/poster", get(get_poster))
+        .route("/recordings/{rid}/manifest", get(get_manifest))
         .route("/meetings/{id}/retention", put(set_retention))
 }
 
@@ -266,6 +267,14 @@ async fn serve_sealed(
         .ok_or_else(|| ApiError::Conflict("the recording is not finalized yet".into()))?;
     let (object_key, context, content_type) = match what {
         "media" => (stored.media_key.clone(), media_context(r.id), "video/mp4"),
+        "manifest" => (
+            r.manifest
+                .as_ref()
+                .map(|m| m.key.clone())
+                .ok_or(ApiError::NotFound("manifest"))?,
+            manifest_context(r.id),
+            "application/json",
+        ),
         _ => (
             stored
                 .poster_key
@@ -361,6 +370,21 @@ pub async fn get_poster(
 ) -> ApiResult<Response> {
     let (r, m) = load_recording(&state, rid).await?;
     serve_sealed(&state, &who, &r, &m, "poster", &headers).await
+}
+
+/// The recording's manifest (`application/json`): meeting, times, streams, who
+/// appears when, ledger heads, object hashes.
+#[utoipa::path(get, path = "/api/v1/recordings/{rid}/manifest", params(("rid" = Uuid, Path)),
+    responses((status = 200, content_type = "application/json"), (status = 401), (status = 403), (status = 404), (status = 409), (status = 410)),
+    security(("bearer" = [])), tag = "archive")]
+pub async fn get_manifest(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath(rid): ApiPath<Uuid>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (r, m) = load_recording(&state, rid).await?;
+    serve_sealed(&state, &who, &r, &m, "manifest", &headers).await
 }
 
 /// Delete a recording and the objects it was stored in: the data key first

@@ -66,6 +66,8 @@ pub struct RecordedMediaView {
     pub url: String,
     /// Where to fetch the poster (`image/jpeg`), when there is one.
     pub poster_url: Option<String>,
+    /// Where to fetch the manifest (`application/json`), once written.
+    pub manifest_url: Option<String>,
     /// Media size in bytes (as served, decrypted).
     pub bytes: i64,
     /// SHA-256 of the stored (encrypted) object.
@@ -89,6 +91,10 @@ impl From<&Recording> for RecordingView {
                     .poster_key
                     .as_ref()
                     .map(|_| format!("/api/v1/recordings/{}/poster", r.id)),
+                manifest_url: r
+                    .manifest
+                    .as_ref()
+                    .map(|_| format!("/api/v1/recordings/{}/manifest", r.id)),
                 bytes: m.plaintext_bytes,
                 stored_sha256: m.media_sha256.clone(),
                 duration_s: m.duration_ms.map(|d| d as f64 / 1000.0),

@@ -16,3 +16,5 @@ alter table recordings add column duration_ms bigint;
 alter table recordings add column probe text;
 alter table recordings add column deleted_at bigint;
 alter table recordings add column deletion_reason text;
+alter table recordings add column manifest_key text;
+alter table recordings add column manifest_sha256 text;

@@ -1,0 +1,106 @@
+//! A recording's manifest: what the recording is, who appears in it when, and how to
+//! check it — written when the recording is finalized, sealed with the recording's
+//! data key, stored next to the media (`recordings/{id}/manifest.json.sealed`) and
+//! served decrypted by `GET /api/v1/recordings/{rid}/manifest`.
+//!
+//! Contents: meeting (id, title, public), wall-clock start and end, media duration and
+//! codecs (from validation), per participant (random id — pseudonymous — and display
+//! name) the media-time ranges in which they appear (from presence and the consent
+//! timeline the media plane kept), agenda chapters (none until chapters exist), the
+//! meeting ledger's head when the recording was requested and when it was finalized,
+//! and the SHA-256 of every stored object.
+
+use gremium_protocol::RecordedMedia;
+use gremium_storage::crypto::SealWriter;
+use gremium_storage::vault::manifest_context;
+use uuid::Uuid;
+
+use crate::{to_datetime, AppState};
+
+/// Object key of a recording's manifest.
+pub fn manifest_object_key(recording_id: Uuid) -> String {
+    format!("recordings/{recording_id}/manifest.json.sealed")
+}
+
+/// Build, seal and store the manifest of a just-finalized recording.
+pub(crate) async fn write_manifest(
+    state: &AppState,
+    recording_id: Uuid,
+    media: &RecordedMedia,
+) -> Result<(), String> {
+    let db = state.db();
+    let e = |e: gremium_storage::StorageError| e.to_string();
+    let r = db
+        .get_recording(recording_id)
+        .await
+        .map_err(e)?
+        .ok_or("recording vanished")?;
+    let m = db
+        .get_meeting(r.meeting_id)
+        .await
+        .map_err(e)?
+        .ok_or("meeting vanished")?;
+    let chain = r.meeting_id.to_string();
+    let requested = db
+        .ledger_entries(&chain, 0, i64::MAX)
+        .await
+        .map_err(e)?
+        .into_iter()
+        .find(|entry| entry.subject == recording_id.to_string());
+    let (head_seq, head_hash) = db.ledger_head(&chain).await.map_err(e)?;
+    let probe: serde_json::Value = serde_json::from_str(&media.probe).unwrap_or_default();
+    let mut objects = vec![serde_json::json!({
+        "key": media.media_key,
+        "sha256": media.media_sha256,
+        "bytes": media.stored_bytes,
+        "content": "video/mp4",
+    })];
+    if let (Some(k), Some(h)) = (&media.poster_key, &media.poster_sha256) {
+        objects.push(serde_json::json!({ "key": k, "sha256": h, "content": "image/jpeg" }));
+    }
+    let doc = serde_json::json!({
+        "version": 1,
+        "recording_id": recording_id,
+        "meeting": { "id": m.id, "title": m.title, "public": m.is_public },
+        "started_at": to_datetime(r.created_at),
+        "ended_at": to_datetime(r.updated_at),
+        "duration_s": media.duration_ms.map(|d| d as f64 / 1000.0),
+        "streams": probe.get("streams").cloned().unwrap_or_default(),
+        "recovered_after_crash": media.recovered,
+        "participants": media.appearances.iter().map(|a| serde_json::json!({
+            "id": a.participant_id,
+            "display_name": a.display_name,
+            "appears_ms": a.ranges_ms,
+        })).collect::<Vec<_>>(),
+        "appearances_complete": !media.recovered,
+        "chapters": [],
+        "ledger": {
+            "chain": chain,
+            "at_start": requested.map(|e| serde_json::json!({ "seq": e.seq, "hash": e.hash })),
+            "at_stop": { "seq": head_seq, "hash": head_hash },
+        },
+        "objects": objects,
+    });
+    let key = state
+        .vault()
+        .data_key(db, recording_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut w = SealWriter::new(Vec::new(), &key, &manifest_context(recording_id))
+        .map_err(|e| e.to_string())?;
+    w.write(&serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let (sealed, bytes) = w.finish().map_err(|e| e.to_string())?;
+    // Only ciphertext touches the disk on its way to the store.
+    let tmp = std::env::temp_dir().join(format!("gremium-manifest-{recording_id}.sealed"));
+    tokio::fs::write(&tmp, &bytes)
+        .await
+        .map_err(|e| e.to_string())?;
+    let object_key = manifest_object_key(recording_id);
+    let stored = state.vault().store().put_file(&object_key, &tmp).await;
+    let _ = tokio::fs::remove_file(&tmp).await;
+    stored.map_err(|e| e.to_string())?;
+    db.set_recording_manifest(recording_id, &object_key, &sealed.sha256)
+        .await
+        .map_err(e)
+}
