@@ -625,6 +625,8 @@ mod tests {
             ("[limits]\nmax_body_bytes = 'big'", "max_body_bytes"),
             ("[limits]\nmax_body_bytes = 10", "limits.max_body_bytes"),
             ("[storage]\nkind = 'ftp'", "storage.kind"),
+            ("[storage]\nmaster_key = 'abc'", "storage.master_key"),
+            ("[retention]\nsweep_interval_secs = 0", "retention.sweep_interval_secs"),
             ("[storage]\nkind = 's3'", "storage.s3"),
             ("[ice]\nudp_port_min = 20000\nudp_port_max = 10000", "ice.udp_port_min"),
             ("[ice]\nnat_1to1_ip = 'example'", "ice.nat_1to1_ip"),

@@ -133,17 +133,17 @@ async fn recover_recordings(
             });
             continue;
         }
-        tracing::info!(recording_id = %r.id, "recovering a recording left by a stopped process");
+        // A completion mark: it had stopped normally and was being post-processed or
+        // uploaded; otherwise the process died while recording.
+        let origin = match gremium_recorder::finalize::read_completion(&spool) {
+            Some(c) => gremium_recorder::finalize::Origin::Stopped(c),
+            None => gremium_recorder::finalize::Origin::Recovered,
+        };
+        tracing::info!(recording_id = %r.id, "resuming a recording left by a stopped process");
         let (store, sink) = (vault.store().clone(), sink.clone());
         tokio::spawn(async move {
-            let result = gremium_recorder::finalize::finalize(
-                spool,
-                key,
-                r.id,
-                store,
-                gremium_recorder::finalize::Origin::Recovered,
-            )
-            .await;
+            let result =
+                gremium_recorder::finalize::finalize(spool, key, r.id, store, origin).await;
             sink(match result {
                 Ok(media) => MediaEvent::RecordingFinished {
                     meeting_id: r.meeting_id,

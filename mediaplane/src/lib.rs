@@ -33,7 +33,7 @@ use gremium_protocol::{
     Audience, CommandOutcome, Consent, EventSink, LayoutSpec, MediaCommand, MediaEvent, MediaPlane,
     MediaPlaneError, MeetingContext,
 };
-use gremium_recorder::finalize::{finalize, spool_path, Origin};
+use gremium_recorder::finalize::{finalize, spool_path, write_completion, Completion, Origin};
 use gremium_recorder::{RecordingBin, RecordingSettings};
 use gremium_storage::crypto::DataKey;
 use gremium_storage::vault::media_context;
@@ -626,9 +626,16 @@ impl GstMediaPlane {
         // no pipeline, and a long recording must not hold up the stop call.
         let spool = recording.path().to_path_buf();
         let key = recording.key().clone();
-        let origin = Origin::Stopped {
-            first_fragment: recording.first_fragment_after(),
+        let completion = Completion {
+            first_fragment_ms: recording
+                .first_fragment_after()
+                .map(|d| d.as_millis() as u64),
+            appearances,
         };
+        if let Err(e) = write_completion(&spool, &completion) {
+            tracing::warn!(%recording_id, error = %e, "completion mark not written");
+        }
+        let origin = Origin::Stopped(completion);
         let store = self.0.settings.store.clone();
         let sink = self.0.sink.clone();
         tokio::spawn(async move {
@@ -637,10 +644,7 @@ impl GstMediaPlane {
                     Ok(media) => MediaEvent::RecordingFinished {
                         meeting_id,
                         recording_id,
-                        media: Some(gremium_protocol::RecordedMedia {
-                            appearances,
-                            ..media
-                        }),
+                        media: Some(media),
                     },
                     Err(reason) => MediaEvent::RecordingFailed {
                         meeting_id,

@@ -10,7 +10,8 @@
 //!    read fails the recording.
 //! 3. **Poster**: ffmpeg decodes one frame (at 1 s, or the first) into a 480 px wide
 //!    JPEG, which is sealed like the media.
-//! 4. **Store**: both objects go to the object store; the spool is removed only after.
+//! 4. **Store**: both objects go to the object store, retried with backoff while the
+//!    store is unavailable; the spool is removed only after.
 //!
 //! Plaintext exists only in memory and in the pipes to ffmpeg.
 
@@ -20,11 +21,11 @@ use std::sync::Arc;
 
 use ffmpeg_sidecar::command::FfmpegCommand;
 use ffmpeg_sidecar::event::{FfmpegEvent, LogLevel, StreamTypeSpecificData};
-use gremium_protocol::RecordedMedia;
+use gremium_protocol::{Appearance, RecordedMedia};
 use gremium_storage::crypto::{read_spool, DataKey, SealWriter, Sealed};
 use gremium_storage::vault::{media_context, poster_context};
-use gremium_storage::ObjectStore;
-use serde::Serialize;
+use gremium_storage::{ObjectError, ObjectStore};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Object key of a recording's media.
@@ -232,17 +233,63 @@ fn seal_to(
     Ok(sealed)
 }
 
+/// What the media plane knew when a recording stopped normally: written next to the
+/// spool (`{id}.done`, JSON) before post-processing starts, so a restart in the middle
+/// of post-processing or of a long upload resumes it as a normal stop, not as a crash.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completion {
+    /// Start → first fragment (starting with a keyframe) in the spool, milliseconds.
+    pub first_fragment_ms: Option<u64>,
+    /// Who appeared when.
+    pub appearances: Vec<Appearance>,
+}
+
+fn completion_path(spool: &Path) -> PathBuf {
+    spool.with_extension("done")
+}
+
+/// Mark a spool as completely written.
+pub fn write_completion(spool: &Path, c: &Completion) -> std::io::Result<()> {
+    let path = completion_path(spool);
+    let tmp = path.with_extension("done.part");
+    std::fs::write(&tmp, serde_json::to_vec(c).map_err(std::io::Error::other)?)?;
+    std::fs::rename(tmp, path)
+}
+
+/// The completion mark of a spool, if it was completely written.
+pub fn read_completion(spool: &Path) -> Option<Completion> {
+    let bytes = std::fs::read(completion_path(spool)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// How a spool came to be finalized.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
-    /// Stopped normally; the recorder measured its first fragment this long after
-    /// the start.
-    Stopped {
-        /// Start → first fragment in the spool.
-        first_fragment: Option<std::time::Duration>,
-    },
-    /// Left behind by a process that died (found at the next start).
+    /// Stopped normally.
+    Stopped(Completion),
+    /// Left behind by a process that died while recording (found at the next start).
     Recovered,
+}
+
+/// Store `path` under `key`, retrying an unavailable store with backoff (1 s doubling
+/// to 30 s) until it succeeds: the sealed file waits in the spool directory, so an
+/// object-store outage delays a recording but loses nothing. Other errors fail at once.
+pub async fn put_with_retry(
+    store: &dyn ObjectStore,
+    key: &str,
+    path: &Path,
+) -> Result<(), ObjectError> {
+    let mut wait = std::time::Duration::from_secs(1);
+    loop {
+        match store.put_file(key, path).await {
+            Err(ObjectError::Unavailable(e)) => {
+                tracing::warn!(key, error = %e, retry_in_s = wait.as_secs(), "upload failed; will retry");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Seal, validate, make the poster and store a recording's spool (blocking work on
@@ -255,8 +302,12 @@ pub async fn finalize(
     origin: Origin,
 ) -> Result<RecordedMedia, String> {
     let recovered = origin == Origin::Recovered;
+    let completion = match &origin {
+        Origin::Stopped(c) => c.clone(),
+        Origin::Recovered => Completion::default(),
+    };
     let work = {
-        let (spool, key) = (spool.clone(), key.clone());
+        let (spool, key, completion) = (spool.clone(), key.clone(), completion.clone());
         tokio::task::spawn_blocking(move || -> Result<_, String> {
             let context = media_context(recording_id);
             let sealed_media = spool.with_extension("media.sealed");
@@ -269,9 +320,7 @@ pub async fn finalize(
                 tracing::debug!(%recording_id, media_s = t, "validating recording");
             })?;
             probe.recovered = recovered;
-            if let Origin::Stopped { first_fragment } = origin {
-                probe.first_fragment_ms = first_fragment.map(|d| d.as_millis() as u64);
-            }
+            probe.first_fragment_ms = completion.first_fragment_ms;
             let poster = match poster(&spool, &key, &context) {
                 Ok(jpeg) => {
                     let path = spool.with_extension("poster.sealed");
@@ -292,16 +341,14 @@ pub async fn finalize(
         .await
         .map_err(|e| format!("post-processing panicked: {e}"))??;
     let media_key = media_object_key(recording_id);
-    store
-        .put_file(&media_key, &media_path)
+    put_with_retry(store.as_ref(), &media_key, &media_path)
         .await
         .map_err(|e| format!("storing the media: {e}"))?;
     let mut poster_key = None;
     let mut poster_sha256 = None;
     if let Some((path, sealed)) = &poster {
         let key = poster_object_key(recording_id);
-        store
-            .put_file(&key, path)
+        put_with_retry(store.as_ref(), &key, path)
             .await
             .map_err(|e| format!("storing the poster: {e}"))?;
         poster_key = Some(key);
@@ -310,6 +357,7 @@ pub async fn finalize(
     }
     let _ = tokio::fs::remove_file(&media_path).await;
     let _ = tokio::fs::remove_file(&spool).await;
+    let _ = tokio::fs::remove_file(completion_path(&spool)).await;
     Ok(RecordedMedia {
         media_key,
         media_sha256: media.sha256,
@@ -320,7 +368,7 @@ pub async fn finalize(
         duration_ms: Some((probe.duration_s * 1000.0).round() as u64),
         probe: serde_json::to_string(&probe).unwrap_or_default(),
         recovered,
-        appearances: Vec::new(),
+        appearances: completion.appearances,
     })
 }
 
