@@ -141,9 +141,18 @@ async fn recover_recordings(
         };
         tracing::info!(recording_id = %r.id, "resuming a recording left by a stopped process");
         let (store, sink) = (vault.store().clone(), sink.clone());
+        let (progress_sink, meeting_id, recording_id) = (sink.clone(), r.meeting_id, r.id);
+        let progress: gremium_recorder::finalize::Progress = Arc::new(move |t| {
+            progress_sink(MediaEvent::RecordingProgress {
+                meeting_id,
+                recording_id,
+                processed_ms: t.as_millis() as u64,
+            })
+        });
         tokio::spawn(async move {
             let result =
-                gremium_recorder::finalize::finalize(spool, key, r.id, store, origin).await;
+                gremium_recorder::finalize::finalize(spool, key, r.id, store, origin, progress)
+                    .await;
             sink(match result {
                 Ok(media) => MediaEvent::RecordingFinished {
                     meeting_id: r.meeting_id,

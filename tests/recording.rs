@@ -97,10 +97,20 @@ async fn a_recording_holds_only_consenting_participants_and_plays() {
         .await;
     assert!(s == 202 || s == 200, "{s} {r}");
     let recorded = started.elapsed().as_secs_f64();
-    let done = wait_event(&mut ws, "recording_state_changed", |e| {
-        e["state"] == "finished" || e["state"] == "failed"
-    })
-    .await;
+    // Post-processing reports progress before the recording is finished.
+    let mut progress = 0;
+    let done = loop {
+        let e = next_event(&mut ws).await;
+        if e["type"] == "recording_progress" {
+            progress += 1;
+        }
+        if e["type"] == "recording_state_changed"
+            && (e["state"] == "finished" || e["state"] == "failed")
+        {
+            break e;
+        }
+    };
+    assert!(progress > 0, "no recording_progress event");
     assert_eq!(done["state"], "finished", "{done}");
     let (s, _) = app
         .send(

@@ -638,9 +638,17 @@ impl GstMediaPlane {
         let origin = Origin::Stopped(completion);
         let store = self.0.settings.store.clone();
         let sink = self.0.sink.clone();
+        let progress_sink = sink.clone();
+        let progress: gremium_recorder::finalize::Progress = Arc::new(move |t| {
+            progress_sink(MediaEvent::RecordingProgress {
+                meeting_id,
+                recording_id,
+                processed_ms: t.as_millis() as u64,
+            })
+        });
         tokio::spawn(async move {
             sink(
-                match finalize(spool, key, recording_id, store, origin).await {
+                match finalize(spool, key, recording_id, store, origin, progress).await {
                     Ok(media) => MediaEvent::RecordingFinished {
                         meeting_id,
                         recording_id,

@@ -390,6 +390,16 @@ pub enum MediaEvent {
         /// Camera on.
         on: bool,
     },
+    /// Post-processing of a stopped recording advanced (validation has read this
+    /// much media). Informational; several per recording.
+    RecordingProgress {
+        /// Meeting.
+        meeting_id: Uuid,
+        /// Recording.
+        recording_id: Uuid,
+        /// Media time processed, milliseconds.
+        processed_ms: u64,
+    },
 }
 
 /// Errors a media plane reports for a command.

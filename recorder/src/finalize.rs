@@ -18,6 +18,7 @@
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ffmpeg_sidecar::command::FfmpegCommand;
 use ffmpeg_sidecar::event::{FfmpegEvent, LogLevel, StreamTypeSpecificData};
@@ -292,14 +293,19 @@ pub async fn put_with_retry(
     }
 }
 
+/// Progress callback of [`finalize`]: media time validated so far.
+pub type Progress = Arc<dyn Fn(Duration) + Send + Sync>;
+
 /// Seal, validate, make the poster and store a recording's spool (blocking work on
-/// the blocking pool). The spool is removed once both objects are stored.
+/// the blocking pool). The spool is removed once both objects are stored. `progress`
+/// hears how far validation has read (at most twice a second).
 pub async fn finalize(
     spool: PathBuf,
     key: DataKey,
     recording_id: Uuid,
     store: Arc<dyn ObjectStore>,
     origin: Origin,
+    progress: Progress,
 ) -> Result<RecordedMedia, String> {
     let recovered = origin == Origin::Recovered;
     let completion = match &origin {
@@ -318,6 +324,7 @@ pub async fn finalize(
             })?;
             let mut probe = probe(&spool, &key, &context, |t| {
                 tracing::debug!(%recording_id, media_s = t, "validating recording");
+                progress(Duration::from_secs_f64(t.max(0.0)));
             })?;
             probe.recovered = recovered;
             probe.first_fragment_ms = completion.first_fragment_ms;

@@ -100,15 +100,24 @@ async fn a_killed_recorder_leaves_a_spool_that_recovers_into_a_playable_recordin
     );
     let store: std::sync::Arc<dyn ObjectStore> =
         std::sync::Arc::new(LocalStore::new(dir.join("objects")));
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let media = finalize(
         spool.clone(),
         key.clone(),
         rid,
         store.clone(),
         Origin::Recovered,
+        {
+            let progress = progress.clone();
+            std::sync::Arc::new(move |t: Duration| {
+                progress.store(t.as_millis() as u64, std::sync::atomic::Ordering::Relaxed)
+            })
+        },
     )
     .await
     .unwrap();
+    let validated = progress.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(validated > 1000, "progress reported up to {validated} ms");
     assert!(media.recovered);
     assert!(
         media.probe.contains("h264") && media.probe.contains("aac"),

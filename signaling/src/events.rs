@@ -104,6 +104,13 @@ pub enum EventKind {
         /// Camera on.
         on: bool,
     },
+    /// Post-processing of a stopped recording advanced.
+    RecordingProgress {
+        /// Recording.
+        recording_id: Uuid,
+        /// Media time validated so far, milliseconds.
+        processed_ms: u64,
+    },
     /// The meeting ended.
     MeetingEnded,
 }

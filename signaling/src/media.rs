@@ -104,6 +104,7 @@ fn event_name(event: &MediaEvent) -> &'static str {
         MediaEvent::ParticipantMediaStopped { .. } => "participant_media_stopped",
         MediaEvent::ActiveSpeakerChanged { .. } => "active_speaker_changed",
         MediaEvent::CameraChanged { .. } => "camera_changed",
+        MediaEvent::RecordingProgress { .. } => "recording_progress",
     }
 }
 
@@ -201,6 +202,20 @@ async fn apply_one(state: &AppState, event: MediaEvent) -> Result<(), StorageErr
             on,
         } => {
             state.publish(meeting_id, EventKind::CameraChanged { participant_id, on });
+            return Ok(());
+        }
+        RecordingProgress {
+            meeting_id,
+            recording_id,
+            processed_ms,
+        } => {
+            state.publish(
+                meeting_id,
+                EventKind::RecordingProgress {
+                    recording_id,
+                    processed_ms,
+                },
+            );
             return Ok(());
         }
     };
