@@ -9,6 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 gremium_install_deps
+# The S3-compatible server the object-store tests start (cached outside the tree).
+source scripts/s3s.sh
+gremium_install_s3s
 
 PG_URL=${GREMIUM_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 export GREMIUM_TEST_POSTGRES_URL=$PG_URL

@@ -68,8 +68,6 @@ pub struct StorageConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-// Validated now; read by the object store of the recording issue.
-#[allow(dead_code)]
 pub struct S3Config {
     pub endpoint: Option<String>,
     pub bucket: String,
@@ -215,8 +213,8 @@ pub struct StorageSettings {
     pub master_key_file_default: bool,
     pub spool_dir: PathBuf,
     pub local_dir: PathBuf,
-    /// `storage.kind = "s3"` was asked for.
-    pub s3: bool,
+    /// The S3 store, when `storage.kind = "s3"`.
+    pub s3: Option<gremium_storage::S3Settings>,
 }
 
 /// Overrides from flags and environment.
@@ -285,23 +283,31 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
         bail!("database.max_connections: must be at least 1");
     }
 
-    match file.storage.kind.as_deref().unwrap_or("local") {
-        "local" => {}
+    let s3 = match file.storage.kind.as_deref().unwrap_or("local") {
+        "local" => None,
         "s3" => match &file.storage.s3 {
             None => bail!("storage.s3: required when storage.kind = \"s3\""),
-            Some(s3) if s3.bucket.trim().is_empty() => {
-                bail!("storage.s3.bucket: must not be empty")
-            }
             Some(s3) => {
-                if let Some(ep) = &s3.endpoint {
-                    if !(ep.starts_with("http://") || ep.starts_with("https://")) {
-                        bail!("storage.s3.endpoint: must be an http:// or https:// URL");
-                    }
+                let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+                let settings = gremium_storage::S3Settings {
+                    endpoint: s3.endpoint.clone(),
+                    bucket: s3.bucket.clone(),
+                    region: s3.region.clone(),
+                    access_key_id: env("GREMIUM_S3_ACCESS_KEY_ID")
+                        .or_else(|| s3.access_key_id.clone()),
+                    secret_access_key: env("GREMIUM_S3_SECRET_ACCESS_KEY")
+                        .or_else(|| s3.secret_access_key.clone()),
+                    path_style: s3.path_style.unwrap_or(true),
+                };
+                // Validated here so a bad setting stops the start with the key named.
+                if let Err(e) = gremium_storage::S3Store::new(settings.clone()) {
+                    bail!("storage.s3: {e}");
                 }
+                Some(settings)
             }
         },
         other => bail!("storage.kind: {other:?} is not one of \"local\", \"s3\""),
-    }
+    };
 
     if let (Some(min), Some(max)) = (file.ice.udp_port_min, file.ice.udp_port_max) {
         if min > max {
@@ -395,7 +401,7 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
             .map_err(|_| anyhow::anyhow!("storage.master_key: expected 64 hex digits"))?;
     }
     let storage = StorageSettings {
-        s3: file.storage.kind.as_deref() == Some("s3"),
+        s3,
         master_key,
         master_key_file_default: file.storage.master_key_file.is_none(),
         master_key_file: file

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use gremium_signaling::{AppState, Authenticator, Role};
 use gremium_storage::crypto::MasterKey;
-use gremium_storage::{Db, DbOptions, LocalStore, ObjectStore, Vault};
+use gremium_storage::{Db, DbOptions, LocalStore, ObjectStore, S3Store, Vault};
 
 use crate::config::Config;
 
@@ -97,13 +97,24 @@ fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
 }
 
 /// Master key plus the configured object store.
-pub fn vault(config: &Config) -> anyhow::Result<Vault> {
-    if config.storage.s3 {
-        bail!("storage.kind = \"s3\": not available in this version yet; use \"local\"");
-    }
+pub async fn vault(config: &Config) -> anyhow::Result<Vault> {
     let master = master_key(config)?;
-    create_private_dir(&config.storage.local_dir)?;
-    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(&config.storage.local_dir));
+    let store: Arc<dyn ObjectStore> = match &config.storage.s3 {
+        Some(settings) => {
+            let store =
+                S3Store::new(settings.clone()).map_err(|e| anyhow::anyhow!("storage.s3: {e}"))?;
+            // An unreachable store does not stop the start: recordings wait in the
+            // spool and their uploads are retried.
+            if let Err(e) = store.ensure_bucket().await {
+                tracing::warn!(error = %e, "object store not ready; uploads will be retried");
+            }
+            Arc::new(store)
+        }
+        None => {
+            create_private_dir(&config.storage.local_dir)?;
+            Arc::new(LocalStore::new(&config.storage.local_dir))
+        }
+    };
     Ok(Vault::new(master, store))
 }
 
@@ -225,7 +236,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     if config.auto_migrate {
         db.migrate().await.context("applying migrations")?;
     }
-    let vault = vault(&config)?;
+    let vault = vault(&config).await?;
     create_private_dir(&config.storage.spool_dir)?;
     let auth = authenticator(&config)?;
     // The media plane runs in this process (embedded default) and talks to the

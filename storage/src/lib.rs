@@ -4,7 +4,8 @@
 //! PostgreSQL for production, same semantics), the repositories for meetings,
 //! participants and consent, recordings and streams, and the hash-chained audit
 //! ledger with its verification; envelope encryption of recordings at rest
-//! ([`crypto`]), the object store they are kept in ([`objects`]: local disk), and
+//! ([`crypto`]), the object store they are kept in ([`objects`]: local disk, [`s3`]:
+//! S3-compatible servers), the vault that joins key and store ([`vault`]), and
 //! the archive's retention and deletion queries ([`archive`]).
 //!
 //! Must not: depend on GStreamer, speak HTTP, or decide policy (who may do what is
@@ -37,8 +38,7 @@ pub use ledger::{BrokenEntry, LedgerEntry, LedgerRecord, VerifyReport};
 pub use meetings::{Meeting, MeetingState, NewMeeting};
 pub use objects::{LocalStore, ObjectError, ObjectStore};
 pub use outputs::{
-    NewRecording, NewStream, OutputKind, Recording, Stream, StoredManifest, StoredMedia,
-    Transition,
+    NewRecording, NewStream, OutputKind, Recording, StoredManifest, StoredMedia, Stream, Transition,
 };
 pub use participants::{NewParticipant, Participant};
 pub use s3::{S3Settings, S3Store};

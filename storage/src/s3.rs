@@ -365,7 +365,7 @@ fn not_found<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
     match err {
         SdkError::ServiceError(ctx) => {
             let code = ctx.err().code();
-            matches!(code, Some("NoSuchKey" | "NotFound" | "NoSuchUpload"))
+            matches!(code, Some("NoSuchKey" | "NotFound"))
                 || (code.is_none() && ctx.raw().status().as_u16() == 404)
         }
         _ => false,
@@ -452,7 +452,7 @@ impl ObjectStore for S3Store {
             .collect()
             .await
             .map_err(|e| ObjectError::Unavailable(format!("reading {key}: {e}")))?
-            .into_bytes();
+            .to_vec();
         if total.is_none() {
             // A server that ignored the Range header sent the whole object.
             let len = bytes.len() as u64;
@@ -468,7 +468,7 @@ impl ObjectStore for S3Store {
                 bytes.len()
             )));
         }
-        Ok(bytes.to_vec())
+        Ok(bytes)
     }
 
     async fn size(&self, key: &str) -> Result<Option<u64>, ObjectError> {

@@ -3,6 +3,7 @@
 //! each test and killed when the test ends.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,13 +24,8 @@ struct S3Server {
 }
 
 impl S3Server {
-    /// Starts a server, or `None` when `GREMIUM_SKIP_S3=1`; fails when the binary is
-    /// not configured.
-    async fn start() -> Option<S3Server> {
-        if std::env::var("GREMIUM_SKIP_S3").as_deref() == Ok("1") {
-            eprintln!("GREMIUM_SKIP_S3=1: skipping the S3 test");
-            return None;
-        }
+    /// Starts a server; fails when the binary is not configured.
+    async fn start() -> S3Server {
         let binary = std::env::var_os("GREMIUM_S3S_FS")
             .map(PathBuf::from)
             .expect(
@@ -55,7 +51,7 @@ impl S3Server {
             child: None,
         };
         server.run().await;
-        Some(server)
+        server
     }
 
     fn endpoint(&self) -> String {
@@ -154,9 +150,7 @@ async fn ready_store(server: &S3Server) -> S3Store {
 
 #[tokio::test]
 async fn small_objects_round_trip_and_missing_ones_are_reported() {
-    let Some(server) = S3Server::start().await else {
-        return;
-    };
+    let server = S3Server::start().await;
     let store = ready_store(&server).await;
     let src = server.file("small", b"0123456789");
     store.put_file("recordings/a/media", &src).await.unwrap();
@@ -174,7 +168,8 @@ async fn small_objects_round_trip_and_missing_ones_are_reported() {
         .await
         .unwrap()
         .is_empty());
-    for past_end in [5..11, 10..12, 7..3] {
+    // The last one is reversed on purpose.
+    for past_end in [5..11, 10..12, Range { start: 7, end: 3 }] {
         assert!(
             matches!(
                 store
@@ -218,9 +213,7 @@ async fn small_objects_round_trip_and_missing_ones_are_reported() {
 
 #[tokio::test]
 async fn large_files_go_up_in_parts_and_read_back_exactly() {
-    let Some(server) = S3Server::start().await else {
-        return;
-    };
+    let server = S3Server::start().await;
     let store = ready_store(&server).await;
     let len = 20 * MIB + 12_345;
     let data = pattern(len);
@@ -275,9 +268,7 @@ fn unfinished_uploads(server: &S3Server) -> Vec<String> {
 
 #[tokio::test]
 async fn invalid_keys_are_refused_without_a_request() {
-    let Some(server) = S3Server::start().await else {
-        return;
-    };
+    let server = S3Server::start().await;
     let store = ready_store(&server).await;
     let src = server.file("small", b"x");
     for bad in [
@@ -316,9 +307,7 @@ async fn invalid_keys_are_refused_without_a_request() {
 
 #[tokio::test]
 async fn an_outage_is_reported_as_unavailable_and_recovers() {
-    let Some(mut server) = S3Server::start().await else {
-        return;
-    };
+    let mut server = S3Server::start().await;
     let store = ready_store(&server).await;
     let src = server.file("small", b"before the outage");
     store.put_file("recordings/o/1", &src).await.unwrap();

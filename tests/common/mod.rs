@@ -245,8 +245,20 @@ pub async fn spawn_with_gst_media_in(
     program: gremium_compositor::ProgramSettings,
     dir: std::path::PathBuf,
 ) -> (TestApp, GstMediaPlane) {
+    let store = Arc::new(gremium_storage::LocalStore::new(dir.join("objects")));
+    spawn_with_gst_media_store(media_timeout, max_publishers, program, dir, store).await
+}
+
+/// As [`spawn_with_gst_media_in`], storing recordings in `store`.
+pub async fn spawn_with_gst_media_store(
+    media_timeout: Duration,
+    max_publishers: usize,
+    program: gremium_compositor::ProgramSettings,
+    dir: std::path::PathBuf,
+    store: Arc<dyn gremium_storage::ObjectStore>,
+) -> (TestApp, GstMediaPlane) {
     let db = fresh_db(Backend::Sqlite).await;
-    let vault = test_vault(&dir.join("objects"));
+    let vault = gremium_storage::Vault::new(gremium_storage::crypto::MasterKey::generate(), store);
     let (sink, events) = gremium_signaling::event_channel();
     let media = GstMediaPlane::new(
         MediaPlaneSettings {
@@ -316,4 +328,88 @@ pub fn spawn_publisher(base: &str, mid: &str, join: &str, extra: &[&str]) -> std
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap()
+}
+
+/// A real S3-compatible server (s3s-fs, installed by `scripts/s3s.sh`, found through
+/// `GREMIUM_S3S_FS`) on a loopback port with a data directory of its own; stopped and
+/// restarted on the same port and data to simulate an outage.
+pub struct S3Server {
+    binary: std::path::PathBuf,
+    pub dir: std::path::PathBuf,
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl S3Server {
+    pub const BUCKET: &'static str = "gremium";
+
+    pub async fn start() -> S3Server {
+        let binary = std::env::var_os("GREMIUM_S3S_FS")
+            .map(std::path::PathBuf::from)
+            .expect("GREMIUM_S3S_FS is not set: `source scripts/s3s.sh && gremium_install_s3s`");
+        let dir = std::env::temp_dir().join(format!("gremium-s3-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = S3Server {
+            binary,
+            dir,
+            port,
+            child: None,
+        };
+        server.run().await;
+        server
+    }
+
+    pub fn store(&self) -> gremium_storage::S3Store {
+        gremium_storage::S3Store::new(gremium_storage::S3Settings {
+            endpoint: Some(format!("http://127.0.0.1:{}", self.port)),
+            bucket: Self::BUCKET.into(),
+            region: None,
+            access_key_id: Some("AK".into()),
+            secret_access_key: Some("SK".into()),
+            path_style: true,
+        })
+        .unwrap()
+    }
+
+    /// (Re)start on the same port and data; returns once it listens.
+    pub async fn run(&mut self) {
+        let log = std::fs::File::create(self.dir.join("server.log")).unwrap();
+        self.child = Some(
+            std::process::Command::new(&self.binary)
+                .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+                .args(["--access-key", "AK", "--secret-key", "SK"])
+                .arg(self.dir.join("data"))
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(std::time::Instant::now() < deadline, "s3s-fs did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
