@@ -117,6 +117,45 @@ async fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// Poll a recording until it is finished (fails on `failed` or after 30 s).
+async fn wait_finished(http: &reqwest::Client, base: &str, rid: &str, token: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, r) = call(
+            http,
+            reqwest::Method::GET,
+            &format!("{base}/api/v1/recordings/{rid}"),
+            token,
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{r}");
+        if r["state"] == "finished" {
+            return r;
+        }
+        assert_ne!(r["state"], "failed", "{r}");
+        assert!(Instant::now() < deadline, "not finalized: {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// ffprobe a recording's media over HTTP, as a player would: the codec names.
+fn probe_codecs(base: &str, rid: &str, token: &str) -> String {
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_name"])
+        .args(["-of", "csv=p=0", "-headers"])
+        .arg(format!("Authorization: Bearer {token}\r\n"))
+        .arg(format!("{base}/api/v1/recordings/{rid}/media"))
+        .output()
+        .unwrap();
+    assert!(
+        probe.status.success(),
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    String::from_utf8_lossy(&probe.stdout).to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_flow_against_the_real_binary() {
     let data_dir =
@@ -241,36 +280,11 @@ async fn readme_flow_against_the_real_binary() {
     wait_event(&mut ws, "meeting_ended", |_| true).await;
     // Ending the meeting stopped its recording; once post-processing stored it, the
     // archive serves media ffprobe reads (decrypted on the fly, over HTTP).
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (s, r) = call(
-            &http,
-            Method::GET,
-            &format!("{base}/api/v1/recordings/{rid}"),
-            &archivist,
-            None,
-        )
-        .await;
-        assert_eq!(s, 200, "{r}");
-        if r["state"] == "finished" {
-            break;
-        }
-        assert_ne!(r["state"], "failed", "{r}");
-        assert!(std::time::Instant::now() < deadline, "not finalized: {r}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let probe = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=codec_name"])
-        .args(["-of", "csv=p=0", "-headers"])
-        .arg(format!("Authorization: Bearer {archivist}\r\n"))
-        .arg(format!("{base}/api/v1/recordings/{rid}/media"))
-        .output()
-        .unwrap();
-    let codecs = String::from_utf8_lossy(&probe.stdout).to_string();
+    wait_finished(&http, &base, &rid, &archivist).await;
+    let codecs = probe_codecs(&base, &rid, &archivist);
     assert!(
-        probe.status.success() && codecs.contains("h264") && codecs.contains("aac"),
-        "{codecs} {}",
-        String::from_utf8_lossy(&probe.stderr)
+        codecs.contains("h264") && codecs.contains("aac"),
+        "{codecs}"
     );
 
     let logs = server.logs();
@@ -470,24 +484,7 @@ async fn a_recording_survives_kill_9_of_the_server() {
     drop(server);
 
     let _server = start_server(&data_dir, port).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let view = loop {
-        let (s, r) = call(
-            &http,
-            Method::GET,
-            &format!("{base}/api/v1/recordings/{rid}"),
-            &archivist,
-            None,
-        )
-        .await;
-        assert_eq!(s, 200, "{r}");
-        if r["state"] == "finished" {
-            break r;
-        }
-        assert_ne!(r["state"], "failed", "{r}");
-        assert!(Instant::now() < deadline, "not recovered: {r}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let view = wait_finished(&http, &base, &rid, &archivist).await;
     assert_eq!(view["media"]["probe"]["recovered"], true, "{view}");
     let recovered = view["media"]["duration_s"].as_f64().unwrap();
     // Four seconds were recorded; at most the last fragment (1 s) may be lost.
@@ -496,18 +493,10 @@ async fn a_recording_survives_kill_9_of_the_server() {
         "{recovered} s recovered: {view}"
     );
     assert!(!spool.exists());
-    let probe = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=codec_name"])
-        .args(["-of", "csv=p=0", "-headers"])
-        .arg(format!("Authorization: Bearer {archivist}\r\n"))
-        .arg(format!("{base}/api/v1/recordings/{rid}/media"))
-        .output()
-        .unwrap();
-    let codecs = String::from_utf8_lossy(&probe.stdout).to_string();
+    let codecs = probe_codecs(&base, &rid, &archivist);
     assert!(
-        probe.status.success() && codecs.contains("h264") && codecs.contains("aac"),
-        "{codecs} {}",
-        String::from_utf8_lossy(&probe.stderr)
+        codecs.contains("h264") && codecs.contains("aac"),
+        "{codecs}"
     );
     let (code, out, err) = gremium(&["audit", "verify"], &data_dir);
     assert_eq!(code, 0, "{out}{err}");

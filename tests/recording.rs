@@ -14,7 +14,7 @@ use gremium_compositor::testing::near;
 use gremium_compositor::{Canvas, ProgramSettings};
 use gremium_signaling::Role;
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const GOLD: [u8; 3] = [0xff, 0xd7, 0x00];
 const AZURE: [u8; 3] = [0x1e, 0x50, 0xff];
@@ -54,15 +54,7 @@ async fn a_recording_holds_only_consenting_participants_and_plays() {
         .to_string();
     let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
     let (_b, b_join) = app.add_participant(&moderator, &mid, "Bernd").await;
-    let (s, r) = app
-        .send(
-            Method::PUT,
-            &format!("/api/v1/meetings/{mid}/participants/{a}/consent"),
-            Some(&a_join),
-            Some(json!({"recording": true, "streaming": false})),
-        )
-        .await;
-    assert_eq!(s, 200, "{r}");
+    app.set_consent(&mid, &a, &a_join, true, false).await;
     let mut ws = ws_connect(app.addr, &mid, &moderator).await;
     next_event(&mut ws).await;
     let mut pa = publish(&app.base, &mid, &a_join, "ffd700");

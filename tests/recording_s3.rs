@@ -12,7 +12,7 @@ use common::*;
 use gremium_compositor::{Canvas, ProgramSettings};
 use gremium_signaling::Role;
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_outage_during_a_recording_loses_nothing() {
@@ -43,15 +43,7 @@ async fn an_s3_outage_during_a_recording_loses_nothing() {
         .unwrap()
         .to_string();
     let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
-    let (s, r) = app
-        .send(
-            Method::PUT,
-            &format!("/api/v1/meetings/{mid}/participants/{a}/consent"),
-            Some(&a_join),
-            Some(json!({"recording": true, "streaming": false})),
-        )
-        .await;
-    assert_eq!(s, 200, "{r}");
+    app.set_consent(&mid, &a, &a_join, true, false).await;
     let mut ws = ws_connect(app.addr, &mid, &moderator).await;
     next_event(&mut ws).await;
     let small = ["--width", "320", "--height", "180", "--fps", "15"];

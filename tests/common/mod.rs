@@ -159,6 +159,26 @@ impl TestApp {
         m
     }
 
+    /// A participant sets their own consent (asserts 200).
+    pub async fn set_consent(
+        &self,
+        mid: &str,
+        pid: &str,
+        join: &str,
+        recording: bool,
+        streaming: bool,
+    ) {
+        let (s, r) = self
+            .send(
+                reqwest::Method::PUT,
+                &format!("/api/v1/meetings/{mid}/participants/{pid}/consent"),
+                Some(join),
+                Some(serde_json::json!({"recording": recording, "streaming": streaming})),
+            )
+            .await;
+        assert_eq!(s, 200, "{r}");
+    }
+
     /// Returns (participant id, join token).
     pub async fn add_participant(
         &self,
