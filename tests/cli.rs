@@ -66,23 +66,35 @@ fn gremium(args: &[&str], data_dir: &std::path::Path) -> (i32, String, String) {
 }
 
 async fn start_server(data_dir: &std::path::Path, port: u16) -> Server {
+    start_server_with(data_dir, port, None).await
+}
+
+async fn start_server_with(
+    data_dir: &std::path::Path,
+    port: u16,
+    config: Option<&std::path::Path>,
+) -> Server {
     let stderr_path = data_dir.with_extension("stderr.log");
-    let stderr = std::fs::File::create(&stderr_path).unwrap();
-    let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env("RUST_LOG", "debug")
-        .env_remove("GREMIUM_CONFIG")
-        .env_remove("GREMIUM_DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&stderr_path)
         .unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(data_dir)
+    .env("RUST_LOG", "debug")
+    .env_remove("GREMIUM_CONFIG")
+    .env_remove("GREMIUM_DATABASE_URL");
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    let child = cmd.stdout(Stdio::null()).stderr(stderr).spawn().unwrap();
     let server = Server { child, stderr_path };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -500,4 +512,99 @@ async fn a_recording_survives_kill_9_of_the_server() {
     );
     let (code, out, err) = gremium(&["audit", "verify"], &data_dir);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// The server dies while a stopped recording waits for an unavailable S3 store: the
+/// next start resumes it as a normal stop (not a crash: nothing was cut) and uploads it
+/// once S3 is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_a_pending_upload() {
+    use reqwest::Method;
+    let mut s3 = common::S3Server::start().await;
+    s3.store().ensure_bucket().await.unwrap();
+    let data_dir =
+        std::env::temp_dir().join(format!("gremium-upload-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let config = data_dir.join("gremium.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nkind = \"s3\"\n[storage.s3]\nendpoint = \"{}\"\nbucket = \"{}\"\n\
+             access_key_id = \"AK\"\nsecret_access_key = \"SK\"\n",
+            s3.endpoint(),
+            common::S3Server::BUCKET
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut server = start_server_with(&data_dir, port, Some(&config)).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let (_, token, _) = gremium(&["token", "--role", "moderator"], &data_dir);
+    let moderator = token.trim().to_string();
+    let (_, token, _) = gremium(&["token", "--role", "archivist"], &data_dir);
+    let archivist = token.trim().to_string();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let (s, m) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/api/v1/meetings"),
+        &moderator,
+        Some(json!({"title": "Jugendhilfeausschuss"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{m}");
+    let mid = m["id"].as_str().unwrap().to_string();
+    let (s, rec) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/api/v1/meetings/{mid}/recordings"),
+        &moderator,
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{rec}");
+    let rid = rec["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    s3.stop();
+    let (s, r) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/api/v1/recordings/{rid}/stop"),
+        &moderator,
+        None,
+    )
+    .await;
+    assert!(s == 202 || s == 200, "{s} {r}");
+    // Stopped and waiting for the store: spool and completion mark on disk.
+    let spool = data_dir.join("spool").join(format!("{rid}.spool"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !spool.with_extension("done").exists() {
+        assert!(Instant::now() < deadline, "no completion mark");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+
+    s3.run().await;
+    let _server = start_server_with(&data_dir, port, Some(&config)).await;
+    let view = wait_finished(&http, &base, &rid, &archivist).await;
+    assert_eq!(view["media"]["probe"]["recovered"], false, "{view}");
+    assert!(
+        view["media"]["probe"]["first_fragment_ms"].is_u64(),
+        "{view}"
+    );
+    assert!(!spool.exists());
+    let codecs = probe_codecs(&base, &rid, &archivist);
+    assert!(
+        codecs.contains("h264") && codecs.contains("aac"),
+        "{codecs}"
+    );
+    let object = s3
+        .dir
+        .join("data")
+        .join(common::S3Server::BUCKET)
+        .join(format!("recordings/{rid}/media.mp4.sealed"));
+    assert!(object.exists(), "the media is in the bucket");
 }

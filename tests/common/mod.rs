@@ -384,9 +384,13 @@ impl S3Server {
         server
     }
 
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     pub fn store(&self) -> gremium_storage::S3Store {
         gremium_storage::S3Store::new(gremium_storage::S3Settings {
-            endpoint: Some(format!("http://127.0.0.1:{}", self.port)),
+            endpoint: Some(self.endpoint()),
             bucket: Self::BUCKET.into(),
             region: None,
             access_key_id: Some("AK".into()),
