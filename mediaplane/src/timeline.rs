@@ -86,9 +86,9 @@ mod tests {
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let (an, bn) = ((a, "Anna".to_string()), (b, "Bernd".to_string()));
         let mut t = Timeline::new(10_000 * MS);
-        t.observe(10_000 * MS, &[an.clone()]);
+        t.observe(10_000 * MS, std::slice::from_ref(&an));
         t.observe(11_000 * MS, &[an.clone(), bn.clone()]); // B joins
-        t.observe(12_500 * MS, &[bn.clone()]); // A withdraws
+        t.observe(12_500 * MS, std::slice::from_ref(&bn)); // A withdraws
         t.observe(13_000 * MS, &[an.clone(), bn.clone()]); // A grants again
         let out = t.finish(15_000 * MS);
         assert_eq!(out.len(), 2);

@@ -144,7 +144,7 @@ async fn a_killed_recorder_leaves_a_spool_that_recovers_into_a_playable_recordin
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-show_entries", "format=duration"])
         .args(["-show_entries", "stream=codec_name", "-of", "json"])
-        .arg(&path)
+        .arg(path)
         .output()
         .unwrap();
     assert!(
@@ -157,7 +157,7 @@ async fn a_killed_recorder_leaves_a_spool_that_recovers_into_a_playable_recordin
     // Decode everything: the written fragments play.
     let decoded = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
-        .arg(&path)
+        .arg(path)
         .args(["-f", "null", "-"])
         .output()
         .unwrap();
@@ -165,7 +165,7 @@ async fn a_killed_recorder_leaves_a_spool_that_recovers_into_a_playable_recordin
     let frames = Command::new("ffprobe")
         .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
         .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
-        .arg(&path)
+        .arg(path)
         .output()
         .unwrap();
     let n: f64 = String::from_utf8_lossy(&frames.stdout)
