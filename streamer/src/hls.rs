@@ -1,0 +1,557 @@
+//! HLS packaging of a program with an ABR ladder.
+//!
+//! Owns: the [`HlsBin`] consumer (ghost sink pads `video`, raw I420 at the program
+//! canvas, and `audio`, raw S16LE 48 kHz stereo), which encodes one H.264 rendition
+//! per rung of the ladder from a single `tee` of the raw video, one AAC encode shared
+//! by all of them, and writes through one `hlssink2` per rendition:
+//!
+//! ```text
+//! DIR/index.m3u8                master playlist (written by Rust when the bin is built)
+//! DIR/{rendition}/index.m3u8    live media playlist of each video rendition
+//! DIR/{rendition}/seg%05d.ts    MPEG-TS segments (H.264 High + AAC-LC)
+//! DIR/audio/index.m3u8          audio-only rendition (AAC-LC 128 kbit/s)
+//! ```
+//!
+//! Every segment starts with a keyframe (`key-int-max` = fps × segment length, and
+//! `hlssink2` asks the encoder for one at each cut). Inside the bin, the elements of a
+//! rendition are named `{rendition}-queue`, `{rendition}-scale`, `{rendition}-enc`,
+//! `{rendition}-parse` and `hls-{rendition}` (`hls-audio` for the audio-only one).
+//!
+//! Must not: serve the files (the HTTP side reads `DIR`), know meetings.
+
+mod drain;
+mod playlist;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gremium_pipelines::{capsfilter, link_chain, make, PipelineError};
+use gst::prelude::*;
+
+pub use playlist::{
+    avc1_high, h264_high_level, playlist_is_valid, render_master, MediaPlaylist, Segment, Variant,
+    AAC_LC,
+};
+
+use crate::StreamerError;
+use drain::DrainBin;
+
+/// Bitrate of the single AAC encode, shared by every rendition.
+pub const AUDIO_KBPS: u32 = 128;
+/// Name (and directory) of the audio-only rendition.
+pub const AUDIO_RENDITION: &str = "audio";
+/// File name of every playlist (master and media).
+pub const PLAYLIST: &str = "index.m3u8";
+/// Segment file name pattern inside a rendition's directory.
+pub const SEGMENT_PATTERN: &str = "seg%05d.ts";
+
+/// One video rung of the ladder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendition {
+    /// Directory name and label, e.g. `720p` (ASCII letters, digits, `-`, `_`).
+    pub name: String,
+    /// Output width in pixels (even).
+    pub width: u32,
+    /// Output height in pixels (even).
+    pub height: u32,
+    /// Video bitrate in kbit/s.
+    pub video_kbps: u32,
+}
+
+impl Rendition {
+    /// A rung of the ladder.
+    pub fn new(name: &str, width: u32, height: u32, video_kbps: u32) -> Rendition {
+        Rendition {
+            name: name.to_string(),
+            width,
+            height,
+            video_kbps,
+        }
+    }
+
+    /// 720p at 2500 kbit/s and 360p at 800 kbit/s.
+    pub fn default_ladder() -> Vec<Rendition> {
+        vec![
+            Rendition::new("720p", 1280, 720, 2500),
+            Rendition::new("360p", 640, 360, 800),
+        ]
+    }
+
+    /// The H.264 level x264 picks for this rung at `fps`.
+    pub fn level(&self, fps: u32) -> Option<u8> {
+        h264_high_level(self.width, self.height, fps, self.video_kbps)
+    }
+}
+
+/// What the caller asked for. Checked by [`HlsSettings::validate`] before anything is
+/// built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HlsSettings {
+    /// Directory of the presentation (created if missing).
+    pub dir: PathBuf,
+    /// Program frame rate.
+    pub fps: u32,
+    /// Segment length; whole seconds (it is also the playlists' target duration).
+    pub segment: Duration,
+    /// Segments in the live playlist (at least 3, RFC 8216 6.3.3).
+    pub window: u32,
+    /// Extra segments kept in the playlist for DVR (pause, seek back).
+    pub dvr_window: Option<u32>,
+    /// Video renditions; the audio-only one is always added.
+    pub renditions: Vec<Rendition>,
+}
+
+impl HlsSettings {
+    /// 1 s segments, a window of 6, no DVR, the default ladder.
+    pub fn new(dir: impl Into<PathBuf>, fps: u32) -> HlsSettings {
+        HlsSettings {
+            dir: dir.into(),
+            fps,
+            segment: Duration::from_secs(1),
+            window: 6,
+            dvr_window: None,
+            renditions: Rendition::default_ladder(),
+        }
+    }
+
+    /// Segments listed in each media playlist: window + DVR.
+    pub fn playlist_length(&self) -> u32 {
+        self.window.saturating_add(self.dvr_window.unwrap_or(0))
+    }
+
+    /// Segment files kept per rendition. A segment leaves the playlist first and the
+    /// disk one playlist later: a player that read the playlist just before can still
+    /// fetch it (RFC 8216 6.2.2).
+    pub fn max_files(&self) -> u32 {
+        self.playlist_length().saturating_mul(2).saturating_add(1)
+    }
+
+    /// Frames between keyframes: one keyframe at the start of every segment.
+    pub fn keyframe_interval(&self) -> u32 {
+        self.fps.saturating_mul(self.segment.as_secs() as u32)
+    }
+
+    /// Check that the settings make a playable presentation.
+    pub fn validate(&self) -> Result<(), StreamerError> {
+        let bad = |m: String| Err(StreamerError::InvalidSettings(m));
+        // The segment location is a printf pattern: a `%` in the directory would be
+        // read as a conversion.
+        if self.dir.to_str().is_none_or(|d| d.contains('%')) {
+            return bad(format!(
+                "directory {} is not UTF-8 without %",
+                self.dir.display()
+            ));
+        }
+        if !(1..=120).contains(&self.fps) {
+            return bad(format!("frame rate {} is not in 1..=120", self.fps));
+        }
+        if self.segment.subsec_nanos() != 0 || !(1..=30).contains(&self.segment.as_secs()) {
+            return bad(format!(
+                "segment {:?} is not 1..=30 whole seconds",
+                self.segment
+            ));
+        }
+        if self.window < 3 {
+            return bad(format!("window {} is under 3 segments", self.window));
+        }
+        if self.playlist_length() > 100_000 {
+            return bad("window + DVR is over 100000 segments".into());
+        }
+        if self.renditions.is_empty() {
+            return bad("no video rendition".into());
+        }
+        let mut names = BTreeSet::new();
+        for r in &self.renditions {
+            let name_ok = !r.name.is_empty()
+                && r.name.len() <= 32
+                && r.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !name_ok || r.name == AUDIO_RENDITION {
+                return bad(format!("rendition name {:?} is not usable", r.name));
+            }
+            if !names.insert(r.name.as_str()) {
+                return bad(format!("rendition {:?} is listed twice", r.name));
+            }
+            let size_ok = (16..=7680).contains(&r.width) && (16..=4320).contains(&r.height);
+            if !size_ok || r.width % 2 != 0 || r.height % 2 != 0 {
+                return bad(format!(
+                    "{}: size {}x{} is not usable",
+                    r.name, r.width, r.height
+                ));
+            }
+            if !(50..=100_000).contains(&r.video_kbps) {
+                return bad(format!("{}: {} kbit/s is not usable", r.name, r.video_kbps));
+            }
+            if r.level(self.fps).is_none() {
+                return bad(format!("{}: beyond H.264 level 5.2", r.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The master playlist's entries: the video renditions in the given order (each
+    /// with the shared audio), then the audio-only one. BANDWIDTH is the encoders'
+    /// bitrates plus 10 % for MPEG-TS overhead and rate control swings.
+    pub fn variants(&self) -> Vec<Variant> {
+        let with_overhead = |kbps: u32| u64::from(kbps) * 1000 * 11 / 10;
+        let mut variants: Vec<Variant> = self
+            .renditions
+            .iter()
+            .map(|r| Variant {
+                uri: format!("{}/{PLAYLIST}", r.name),
+                bandwidth: with_overhead(r.video_kbps + AUDIO_KBPS),
+                resolution: Some((r.width, r.height)),
+                codecs: format!("{},{AAC_LC}", avc1_high(r.level(self.fps).unwrap_or(52))),
+            })
+            .collect();
+        variants.push(Variant {
+            uri: format!("{AUDIO_RENDITION}/{PLAYLIST}"),
+            bandwidth: with_overhead(AUDIO_KBPS),
+            resolution: None,
+            codecs: AAC_LC.into(),
+        });
+        variants
+    }
+}
+
+/// A consumer bin with ghost sink pads `video` (raw I420) and `audio` (raw S16LE
+/// 48 kHz stereo) writing an HLS presentation with an ABR ladder into a directory.
+pub struct HlsBin {
+    bin: DrainBin,
+    dir: PathBuf,
+    /// Names of the `hlssink2` elements, all of which must drain on finish.
+    outputs: Vec<String>,
+}
+
+fn err(e: impl std::fmt::Display) -> PipelineError {
+    PipelineError::Link(e.to_string())
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StreamerError + '_ {
+    move |source| StreamerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl HlsBin {
+    /// Validate the settings, create the directories, build the bin (not yet added
+    /// anywhere) and write the master playlist.
+    pub fn new(s: &HlsSettings) -> Result<HlsBin, StreamerError> {
+        s.validate()?;
+        let label: String = s
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let bin = DrainBin::new(&format!("hls-{label}"));
+        let mut outputs = Vec::new();
+
+        // Video: one tee of the raw program, one scaler + encoder per rendition.
+        let vtee = make("tee", Some("video-tee"))?;
+        bin.add(&vtee).map_err(err)?;
+        // Audio: one AAC encode, shared through a tee.
+        let aqueue = make("queue", Some("audio-queue"))?;
+        let aconv = make("audioconvert", Some("audio-convert"))?;
+        let aenc = make("avenc_aac", Some("audio-enc"))?;
+        aenc.set_property("bitrate", (AUDIO_KBPS * 1000) as i32);
+        let aparse = make("aacparse", Some("audio-parse"))?;
+        let atee = make("tee", Some("audio-tee"))?;
+        bin.add_many([&aqueue, &aconv, &aenc, &aparse, &atee])
+            .map_err(err)?;
+        link_chain(&[&aqueue, &aconv, &aenc, &aparse, &atee])?;
+
+        for r in &s.renditions {
+            let sink = hls_sink(s, &r.name)?;
+            let queue = make("queue", Some(&format!("{}-queue", r.name)))?;
+            // Passthrough (no copy, no scaling) when the canvas already has this size.
+            let scale = make("videoscale", Some(&format!("{}-scale", r.name)))?;
+            let size = capsfilter(
+                gst::Caps::builder("video/x-raw")
+                    .field("width", r.width as i32)
+                    .field("height", r.height as i32)
+                    .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+                    .build(),
+            )?;
+            let enc = make("x264enc", Some(&format!("{}-enc", r.name)))?;
+            enc.set_property_from_str("tune", "zerolatency");
+            enc.set_property_from_str("speed-preset", "veryfast");
+            enc.set_property("bitrate", r.video_kbps);
+            enc.set_property("key-int-max", s.keyframe_interval());
+            // Forced so the master playlist's CODECS (avc1.64xxxx) holds.
+            let profile = capsfilter(
+                gst::Caps::builder("video/x-h264")
+                    .field("profile", "high")
+                    .build(),
+            )?;
+            let parse = make("h264parse", Some(&format!("{}-parse", r.name)))?;
+            // SPS/PPS with every keyframe: each segment decodes on its own.
+            parse.set_property("config-interval", -1i32);
+            bin.add_many([&queue, &scale, &size, &enc, &profile, &parse, &sink])
+                .map_err(err)?;
+            link_chain(&[&vtee, &queue, &scale, &size, &enc, &profile, &parse])?;
+            link_to_sink(&parse, &sink, "video")?;
+            link_audio(&bin, &atee, &sink, &r.name)?;
+            outputs.push(sink.name().to_string());
+        }
+        let audio_only = hls_sink(s, AUDIO_RENDITION)?;
+        bin.add(&audio_only).map_err(err)?;
+        link_audio(&bin, &atee, &audio_only, AUDIO_RENDITION)?;
+        outputs.push(audio_only.name().to_string());
+
+        for (name, el) in [("video", &vtee), ("audio", &aqueue)] {
+            let target = el
+                .static_pad("sink")
+                .ok_or_else(|| PipelineError::Link(format!("{} has no sink pad", el.name())))?;
+            let ghost = gst::GhostPad::builder_with_target(&target)
+                .map_err(err)?
+                .name(name)
+                .build();
+            bin.add_pad(&ghost).map_err(err)?;
+        }
+
+        write_master(&s.dir, &render_master(&s.variants()))?;
+        Ok(HlsBin {
+            bin,
+            dir: s.dir.clone(),
+            outputs,
+        })
+    }
+
+    /// The bin to attach (pads `video` and `audio`).
+    pub fn bin(&self) -> &gst::Bin {
+        self.bin.upcast_ref()
+    }
+
+    /// Directory of the presentation.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The master playlist.
+    pub fn master_playlist(&self) -> PathBuf {
+        self.dir.join(PLAYLIST)
+    }
+
+    /// The media playlist of a rendition (`AUDIO_RENDITION` for the audio-only one).
+    pub fn media_playlist(&self, rendition: &str) -> PathBuf {
+        self.dir.join(rendition).join(PLAYLIST)
+    }
+
+    /// Finish: EOS into both inputs (the caller detached them from the program
+    /// first), then wait until every rendition closed its last segment and ended its
+    /// playlist with `#EXT-X-ENDLIST`, at most `watchdog`. Finishing twice is
+    /// harmless.
+    pub async fn finish(&self, watchdog: Duration) -> Result<(), StreamerError> {
+        let bin = self.bin.clone();
+        // A serialized event waits for the pad's stream lock, which a stalled branch
+        // may hold forever: send from the blocking pool, under the watchdog too.
+        let send = tokio::task::spawn_blocking(move || {
+            for name in ["video", "audio"] {
+                if let Some(pad) = bin.static_pad(name) {
+                    pad.send_event(gst::event::Eos::new());
+                }
+            }
+        });
+        let mut drained = self.bin.drained();
+        let expected = &self.outputs;
+        let wait = async {
+            let _ = send.await;
+            drained
+                .wait_for(|done| expected.iter().all(|o| done.contains(o)))
+                .await
+                .is_ok()
+        };
+        let done = tokio::time::timeout(watchdog, wait).await.unwrap_or(false);
+        if !done {
+            let finished = self.bin.drained().borrow().clone();
+            let unfinished: Vec<String> = expected
+                .iter()
+                .filter(|o| !finished.contains(*o))
+                .cloned()
+                .collect();
+            tracing::warn!(?unfinished, dir = %self.dir.display(), "HLS output did not drain");
+            return Err(StreamerError::Frozen { unfinished });
+        }
+        match self.bin.first_error() {
+            Some(e) => Err(StreamerError::Output(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The `hlssink2` of one rendition, writing into `DIR/{name}/`.
+fn hls_sink(s: &HlsSettings, name: &str) -> Result<gst::Element, StreamerError> {
+    let dir = s.dir.join(name);
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    // Checked UTF-8 by `validate`; the joined parts are ASCII.
+    let path = |file: &str| dir.join(file).to_string_lossy().to_string();
+    let sink = make("hlssink2", Some(&format!("hls-{name}")))?;
+    sink.set_property("location", path(SEGMENT_PATTERN));
+    sink.set_property("playlist-location", path(PLAYLIST));
+    sink.set_property("target-duration", s.segment.as_secs() as u32);
+    sink.set_property("playlist-length", s.playlist_length());
+    sink.set_property("max-files", s.max_files());
+    sink.set_property("send-keyframe-requests", true);
+    Ok(sink)
+}
+
+/// Link `from`'s src pad to a new request pad (`video` or `audio`) of an `hlssink2`.
+fn link_to_sink(from: &gst::Element, sink: &gst::Element, pad: &str) -> Result<(), PipelineError> {
+    let target = sink
+        .request_pad_simple(pad)
+        .ok_or_else(|| PipelineError::Link(format!("{} has no {pad} pad", sink.name())))?;
+    from.static_pad("src")
+        .ok_or_else(|| PipelineError::Link(format!("{} has no src pad", from.name())))?
+        .link(&target)
+        .map_err(|e| PipelineError::Link(format!("{} ! {}: {e:?}", from.name(), sink.name())))?;
+    Ok(())
+}
+
+/// A branch of the shared AAC into an `hlssink2`, with a queue of its own so one
+/// muxer waiting for video never holds up the others.
+fn link_audio(
+    bin: &DrainBin,
+    atee: &gst::Element,
+    sink: &gst::Element,
+    name: &str,
+) -> Result<(), PipelineError> {
+    let queue = make("queue", Some(&format!("{name}-audio-queue")))?;
+    bin.add(&queue).map_err(err)?;
+    atee.link(&queue)
+        .map_err(|_| PipelineError::Link(format!("audio-tee ! {}", queue.name())))?;
+    link_to_sink(&queue, sink, "audio")
+}
+
+/// Write the master playlist so a reader sees the old or the new file, never half.
+fn write_master(dir: &Path, text: &str) -> Result<(), StreamerError> {
+    let tmp = dir.join(format!(".{PLAYLIST}.tmp"));
+    let path = dir.join(PLAYLIST);
+    std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io_err(&path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_brief() {
+        let s = HlsSettings::new("/tmp/x", 30);
+        assert_eq!(s.segment, Duration::from_secs(1));
+        assert_eq!((s.window, s.dvr_window), (6, None));
+        assert_eq!(s.renditions, Rendition::default_ladder());
+        assert_eq!(s.keyframe_interval(), 30);
+        assert_eq!((s.playlist_length(), s.max_files()), (6, 13));
+        let dvr = HlsSettings {
+            dvr_window: Some(30),
+            ..s
+        };
+        assert_eq!(dvr.playlist_length(), 36);
+        assert!(dvr.validate().is_ok());
+    }
+
+    #[test]
+    fn the_master_playlist_announces_the_ladder_and_audio() {
+        let text = render_master(&HlsSettings::new("/tmp/x", 30).variants());
+        assert_eq!(
+            text,
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+             #EXT-X-STREAM-INF:BANDWIDTH=2890800,RESOLUTION=1280x720,\
+             CODECS=\"avc1.64001f,mp4a.40.2\"\n720p/index.m3u8\n\
+             #EXT-X-STREAM-INF:BANDWIDTH=1020800,RESOLUTION=640x360,\
+             CODECS=\"avc1.64001e,mp4a.40.2\"\n360p/index.m3u8\n\
+             #EXT-X-STREAM-INF:BANDWIDTH=140800,CODECS=\"mp4a.40.2\"\naudio/index.m3u8\n"
+        );
+    }
+
+    #[test]
+    fn unusable_settings_are_refused() {
+        let ok = HlsSettings::new("/tmp/x", 30);
+        let cases: Vec<(&str, HlsSettings)> = vec![
+            ("directory", HlsSettings::new("/tmp/50%d", 30)),
+            (
+                "frame rate",
+                HlsSettings {
+                    fps: 0,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "segment",
+                HlsSettings {
+                    segment: Duration::from_millis(1500),
+                    ..ok.clone()
+                },
+            ),
+            (
+                "segment",
+                HlsSettings {
+                    segment: Duration::ZERO,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "window",
+                HlsSettings {
+                    window: 2,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "no video",
+                HlsSettings {
+                    renditions: vec![],
+                    ..ok.clone()
+                },
+            ),
+            (
+                "name",
+                HlsSettings {
+                    renditions: vec![Rendition::new("audio", 640, 360, 800)],
+                    ..ok.clone()
+                },
+            ),
+            (
+                "name",
+                HlsSettings {
+                    renditions: vec![Rendition::new("../x", 640, 360, 800)],
+                    ..ok.clone()
+                },
+            ),
+            (
+                "twice",
+                HlsSettings {
+                    renditions: vec![
+                        Rendition::new("a", 640, 360, 800),
+                        Rendition::new("a", 320, 180, 400),
+                    ],
+                    ..ok.clone()
+                },
+            ),
+            (
+                "size",
+                HlsSettings {
+                    renditions: vec![Rendition::new("odd", 641, 360, 800)],
+                    ..ok.clone()
+                },
+            ),
+            (
+                "kbit/s",
+                HlsSettings {
+                    renditions: vec![Rendition::new("a", 640, 360, 0)],
+                    ..ok.clone()
+                },
+            ),
+        ];
+        for (why, s) in cases {
+            let e = s.validate().expect_err(why).to_string();
+            assert!(e.contains(why), "{why}: {e}");
+        }
+    }
+}
