@@ -420,6 +420,7 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
             .clone()
             .unwrap_or_else(|| data_dir.join("objects")),
     };
+    let live_dir = data_dir.join("live");
     let max_body_bytes = file.limits.max_body_bytes.unwrap_or(64 * 1024);
     if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
         bail!("limits.max_body_bytes: must be between 1024 and 67108864");
@@ -466,6 +467,7 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
             max_body_bytes,
             default_retention_days: default_days,
             max_retention_days: max_days,
+            live_dir,
         },
         log_json,
         log_level: file.log.level.unwrap_or_else(|| "info".into()),

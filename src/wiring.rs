@@ -252,6 +252,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             program: config.program.clone(),
             recordings_dir: config.storage.spool_dir.clone(),
             store: vault.store().clone(),
+            live_dir: config.api.live_dir.clone(),
         },
         sink.clone(),
     )

@@ -48,6 +48,7 @@ async fn publish_leave_cycles_leave_no_trace() {
             program: Default::default(),
             recordings_dir: std::env::temp_dir().join("gremium-soak-rec"),
             store: vault.store().clone(),
+            live_dir: std::env::temp_dir().join("gremium-soak-live"),
         },
         sink,
     )

@@ -38,6 +38,7 @@ use gremium_recorder::{RecordingBin, RecordingSettings};
 use gremium_storage::crypto::DataKey;
 use gremium_storage::vault::media_context;
 use gremium_storage::ObjectStore;
+use gremium_streamer::hls::{HlsBin, HlsSettings};
 use gst::prelude::*;
 use timeline::Timeline;
 use tokio::sync::mpsc;
@@ -60,6 +61,8 @@ pub struct MediaPlaneSettings {
     pub recordings_dir: PathBuf,
     /// Where finalized recordings are stored.
     pub store: Arc<dyn ObjectStore>,
+    /// Where HLS presentations are written (`{dir}/{meeting_id}/index.m3u8`).
+    pub live_dir: PathBuf,
     /// Look of the programs (canvas, frame rate, labels, texts). The name and the
     /// indicator are set per audience.
     pub program: ProgramSettings,
@@ -99,6 +102,15 @@ struct Publisher {
 
 /// A running recording: (meeting, consumer id, bin).
 type RunningRecording = (Uuid, Uuid, Arc<RecordingBin>);
+
+/// A running stream: (meeting, consumer id, HLS bin).
+type RunningStream = (Uuid, Uuid, Arc<HlsBin>);
+
+/// A consumer that must drain before it is removed.
+enum Finisher<'a> {
+    Recording(&'a RecordingBin),
+    Hls(&'a HlsBin),
+}
 
 /// Who publishes, as the control plane described them in `Publish`.
 struct Joiner {
@@ -142,6 +154,8 @@ struct Inner {
     memos: Mutex<HashMap<Uuid, Memo>>,
     /// Running recordings: recording → (meeting, consumer, bin).
     recordings: Mutex<HashMap<Uuid, RunningRecording>>,
+    /// Running streams: stream → (meeting, consumer, bin).
+    streams: Mutex<HashMap<Uuid, RunningStream>>,
     /// Appearance timelines of running recordings: recording → (meeting, timeline).
     timelines: Mutex<HashMap<Uuid, (Uuid, Timeline)>>,
     /// Decoded media that appeared: (meeting, publishing session, kind).
@@ -186,6 +200,7 @@ impl GstMediaPlane {
             memos: Mutex::new(HashMap::new()),
             recordings: Mutex::new(HashMap::new()),
             timelines: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::new()),
             ready,
             dead,
             epoch: Instant::now(),
@@ -474,8 +489,8 @@ impl GstMediaPlane {
         &self,
         meeting_id: Uuid,
         consumer_id: Uuid,
-        finish: Option<(&RecordingBin, Duration)>,
-    ) -> Result<bool, PipelineError> {
+        finish: Option<(Finisher<'_>, Duration)>,
+    ) -> Result<bool, String> {
         let Some(session) = self.session(meeting_id) else {
             return Ok(false);
         };
@@ -493,7 +508,12 @@ impl GstMediaPlane {
         let pipeline = s.pipeline.gst().clone();
         drop(s);
         let finished = match finish {
-            Some((recording, watchdog)) => recording.finish(watchdog).await,
+            Some((Finisher::Recording(r), watchdog)) => {
+                r.finish(watchdog).await.map_err(|e| e.to_string())
+            }
+            Some((Finisher::Hls(h), watchdog)) => {
+                h.finish(watchdog).await.map_err(|e| e.to_string())
+            }
             None => Ok(()),
         };
         let bin = c.bin.clone();
@@ -612,7 +632,11 @@ impl GstMediaPlane {
         }
         let watchdog = Duration::from_secs(10);
         let result = self
-            .detach_consumer_with(meeting_id, consumer_id, Some((&recording, watchdog)))
+            .detach_consumer_with(
+                meeting_id,
+                consumer_id,
+                Some((Finisher::Recording(&recording), watchdog)),
+            )
             .await;
         if let Err(e) = result {
             (self.0.sink)(MediaEvent::RecordingFailed {
@@ -662,6 +686,128 @@ impl GstMediaPlane {
                 },
             );
         });
+    }
+
+    /// Start the livestream: the streaming-audience program as HLS in the live
+    /// directory. RTMP push is not available yet. A second start is a no-op.
+    async fn start_stream(
+        &self,
+        meeting_id: Uuid,
+        stream_id: Uuid,
+        hls: bool,
+        rtmp: &[gremium_protocol::RtmpTarget],
+        context: Option<MeetingContext>,
+    ) -> Result<CommandOutcome, MediaPlaneError> {
+        if self
+            .0
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&stream_id)
+        {
+            return Ok(CommandOutcome::Accepted);
+        }
+        if !rtmp.is_empty() {
+            return Err(MediaPlaneError::Unavailable(
+                "RTMP push is not available in this build yet".into(),
+            ));
+        }
+        if !hls {
+            return Err(MediaPlaneError::Rejected("nothing to stream".into()));
+        }
+        if let Some(context) = &context {
+            self.memo_context(meeting_id, context);
+        }
+        let dir = self.0.settings.live_dir.join(meeting_id.to_string());
+        // A new stream starts a new presentation: an old one's segments would confuse
+        // players (media sequence restarting at 0).
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| MediaPlaneError::Failed(format!("live directory: {e}")))?;
+        let program = &self.0.settings.program;
+        let mut settings = HlsSettings::new(&dir, program.fps);
+        // Never upscale: the ladder's rungs up to the canvas, or the canvas itself.
+        settings
+            .renditions
+            .retain(|r| r.height <= program.canvas.height && r.width <= program.canvas.width);
+        if settings.renditions.is_empty() {
+            settings
+                .renditions
+                .push(gremium_streamer::hls::Rendition::new(
+                    &format!("{}p", program.canvas.height),
+                    program.canvas.width,
+                    program.canvas.height,
+                    800,
+                ));
+        }
+        let hls = HlsBin::new(&settings).map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
+        let consumer_id = self
+            .attach_consumer(meeting_id, Audience::Streaming, hls.bin().clone())
+            .await?;
+        if let Some(session) = self.session(meeting_id) {
+            if let Some(p) = session.lock().await.programs.get(&Audience::Streaming) {
+                p.set_indicator(true);
+            }
+        }
+        self.0
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(stream_id, (meeting_id, consumer_id, Arc::new(hls)));
+        (self.0.sink)(MediaEvent::StreamStarted {
+            meeting_id,
+            stream_id,
+        });
+        Ok(CommandOutcome::Accepted)
+    }
+
+    /// Stop a stream: cut it off the program, let HLS write its last segment and end
+    /// the playlists (10 s watchdog). Unknown or stopped streams: no-op.
+    async fn stop_stream(&self, stream_id: Uuid) {
+        let entry = self
+            .0
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&stream_id);
+        let Some((meeting_id, consumer_id, hls)) = entry else {
+            return;
+        };
+        if let Some(session) = self.session(meeting_id) {
+            if let Some(p) = session.lock().await.programs.get(&Audience::Streaming) {
+                p.set_indicator(false);
+            }
+        }
+        let result = self
+            .detach_consumer_with(
+                meeting_id,
+                consumer_id,
+                Some((Finisher::Hls(&hls), Duration::from_secs(10))),
+            )
+            .await;
+        (self.0.sink)(match result {
+            Ok(_) => MediaEvent::StreamFinished {
+                meeting_id,
+                stream_id,
+            },
+            Err(e) => MediaEvent::StreamFailed {
+                meeting_id,
+                stream_id,
+                reason: format!("the stream did not end within 10 s: {e}"),
+            },
+        });
+    }
+
+    /// Streams of a meeting that are running.
+    fn streams_of(&self, meeting_id: Uuid) -> Vec<Uuid> {
+        self.0
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, (m, _, _))| *m == meeting_id)
+            .map(|(s, _)| *s)
+            .collect()
     }
 
     /// Recordings of a meeting that are running.
@@ -1398,16 +1544,27 @@ impl MediaPlane for GstMediaPlane {
                 self.stop_recording(recording_id).await;
                 Ok(CommandOutcome::Accepted)
             }
-            MediaCommand::StopStream { .. } => Ok(CommandOutcome::Applied {
-                media_time_ns: None,
-            }),
-            MediaCommand::StartStream { .. } => Err(MediaPlaneError::Unavailable(
-                "streaming is not available in this build yet".into(),
-            )),
+            MediaCommand::StopStream { stream_id, .. } => {
+                self.stop_stream(stream_id).await;
+                Ok(CommandOutcome::Accepted)
+            }
+            MediaCommand::StartStream {
+                meeting_id,
+                stream_id,
+                hls,
+                rtmp,
+                context,
+            } => {
+                self.start_stream(meeting_id, stream_id, hls, &rtmp, context)
+                    .await
+            }
             MediaCommand::EndMeeting { meeting_id } => {
-                // Ending a meeting finishes its recordings before the pipeline goes.
+                // Ending a meeting finishes its outputs before the pipeline goes.
                 for recording_id in self.recordings_of(meeting_id) {
                     self.stop_recording(recording_id).await;
+                }
+                for stream_id in self.streams_of(meeting_id) {
+                    self.stop_stream(stream_id).await;
                 }
                 let publishers: Vec<Uuid> = match self.session(meeting_id) {
                     Some(s) => s

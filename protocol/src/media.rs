@@ -140,6 +140,10 @@ pub enum MediaCommand {
         hls: bool,
         /// RTMP push destinations.
         rtmp: Vec<RtmpTarget>,
+        /// The meeting's public flag and layout, for a program built before anyone
+        /// published.
+        #[serde(default)]
+        context: Option<MeetingContext>,
     },
     /// Stop a stream.
     StopStream {

@@ -43,6 +43,8 @@ pub struct ApiSettings {
     pub default_retention_days: u32,
     /// Largest retention a request may ask for.
     pub max_retention_days: u32,
+    /// Where the media plane writes HLS presentations (served under `/live`).
+    pub live_dir: std::path::PathBuf,
 }
 
 impl Default for ApiSettings {
@@ -51,6 +53,7 @@ impl Default for ApiSettings {
             max_body_bytes: 64 * 1024,
             default_retention_days: 30,
             max_retention_days: 3650,
+            live_dir: std::path::PathBuf::from("data/live"),
         }
     }
 }
@@ -212,6 +215,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .merge(api::whip::router())
+        .merge(api::live::router())
         .merge(ops::router())
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(state.settings().max_body_bytes))

@@ -9,9 +9,10 @@
 //! [`hls::HlsBin`] to the streaming program as a consumer and finishes it; serving
 //! the directory is the HTTP side's job.
 //!
-//! Status: the HLS bin works and is tested on real pipelines (segments, playlists,
-//! ffprobe/ffmpeg); it is not wired into the media plane yet. RTMP and the slate
-//! switch are not started.
+//! Status: the HLS bin works, is tested on real pipelines (segments, playlists,
+//! ffprobe/ffmpeg) and is wired: `StartStream {hls: true}` attaches it to the
+//! streaming program (see `tests/streaming.rs`). RTMP and the slate switch's tests are
+//! not started.
 
 pub mod hls;
 

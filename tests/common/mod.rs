@@ -293,6 +293,7 @@ pub async fn spawn_with_gst_media_store(
             program,
             recordings_dir: dir.join("spool"),
             store: vault.store().clone(),
+            live_dir: dir.join("live"),
         },
         sink.clone(),
     )
@@ -300,6 +301,7 @@ pub async fn spawn_with_gst_media_store(
     let auth = Authenticator::new(auth_settings(None));
     let api = ApiSettings {
         max_body_bytes: 16 * 1024,
+        live_dir: dir.join("live"),
         ..Default::default()
     };
     let state = AppState::new(

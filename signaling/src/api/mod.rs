@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod audit;
+pub mod live;
 pub mod meetings;
 pub mod outputs;
 pub mod participants;

@@ -6,9 +6,11 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use gremium_protocol::{MediaCommand, OutputState, OutputTrigger, RtmpTarget, SecretHex};
+use gremium_protocol::{
+    MediaCommand, MeetingContext, OutputState, OutputTrigger, RtmpTarget, SecretHex,
+};
 use gremium_storage::{
-    LedgerRecord, MeetingState, NewRecording, NewStream, OutputKind, Recording, Stream,
+    LedgerRecord, Meeting, MeetingState, NewRecording, NewStream, OutputKind, Recording, Stream,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -192,12 +194,12 @@ pub struct StartStream {
     pub rtmp: Vec<RtmpDestination>,
 }
 
-async fn open_meeting(state: &AppState, id: Uuid) -> ApiResult<()> {
+async fn open_meeting(state: &AppState, id: Uuid) -> ApiResult<Meeting> {
     let meeting = load_meeting(state, id).await?;
     if meeting.state == MeetingState::Ended {
         return Err(ApiError::Conflict("meeting has ended".into()));
     }
-    Ok(())
+    Ok(meeting)
 }
 
 pub(crate) fn ledger(
@@ -461,7 +463,7 @@ pub async fn start_stream(
         ));
     }
     body.rtmp.iter().try_for_each(validate_destination)?;
-    open_meeting(&state, id).await?;
+    let meeting = open_meeting(&state, id).await?;
     if state
         .db()
         .list_streams(id)
@@ -525,6 +527,10 @@ pub async fn start_stream(
             stream_id: sid,
             hls: body.hls,
             rtmp,
+            context: Some(MeetingContext {
+                public: meeting.is_public,
+                layout: crate::api::meetings::parse_layout(&meeting.layout),
+            }),
         },
         &actor,
     )

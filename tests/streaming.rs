@@ -1,0 +1,199 @@
+//! Livestream over HLS end to end: participants publish over WHIP, a moderator starts
+//! an HLS stream through the API, and a citizen's player (ffmpeg over HTTP, no token)
+//! reads it from `/live/{meeting_id}/…`: valid playlists with CDN-friendly headers, the
+//! participant with streaming consent in every frame, the one without never, and an
+//! ended playlist after the stop.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use gremium_compositor::testing::near;
+use gremium_compositor::{Canvas, ProgramSettings};
+use gremium_signaling::Role;
+use gremium_streamer::hls::playlist_is_valid;
+use reqwest::Method;
+use serde_json::json;
+
+const GOLD: [u8; 3] = [0xff, 0xd7, 0x00];
+const AZURE: [u8; 3] = [0x1e, 0x50, 0xff];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
+    let dir = std::env::temp_dir().join(format!("gremium-live-{}", uuid::Uuid::new_v4()));
+    let program = ProgramSettings {
+        canvas: Canvas {
+            width: 640,
+            height: 360,
+        },
+        fps: 15,
+        labels: false,
+        ..ProgramSettings::default()
+    };
+    let (app, _media) =
+        spawn_with_gst_media_in(Duration::from_secs(10), 10, program, dir.clone()).await;
+    let moderator = app.token(&[Role::Moderator]);
+    let (s, m) = app
+        .send(
+            Method::POST,
+            "/api/v1/meetings",
+            Some(&moderator),
+            Some(json!({"title": "Stadtrat", "public": true})),
+        )
+        .await;
+    assert_eq!(s, 201, "{m}");
+    let mid = m["id"].as_str().unwrap().to_string();
+    let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
+    let (b, b_join) = app.add_participant(&moderator, &mid, "Bernd").await;
+    app.set_consent(&mid, &a, &a_join, false, true).await;
+    // B may be recorded but not streamed.
+    app.set_consent(&mid, &b, &b_join, true, false).await;
+    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+    next_event(&mut ws).await;
+    let small = ["--width", "320", "--height", "180", "--fps", "15"];
+    let mut pa = spawn_publisher(
+        &app.base,
+        &mid,
+        &a_join,
+        &[&["--color", "ffd700"][..], &small].concat(),
+    );
+    let mut pb = spawn_publisher(
+        &app.base,
+        &mid,
+        &b_join,
+        &[&["--color", "1e50ff"][..], &small].concat(),
+    );
+    for _ in 0..2 {
+        wait_event(&mut ws, "participant_media_started", |_| true).await;
+    }
+
+    let (s, stream) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/streams"),
+            Some(&moderator),
+            Some(json!({"hls": true})),
+        )
+        .await;
+    assert_eq!(s, 201, "{stream}");
+    assert_eq!(stream["hls_url"], format!("/live/{mid}/index.m3u8"));
+    let sid = stream["id"].as_str().unwrap().to_string();
+    wait_event(&mut ws, "stream_state_changed", |e| e["state"] == "active").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // Playlists: no token needed, CDN-friendly headers, valid.
+    let get = |path: String| {
+        let http = app.http.clone();
+        let url = format!("{}{path}", app.base);
+        async move { http.get(url).send().await.unwrap() }
+    };
+    let master = get(format!("/live/{mid}/index.m3u8")).await;
+    assert_eq!(master.status(), 200);
+    assert_eq!(
+        master.headers()["content-type"],
+        "application/vnd.apple.mpegurl"
+    );
+    assert_eq!(master.headers()["cache-control"], "public, max-age=1");
+    assert_eq!(master.headers()["access-control-allow-origin"], "*");
+    let master = master.text().await.unwrap();
+    assert!(
+        master.contains("RESOLUTION=640x360") && master.contains("360p/index.m3u8"),
+        "{master}"
+    );
+    assert!(
+        !master.contains("1280x720"),
+        "no upscaled rendition: {master}"
+    );
+    let media = get(format!("/live/{mid}/360p/index.m3u8"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    playlist_is_valid(&media).unwrap_or_else(|e| panic!("{e}: {media}"));
+    let segment = media
+        .lines()
+        .find(|l| l.ends_with(".ts"))
+        .expect("a segment");
+    let seg = get(format!("/live/{mid}/360p/{segment}")).await;
+    assert_eq!(seg.status(), 200);
+    assert_eq!(seg.headers()["content-type"], "video/mp2t");
+    assert_eq!(
+        seg.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    for bad in ["../x.m3u8", "360p/../../spool/x.ts", "360p/seg.mp4"] {
+        assert_eq!(
+            get(format!("/live/{mid}/{bad}")).await.status(),
+            404,
+            "{bad}"
+        );
+    }
+
+    // A citizen's player: every decoded frame shows A (streaming consent), never B.
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(format!("{}/live/{mid}/360p/index.m3u8", app.base))
+        .args([
+            "-t", "3", "-vf", "fps=2", "-f", "rawvideo", "-pix_fmt", "rgb24", "-",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let frames: Vec<&[u8]> = out.stdout.chunks_exact(640 * 360 * 3).collect();
+    assert!(frames.len() >= 5, "{} frames", frames.len());
+    for (i, f) in frames.iter().enumerate() {
+        let count = |c| f.chunks_exact(3).filter(|px| near(px, c)).count();
+        assert!(
+            count(GOLD) > 5_000,
+            "frame {i}: A missing from the livestream"
+        );
+        assert_eq!(
+            count(AZURE),
+            0,
+            "frame {i}: B (no streaming consent) in the livestream"
+        );
+    }
+
+    // Stop: the playlists end.
+    let (s, r) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/streams/{sid}/stop"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert!(s == 202 || s == 200, "{s} {r}");
+    let done = wait_event(&mut ws, "stream_state_changed", |e| {
+        e["state"] == "finished" || e["state"] == "failed"
+    })
+    .await;
+    assert_eq!(done["state"], "finished", "{done}");
+    let media = get(format!("/live/{mid}/360p/index.m3u8"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(media.trim_end().ends_with("#EXT-X-ENDLIST"), "{media}");
+
+    // RTMP is not there yet: refused with 503, recorded as failed.
+    let (s, body) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/streams"),
+            Some(&moderator),
+            Some(json!({"hls": false, "rtmp": [{"url": "rtmp://127.0.0.1:1/live", "key": "k"}]})),
+        )
+        .await;
+    assert_eq!(s, 503, "{body}");
+    for p in [&mut pa, &mut pb] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
