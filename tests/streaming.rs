@@ -18,6 +18,7 @@ use serde_json::json;
 
 const GOLD: [u8; 3] = [0xff, 0xd7, 0x00];
 const AZURE: [u8; 3] = [0x1e, 0x50, 0xff];
+const SLATE: [u8; 3] = [0x1d, 0x35, 0x57];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
@@ -157,6 +158,78 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
             0,
             "frame {i}: B (no streaming consent) in the livestream"
         );
+    }
+
+    // Non-public part. When the switch is made, segment N is the newest listed one; the
+    // program's latency into the encoder (jitter buffers, mixer latency: about 1 s)
+    // means the switch lands in N+1 or N+2; the segment after that, N+3, shows only
+    // the slate. Going public again brings the program back the same way.
+    let playlist = |mid: String| {
+        let (http, base) = (app.http.clone(), app.base.clone());
+        async move {
+            http.get(format!("{base}/live/{mid}/360p/index.m3u8"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let newest = |media: &str| -> u64 {
+        let last = media.lines().rfind(|l| l.ends_with(".ts")).unwrap();
+        last.trim_start_matches("seg")
+            .trim_end_matches(".ts")
+            .parse()
+            .unwrap()
+    };
+    for (public, expect_slate) in [(false, true), (true, false)] {
+        let before = newest(&playlist(mid.clone()).await);
+        let (s, r) = app
+            .send(
+                Method::PUT,
+                &format!("/api/v1/meetings/{mid}/public"),
+                Some(&moderator),
+                Some(json!({"public": public, "reason": "TOP 7"})),
+            )
+            .await;
+        assert_eq!(s, 200, "{r}");
+        let target = before + 3;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while newest(&playlist(mid.clone()).await) < target {
+            assert!(std::time::Instant::now() < deadline, "no new segments");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(format!("{}/live/{mid}/360p/seg{target:05}.ts", app.base))
+            .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let frames: Vec<&[u8]> = out.stdout.chunks_exact(640 * 360 * 3).collect();
+        assert!(frames.len() >= 10, "{} frames", frames.len());
+        for (i, f) in frames.iter().enumerate() {
+            let count = |c| f.chunks_exact(3).filter(|px| near(px, c)).count();
+            if expect_slate {
+                assert_eq!(
+                    count(GOLD),
+                    0,
+                    "frame {i}: A visible during the non-public part"
+                );
+                let px = &f[(180 * 640 + 20) * 3..(180 * 640 + 20) * 3 + 3];
+                assert!(count(SLATE) > 640 * 360 / 2, "frame {i}: no slate, pixel {px:?}");
+            } else {
+                assert!(
+                    count(GOLD) > 5_000,
+                    "frame {i}: A missing after going public again"
+                );
+            }
+        }
     }
 
     // Stop: the playlists end.

@@ -346,9 +346,13 @@ impl GstMediaPlane {
                 (m.public.unwrap_or(false), m.layout.clone())
             });
             program.set_layout(layout_choice(&layout.unwrap_or_default()));
-            if audience == Audience::Streaming && !public {
+            if audience == Audience::Streaming {
+                // The slate is built up front (hidden while public), so a switch only
+                // flips its alpha: it shows from the next output frame, with no new
+                // source to start.
                 program
                     .set_slate(true)
+                    .and_then(|_| program.set_slate(!public))
                     .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
             }
             s.pipeline
