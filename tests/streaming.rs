@@ -81,7 +81,6 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
     assert_eq!(stream["hls_url"], format!("/live/{mid}/index.m3u8"));
     let sid = stream["id"].as_str().unwrap().to_string();
     wait_event(&mut ws, "stream_state_changed", |e| e["state"] == "active").await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
 
     // Playlists: no token needed, CDN-friendly headers, valid.
     let get = |path: String| {
@@ -106,11 +105,22 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
         !master.contains("1280x720"),
         "no upscaled rendition: {master}"
     );
-    let media = get(format!("/live/{mid}/360p/index.m3u8"))
-        .await
-        .text()
-        .await
-        .unwrap();
+    // The media playlist appears once the first segment is complete: wait for three.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let media = loop {
+        let r = get(format!("/live/{mid}/360p/index.m3u8")).await;
+        if r.status() == 200 {
+            let text = r.text().await.unwrap();
+            if text.lines().filter(|l| l.ends_with(".ts")).count() >= 3 {
+                break text;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no HLS segments within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     playlist_is_valid(&media).unwrap_or_else(|e| panic!("{e}: {media}"));
     let segment = media
         .lines()
@@ -222,7 +232,10 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
                     "frame {i}: A visible during the non-public part"
                 );
                 let px = &f[(180 * 640 + 20) * 3..(180 * 640 + 20) * 3 + 3];
-                assert!(count(SLATE) > 640 * 360 / 2, "frame {i}: no slate, pixel {px:?}");
+                assert!(
+                    count(SLATE) > 640 * 360 / 2,
+                    "frame {i}: no slate, pixel {px:?}"
+                );
             } else {
                 assert!(
                     count(GOLD) > 5_000,
