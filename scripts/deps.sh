@@ -10,6 +10,7 @@ GREMIUM_APT_PACKAGES=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools
   gstreamer1.0-x fonts-dejavu-core libnice-dev ffmpeg wrk chromium iproute2
+  nginx-light libnginx-mod-rtmp
 )
 
 gremium_install_deps() {

@@ -46,7 +46,17 @@ async fn an_s3_outage_during_a_recording_loses_nothing() {
     app.set_consent(&mid, &a, &a_join, true, false).await;
     let mut ws = ws_connect(app.addr, &mid, &moderator).await;
     next_event(&mut ws).await;
-    let small = ["--width", "320", "--height", "180", "--fps", "15"];
+    // A bounded duration: a failed test leaves no publisher running.
+    let small = [
+        "--width",
+        "320",
+        "--height",
+        "180",
+        "--fps",
+        "15",
+        "--duration",
+        "60",
+    ];
     let mut pa = spawn_publisher(
         &app.base,
         &mid,

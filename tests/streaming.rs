@@ -52,7 +52,17 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
     app.set_consent(&mid, &b, &b_join, true, false).await;
     let mut ws = ws_connect(app.addr, &mid, &moderator).await;
     next_event(&mut ws).await;
-    let small = ["--width", "320", "--height", "180", "--fps", "15"];
+    // A bounded duration: a failed test leaves no publisher running.
+    let small = [
+        "--width",
+        "320",
+        "--height",
+        "180",
+        "--fps",
+        "15",
+        "--duration",
+        "60",
+    ];
     let mut pa = spawn_publisher(
         &app.base,
         &mid,

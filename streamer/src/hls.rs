@@ -17,6 +17,10 @@
 //! rendition are named `{rendition}-queue`, `{rendition}-scale`, `{rendition}-enc`,
 //! `{rendition}-parse` and `hls-{rendition}` (`hls-audio` for the audio-only one).
 //!
+//! RTMP push destinations share the top rendition's H.264 (a `tee` named
+//! `rtmp-video-tee` between its `{rendition}-parse` and `hls-{rendition}`) and the AAC
+//! (`audio-tee`): see [`HlsBin::add_rtmp`] and [`crate::rtmp`].
+//!
 //! Must not: serve the files (the HTTP side reads `DIR`), know meetings.
 
 mod drain;
@@ -34,6 +38,7 @@ pub use playlist::{
     AAC_LC,
 };
 
+use crate::rtmp::{RtmpHandle, RtmpOutputs, RtmpStatus};
 use crate::StreamerError;
 use drain::DrainBin;
 
@@ -223,6 +228,8 @@ pub struct HlsBin {
     dir: PathBuf,
     /// Names of the `hlssink2` elements, all of which must drain on finish.
     outputs: Vec<String>,
+    /// RTMP push destinations fed from the top rendition and the shared AAC.
+    rtmp: RtmpOutputs,
 }
 
 fn err(e: impl std::fmt::Display) -> PipelineError {
@@ -266,7 +273,19 @@ impl HlsBin {
             .map_err(err)?;
         link_chain(&[&aqueue, &aconv, &aenc, &aparse, &atee])?;
 
-        for r in &s.renditions {
+        // The largest rendition (the first of equals) also feeds the RTMP pushes.
+        let top = s
+            .renditions
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, r)| (r.width * r.height, r.video_kbps, std::cmp::Reverse(*i)))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        let rtmp_tee = make("tee", Some("rtmp-video-tee"))?;
+        rtmp_tee.set_property("allow-not-linked", true);
+        bin.add(&rtmp_tee).map_err(err)?;
+
+        for (i, r) in s.renditions.iter().enumerate() {
             let sink = hls_sink(s, &r.name)?;
             let queue = make("queue", Some(&format!("{}-queue", r.name)))?;
             // Passthrough (no copy, no scaling) when the canvas already has this size.
@@ -295,7 +314,22 @@ impl HlsBin {
             bin.add_many([&queue, &scale, &size, &enc, &profile, &parse, &sink])
                 .map_err(err)?;
             link_chain(&[&vtee, &queue, &scale, &size, &enc, &profile, &parse])?;
-            link_to_sink(&parse, &sink, "video")?;
+            if i == top {
+                parse.link(&rtmp_tee).map_err(|_| {
+                    PipelineError::Link(format!("{} ! rtmp-video-tee", parse.name()))
+                })?;
+                let src = rtmp_tee
+                    .request_pad_simple("src_%u")
+                    .ok_or_else(|| PipelineError::Link("rtmp-video-tee has no src pad".into()))?;
+                let target = sink.request_pad_simple("video").ok_or_else(|| {
+                    PipelineError::Link(format!("{} has no video pad", sink.name()))
+                })?;
+                src.link(&target).map_err(|e| {
+                    PipelineError::Link(format!("rtmp-video-tee ! {}: {e:?}", sink.name()))
+                })?;
+            } else {
+                link_to_sink(&parse, &sink, "video")?;
+            }
             link_audio(&bin, &atee, &sink, &r.name)?;
             outputs.push(sink.name().to_string());
         }
@@ -316,10 +350,12 @@ impl HlsBin {
         }
 
         write_master(&s.dir, &render_master(&s.variants()))?;
+        let rtmp = RtmpOutputs::new(bin.clone().upcast(), rtmp_tee, atee);
         Ok(HlsBin {
             bin,
             dir: s.dir.clone(),
             outputs,
+            rtmp,
         })
     }
 
@@ -343,11 +379,44 @@ impl HlsBin {
         self.dir.join(rendition).join(PLAYLIST)
     }
 
+    /// Push the livestream to `url`/`key` too (RTMP or RTMPS), sharing the top
+    /// rendition's H.264 and the AAC. Works before or while the bin runs; the
+    /// destination connects, and reconnects with backoff, on its own thread, and never
+    /// disturbs HLS or the other destinations (see [`crate::rtmp`]). `id` (ASCII
+    /// letters, digits, `-`, `_`) names it in [`HlsBin::rtmp_status`]; errors and logs
+    /// never contain `key`.
+    pub fn add_rtmp(&self, id: &str, url: &str, key: &str) -> Result<RtmpHandle, StreamerError> {
+        self.rtmp.add(id, url, key)
+    }
+
+    /// Stop a destination: EOS to its server (at most [`crate::rtmp::STOP_TIMEOUT`]),
+    /// then its branch is removed and its status becomes `Stopped`. Returns at once;
+    /// false if no destination has this id.
+    pub fn remove_rtmp(&self, id: &str) -> bool {
+        self.rtmp.remove(id)
+    }
+
+    /// Every destination added so far and its status (`Stopped` ones included).
+    pub fn rtmp_status(&self) -> Vec<(String, RtmpStatus)> {
+        self.rtmp.status()
+    }
+
+    /// Changes of the destinations' statuses, for the media plane to turn into events
+    /// (a `watch`: a slow reader sees the latest state, not every step).
+    pub fn rtmp_updates(
+        &self,
+    ) -> tokio::sync::watch::Receiver<std::collections::BTreeMap<String, RtmpStatus>> {
+        self.rtmp.subscribe()
+    }
+
     /// Finish: EOS into both inputs (the caller detached them from the program
     /// first), then wait until every rendition closed its last segment and ended its
     /// playlist with `#EXT-X-ENDLIST`, at most `watchdog`. Finishing twice is
-    /// harmless.
+    /// harmless. RTMP destinations stop too (the EOS reaches their servers); they are
+    /// waited for within the same watchdog but never fail the finish.
     pub async fn finish(&self, watchdog: Duration) -> Result<(), StreamerError> {
+        let started = tokio::time::Instant::now();
+        self.rtmp.remove_all();
         let bin = self.bin.clone();
         // A serialized event waits for the pad's stream lock, which a stalled branch
         // may hold forever: send from the blocking pool, under the watchdog too.
@@ -368,6 +437,15 @@ impl HlsBin {
                 .is_ok()
         };
         let done = tokio::time::timeout(watchdog, wait).await.unwrap_or(false);
+        let mut rtmp = self.rtmp.subscribe();
+        let rtmp_done = tokio::time::timeout_at(
+            started + watchdog,
+            rtmp.wait_for(|m| m.values().all(|s| *s == RtmpStatus::Stopped)),
+        )
+        .await;
+        if !matches!(rtmp_done, Ok(Ok(_))) {
+            tracing::warn!(dir = %self.dir.display(), "RTMP destinations did not stop in time");
+        }
         if !done {
             let finished = self.bin.drained().borrow().clone();
             let unfinished: Vec<String> = expected

@@ -2,8 +2,10 @@
 //!
 //! Owns: HLS packaging for citizens ([`hls::HlsBin`]: an ABR ladder of H.264
 //! renditions plus audio-only, a master playlist, live media playlists with a window
-//! and optional DVR, old segments deleted, finish = EOS with a watchdog); later the
-//! RTMP push with reconnect and the public/non-public switch to the slate.
+//! and optional DVR, old segments deleted, finish = EOS with a watchdog); RTMP(S) push
+//! destinations sharing the HLS encodes, each isolated and reconnecting with backoff
+//! ([`rtmp`], added with [`hls::HlsBin::add_rtmp`]); later the public/non-public
+//! switch to the slate.
 //!
 //! Must not: talk SQL or HTTP, know meetings. The media plane attaches an
 //! [`hls::HlsBin`] to the streaming program as a consumer and finishes it; serving
@@ -11,10 +13,12 @@
 //!
 //! Status: the HLS bin works, is tested on real pipelines (segments, playlists,
 //! ffprobe/ffmpeg) and is wired: `StartStream {hls: true}` attaches it to the
-//! streaming program (see `tests/streaming.rs`). RTMP and the slate switch's tests are
-//! not started.
+//! streaming program (see `tests/streaming.rs`). RTMP push works and is tested against
+//! a real nginx-rtmp (`tests/rtmp.rs`) but is not wired into the media plane yet; the
+//! slate switch is not started.
 
 pub mod hls;
+pub mod rtmp;
 
 use std::path::PathBuf;
 
