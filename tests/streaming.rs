@@ -277,19 +277,146 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
         .unwrap();
     assert!(media.trim_end().ends_with("#EXT-X-ENDLIST"), "{media}");
 
-    // RTMP is not there yet: refused with 503, recorded as failed.
-    let (s, body) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/streams"),
-            Some(&moderator),
-            Some(json!({"hls": false, "rtmp": [{"url": "rtmp://127.0.0.1:1/live", "key": "k"}]})),
-        )
-        .await;
-    assert_eq!(s, 503, "{body}");
     for p in [&mut pa, &mut pb] {
         let _ = p.kill();
         let _ = p.wait();
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// RTMP push to a real server (nginx with the RTMP module, on loopback): a player
+/// pulling from nginx sees H.264 + AAC; the destination's state reaches the meeting
+/// WebSocket without the stream key; a destination where nothing listens is retried
+/// without disturbing the good one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_livestream_is_pushed_to_rtmp_destinations() {
+    let dir = std::env::temp_dir().join(format!("gremium-rtmp-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let nginx = NginxRtmp::start(&dir.join("nginx"));
+    let program = ProgramSettings {
+        canvas: Canvas {
+            width: 640,
+            height: 360,
+        },
+        fps: 15,
+        ..ProgramSettings::default()
+    };
+    let (app, _media) =
+        spawn_with_gst_media_in(Duration::from_secs(10), 10, program, dir.clone()).await;
+    let moderator = app.token(&[Role::Moderator]);
+    let (s, m) = app
+        .send(
+            Method::POST,
+            "/api/v1/meetings",
+            Some(&moderator),
+            Some(json!({"title": "Kreistag", "public": true})),
+        )
+        .await;
+    assert_eq!(s, 201, "{m}");
+    let mid = m["id"].as_str().unwrap().to_string();
+    let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
+    app.set_consent(&mid, &a, &a_join, false, true).await;
+    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+    next_event(&mut ws).await;
+    let small = [
+        "--width",
+        "320",
+        "--height",
+        "180",
+        "--fps",
+        "15",
+        "--duration",
+        "60",
+    ];
+    let mut pa = spawn_publisher(
+        &app.base,
+        &mid,
+        &a_join,
+        &[&["--color", "ffd700"][..], &small].concat(),
+    );
+    wait_event(&mut ws, "participant_media_started", |_| true).await;
+
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (s, stream) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/streams"),
+            Some(&moderator),
+            Some(json!({"hls": false, "rtmp": [
+                {"url": format!("rtmp://127.0.0.1:{}/live", nginx.port), "key": "geheim-1234"},
+                {"url": format!("rtmp://127.0.0.1:{dead}/live"), "key": "geheim-5678"},
+            ]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{stream}");
+    assert!(!stream.to_string().contains("geheim"), "{stream}");
+    let sid = stream["id"].as_str().unwrap().to_string();
+    let live = wait_event_for(
+        &mut ws,
+        Duration::from_secs(30),
+        "stream_destination_changed",
+        |e| e["destination"] == 0 && e["status"] == "live",
+    )
+    .await;
+    assert!(!live.to_string().contains("geheim"), "{live}");
+    let retrying = wait_event_for(
+        &mut ws,
+        Duration::from_secs(30),
+        "stream_destination_changed",
+        |e| e["destination"] == 1 && e["status"] == "retrying",
+    )
+    .await;
+    assert!(!retrying.to_string().contains("geheim"), "{retrying}");
+
+    // A viewer of the platform: pulls from nginx.
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-rw_timeout",
+            "10000000",
+            "-show_entries",
+            "stream=codec_name",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(format!("rtmp://127.0.0.1:{}/live/geheim-1234", nginx.port))
+        .output()
+        .unwrap();
+    let codecs = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        codecs.contains("h264") && codecs.contains("aac"),
+        "{codecs} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without `hls`, nothing is served to citizens.
+    let r = app
+        .http
+        .get(format!("{}/live/{mid}/index.m3u8", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    let (s, r) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/streams/{sid}/stop"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert!(s == 202 || s == 200, "{s} {r}");
+    let done = wait_event(&mut ws, "stream_state_changed", |e| {
+        e["state"] == "finished" || e["state"] == "failed"
+    })
+    .await;
+    assert_eq!(done["state"], "finished", "{done}");
+    let _ = pa.kill();
+    let _ = pa.wait();
+    drop(nginx);
     let _ = std::fs::remove_dir_all(&dir);
 }

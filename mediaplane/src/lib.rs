@@ -711,18 +711,22 @@ impl GstMediaPlane {
         {
             return Ok(CommandOutcome::Accepted);
         }
-        if !rtmp.is_empty() {
-            return Err(MediaPlaneError::Unavailable(
-                "RTMP push is not available in this build yet".into(),
-            ));
-        }
-        if !hls {
+        if !hls && rtmp.is_empty() {
             return Err(MediaPlaneError::Rejected("nothing to stream".into()));
         }
         if let Some(context) = &context {
             self.memo_context(meeting_id, context);
         }
-        let dir = self.0.settings.live_dir.join(meeting_id.to_string());
+        // The HLS bin hosts the encoders RTMP shares. Without `hls` its files go where
+        // `/live` never serves them (not a meeting id).
+        let dir = if hls {
+            self.0.settings.live_dir.join(meeting_id.to_string())
+        } else {
+            self.0
+                .settings
+                .live_dir
+                .join(format!(".rtmp-only-{stream_id}"))
+        };
         // A new stream starts a new presentation: an old one's segments would confuse
         // players (media sequence restarting at 0).
         let _ = std::fs::remove_dir_all(&dir);
@@ -745,6 +749,13 @@ impl GstMediaPlane {
                 ));
         }
         let hls = HlsBin::new(&settings).map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
+        for (i, target) in rtmp.iter().enumerate() {
+            hls.add_rtmp(&format!("rtmp{i}"), &target.url, &target.key)
+                .map_err(|e| MediaPlaneError::Rejected(e.to_string()))?;
+        }
+        if !rtmp.is_empty() {
+            self.watch_destinations(meeting_id, stream_id, &hls);
+        }
         let consumer_id = self
             .attach_consumer(meeting_id, Audience::Streaming, hls.bin().clone())
             .await?;
@@ -763,6 +774,48 @@ impl GstMediaPlane {
             stream_id,
         });
         Ok(CommandOutcome::Accepted)
+    }
+
+    /// Report RTMP destination changes as events until every destination stopped.
+    fn watch_destinations(&self, meeting_id: Uuid, stream_id: Uuid, hls: &HlsBin) {
+        use gremium_streamer::rtmp::RtmpStatus;
+        let mut updates = hls.rtmp_updates();
+        let sink = self.0.sink.clone();
+        tokio::spawn(async move {
+            let mut seen: std::collections::BTreeMap<String, RtmpStatus> = Default::default();
+            loop {
+                let now = updates.borrow_and_update().clone();
+                for (id, status) in &now {
+                    if seen.get(id) == Some(status) {
+                        continue;
+                    }
+                    let destination = id.trim_start_matches("rtmp").parse().unwrap_or(0);
+                    let (name, attempt, error) = match status {
+                        RtmpStatus::Connecting => ("connecting", None, None),
+                        RtmpStatus::Live => ("live", None, None),
+                        RtmpStatus::Retrying {
+                            attempt,
+                            last_error,
+                        } => ("retrying", Some(*attempt), Some(last_error.clone())),
+                        RtmpStatus::Stopped => ("stopped", None, None),
+                    };
+                    sink(MediaEvent::StreamDestinationChanged {
+                        meeting_id,
+                        stream_id,
+                        destination,
+                        status: name.into(),
+                        attempt,
+                        error,
+                    });
+                }
+                let all_stopped =
+                    !now.is_empty() && now.values().all(|s| *s == RtmpStatus::Stopped);
+                seen = now;
+                if all_stopped || updates.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     /// Stop a stream: cut it off the program, let HLS write its last segment and end

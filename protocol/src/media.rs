@@ -394,6 +394,21 @@ pub enum MediaEvent {
         /// Camera on.
         on: bool,
     },
+    /// An RTMP destination of a stream changed state.
+    StreamDestinationChanged {
+        /// Meeting.
+        meeting_id: Uuid,
+        /// Stream.
+        stream_id: Uuid,
+        /// Position of the destination in the stream's `rtmp` list.
+        destination: usize,
+        /// `connecting`, `live`, `retrying` or `stopped`.
+        status: String,
+        /// Failed attempts in a row, while retrying.
+        attempt: Option<u32>,
+        /// The last error, without the stream key.
+        error: Option<String>,
+    },
     /// Post-processing of a stopped recording advanced (validation has read this
     /// much media). Informational; several per recording.
     RecordingProgress {

@@ -104,6 +104,19 @@ pub enum EventKind {
         /// Camera on.
         on: bool,
     },
+    /// An RTMP destination of a stream changed state (the key is never included).
+    StreamDestinationChanged {
+        /// Stream.
+        stream_id: Uuid,
+        /// Position in the stream's `rtmp` list.
+        destination: usize,
+        /// `connecting`, `live`, `retrying` or `stopped`.
+        status: String,
+        /// Failed attempts in a row, while retrying.
+        attempt: Option<u32>,
+        /// The last error (redacted).
+        error: Option<String>,
+    },
     /// Post-processing of a stopped recording advanced.
     RecordingProgress {
         /// Recording.

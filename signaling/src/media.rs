@@ -105,6 +105,7 @@ fn event_name(event: &MediaEvent) -> &'static str {
         MediaEvent::ActiveSpeakerChanged { .. } => "active_speaker_changed",
         MediaEvent::CameraChanged { .. } => "camera_changed",
         MediaEvent::RecordingProgress { .. } => "recording_progress",
+        MediaEvent::StreamDestinationChanged { .. } => "stream_destination_changed",
     }
 }
 
@@ -202,6 +203,26 @@ async fn apply_one(state: &AppState, event: MediaEvent) -> Result<(), StorageErr
             on,
         } => {
             state.publish(meeting_id, EventKind::CameraChanged { participant_id, on });
+            return Ok(());
+        }
+        StreamDestinationChanged {
+            meeting_id,
+            stream_id,
+            destination,
+            status,
+            attempt,
+            error,
+        } => {
+            state.publish(
+                meeting_id,
+                EventKind::StreamDestinationChanged {
+                    stream_id,
+                    destination,
+                    status,
+                    attempt,
+                    error,
+                },
+            );
             return Ok(());
         }
         RecordingProgress {

@@ -229,7 +229,17 @@ pub async fn next_event(ws: &mut Ws) -> Value {
 
 /// Skip events until one of `kind` matches `pred`; panics after 5 s.
 pub async fn wait_event(ws: &mut Ws, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    wait_event_for(ws, Duration::from_secs(5), kind, pred).await
+}
+
+/// As [`wait_event`] with a deadline of `within`.
+pub async fn wait_event_for(
+    ws: &mut Ws,
+    within: Duration,
+    kind: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         assert!(tokio::time::Instant::now() < deadline, "no {kind} event");
         let e = next_event(ws).await;
@@ -437,5 +447,66 @@ impl Drop for S3Server {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// nginx with the RTMP module (Debian `nginx-light` + `libnginx-mod-rtmp`) on a free
+/// loopback port: application `live`.
+pub struct NginxRtmp {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl NginxRtmp {
+    const MODULE: &'static str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+
+    pub fn start(dir: &std::path::Path) -> NginxRtmp {
+        assert!(
+            std::path::Path::new(Self::MODULE).exists(),
+            "{} missing: install nginx-light libnginx-mod-rtmp (scripts/deps.sh)",
+            Self::MODULE
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.display();
+        let conf = format!(
+            "load_module {};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
+             error_log {d}/error.log info;\npid {d}/nginx.pid;\n\
+             events {{ worker_connections 64; }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{port}; \
+             application live {{ live on; record off; }} }} }}\n",
+            Self::MODULE
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = std::process::Command::new("nginx")
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("nginx runs");
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < until,
+                "nginx did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        NginxRtmp { child, port }
+    }
+}
+
+impl Drop for NginxRtmp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
