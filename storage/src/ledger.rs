@@ -247,8 +247,17 @@ impl Db {
 
     /// Recompute every chain and report the first broken entry, if any.
     pub async fn verify_ledger(&self) -> Result<VerifyReport> {
+        // Heads and entries from one snapshot: an append committing between the two
+        // reads must not look like tampering. (SQLite: a read transaction is a
+        // snapshot; PostgreSQL needs REPEATABLE READ for that.)
+        let mut tx = self.pool().begin().await?;
+        if self.backend() == crate::Backend::Postgres {
+            sqlx::query("set transaction isolation level repeatable read read only")
+                .execute(&mut *tx)
+                .await?;
+        }
         let heads = sqlx::query("select chain_id, seq, head from ledger_chains order by chain_id")
-            .fetch_all(self.pool())
+            .fetch_all(&mut *tx)
             .await?;
         let mut heads: std::collections::BTreeMap<String, (i64, String)> = heads
             .iter()
@@ -266,7 +275,7 @@ impl Db {
             first_broken: None,
         };
         let sql = format!("select {ENTRY_COLUMNS} from ledger_entries order by chain_id, seq");
-        let mut rows = sqlx::query(&sql).fetch(self.pool());
+        let mut rows = sqlx::query(&sql).fetch(&mut *tx);
         let mut current: Option<(String, i64, String)> = None; // chain, last seq, last hash
         let broken = |chain_id: &str, seq: i64, reason: String| BrokenEntry {
             chain_id: chain_id.to_string(),
@@ -326,6 +335,7 @@ impl Db {
             current = Some((e.chain_id, e.seq, e.hash));
         }
         drop(rows);
+        tx.rollback().await?;
         if problem.is_none() {
             if let Some((chain, seq, hash)) = &current {
                 problem = check_head(&mut heads, chain, *seq, hash);

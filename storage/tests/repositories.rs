@@ -515,3 +515,28 @@ async fn consent_batches_chain_every_entry(db: Db) {
     assert!(db.verify_ledger().await.unwrap().intact);
 }
 both_backends!(consent_batches_chain_every_entry);
+
+async fn verify_sees_one_snapshot_while_appends_commit(db: Db) {
+    let chain = Uuid::new_v4();
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            for i in 0..300 {
+                db.append_ledger(&record(chain, i, "archive_access", i))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut checks = 0;
+    while !writer.is_finished() {
+        let report = db.verify_ledger().await.unwrap();
+        assert!(report.intact, "{report:?}");
+        checks += 1;
+    }
+    writer.await.unwrap();
+    assert!(checks > 0);
+    let report = db.verify_ledger().await.unwrap();
+    assert!(report.intact && report.entries == 300, "{report:?}");
+}
+both_backends!(verify_sees_one_snapshot_while_appends_commit);
