@@ -16,12 +16,17 @@ use gremium_streamer::hls::playlist_is_valid;
 use reqwest::Method;
 use serde_json::json;
 
+/// The two tests here each run a media plane with encoders; on 2 cores they run one
+/// after the other so neither starves the other's live pipelines.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const GOLD: [u8; 3] = [0xff, 0xd7, 0x00];
 const AZURE: [u8; 3] = [0x1e, 0x50, 0xff];
 const SLATE: [u8; 3] = [0x1d, 0x35, 0x57];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
+    let _serial = SERIAL.lock().await;
     let dir = std::env::temp_dir().join(format!("gremium-live-{}", uuid::Uuid::new_v4()));
     let program = ProgramSettings {
         canvas: Canvas {
@@ -153,7 +158,9 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
 
     // A citizen's player: every decoded frame shows A (streaming consent), never B.
     let out = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
+        // From the live edge: the first segments may precede A's first keyframe in
+        // the freshly built streaming program.
+        .args(["-v", "error", "-live_start_index", "-1", "-i"])
         .arg(format!("{}/live/{mid}/360p/index.m3u8", app.base))
         .args([
             "-t", "3", "-vf", "fps=2", "-f", "rawvideo", "-pix_fmt", "rgb24", "-",
@@ -290,6 +297,7 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
 /// without disturbing the good one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_livestream_is_pushed_to_rtmp_destinations() {
+    let _serial = SERIAL.lock().await;
     let dir = std::env::temp_dir().join(format!("gremium-rtmp-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let nginx = NginxRtmp::start(&dir.join("nginx"));
