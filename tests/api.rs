@@ -840,3 +840,123 @@ async fn openapi_health_and_metrics_are_served() {
     assert!(text.contains("gremium_http_requests_total"), "{text}");
     assert!(text.contains(r#"route="/api/v1/meetings""#), "{text}");
 }
+
+async fn moderators_mark_agenda_chapters(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let moderator = app.token(&[Role::Moderator]);
+    let mid = app.create_meeting(&moderator, "Kreistag").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_pid, join) = app.add_participant(&moderator, &mid, "Anna").await;
+    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+    next_event(&mut ws).await;
+    let path = format!("/api/v1/meetings/{mid}/chapters");
+    let (s, c) = app
+        .send(
+            Method::POST,
+            &path,
+            Some(&moderator),
+            Some(json!({"title": "  TOP 1: Haushalt 2027 "})),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    assert_eq!(c["title"], "TOP 1: Haushalt 2027");
+    let e = wait_event(&mut ws, "chapter_marked", |_| true).await;
+    assert_eq!(e["chapter_id"], c["id"]);
+    assert_eq!(e["title"], "TOP 1: Haushalt 2027");
+    let (s, c2) = app
+        .send(
+            Method::POST,
+            &path,
+            Some(&moderator),
+            Some(json!({"title": "TOP 2"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{c2}");
+
+    // Participants read them; only moderators mark them; bad titles are refused.
+    let (s, list) = app.send(Method::GET, &path, Some(&join), None).await;
+    assert_eq!(s, 200, "{list}");
+    let titles: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["TOP 1: Haushalt 2027", "TOP 2"]);
+    let (s, _) = app
+        .send(
+            Method::POST,
+            &path,
+            Some(&join),
+            Some(json!({"title": "x"})),
+        )
+        .await;
+    assert_eq!(s, 403);
+    let viewer = app.token(&[Role::Viewer]);
+    assert_eq!(
+        app.send(Method::GET, &path, Some(&viewer), None).await.0,
+        403
+    );
+    for bad in [
+        json!({"title": " "}),
+        json!({"title": "a\nb"}),
+        json!({"title": "x".repeat(201)}),
+        json!({"name": "x"}),
+    ] {
+        let (s, b) = app
+            .send(Method::POST, &path, Some(&moderator), Some(bad.clone()))
+            .await;
+        assert!(s == 422 || s == 400, "{bad}: {s} {b}");
+    }
+    let unknown = format!("/api/v1/meetings/{}/chapters", uuid::Uuid::new_v4());
+    let (s, _) = app
+        .send(
+            Method::POST,
+            &unknown,
+            Some(&moderator),
+            Some(json!({"title": "x"})),
+        )
+        .await;
+    assert_eq!(s, 404);
+
+    // Each mark is in the meeting's ledger; an ended meeting takes no more.
+    let (s, ledger) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}/ledger"),
+            Some(&app.token(&[Role::Admin])),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let marks = ledger
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "chapter_marked")
+        .count();
+    assert_eq!(marks, 2);
+    let (s, _) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/end"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = app
+        .send(
+            Method::POST,
+            &path,
+            Some(&moderator),
+            Some(json!({"title": "late"})),
+        )
+        .await;
+    assert_eq!(s, 409);
+    let (_, list) = app.send(Method::GET, &path, Some(&moderator), None).await;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+}
+both_backends!(moderators_mark_agenda_chapters);

@@ -14,7 +14,7 @@ use gremium_compositor::testing::near;
 use gremium_compositor::{Canvas, ProgramSettings};
 use gremium_signaling::Role;
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const GOLD: [u8; 3] = [0xff, 0xd7, 0x00];
 const AZURE: [u8; 3] = [0x1e, 0x50, 0xff];
@@ -63,6 +63,27 @@ async fn a_recording_holds_only_consenting_participants_and_plays() {
         wait_event(&mut ws, "participant_media_started", |_| true).await;
     }
 
+    let chapter = |title: &'static str| {
+        let (app, path, moderator) = (
+            &app,
+            format!("/api/v1/meetings/{mid}/chapters"),
+            moderator.clone(),
+        );
+        async move {
+            let (s, c) = app
+                .send(
+                    Method::POST,
+                    &path,
+                    Some(&moderator),
+                    Some(json!({ "title": title })),
+                )
+                .await;
+            assert_eq!(s, 201, "{c}");
+        }
+    };
+    // Agenda: item 1 is under way when the recording starts, item 2 begins in it.
+    chapter("TOP 0: Eröffnung").await;
+    chapter("TOP 1: Tagesordnung").await;
     let (s, rec) = app
         .send(
             Method::POST,
@@ -78,7 +99,9 @@ async fn a_recording_holds_only_consenting_participants_and_plays() {
         e["state"] == "active"
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    chapter("TOP 2: Haushalt").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let (s, r) = app
         .send(
             Method::POST,
@@ -178,6 +201,24 @@ async fn a_recording_holds_only_consenting_participants_and_plays() {
         "{manifest}"
     );
     assert_eq!(manifest["objects"][0]["sha256"], media["stored_sha256"]);
+    let chapters: Vec<(&str, u64)> = manifest["chapters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["title"].as_str().unwrap(),
+                c["offset_ms"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(chapters.len(), 2, "{manifest}");
+    assert_eq!(chapters[0], ("TOP 1: Tagesordnung", 0));
+    assert_eq!(chapters[1].0, "TOP 2: Haushalt");
+    assert!(
+        (1_500..=3_500).contains(&chapters[1].1),
+        "TOP 2 about 2 s in: {manifest}"
+    );
     let (_, ledger) = app
         .send(
             Method::GET,

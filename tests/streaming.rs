@@ -187,6 +187,106 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
         );
     }
 
+    // An agenda chapter: a date range in the live playlists, anchored by a program date.
+    let (s, chapter) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/chapters"),
+            Some(&moderator),
+            Some(json!({"title": "TOP 3: Bebauungsplan \"Am Hang\""})),
+        )
+        .await;
+    assert_eq!(s, 201, "{chapter}");
+    let media = get(format!("/live/{mid}/360p/index.m3u8"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    playlist_is_valid(&media).unwrap_or_else(|e| panic!("{e}: {media}"));
+    let range = media
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-DATERANGE:"))
+        .unwrap_or_else(|| panic!("no chapter in the playlist: {media}"));
+    assert!(
+        range.contains(&format!(
+            "ID=\"chapter-{}\"",
+            chapter["id"].as_str().unwrap()
+        )) && range.contains("X-TITLE=\"TOP 3: Bebauungsplan \u{201d}Am Hang\u{201d}\""),
+        "{range}"
+    );
+    let pdt = media
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:"))
+        .unwrap_or_else(|| panic!("no program date: {media}"));
+    let pdt = chrono::DateTime::parse_from_rfc3339(pdt).unwrap();
+    let marked =
+        chrono::DateTime::parse_from_rfc3339(chapter["marked_at"].as_str().unwrap()).unwrap();
+    // The window (6 segments of 1 s) starts a few seconds before the mark.
+    let lead = (marked - pdt).num_milliseconds();
+    assert!(
+        (0..=12_000).contains(&lead),
+        "first segment {pdt}, chapter {marked}"
+    );
+
+    // A player reading the live playlist for 10 s sees continuous timestamps, while
+    // the playlists move on with increasing media sequence numbers.
+    let sequence = |media: &str| -> u64 {
+        media
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let first_sequence = sequence(&media);
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-live_start_index", "-2", "-i"])
+        .arg(format!("{}/live/{mid}/360p/index.m3u8", app.base))
+        .args([
+            "-t", "10", "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // framecrc lines: stream, dts, pts, duration, size, crc (time base 1/90000).
+    let dts: Vec<i64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(',').nth(1)?.trim().parse().ok())
+        .collect();
+    assert!(dts.len() >= 9 * 15, "{} video packets in 10 s", dts.len());
+    let span = (dts[dts.len() - 1] - dts[0]) as f64 / 90_000.0;
+    assert!(span >= 9.0, "{span} s of media");
+    // 15 fps: 6000 ticks a frame; a rare late frame may be skipped, a gap at a
+    // segment boundary or a restart would be far larger.
+    for w in dts.windows(2) {
+        let step = w[1] - w[0];
+        assert!(
+            step > 0 && step <= 18_000,
+            "timestamps jump by {step} ticks ({} → {})",
+            w[0],
+            w[1]
+        );
+    }
+    let later = get(format!("/live/{mid}/360p/index.m3u8"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    playlist_is_valid(&later).unwrap_or_else(|e| panic!("{e}: {later}"));
+    assert!(
+        sequence(&later) >= first_sequence + 8,
+        "{first_sequence} then {later}"
+    );
+    assert!(
+        later.contains(range),
+        "the chapter stays while its date is in the past"
+    );
+
     // Non-public part. When the switch is made, segment N is the newest listed one; the
     // program's latency into the encoder (jitter buffers, mixer latency: about 1 s)
     // means the switch lands in N+1 or N+2; the segment after that, N+3, shows only

@@ -87,6 +87,15 @@ pub enum EventKind {
         /// Reason given by the moderator.
         reason: Option<String>,
     },
+    /// A moderator marked the start of an agenda item.
+    ChapterMarked {
+        /// Chapter.
+        chapter_id: Uuid,
+        /// Agenda item title.
+        title: String,
+        /// When it was marked.
+        marked_at: chrono::DateTime<chrono::Utc>,
+    },
     /// The moderator changed the layout of the programs.
     LayoutChanged {
         /// New layout.

@@ -82,6 +82,7 @@ struct Inner {
     /// WHIP session → (meeting, participant). In memory: publishing sessions do not
     /// outlive the media plane that holds them.
     whip_sessions: std::sync::Mutex<std::collections::HashMap<Uuid, (Uuid, Uuid)>>,
+    live: api::live::LiveState,
 }
 
 /// Shared state of every handler.
@@ -113,6 +114,7 @@ impl AppState {
                 .collect(),
             metrics: ops::Metrics::install(),
             whip_sessions: Default::default(),
+            live: Default::default(),
         }))
     }
 
@@ -142,6 +144,11 @@ impl AppState {
     }
 
     /// Meeting event fan-out.
+    /// The live routes' chapters and playlist cache.
+    pub fn live(&self) -> &api::live::LiveState {
+        &self.0.live
+    }
+
     pub fn hub(&self) -> &EventHub {
         &self.0.hub
     }
@@ -206,6 +213,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(api::meetings::router())
+        .merge(api::chapters::router())
         .merge(api::participants::router())
         .merge(api::outputs::router())
         .merge(api::archive::router())

@@ -6,7 +6,7 @@
 //! Contents: meeting (id, title, public), wall-clock start and end, media duration and
 //! codecs (from validation), per participant (random id — pseudonymous — and display
 //! name) the media-time ranges in which they appear (from presence and the consent
-//! timeline the media plane kept), agenda chapters (none until chapters exist), the
+//! timeline the media plane kept), the agenda chapters it covers (media offsets), the
 //! meeting ledger's head when the recording was requested and when it was finalized,
 //! and the SHA-256 of every stored object.
 
@@ -48,6 +48,8 @@ pub(crate) async fn write_manifest(
         .into_iter()
         .find(|entry| entry.subject == recording_id.to_string());
     let (head_seq, head_hash) = db.ledger_head(&chain).await.map_err(e)?;
+    let chapters = db.list_chapters(r.meeting_id).await.map_err(e)?;
+    let chapters = chapters_in(&chapters, r.created_at, media.duration_ms);
     let probe: serde_json::Value = serde_json::from_str(&media.probe).unwrap_or_default();
     let mut objects = vec![serde_json::json!({
         "key": media.media_key,
@@ -73,7 +75,7 @@ pub(crate) async fn write_manifest(
             "appears_ms": a.ranges_ms,
         })).collect::<Vec<_>>(),
         "appearances_complete": !media.recovered,
-        "chapters": [],
+        "chapters": chapters,
         "ledger": {
             "chain": chain,
             "at_start": requested.map(|e| serde_json::json!({ "seq": e.seq, "hash": e.hash })),
@@ -103,4 +105,66 @@ pub(crate) async fn write_manifest(
     db.set_recording_manifest(recording_id, &object_key, &sealed.sha256)
         .await
         .map_err(e)
+}
+
+/// The chapters a recording covers, with their offset into the media: the one under
+/// way when it started (at offset 0) and those marked while it ran.
+fn chapters_in(
+    chapters: &[gremium_storage::Chapter],
+    start_ms: i64,
+    duration_ms: Option<u64>,
+) -> Vec<serde_json::Value> {
+    let end_ms = duration_ms.map(|d| start_ms + d as i64);
+    let under_way = chapters.iter().rposition(|c| c.at <= start_ms);
+    chapters
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| {
+            (Some(*i) == under_way || c.at > start_ms) && end_ms.is_none_or(|end| c.at < end)
+        })
+        .map(|(_, c)| {
+            serde_json::json!({
+                "id": c.id,
+                "title": c.title,
+                "marked_at": to_datetime(c.at),
+                "offset_ms": (c.at - start_ms).max(0),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recording_lists_the_chapter_under_way_and_those_marked_while_it_ran() {
+        let c = |at: i64, title: &str| gremium_storage::Chapter {
+            id: Uuid::from_u128(at as u128),
+            meeting_id: Uuid::nil(),
+            title: title.into(),
+            at,
+            created_by: "m".into(),
+        };
+        let all = [
+            c(100, "TOP 1"),
+            c(900, "TOP 2"),
+            c(1_500, "TOP 3"),
+            c(9_000, "TOP 9"),
+        ];
+        let got = chapters_in(&all, 1_000, Some(5_000));
+        let titles: Vec<_> = got
+            .iter()
+            .map(|v| (v["title"].clone(), v["offset_ms"].clone()))
+            .collect();
+        assert_eq!(
+            titles,
+            [
+                (serde_json::json!("TOP 2"), serde_json::json!(0)),
+                (serde_json::json!("TOP 3"), serde_json::json!(500)),
+            ]
+        );
+        assert!(chapters_in(&[], 1_000, Some(5_000)).is_empty());
+        assert_eq!(chapters_in(&all, 0, None).len(), 4);
+    }
 }

@@ -5,7 +5,7 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{archive, audit, meetings, outputs, participants, whip, ws};
+use crate::api::{archive, audit, chapters, meetings, outputs, participants, whip, ws};
 use crate::AppState;
 
 #[derive(OpenApi)]
@@ -13,6 +13,7 @@ use crate::AppState;
     info(title = "Gremium API", description = "Control plane of Gremium: meetings, participants, consent, recordings, streams, archive, audit."),
     paths(
         meetings::create_meeting, meetings::list_meetings, meetings::get_meeting, meetings::end_meeting, meetings::set_public, meetings::set_layout,
+        chapters::mark_chapter, chapters::list_chapters,
         participants::add_participant, participants::list_participants, participants::remove_participant,
         participants::get_consent, participants::set_consent,
         outputs::start_recording, outputs::list_recordings, archive::get_recording, outputs::stop_recording,

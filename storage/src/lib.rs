@@ -18,6 +18,7 @@
 //! reason.
 
 pub mod archive;
+pub mod chapters;
 pub mod consent;
 pub mod crypto;
 mod db;
@@ -31,6 +32,7 @@ pub mod s3;
 pub mod vault;
 
 pub use archive::{ArchiveItem, ArchiveQuery, Shredded};
+pub use chapters::Chapter;
 pub use consent::{ConsentChange, ConsentOutcome, ConsentWriter};
 pub use db::{Backend, Db, DbOptions};
 pub use error::StorageError;

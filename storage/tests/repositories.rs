@@ -540,3 +540,58 @@ async fn verify_sees_one_snapshot_while_appends_commit(db: Db) {
     assert!(report.intact && report.entries == 300, "{report:?}");
 }
 both_backends!(verify_sees_one_snapshot_while_appends_commit);
+
+both_backends!(chapters_are_ordered_ledgered_and_only_for_open_meetings);
+async fn chapters_are_ordered_ledgered_and_only_for_open_meetings(db: Db) {
+    let m = new_meeting(&db, 1_000).await;
+    let chapter = |at: i64, title: &str| Chapter {
+        id: Uuid::new_v4(),
+        meeting_id: m.id,
+        title: title.into(),
+        at,
+        created_by: "mod".into(),
+    };
+    let (second, first) = (chapter(3_000, "TOP 2"), chapter(2_000, "TOP 1"));
+    for c in [&second, &first] {
+        let stored = db
+            .add_chapter(c, &record(m.id, c.at, "chapter_marked", c.id))
+            .await
+            .unwrap();
+        assert!(stored);
+    }
+    assert_eq!(db.list_chapters(m.id).await.unwrap(), vec![first, second]);
+    let kinds: Vec<String> = db
+        .ledger_entries(&m.id.to_string(), 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "chapter_marked").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert!(db.list_chapters(Uuid::new_v4()).await.unwrap().is_empty());
+    let unknown = Chapter {
+        meeting_id: Uuid::new_v4(),
+        ..chapter(4_000, "x")
+    };
+    assert!(matches!(
+        db.add_chapter(
+            &unknown,
+            &record(unknown.meeting_id, 4_000, "chapter_marked", 1)
+        )
+        .await,
+        Err(StorageError::NotFound)
+    ));
+    db.end_meeting(m.id, 5_000, &record(m.id, 5_000, "meeting_ended", m.id))
+        .await
+        .unwrap();
+    let late = chapter(6_000, "after the end");
+    assert!(!db
+        .add_chapter(&late, &record(m.id, 6_000, "chapter_marked", late.id))
+        .await
+        .unwrap());
+    assert_eq!(db.list_chapters(m.id).await.unwrap().len(), 2);
+}

@@ -2,17 +2,91 @@
 //! output writes (`ApiSettings::live_dir`). No token: a livestream is public (during
 //! non-public parts it shows the slate). Cache headers a CDN can use: playlists live
 //! for a second, segments never change. CORS open, so players on other sites work.
+//!
+//! Media playlists get the meeting's agenda chapters as `EXT-X-DATERANGE` tags
+//! (class `de.gremium.chapter`, the title in `X-TITLE`) and an
+//! `EXT-X-PROGRAM-DATE-TIME` on their first segment, which anchors the chapters'
+//! dates on the media timeline. The first segment's date is the wall-clock time its
+//! file was closed minus its duration (the sink writes no dates itself). Rewritten
+//! playlists are cached until the file or the chapters change.
+//!
+//! Must not: write into the live directory (the media plane owns it).
 
-use axum::body::Body;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use axum::body::{Body, Bytes};
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use chrono::SecondsFormat;
+use gremium_storage::Chapter;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::AppState;
+use crate::{to_datetime, AppState};
+
+/// What the live routes keep in memory: each meeting's chapters (loaded on first
+/// use, dropped when a chapter is marked) and the rewritten media playlists.
+#[derive(Default)]
+pub struct LiveState {
+    chapters: Mutex<HashMap<Uuid, Arc<Vec<Chapter>>>>,
+    playlists: Mutex<HashMap<PathBuf, CachedPlaylist>>,
+}
+
+struct CachedPlaylist {
+    modified: SystemTime,
+    len: u64,
+    chapters: Arc<Vec<Chapter>>,
+    body: Bytes,
+}
+
+impl LiveState {
+    /// A chapter was marked: the next playlist request reloads the meeting's chapters.
+    pub fn chapters_changed(&self, meeting_id: Uuid) {
+        self.chapters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&meeting_id);
+    }
+
+    /// Forget everything about a meeting (its live output is gone).
+    pub fn forget(&self, meeting_id: Uuid, dir: &std::path::Path) {
+        self.chapters_changed(meeting_id);
+        self.playlists
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|path, _| !path.starts_with(dir));
+    }
+
+    async fn chapters(&self, state: &AppState, meeting_id: Uuid) -> Arc<Vec<Chapter>> {
+        if let Some(c) = self
+            .chapters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&meeting_id)
+        {
+            return c.clone();
+        }
+        let loaded = match state.db().list_chapters(meeting_id).await {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                tracing::warn!(error = %e, %meeting_id, "chapters not loaded for the live playlist");
+                return Arc::new(Vec::new());
+            }
+        };
+        self.chapters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(meeting_id)
+            .or_insert(loaded)
+            .clone()
+    }
+}
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/live/{meeting_id}/{*path}", get(serve))
@@ -54,16 +128,21 @@ async fn serve(
         .live_dir
         .join(meeting_id.to_string())
         .join(&path);
-    let bytes = match tokio::fs::read(&file).await {
-        Ok(b) => b,
-        Err(_) => return ApiError::NotFound("live file").into_response(),
+    let media_playlist = content_type != "video/mp2t" && path.contains('/');
+    let body = if media_playlist {
+        media_playlist_body(&state, meeting_id, file).await
+    } else {
+        tokio::fs::read(&file).await.ok().map(Bytes::from)
+    };
+    let Some(body) = body else {
+        return ApiError::NotFound("live file").into_response();
     };
     let cache = if content_type == "video/mp2t" {
         "public, max-age=31536000, immutable"
     } else {
         "public, max-age=1"
     };
-    let mut response = (StatusCode::OK, Body::from(bytes)).into_response();
+    let mut response = (StatusCode::OK, Body::from(body)).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
@@ -74,9 +153,119 @@ async fn serve(
     response
 }
 
+/// A media playlist with the meeting's chapters, from the cache while neither the
+/// file nor the chapters changed.
+async fn media_playlist_body(state: &AppState, meeting_id: Uuid, file: PathBuf) -> Option<Bytes> {
+    let meta = tokio::fs::metadata(&file).await.ok()?;
+    let (modified, len) = (meta.modified().ok()?, meta.len());
+    let live = state.live();
+    let chapters = live.chapters(state, meeting_id).await;
+    if let Some(c) = live
+        .playlists
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&file)
+    {
+        if c.modified == modified && c.len == len && Arc::ptr_eq(&c.chapters, &chapters) {
+            return Some(c.body.clone());
+        }
+    }
+    let text = tokio::fs::read_to_string(&file).await.ok()?;
+    let first = first_segment(&text);
+    let mut first_date_ms = None;
+    if let Some((uri, duration)) = first {
+        let segment = file.parent()?.join(uri);
+        if let Some(closed) = tokio::fs::metadata(&segment)
+            .await
+            .ok()
+            .and_then(|m| m.modified().ok())
+        {
+            let closed_ms = closed
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .ok()?
+                .as_millis() as i64;
+            first_date_ms = Some(closed_ms - (duration * 1000.0).round() as i64);
+        }
+    }
+    let body = Bytes::from(with_chapters(&text, first_date_ms, &chapters));
+    live.playlists
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(
+            file,
+            CachedPlaylist {
+                modified,
+                len,
+                chapters,
+                body: body.clone(),
+            },
+        );
+    Some(body)
+}
+
+/// URI and duration (seconds) of a media playlist's first segment.
+fn first_segment(text: &str) -> Option<(&str, f64)> {
+    let mut duration = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(v) = line.strip_prefix("#EXTINF:") {
+            duration = v.split(',').next().and_then(|d| d.parse::<f64>().ok());
+        } else if !line.is_empty() && !line.starts_with('#') {
+            return Some((line, duration?));
+        }
+    }
+    None
+}
+
+fn date(ms: i64) -> String {
+    to_datetime(ms).to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The playlist with `EXT-X-PROGRAM-DATE-TIME` (when the first segment's date is
+/// known) and one `EXT-X-DATERANGE` per chapter before its first segment. A chapter
+/// ends where the next begins. Without a date nothing is added: RFC 8216 requires a
+/// program date for date ranges.
+fn with_chapters(text: &str, first_date_ms: Option<i64>, chapters: &[Chapter]) -> String {
+    let Some(first_ms) = first_date_ms else {
+        return text.to_string();
+    };
+    let mut tags = String::new();
+    for (i, c) in chapters.iter().enumerate() {
+        // Quoted strings in HLS may hold neither double quotes nor line breaks.
+        let title: String = c
+            .title
+            .chars()
+            .map(|ch| match ch {
+                '"' => '\u{201d}',
+                ch if ch.is_control() => ' ',
+                ch => ch,
+            })
+            .collect();
+        tags.push_str(&format!(
+            "#EXT-X-DATERANGE:ID=\"chapter-{}\",CLASS=\"de.gremium.chapter\",START-DATE=\"{}\"",
+            c.id,
+            date(c.at)
+        ));
+        if let Some(next) = chapters.get(i + 1) {
+            tags.push_str(&format!(",END-DATE=\"{}\"", date(next.at.max(c.at))));
+        }
+        tags.push_str(&format!(",X-TITLE=\"{title}\"\n"));
+    }
+    tags.push_str(&format!("#EXT-X-PROGRAM-DATE-TIME:{}\n", date(first_ms)));
+    let mut out = String::with_capacity(text.len() + tags.len());
+    let mut inserted = false;
+    for line in text.split_inclusive('\n') {
+        if !inserted && line.trim_start().starts_with("#EXTINF:") {
+            out.push_str(&tags);
+            inserted = true;
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::content_type;
+    use super::*;
 
     #[test]
     fn only_presentation_files_are_served() {
@@ -97,5 +286,62 @@ mod tests {
         ] {
             assert_eq!(content_type(bad), None, "{bad}");
         }
+    }
+
+    const WRITTEN: &str = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-MEDIA-SEQUENCE:7\n\
+        #EXT-X-TARGETDURATION:1\n\n#EXTINF:1,\nseg00007.ts\n#EXTINF:0.96,\nseg00008.ts\n";
+
+    fn chapter(at: i64, title: &str) -> Chapter {
+        Chapter {
+            id: Uuid::from_u128(at as u128),
+            meeting_id: Uuid::nil(),
+            title: title.into(),
+            at,
+            created_by: "m".into(),
+        }
+    }
+
+    #[test]
+    fn chapters_become_date_ranges_anchored_on_the_first_segment() {
+        assert_eq!(first_segment(WRITTEN), Some(("seg00007.ts", 1.0)));
+        let at = 1_795_850_000_000;
+        let out = with_chapters(
+            WRITTEN,
+            Some(at),
+            &[
+                chapter(at - 5_000, "TOP 1"),
+                chapter(at + 500, "TOP 2 \"Haushalt\""),
+            ],
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        let extinf = lines.iter().position(|l| l.starts_with("#EXTINF")).unwrap();
+        assert_eq!(
+            lines[extinf - 1],
+            "#EXT-X-PROGRAM-DATE-TIME:2026-11-28T07:13:20.000Z"
+        );
+        assert!(lines[extinf - 3].starts_with("#EXT-X-DATERANGE:ID=\"chapter-"));
+        assert!(lines[extinf - 3].contains("START-DATE=\"2026-11-28T07:13:15.000Z\",END-DATE=\"2026-11-28T07:13:20.500Z\",X-TITLE=\"TOP 1\""), "{out}");
+        assert!(
+            lines[extinf - 2].ends_with("X-TITLE=\"TOP 2 \u{201d}Haushalt\u{201d}\""),
+            "{out}"
+        );
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.starts_with("#EXT-X-PROGRAM-DATE-TIME"))
+                .count(),
+            1
+        );
+        // Everything else is as written.
+        let stripped: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| !l.starts_with("#EXT-X-DATERANGE") && !l.starts_with("#EXT-X-PROGRAM"))
+            .collect();
+        assert_eq!(stripped, WRITTEN.lines().collect::<Vec<_>>());
+        // No date, no ranges (RFC 8216 4.3.2.7).
+        assert_eq!(with_chapters(WRITTEN, None, &[chapter(1, "x")]), WRITTEN);
+        // A playlist without segments yet gets nothing.
+        assert_eq!(first_segment("#EXTM3U\n#EXT-X-TARGETDURATION:1\n"), None);
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod audit;
+pub mod chapters;
 pub mod live;
 pub mod meetings;
 pub mod outputs;
