@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages Gremium builds and runs with (GStreamer 1.22 with
-# its plugins, libnice, ffmpeg, pkg-config, wrk for the benchmark). Idempotent: does
+# its plugins, libnice, ffmpeg, pkg-config, wrk for the benchmark, and what the tests use). Idempotent: does
 # nothing when everything is present. Sourced by run.sh and test.sh.
 set -euo pipefail
 
@@ -11,6 +11,7 @@ GREMIUM_APT_PACKAGES=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools
   gstreamer1.0-x fonts-dejavu-core libnice-dev ffmpeg wrk chromium iproute2
   nginx-light libnginx-mod-rtmp
+  gdb # the test watchdog's backtraces of a hung test
 )
 
 gremium_install_deps() {

@@ -99,12 +99,24 @@ async fn recording_program_shows_and_plays_only_consenting_participants() {
     let mut pa = publish(&app.base, &mid, &a_join, "ffd700", "500", false);
     // B shares a screen (featured by the screen-share layout below).
     let mut pb = publish(&app.base, &mid, &b_join, "1e50ff", "1300", true);
-    for _ in 0..2 {
-        wait_event(&mut ws, "participant_media_started", |_| true).await;
+    // Both speak all the time: the active speaker detector names one of them (maybe
+    // before the second publisher's media started, so both are awaited together).
+    let (mut started, mut speaker) = (0, None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while started < 2 || speaker.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{started} media started, speaker {speaker:?}"
+        );
+        let e = next_event(&mut ws).await;
+        match e["type"].as_str() {
+            Some("participant_media_started") => started += 1,
+            Some("active_speaker_changed") => speaker = Some(e["participant_id"].clone()),
+            _ => {}
+        }
     }
-    // Both speak all the time: the active speaker detector names one of them.
-    let speaker = wait_event(&mut ws, "active_speaker_changed", |_| true).await;
-    assert!(speaker["participant_id"] == a.as_str() || speaker["participant_id"] == b.as_str());
+    let speaker = speaker.unwrap();
+    assert!(speaker == a.as_str() || speaker == b.as_str(), "{speaker}");
 
     let tap = Tap::new(W, H, vec![GOLD, AZURE], vec![TONE_A, TONE_B]);
     let meeting_id = mid.parse().unwrap();
@@ -125,7 +137,15 @@ async fn recording_program_shows_and_plays_only_consenting_participants() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let first = first.expect("A never appeared in the recording program");
+    let first = first.unwrap_or_else(|| {
+        let frames = tap.frames_since(0);
+        panic!(
+            "A never appeared in the recording program: {} frames, latest {:?}, last {:?}",
+            frames.len(),
+            tap.latest(),
+            frames.last()
+        )
+    });
     reach(&tap, first + 3_000_000_000).await;
     let frames = tap.frames_since(first);
     assert!(frames.len() >= 30, "{} frames", frames.len());

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod watchdog;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +76,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, auth: AuthSettings, api: ApiSettings) -> TestApp {
+    watchdog::arm();
     let db = fresh_db(backend).await;
     let (sink, events) = gremium_signaling::event_channel();
     let fake = FakeMediaPlane::new(sink);
@@ -103,7 +106,11 @@ pub async fn spawn_app_with(backend: Backend, auth: AuthSettings, api: ApiSettin
         auth,
         vault,
         state,
-        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
     }
 }
 
@@ -287,6 +294,7 @@ pub async fn spawn_with_gst_media_store(
     dir: std::path::PathBuf,
     store: Arc<dyn gremium_storage::ObjectStore>,
 ) -> (TestApp, GstMediaPlane) {
+    watchdog::arm();
     let db = fresh_db(Backend::Sqlite).await;
     let vault = gremium_storage::Vault::new(gremium_storage::crypto::MasterKey::generate(), store);
     let (sink, events) = gremium_signaling::event_channel();
@@ -336,7 +344,11 @@ pub async fn spawn_with_gst_media_store(
         auth,
         vault,
         state,
-        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
     };
     (app, media)
 }

@@ -1,0 +1,71 @@
+//! A per-test deadline. A GStreamer deadlock (a state change joining a streaming
+//! thread that never returns) would otherwise hang the test binary — and the whole CI
+//! run — until an outer timeout with nothing to show. Armed by the `spawn_*` helpers:
+//! when the test thread has not finished `GREMIUM_TEST_DEADLINE_SECS` (default 300)
+//! after arming, the watchdog prints every thread's backtrace (through gdb, when it is
+//! installed) and aborts the binary, so the run fails fast with the place it hung.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Armed(Arc<AtomicBool>);
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+thread_local! {
+    // Dropped when the test thread exits: after the test body *and* the tokio
+    // runtime's shutdown (which waits for blocking tasks) are over.
+    static ARMED: RefCell<Option<Armed>> = const { RefCell::new(None) };
+}
+
+/// Arm the watchdog for the current test thread (once; later calls keep the first).
+pub fn arm() {
+    ARMED.with(|a| {
+        let mut a = a.borrow_mut();
+        if a.is_some() {
+            return;
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        *a = Some(Armed(done.clone()));
+        let secs: u64 = std::env::var("GREMIUM_TEST_DEADLINE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300);
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("unnamed test")
+            .to_string();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+            while std::time::Instant::now() < deadline {
+                if done.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            if done.load(Ordering::SeqCst) {
+                return;
+            }
+            eprintln!(
+                "\n=== WATCHDOG: `{test}` still running after {secs} s; backtraces follow ==="
+            );
+            let pid = std::process::id().to_string();
+            match std::process::Command::new("gdb")
+                .args(["-p", &pid, "-batch", "-nx", "-ex", "thread apply all bt 30"])
+                .stdin(std::process::Stdio::null())
+                .output()
+            {
+                Ok(out) => eprintln!("{}", String::from_utf8_lossy(&out.stdout)),
+                Err(e) => eprintln!("(no gdb for backtraces: {e})"),
+            }
+            eprintln!("=== WATCHDOG: aborting the test binary ===");
+            std::process::abort();
+        });
+    });
+}
