@@ -30,6 +30,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub compositor: CompositorConfig,
     #[serde(default)]
+    pub streaming: StreamingConfig,
+    #[serde(default)]
     pub retention: RetentionConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -157,6 +159,20 @@ pub struct CompositorConfig {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct StreamingConfig {
+    /// HLS segment length in whole seconds (default 1; 1..=10).
+    pub segment_secs: Option<u64>,
+    /// Segments in the live playlist window (default 6; 3..=30).
+    pub window_segments: Option<u32>,
+    /// Extra segments kept in the playlists for DVR, pause and seek back (default 0).
+    pub dvr_segments: Option<u32>,
+    /// What the recording does during non-public parts: `continue` (default: it keeps
+    /// the program, e.g. for the minutes) or `slate` (it shows the slate too).
+    pub non_public_recording: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Default retention of recordings in days (default 30).
     pub default_days: Option<u32>,
@@ -198,6 +214,7 @@ pub struct Config {
     pub media_timeout: std::time::Duration,
     pub max_publishers: usize,
     pub program: gremium_compositor::ProgramSettings,
+    pub streaming: gremium_mediaplane::StreamingSettings,
     pub storage: StorageSettings,
     pub retention_sweep: std::time::Duration,
 }
@@ -382,6 +399,7 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
     }
 
     let program = program_settings(&file.compositor)?;
+    let streaming = streaming_settings(&file.streaming)?;
 
     let default_days = file.retention.default_days.unwrap_or(30);
     let max_days = file.retention.max_days.unwrap_or(3650);
@@ -475,8 +493,39 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
         media_timeout,
         max_publishers,
         program,
+        streaming,
         storage,
         retention_sweep: std::time::Duration::from_secs(sweep),
+    })
+}
+
+fn streaming_settings(
+    c: &StreamingConfig,
+) -> anyhow::Result<gremium_mediaplane::StreamingSettings> {
+    let segment = c.segment_secs.unwrap_or(1);
+    if !(1..=10).contains(&segment) {
+        bail!("streaming.segment_secs: must be between 1 and 10");
+    }
+    let window = c.window_segments.unwrap_or(6);
+    if !(3..=30).contains(&window) {
+        bail!("streaming.window_segments: must be between 3 and 30");
+    }
+    let dvr_segments = c.dvr_segments.unwrap_or(0);
+    if dvr_segments > 3 * 3600 {
+        bail!("streaming.dvr_segments: must be at most 10800");
+    }
+    let slate_recording = match c.non_public_recording.as_deref().unwrap_or("continue") {
+        "continue" => false,
+        "slate" => true,
+        other => {
+            bail!("streaming.non_public_recording: {other:?} is not one of \"continue\", \"slate\"")
+        }
+    };
+    Ok(gremium_mediaplane::StreamingSettings {
+        segment: std::time::Duration::from_secs(segment),
+        window,
+        dvr_segments,
+        slate_recording,
     })
 }
 
@@ -648,6 +697,8 @@ mod tests {
             ("[compositor]\nwidth = 1281", "compositor.width"),
             ("[ingest]\njitter_buffer_ms = 5", "ingest.jitter_buffer_ms"),
             ("[compositor]\nfps = 0", "compositor.fps"),
+            ("[streaming]\nsegment_secs = 0", "streaming.segment_secs"),
+            ("[streaming]\nnon_public_recording = 'pause'", "streaming.non_public_recording"),
             ("[compositor]\nnon_consenting = 'blur'", "compositor.non_consenting"),
         ];
         for (text, key) in cases {

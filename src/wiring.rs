@@ -250,6 +250,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             media_timeout: config.media_timeout,
             max_publishers: config.max_publishers,
             program: config.program.clone(),
+            streaming: config.streaming.clone(),
             recordings_dir: config.storage.spool_dir.clone(),
             store: vault.store().clone(),
             live_dir: config.api.live_dir.clone(),

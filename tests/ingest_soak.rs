@@ -49,6 +49,7 @@ async fn publish_leave_cycles_leave_no_trace() {
             recordings_dir: std::env::temp_dir().join("gremium-soak-rec"),
             store: vault.store().clone(),
             live_dir: std::env::temp_dir().join("gremium-soak-live"),
+            streaming: Default::default(),
         },
         sink,
     )

@@ -538,3 +538,151 @@ async fn a_recording_holds_only_consenting_participants_and_plays() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With `streaming.non_public_recording = "slate"` the recording shows the slate
+/// during a non-public part too, and the program again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_can_show_the_slate_in_non_public_parts() {
+    const SLATE: [u8; 3] = [0x1d, 0x35, 0x57];
+    let dir = std::env::temp_dir().join(format!("gremium-rec-{}", uuid::Uuid::new_v4()));
+    let program = ProgramSettings {
+        canvas: Canvas {
+            width: 640,
+            height: 360,
+        },
+        fps: 15,
+        labels: false,
+        ..ProgramSettings::default()
+    };
+    let streaming = gremium_mediaplane::StreamingSettings {
+        slate_recording: true,
+        ..Default::default()
+    };
+    let (app, _media) = spawn_with_gst_media_streaming(program, dir.clone(), streaming).await;
+    let moderator = app.token(&[Role::Moderator]);
+    let (s, m) = app
+        .send(
+            Method::POST,
+            "/api/v1/meetings",
+            Some(&moderator),
+            Some(json!({"title": "Hauptausschuss", "public": true})),
+        )
+        .await;
+    assert_eq!(s, 201, "{m}");
+    let mid = m["id"].as_str().unwrap().to_string();
+    let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
+    app.set_consent(&mid, &a, &a_join, true, false).await;
+    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+    next_event(&mut ws).await;
+    let mut pa = publish(&app.base, &mid, &a_join, "ffd700");
+    wait_event(&mut ws, "participant_media_started", |_| true).await;
+    let (s, rec) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/recordings"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(s, 201, "{rec}");
+    let rid = rec["id"].as_str().unwrap().to_string();
+    wait_event(&mut ws, "recording_state_changed", |e| {
+        e["state"] == "active"
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let switch = |public: bool| {
+        let (app, path, moderator) = (
+            &app,
+            format!("/api/v1/meetings/{mid}/public"),
+            moderator.clone(),
+        );
+        async move {
+            let (s, r) = app
+                .send(
+                    Method::PUT,
+                    &path,
+                    Some(&moderator),
+                    Some(json!({"public": public, "reason": "TOP 9: Grundstücksangelegenheiten"})),
+                )
+                .await;
+            assert_eq!(s, 200, "{r}");
+        }
+    };
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let off = started.elapsed().as_secs_f64();
+    switch(false).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let on = started.elapsed().as_secs_f64();
+    switch(true).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (s, r) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/recordings/{rid}/stop"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert!(s == 202 || s == 200, "{s} {r}");
+    let end = started.elapsed().as_secs_f64();
+    let done = wait_event_for(
+        &mut ws,
+        Duration::from_secs(30),
+        "recording_state_changed",
+        |e| e["state"] == "finished" || e["state"] == "failed",
+    )
+    .await;
+    assert_eq!(done["state"], "finished", "{done}");
+
+    let archivist = app.token(&[Role::Archivist]);
+    let out = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-headers",
+            &format!("Authorization: Bearer {archivist}\r\n"),
+            "-i",
+        ])
+        .arg(format!("{}/api/v1/recordings/{rid}/media", app.base))
+        .args(["-vf", "fps=2", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let frames: Vec<&[u8]> = out.stdout.chunks_exact(640 * 360 * 3).collect();
+    assert!(
+        frames.len() as f64 >= (end - 1.0) * 2.0,
+        "{} frames",
+        frames.len()
+    );
+    // Frame i shows media time i/2 s; the recording's media time follows the wall
+    // clock since it became active within about half a second.
+    let (mut slated, mut program) = (0, 0);
+    for (i, f) in frames.iter().enumerate() {
+        let t = i as f64 / 2.0;
+        let count = |c| f.chunks_exact(3).filter(|px| near(px, c)).count();
+        if t > off + 1.5 && t < on - 0.5 {
+            assert_eq!(
+                count(GOLD),
+                0,
+                "{t} s: A in the recording's non-public part"
+            );
+            assert!(count(SLATE) > 640 * 360 / 2, "{t} s: no slate");
+            slated += 1;
+        } else if (t > 1.0 && t < off - 1.0) || (t > on + 2.0 && t < end - 0.5) {
+            assert!(count(GOLD) > 10_000, "{t} s: A missing while public");
+            program += 1;
+        }
+    }
+    assert!(
+        slated >= 3 && program >= 4,
+        "{slated} slate frames, {program} program frames"
+    );
+    let _ = pa.kill();
+    let _ = pa.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

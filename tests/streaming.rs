@@ -391,16 +391,19 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// RTMP push to a real server (nginx with the RTMP module, on loopback): a player
-/// pulling from nginx sees H.264 + AAC; the destination's state reaches the meeting
-/// WebSocket without the stream key; a destination where nothing listens is retried
-/// without disturbing the good one.
+/// RTMP push to a real server (nginx with the RTMP module, on loopback) while HLS and a
+/// recording run: a player pulling from nginx sees H.264 + AAC; destination states
+/// reach the meeting WebSocket and `GET /streams/{sid}` without the stream key; a
+/// destination where nothing listens is retried without disturbing the good one;
+/// nginx killed mid-stream and started again → Gremium reconnects on its own, and
+/// neither the HLS output nor the recording notices.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_livestream_is_pushed_to_rtmp_destinations() {
     let _serial = SERIAL.lock().await;
     let dir = std::env::temp_dir().join(format!("gremium-rtmp-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let nginx = NginxRtmp::start(&dir.join("nginx"));
+    let mut nginx = Some(NginxRtmp::start(&dir.join("nginx")));
+    let port = nginx.as_ref().unwrap().port;
     let program = ProgramSettings {
         canvas: Canvas {
             width: 640,
@@ -423,7 +426,7 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
     assert_eq!(s, 201, "{m}");
     let mid = m["id"].as_str().unwrap().to_string();
     let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
-    app.set_consent(&mid, &a, &a_join, false, true).await;
+    app.set_consent(&mid, &a, &a_join, true, true).await;
     let mut ws = ws_connect(app.addr, &mid, &moderator).await;
     next_event(&mut ws).await;
     let small = [
@@ -434,7 +437,7 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
         "--fps",
         "15",
         "--duration",
-        "60",
+        "90",
     ];
     let mut pa = spawn_publisher(
         &app.base,
@@ -444,6 +447,17 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
     );
     wait_event(&mut ws, "participant_media_started", |_| true).await;
 
+    let (s, rec) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/recordings"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(s, 201, "{rec}");
+    let rid = rec["id"].as_str().unwrap().to_string();
+    let recording_started = std::time::Instant::now();
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -454,8 +468,8 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
             Method::POST,
             &format!("/api/v1/meetings/{mid}/streams"),
             Some(&moderator),
-            Some(json!({"hls": false, "rtmp": [
-                {"url": format!("rtmp://127.0.0.1:{}/live", nginx.port), "key": "geheim-1234"},
+            Some(json!({"hls": true, "rtmp": [
+                {"url": format!("rtmp://127.0.0.1:{port}/live"), "key": "geheim-1234"},
                 {"url": format!("rtmp://127.0.0.1:{dead}/live"), "key": "geheim-5678"},
             ]})),
         )
@@ -463,11 +477,14 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
     assert_eq!(s, 201, "{stream}");
     assert!(!stream.to_string().contains("geheim"), "{stream}");
     let sid = stream["id"].as_str().unwrap().to_string();
+    let destination = |i: usize, status: &'static str| {
+        move |e: &serde_json::Value| e["destination"] == i && e["status"] == status
+    };
     let live = wait_event_for(
         &mut ws,
         Duration::from_secs(30),
         "stream_destination_changed",
-        |e| e["destination"] == 0 && e["status"] == "live",
+        destination(0, "live"),
     )
     .await;
     assert!(!live.to_string().contains("geheim"), "{live}");
@@ -475,39 +492,91 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
         &mut ws,
         Duration::from_secs(30),
         "stream_destination_changed",
-        |e| e["destination"] == 1 && e["status"] == "retrying",
+        destination(1, "retrying"),
     )
     .await;
     assert!(!retrying.to_string().contains("geheim"), "{retrying}");
+    // The same states through the API.
+    let (s, view) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/streams/{sid}"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{view}");
+    assert!(!view.to_string().contains("geheim"), "{view}");
+    assert_eq!(view["rtmp"][0]["status"], "live", "{view}");
+    assert_eq!(view["rtmp"][1]["status"], "retrying", "{view}");
+    assert!(view["rtmp"][1]["attempt"].as_u64().unwrap() >= 1, "{view}");
 
     // A viewer of the platform: pulls from nginx.
-    let out = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-rw_timeout",
-            "10000000",
-            "-show_entries",
-            "stream=codec_name",
-        ])
-        .args(["-of", "csv=p=0"])
-        .arg(format!("rtmp://127.0.0.1:{}/live/geheim-1234", nginx.port))
-        .output()
-        .unwrap();
-    let codecs = String::from_utf8_lossy(&out.stdout).to_string();
+    let codecs = |port: u16| {
+        let out = std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-rw_timeout", "10000000"])
+            .args(["-show_entries", "stream=codec_name", "-of", "csv=p=0"])
+            .arg(format!("rtmp://127.0.0.1:{port}/live/geheim-1234"))
+            .output()
+            .unwrap();
+        let codecs = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            codecs.contains("h264") && codecs.contains("aac"),
+            "{codecs} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    codecs(port);
+
+    // nginx dies: the destination retries while HLS goes on; nginx comes back on the
+    // same address: Gremium reconnects by itself.
+    let newest_segment = || {
+        let (http, url) = (
+            app.http.clone(),
+            format!("{}/live/{mid}/360p/index.m3u8", app.base),
+        );
+        async move {
+            let text = http.get(url).send().await.unwrap().text().await.unwrap();
+            text.lines()
+                .rfind(|l| l.ends_with(".ts"))
+                .map(|l| {
+                    l.trim_start_matches("seg")
+                        .trim_end_matches(".ts")
+                        .parse::<u64>()
+                        .unwrap()
+                })
+                .unwrap_or(0)
+        }
+    };
+    let before = newest_segment().await;
+    drop(nginx.take());
+    wait_event_for(
+        &mut ws,
+        Duration::from_secs(30),
+        "stream_destination_changed",
+        destination(0, "retrying"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = newest_segment().await;
     assert!(
-        codecs.contains("h264") && codecs.contains("aac"),
-        "{codecs} {}",
-        String::from_utf8_lossy(&out.stderr)
+        during >= before + 2,
+        "HLS stalled while nginx was down: {before} → {during}"
     );
-    // Without `hls`, nothing is served to citizens.
-    let r = app
-        .http
-        .get(format!("{}/live/{mid}/index.m3u8", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    nginx = Some(NginxRtmp::start_on(&dir.join("nginx"), port));
+    wait_event_for(
+        &mut ws,
+        Duration::from_secs(45),
+        "stream_destination_changed",
+        destination(0, "live"),
+    )
+    .await;
+    codecs(port);
+    let after = newest_segment().await;
+    assert!(
+        after > during,
+        "HLS stalled after nginx came back: {during} → {after}"
+    );
 
     let (s, r) = app
         .send(
@@ -523,6 +592,48 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
     })
     .await;
     assert_eq!(done["state"], "finished", "{done}");
+    let (_, view) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/streams/{sid}"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(view["rtmp"][0]["status"], "stopped", "{view}");
+
+    // The recording ran through all of it: its duration covers the whole outage.
+    let (s, r) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/recordings/{rid}/stop"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert!(s == 202 || s == 200, "{s} {r}");
+    let recorded = recording_started.elapsed().as_secs_f64();
+    let done = wait_event_for(
+        &mut ws,
+        Duration::from_secs(30),
+        "recording_state_changed",
+        |e| e["state"] == "finished" || e["state"] == "failed",
+    )
+    .await;
+    assert_eq!(done["state"], "finished", "{done}");
+    let (_, r) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/recordings/{rid}"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    let duration = r["media"]["duration_s"].as_f64().unwrap();
+    assert!(
+        duration >= recorded - 2.5 && duration <= recorded + 0.5,
+        "recorded {duration} s of {recorded} s"
+    );
     let _ = pa.kill();
     let _ = pa.wait();
     drop(nginx);

@@ -66,6 +66,33 @@ pub struct MediaPlaneSettings {
     /// Look of the programs (canvas, frame rate, labels, texts). The name and the
     /// indicator are set per audience.
     pub program: ProgramSettings,
+    /// HLS segmenting and what non-public parts do to recordings.
+    pub streaming: StreamingSettings,
+}
+
+/// How livestreams are cut and what a non-public part does to recordings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamingSettings {
+    /// HLS segment length (whole seconds; the playlists' target duration).
+    pub segment: Duration,
+    /// Segments in the live playlist window (at least 3).
+    pub window: u32,
+    /// Extra segments kept for DVR (pause and seek back), 0 for none.
+    pub dvr_segments: u32,
+    /// During non-public parts the recording shows the slate too (default: the
+    /// recording continues with the program, for the minutes).
+    pub slate_recording: bool,
+}
+
+impl Default for StreamingSettings {
+    fn default() -> Self {
+        StreamingSettings {
+            segment: Duration::from_secs(1),
+            window: 6,
+            dvr_segments: 0,
+            slate_recording: false,
+        }
+    }
 }
 
 /// A camera that sent no video for this long counts as off (placeholder tile).
@@ -346,7 +373,7 @@ impl GstMediaPlane {
                 (m.public.unwrap_or(false), m.layout.clone())
             });
             program.set_layout(layout_choice(&layout.unwrap_or_default()));
-            if audience == Audience::Streaming {
+            if self.slated(audience) {
                 // The slate is built up front (hidden while public), so a switch only
                 // flips its alpha: it shows from the next output frame, with no new
                 // source to start.
@@ -734,6 +761,10 @@ impl GstMediaPlane {
             .map_err(|e| MediaPlaneError::Failed(format!("live directory: {e}")))?;
         let program = &self.0.settings.program;
         let mut settings = HlsSettings::new(&dir, program.fps);
+        let streaming = &self.0.settings.streaming;
+        settings.segment = streaming.segment;
+        settings.window = streaming.window;
+        settings.dvr_window = (streaming.dvr_segments > 0).then_some(streaming.dvr_segments);
         // Never upscale: the ladder's rungs up to the canvas, or the canvas itself.
         settings
             .renditions
@@ -971,12 +1002,20 @@ impl GstMediaPlane {
             return Ok(None);
         };
         let mut s = session.lock().await;
-        if let Some(program) = s.programs.get_mut(&Audience::Streaming) {
-            program
-                .set_slate(!public)
-                .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
+        for (audience, program) in s.programs.iter_mut() {
+            if self.slated(*audience) {
+                program
+                    .set_slate(!public)
+                    .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
+            }
         }
         Ok(running_time(&s))
+    }
+
+    /// Does this audience's program show the slate during non-public parts? The
+    /// livestream always; the recording when configured so.
+    fn slated(&self, audience: Audience) -> bool {
+        audience == Audience::Streaming || self.0.settings.streaming.slate_recording
     }
 
     fn session(&self, meeting_id: Uuid) -> Option<Arc<tokio::sync::Mutex<MeetingSession>>> {

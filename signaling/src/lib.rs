@@ -83,6 +83,21 @@ struct Inner {
     /// outlive the media plane that holds them.
     whip_sessions: std::sync::Mutex<std::collections::HashMap<Uuid, (Uuid, Uuid)>>,
     live: api::live::LiveState,
+    destinations: std::sync::Mutex<std::collections::HashMap<Uuid, DestinationStatuses>>,
+}
+
+/// The last known state of each RTMP destination of a stream, by position.
+pub type DestinationStatuses = std::collections::HashMap<usize, DestinationStatus>;
+
+/// One RTMP destination's last reported state (from the media plane's events).
+#[derive(Debug, Clone)]
+pub struct DestinationStatus {
+    /// `connecting`, `live`, `retrying` or `stopped`.
+    pub status: String,
+    /// Failed attempts in a row, while retrying.
+    pub attempt: Option<u32>,
+    /// The last error (redacted).
+    pub error: Option<String>,
 }
 
 /// Shared state of every handler.
@@ -115,6 +130,7 @@ impl AppState {
             metrics: ops::Metrics::install(),
             whip_sessions: Default::default(),
             live: Default::default(),
+            destinations: Default::default(),
         }))
     }
 
@@ -147,6 +163,42 @@ impl AppState {
     /// The live routes' chapters and playlist cache.
     pub fn live(&self) -> &api::live::LiveState {
         &self.0.live
+    }
+
+    /// Remember a destination's reported state (shown by `GET /streams/{sid}`).
+    pub(crate) fn set_destination_status(
+        &self,
+        stream_id: Uuid,
+        destination: usize,
+        status: DestinationStatus,
+    ) {
+        self.0
+            .destinations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(stream_id)
+            .or_default()
+            .insert(destination, status);
+    }
+
+    /// The destinations' last reported states of a stream.
+    pub(crate) fn destination_statuses(&self, stream_id: Uuid) -> DestinationStatuses {
+        self.0
+            .destinations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&stream_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// A stream ended: its destinations' states are no longer needed.
+    pub(crate) fn forget_destinations(&self, stream_id: Uuid) {
+        self.0
+            .destinations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&stream_id);
     }
 
     pub fn hub(&self) -> &EventHub {

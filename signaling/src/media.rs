@@ -153,20 +153,27 @@ async fn apply_one(state: &AppState, event: MediaEvent) -> Result<(), StorageErr
             OutputTrigger::MediaStarted,
             None,
         ),
-        StreamFinished { stream_id, .. } => (
-            OutputKind::Stream,
-            stream_id,
-            OutputTrigger::MediaStopped,
-            None,
-        ),
+        StreamFinished { stream_id, .. } => {
+            // A finished stream's destinations all show `stopped`.
+            state.forget_destinations(stream_id);
+            (
+                OutputKind::Stream,
+                stream_id,
+                OutputTrigger::MediaStopped,
+                None,
+            )
+        }
         StreamFailed {
             stream_id, reason, ..
-        } => (
-            OutputKind::Stream,
-            stream_id,
-            OutputTrigger::MediaFailed,
-            Some(reason),
-        ),
+        } => {
+            state.forget_destinations(stream_id);
+            (
+                OutputKind::Stream,
+                stream_id,
+                OutputTrigger::MediaFailed,
+                Some(reason),
+            )
+        }
         ParticipantMediaStarted {
             meeting_id,
             participant_id,
@@ -213,6 +220,15 @@ async fn apply_one(state: &AppState, event: MediaEvent) -> Result<(), StorageErr
             attempt,
             error,
         } => {
+            state.set_destination_status(
+                stream_id,
+                destination,
+                crate::DestinationStatus {
+                    status: status.clone(),
+                    attempt,
+                    error: error.clone(),
+                },
+            );
             state.publish(
                 meeting_id,
                 EventKind::StreamDestinationChanged {

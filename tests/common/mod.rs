@@ -286,6 +286,16 @@ pub async fn spawn_with_gst_media_in(
     spawn_with_gst_media_store(media_timeout, max_publishers, program, dir, store).await
 }
 
+/// As [`spawn_with_gst_media_store`], with the given livestream settings.
+pub async fn spawn_with_gst_media_streaming(
+    program: gremium_compositor::ProgramSettings,
+    dir: std::path::PathBuf,
+    streaming: gremium_mediaplane::StreamingSettings,
+) -> (TestApp, GstMediaPlane) {
+    let store = Arc::new(gremium_storage::LocalStore::new(dir.join("objects")));
+    spawn_gst(Duration::from_secs(10), 10, program, dir, store, streaming).await
+}
+
 /// As [`spawn_with_gst_media_in`], storing recordings in `store`.
 pub async fn spawn_with_gst_media_store(
     media_timeout: Duration,
@@ -293,6 +303,25 @@ pub async fn spawn_with_gst_media_store(
     program: gremium_compositor::ProgramSettings,
     dir: std::path::PathBuf,
     store: Arc<dyn gremium_storage::ObjectStore>,
+) -> (TestApp, GstMediaPlane) {
+    spawn_gst(
+        media_timeout,
+        max_publishers,
+        program,
+        dir,
+        store,
+        Default::default(),
+    )
+    .await
+}
+
+async fn spawn_gst(
+    media_timeout: Duration,
+    max_publishers: usize,
+    program: gremium_compositor::ProgramSettings,
+    dir: std::path::PathBuf,
+    store: Arc<dyn gremium_storage::ObjectStore>,
+    streaming: gremium_mediaplane::StreamingSettings,
 ) -> (TestApp, GstMediaPlane) {
     watchdog::arm();
     let db = fresh_db(Backend::Sqlite).await;
@@ -312,6 +341,7 @@ pub async fn spawn_with_gst_media_store(
             recordings_dir: dir.join("spool"),
             store: vault.store().clone(),
             live_dir: dir.join("live"),
+            streaming,
         },
         sink.clone(),
     )
@@ -473,17 +503,22 @@ impl NginxRtmp {
     const MODULE: &'static str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 
     pub fn start(dir: &std::path::Path) -> NginxRtmp {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(dir, port)
+    }
+
+    /// Start on a given port (a restart after a kill: the same address as before).
+    pub fn start_on(dir: &std::path::Path, port: u16) -> NginxRtmp {
         assert!(
             std::path::Path::new(Self::MODULE).exists(),
             "{} missing: install nginx-light libnginx-mod-rtmp (scripts/deps.sh)",
             Self::MODULE
         );
         std::fs::create_dir_all(dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let d = dir.display();
         let conf = format!(
             "load_module {};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\

@@ -56,12 +56,20 @@ pub fn arm() {
                 "\n=== WATCHDOG: `{test}` still running after {secs} s; backtraces follow ==="
             );
             let pid = std::process::id().to_string();
-            match std::process::Command::new("gdb")
-                .args(["-p", &pid, "-batch", "-nx", "-ex", "thread apply all bt 30"])
-                .stdin(std::process::Stdio::null())
-                .output()
-            {
-                Ok(out) => eprintln!("{}", String::from_utf8_lossy(&out.stdout)),
+            // gdb writes to a file: it stops every thread of this process, this one
+            // too, so nothing here could drain a pipe while it runs.
+            let out = std::env::temp_dir().join(format!("gremium-watchdog-{pid}.txt"));
+            let written = std::fs::File::create(&out).and_then(|file| {
+                std::process::Command::new("timeout")
+                    .args(["120", "gdb", "-p", &pid, "-batch", "-nx"])
+                    .args(["-ex", "thread apply all bt 30"])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(file.try_clone()?)
+                    .stderr(file)
+                    .status()
+            });
+            match written {
+                Ok(_) => eprintln!("{}", std::fs::read_to_string(&out).unwrap_or_default()),
                 Err(e) => eprintln!("(no gdb for backtraces: {e})"),
             }
             eprintln!("=== WATCHDOG: aborting the test binary ===");

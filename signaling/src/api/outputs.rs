@@ -136,6 +136,12 @@ pub struct RtmpDestinationView {
     pub url: String,
     /// Always `"***"`.
     pub key: String,
+    /// `pending` (not started yet), `connecting`, `live`, `retrying` or `stopped`.
+    pub status: String,
+    /// Failed attempts in a row, while retrying.
+    pub attempt: Option<u32>,
+    /// The last error (redacted: never the key).
+    pub error: Option<String>,
 }
 
 /// A stream as the API shows it.
@@ -161,8 +167,9 @@ pub struct StreamView {
     pub updated_at: DateTime<Utc>,
 }
 
-fn stream_view(s: &Stream) -> StreamView {
+fn stream_view(state: &AppState, s: &Stream) -> StreamView {
     let rtmp: Vec<RtmpDestination> = serde_json::from_str(&s.destinations).unwrap_or_default();
+    let statuses = state.destination_statuses(s.id);
     StreamView {
         id: s.id,
         meeting_id: s.meeting_id,
@@ -171,9 +178,21 @@ fn stream_view(s: &Stream) -> StreamView {
         hls_url: s.hls.then(|| format!("/live/{}/index.m3u8", s.meeting_id)),
         rtmp: rtmp
             .into_iter()
-            .map(|d| RtmpDestinationView {
-                url: d.url,
-                key: "***".into(),
+            .enumerate()
+            .map(|(i, d)| {
+                let known = statuses.get(&i);
+                let status = match (s.state.is_terminal(), known) {
+                    (true, _) => "stopped".to_string(),
+                    (false, Some(k)) => k.status.clone(),
+                    (false, None) => "pending".to_string(),
+                };
+                RtmpDestinationView {
+                    url: d.url,
+                    key: "***".into(),
+                    status,
+                    attempt: known.and_then(|k| k.attempt),
+                    error: known.and_then(|k| k.error.clone()),
+                }
             })
             .collect(),
         failure: s.failure.clone(),
@@ -543,7 +562,7 @@ pub async fn start_stream(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/api/v1/streams/{sid}"))],
-        Json(stream_view(&s)),
+        Json(stream_view(&state, &s)),
     ))
 }
 
@@ -564,7 +583,7 @@ pub async fn list_streams(
             .list_streams(id)
             .await?
             .iter()
-            .map(stream_view)
+            .map(|s| stream_view(&state, s))
             .collect(),
     ))
 }
@@ -584,7 +603,7 @@ pub async fn get_stream(
         .get_stream(sid)
         .await?
         .ok_or(ApiError::NotFound("stream"))?;
-    Ok(Json(stream_view(&s)))
+    Ok(Json(stream_view(&state, &s)))
 }
 
 /// Stop a stream (moderator); same semantics as stopping a recording.
@@ -613,5 +632,5 @@ pub async fn stop_stream(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(stream_view(&s))))
+    Ok((status, Json(stream_view(&state, &s))))
 }
