@@ -131,6 +131,8 @@ pub async fn demo(config: Config) -> anyhow::Result<ExitCode> {
             height: 360,
             fps: 30,
             screen: false,
+            blink_color: None,
+            blink_ms: 4000,
         };
         publishers.push(tokio::spawn(publish(args)));
         println!("participant {name}: id {pid}, consent recording={recording} streaming={streaming}, publishing colour #{color} and a {tone} Hz tone");

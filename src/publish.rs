@@ -51,19 +51,62 @@ pub struct PublishArgs {
     /// Publish as a screen share (`?content=screen`): featured by the screen-share layout.
     #[arg(long)]
     pub screen: bool,
+    /// Alternate `--color` with this colour (RRGGBB) every `--blink-ms`, aligned to
+    /// the wall clock: this colour while `unix_ms / blink_ms` is odd. A latency probe.
+    #[arg(long, requires = "color")]
+    pub blink_color: Option<String>,
+    /// Period of `--blink-color`, in milliseconds.
+    #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub blink_ms: u64,
+}
+
+fn parse_rgb(flag: &str, c: &str) -> anyhow::Result<u32> {
+    let hex = c.trim_start_matches('#');
+    if hex.len() != 6 {
+        bail!("{flag}: expected RRGGBB, e.g. 00ff00");
+    }
+    u32::from_str_radix(hex, 16).with_context(|| format!("{flag}: expected RRGGBB hex"))
+}
+
+/// Switch the synthetic camera between two colours on wall-clock boundaries.
+fn blink(pipeline: &Pipeline, colours: [u32; 2], period_ms: u64) -> anyhow::Result<()> {
+    use gst::prelude::*;
+    let src = pipeline
+        .gst()
+        .iterate_recurse()
+        .into_iter()
+        .flatten()
+        .find(|e| e.factory().is_some_and(|f| f.name() == "videotestsrc"))
+        .context("no videotestsrc to blink")?;
+    tokio::spawn(async move {
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64;
+            let phase = (now / period_ms) % 2;
+            src.set_property(
+                "foreground-color",
+                0xff00_0000u32 | (colours[phase as usize] & 0x00ff_ffff),
+            );
+            let next = (now / period_ms + 1) * period_ms;
+            tokio::time::sleep(Duration::from_millis(next - now)).await;
+        }
+    });
+    Ok(())
 }
 
 pub async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
-    let color = match &a.color {
-        None => None,
-        Some(c) => {
-            let hex = c.trim_start_matches('#');
-            if hex.len() != 6 {
-                bail!("--color: expected RRGGBB, e.g. 00ff00");
-            }
-            Some(u32::from_str_radix(hex, 16).context("--color: expected RRGGBB hex")?)
-        }
-    };
+    let color = a
+        .color
+        .as_deref()
+        .map(|c| parse_rgb("--color", c))
+        .transpose()?;
+    let blink_color = a
+        .blink_color
+        .as_deref()
+        .map(|c| parse_rgb("--blink-color", c))
+        .transpose()?;
     let codec = match a.codec.as_str() {
         "vp8" => VideoCodec::Vp8,
         "h264" => VideoCodec::H264,
@@ -97,6 +140,9 @@ pub async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
         dot_dir: std::env::temp_dir(),
     });
     let webrtc = build_publisher(&pipeline, &settings)?;
+    if let (Some(a_rgb), Some(b_rgb)) = (color, blink_color) {
+        blink(&pipeline, [a_rgb, b_rgb], a.blink_ms)?;
+    }
     let mut ready = negotiation_needed(&webrtc);
     pipeline.start()?;
     tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))

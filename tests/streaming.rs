@@ -511,20 +511,25 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
     assert_eq!(view["rtmp"][1]["status"], "retrying", "{view}");
     assert!(view["rtmp"][1]["attempt"].as_u64().unwrap() >= 1, "{view}");
 
-    // A viewer of the platform: pulls from nginx.
+    // A viewer of the platform: pulls from nginx (a few tries: right after the
+    // publish starts, nginx may not yet have the stream's headers).
     let codecs = |port: u16| {
-        let out = std::process::Command::new("ffprobe")
-            .args(["-v", "error", "-rw_timeout", "10000000"])
-            .args(["-show_entries", "stream=codec_name", "-of", "csv=p=0"])
-            .arg(format!("rtmp://127.0.0.1:{port}/live/geheim-1234"))
-            .output()
-            .unwrap();
-        let codecs = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            codecs.contains("h264") && codecs.contains("aac"),
-            "{codecs} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut last = String::new();
+        for _ in 0..5 {
+            let out = std::process::Command::new("ffprobe")
+                .args(["-v", "error", "-rw_timeout", "10000000"])
+                .args(["-show_entries", "stream=codec_name", "-of", "csv=p=0"])
+                .arg(format!("rtmp://127.0.0.1:{port}/live/geheim-1234"))
+                .output()
+                .unwrap();
+            let codecs = String::from_utf8_lossy(&out.stdout).to_string();
+            if codecs.contains("h264") && codecs.contains("aac") {
+                return;
+            }
+            last = format!("{codecs} {}", String::from_utf8_lossy(&out.stderr));
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        panic!("no H.264 + AAC from nginx: {last}");
     };
     codecs(port);
 
