@@ -178,6 +178,15 @@ async fn the_page_is_served_without_third_party_code_and_unknown_meetings_are_40
         "the page references another origin"
     );
 
+    let (s, doc) = app
+        .send(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        doc["paths"]["/watch/{meeting_id}/status"]["get"].is_object(),
+        "the status endpoint is documented"
+    );
+
     let unknown = uuid::Uuid::new_v4();
     for path in [
         format!("/watch/{unknown}"),
@@ -354,8 +363,20 @@ async fn chromium_watches_a_meeting() {
             "true"
         );
     }
-    b.eval("document.querySelector('[data-lang=en]').click()")
-        .await;
+    // Keyboard only: Tab reaches the language buttons, Enter switches, then the video.
+    let focused = "(e => e.dataset.lang || e.id || e.tagName)(document.activeElement)";
+    b.press("Tab", 9, None).await;
+    assert_eq!(b.eval(focused).await, "de");
+    b.press("Tab", 9, None).await;
+    assert_eq!(b.eval(focused).await, "en");
+    b.press("Enter", 13, Some("\r")).await;
+    assert_eq!(
+        b.eval("document.getElementById('status').textContent")
+            .await,
+        "The stream has not started yet."
+    );
+    b.press("Tab", 9, None).await;
+    assert_eq!(b.eval(focused).await, "video");
 
     // A participant with streaming consent publishes; the moderator starts HLS.
     let mut ws = ws_connect(app.addr, &mid, &moderator).await;
@@ -454,6 +475,61 @@ async fn chromium_watches_a_meeting() {
         "{}",
         png.len()
     );
+    // Everything the page loaded came from our origin (or is hls.js's own blob:).
+    let foreign = b
+        .eval(
+            "performance.getEntriesByType('resource').map(e => e.name)\
+             .filter(n => !n.startsWith(location.origin + '/') && !n.startsWith('blob:'))",
+        )
+        .await;
+    assert_eq!(foreign, json!([]), "resources from elsewhere");
+    // A phone 360 px wide: nothing wider than the screen, the video as wide as it.
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 360, "height": 740, "deviceScaleFactor": 1, "mobile": true}),
+    )
+    .await;
+    b.wait_for(
+        "document.documentElement.scrollWidth <= 360 && \
+         document.getElementById('video').getBoundingClientRect().width >= 330",
+        Duration::from_secs(3),
+        "[document.documentElement.scrollWidth, \
+          document.getElementById('video').getBoundingClientRect().width]",
+    )
+    .await;
+    b.screenshot(
+        &target_dir()
+            .join("test-artifacts")
+            .join("watch-live-360.png"),
+    )
+    .await;
+    b.call("Emulation.clearDeviceMetricsOverride", json!({}))
+        .await;
+
+    // The fallback without hls.js: the browser's own HLS, where it has one (Chromium
+    // has since version 141 or so).
+    if b.eval("document.getElementById('video').canPlayType('application/vnd.apple.mpegurl')")
+        .await
+        != ""
+    {
+        b.eval("location.search = '?player=native'").await;
+        b.wait_for(
+            "window.gremiumWatch && gremiumWatch.state === 'live' && gremiumWatch.engine === 'native' \
+             && (v => v.readyState >= 2 && v.currentTime > 0 && !v.paused)(document.getElementById('video'))",
+            Duration::from_secs(30),
+            DESCRIBE,
+        )
+        .await;
+        let t0 = b.eval("document.getElementById('video').currentTime").await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let t1 = b.eval("document.getElementById('video').currentTime").await;
+        let advanced = t1.as_f64().unwrap() - t0.as_f64().unwrap();
+        assert!(
+            advanced >= 1.5,
+            "native HLS advanced {advanced:.2} s in 3 s: {}",
+            b.eval(DESCRIBE).await
+        );
+    }
 
     // Non-public part: the status says so (the slate keeps playing).
     let (s, r) = app

@@ -174,6 +174,22 @@ impl Chromium {
         }
     }
 
+    /// Press and release a key (`key` as in DOM `KeyboardEvent.key`, with its Windows
+    /// virtual key code; `text` for keys that type, e.g. `"\r"` for Enter).
+    pub async fn press(&mut self, key: &str, code: u32, text: Option<&str>) {
+        let mut down = json!({"type": "keyDown", "key": key, "code": key,
+            "windowsVirtualKeyCode": code});
+        if let Some(t) = text {
+            down["text"] = json!(t);
+        }
+        self.call("Input.dispatchKeyEvent", down).await;
+        self.call(
+            "Input.dispatchKeyEvent",
+            json!({"type": "keyUp", "key": key, "code": key, "windowsVirtualKeyCode": code}),
+        )
+        .await;
+    }
+
     /// Save a PNG of the viewport.
     pub async fn screenshot(&mut self, path: &Path) {
         let r = self
