@@ -425,7 +425,7 @@ async fn chromium_watches_a_meeting() {
     // Live: hls.js attached; the video plays at a ladder size.
     b.wait_for(
         "gremiumWatch.state === 'live' && gremiumWatch.engine === 'hls.js'",
-        Duration::from_secs(10),
+        Duration::from_secs(15),
         DESCRIBE,
     )
     .await;
@@ -506,13 +506,16 @@ async fn chromium_watches_a_meeting() {
     b.call("Emulation.clearDeviceMetricsOverride", json!({}))
         .await;
 
-    // The fallback without hls.js: the browser's own HLS, where it has one (Chromium
-    // has since version 141 or so).
+    // The fallback without hls.js: the browser's own HLS, where it has one (Debian's
+    // Chromium 156 has).
     if b.eval("document.getElementById('video').canPlayType('application/vnd.apple.mpegurl')")
         .await
         != ""
     {
-        b.eval("location.search = '?player=native'").await;
+        // Page.navigate answers once the new document is committed, so no evaluation
+        // below can land in the old page's dying context.
+        let native = app.url(&format!("/watch/{mid}?player=native"));
+        b.call("Page.navigate", json!({ "url": native })).await;
         b.wait_for(
             "window.gremiumWatch && gremiumWatch.state === 'live' && gremiumWatch.engine === 'native' \
              && (v => v.readyState >= 2 && v.currentTime > 0 && !v.paused)(document.getElementById('video'))",
@@ -544,7 +547,7 @@ async fn chromium_watches_a_meeting() {
     b.wait_for(
         "gremiumWatch.state === 'not_public' && document.getElementById('status').textContent \
          === 'Non-public part – the stream is paused.'",
-        Duration::from_secs(6),
+        Duration::from_secs(10),
         DESCRIBE,
     )
     .await;
@@ -577,7 +580,7 @@ async fn chromium_watches_a_meeting() {
     b.wait_for(
         "gremiumWatch.state === 'ended' && gremiumWatch.engine === 'none' && \
          document.getElementById('status').textContent === 'Die Sitzung ist beendet.'",
-        Duration::from_secs(6),
+        Duration::from_secs(10),
         DESCRIBE,
     )
     .await;

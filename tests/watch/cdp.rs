@@ -22,7 +22,7 @@ pub struct Chromium {
 }
 
 impl Chromium {
-    /// Start Chromium on `url` and attach to its page.
+    /// Start Chromium, attach to its page and open `url` in it.
     pub async fn launch(url: &str) -> Chromium {
         let profile =
             std::env::temp_dir().join(format!("gremium-chromium-{}", uuid::Uuid::new_v4()));
@@ -43,7 +43,7 @@ impl Chromium {
                 "--remote-debugging-port=0",
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(url)
+            .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -103,12 +103,16 @@ impl Chromium {
         let (page, _) = tokio_tungstenite::connect_async(ws_url)
             .await
             .expect("DevTools WebSocket");
-        Chromium {
+        let mut chromium = Chromium {
             child: chromium.child.take().unwrap(),
             profile,
             page,
             next_id: 0,
-        }
+        };
+        // Navigating here rather than on the command line: Page.navigate answers once
+        // the document is committed, so no evaluation can land in a dying context.
+        chromium.call("Page.navigate", json!({ "url": url })).await;
+        chromium
     }
 
     /// Chromium's own log (stderr), for diagnostics.
