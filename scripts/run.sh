@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 gremium_install_deps
+# hls.js for the viewer page (/watch), from web/package-lock.json.
+source scripts/web.sh
+gremium_install_web
 cargo build --release --locked
 echo "==> moderator token (valid 12 h):"
 ./target/release/gremium token --role moderator

@@ -9,6 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 gremium_install_deps
+# hls.js for the viewer page (/watch), from web/package-lock.json.
+source scripts/web.sh
+gremium_install_web
 # The S3-compatible server the object-store tests start (cached outside the tree).
 source scripts/s3s.sh
 gremium_install_s3s

@@ -37,6 +37,8 @@ pub struct FileConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub web: WebConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -196,6 +198,15 @@ pub struct LogConfig {
     pub format: Option<String>,
     /// tracing filter, e.g. `info` or `gremium=debug` (default `info`; `RUST_LOG` wins).
     pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// hls.js served as `/assets/hls.min.js` for the viewer page (default
+    /// `web/node_modules/hls.js/dist/hls.min.js`, relative to the working directory;
+    /// `""`: none, the page uses native HLS). `GREMIUM_PLAYER_JS` wins.
+    pub player_js: Option<PathBuf>,
 }
 
 /// Validated configuration.
@@ -439,6 +450,19 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
             .unwrap_or_else(|| data_dir.join("objects")),
     };
     let live_dir = data_dir.join("live");
+    let player_js = std::env::var_os("GREMIUM_PLAYER_JS")
+        .map(PathBuf::from)
+        .or(file.web.player_js)
+        .unwrap_or_else(|| PathBuf::from(gremium_signaling::DEFAULT_PLAYER_JS));
+    // Relative to where the service starts, not to where a later chdir might lead.
+    let player_js = if player_js.as_os_str().is_empty() {
+        None
+    } else if player_js.is_relative() {
+        let cwd = std::env::current_dir().context("web.player_js: no working directory")?;
+        Some(cwd.join(player_js))
+    } else {
+        Some(player_js)
+    };
     let max_body_bytes = file.limits.max_body_bytes.unwrap_or(64 * 1024);
     if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
         bail!("limits.max_body_bytes: must be between 1024 and 67108864");
@@ -486,6 +510,7 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
             default_retention_days: default_days,
             max_retention_days: max_days,
             live_dir,
+            player_js,
         },
         log_json,
         log_level: file.log.level.unwrap_or_else(|| "info".into()),
@@ -671,6 +696,21 @@ mod tests {
         assert!(c.database_url.starts_with("sqlite://data/gremium.db"));
         assert!(c.auth.accept_local_staff);
         assert!(c.auth.oidc.is_none());
+        let player = c.api.player_js.expect("a player path by default");
+        assert!(player.is_absolute(), "{}", player.display());
+        assert!(player.ends_with("web/node_modules/hls.js/dist/hls.min.js"));
+    }
+
+    #[test]
+    fn player_js_may_be_switched_off() {
+        assert_eq!(check("[web]\nplayer_js = ''").unwrap().api.player_js, None);
+        assert_eq!(
+            check("[web]\nplayer_js = '/srv/hls.min.js'")
+                .unwrap()
+                .api
+                .player_js,
+            Some(PathBuf::from("/srv/hls.min.js"))
+        );
     }
 
     #[test]
@@ -737,6 +777,10 @@ mod tests {
         let c = check(&text).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
         assert_eq!(c.auth.oidc.as_ref().map(|o| o.role_map.len()), Some(4));
         assert_eq!(c.api.max_body_bytes, 65536);
+        assert!(c
+            .api
+            .player_js
+            .is_some_and(|p| p.ends_with("web/node_modules/hls.js/dist/hls.min.js")));
         assert_eq!(c.ice.port_range, Some((40000, 40999)));
         assert_eq!(
             c.ice.stun_server.as_deref(),

@@ -45,7 +45,14 @@ pub struct ApiSettings {
     pub max_retention_days: u32,
     /// Where the media plane writes HLS presentations (served under `/live`).
     pub live_dir: std::path::PathBuf,
+    /// hls.js for the viewer page, served as `/assets/hls.min.js` (installed at build
+    /// time by `scripts/web.sh`). `None` or a missing file: 404, and the page plays
+    /// with the browser's native HLS where there is one.
+    pub player_js: Option<std::path::PathBuf>,
 }
+
+/// Where `scripts/web.sh` installs hls.js, relative to the working directory.
+pub const DEFAULT_PLAYER_JS: &str = "web/node_modules/hls.js/dist/hls.min.js";
 
 impl Default for ApiSettings {
     fn default() -> Self {
@@ -54,6 +61,7 @@ impl Default for ApiSettings {
             default_retention_days: 30,
             max_retention_days: 3650,
             live_dir: std::path::PathBuf::from("data/live"),
+            player_js: Some(std::path::PathBuf::from(DEFAULT_PLAYER_JS)),
         }
     }
 }
@@ -276,6 +284,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .merge(api::whip::router())
         .merge(api::live::router())
+        .merge(api::watch::router())
         .merge(ops::router())
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(state.settings().max_body_bytes))

@@ -5,7 +5,7 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{archive, audit, chapters, meetings, outputs, participants, whip, ws};
+use crate::api::{archive, audit, chapters, meetings, outputs, participants, watch, whip, ws};
 use crate::AppState;
 
 #[derive(OpenApi)]
@@ -20,6 +20,7 @@ use crate::AppState;
         archive::list_archive, archive::get_media, archive::get_poster, archive::get_manifest, archive::delete_recording, archive::set_retention,
         outputs::start_stream, outputs::list_streams, outputs::get_stream, outputs::stop_stream,
         audit::verify, audit::meeting_ledger, ws::events, whip::publish, whip::leave, whip::trickle,
+        watch::status,
     ),
     components(schemas(crate::error::ErrorBody, crate::events::MeetingEvent, crate::events::EventKind, ws::Snapshot, crate::auth::Role)),
     modifiers(&BearerAuth),

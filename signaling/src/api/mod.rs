@@ -7,5 +7,6 @@ pub mod live;
 pub mod meetings;
 pub mod outputs;
 pub mod participants;
+pub mod watch;
 pub mod whip;
 pub mod ws;
