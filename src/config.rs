@@ -171,6 +171,8 @@ pub struct StreamingConfig {
     /// What the recording does during non-public parts: `continue` (default: it keeps
     /// the program, e.g. for the minutes) or `slate` (it shows the slate too).
     pub non_public_recording: Option<String>,
+    /// Broadcast delay of livestreams in seconds (default 0: none; at most 60).
+    pub delay_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -546,11 +548,16 @@ fn streaming_settings(
             bail!("streaming.non_public_recording: {other:?} is not one of \"continue\", \"slate\"")
         }
     };
+    let delay = c.delay_secs.unwrap_or(0);
+    if delay > 60 {
+        bail!("streaming.delay_secs: must be at most 60");
+    }
     Ok(gremium_mediaplane::StreamingSettings {
         segment: std::time::Duration::from_secs(segment),
         window,
         dvr_segments,
         slate_recording,
+        delay: (delay > 0).then(|| std::time::Duration::from_secs(delay)),
     })
 }
 

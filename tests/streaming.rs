@@ -644,3 +644,164 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
     drop(nginx);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A broadcast delay holds the livestream back; going non-public then cuts what is
+/// still held back, so nothing of the last seconds before the cut leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_delay_lets_the_moderator_cut_before_content_leaves() {
+    let _serial = SERIAL.lock().await;
+    const DELAY: Duration = Duration::from_secs(4);
+    let dir = std::env::temp_dir().join(format!("gremium-delay-{}", uuid::Uuid::new_v4()));
+    let program = ProgramSettings {
+        canvas: Canvas {
+            width: 640,
+            height: 360,
+        },
+        fps: 15,
+        labels: false,
+        ..ProgramSettings::default()
+    };
+    let streaming = gremium_mediaplane::StreamingSettings {
+        delay: Some(DELAY),
+        ..Default::default()
+    };
+    let (app, _media) = spawn_with_gst_media_streaming(program, dir.clone(), streaming).await;
+    let moderator = app.token(&[Role::Moderator]);
+    let (s, m) = app
+        .send(
+            Method::POST,
+            "/api/v1/meetings",
+            Some(&moderator),
+            Some(json!({"title": "Gemeinderat", "public": true})),
+        )
+        .await;
+    assert_eq!(s, 201, "{m}");
+    let mid = m["id"].as_str().unwrap().to_string();
+    let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
+    app.set_consent(&mid, &a, &a_join, false, true).await;
+    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+    next_event(&mut ws).await;
+    let small = [
+        "--width",
+        "320",
+        "--height",
+        "180",
+        "--fps",
+        "15",
+        "--duration",
+        "60",
+    ];
+    let mut pa = spawn_publisher(
+        &app.base,
+        &mid,
+        &a_join,
+        &[&["--color", "ffd700"][..], &small].concat(),
+    );
+    wait_event(&mut ws, "participant_media_started", |_| true).await;
+    let (s, stream) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/streams"),
+            Some(&moderator),
+            Some(json!({"hls": true})),
+        )
+        .await;
+    assert_eq!(s, 201, "{stream}");
+    let started = std::time::Instant::now();
+    let newest = || {
+        let (http, url) = (
+            app.http.clone(),
+            format!("{}/live/{mid}/360p/index.m3u8", app.base),
+        );
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            if r.status() != 200 {
+                return None;
+            }
+            let text = r.text().await.unwrap();
+            text.lines().rfind(|l| l.ends_with(".ts")).map(|l| {
+                l.trim_start_matches("seg")
+                    .trim_end_matches(".ts")
+                    .parse::<u64>()
+                    .unwrap()
+            })
+        }
+    };
+    let wait_for = |n: u64| {
+        let newest = &newest;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                if newest().await.is_some_and(|s| s >= n) {
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "no segment {n}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_for(0).await;
+    let first = started.elapsed();
+    assert!(
+        first >= DELAY,
+        "the first segment was listed {first:?} after the start, within the delay"
+    );
+    let decode = |n: u64| {
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(format!("{}/live/{mid}/360p/seg{n:05}.ts", app.base))
+            .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+            .chunks_exact(640 * 360 * 3)
+            .map(|f| {
+                let count = |c| f.chunks_exact(3).filter(|px| near(px, c)).count();
+                (count(GOLD), count(SLATE))
+            })
+            .collect::<Vec<_>>()
+    };
+    wait_for(3).await;
+    let n = newest().await.unwrap();
+    assert!(
+        decode(n).iter().skip(1).all(|(gold, _)| *gold > 5_000),
+        "A is in the (delayed) livestream before the cut"
+    );
+
+    // The cut. A segment is listed about a segment after the encoders finished it, so
+    // when the cut comes segment N is the newest listed, N+1 is complete and N+2 may
+    // hold frames that had left the delay before the cut. Every later one holds none
+    // of A — without the cut the delay would still release the last 4 s of A, into
+    // segment N+6 or so.
+    let at_cut = newest().await.unwrap();
+    let (s, r) = app
+        .send(
+            Method::PUT,
+            &format!("/api/v1/meetings/{mid}/public"),
+            Some(&moderator),
+            Some(json!({"public": false, "reason": "TOP 4"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let last = at_cut + 3 + DELAY.as_secs();
+    wait_for(last).await;
+    for seg in at_cut + 3..=last {
+        let frames = decode(seg);
+        assert!(frames.len() >= 10, "segment {seg}: {} frames", frames.len());
+        for (i, (gold, slate)) in frames.iter().enumerate() {
+            assert_eq!(*gold, 0, "segment {seg} frame {i}: A left after the cut");
+            assert!(
+                *slate > 640 * 360 / 2,
+                "segment {seg} frame {i}: neither blank nor slate"
+            );
+        }
+    }
+    let _ = pa.kill();
+    let _ = pa.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

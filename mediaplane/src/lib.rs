@@ -82,6 +82,9 @@ pub struct StreamingSettings {
     /// During non-public parts the recording shows the slate too (default: the
     /// recording continues with the program, for the minutes).
     pub slate_recording: bool,
+    /// Broadcast delay of livestreams (HLS and RTMP): the program is held back this
+    /// long, and going non-public blanks what is still held back.
+    pub delay: Option<Duration>,
 }
 
 impl Default for StreamingSettings {
@@ -91,6 +94,7 @@ impl Default for StreamingSettings {
             window: 6,
             dvr_segments: 0,
             slate_recording: false,
+            delay: None,
         }
     }
 }
@@ -765,6 +769,7 @@ impl GstMediaPlane {
         settings.segment = streaming.segment;
         settings.window = streaming.window;
         settings.dvr_window = (streaming.dvr_segments > 0).then_some(streaming.dvr_segments);
+        settings.delay = streaming.delay;
         // Never upscale: the ladder's rungs up to the canvas, or the canvas itself.
         settings
             .renditions
@@ -1009,7 +1014,17 @@ impl GstMediaPlane {
                     .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
             }
         }
-        Ok(running_time(&s))
+        let now = running_time(&s);
+        if let (false, Some(now)) = (public, now) {
+            // With a broadcast delay, what is still held back never leaves either.
+            let streams = self.0.streams.lock().unwrap_or_else(|p| p.into_inner());
+            for (m, _, hls) in streams.values() {
+                if *m == meeting_id {
+                    hls.cut(now);
+                }
+            }
+        }
+        Ok(now)
     }
 
     /// Does this audience's program show the slate during non-public parts? The

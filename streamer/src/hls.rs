@@ -17,6 +17,12 @@
 //! rendition are named `{rendition}-queue`, `{rendition}-scale`, `{rendition}-enc`,
 //! `{rendition}-parse` and `hls-{rendition}` (`hls-audio` for the audio-only one).
 //!
+//! An optional broadcast delay holds the raw program back (queues `video-delay` and
+//! `audio-queue`, their output shifted by the delay so muxers and sinks see it on
+//! time) before anything is encoded; [`HlsBin::cut`] then blanks — slate colour and
+//! silence — everything still held back, so a moderator's cut takes effect on every
+//! output at once. Raw 720p30 video costs about 40 MB per second of delay.
+//!
 //! RTMP push destinations share the top rendition's H.264 (a `tee` named
 //! `rtmp-video-tee` between its `{rendition}-parse` and `hls-{rendition}`) and the AAC
 //! (`audio-tee`): see [`HlsBin::add_rtmp`] and [`crate::rtmp`].
@@ -28,6 +34,7 @@ mod playlist;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gremium_pipelines::{capsfilter, link_chain, make, PipelineError};
@@ -103,6 +110,9 @@ pub struct HlsSettings {
     pub window: u32,
     /// Extra segments kept in the playlist for DVR (pause, seek back).
     pub dvr_window: Option<u32>,
+    /// Broadcast delay: the program is held back this long before it is encoded
+    /// (at most 60 s), so [`HlsBin::cut`] can still keep it from leaving.
+    pub delay: Option<Duration>,
     /// Video renditions; the audio-only one is always added.
     pub renditions: Vec<Rendition>,
 }
@@ -116,6 +126,7 @@ impl HlsSettings {
             segment: Duration::from_secs(1),
             window: 6,
             dvr_window: None,
+            delay: None,
             renditions: Rendition::default_ladder(),
         }
     }
@@ -162,6 +173,12 @@ impl HlsSettings {
         }
         if self.playlist_length() > 100_000 {
             return bad("window + DVR is over 100000 segments".into());
+        }
+        if self
+            .delay
+            .is_some_and(|d| d.is_zero() || d > Duration::from_secs(60))
+        {
+            return bad(format!("delay {:?} is not in (0, 60 s]", self.delay));
         }
         if self.renditions.is_empty() {
             return bad("no video rendition".into());
@@ -230,6 +247,121 @@ pub struct HlsBin {
     outputs: Vec<String>,
     /// RTMP push destinations fed from the top rendition and the shared AAC.
     rtmp: RtmpOutputs,
+    /// The broadcast delay, if any.
+    delay: Option<Duration>,
+    /// Program running times (ns) whose media is blanked on its way out of the delay.
+    blanking: Arc<Blanking>,
+}
+
+/// Intervals of program running time `[from, to)` in ns to blank, and the running
+/// time of the last video and audio buffer that left the delay (`u64::MAX`: none).
+#[derive(Debug)]
+struct Blanking {
+    intervals: Mutex<Vec<(u64, u64)>>,
+    left: [std::sync::atomic::AtomicU64; 2],
+}
+
+impl Default for Blanking {
+    fn default() -> Self {
+        Blanking {
+            intervals: Mutex::new(Vec::new()),
+            left: [
+                std::sync::atomic::AtomicU64::new(u64::MAX),
+                std::sync::atomic::AtomicU64::new(u64::MAX),
+            ],
+        }
+    }
+}
+
+impl Blanking {
+    fn add(&self, from: u64, to: u64) {
+        let mut v = self.intervals.lock().unwrap_or_else(|p| p.into_inner());
+        // Intervals wholly before this one have left the delay long ago.
+        v.retain(|(_, end)| *end + 120_000_000_000 > from);
+        v.push((from, to));
+    }
+
+    fn covers(&self, running_ns: u64) -> bool {
+        let v = self.intervals.lock().unwrap_or_else(|p| p.into_inner());
+        v.iter().any(|(a, b)| (*a..*b).contains(&running_ns))
+    }
+
+    /// The first running time that has not left the delay on both streams.
+    fn held_back_from(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        let left = self.left.iter().map(|l| l.load(Ordering::SeqCst));
+        // A stream of which nothing left yet holds everything back.
+        if left.clone().any(|t| t == u64::MAX) {
+            return 0;
+        }
+        left.min().map_or(0, |t| t + 1)
+    }
+}
+
+/// Hold one raw stream back by `delay` and blank what `blanking` covers on its way
+/// out: slate-coloured frames (I420) or silence.
+fn delay_stream(
+    queue: &gst::Element,
+    delay: Duration,
+    blanking: Arc<Blanking>,
+    video: bool,
+) -> Result<(), PipelineError> {
+    let ns = delay.as_nanos() as u64;
+    queue.set_property("max-size-buffers", 0u32);
+    queue.set_property("max-size-bytes", 0u32);
+    queue.set_property("max-size-time", ns + 2_000_000_000);
+    queue.set_property("min-threshold-time", ns);
+    let sink = queue
+        .static_pad("sink")
+        .ok_or_else(|| PipelineError::Link("delay queue without sink pad".into()))?;
+    let src = queue
+        .static_pad("src")
+        .ok_or_else(|| PipelineError::Link("delay queue without src pad".into()))?;
+    // Downstream sees the delayed media on time: muxers and sinks wait for nothing.
+    src.set_offset(ns as i64);
+    src.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(segment) = sink.sticky_event::<gst::event::Segment>(0) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Some(segment) = segment.segment().downcast_ref::<gst::ClockTime>().cloned() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Some(buffer) = info.buffer_mut() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let running = buffer
+            .pts()
+            .and_then(|pts| segment.to_running_time(pts))
+            .map(|t| t.nseconds());
+        if let Some(t) = running {
+            blanking.left[usize::from(!video)].store(t, std::sync::atomic::Ordering::SeqCst);
+        }
+        if !running.is_some_and(|t| blanking.covers(t)) {
+            return gst::PadProbeReturn::Ok;
+        }
+        let buffer = buffer.make_mut();
+        if video {
+            let info = pad
+                .current_caps()
+                .and_then(|c| gst_video::VideoInfo::from_caps(&c).ok());
+            if let Some(info) = info {
+                if let Ok(mut frame) =
+                    gst_video::VideoFrameRef::from_buffer_ref_writable(buffer, &info)
+                {
+                    // The slate's colour, #1d3557, in BT.601 YUV.
+                    for (plane, value) in [(0, 59u8), (1, 146), (2, 115)] {
+                        if let Ok(data) = frame.plane_data_mut(plane) {
+                            data.fill(value);
+                        }
+                    }
+                }
+            }
+        } else if let Ok(mut map) = buffer.map_writable() {
+            map.fill(0);
+        }
+        gst::PadProbeReturn::Ok
+    });
+    Ok(())
 }
 
 fn err(e: impl std::fmt::Display) -> PipelineError {
@@ -262,6 +394,17 @@ impl HlsBin {
         // Video: one tee of the raw program, one scaler + encoder per rendition.
         let vtee = make("tee", Some("video-tee"))?;
         bin.add(&vtee).map_err(err)?;
+        let blanking = Arc::new(Blanking::default());
+        let video_in = match s.delay {
+            Some(delay) => {
+                let q = make("queue", Some("video-delay"))?;
+                bin.add(&q).map_err(err)?;
+                q.link(&vtee).map_err(err)?;
+                delay_stream(&q, delay, blanking.clone(), true)?;
+                q
+            }
+            None => vtee.clone(),
+        };
         // Audio: one AAC encode, shared through a tee.
         let aqueue = make("queue", Some("audio-queue"))?;
         let aconv = make("audioconvert", Some("audio-convert"))?;
@@ -272,6 +415,9 @@ impl HlsBin {
         bin.add_many([&aqueue, &aconv, &aenc, &aparse, &atee])
             .map_err(err)?;
         link_chain(&[&aqueue, &aconv, &aenc, &aparse, &atee])?;
+        if let Some(delay) = s.delay {
+            delay_stream(&aqueue, delay, blanking.clone(), false)?;
+        }
 
         // The largest rendition (the first of equals) also feeds the RTMP pushes.
         let top = s
@@ -338,7 +484,7 @@ impl HlsBin {
         link_audio(&bin, &atee, &audio_only, AUDIO_RENDITION)?;
         outputs.push(audio_only.name().to_string());
 
-        for (name, el) in [("video", &vtee), ("audio", &aqueue)] {
+        for (name, el) in [("video", &video_in), ("audio", &aqueue)] {
             let target = el
                 .static_pad("sink")
                 .ok_or_else(|| PipelineError::Link(format!("{} has no sink pad", el.name())))?;
@@ -356,7 +502,22 @@ impl HlsBin {
             dir: s.dir.clone(),
             outputs,
             rtmp,
+            delay: s.delay,
+            blanking,
         })
+    }
+
+    /// The moderator cut (the meeting went non-public) at program running time
+    /// `now_ns`: with a broadcast delay, everything still held back — all that has
+    /// not left the delay yet, about `delay` of program — and the next second (until
+    /// the program's own slate arrives) leaves blanked. False without a delay.
+    pub fn cut(&self, now_ns: u64) -> bool {
+        if self.delay.is_none() {
+            return false;
+        }
+        let from = self.blanking.held_back_from().min(now_ns);
+        self.blanking.add(from, now_ns + 1_000_000_000);
+        true
     }
 
     /// The bin to attach (pads `video` and `audio`).
@@ -582,6 +743,20 @@ mod tests {
                 },
             ),
             (
+                "delay",
+                HlsSettings {
+                    delay: Some(Duration::ZERO),
+                    ..ok.clone()
+                },
+            ),
+            (
+                "delay",
+                HlsSettings {
+                    delay: Some(Duration::from_secs(61)),
+                    ..ok.clone()
+                },
+            ),
+            (
                 "no video",
                 HlsSettings {
                     renditions: vec![],
@@ -631,5 +806,18 @@ mod tests {
             let e = s.validate().expect_err(why).to_string();
             assert!(e.contains(why), "{why}: {e}");
         }
+    }
+
+    #[test]
+    fn a_cut_blanks_all_that_has_not_left_the_delay() {
+        let b = Blanking::default();
+        // Nothing left yet: everything is held back.
+        assert_eq!(b.held_back_from(), 0);
+        b.left[0].store(5_000, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(b.held_back_from(), 0, "audio has not left yet");
+        b.left[1].store(4_000, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(b.held_back_from(), 4_001);
+        b.add(4_001, 9_000);
+        assert!(!b.covers(4_000) && b.covers(4_001) && b.covers(8_999) && !b.covers(9_000));
     }
 }
