@@ -27,7 +27,7 @@ async fn get(app: &TestApp, path: &str) -> reqwest::Response {
 async fn status(app: &TestApp, mid: &str) -> Value {
     let r = get(app, &format!("/watch/{mid}/status")).await;
     assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["cache-control"], "no-cache");
+    assert_eq!(r.headers()["cache-control"], "public, max-age=1");
     r.json().await.unwrap()
 }
 

@@ -30,20 +30,62 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::{to_datetime, AppState};
 
+/// File name of every media playlist the media plane writes.
+const PLAYLIST: &str = "index.m3u8";
+
 /// What the live routes keep in memory: each meeting's chapters (loaded on first
-/// use, dropped when a chapter is marked) and the rewritten media playlists.
+/// use, dropped when a chapter is marked), the rewritten media playlists, and the
+/// segments players fetch (every viewer fetches each new segment within a second or
+/// two; from memory that costs no file system call).
 #[derive(Default)]
 pub struct LiveState {
     chapters: Mutex<HashMap<Uuid, Arc<Vec<Chapter>>>>,
     playlists: Mutex<HashMap<PathBuf, CachedPlaylist>>,
+    segments: Mutex<SegmentCache>,
+}
+
+/// Most bytes of segments kept in memory (oldest dropped first).
+const SEGMENT_CACHE_BYTES: usize = 128 * 1024 * 1024;
+
+/// Segments by path, in insertion order for eviction.
+#[derive(Default)]
+struct SegmentCache {
+    by_path: HashMap<PathBuf, Bytes>,
+    order: std::collections::VecDeque<PathBuf>,
+    bytes: usize,
+}
+
+impl SegmentCache {
+    fn insert(&mut self, path: PathBuf, body: Bytes) {
+        if body.len() > SEGMENT_CACHE_BYTES / 4 || self.by_path.contains_key(&path) {
+            return;
+        }
+        self.bytes += body.len();
+        self.order.push_back(path.clone());
+        self.by_path.insert(path, body);
+        while self.bytes > SEGMENT_CACHE_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(b) = self.by_path.remove(&old) {
+                self.bytes -= b.len();
+            }
+        }
+    }
 }
 
 struct CachedPlaylist {
     modified: SystemTime,
     len: u64,
+    /// When the file was last looked at.
+    checked: std::time::Instant,
     chapters: Arc<Vec<Chapter>>,
     body: Bytes,
 }
+
+/// A playlist served from memory is re-checked against its file at most this often
+/// (players may see it this much later; its `max-age` is a second anyway).
+const PLAYLIST_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl LiveState {
     /// A chapter was marked: the next playlist request reloads the meeting's chapters.
@@ -54,13 +96,57 @@ impl LiveState {
             .remove(&meeting_id);
     }
 
-    /// Forget everything about a meeting (its live output is gone).
-    pub fn forget(&self, meeting_id: Uuid, dir: &std::path::Path) {
-        self.chapters_changed(meeting_id);
+    /// Forget a meeting's cached playlists and segments (a new stream starts; its
+    /// files reuse the names).
+    pub fn forget_meeting(&self, meeting_id: Uuid, live_dir: &std::path::Path) {
+        let dir = live_dir.join(meeting_id.to_string());
         self.playlists
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|path, _| !path.starts_with(dir));
+            .retain(|path, _| !path.starts_with(&dir));
+        let mut segments = self.segments.lock().unwrap_or_else(|p| p.into_inner());
+        let stale: Vec<PathBuf> = segments
+            .by_path
+            .keys()
+            .filter(|p| p.starts_with(&dir))
+            .cloned()
+            .collect();
+        for path in stale {
+            if let Some(b) = segments.by_path.remove(&path) {
+                segments.bytes -= b.len();
+            }
+        }
+        segments.order.retain(|p| !p.starts_with(&dir));
+    }
+
+    /// A segment, from memory when it was read before. Only a segment listed in its
+    /// rendition's playlist (as last served) is complete and gets cached: the sink
+    /// writes the next one in place before it lists it.
+    async fn segment(&self, file: PathBuf) -> Option<Bytes> {
+        if let Some(b) = self
+            .segments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_path
+            .get(&file)
+        {
+            return Some(b.clone());
+        }
+        let body = Bytes::from(tokio::fs::read(&file).await.ok()?);
+        let name = file.file_name()?.to_str()?;
+        let listed = self
+            .playlists
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&file.with_file_name(PLAYLIST))
+            .is_some_and(|p| p.body.split(|b| *b == b'\n').any(|l| l == name.as_bytes()));
+        if listed {
+            self.segments
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(file, body.clone());
+        }
+        Some(body)
     }
 
     async fn chapters(&self, state: &AppState, meeting_id: Uuid) -> Arc<Vec<Chapter>> {
@@ -131,6 +217,8 @@ async fn serve(
     let media_playlist = content_type != "video/mp2t" && path.contains('/');
     let body = if media_playlist {
         media_playlist_body(&state, meeting_id, file).await
+    } else if content_type == "video/mp2t" {
+        state.live().segment(file).await
     } else {
         tokio::fs::read(&file).await.ok().map(Bytes::from)
     };
@@ -156,17 +244,30 @@ async fn serve(
 /// A media playlist with the meeting's chapters, from the cache while neither the
 /// file nor the chapters changed.
 async fn media_playlist_body(state: &AppState, meeting_id: Uuid, file: PathBuf) -> Option<Bytes> {
-    let meta = tokio::fs::metadata(&file).await.ok()?;
-    let (modified, len) = (meta.modified().ok()?, meta.len());
     let live = state.live();
     let chapters = live.chapters(state, meeting_id).await;
+    let fresh = |c: &CachedPlaylist| {
+        c.checked.elapsed() < PLAYLIST_RECHECK && Arc::ptr_eq(&c.chapters, &chapters)
+    };
     if let Some(c) = live
         .playlists
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(&file)
+        .filter(|c| fresh(c))
+    {
+        return Some(c.body.clone());
+    }
+    let meta = tokio::fs::metadata(&file).await.ok()?;
+    let (modified, len) = (meta.modified().ok()?, meta.len());
+    if let Some(c) = live
+        .playlists
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_mut(&file)
     {
         if c.modified == modified && c.len == len && Arc::ptr_eq(&c.chapters, &chapters) {
+            c.checked = std::time::Instant::now();
             return Some(c.body.clone());
         }
     }
@@ -196,6 +297,7 @@ async fn media_playlist_body(state: &AppState, meeting_id: Uuid, file: PathBuf) 
             CachedPlaylist {
                 modified,
                 len,
+                checked: std::time::Instant::now(),
                 chapters,
                 body: body.clone(),
             },
@@ -343,5 +445,54 @@ mod tests {
         assert_eq!(with_chapters(WRITTEN, None, &[chapter(1, "x")]), WRITTEN);
         // A playlist without segments yet gets nothing.
         assert_eq!(first_segment("#EXTM3U\n#EXT-X-TARGETDURATION:1\n"), None);
+    }
+
+    #[test]
+    fn the_segment_cache_keeps_at_most_its_budget_oldest_out_first() {
+        let mut c = SegmentCache::default();
+        let chunk = Bytes::from(vec![0u8; SEGMENT_CACHE_BYTES / 5]);
+        for i in 0..7 {
+            c.insert(
+                PathBuf::from(format!("/l/m/360p/seg{i:05}.ts")),
+                chunk.clone(),
+            );
+        }
+        assert!(c.bytes <= SEGMENT_CACHE_BYTES);
+        assert_eq!(c.by_path.len(), 5);
+        assert!(!c
+            .by_path
+            .contains_key(&PathBuf::from("/l/m/360p/seg00000.ts")));
+        assert!(c
+            .by_path
+            .contains_key(&PathBuf::from("/l/m/360p/seg00006.ts")));
+        // Too large for the cache: not kept.
+        c.insert(
+            PathBuf::from("/big.ts"),
+            Bytes::from(vec![0u8; SEGMENT_CACHE_BYTES / 2]),
+        );
+        assert!(!c.by_path.contains_key(&PathBuf::from("/big.ts")));
+    }
+
+    #[test]
+    fn a_new_stream_drops_the_meetings_cached_files() {
+        let live = LiveState::default();
+        let (m, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let root = PathBuf::from("/data/live");
+        for id in [m, other] {
+            let seg = root.join(id.to_string()).join("360p/seg00003.ts");
+            live.segments
+                .lock()
+                .unwrap()
+                .insert(seg, Bytes::from_static(b"old"));
+        }
+        live.forget_meeting(m, &root);
+        let segments = live.segments.lock().unwrap();
+        assert_eq!(segments.by_path.len(), 1);
+        assert!(segments
+            .by_path
+            .keys()
+            .all(|p| p.starts_with(root.join(other.to_string()))));
+        assert_eq!(segments.bytes, 3);
+        assert_eq!(segments.order.len(), 1);
     }
 }

@@ -537,6 +537,10 @@ pub async fn start_stream(
             key: d.key.clone(),
         })
         .collect();
+    if body.hls {
+        // A new presentation restarts the segment numbers in the same directory.
+        state.live().forget_meeting(id, &state.settings().live_dir);
+    }
     launch(
         &state,
         OutputKind::Stream,

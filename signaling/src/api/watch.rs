@@ -122,7 +122,8 @@ pub async fn status(
     let hls = matches!(watch, WatchState::Live | WatchState::NotPublic)
         .then(|| format!("/live/{}/index.m3u8", meeting.id));
     Ok((
-        [(header::CACHE_CONTROL, "no-cache")],
+        // Every citizen's page polls this: a CDN may answer for a second.
+        [(header::CACHE_CONTROL, "public, max-age=1")],
         Json(WatchStatus {
             title: meeting.title,
             state: watch,
