@@ -340,6 +340,33 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
         );
         let frames: Vec<&[u8]> = out.stdout.chunks_exact(640 * 360 * 3).collect();
         assert!(frames.len() >= 10, "{} frames", frames.len());
+        // The sound: silence under the slate, A's tone otherwise.
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(format!("{}/live/{mid}/360p/seg{target:05}.ts", app.base))
+            .args(["-map", "0:a:0", "-ac", "1", "-f", "s16le", "-"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let peak = out
+            .stdout
+            .chunks_exact(2)
+            .skip(4800) // the AAC decoder's first frames ramp in
+            .map(|s| i16::from_le_bytes([s[0], s[1]]).unsigned_abs())
+            .max()
+            .unwrap_or(0);
+        if expect_slate {
+            assert!(peak < 100, "sound under the slate: peak {peak}");
+        } else {
+            assert!(
+                peak > 1_000,
+                "A not heard after going public again: peak {peak}"
+            );
+        }
         for (i, f) in frames.iter().enumerate() {
             let count = |c| f.chunks_exact(3).filter(|px| near(px, c)).count();
             if expect_slate {
