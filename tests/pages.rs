@@ -394,3 +394,214 @@ async fn participant_joins() {
     drop(browser);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What the console is doing, for failure messages.
+const DESCRIBE_CONSOLE: &str = "JSON.stringify({phase: gremiumConsole.phase, \
+    recording: gremiumConsole.recording, stream: gremiumConsole.stream, \
+    public: gremiumConsole.public, chapters: gremiumConsole.chapters, \
+    participants: gremiumConsole.participants, error: gremiumConsole.error, \
+    message: document.getElementById('message').textContent, \
+    ledger: gremiumConsole.ledgerKinds})";
+
+#[tokio::test]
+async fn console_page_is_served_and_unknown_meetings_are_404() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let moderator = app.token(&[Role::Moderator]);
+    let m = app.create_meeting(&moderator, "Hauptausschuss").await;
+    let mid = m["id"].as_str().unwrap();
+    let page = get(&app, &format!("/console/{mid}?token=x")).await;
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    assert!(page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'none'"));
+    assert!(page.headers()["permissions-policy"]
+        .to_str()
+        .unwrap()
+        .contains("camera=()"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"id="recording-start""#));
+    assert!(!html.contains("src=\"http"));
+    for bad in ["00000000-0000-0000-0000-000000000000", "nope"] {
+        assert_eq!(get(&app, &format!("/console/{bad}")).await.status(), 404);
+    }
+}
+
+#[test]
+fn a_moderator_runs_the_meeting_from_the_console_in_chromium() {
+    netns::run_isolated(
+        "a_moderator_runs_the_meeting_from_the_console_in_chromium",
+        Duration::from_secs(120),
+        || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(moderator_console())
+        },
+    );
+}
+
+async fn moderator_console() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let moderator = app.token(&[Role::Moderator]);
+    let (s, m) = app
+        .send(
+            Method::POST,
+            "/api/v1/meetings",
+            Some(&moderator),
+            Some(json!({"title": "Stadtrat, 13. Sitzung", "public": true})),
+        )
+        .await;
+    assert_eq!(s, 201, "{m}");
+    let mid = m["id"].as_str().unwrap().to_string();
+    let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
+    app.set_consent(&mid, &a, &a_join, true, false).await;
+    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+    next_event(&mut ws).await;
+
+    let url = app.url(&format!("/console/{mid}?token={moderator}"));
+    let mut browser = cdp::Chromium::launch(&url).await;
+    let b = &mut browser;
+    b.wait_for(
+        "window.gremiumConsole && gremiumConsole.phase === 'ready'",
+        Duration::from_secs(15),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+    assert_eq!(b.eval("location.search").await, "");
+    b.eval("document.querySelector('[data-lang=de]').click()")
+        .await;
+    assert_eq!(
+        b.eval("gremiumConsole.participants").await,
+        json!([{"name": "Anna", "consent": {"recording": true, "streaming": false}}])
+    );
+    // Media and consent changes arrive over the WebSocket.
+    app.fake
+        .emit(gremium_protocol::MediaEvent::ParticipantMediaStarted {
+            meeting_id: mid.parse().unwrap(),
+            participant_id: a.parse().unwrap(),
+        });
+    app.set_consent(&mid, &a, &a_join, true, true).await;
+    b.wait_for(
+        "(p => p.media === true && p.consent.streaming === true)(gremiumConsole.participants[0]) \
+         && document.querySelector('#participants tr td:nth-child(2)').textContent === 'sendet'",
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+
+    // Start recording: a recording is active per the API.
+    b.eval("document.getElementById('recording-start').click()")
+        .await;
+    b.wait_for(
+        "gremiumConsole.recording && gremiumConsole.recording.state === 'active' && \
+         document.getElementById('recording-state').textContent === 'läuft'",
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+    let (s, recs) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}/recordings"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(recs.as_array().unwrap().len(), 1, "{recs}");
+    assert_eq!(recs[0]["state"], "active", "{recs}");
+
+    // A chapter, typed and marked with Enter: listed by the API and on the page.
+    b.eval("document.getElementById('chapter-title').focus()")
+        .await;
+    b.call("Input.insertText", json!({"text": "TOP 3: Haushalt"}))
+        .await;
+    b.press("Enter", 13, Some("\r")).await;
+    b.wait_for(
+        "gremiumConsole.chapters.includes('TOP 3: Haushalt') && \
+         document.getElementById('chapters').textContent.includes('TOP 3: Haushalt')",
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+    let (_, chapters) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}/chapters"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(chapters[0]["title"], "TOP 3: Haushalt", "{chapters}");
+
+    // Non-public with a reason: public_changed carries it.
+    b.eval("document.getElementById('public-reason').value = 'TOP 7: Personalsache'")
+        .await;
+    b.eval("document.getElementById('public-toggle').click()")
+        .await;
+    let e = wait_event(&mut ws, "public_changed", |_| true).await;
+    assert_eq!(e["public"], false, "{e}");
+    assert_eq!(e["reason"], "TOP 7: Personalsache", "{e}");
+    b.wait_for(
+        "gremiumConsole.public === false && \
+         document.getElementById('public-toggle').textContent === 'Öffentlich schalten'",
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+
+    // The ledger shows what happened.
+    b.wait_for(
+        "['meeting_created', 'consent_changed', 'recording_active', 'public_changed']\
+         .every(k => gremiumConsole.ledgerKinds.includes(k)) && \
+         document.getElementById('ledger').textContent.includes('public_changed')",
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+    b.screenshot(&artifact("console.png")).await;
+
+    // HLS stream on and off; recording off.
+    b.eval("document.getElementById('stream-start').click()")
+        .await;
+    b.wait_for(
+        "gremiumConsole.stream && gremiumConsole.stream.state === 'active'",
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+    b.eval("document.getElementById('stream-stop').click()")
+        .await;
+    // Buttons are disabled while a request is in flight.
+    b.wait_for(
+        "gremiumConsole.stream.state === 'finished' &&          !document.getElementById('recording-stop').disabled",
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+    b.eval("document.getElementById('recording-stop').click()")
+        .await;
+    b.wait_for(
+        "gremiumConsole.recording.state === 'finished' &&          !document.getElementById('recording-start').disabled",
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+    // A phone 360 px wide: nothing wider than the screen.
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 360, "height": 740, "deviceScaleFactor": 1, "mobile": true}),
+    )
+    .await;
+    b.wait_for(
+        "document.documentElement.scrollWidth <= 360",
+        Duration::from_secs(3),
+        "document.documentElement.scrollWidth",
+    )
+    .await;
+    b.screenshot(&artifact("console-360.png")).await;
+}

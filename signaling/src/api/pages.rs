@@ -1,17 +1,19 @@
 //! The pages people use in a meeting: `GET /join/{meeting_id}?token=JOIN_TOKEN` for
 //! participants (camera and microphone preview, the consent dialog, the recording and
-//! livestream indicator, publishing over WHIP) and `GET /assets/whip.js`, the WHIP
-//! publisher shared with `/publish` (see [`super::whip`]).
+//! livestream indicator, publishing over WHIP); `GET /console/{meeting_id}?token=…` for
+//! the chair (participants with media and consent, recording, HLS stream, public switch
+//! with reason, chapters, the ledger); `GET /assets/whip.js`, the WHIP publisher shared
+//! with `/publish` (see [`super::whip`]).
 //!
-//! Owns: the pages' HTML (`assets/join.html`), the consent texts shown in them
-//! ([`ConsentTexts`], from `[pages]` in the config) and how they reach the page (a JSON
-//! data block, escaped so it cannot end the script element), the pages' security
-//! headers (our origin only, no referrer: the token is in the URL).
+//! Owns: the pages' HTML (`assets/join.html`, `assets/console.html`), the consent texts
+//! shown in them ([`ConsentTexts`], from `[pages]` in the config) and how they reach the
+//! page (a JSON data block, escaped so it cannot end the script element), the pages'
+//! security headers (our origin only, no referrer: the token is in the URL).
 //!
 //! Must not: change anything or read anything beyond the meeting's existence (the
-//! pages are public HTML; everything else they show comes from the API with the token
-//! the user holds, which enforces roles), or load code from third parties (scripts are
-//! inline or our own assets).
+//! pages are public HTML; everything else they show or do goes through the API with the
+//! token the user holds, which enforces roles), or load code from third parties
+//! (scripts are inline or our own assets).
 
 use axum::extract::{Path, State};
 use axum::http::header;
@@ -26,6 +28,7 @@ use crate::AppState;
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/join/{meeting_id}", get(join_page))
+        .route("/console/{meeting_id}", get(console_page))
         .route("/assets/whip.js", get(whip_js))
 }
 
@@ -143,6 +146,16 @@ async fn join_page(State(state): State<AppState>, Path(id): Path<String>) -> Api
         consent: &state.settings().consent_texts,
     };
     Ok(page(include_str!("../../assets/join.html"), &config, true))
+}
+
+/// The moderator console. The meeting must exist (else 404); the moderator's token
+/// (`?token=` until OIDC sign-in comes) is checked by every API call it makes.
+async fn console_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    super::watch::find_meeting(&state, &id).await?;
+    Ok(page(include_str!("../../assets/console.html"), &(), false))
 }
 
 /// The WHIP publisher (`gremiumWhip.publish`), used by `/join` and `/publish`.
