@@ -39,6 +39,8 @@ pub struct FileConfig {
     pub log: LogConfig,
     #[serde(default)]
     pub web: WebConfig,
+    #[serde(default)]
+    pub pages: PagesConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -209,6 +211,74 @@ pub struct WebConfig {
     /// `web/node_modules/hls.js/dist/hls.min.js`, relative to the working directory;
     /// `""`: none, the page uses native HLS). `GREMIUM_PLAYER_JS` wins.
     pub player_js: Option<PathBuf>,
+}
+
+/// Texts of the participants' consent dialog (`/join`). Each purpose is German and
+/// English: `purpose_recording = { de = "…", en = "…" }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagesConfig {
+    /// The controller: name and postal address of the body holding the meetings.
+    pub controller: Option<String>,
+    /// Why meetings are recorded.
+    pub purpose_recording: Option<BilingualConfig>,
+    /// Why meetings are streamed live.
+    pub purpose_streaming: Option<BilingualConfig>,
+}
+
+/// A text in German and English.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BilingualConfig {
+    pub de: String,
+    pub en: String,
+}
+
+/// Longest consent text accepted (a dialog, not a privacy policy).
+const MAX_PAGE_TEXT: usize = 2000;
+
+fn page_text(key: &str, text: String) -> anyhow::Result<String> {
+    let text = text.trim().to_string();
+    if text.is_empty() || text.chars().count() > MAX_PAGE_TEXT {
+        bail!("{key}: must be 1 to {MAX_PAGE_TEXT} characters");
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n') {
+        bail!("{key}: must not contain control characters");
+    }
+    Ok(text)
+}
+
+fn consent_texts(c: PagesConfig) -> anyhow::Result<gremium_signaling::ConsentTexts> {
+    let defaults = gremium_signaling::ConsentTexts::default();
+    fn bilingual(
+        key: &str,
+        c: Option<BilingualConfig>,
+        default: gremium_signaling::Bilingual,
+    ) -> anyhow::Result<gremium_signaling::Bilingual> {
+        Ok(match c {
+            None => default,
+            Some(b) => gremium_signaling::Bilingual {
+                de: page_text(&format!("{key}.de"), b.de)?,
+                en: page_text(&format!("{key}.en"), b.en)?,
+            },
+        })
+    }
+    Ok(gremium_signaling::ConsentTexts {
+        controller: match c.controller {
+            None => defaults.controller,
+            Some(t) => page_text("pages.controller", t)?,
+        },
+        purpose_recording: bilingual(
+            "pages.purpose_recording",
+            c.purpose_recording,
+            defaults.purpose_recording,
+        )?,
+        purpose_streaming: bilingual(
+            "pages.purpose_streaming",
+            c.purpose_streaming,
+            defaults.purpose_streaming,
+        )?,
+    })
 }
 
 /// Validated configuration.
@@ -465,6 +535,7 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
     } else {
         Some(player_js)
     };
+    let consent_texts = consent_texts(file.pages)?;
     let max_body_bytes = file.limits.max_body_bytes.unwrap_or(64 * 1024);
     if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
         bail!("limits.max_body_bytes: must be between 1024 and 67108864");
@@ -513,6 +584,7 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
             max_retention_days: max_days,
             live_dir,
             player_js,
+            consent_texts,
         },
         log_json,
         log_level: file.log.level.unwrap_or_else(|| "info".into()),
@@ -747,6 +819,9 @@ mod tests {
             ("[streaming]\nsegment_secs = 0", "streaming.segment_secs"),
             ("[streaming]\nnon_public_recording = 'pause'", "streaming.non_public_recording"),
             ("[compositor]\nnon_consenting = 'blur'", "compositor.non_consenting"),
+            ("[pages]\ncontroller = ' '", "pages.controller"),
+            ("[pages]\npurpose_recording = { de = 'x', en = '' }", "pages.purpose_recording.en"),
+            ("[pages]\npurpose_streaming = { de = 'x' }", "en"),
         ];
         for (text, key) in cases {
             let err = format!("{:#}", check(text).expect_err(text));
@@ -800,6 +875,34 @@ mod tests {
         assert_eq!(
             c.ice.local_addresses,
             [std::net::IpAddr::from([127, 0, 0, 1])]
+        );
+        assert!(c
+            .api
+            .consent_texts
+            .controller
+            .starts_with("Stadt Musterstadt"));
+        assert!(c.api.consent_texts.purpose_recording.en.contains("minutes"));
+    }
+
+    #[test]
+    fn consent_texts_have_bilingual_defaults_and_may_be_configured() {
+        let c = check("").unwrap();
+        assert_eq!(
+            c.api.consent_texts,
+            gremium_signaling::ConsentTexts::default()
+        );
+        let c = check(
+            "[pages]\ncontroller = 'Stadt X, Markt 1'\n\
+             purpose_streaming = { de = ' Öffentlichkeit ', en = 'Publicity' }",
+        )
+        .unwrap();
+        let t = c.api.consent_texts;
+        assert_eq!(t.controller, "Stadt X, Markt 1");
+        assert_eq!(t.purpose_streaming.de, "Öffentlichkeit");
+        assert_eq!(t.purpose_streaming.en, "Publicity");
+        assert_eq!(
+            t.purpose_recording,
+            gremium_signaling::ConsentTexts::default().purpose_recording
         );
     }
 

@@ -6,7 +6,7 @@
 //! (root needed, as CI has) and saves a screenshot to
 //! `target/test-artifacts/watch-live.png`.
 
-#[path = "watch/cdp.rs"]
+#[path = "common/cdp.rs"]
 mod cdp;
 mod common;
 

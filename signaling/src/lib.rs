@@ -29,6 +29,7 @@ use gremium_protocol::MediaPlane;
 use gremium_storage::{ConsentWriter, Db, Vault};
 use uuid::Uuid;
 
+pub use api::pages::{Bilingual, ConsentTexts};
 pub use auth::{AuthSettings, Authenticator, OidcSettings, Principal, Role};
 pub use error::ApiError;
 pub use events::{EventHub, EventKind, MeetingEvent};
@@ -49,6 +50,8 @@ pub struct ApiSettings {
     /// time by `scripts/web.sh`). `None` or a missing file: 404, and the page plays
     /// with the browser's native HLS where there is one.
     pub player_js: Option<std::path::PathBuf>,
+    /// Controller and purposes shown in the participants' consent dialog (`/join`).
+    pub consent_texts: api::pages::ConsentTexts,
 }
 
 /// Where `scripts/web.sh` installs hls.js, relative to the working directory.
@@ -62,6 +65,7 @@ impl Default for ApiSettings {
             max_retention_days: 3650,
             live_dir: std::path::PathBuf::from("data/live"),
             player_js: Some(std::path::PathBuf::from(DEFAULT_PLAYER_JS)),
+            consent_texts: Default::default(),
         }
     }
 }
@@ -285,6 +289,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::whip::router())
         .merge(api::live::router())
         .merge(api::watch::router())
+        .merge(api::pages::router())
         .merge(ops::router())
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(state.settings().max_body_bytes))

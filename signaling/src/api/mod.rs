@@ -6,6 +6,7 @@ pub mod chapters;
 pub mod live;
 pub mod meetings;
 pub mod outputs;
+pub mod pages;
 pub mod participants;
 pub mod watch;
 pub mod whip;

@@ -78,7 +78,7 @@ pub struct WatchStatus {
 
 /// A meeting id from the path: malformed and unknown ids are both "not found" (these
 /// are citizens' URLs, not API calls).
-async fn find_meeting(state: &AppState, id: &str) -> ApiResult<Meeting> {
+pub(crate) async fn find_meeting(state: &AppState, id: &str) -> ApiResult<Meeting> {
     let id = Uuid::parse_str(id).map_err(|_| ApiError::NotFound("meeting"))?;
     state
         .db()

@@ -1,6 +1,8 @@
 //! Headless Chromium (Debian's package) driven over the DevTools protocol: one page,
 //! `Runtime.evaluate` and `Page.captureScreenshot`. Killed on drop.
 
+#![allow(dead_code)] // each test binary uses a part
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,6 +16,15 @@ use tokio_tungstenite::tungstenite::Message;
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Flags for pages that use the camera and microphone: Chromium's synthetic devices,
+/// permission granted without a prompt, and WebRTC over loopback (the test namespace
+/// has nothing else).
+pub const FAKE_MEDIA: &[&str] = &[
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+];
+
 pub struct Chromium {
     child: Child,
     profile: PathBuf,
@@ -24,6 +35,11 @@ pub struct Chromium {
 impl Chromium {
     /// Start Chromium, attach to its page and open `url` in it.
     pub async fn launch(url: &str) -> Chromium {
+        Chromium::launch_with(url, &[]).await
+    }
+
+    /// As [`Chromium::launch`], with extra command-line flags (e.g. [`FAKE_MEDIA`]).
+    pub async fn launch_with(url: &str, extra_args: &[&str]) -> Chromium {
         let profile =
             std::env::temp_dir().join(format!("gremium-chromium-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&profile).unwrap();
@@ -42,6 +58,7 @@ impl Chromium {
                 "--window-size=1024,768",
                 "--remote-debugging-port=0",
             ])
+            .args(extra_args)
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("about:blank")
             .stdin(Stdio::null())

@@ -1,0 +1,607 @@
+//! The pages people use in a meeting. Over HTTP (fake media plane): routes, 404s,
+//! security headers, configured texts. In a real headless Chromium (Debian's package,
+//! fake camera and microphone) against the GStreamer media plane, inside a network
+//! namespace that has only `lo` (root needed, as CI has): a participant on the join
+//! page chooses consent with the keyboard, publishes, sees the recording indicator
+//! when a moderator starts a recording, and changes the choice later. Screenshots go
+//! to `target/test-artifacts/join-*.png`.
+
+#[path = "common/cdp.rs"]
+mod cdp;
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use gremium_compositor::{Canvas, ProgramSettings};
+use gremium_signaling::{ApiSettings, Bilingual, ConsentTexts, Role};
+use reqwest::Method;
+use serde_json::json;
+
+async fn get(app: &TestApp, path: &str) -> reqwest::Response {
+    app.http.get(app.url(path)).send().await.unwrap()
+}
+
+/// The cargo target directory (this binary is `TARGET/debug/deps/pages-…`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors()
+        .nth(3)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+fn artifact(name: &str) -> PathBuf {
+    target_dir().join("test-artifacts").join(name)
+}
+
+#[tokio::test]
+async fn join_page_is_served_with_the_configured_texts_and_unknown_meetings_are_404() {
+    let texts = ConsentTexts {
+        controller: "Stadt Musterstadt, Rathausplatz 1 </script>".into(),
+        purpose_recording: Bilingual {
+            de: "Für das Protokoll.".into(),
+            en: "For the minutes.".into(),
+        },
+        ..ConsentTexts::default()
+    };
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        auth_settings(None),
+        ApiSettings {
+            consent_texts: texts.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let moderator = app.token(&[Role::Moderator]);
+    let m = app.create_meeting(&moderator, "Bauausschuss").await;
+    let mid = m["id"].as_str().unwrap();
+
+    let page = get(&app, &format!("/join/{mid}?token=x")).await;
+    assert_eq!(page.status(), 200);
+    let h = page.headers().clone();
+    assert_eq!(h["content-type"], "text/html; charset=utf-8");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert!(h["permissions-policy"]
+        .to_str()
+        .unwrap()
+        .contains("camera=(self)"));
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(csp.contains("connect-src 'self'"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("PAGE_CONFIG"));
+    // The configured texts are in the page, unable to end its script element.
+    assert!(html.contains("Stadt Musterstadt, Rathausplatz 1 \\u003c/script\\u003e"));
+    assert!(html.contains("For the minutes."));
+    for needle in [
+        r#"<script src="/assets/whip.js"></script>"#,
+        r#"<dialog id="consent""#,
+        r#"type="radio" name="recording" value="no""#,
+        r#"type="radio" name="streaming" value="yes""#,
+        "Aufnahme läuft",
+        r#"role="status""#,
+    ] {
+        assert!(html.contains(needle), "{needle}");
+    }
+    // No third-party code: every script is ours.
+    assert!(!html.contains("src=\"http"), "{html}");
+
+    let js = get(&app, "/assets/whip.js").await;
+    assert_eq!(js.status(), 200);
+    assert_eq!(
+        js.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(js.text().await.unwrap().contains("window.gremiumWhip"));
+    // publish.html uses the same publisher.
+    let publish = get(&app, &format!("/publish/{mid}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(publish.contains(r#"<script src="/assets/whip.js"></script>"#));
+
+    for bad in [
+        "00000000-0000-0000-0000-000000000000".to_string(),
+        "not-a-uuid".to_string(),
+        format!("{mid}x"),
+    ] {
+        let r = get(&app, &format!("/join/{bad}")).await;
+        assert_eq!(r.status(), 404, "{bad}");
+    }
+}
+
+/// What the join page is doing, for failure messages.
+const DESCRIBE: &str = "JSON.stringify({phase: gremiumJoin.phase, recording: gremiumJoin.recording, \
+    streaming: gremiumJoin.streaming, consent: gremiumJoin.consent, error: gremiumJoin.error, \
+    status: document.getElementById('status').textContent, \
+    dialog: document.getElementById('consent').open, \
+    consentError: document.getElementById('consent-error').textContent, \
+    focus: document.activeElement && (document.activeElement.id || document.activeElement.tagName), \
+    live: document.getElementById('live').hidden})";
+
+#[test]
+fn a_participant_joins_in_chromium_chooses_consent_and_sees_the_recording_indicator() {
+    netns::run_isolated(
+        "a_participant_joins_in_chromium_chooses_consent_and_sees_the_recording_indicator",
+        Duration::from_secs(240),
+        || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(participant_joins())
+        },
+    );
+}
+
+async fn participant_joins() {
+    assert!(
+        std::process::Command::new("chromium")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "chromium is not installed: run scripts/test.sh"
+    );
+    let dir = std::env::temp_dir().join(format!("gremium-join-{}", uuid::Uuid::new_v4()));
+    let program = ProgramSettings {
+        canvas: Canvas {
+            width: 640,
+            height: 360,
+        },
+        fps: 15,
+        labels: false,
+        ..ProgramSettings::default()
+    };
+    let (app, _media) =
+        spawn_with_gst_media_in(Duration::from_secs(10), 10, program, dir.clone()).await;
+    let moderator = app.token(&[Role::Moderator]);
+    let (s, m) = app
+        .send(
+            Method::POST,
+            "/api/v1/meetings",
+            Some(&moderator),
+            Some(json!({"title": "Stadtrat, 12. Sitzung", "public": true, "retention_days": 90})),
+        )
+        .await;
+    assert_eq!(s, 201, "{m}");
+    let mid = m["id"].as_str().unwrap().to_string();
+    let (pid, join) = app.add_participant(&moderator, &mid, "Anna").await;
+    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+    next_event(&mut ws).await;
+
+    let url = app.url(&format!("/join/{mid}?token={join}"));
+    let mut browser = cdp::Chromium::launch_with(&url, cdp::FAKE_MEDIA).await;
+    let b = &mut browser;
+    b.wait_for(
+        "window.gremiumJoin && gremiumJoin.phase === 'consent' && \
+         document.getElementById('consent').open",
+        Duration::from_secs(15),
+        DESCRIBE,
+    )
+    .await;
+    // The token left the address bar; the title, retention and controller are shown.
+    assert_eq!(b.eval("location.search").await, "");
+    assert_eq!(
+        b.eval("document.querySelector('h1').textContent").await,
+        "Stadtrat, 12. Sitzung"
+    );
+    b.eval("document.querySelector('[data-lang=de]').click()")
+        .await;
+    let dialog = b.eval("document.getElementById('consent').innerText").await;
+    let dialog = dialog.as_str().unwrap();
+    for needle in [
+        "Aufzeichnungen werden 90 Tage nach ihrem Ende gelöscht.",
+        "Verantwortlich:",
+        &ConsentTexts::default().purpose_recording.de,
+        &ConsentTexts::default().purpose_streaming.de,
+        "Nein, ich möchte nicht aufgezeichnet werden.",
+    ] {
+        assert!(dialog.contains(needle), "{needle} not in {dialog}");
+    }
+    // Nothing is preselected, so saving at once asks for both answers.
+    assert_eq!(
+        b.eval("document.querySelectorAll('#consent input:checked').length")
+            .await,
+        0
+    );
+    b.eval("document.getElementById('consent-save').click()")
+        .await;
+    b.wait_for(
+        "document.getElementById('consent-error').textContent.includes('beiden Fragen')",
+        Duration::from_secs(3),
+        DESCRIBE,
+    )
+    .await;
+
+    // Keyboard only: arrows choose within a group, Tab moves on, Enter saves.
+    let focused = "document.activeElement.id";
+    assert_eq!(b.eval(focused).await, "recording-yes");
+    b.press("ArrowDown", 40, None).await;
+    assert_eq!(b.eval(focused).await, "recording-no");
+    b.press("Tab", 9, None).await;
+    assert_eq!(b.eval(focused).await, "streaming-yes");
+    b.press(" ", 32, Some(" ")).await;
+    b.press("Tab", 9, None).await;
+    assert_eq!(b.eval(focused).await, "consent-save");
+    assert_eq!(
+        b.eval("[...document.querySelectorAll('#consent input:checked')].map(e => e.id)")
+            .await,
+        json!(["recording-no", "streaming-yes"])
+    );
+    b.press("Enter", 13, Some("\r")).await;
+    b.wait_for(
+        "!document.getElementById('consent').open && gremiumJoin.consent !== null",
+        Duration::from_secs(5),
+        DESCRIBE,
+    )
+    .await;
+    let (s, c) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}/participants/{pid}/consent"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c, json!({"recording": false, "streaming": true}));
+    let e = wait_event(&mut ws, "consent_changed", |_| true).await;
+    assert_eq!(
+        (e["recording"].clone(), e["streaming"].clone()),
+        (json!(false), json!(true))
+    );
+
+    // The camera and microphone reach the meeting.
+    wait_event_for(
+        &mut ws,
+        Duration::from_secs(20),
+        "participant_media_started",
+        |e| e["participant_id"] == pid.as_str(),
+    )
+    .await;
+    b.wait_for(
+        "gremiumJoin.phase === 'connected'",
+        Duration::from_secs(10),
+        DESCRIBE,
+    )
+    .await;
+    assert_eq!(b.eval("document.getElementById('live').hidden").await, true);
+
+    // A recording starts: the indicator shows within seconds, and says the participant
+    // is not in it.
+    let (s, rec) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/recordings"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(s, 201, "{rec}");
+    let rid = rec["id"].as_str().unwrap().to_string();
+    let started = std::time::Instant::now();
+    b.wait_for(
+        "gremiumJoin.recording && !document.getElementById('live').hidden && \
+         !document.getElementById('rec-on').hidden",
+        Duration::from_secs(5),
+        DESCRIBE,
+    )
+    .await;
+    println!("recording indicator after {:?}", started.elapsed());
+    assert_eq!(
+        b.eval("['rec-on', 'live-you'].map(id => document.getElementById(id).textContent)")
+            .await,
+        json!([
+            "Aufnahme läuft",
+            "Sie sind darin nicht zu sehen und nicht zu hören (keine Einwilligung)."
+        ])
+    );
+    assert!(b
+        .eval("document.title")
+        .await
+        .as_str()
+        .unwrap()
+        .starts_with("● "));
+    b.screenshot(&artifact("join-recording.png")).await;
+    let png = std::fs::read(artifact("join-recording.png")).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{}",
+        png.len()
+    );
+
+    // The participant changes their mind with the Consent button (in English).
+    b.eval("document.querySelector('[data-lang=en]').click()")
+        .await;
+    b.eval("document.getElementById('consent-open').click()")
+        .await;
+    assert_eq!(
+        b.eval(
+            "[document.getElementById('consent').open, \
+                document.querySelector('#consent input:checked').id]"
+        )
+        .await,
+        json!([true, "recording-no"])
+    );
+    // A phone 360 px wide: nothing wider than the screen.
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 360, "height": 740, "deviceScaleFactor": 1, "mobile": true}),
+    )
+    .await;
+    b.wait_for(
+        "document.documentElement.scrollWidth <= 360 && \
+         document.getElementById('consent').getBoundingClientRect().right <= 360",
+        Duration::from_secs(3),
+        "[document.documentElement.scrollWidth, \
+          document.getElementById('consent').getBoundingClientRect().right]",
+    )
+    .await;
+    b.screenshot(&artifact("join-consent-360.png")).await;
+    b.eval("document.getElementById('recording-yes').click()")
+        .await;
+    b.eval("document.getElementById('consent-save').click()")
+        .await;
+    b.wait_for(
+        "!document.getElementById('consent').open && gremiumJoin.consent.recording === true && \
+         document.getElementById('live-you').textContent === 'You can be seen and heard in it.'",
+        Duration::from_secs(5),
+        DESCRIBE,
+    )
+    .await;
+    b.screenshot(&artifact("join-recording-360.png")).await;
+    b.call("Emulation.clearDeviceMetricsOverride", json!({}))
+        .await;
+    let (_, c) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}/participants/{pid}/consent"),
+            Some(&join),
+            None,
+        )
+        .await;
+    assert_eq!(c, json!({"recording": true, "streaming": true}));
+
+    // Stopped: the indicator goes away.
+    let (s, r) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/recordings/{rid}/stop"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert!(s == 200 || s == 202, "{s} {r}");
+    b.wait_for(
+        "!gremiumJoin.recording && document.getElementById('live').hidden",
+        Duration::from_secs(20),
+        DESCRIBE,
+    )
+    .await;
+    // Everything the page loaded came from our origin.
+    let foreign = b
+        .eval(
+            "performance.getEntriesByType('resource').map(e => e.name)\
+             .filter(n => !n.startsWith(location.origin + '/'))",
+        )
+        .await;
+    assert_eq!(foreign, json!([]), "resources from elsewhere");
+    drop(browser);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What the console is doing, for failure messages.
+const DESCRIBE_CONSOLE: &str = "JSON.stringify({phase: gremiumConsole.phase, \
+    recording: gremiumConsole.recording, stream: gremiumConsole.stream, \
+    public: gremiumConsole.public, chapters: gremiumConsole.chapters, \
+    participants: gremiumConsole.participants, error: gremiumConsole.error, \
+    message: document.getElementById('message').textContent, \
+    ledger: gremiumConsole.ledgerKinds})";
+
+#[tokio::test]
+async fn console_page_is_served_and_unknown_meetings_are_404() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let moderator = app.token(&[Role::Moderator]);
+    let m = app.create_meeting(&moderator, "Hauptausschuss").await;
+    let mid = m["id"].as_str().unwrap();
+    let page = get(&app, &format!("/console/{mid}?token=x")).await;
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    assert!(page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'none'"));
+    assert!(page.headers()["permissions-policy"]
+        .to_str()
+        .unwrap()
+        .contains("camera=()"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"id="recording-start""#));
+    assert!(!html.contains("src=\"http"));
+    for bad in ["00000000-0000-0000-0000-000000000000", "nope"] {
+        assert_eq!(get(&app, &format!("/console/{bad}")).await.status(), 404);
+    }
+}
+
+#[test]
+fn a_moderator_runs_the_meeting_from_the_console_in_chromium() {
+    netns::run_isolated(
+        "a_moderator_runs_the_meeting_from_the_console_in_chromium",
+        Duration::from_secs(120),
+        || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(moderator_console())
+        },
+    );
+}
+
+async fn moderator_console() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let moderator = app.token(&[Role::Moderator]);
+    let (s, m) = app
+        .send(
+            Method::POST,
+            "/api/v1/meetings",
+            Some(&moderator),
+            Some(json!({"title": "Stadtrat, 13. Sitzung", "public": true})),
+        )
+        .await;
+    assert_eq!(s, 201, "{m}");
+    let mid = m["id"].as_str().unwrap().to_string();
+    let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
+    app.set_consent(&mid, &a, &a_join, true, false).await;
+    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+    next_event(&mut ws).await;
+
+    let url = app.url(&format!("/console/{mid}?token={moderator}"));
+    let mut browser = cdp::Chromium::launch(&url).await;
+    let b = &mut browser;
+    b.wait_for(
+        "window.gremiumConsole && gremiumConsole.phase === 'ready'",
+        Duration::from_secs(15),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+    assert_eq!(b.eval("location.search").await, "");
+    b.eval("document.querySelector('[data-lang=de]').click()")
+        .await;
+    assert_eq!(
+        b.eval("gremiumConsole.participants").await,
+        json!([{"name": "Anna", "consent": {"recording": true, "streaming": false}}])
+    );
+    // Media and consent changes arrive over the WebSocket.
+    app.fake
+        .emit(gremium_protocol::MediaEvent::ParticipantMediaStarted {
+            meeting_id: mid.parse().unwrap(),
+            participant_id: a.parse().unwrap(),
+        });
+    app.set_consent(&mid, &a, &a_join, true, true).await;
+    b.wait_for(
+        "(p => p.media === true && p.consent.streaming === true)(gremiumConsole.participants[0]) \
+         && document.querySelector('#participants tr td:nth-child(2)').textContent === 'sendet'",
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+
+    // Start recording: a recording is active per the API.
+    b.eval("document.getElementById('recording-start').click()")
+        .await;
+    b.wait_for(
+        "gremiumConsole.recording && gremiumConsole.recording.state === 'active' && \
+         document.getElementById('recording-state').textContent === 'läuft'",
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+    let (s, recs) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}/recordings"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(recs.as_array().unwrap().len(), 1, "{recs}");
+    assert_eq!(recs[0]["state"], "active", "{recs}");
+
+    // A chapter, typed and marked with Enter: listed by the API and on the page.
+    b.eval("document.getElementById('chapter-title').focus()")
+        .await;
+    b.call("Input.insertText", json!({"text": "TOP 3: Haushalt"}))
+        .await;
+    b.press("Enter", 13, Some("\r")).await;
+    b.wait_for(
+        "gremiumConsole.chapters.includes('TOP 3: Haushalt') && \
+         document.getElementById('chapters').textContent.includes('TOP 3: Haushalt')",
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+    let (_, chapters) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}/chapters"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(chapters[0]["title"], "TOP 3: Haushalt", "{chapters}");
+
+    // Non-public with a reason: public_changed carries it.
+    b.eval("document.getElementById('public-reason').value = 'TOP 7: Personalsache'")
+        .await;
+    b.eval("document.getElementById('public-toggle').click()")
+        .await;
+    let e = wait_event(&mut ws, "public_changed", |_| true).await;
+    assert_eq!(e["public"], false, "{e}");
+    assert_eq!(e["reason"], "TOP 7: Personalsache", "{e}");
+    b.wait_for(
+        "gremiumConsole.public === false && \
+         document.getElementById('public-toggle').textContent === 'Öffentlich schalten'",
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+
+    // The ledger shows what happened.
+    b.wait_for(
+        "['meeting_created', 'consent_changed', 'recording_active', 'public_changed']\
+         .every(k => gremiumConsole.ledgerKinds.includes(k)) && \
+         document.getElementById('ledger').textContent.includes('public_changed')",
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+    b.screenshot(&artifact("console.png")).await;
+
+    // HLS stream on and off; recording off.
+    b.eval("document.getElementById('stream-start').click()")
+        .await;
+    b.wait_for(
+        "gremiumConsole.stream && gremiumConsole.stream.state === 'active'",
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+    b.eval("document.getElementById('stream-stop').click()")
+        .await;
+    // Buttons are disabled while a request is in flight.
+    b.wait_for(
+        "gremiumConsole.stream.state === 'finished' &&          !document.getElementById('recording-stop').disabled",
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+    b.eval("document.getElementById('recording-stop').click()")
+        .await;
+    b.wait_for(
+        "gremiumConsole.recording.state === 'finished' &&          !document.getElementById('recording-start').disabled",
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+    // A phone 360 px wide: nothing wider than the screen.
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 360, "height": 740, "deviceScaleFactor": 1, "mobile": true}),
+    )
+    .await;
+    b.wait_for(
+        "document.documentElement.scrollWidth <= 360",
+        Duration::from_secs(3),
+        "document.documentElement.scrollWidth",
+    )
+    .await;
+    b.screenshot(&artifact("console-360.png")).await;
+}
