@@ -560,32 +560,16 @@ async fn a_recording_can_show_the_slate_in_non_public_parts() {
     };
     let (app, _media) = spawn_with_gst_media_streaming(program, dir.clone(), streaming).await;
     let moderator = app.token(&[Role::Moderator]);
-    let (s, m) = app
-        .send(
-            Method::POST,
-            "/api/v1/meetings",
-            Some(&moderator),
-            Some(json!({"title": "Hauptausschuss", "public": true})),
-        )
+    let mid = app
+        .create_public_meeting(&moderator, "Hauptausschuss")
         .await;
-    assert_eq!(s, 201, "{m}");
-    let mid = m["id"].as_str().unwrap().to_string();
     let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
     app.set_consent(&mid, &a, &a_join, true, false).await;
     let mut ws = ws_connect(app.addr, &mid, &moderator).await;
     next_event(&mut ws).await;
     let mut pa = publish(&app.base, &mid, &a_join, "ffd700");
     wait_event(&mut ws, "participant_media_started", |_| true).await;
-    let (s, rec) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/recordings"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert_eq!(s, 201, "{rec}");
-    let rid = rec["id"].as_str().unwrap().to_string();
+    let rid = app.start_recording(&moderator, &mid).await;
     wait_event(&mut ws, "recording_state_changed", |e| {
         e["state"] == "active"
     })
@@ -616,15 +600,7 @@ async fn a_recording_can_show_the_slate_in_non_public_parts() {
     let on = started.elapsed().as_secs_f64();
     switch(true).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let (s, r) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/recordings/{rid}/stop"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert!(s == 202 || s == 200, "{s} {r}");
+    app.stop(&moderator, "recordings", &rid).await;
     let end = started.elapsed().as_secs_f64();
     let done = wait_event_for(
         &mut ws,

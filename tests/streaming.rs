@@ -58,28 +58,8 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
     let mut ws = ws_connect(app.addr, &mid, &moderator).await;
     next_event(&mut ws).await;
     // A bounded duration: a failed test leaves no publisher running.
-    let small = [
-        "--width",
-        "320",
-        "--height",
-        "180",
-        "--fps",
-        "15",
-        "--duration",
-        "60",
-    ];
-    let mut pa = spawn_publisher(
-        &app.base,
-        &mid,
-        &a_join,
-        &[&["--color", "ffd700"][..], &small].concat(),
-    );
-    let mut pb = spawn_publisher(
-        &app.base,
-        &mid,
-        &b_join,
-        &[&["--color", "1e50ff"][..], &small].concat(),
-    );
+    let mut pa = spawn_small_publisher(&app.base, &mid, &a_join, "ffd700", 60);
+    let mut pb = spawn_small_publisher(&app.base, &mid, &b_join, "1e50ff", 60);
     for _ in 0..2 {
         wait_event(&mut ws, "participant_media_started", |_| true).await;
     }
@@ -442,48 +422,15 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
     let (app, _media) =
         spawn_with_gst_media_in(Duration::from_secs(10), 10, program, dir.clone()).await;
     let moderator = app.token(&[Role::Moderator]);
-    let (s, m) = app
-        .send(
-            Method::POST,
-            "/api/v1/meetings",
-            Some(&moderator),
-            Some(json!({"title": "Kreistag", "public": true})),
-        )
-        .await;
-    assert_eq!(s, 201, "{m}");
-    let mid = m["id"].as_str().unwrap().to_string();
+    let mid = app.create_public_meeting(&moderator, "Kreistag").await;
     let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
     app.set_consent(&mid, &a, &a_join, true, true).await;
     let mut ws = ws_connect(app.addr, &mid, &moderator).await;
     next_event(&mut ws).await;
-    let small = [
-        "--width",
-        "320",
-        "--height",
-        "180",
-        "--fps",
-        "15",
-        "--duration",
-        "90",
-    ];
-    let mut pa = spawn_publisher(
-        &app.base,
-        &mid,
-        &a_join,
-        &[&["--color", "ffd700"][..], &small].concat(),
-    );
+    let mut pa = spawn_small_publisher(&app.base, &mid, &a_join, "ffd700", 90);
     wait_event(&mut ws, "participant_media_started", |_| true).await;
 
-    let (s, rec) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/recordings"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert_eq!(s, 201, "{rec}");
-    let rid = rec["id"].as_str().unwrap().to_string();
+    let rid = app.start_recording(&moderator, &mid).await;
     let recording_started = std::time::Instant::now();
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -610,15 +557,7 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
         "HLS stalled after nginx came back: {during} → {after}"
     );
 
-    let (s, r) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/streams/{sid}/stop"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert!(s == 202 || s == 200, "{s} {r}");
+    app.stop(&moderator, "streams", &sid).await;
     let done = wait_event(&mut ws, "stream_state_changed", |e| {
         e["state"] == "finished" || e["state"] == "failed"
     })
@@ -635,15 +574,7 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
     assert_eq!(view["rtmp"][0]["status"], "stopped", "{view}");
 
     // The recording ran through all of it: its duration covers the whole outage.
-    let (s, r) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/recordings/{rid}/stop"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert!(s == 202 || s == 200, "{s} {r}");
+    app.stop(&moderator, "recordings", &rid).await;
     let recorded = recording_started.elapsed().as_secs_f64();
     let done = wait_event_for(
         &mut ws,
@@ -694,36 +625,12 @@ async fn a_broadcast_delay_lets_the_moderator_cut_before_content_leaves() {
     };
     let (app, _media) = spawn_with_gst_media_streaming(program, dir.clone(), streaming).await;
     let moderator = app.token(&[Role::Moderator]);
-    let (s, m) = app
-        .send(
-            Method::POST,
-            "/api/v1/meetings",
-            Some(&moderator),
-            Some(json!({"title": "Gemeinderat", "public": true})),
-        )
-        .await;
-    assert_eq!(s, 201, "{m}");
-    let mid = m["id"].as_str().unwrap().to_string();
+    let mid = app.create_public_meeting(&moderator, "Gemeinderat").await;
     let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
     app.set_consent(&mid, &a, &a_join, false, true).await;
     let mut ws = ws_connect(app.addr, &mid, &moderator).await;
     next_event(&mut ws).await;
-    let small = [
-        "--width",
-        "320",
-        "--height",
-        "180",
-        "--fps",
-        "15",
-        "--duration",
-        "60",
-    ];
-    let mut pa = spawn_publisher(
-        &app.base,
-        &mid,
-        &a_join,
-        &[&["--color", "ffd700"][..], &small].concat(),
-    );
+    let mut pa = spawn_small_publisher(&app.base, &mid, &a_join, "ffd700", 60);
     wait_event(&mut ws, "participant_media_started", |_| true).await;
     let (s, stream) = app
         .send(

@@ -167,6 +167,48 @@ impl TestApp {
         m
     }
 
+    /// A public meeting (its livestream shows the program): its id.
+    pub async fn create_public_meeting(&self, token: &str, title: &str) -> String {
+        let (s, m) = self
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/meetings",
+                Some(token),
+                Some(serde_json::json!({"title": title, "public": true})),
+            )
+            .await;
+        assert_eq!(s, 201, "{m}");
+        m["id"].as_str().unwrap().to_string()
+    }
+
+    /// Start a recording of a meeting (asserts 201): its id.
+    pub async fn start_recording(&self, token: &str, mid: &str) -> String {
+        let (s, rec) = self
+            .send(
+                reqwest::Method::POST,
+                &format!("/api/v1/meetings/{mid}/recordings"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(s, 201, "{rec}");
+        rec["id"].as_str().unwrap().to_string()
+    }
+
+    /// POST a stop (`/api/v1/recordings/{id}/stop` or `/api/v1/streams/{id}/stop`);
+    /// asserts it was taken (202, or 200 when already stopped).
+    pub async fn stop(&self, token: &str, kind: &str, id: &str) {
+        let (s, r) = self
+            .send(
+                reqwest::Method::POST,
+                &format!("/api/v1/{kind}/{id}/stop"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert!(s == 202 || s == 200, "{s} {r}");
+    }
+
     /// A participant sets their own consent (asserts 200).
     pub async fn set_consent(
         &self,
@@ -382,6 +424,35 @@ async fn spawn_gst(
             .unwrap(),
     };
     (app, media)
+}
+
+/// A small synthetic camera (320x180@15 in a solid `color`, RRGGBB) and a tone,
+/// publishing for `secs` seconds.
+pub fn spawn_small_publisher(
+    base: &str,
+    mid: &str,
+    join: &str,
+    color: &str,
+    secs: u32,
+) -> std::process::Child {
+    let secs = secs.to_string();
+    spawn_publisher(
+        base,
+        mid,
+        join,
+        &[
+            "--color",
+            color,
+            "--width",
+            "320",
+            "--height",
+            "180",
+            "--fps",
+            "15",
+            "--duration",
+            &secs,
+        ],
+    )
 }
 
 /// Start the real `gremium publish` client (VP8, loopback ICE) for a participant;
