@@ -748,21 +748,16 @@ impl GstMediaPlane {
         if let Some(context) = &context {
             self.memo_context(meeting_id, context);
         }
-        // The HLS bin hosts the encoders RTMP shares. Without `hls` its files go where
-        // `/live` never serves them (not a meeting id).
-        let dir = if hls {
-            self.0.settings.live_dir.join(meeting_id.to_string())
-        } else {
-            self.0
-                .settings
-                .live_dir
-                .join(format!(".rtmp-only-{stream_id}"))
-        };
-        // A new stream starts a new presentation: an old one's segments would confuse
-        // players (media sequence restarting at 0).
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| MediaPlaneError::Failed(format!("live directory: {e}")))?;
+        // The HLS bin hosts the encoders RTMP shares. Without `hls` it writes nothing
+        // and encodes only what the pushes use.
+        let dir = self.0.settings.live_dir.join(meeting_id.to_string());
+        if hls {
+            // A new stream starts a new presentation: an old one's segments would
+            // confuse players (media sequence restarting at 0).
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| MediaPlaneError::Failed(format!("live directory: {e}")))?;
+        }
         let program = &self.0.settings.program;
         let mut settings = HlsSettings::new(&dir, program.fps);
         let streaming = &self.0.settings.streaming;
@@ -770,6 +765,7 @@ impl GstMediaPlane {
         settings.window = streaming.window;
         settings.dvr_window = (streaming.dvr_segments > 0).then_some(streaming.dvr_segments);
         settings.delay = streaming.delay;
+        settings.files = hls;
         // Never upscale: the ladder's rungs up to the canvas, or the canvas itself.
         settings
             .renditions

@@ -23,6 +23,9 @@
 //! silence — everything still held back, so a moderator's cut takes effect on every
 //! output at once. Raw 720p30 video costs about 40 MB per second of delay.
 //!
+//! Without files (`HlsSettings::files` false: a stream with only RTMP destinations)
+//! the bin is encoders only: the top rendition and the AAC, no sinks, nothing written.
+//!
 //! RTMP push destinations share the top rendition's H.264 (a `tee` named
 //! `rtmp-video-tee` between its `{rendition}-parse` and `hls-{rendition}`) and the AAC
 //! (`audio-tee`): see [`HlsBin::add_rtmp`] and [`crate::rtmp`].
@@ -115,6 +118,10 @@ pub struct HlsSettings {
     pub delay: Option<Duration>,
     /// Video renditions; the audio-only one is always added.
     pub renditions: Vec<Rendition>,
+    /// Write the HLS presentation. Without it (a stream with only RTMP
+    /// destinations) the bin encodes just the top rendition and the AAC for the
+    /// pushes and writes nothing.
+    pub files: bool,
 }
 
 impl HlsSettings {
@@ -128,6 +135,7 @@ impl HlsSettings {
             dvr_window: None,
             delay: None,
             renditions: Rendition::default_ladder(),
+            files: true,
         }
     }
 
@@ -412,6 +420,8 @@ impl HlsBin {
         aenc.set_property("bitrate", (AUDIO_KBPS * 1000) as i32);
         let aparse = make("aacparse", Some("audio-parse"))?;
         let atee = make("tee", Some("audio-tee"))?;
+        // RTMP destinations come and go; without files they are the only consumers.
+        atee.set_property("allow-not-linked", true);
         bin.add_many([&aqueue, &aconv, &aenc, &aparse, &atee])
             .map_err(err)?;
         link_chain(&[&aqueue, &aconv, &aenc, &aparse, &atee])?;
@@ -432,7 +442,9 @@ impl HlsBin {
         bin.add(&rtmp_tee).map_err(err)?;
 
         for (i, r) in s.renditions.iter().enumerate() {
-            let sink = hls_sink(s, &r.name)?;
+            if !s.files && i != top {
+                continue;
+            }
             let queue = make("queue", Some(&format!("{}-queue", r.name)))?;
             // Passthrough (no copy, no scaling) when the canvas already has this size.
             let scale = make("videoscale", Some(&format!("{}-scale", r.name)))?;
@@ -457,9 +469,17 @@ impl HlsBin {
             let parse = make("h264parse", Some(&format!("{}-parse", r.name)))?;
             // SPS/PPS with every keyframe: each segment decodes on its own.
             parse.set_property("config-interval", -1i32);
-            bin.add_many([&queue, &scale, &size, &enc, &profile, &parse, &sink])
+            bin.add_many([&queue, &scale, &size, &enc, &profile, &parse])
                 .map_err(err)?;
             link_chain(&[&vtee, &queue, &scale, &size, &enc, &profile, &parse])?;
+            if !s.files {
+                parse.link(&rtmp_tee).map_err(|_| {
+                    PipelineError::Link(format!("{} ! rtmp-video-tee", parse.name()))
+                })?;
+                continue;
+            }
+            let sink = hls_sink(s, &r.name)?;
+            bin.add(&sink).map_err(err)?;
             if i == top {
                 parse.link(&rtmp_tee).map_err(|_| {
                     PipelineError::Link(format!("{} ! rtmp-video-tee", parse.name()))
@@ -479,10 +499,12 @@ impl HlsBin {
             link_audio(&bin, &atee, &sink, &r.name)?;
             outputs.push(sink.name().to_string());
         }
-        let audio_only = hls_sink(s, AUDIO_RENDITION)?;
-        bin.add(&audio_only).map_err(err)?;
-        link_audio(&bin, &atee, &audio_only, AUDIO_RENDITION)?;
-        outputs.push(audio_only.name().to_string());
+        if s.files {
+            let audio_only = hls_sink(s, AUDIO_RENDITION)?;
+            bin.add(&audio_only).map_err(err)?;
+            link_audio(&bin, &atee, &audio_only, AUDIO_RENDITION)?;
+            outputs.push(audio_only.name().to_string());
+        }
 
         for (name, el) in [("video", &video_in), ("audio", &aqueue)] {
             let target = el
@@ -495,7 +517,9 @@ impl HlsBin {
             bin.add_pad(&ghost).map_err(err)?;
         }
 
-        write_master(&s.dir, &render_master(&s.variants()))?;
+        if s.files {
+            write_master(&s.dir, &render_master(&s.variants()))?;
+        }
         let rtmp = RtmpOutputs::new(bin.clone().upcast(), rtmp_tee, atee);
         Ok(HlsBin {
             bin,

@@ -359,3 +359,47 @@ async fn a_restarted_server_gets_the_stream_back_while_hls_goes_on() {
     hls.finish(Duration::from_secs(10)).await.unwrap();
     pipeline.set_state(gst::State::Null).unwrap();
 }
+
+/// A stream with only RTMP destinations: the bin encodes just what the push uses and
+/// writes no HLS files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_files_the_bin_only_feeds_the_pushes() {
+    let port = free_port();
+    let nginx = Nginx::start(&temp_dir("nginx-only"), port);
+    gst::init().unwrap();
+    let dir = temp_dir("rtmp-only").join("hls");
+    let settings = HlsSettings {
+        files: false,
+        ..HlsSettings::new(&dir, 30)
+    };
+    let hls = HlsBin::new(&settings).unwrap();
+    let encoders = hls
+        .bin()
+        .iterate_recurse()
+        .into_iter()
+        .flatten()
+        .filter(|e| e.factory().is_some_and(|f| f.name() == "x264enc"))
+        .count();
+    assert_eq!(encoders, 1, "only the top rendition is encoded");
+    hls.add_rtmp("only", &format!("rtmp://127.0.0.1:{port}/live"), "K2")
+        .unwrap();
+    let mut updates = hls.rtmp_updates();
+    let pipeline = live_pipeline(&hls);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        updates.wait_for(|m| m.get("only") == Some(&RtmpStatus::Live)),
+    )
+    .await
+    .expect("live in time")
+    .unwrap();
+    let codecs = probe(&format!("rtmp://127.0.0.1:{port}/live/K2"))
+        .unwrap_or_else(|e| panic!("{e}\n{}", nginx.log()));
+    assert_eq!(codecs, ["aac", "h264"]);
+    assert_no_bus_error(&pipeline);
+    hls.finish(Duration::from_secs(10)).await.unwrap();
+    pipeline.set_state(gst::State::Null).unwrap();
+    let written: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(written.is_empty(), "files written: {written:?}");
+}
