@@ -605,3 +605,425 @@ async fn moderator_console() {
     .await;
     b.screenshot(&artifact("console-360.png")).await;
 }
+
+#[tokio::test]
+async fn archive_page_is_served_with_our_headers() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let page = get(&app, "/archive?token=x").await;
+    assert_eq!(page.status(), 200);
+    let h = page.headers().clone();
+    assert_eq!(h["content-type"], "text/html; charset=utf-8");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(csp.contains("media-src 'self' blob:"), "{csp}");
+    assert!(csp.contains("img-src 'self' data: blob:"), "{csp}");
+    let html = page.text().await.unwrap();
+    for needle in [
+        r#"<video id="player" controls"#,
+        r#"id="download""#,
+        r#"id="confirm-yes""#,
+        r#"role="search""#,
+    ] {
+        assert!(html.contains(needle), "{needle}");
+    }
+    assert!(!html.contains("src=\"http"));
+    // No token in any media URL: media, posters and manifests go through fetch.
+    assert!(!html.contains("access_token"));
+}
+
+/// What the archive page is doing, for failure messages.
+const DESCRIBE_ARCHIVE: &str = "JSON.stringify({phase: gremiumArchive.phase, \
+    archivist: gremiumArchive.archivist, busy: gremiumArchive.busy, items: gremiumArchive.items, \
+    open: gremiumArchive.open, names: gremiumArchive.manifestNames, \
+    chapters: gremiumArchive.chapters, hold: gremiumArchive.legalHold, \
+    error: gremiumArchive.error, message: document.getElementById('message').textContent, \
+    video: (v => [v.readyState, v.currentTime, v.paused, v.videoWidth, v.error && v.error.code])\
+    (document.getElementById('player'))})";
+
+#[test]
+fn a_recording_made_with_the_join_page_is_found_and_played_in_the_archive() {
+    netns::run_isolated(
+        "a_recording_made_with_the_join_page_is_found_and_played_in_the_archive",
+        Duration::from_secs(300),
+        || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(recording_to_archive())
+        },
+    );
+}
+
+/// Kills a `gremium publish` when the test ends, passed or not.
+struct Publisher(std::process::Child);
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn recording_to_archive() {
+    let dir = std::env::temp_dir().join(format!("gremium-archive-{}", uuid::Uuid::new_v4()));
+    let program = ProgramSettings {
+        canvas: Canvas {
+            width: 640,
+            height: 360,
+        },
+        fps: 15,
+        labels: false,
+        ..ProgramSettings::default()
+    };
+    let (app, _media) =
+        spawn_with_gst_media_in(Duration::from_secs(10), 10, program, dir.clone()).await;
+    let moderator = app.token(&[Role::Moderator]);
+    let archivist = app.token(&[Role::Archivist]);
+    let (s, m) = app
+        .send(
+            Method::POST,
+            "/api/v1/meetings",
+            Some(&moderator),
+            Some(json!({"title": "Kulturausschuss, 4. Sitzung", "public": false})),
+        )
+        .await;
+    assert_eq!(s, 201, "{m}");
+    let mid = m["id"].as_str().unwrap().to_string();
+    let (p1, p1_join) = app.add_participant(&moderator, &mid, "Paula Eins").await;
+    let (p2, p2_join) = app.add_participant(&moderator, &mid, "Peter Zwei").await;
+    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+    next_event(&mut ws).await;
+
+    // P1 joins with the join page and declines the recording.
+    let url = app.url(&format!("/join/{mid}?token={p1_join}"));
+    let mut join = cdp::Chromium::launch_with(&url, cdp::FAKE_MEDIA).await;
+    join.wait_for(
+        "window.gremiumJoin && gremiumJoin.phase === 'consent' && \
+         document.getElementById('consent').open",
+        Duration::from_secs(15),
+        DESCRIBE,
+    )
+    .await;
+    join.eval(
+        "document.getElementById('recording-no').click(); \
+         document.getElementById('streaming-no').click(); \
+         document.getElementById('consent-save').click()",
+    )
+    .await;
+    join.wait_for(
+        "!document.getElementById('consent').open && gremiumJoin.consent !== null",
+        Duration::from_secs(5),
+        DESCRIBE,
+    )
+    .await;
+    // P2 consents through the API and publishes a solid colour.
+    app.set_consent(&mid, &p2, &p2_join, true, false).await;
+    let _p2_media = Publisher(spawn_publisher(
+        &app.base,
+        &mid,
+        &p2_join,
+        &[
+            "--color",
+            "1e50ff",
+            "--width",
+            "320",
+            "--height",
+            "180",
+            "--fps",
+            "15",
+            "--duration",
+            "60",
+        ],
+    ));
+    let mut sending = std::collections::HashSet::new();
+    while sending.len() < 2 {
+        let e = wait_event_for(
+            &mut ws,
+            Duration::from_secs(30),
+            "participant_media_started",
+            |_| true,
+        )
+        .await;
+        sending.insert(e["participant_id"].as_str().unwrap().to_string());
+    }
+    assert!(
+        sending.contains(&p1) && sending.contains(&p2),
+        "{sending:?}"
+    );
+    let (_, c) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}/participants/{p1}/consent"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(c, json!({"recording": false, "streaming": false}));
+
+    // The moderator records; P1's page shows the indicator.
+    let (s, rec) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/recordings"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(s, 201, "{rec}");
+    let rid = rec["id"].as_str().unwrap().to_string();
+    join.wait_for(
+        "gremiumJoin.recording && !document.getElementById('rec-on').hidden",
+        Duration::from_secs(5),
+        DESCRIBE,
+    )
+    .await;
+    join.screenshot(&artifact("archive-join-recording.png"))
+        .await;
+    wait_event(&mut ws, "recording_state_changed", |e| {
+        e["state"] == "active"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (s, c) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/chapters"),
+            Some(&moderator),
+            Some(json!({"title": "TOP 1: Museumsnacht"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (s, r) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/recordings/{rid}/stop"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert!(s == 200 || s == 202, "{s} {r}");
+    let done = wait_event_for(
+        &mut ws,
+        Duration::from_secs(60),
+        "recording_state_changed",
+        |e| e["state"] == "finished" || e["state"] == "failed",
+    )
+    .await;
+    assert_eq!(done["state"], "finished", "{done}");
+    drop(join);
+
+    // The archivist finds the recording of the non-public meeting and plays it.
+    let url = app.url(&format!("/archive?token={archivist}"));
+    let mut browser = cdp::Chromium::launch(&url).await;
+    let b = &mut browser;
+    b.wait_for(
+        "window.gremiumArchive && gremiumArchive.phase === 'ready' && !gremiumArchive.busy && \
+         gremiumArchive.items.length === 1",
+        Duration::from_secs(15),
+        DESCRIBE_ARCHIVE,
+    )
+    .await;
+    assert_eq!(b.eval("location.search").await, "");
+    assert_eq!(b.eval("gremiumArchive.archivist").await, true);
+    b.eval("document.querySelector('[data-lang=de]').click()")
+        .await;
+    // Searching by title and for non-public meetings finds it; another title does not.
+    b.eval(
+        "document.getElementById('q').value = 'museum'; \
+         document.getElementById('search-go').click()",
+    )
+    .await;
+    b.wait_for(
+        "!gremiumArchive.busy && gremiumArchive.items.length === 0 && \
+         !document.getElementById('empty').hidden",
+        Duration::from_secs(5),
+        DESCRIBE_ARCHIVE,
+    )
+    .await;
+    b.eval(
+        "document.getElementById('q').value = 'kultur'; \
+         document.getElementById('public').value = 'false'; \
+         document.getElementById('search-go').click()",
+    )
+    .await;
+    b.wait_for(
+        "!gremiumArchive.busy && gremiumArchive.items.length === 1 && \
+         document.querySelector('#list img') !== null",
+        Duration::from_secs(10),
+        DESCRIBE_ARCHIVE,
+    )
+    .await;
+    b.screenshot(&artifact("archive-list.png")).await;
+    // Open it with the keyboard.
+    b.eval("document.querySelector('#list button').focus()")
+        .await;
+    b.press("Enter", 13, Some("\r")).await;
+    b.wait_for(
+        &format!(
+            "gremiumArchive.open === '{rid}' && !gremiumArchive.busy && \
+             gremiumArchive.manifestNames !== null"
+        ),
+        Duration::from_secs(20),
+        DESCRIBE_ARCHIVE,
+    )
+    .await;
+    assert_eq!(
+        b.eval("gremiumArchive.manifestNames").await,
+        json!(["Peter Zwei"]),
+        "only the consenting participant is in the manifest"
+    );
+    let people = b
+        .eval("document.getElementById('people').textContent")
+        .await;
+    let people = people.as_str().unwrap();
+    assert!(people.contains("Peter Zwei"), "{people}");
+    assert!(!people.contains("Paula"), "{people}");
+    assert_eq!(
+        b.eval("gremiumArchive.chapters").await,
+        json!(["TOP 1: Museumsnacht"])
+    );
+    // The video plays.
+    b.eval(
+        "document.getElementById('player').muted = true; document.getElementById('player').play()",
+    )
+    .await;
+    b.wait_for(
+        "(v => v.readyState >= 2 && v.currentTime > 0.5 && v.videoWidth > 0)\
+         (document.getElementById('player'))",
+        Duration::from_secs(15),
+        DESCRIBE_ARCHIVE,
+    )
+    .await;
+    assert_eq!(
+        b.eval("document.getElementById('player').videoWidth").await,
+        640
+    );
+    b.screenshot(&artifact("archive-recording.png")).await;
+    // A chapter button seeks to its offset.
+    let offset = b
+        .eval("Number(document.querySelector('#chapters button').dataset.offset)")
+        .await;
+    let offset = offset.as_f64().unwrap() / 1000.0;
+    b.eval("document.getElementById('player').pause(); document.querySelector('#chapters button').click()")
+        .await;
+    b.wait_for(
+        &format!("Math.abs(document.getElementById('player').currentTime - {offset}) < 1.0"),
+        Duration::from_secs(5),
+        DESCRIBE_ARCHIVE,
+    )
+    .await;
+    // The download link is the same media.
+    assert!(b
+        .eval("document.getElementById('download').href")
+        .await
+        .as_str()
+        .unwrap()
+        .starts_with("blob:"));
+
+    // Legal hold on, then deletion with its confirm step.
+    b.eval("document.getElementById('hold').click()").await;
+    b.wait_for(
+        "gremiumArchive.legalHold === true && !gremiumArchive.busy && \
+         document.getElementById('hold').getAttribute('aria-pressed') === 'true'",
+        Duration::from_secs(5),
+        DESCRIBE_ARCHIVE,
+    )
+    .await;
+    let (_, meeting) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}"),
+            Some(&archivist),
+            None,
+        )
+        .await;
+    assert_eq!(meeting["legal_hold"], true, "{meeting}");
+    b.eval("document.getElementById('hold').click()").await;
+    b.wait_for(
+        "gremiumArchive.legalHold === false && !gremiumArchive.busy",
+        Duration::from_secs(5),
+        DESCRIBE_ARCHIVE,
+    )
+    .await;
+    b.eval("document.getElementById('delete').click()").await;
+    assert_eq!(
+        b.eval("[document.getElementById('confirm').hidden, document.activeElement.id]")
+            .await,
+        json!([false, "confirm-no"])
+    );
+    // Escape cancels; nothing is deleted.
+    b.press("Escape", 27, None).await;
+    assert_eq!(
+        b.eval("document.getElementById('confirm').hidden").await,
+        true
+    );
+    // A phone 360 px wide: nothing wider than the screen.
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 360, "height": 740, "deviceScaleFactor": 1, "mobile": true}),
+    )
+    .await;
+    b.wait_for(
+        "document.documentElement.scrollWidth <= 360",
+        Duration::from_secs(3),
+        "document.documentElement.scrollWidth",
+    )
+    .await;
+    b.screenshot(&artifact("archive-recording-360.png")).await;
+    b.call("Emulation.clearDeviceMetricsOverride", json!({}))
+        .await;
+    b.eval("document.getElementById('delete').click()").await;
+    b.eval("document.getElementById('confirm-yes').click()")
+        .await;
+    b.wait_for(
+        "!gremiumArchive.busy && document.getElementById('message').textContent === \
+         'Die Aufzeichnung wurde gelöscht.'",
+        Duration::from_secs(10),
+        DESCRIBE_ARCHIVE,
+    )
+    .await;
+    let (_, r) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/recordings/{rid}"),
+            Some(&archivist),
+            None,
+        )
+        .await;
+    assert!(r["deleted_at"].is_string(), "{r}");
+
+    // Every read was logged: metadata, poster, manifest, media.
+    let (_, entries) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}/ledger?limit=500"),
+            Some(&archivist),
+            None,
+        )
+        .await;
+    // `data` is canonical JSON in a string.
+    let what: std::collections::HashSet<String> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "archive_access")
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(e["data"].as_str()?).ok())
+        .filter_map(|d| d["what"].as_str().map(String::from))
+        .collect();
+    for w in ["metadata", "poster", "manifest", "media"] {
+        assert!(what.contains(w), "{w} not logged: {what:?}");
+    }
+    let foreign = b
+        .eval(
+            "performance.getEntriesByType('resource').map(e => e.name)\
+             .filter(n => !n.startsWith(location.origin + '/'))",
+        )
+        .await;
+    assert_eq!(foreign, json!([]), "resources from elsewhere");
+    drop(browser);
+    let _ = std::fs::remove_dir_all(&dir);
+}

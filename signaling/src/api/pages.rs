@@ -3,9 +3,12 @@
 //! livestream indicator, publishing over WHIP); `GET /console/{meeting_id}?token=…` for
 //! the chair (participants with media and consent, recording, HLS stream, public switch
 //! with reason, chapters, the ledger); `GET /assets/whip.js`, the WHIP publisher shared
-//! with `/publish` (see [`super::whip`]).
+//! with `/publish` (see [`super::whip`]); `GET /archive?token=…` for archivists and
+//! the public (search, play a recording with its chapters and who appears in it,
+//! download; legal hold and deletion for archivists).
 //!
-//! Owns: the pages' HTML (`assets/join.html`, `assets/console.html`), the consent texts
+//! Owns: the pages' HTML (`assets/join.html`, `assets/console.html`,
+//! `assets/archive.html`), the consent texts
 //! shown in them ([`ConsentTexts`], from `[pages]` in the config) and how they reach the
 //! page (a JSON data block, escaped so it cannot end the script element), the pages'
 //! security headers (our origin only, no referrer: the token is in the URL).
@@ -29,6 +32,7 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/join/{meeting_id}", get(join_page))
         .route("/console/{meeting_id}", get(console_page))
+        .route("/archive", get(archive_page))
         .route("/assets/whip.js", get(whip_js))
 }
 
@@ -88,10 +92,11 @@ impl Default for ConsentTexts {
 }
 
 /// Our origin only (`'self'` covers the meeting WebSocket); inline script and style
-/// are the page's own; the camera preview is a `MediaStream`, not a URL.
+/// are the page's own; the camera preview is a `MediaStream`, not a URL; the archive's
+/// recordings and posters are fetched with the token and shown as `blob:` URLs.
 const PAGE_CSP: &str = "default-src 'none'; script-src 'self' 'unsafe-inline'; \
                         style-src 'unsafe-inline'; connect-src 'self'; media-src 'self' blob: \
-                        mediastream:; img-src 'self' data:; base-uri 'none'; \
+                        mediastream:; img-src 'self' data: blob:; base-uri 'none'; \
                         form-action 'none'; frame-ancestors 'none'";
 
 /// The marker in a page's HTML that [`page`] replaces with its configuration (JSON).
@@ -156,6 +161,13 @@ async fn console_page(
 ) -> ApiResult<Response> {
     super::watch::find_meeting(&state, &id).await?;
     Ok(page(include_str!("../../assets/console.html"), &(), false))
+}
+
+/// The archive browser. Nothing to look up: the token (`?token=` until OIDC sign-in
+/// comes) is checked by every API call it makes, and every recording it reads is
+/// logged by the archive API as `archive_access`.
+async fn archive_page() -> Response {
+    page(include_str!("../../assets/archive.html"), &(), false)
 }
 
 /// The WHIP publisher (`gremiumWhip.publish`), used by `/join` and `/publish`.
