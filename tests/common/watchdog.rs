@@ -82,7 +82,10 @@ pub fn arm() {
                 return;
             }
             let why = if after_panic {
-                format!("still tearing down {} s after it panicked", after_panic_secs())
+                format!(
+                    "still tearing down {} s after it panicked",
+                    after_panic_secs()
+                )
             } else {
                 format!("still running after {secs} s")
             };
