@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the build-time web dependencies (hls.js for the viewer page at /watch) from
-# the committed web/package-lock.json into web/node_modules, which `gremium serve`
-# serves as /assets/hls.min.js (`[web] player_js`). Installs Debian's nodejs and npm
-# when npm is missing. Idempotent: does nothing when the locked hls.js is in place.
+# Installs the build-time web dependencies (hls.js for the viewer page at /watch, and
+# axe-core for the browser tests' accessibility audit) from the committed
+# web/package-lock.json into web/node_modules; `gremium serve` serves hls.js as
+# /assets/hls.min.js (`[web] player_js`). Installs Debian's nodejs and npm when npm is
+# missing. Idempotent: does nothing when the locked hls.js and axe-core are in place.
 # Meant to be sourced (by run.sh and test.sh); it changes no shell options of its caller.
 
 gremium_install_web() {
@@ -17,14 +18,21 @@ gremium_install_web() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
       nodejs npm >/dev/null || return 1
   fi
-  # Reinstall when the file is missing or the lock file pins another version.
-  local want have
-  want=$(node -p 'require(process.argv[1]).packages["node_modules/hls.js"].version' \
-    "$web/package-lock.json") || return 1
-  have=$(node -p 'require(process.argv[1]).version' \
-    "$web/node_modules/hls.js/package.json" 2>/dev/null || true)
-  if [ ! -f "$web/node_modules/hls.js/dist/hls.min.js" ] || [ "$want" != "$have" ]; then
-    echo "==> installing hls.js $want into web/node_modules (npm ci)"
+  # Reinstall when a file is missing or the lock file pins another version.
+  local pkg file want have stale=""
+  for pkg in hls.js:dist/hls.min.js axe-core:axe.min.js; do
+    file=${pkg#*:}
+    pkg=${pkg%%:*}
+    want=$(node -p 'require(process.argv[1]).packages["node_modules/" + process.argv[2]].version' \
+      "$web/package-lock.json" "$pkg") || return 1
+    have=$(node -p 'require(process.argv[1]).version' \
+      "$web/node_modules/$pkg/package.json" 2>/dev/null || true)
+    if [ ! -f "$web/node_modules/$pkg/$file" ] || [ "$want" != "$have" ]; then
+      stale="$stale $pkg@$want"
+    fi
+  done
+  if [ -n "$stale" ]; then
+    echo "==> installing$stale into web/node_modules (npm ci)"
     (cd "$web" && npm ci --ignore-scripts --no-audit --no-fund) || return 1
   fi
 }

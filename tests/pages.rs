@@ -192,6 +192,7 @@ async fn participant_joins() {
     );
     b.eval("document.querySelector('[data-lang=de]').click()")
         .await;
+    b.assert_accessible("join page, consent dialog open").await;
     let dialog = b.eval("document.getElementById('consent').innerText").await;
     let dialog = dialog.as_str().unwrap();
     for needle in [
@@ -308,6 +309,8 @@ async fn participant_joins() {
         .unwrap()
         .starts_with("● "));
     b.screenshot(&artifact("join-recording.png")).await;
+    b.assert_accessible("join page, recording, consent given")
+        .await;
     let png = std::fs::read(artifact("join-recording.png")).unwrap();
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 10_000,
@@ -343,6 +346,8 @@ async fn participant_joins() {
     )
     .await;
     b.screenshot(&artifact("join-consent-360.png")).await;
+    b.assert_accessible("join page, consent dialog open (360 px)")
+        .await;
     b.eval("document.getElementById('recording-yes').click()")
         .await;
     b.eval("document.getElementById('consent-save').click()")
@@ -355,6 +360,8 @@ async fn participant_joins() {
     )
     .await;
     b.screenshot(&artifact("join-recording-360.png")).await;
+    b.assert_accessible("join page after the consent dialog (360 px)")
+        .await;
     b.call("Emulation.clearDeviceMetricsOverride", json!({}))
         .await;
     let (_, c) = app
@@ -564,6 +571,7 @@ async fn moderator_console() {
     )
     .await;
     b.screenshot(&artifact("console.png")).await;
+    b.assert_accessible("moderator console").await;
 
     // HLS stream on and off; recording off.
     b.eval("document.getElementById('stream-start').click()")
@@ -858,6 +866,7 @@ async fn recording_to_archive() {
     )
     .await;
     b.screenshot(&artifact("archive-list.png")).await;
+    b.assert_accessible("archive list").await;
     // Open it with the keyboard.
     b.eval("document.querySelector('#list button').focus()")
         .await;
@@ -903,6 +912,7 @@ async fn recording_to_archive() {
         640
     );
     b.screenshot(&artifact("archive-recording.png")).await;
+    b.assert_accessible("archive, opened recording").await;
     // A chapter button seeks to its offset.
     let offset = b
         .eval("Number(document.querySelector('#chapters button').dataset.offset)")

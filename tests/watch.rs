@@ -469,6 +469,7 @@ async fn chromium_watches_a_meeting() {
     );
     let shot = target_dir().join("test-artifacts").join("watch-live.png");
     b.screenshot(&shot).await;
+    b.assert_accessible("watch page, live").await;
     let png = std::fs::read(&shot).unwrap();
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 10_000,

@@ -176,6 +176,64 @@ impl Chromium {
         r["result"]["value"].clone()
     }
 
+    /// Audit the page with axe-core (WCAG 2.0/2.1 A and AA rules) and panic with each
+    /// violation when there is any; `what` names the page state in the message. axe is
+    /// injected through `Runtime.evaluate`, which the page's CSP does not govern, from
+    /// the build-time install in `web/node_modules` (`scripts/web.sh`).
+    pub async fn assert_accessible(&mut self, what: &str) {
+        if self.eval("typeof axe").await != "object" {
+            let path =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("web/node_modules/axe-core/axe.min.js");
+            let source = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (run scripts/web.sh's gremium_install_web)",
+                    path.display()
+                )
+            });
+            let r = self
+                .call(
+                    "Runtime.evaluate",
+                    json!({"expression": source, "returnByValue": true}),
+                )
+                .await;
+            assert!(
+                r["exceptionDetails"].is_null(),
+                "axe: {}",
+                r["exceptionDetails"]
+            );
+        }
+        let violations = self
+            .eval(
+                "axe.run(document, {runOnly: {type: 'tag', \
+                 values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}}) \
+                 .then(r => r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help, \
+                 nodes: v.nodes.length, target: v.nodes[0] && v.nodes[0].target, \
+                 html: v.nodes[0] && v.nodes[0].html, \
+                 summary: v.nodes[0] && v.nodes[0].failureSummary})))",
+            )
+            .await;
+        let violations = violations.as_array().expect("axe violations");
+        if !violations.is_empty() {
+            let mut report = String::new();
+            for v in violations {
+                report += &format!(
+                    "\n- {} ({}, {} node(s)): {}\n  at {} {}\n  {}",
+                    v["id"].as_str().unwrap_or("?"),
+                    v["impact"].as_str().unwrap_or("?"),
+                    v["nodes"],
+                    v["help"].as_str().unwrap_or(""),
+                    v["target"],
+                    v["html"].as_str().unwrap_or(""),
+                    v["summary"].as_str().unwrap_or("").replace('\n', "\n  "),
+                );
+            }
+            panic!(
+                "{what}: {} accessibility violation(s):{report}",
+                violations.len()
+            );
+        }
+    }
+
     /// Evaluate `expression` until it is `true`, or panic after `within` with
     /// `describe`'s value.
     pub async fn wait_for(&mut self, expression: &str, within: Duration, describe: &str) {
