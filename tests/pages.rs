@@ -573,6 +573,50 @@ async fn moderator_console() {
     b.screenshot(&artifact("console.png")).await;
     b.assert_accessible("moderator console").await;
 
+    // Layout: the podium with Anna on it; the API and the meeting's WebSocket show it.
+    b.eval(
+        "(s => { s.value = 'podium'; s.dispatchEvent(new Event('change')); })\
+         (document.getElementById('layout-kind'))",
+    )
+    .await;
+    b.wait_for(
+        "!document.getElementById('podium-fieldset').hidden && \
+         document.querySelectorAll('#podium input').length === 1",
+        Duration::from_secs(3),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+    b.eval("document.querySelector('#podium input').click()")
+        .await;
+    b.assert_accessible("moderator console, choosing the podium")
+        .await;
+    b.eval("document.getElementById('layout-apply').click()")
+        .await;
+    let e = wait_event(&mut ws, "layout_changed", |_| true).await;
+    assert_eq!(e["layout"]["kind"], "podium", "{e}");
+    assert_eq!(e["layout"]["podium"], json!([a]), "{e}");
+    let (s, m) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{m}");
+    assert_eq!(m["layout"]["kind"], "podium", "{m}");
+    assert_eq!(m["layout"]["podium"], json!([a]), "{m}");
+    b.wait_for(
+        "gremiumConsole.layoutEvent && gremiumConsole.layoutEvent.kind === 'podium' && \
+         gremiumConsole.layout.kind === 'podium' && !gremiumConsole.error && \
+         document.getElementById('layout-kind').value === 'podium' && \
+         document.querySelector('#podium input').checked && \
+         !document.getElementById('layout-apply').disabled",
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+
     // HLS stream on and off; recording off.
     b.eval("document.getElementById('stream-start').click()")
         .await;
@@ -582,11 +626,26 @@ async fn moderator_console() {
         DESCRIBE_CONSOLE,
     )
     .await;
+    // The program preview plays the livestream with our hls.js while it runs.
+    b.wait_for(
+        &format!(
+            "gremiumConsole.preview.url === '/live/{mid}/index.m3u8' && \
+             gremiumConsole.preview.engine === 'hls.js' && \
+             !document.getElementById('preview').hidden && \
+             document.getElementById('preview-off').hidden"
+        ),
+        Duration::from_secs(5),
+        "[gremiumConsole.preview, gremiumConsole.stream]",
+    )
+    .await;
+    b.assert_accessible("moderator console, livestream preview")
+        .await;
     b.eval("document.getElementById('stream-stop').click()")
         .await;
     // Buttons are disabled while a request is in flight.
     b.wait_for(
-        "gremiumConsole.stream.state === 'finished' &&          !document.getElementById('recording-stop').disabled",
+        "gremiumConsole.stream.state === 'finished' && gremiumConsole.preview.url === null && \
+         document.getElementById('preview').hidden &&          !document.getElementById('recording-stop').disabled",
         Duration::from_secs(5),
         DESCRIBE_CONSOLE,
     )

@@ -93,11 +93,13 @@ impl Default for ConsentTexts {
 
 /// Our origin only (`'self'` covers the meeting WebSocket); inline script and style
 /// are the page's own; the camera preview is a `MediaStream`, not a URL; the archive's
-/// recordings and posters are fetched with the token and shown as `blob:` URLs.
+/// recordings and posters are fetched with the token and shown as `blob:` URLs; the
+/// console's program preview is hls.js, which feeds a `blob:` MediaSource and may run
+/// its demuxer in a `blob:` worker.
 const PAGE_CSP: &str = "default-src 'none'; script-src 'self' 'unsafe-inline'; \
                         style-src 'unsafe-inline'; connect-src 'self'; media-src 'self' blob: \
-                        mediastream:; img-src 'self' data: blob:; base-uri 'none'; \
-                        form-action 'none'; frame-ancestors 'none'";
+                        mediastream:; worker-src 'self' blob:; img-src 'self' data: blob:; \
+                        base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The marker in a page's HTML that [`page`] replaces with its configuration (JSON).
 const CONFIG_MARKER: &str = "{/*PAGE_CONFIG*/}";
