@@ -100,6 +100,7 @@ impl Tap {
                     .build(),
             )
             .sync(false)
+            .async_(false)
             .build();
         bin.add_many([&convert, vsink.upcast_ref()]).unwrap();
         convert.link(&vsink).unwrap();
@@ -149,7 +150,10 @@ impl Tap {
                 .build(),
         );
 
-        let asink = gst_app::AppSink::builder().sync(false).build();
+        let asink = gst_app::AppSink::builder()
+            .sync(false)
+            .async_(false)
+            .build();
         bin.add(&asink).unwrap();
         let ghost = gst::GhostPad::builder_with_target(&asink.static_pad("sink").unwrap())
             .unwrap()

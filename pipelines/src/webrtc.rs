@@ -440,6 +440,8 @@ pub fn decode_incoming(
             Err(e) => {
                 tracing::warn!(error = %e, %encoding, "incoming stream not decoded");
                 if let Ok(sink) = make("fakesink", None) {
+                    // Added to a running pipeline: no preroll wait.
+                    sink.set_property("async", false);
                     let _ = bin.add(&sink);
                     let _ = sink.sync_state_with_parent();
                     if let Some(p) = sink.static_pad("sink") {

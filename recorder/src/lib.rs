@@ -87,8 +87,14 @@ impl RecordingBin {
         // Nothing is rewritten at the end: moov (with mvex) first, then moof/mdat
         // pairs, so every byte can go to the spool as it comes.
         mux.set_property("streamable", true);
+        // Not async: a sink added to the running (live) meeting pipeline must not wait
+        // in preroll for a PLAYING that an async state change may never deliver —
+        // seen in CI: mp4mux blocked in the sink's preroll, the program's pushes
+        // backed up behind it, and stopping the recording hung on the output's
+        // stream lock.
         let sink = gst_app::AppSink::builder()
             .sync(false)
+            .async_(false)
             .max_buffers(0)
             .build();
         let spool = Arc::new(Mutex::new(
