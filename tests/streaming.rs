@@ -735,6 +735,27 @@ async fn a_broadcast_delay_lets_the_moderator_cut_before_content_leaves() {
             );
         }
     }
+    // Stopping drains what the delay holds and ends the playlists in time.
+    let sid = stream["id"].as_str().unwrap().to_string();
+    app.stop(&moderator, "streams", &sid).await;
+    let done = wait_event_for(
+        &mut ws,
+        Duration::from_secs(20),
+        "stream_state_changed",
+        |e| e["state"] == "finished" || e["state"] == "failed",
+    )
+    .await;
+    assert_eq!(done["state"], "finished", "{done}");
+    let media = app
+        .http
+        .get(format!("{}/live/{mid}/360p/index.m3u8", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(media.trim_end().ends_with("#EXT-X-ENDLIST"), "{media}");
     let _ = pa.kill();
     let _ = pa.wait();
     let _ = std::fs::remove_dir_all(&dir);
