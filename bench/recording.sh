@@ -13,8 +13,20 @@
 #   ffmpeg:  -re on the 4 inputs, xstack (same tile rectangles: 640x360 at 0,0 /
 #            640,0 / 0,360 / 640,360, which is where Gremium's grid puts 4 tiles with
 #            gap 0, so neither side scales) + amix, libx264 veryfast zerolatency
-#            2500k (maxrate 2500k, bufsize 5000k, GOP 60) + aac 128k, -t SECS.
+#            2500k (maxrate 2500k, bufsize 5000k, GOP 30) + aac 128k, -t SECS.
 #            CPU: user + sys of the ffmpeg process (getrusage of the child).
+#
+# A keyframe every second on both sides (Gremium's program encode has one at every
+# HLS segment start, so the recording and the livestream can share it).
+#
+# Live jobs (skip with NO_LIVE=1): recording + HLS (720p + 360p renditions + audio)
+# + an RTMP push to a local nginx-rtmp, all from the same composite:
+#   gremium-live-separate  the livestream encodes its own 720p (two 720p encodes),
+#   gremium-live-shared    one 720p encode feeds the recording, HLS 720p and RTMP, as
+#                          the media plane does while both have the same audience,
+#   ffmpeg-live            ffmpeg with one 720p encode into a tee muxer (MP4, HLS, FLV
+#                          to the same nginx) and a 360p HLS encode.
+# The PSNR column is always the recording's.
 #
 # Both sides include the VP8/Opus decoding of the inputs. They run one after the
 # other on the same (2-core) machine, SECS seconds of media each. The audio mix is a
@@ -40,8 +52,8 @@ REPS=${2:-3}
 SHIFT_MAX=${SHIFT_MAX:-10}
 LEN=$((SECS + 2))
 WORK=${WORK:-$(mktemp -d)}
-[ -n "${KEEP:-}" ] || trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK"
+[ -n "${KEEP:-}" ] || trap 'rm -rf "$WORK"' EXIT
 
 SOURCES=(
   "testsrc2=size=640x360:rate=30"
@@ -111,41 +123,84 @@ print(f"{r.ru_utime + r.ru_stime:.2f} {time.time() - t:.1f}")
 PY
 }
 
-G_CPU=(); G_MEDIA=(); G_PM=(); G_Y=(); G_A=(); G_SHIFT=(); G_K=()
-F_CPU=(); F_MEDIA=(); F_PM=(); F_Y=(); F_A=(); F_SHIFT=(); F_K=()
-for ((r = 0; r < REPS; r++)); do
-  GOUT="$WORK/gremium$r.mp4"
-  G=$("$BENCH" --bench "$GOUT" "$SECS" "${INPUTS[@]}" 2>/dev/null | grep '^gremium')
-  echo "run $r: $G" >&2
-  gc=$(sed -E 's/.*cpu_s=([0-9.]+).*/\1/' <<<"$G")
-  gm=$(python3 -c "print(f'{$(frames_of "$GOUT")/30:.2f}')")
-  read -r gs gy ga < <(quality "$GOUT")
-  G_CPU+=("$gc"); G_MEDIA+=("$gm"); G_PM+=("$(python3 -c "print(f'{$gc/$gm:.3f}')")")
-  G_Y+=("$gy"); G_A+=("$ga"); G_SHIFT+=("$gs"); G_K+=("$(kbps_of "$GOUT")")
-  echo "run $r: gremium media_s(ffprobe)=$gm video_kbps=${G_K[-1]} shift=$gs psnr_y=$gy psnr_avg=$ga" >&2
+# nginx with Debian's RTMP module, for the live jobs' RTMP push (loopback only).
+RTMP_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx/nginx.conf" <<NGINX
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+daemon off;
+master_process off;
+worker_processes 1;
+error_log $WORK/nginx/error.log warn;
+pid $WORK/nginx/nginx.pid;
+events { worker_connections 64; }
+rtmp { server { listen 127.0.0.1:$RTMP_PORT; application live { live on; } } }
+NGINX
+nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
+NGINX_PID=$!
+trap 'kill $NGINX_PID 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
+RTMP="rtmp://127.0.0.1:$RTMP_PORT/live"
 
-  FOUT="$WORK/ffmpeg$r.mp4"
-  read -r fc fw < <(ffmpeg_job ffmpeg -nostdin -loglevel error -y \
-    -re -i "${INPUTS[0]}" -re -i "${INPUTS[1]}" -re -i "${INPUTS[2]}" -re -i "${INPUTS[3]}" \
-    -filter_complex "[0:v][1:v][2:v][3:v]xstack=inputs=4:layout=$LAYOUT:fill=black[v];[0:a][1:a][2:a][3:a]amix=inputs=4:normalize=0[a]" \
-    -map "[v]" -map "[a]" -c:v libx264 -preset veryfast -tune zerolatency -b:v 2500k -maxrate 2500k \
-    -bufsize 5000k -g 60 -r 30 -pix_fmt yuv420p -c:a aac -b:a 128k -ac 2 -ar 48000 -t "$SECS" "$FOUT")
-  fm=$(python3 -c "print(f'{$(frames_of "$FOUT")/30:.2f}')")
-  read -r fs fy fa < <(quality "$FOUT")
-  F_CPU+=("$fc"); F_MEDIA+=("$fm"); F_PM+=("$(python3 -c "print(f'{$fc/$fm:.3f}')")")
-  F_Y+=("$fy"); F_A+=("$fa"); F_SHIFT+=("$fs"); F_K+=("$(kbps_of "$FOUT")")
-  echo "run $r: ffmpeg cpu_s=$fc wall_s=$fw media_s=$fm video_kbps=${F_K[-1]} shift=$fs psnr_y=$fy psnr_avg=$fa" >&2
+IN=(-re -i "${INPUTS[0]}" -re -i "${INPUTS[1]}" -re -i "${INPUTS[2]}" -re -i "${INPUTS[3]}")
+X264=(-c:v libx264 -preset veryfast -tune zerolatency -g 30 -r 30 -pix_fmt yuv420p)
+AAC=(-c:a aac -b:a 128k -ac 2 -ar 48000)
+MIX="[0:v][1:v][2:v][3:v]xstack=inputs=4:layout=$LAYOUT:fill=black"
+AMIX="[0:a][1:a][2:a][3:a]amix=inputs=4:normalize=0"
+gremium_cpu() { grep '^gremium' | sed -E 's/.*cpu_s=([0-9.]+) wall_s=([0-9.]+).*/\1 \2/'; }
+job() { # JOB OUT -> "cpu_s wall_s"
+  local out=$2 hls="$WORK/hls-$1"
+  rm -rf "$hls"
+  mkdir -p "$hls"
+  case $1 in
+  gremium-rec)
+    "$BENCH" --bench "$out" "$SECS" "${INPUTS[@]}" 2>/dev/null | gremium_cpu ;;
+  gremium-live-separate | gremium-live-shared)
+    "$BENCH" --bench --live="${1#gremium-live-}" --hls="$hls" --rtmp="$RTMP/$1" "$out" "$SECS" \
+      "${INPUTS[@]}" 2>/dev/null | gremium_cpu ;;
+  ffmpeg-rec)
+    ffmpeg_job ffmpeg -nostdin -loglevel error -y "${IN[@]}" \
+      -filter_complex "$MIX[v];$AMIX[a]" \
+      -map "[v]" -map "[a]" "${X264[@]}" -b:v 2500k -maxrate 2500k -bufsize 5000k "${AAC[@]}" \
+      -t "$SECS" "$out" ;;
+  ffmpeg-live)
+    # The same outputs as Gremium's live job: the recording (MP4), HLS 720p from the
+    # same encode (tee muxer) plus a 360p rendition of its own, RTMP from the 720p.
+    ffmpeg_job ffmpeg -nostdin -loglevel error -y "${IN[@]}" \
+      -filter_complex "$MIX,split=2[v][vs];[vs]scale=640:360[v360];$AMIX,asplit=2[a][a360]" \
+      -map "[v]" -map "[a]" "${X264[@]}" -b:v 2500k -maxrate 2500k -bufsize 5000k "${AAC[@]}" \
+      -t "$SECS" -f tee -flags +global_header \
+      "[f=mp4]$out|[f=hls:hls_time=1:hls_list_size=6:hls_flags=delete_segments]$hls/720p.m3u8|[f=flv:onfail=ignore]$RTMP/ffmpeg" \
+      -map "[v360]" -map "[a360]" "${X264[@]}" -b:v 800k -maxrate 800k -bufsize 1600k "${AAC[@]}" \
+      -t "$SECS" -f hls -hls_time 1 -hls_list_size 6 -hls_flags delete_segments "$hls/360p.m3u8" ;;
+  esac
+}
+
+JOBS=(gremium-rec ffmpeg-rec)
+[ -n "${NO_LIVE:-}" ] || JOBS+=(gremium-live-separate gremium-live-shared ffmpeg-live)
+for ((r = 0; r < REPS; r++)); do
+  for j in "${JOBS[@]}"; do
+    OUT="$WORK/$j-$r.mp4"
+    read -r c w < <(job "$j" "$OUT")
+    m=$(python3 -c "print(f'{$(frames_of "$OUT")/30:.2f}')")
+    read -r s y a < <(quality "$OUT")
+    k=$(kbps_of "$OUT")
+    echo "run $r: $j cpu_s=$c wall_s=$w media_s=$m video_kbps=$k shift=$s psnr_y=$y psnr_avg=$a" >&2
+    echo "$c $m $(python3 -c "print(f'{$c/$m:.3f}')") $k $y $a $s" >>"$WORK/results.$j"
+  done
 done
 
 printf "\nreference job, SECS=%s, medians of %s runs\n" "$SECS" "$REPS"
-row() { # TOOL CPU MEDIA PER_MEDIA KBPS Y AVG SHIFT (arrays by name)
-  local -n c=$2 m=$3 p=$4 k=$5 y=$6 a=$7 sh=$8
-  printf "%-8s %8s %8s %14s %11s %8.2f %9.2f %6s\n" "$1" "$(median "${c[@]}")" "$(median "${m[@]}")" \
-    "$(median "${p[@]}")" "$(median "${k[@]}")" "$(median "${y[@]}")" "$(median "${a[@]}")" "$(median "${sh[@]}")"
-}
-printf "%-8s %8s %8s %14s %11s %8s %9s %6s\n" tool cpu_s media_s cpu_s/media_s video_kbps "PSNR Y" "PSNR avg" shift
-row gremium G_CPU G_MEDIA G_PM G_K G_Y G_A G_SHIFT
-row ffmpeg F_CPU F_MEDIA F_PM F_K F_Y F_A F_SHIFT
-echo "cpu_s: user+sys (gremium: PLAYING to finished file; ffmpeg: whole process); both include VP8/Opus decoding."
-echo "media_s: video frames in the output / 30. PSNR (dB) against the uncompressed xstack composite,"
-echo "frames by index, best shift in frames (output frame n ~ reference frame n+shift), first second skipped."
+printf "%-22s %8s %8s %14s %11s %8s %9s %6s\n" job cpu_s media_s cpu_s/media_s video_kbps "PSNR Y" "PSNR avg" shift
+for j in "${JOBS[@]}"; do
+  python3 - "$j" "$WORK/results.$j" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[2]) if l.strip()]
+med = [statistics.median_low(float(r[i]) for r in rows) for i in range(7)]
+print(f"{sys.argv[1]:<22} {med[0]:8.2f} {med[1]:8.2f} {med[2]:14.3f} {med[3]:11.0f} {med[4]:8.2f} {med[5]:9.2f} {med[6]:6.0f}")
+PY
+done
+echo "rec: the recording alone. live: recording + HLS (720p + 360p + audio) + RTMP push to nginx-rtmp;"
+echo "  separate = the livestream encodes its own 720p; shared = one 720p encode for recording, HLS and RTMP."
+echo "cpu_s: user+sys (gremium: PLAYING to finished outputs; ffmpeg: whole process); all include VP8/Opus decoding."
+echo "media_s: video frames in the recording / 30. PSNR (dB) of the recording against the uncompressed xstack"
+echo "composite, frames by index, best shift in frames (output n ~ reference n+shift), first second skipped."

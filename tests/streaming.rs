@@ -760,3 +760,180 @@ async fn a_broadcast_delay_lets_the_moderator_cut_before_content_leaves() {
     let _ = pa.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// While the recording and the livestream have the same audience (everyone consented
+/// to both, the meeting is public), one H.264 encode serves both: the streaming
+/// program's encoder gets no frames. When a participant withdraws only the livestream
+/// consent, the livestream takes its own encode at once — that participant is in no
+/// later livestream frame but stays in the recording — and shares again when the
+/// consent comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_encode_serves_recording_and_livestream_while_their_audiences_match() {
+    use gremium_protocol::Audience;
+    let _serial = SERIAL.lock().await;
+    let dir = std::env::temp_dir().join(format!("gremium-shared-{}", uuid::Uuid::new_v4()));
+    let program = ProgramSettings {
+        canvas: Canvas {
+            width: 640,
+            height: 360,
+        },
+        fps: 15,
+        labels: false,
+        ..ProgramSettings::default()
+    };
+    let (app, media) =
+        spawn_with_gst_media_in(Duration::from_secs(10), 10, program, dir.clone()).await;
+    let moderator = app.token(&[Role::Moderator]);
+    let mid = app.create_public_meeting(&moderator, "Gemeinderat").await;
+    let meeting: uuid::Uuid = mid.parse().unwrap();
+    let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
+    let (b, b_join) = app.add_participant(&moderator, &mid, "Bernd").await;
+    app.set_consent(&mid, &a, &a_join, true, true).await;
+    app.set_consent(&mid, &b, &b_join, true, true).await;
+    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+    next_event(&mut ws).await;
+    let mut pa = spawn_small_publisher(&app.base, &mid, &a_join, "ffd700", 90);
+    let mut pb = spawn_small_publisher(&app.base, &mid, &b_join, "1e50ff", 90);
+    for _ in 0..2 {
+        wait_event(&mut ws, "participant_media_started", |_| true).await;
+    }
+    let rid = app.start_recording(&moderator, &mid).await;
+    let (s, stream) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/streams"),
+            Some(&moderator),
+            Some(json!({"hls": true})),
+        )
+        .await;
+    assert_eq!(s, 201, "{stream}");
+    let sid = stream["id"].as_str().unwrap().to_string();
+    wait_event(&mut ws, "stream_state_changed", |e| e["state"] == "active").await;
+
+    // (frames encoded, idle) of the recording's and the livestream's encoders.
+    let encoders = || async {
+        let e = media.encoders(meeting).await;
+        (e[&Audience::Recording], e[&Audience::Streaming])
+    };
+    let wait_idle = |idle: bool| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while encoders().await.1 .1 != idle {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the livestream's encoder did not become {}",
+                if idle { "idle" } else { "active" }
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    // A citizen's player from the live edge, 2 s at 2 fps.
+    let watch = || {
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-live_start_index", "-1", "-i"])
+            .arg(format!("{}/live/{mid}/360p/index.m3u8", app.base))
+            .args([
+                "-t", "2", "-vf", "fps=2", "-f", "rawvideo", "-pix_fmt", "rgb24", "-",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let frames: Vec<(usize, usize)> = out
+            .stdout
+            .chunks_exact(640 * 360 * 3)
+            .map(|f| {
+                let count = |c| f.chunks_exact(3).filter(|px| near(px, c)).count();
+                (count(GOLD), count(AZURE))
+            })
+            .collect();
+        assert!(frames.len() >= 3, "{} frames", frames.len());
+        frames
+    };
+
+    // Same audience: the livestream takes the recording's encode.
+    wait_idle(true).await;
+    let (rec1, str1) = encoders().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rec2, str2) = encoders().await;
+    assert!(
+        rec2.0 >= rec1.0 + 20,
+        "recording encoder: {rec1:?} → {rec2:?}"
+    );
+    assert_eq!(str2, str1, "the livestream's encoder encoded while shared");
+    // Wait until the segments of the shared encode are at the live edge.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (i, (gold, azure)) in watch().into_iter().enumerate() {
+        assert!(
+            gold > 5_000 && azure > 5_000,
+            "shared frame {i}: {gold} A, {azure} B"
+        );
+    }
+
+    // B withdraws only the livestream consent: the livestream encodes its own
+    // program (without B) from now on; the recording keeps B.
+    app.set_consent(&mid, &b, &b_join, true, false).await;
+    let (_, str3) = encoders().await;
+    assert!(
+        !str3.1,
+        "the livestream still shares the recording's encode"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, str4) = encoders().await;
+    assert!(str4.0 >= str3.0 + 15, "own encoder: {str3:?} → {str4:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (i, (gold, azure)) in watch().into_iter().enumerate() {
+        assert!(gold > 5_000, "own frame {i}: A missing");
+        assert_eq!(
+            azure, 0,
+            "own frame {i}: B after withdrawing the livestream consent"
+        );
+    }
+
+    // Consent back: shared again.
+    app.set_consent(&mid, &b, &b_join, true, true).await;
+    wait_idle(true).await;
+
+    app.stop(&moderator, "streams", &sid).await;
+    app.stop(&moderator, "recordings", &rid).await;
+    let done = wait_event_for(
+        &mut ws,
+        Duration::from_secs(30),
+        "recording_state_changed",
+        |e| e["state"] == "finished" || e["state"] == "failed",
+    )
+    .await;
+    assert_eq!(done["state"], "finished", "{done}");
+    // The recording shows B throughout (B never withdrew the recording consent).
+    let archivist = app.token(&[Role::Archivist]);
+    let out = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-headers",
+            &format!("Authorization: Bearer {archivist}\r\n"),
+            "-i",
+        ])
+        .arg(format!("{}/api/v1/recordings/{rid}/media", app.base))
+        .args(["-vf", "fps=2", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let frames: Vec<&[u8]> = out.stdout.chunks_exact(640 * 360 * 3).collect();
+    assert!(frames.len() >= 20, "{} frames", frames.len());
+    for (i, f) in frames.iter().enumerate().skip(2) {
+        let azure = f.chunks_exact(3).filter(|px| near(px, AZURE)).count();
+        assert!(azure > 5_000, "recording frame {i}: B missing");
+    }
+    let _ = pa.kill();
+    let _ = pb.kill();
+    let _ = pa.wait();
+    let _ = pb.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -670,6 +670,13 @@ impl Program {
         }
     }
 
+    /// Change the indicator's text (no-op without an indicator).
+    pub fn set_indicator_text(&self, text: &str) {
+        if let Some(t) = &self.indicator {
+            t.set_property("text", escape_markup(text));
+        }
+    }
+
     /// A new output of the program (a ghost src pad on the bin, fed by the program's
     /// tee). Link it to a consumer; give it back with [`Program::release_output`].
     pub fn request_output(&self, kind: Kind) -> Result<gst::Pad, PipelineError> {
@@ -951,7 +958,7 @@ pub fn release_tee_pad(pad: Option<gst::Pad>) {
 }
 
 /// Unlink `downstream` from its `upstream` peer at a moment no buffer is in flight.
-fn unlink_when_idle(downstream: &gst::Pad, upstream: &gst::Pad) {
+pub fn unlink_when_idle(downstream: &gst::Pad, upstream: &gst::Pad) {
     let (tx, rx) = std::sync::mpsc::channel();
     let target = downstream.clone();
     upstream.add_probe(gst::PadProbeType::IDLE, move |pad, _| {

@@ -12,10 +12,13 @@
 //! Each publisher's decoded audio and video end in a tee; every program (one per
 //! output audience, created when a consumer attaches) takes a branch from it through
 //! its consent gates. Consumers (recorder, streamer, tests) attach to a program with
-//! [`GstMediaPlane::attach_consumer`]. A recording is such a consumer (a
-//! `gremium_recorder::RecordingBin` writing to the recordings directory); starting
-//! streams is refused as unavailable until the streamer issue lands.
+//! [`GstMediaPlane::attach_consumer`]. A recording (a
+//! `gremium_recorder::RecordingBin`) and a livestream (a
+//! `gremium_streamer::hls::HlsBin`, with its RTMP pushes) are such consumers; they take
+//! their main video already encoded from the program's encoder ([`encoders`]), and the
+//! livestream takes the recording's encode while both audiences see the same program.
 
+pub(crate) mod encoders;
 mod timeline;
 
 use std::collections::HashMap;
@@ -24,7 +27,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use encoders::{Encoder, Feed};
 use gremium_compositor::{Kind, LayoutChoice, Program, ProgramSettings, SpeakerDetector};
+use gremium_pipelines::encode::H264;
 use gremium_pipelines::webrtc::{
     answer_offer, decode_incoming, make_webrtcbin, parse_sdp, IceSettings, MediaKind,
 };
@@ -156,12 +161,24 @@ struct Consumer {
     audience: Audience,
     bin: gst::Bin,
     outputs: Vec<gst::Pad>,
+    /// Where its `video_h264` pad is fed from, if it has one.
+    encoded: Option<Encoded>,
+}
+
+/// The encoded video of a consumer.
+enum Encoded {
+    /// A branch of its audience's encoder (recordings).
+    Branch(gst::Pad),
+    /// A feed that may switch to the recording's encoder (livestreams).
+    Feed(Feed),
 }
 
 struct MeetingSession {
     pipeline: Pipeline,
     publishers: HashMap<Uuid, Publisher>,
     programs: HashMap<Audience, Program>,
+    /// H.264 encodes of the programs, while consumers take them.
+    encoders: HashMap<Audience, Encoder>,
     consumers: HashMap<Uuid, Consumer>,
     speaker: SpeakerDetector,
     /// Names of the participants who published, in joining order.
@@ -456,6 +473,21 @@ impl GstMediaPlane {
         audience: Audience,
         consumer: gst::Bin,
     ) -> Result<Uuid, MediaPlaneError> {
+        self.attach_consumer_with(meeting_id, audience, consumer, None)
+            .await
+    }
+
+    /// [`GstMediaPlane::attach_consumer`]; a ghost sink pad `video_h264` on the
+    /// consumer gets the program's video encoded with `h264` (the audience's encoder,
+    /// built on first use; for the streaming audience through a [`Feed`] that takes
+    /// the recording's encode while the two programs are the same).
+    async fn attach_consumer_with(
+        &self,
+        meeting_id: Uuid,
+        audience: Audience,
+        consumer: gst::Bin,
+        h264: Option<H264>,
+    ) -> Result<Uuid, MediaPlaneError> {
         let session = self.session_or_create(meeting_id)?;
         let mut guard = session.lock().await;
         let s = &mut *guard;
@@ -497,6 +529,33 @@ impl GstMediaPlane {
                 return Err(e);
             }
         };
+        let encoded = match (consumer.static_pad("video_h264"), h264) {
+            (Some(sink), Some(h264)) => {
+                let id = consumer.name();
+                match blocking(|| self.link_encoded(s, audience, h264, &sink, &id)) {
+                    Ok(e) => Some(e),
+                    Err(e) => {
+                        if let Some(program) = s.programs.get(&audience) {
+                            blocking(|| {
+                                for o in &outputs {
+                                    program.release_output(o);
+                                }
+                            });
+                        }
+                        remove_bin(&s.pipeline, &consumer).await;
+                        self.prune_encoders(s);
+                        return Err(failed(e.to_string()));
+                    }
+                }
+            }
+            (Some(_), None) => {
+                remove_bin(&s.pipeline, &consumer).await;
+                return Err(MediaPlaneError::Failed(
+                    "a consumer with video_h264 needs encode settings".into(),
+                ));
+            }
+            _ => None,
+        };
         let id = Uuid::new_v4();
         s.consumers.insert(
             id,
@@ -504,8 +563,10 @@ impl GstMediaPlane {
                 audience,
                 bin: consumer,
                 outputs,
+                encoded,
             },
         );
+        blocking(|| self.update_sharing(meeting_id, s));
         Ok(id)
     }
 
@@ -540,6 +601,11 @@ impl GstMediaPlane {
                 }
             });
         }
+        blocking(|| {
+            self.release_encoded(&mut s, c.audience, c.encoded);
+            self.update_sharing(meeting_id, &mut s);
+            self.prune_encoders(&mut s);
+        });
         let pipeline = s.pipeline.gst().clone();
         drop(s);
         let finished = match finish {
@@ -566,6 +632,249 @@ impl GstMediaPlane {
         finished.map(|_| true)
     }
 
+    /// The H.264 encode of a program output at `kbps`: a keyframe at every HLS
+    /// segment start, so one encode can serve the recording and the livestream.
+    fn h264(&self, kbps: u32) -> H264 {
+        let segment = self.0.settings.streaming.segment.as_secs().max(1) as u32;
+        H264 {
+            kbps,
+            keyframe_interval: self.0.settings.program.fps.saturating_mul(segment),
+        }
+    }
+
+    /// Video bitrate of recordings: that of the HLS ladder's rung with the canvas size
+    /// (2500 kbit/s at 720p, 800 at 360p), so a livestream of the same audience can
+    /// share the recording's encode; 2500 kbit/s for other canvas sizes.
+    fn recording_kbps(&self) -> u32 {
+        let canvas = self.0.settings.program.canvas;
+        gremium_streamer::hls::Rendition::default_ladder()
+            .iter()
+            .find(|r| r.width == canvas.width && r.height == canvas.height)
+            .map_or(2500, |r| r.video_kbps)
+    }
+
+    /// Link a consumer's `video_h264` to its audience's encode (built on first use).
+    fn link_encoded(
+        &self,
+        s: &mut MeetingSession,
+        audience: Audience,
+        h264: H264,
+        sink: &gst::Pad,
+        name: &str,
+    ) -> Result<Encoded, PipelineError> {
+        if !s.encoders.contains_key(&audience) {
+            let program = s
+                .programs
+                .get(&audience)
+                .ok_or_else(|| PipelineError::Link("no program".into()))?;
+            let label = match audience {
+                Audience::Recording => "recording",
+                Audience::Streaming => "streaming",
+            };
+            let mut encoder = Encoder::new(&format!("encode-{label}"), h264)?;
+            let pipeline = s.pipeline.gst();
+            pipeline
+                .add(&encoder.bin)
+                .map_err(|e| PipelineError::Link(e.to_string()))?;
+            let input = encoder
+                .bin
+                .sync_state_with_parent()
+                .map_err(|e| PipelineError::StateChange(e.to_string()))
+                .and_then(|_| program.request_output(Kind::Video));
+            let linked = input.and_then(|out| {
+                let sink = encoder
+                    .bin
+                    .static_pad("video")
+                    .expect("encoder has a video pad");
+                match out.link(&sink) {
+                    Ok(_) => Ok(out),
+                    Err(e) => {
+                        program.release_output(&out);
+                        Err(PipelineError::Link(format!("program ! encoder: {e:?}")))
+                    }
+                }
+            });
+            match linked {
+                Ok(out) => encoder.input = Some(out),
+                Err(e) => {
+                    let _ = encoder.bin.set_state(gst::State::Null);
+                    let _ = pipeline.remove(&encoder.bin);
+                    return Err(e);
+                }
+            }
+            s.encoders.insert(audience, encoder);
+        }
+        let encoder = &s.encoders[&audience];
+        if encoder.settings != h264 {
+            return Err(PipelineError::Link(format!(
+                "the {audience:?} program is encoded with {:?}, not {h264:?}",
+                encoder.settings
+            )));
+        }
+        let link_err = |e: gst::PadLinkError| PipelineError::Link(format!("encoded video: {e:?}"));
+        match audience {
+            Audience::Recording => {
+                let branch = encoder.branch()?;
+                if let Err(e) = branch.link(sink) {
+                    encoder.release_branch(&branch);
+                    return Err(link_err(e));
+                }
+                encoder.request_keyframe();
+                Ok(Encoded::Branch(branch))
+            }
+            Audience::Streaming => {
+                let feed = Feed::new(s.pipeline.gst(), &format!("feed-{name}"), encoder)?;
+                let src = feed
+                    .selector
+                    .static_pad("src")
+                    .expect("selector has a src pad");
+                if let Err(e) = src.link(sink) {
+                    let shared = s.encoders.get(&Audience::Recording);
+                    feed.remove(s.pipeline.gst(), encoder, shared);
+                    return Err(link_err(e));
+                }
+                Ok(Encoded::Feed(feed))
+            }
+        }
+    }
+
+    /// Give a detached consumer's encoded video back.
+    fn release_encoded(
+        &self,
+        s: &mut MeetingSession,
+        audience: Audience,
+        encoded: Option<Encoded>,
+    ) {
+        match encoded {
+            Some(Encoded::Branch(branch)) => {
+                if let Some(e) = s.encoders.get(&audience) {
+                    e.release_branch(&branch);
+                }
+            }
+            Some(Encoded::Feed(feed)) => {
+                if let Some(own) = s.encoders.get(&Audience::Streaming) {
+                    let shared = s.encoders.get(&Audience::Recording);
+                    feed.remove(s.pipeline.gst(), own, shared);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Remove encoders nobody takes from any more.
+    fn prune_encoders(&self, s: &mut MeetingSession) {
+        let recording_used = s
+            .consumers
+            .values()
+            .any(|c| matches!(c.encoded, Some(Encoded::Branch(_))));
+        let streaming_used = s
+            .consumers
+            .values()
+            .any(|c| matches!(c.encoded, Some(Encoded::Feed(_))));
+        for (audience, used) in [
+            (Audience::Recording, recording_used),
+            (Audience::Streaming, streaming_used),
+        ] {
+            if used {
+                continue;
+            }
+            let Some(encoder) = s.encoders.remove(&audience) else {
+                continue;
+            };
+            if let (Some(program), Some(input)) = (s.programs.get(&audience), &encoder.input) {
+                program.release_output(input);
+            }
+            let _ = encoder.bin.set_state(gst::State::Null);
+            let _ = s.pipeline.gst().remove(&encoder.bin);
+        }
+    }
+
+    /// Do the recording and the streaming programs show the same thing? Same
+    /// consent of everyone for both audiences, the same slate (the meeting is public,
+    /// or the recording shows the slate too), and no broadcast delay (the livestream
+    /// then holds raw video back and encodes itself).
+    fn programs_match(&self, meeting_id: Uuid, s: &MeetingSession) -> bool {
+        let streaming = &self.0.settings.streaming;
+        if streaming.delay.is_some() {
+            return false;
+        }
+        let (consents, public) = self.memo(meeting_id, |m| {
+            (m.consent.clone(), m.public.unwrap_or(false))
+        });
+        if !public && !streaming.slate_recording {
+            return false;
+        }
+        s.roster.iter().all(|(id, _)| {
+            let c = consents.get(id).copied().unwrap_or_else(|| {
+                s.publishers
+                    .values()
+                    .find(|p| p.participant_id == *id)
+                    .map(|p| p.consent)
+                    .unwrap_or_default()
+            });
+            c.recording == c.streaming
+        })
+    }
+
+    /// Point every livestream feed at the recording's encode while the programs are
+    /// the same, and back at its own the moment they differ.
+    fn update_sharing(&self, meeting_id: Uuid, s: &mut MeetingSession) {
+        let recording = s
+            .consumers
+            .values()
+            .any(|c| matches!(c.encoded, Some(Encoded::Branch(_))));
+        let same = recording && self.programs_match(meeting_id, s);
+        let Some(own) = s.encoders.get(&Audience::Streaming) else {
+            return;
+        };
+        let shared = s.encoders.get(&Audience::Recording);
+        for c in s.consumers.values_mut() {
+            let Some(Encoded::Feed(feed)) = &mut c.encoded else {
+                continue;
+            };
+            match shared {
+                Some(rec) if same && rec.settings == own.settings => {
+                    if let Err(e) = feed.share(rec) {
+                        tracing::warn!(error = %e, "the livestream keeps its own encode");
+                        feed.unshare(own);
+                    }
+                }
+                Some(rec) if !recording => feed.drop_shared(own, rec),
+                _ => feed.unshare(own),
+            }
+        }
+    }
+
+    /// Frames encoded by each program's H.264 encoder of a meeting, and whether it
+    /// is idle (its livestream shares the recording's encode). For tests and
+    /// diagnostics.
+    pub async fn encoders(&self, meeting_id: Uuid) -> HashMap<Audience, (u64, bool)> {
+        let Some(session) = self.session(meeting_id) else {
+            return HashMap::new();
+        };
+        let s = session.lock().await;
+        s.encoders
+            .iter()
+            .map(|(a, e)| (*a, (e.frames(), e.idle())))
+            .collect()
+    }
+
+    /// The indicator of every program: what runs, the same text on all of them (so
+    /// programs that could share an encode look the same).
+    fn update_indicators(&self, meeting_id: Uuid, s: &MeetingSession) {
+        let recording = !self.recordings_of(meeting_id).is_empty();
+        let streaming = !self.streams_of(meeting_id).is_empty();
+        let text = match (recording, streaming) {
+            (true, true) => "● REC · LIVE",
+            (true, false) => "● REC",
+            _ => "● LIVE",
+        };
+        for program in s.programs.values() {
+            program.set_indicator_text(text);
+            program.set_indicator(recording || streaming);
+        }
+    }
+
     /// Start recording the meeting's recording-audience program to a fragmented MP4,
     /// encrypted with the recording's data key, in the spool directory. A second start
     /// of the same recording is a no-op.
@@ -589,23 +898,34 @@ impl GstMediaPlane {
         let dir = &self.0.settings.recordings_dir;
         std::fs::create_dir_all(dir)
             .map_err(|e| MediaPlaneError::Failed(format!("recordings directory: {e}")))?;
-        let recording = RecordingBin::new(&RecordingSettings {
-            path: spool_path(dir, recording_id),
-            key,
-            context: media_context(recording_id),
-            video_kbps: 2500,
-            fps: self.0.settings.program.fps,
-            fragment: Duration::from_millis(400),
-        })
-        .map_err(failed)?;
+        let h264 = self.h264(self.recording_kbps());
+        let recording = Arc::new(
+            RecordingBin::new(&RecordingSettings {
+                path: spool_path(dir, recording_id),
+                key,
+                context: media_context(recording_id),
+                video: h264,
+                encoded_input: true,
+                fragment: Duration::from_millis(400),
+            })
+            .map_err(failed)?,
+        );
         let consumer_id = self
-            .attach_consumer(meeting_id, Audience::Recording, recording.bin().clone())
+            .attach_consumer_with(
+                meeting_id,
+                Audience::Recording,
+                recording.bin().clone(),
+                Some(h264),
+            )
             .await?;
+        self.0
+            .recordings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(recording_id, (meeting_id, consumer_id, recording));
         if let Some(session) = self.session(meeting_id) {
             let s = session.lock().await;
-            if let Some(p) = s.programs.get(&Audience::Recording) {
-                p.set_indicator(true);
-            }
+            self.update_indicators(meeting_id, &s);
             if let Some(now) = running_time(&s) {
                 let mut timeline = Timeline::new(now);
                 timeline.observe(now, &self.recording_visible(meeting_id, &s));
@@ -616,11 +936,6 @@ impl GstMediaPlane {
                     .insert(recording_id, (meeting_id, timeline));
             }
         }
-        self.0
-            .recordings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(recording_id, (meeting_id, consumer_id, Arc::new(recording)));
         (self.0.sink)(MediaEvent::RecordingStarted {
             meeting_id,
             recording_id,
@@ -640,13 +955,6 @@ impl GstMediaPlane {
         let Some((meeting_id, consumer_id, recording)) = entry else {
             return;
         };
-        let still_recording = self
-            .0
-            .recordings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .any(|(m, _, _)| *m == meeting_id);
         let timeline = self
             .0
             .timelines
@@ -656,11 +964,7 @@ impl GstMediaPlane {
         let mut appearances = Vec::new();
         if let Some(session) = self.session(meeting_id) {
             let s = session.lock().await;
-            if !still_recording {
-                if let Some(p) = s.programs.get(&Audience::Recording) {
-                    p.set_indicator(false);
-                }
-            }
+            self.update_indicators(meeting_id, &s);
             if let (Some((_, timeline)), Some(now)) = (timeline, running_time(&s)) {
                 appearances = timeline.finish(now);
             }
@@ -780,6 +1084,14 @@ impl GstMediaPlane {
                     800,
                 ));
         }
+        // The top rendition is the program's own encode (shareable with the
+        // recording) when it has the canvas size and nothing is held back.
+        let top = settings.top().cloned();
+        let h264 = top.and_then(|top| {
+            let own_size = top.width == program.canvas.width && top.height == program.canvas.height;
+            (own_size && settings.delay.is_none()).then(|| self.h264(top.video_kbps))
+        });
+        settings.encoded_top = h264.is_some();
         let hls = HlsBin::new(&settings).map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
         for (i, target) in rtmp.iter().enumerate() {
             hls.add_rtmp(&format!("rtmp{i}"), &target.url, &target.key)
@@ -789,18 +1101,16 @@ impl GstMediaPlane {
             self.watch_destinations(meeting_id, stream_id, &hls);
         }
         let consumer_id = self
-            .attach_consumer(meeting_id, Audience::Streaming, hls.bin().clone())
+            .attach_consumer_with(meeting_id, Audience::Streaming, hls.bin().clone(), h264)
             .await?;
-        if let Some(session) = self.session(meeting_id) {
-            if let Some(p) = session.lock().await.programs.get(&Audience::Streaming) {
-                p.set_indicator(true);
-            }
-        }
         self.0
             .streams
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(stream_id, (meeting_id, consumer_id, Arc::new(hls)));
+        if let Some(session) = self.session(meeting_id) {
+            self.update_indicators(meeting_id, &*session.lock().await);
+        }
         (self.0.sink)(MediaEvent::StreamStarted {
             meeting_id,
             stream_id,
@@ -863,9 +1173,7 @@ impl GstMediaPlane {
             return;
         };
         if let Some(session) = self.session(meeting_id) {
-            if let Some(p) = session.lock().await.programs.get(&Audience::Streaming) {
-                p.set_indicator(false);
-            }
+            self.update_indicators(meeting_id, &*session.lock().await);
         }
         let result = self
             .detach_consumer_with(
@@ -979,6 +1287,9 @@ impl GstMediaPlane {
         for (audience, program) in s.programs.iter_mut() {
             program.set_consent(participant_id, consent.for_audience(*audience));
         }
+        // Right after the gates: a livestream sharing the recording's encode leaves
+        // it before another frame passes.
+        blocking(|| self.update_sharing(meeting_id, &mut s));
         self.observe_timelines(meeting_id, &s);
         running_time(&s)
     }
@@ -1010,6 +1321,7 @@ impl GstMediaPlane {
                     .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
             }
         }
+        blocking(|| self.update_sharing(meeting_id, &mut s));
         let now = running_time(&s);
         if let (false, Some(now)) = (public, now) {
             // With a broadcast delay, what is still held back never leaves either.
@@ -1055,6 +1367,7 @@ impl GstMediaPlane {
             pipeline,
             publishers: HashMap::new(),
             programs: HashMap::new(),
+            encoders: HashMap::new(),
             consumers: HashMap::new(),
             speaker: SpeakerDetector::new(Default::default()),
             roster: Vec::new(),
@@ -1267,6 +1580,7 @@ impl GstMediaPlane {
                     );
                     program.set_screen_share(participant_id, screen_share);
                 }
+                blocking(|| self.update_sharing(meeting_id, s));
                 s.publishers.insert(
                     session_id,
                     Publisher {

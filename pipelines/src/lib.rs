@@ -3,11 +3,13 @@
 //! Owns: GStreamer initialisation and the check that the plugins Gremium needs are
 //! installed; the [`Pipeline`] wrapper with its forward-only lifecycle, the bus read
 //! as an async stream, stop = EOS with a watchdog (dot-file dump when frozen), and
-//! small element builders. Still to come (WHIP ingest issue): the WebRTC endpoint,
-//! per-participant decoded sources, encoder profiles.
+//! small element builders; the WebRTC endpoint ([`webrtc`]) and our WHIP client
+//! ([`publisher`]); the one H.264 encode configuration of program outputs
+//! ([`encode`]).
 //!
 //! Must not: know about meetings, HTTP or SQL.
 
+pub mod encode;
 pub mod pipeline;
 pub mod publisher;
 pub mod webrtc;

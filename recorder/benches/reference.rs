@@ -24,8 +24,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gremium_compositor::{Canvas, Kind, NonConsenting, Program, ProgramSettings, Scaler};
-use gremium_recorder::{RecordingBin, RecordingSettings};
+use gremium_recorder::{RecordingBin, RecordingSettings, H264};
 use gremium_storage::crypto::{read_spool, DataKey};
+use gremium_streamer::hls::{HlsBin, HlsSettings};
 use gst::prelude::*;
 use uuid::Uuid;
 
@@ -113,6 +114,17 @@ fn main() {
         eprintln!("usage: reference OUT.mp4 SECS IN1.webm IN2.webm IN3.webm IN4.webm");
         std::process::exit(2);
     }
+    // --live=shared|separate --hls=DIR [--rtmp=URL]: the livestream too.
+    let flag = |name: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(&format!("--{name}=")).map(str::to_string))
+    };
+    let live = flag("live");
+    let shared = match live.as_deref() {
+        None | Some("separate") => false,
+        Some("shared") => true,
+        Some(other) => panic!("--live={other}: shared or separate"),
+    };
     let out = std::path::PathBuf::from(pos[0]);
     let secs: f64 = pos[1].parse().expect("SECS");
     let inputs = &pos[2..];
@@ -139,31 +151,79 @@ fn main() {
     let spool = out.with_extension("spool");
     let key = DataKey::generate();
     let context = b"gremium reference bench".to_vec();
+    // A keyframe every second: what the media plane uses (one per HLS segment).
+    let h264 = H264 {
+        kbps: VIDEO_KBPS,
+        keyframe_interval: FPS,
+    };
     let recording = RecordingBin::new(&RecordingSettings {
         path: spool.clone(),
         key: key.clone(),
         context: context.clone(),
-        video_kbps: VIDEO_KBPS,
-        fps: FPS,
+        video: h264,
+        encoded_input: shared,
         fragment: Duration::from_millis(400),
     })
     .unwrap();
     pipeline.add(recording.bin()).unwrap();
     let frames = Arc::new(AtomicU64::new(0));
     let counter = frames.clone();
-    let rec_video = recording.bin().static_pad("video").unwrap();
+    let rec_video = recording
+        .bin()
+        .static_pad(if shared { "video_h264" } else { "video" })
+        .unwrap();
     rec_video.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
         counter.fetch_add(1, Ordering::Relaxed);
         gst::PadProbeReturn::Ok
     });
-    let outputs: Vec<gst::Pad> = [(Kind::Video, "video"), (Kind::Audio, "audio")]
-        .into_iter()
-        .map(|(kind, name)| {
-            let o = program.request_output(kind).unwrap();
-            o.link(&recording.bin().static_pad(name).unwrap()).unwrap();
-            o
-        })
-        .collect();
+    let mut outputs: Vec<gst::Pad> = Vec::new();
+    let mut link = |kind: Kind, sink: gst::Pad| {
+        let o = program.request_output(kind).unwrap();
+        o.link(&sink).unwrap();
+        outputs.push(o);
+    };
+    link(Kind::Audio, recording.bin().static_pad("audio").unwrap());
+    // With --live=shared, one encode (as the media plane shares it while the
+    // recording and the livestream have the same audience): program ! encode ! tee,
+    // a branch to the recording and one to the HLS top rendition (and RTMP).
+    let encode = shared.then(|| {
+        let bin = gst::Bin::new();
+        let queue = element("queue");
+        let tee = element("tee");
+        bin.add_many([&queue, &tee]).unwrap();
+        let [enc, _, parse] = gremium_pipelines::encode::h264_chain(&bin, "encode", &h264).unwrap();
+        queue.link(&enc).unwrap();
+        parse.link(&tee).unwrap();
+        let ghost = gst::GhostPad::with_target(&queue.static_pad("sink").unwrap()).unwrap();
+        bin.add_pad(&ghost).unwrap();
+        pipeline.add(&bin).unwrap();
+        tee.link_pads(None, recording.bin(), Some("video_h264"))
+            .unwrap();
+        (bin, tee, ghost)
+    });
+    match &encode {
+        Some((_, _, ghost)) => link(Kind::Video, ghost.clone().upcast()),
+        None => link(Kind::Video, recording.bin().static_pad("video").unwrap()),
+    }
+    let hls = live.as_ref().map(|_| {
+        let dir = std::path::PathBuf::from(flag("hls").expect("--hls=DIR with --live"));
+        let mut settings = HlsSettings::new(&dir, FPS);
+        settings.encoded_top = shared;
+        let hls = HlsBin::new(&settings).unwrap();
+        if let Some(url) = flag("rtmp") {
+            hls.add_rtmp("rtmp0", &url, "bench").unwrap();
+        }
+        pipeline.add(hls.bin()).unwrap();
+        for (kind, name) in [(Kind::Video, "video"), (Kind::Audio, "audio")] {
+            if let Some(pad) = hls.bin().static_pad(name) {
+                link(kind, pad);
+            }
+        }
+        if let Some((_, tee, _)) = &encode {
+            tee.link_pads(None, hls.bin(), Some("video_h264")).unwrap();
+        }
+        hls
+    });
     for (i, path) in inputs.iter().enumerate().take(4) {
         add_participant(&pipeline, &mut program, i, path);
     }
@@ -192,13 +252,22 @@ fn main() {
             }
         }
     }
-    // Detach the recording from the program and finish it, as the media plane does.
+    // Detach the outputs from the program and finish them, as the media plane does.
     for o in &outputs {
         program.release_output(o);
+    }
+    if let Some((_, _, ghost)) = &encode {
+        // The shared encode drains into both consumers.
+        ghost.send_event(gst::event::Eos::new());
     }
     runtime
         .block_on(recording.finish(Duration::from_secs(30)))
         .expect("finish");
+    if let Some(hls) = &hls {
+        runtime
+            .block_on(hls.finish(Duration::from_secs(30)))
+            .expect("finish the livestream");
+    }
     let cpu = cpu_seconds() - cpu0;
     let elapsed = wall.elapsed().as_secs_f64();
     let n = frames.load(Ordering::Relaxed);

@@ -12,8 +12,9 @@
 //! [`RecordingBin`] to a program as a consumer and finishes it; keys come from the
 //! control plane.
 //!
-//! Not yet: the manifest with its consent timeline, one encode shared with a stream
-//! of the same audience.
+//! The bin encodes its own video ([`gremium_pipelines::encode`]) or, with
+//! [`RecordingSettings::encoded_input`], takes the H.264 of an encoder the media plane
+//! shares with a livestream of the same audience.
 
 pub mod finalize;
 
@@ -21,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use gremium_pipelines::encode::h264_chain;
+pub use gremium_pipelines::encode::H264;
 use gremium_pipelines::{link_chain, make, PipelineError};
 use gremium_storage::crypto::{DataKey, SpoolWriter};
 use gst::prelude::*;
@@ -34,16 +37,19 @@ pub struct RecordingSettings {
     pub key: DataKey,
     /// Context authenticated with every record (see `gremium_storage::vault`).
     pub context: Vec<u8>,
-    /// Video bitrate in kbit/s.
-    pub video_kbps: u32,
-    /// Program frame rate (for the keyframe interval).
-    pub fps: u32,
+    /// The H.264 encode (bitrate, keyframe interval).
+    pub video: H264,
+    /// The video pad is `video_h264` and takes H.264 (byte-stream, from an encoder
+    /// the media plane shares) instead of raw video; the bin then encodes nothing
+    /// itself.
+    pub encoded_input: bool,
     /// Fragment length: the most a crash can lose.
     pub fragment: Duration,
 }
 
-/// A consumer bin with ghost sink pads `video` (raw I420) and `audio` (raw S16LE)
-/// writing a fragmented MP4 into an encrypted spool.
+/// A consumer bin with ghost sink pads `video` (raw I420; `video_h264` taking H.264
+/// instead with [`RecordingSettings::encoded_input`]) and `audio` (raw S16LE) writing
+/// a fragmented MP4 into an encrypted spool.
 pub struct RecordingBin {
     bin: gst::Bin,
     path: PathBuf,
@@ -67,14 +73,21 @@ impl RecordingBin {
             .unwrap_or_else(|| "recording".into());
         let bin = gst::Bin::with_name(&format!("recording-{name}"));
 
-        let vqueue = make("queue", None)?;
-        let venc = make("x264enc", None)?;
-        venc.set_property_from_str("tune", "zerolatency");
-        venc.set_property_from_str("speed-preset", "veryfast");
-        venc.set_property("bitrate", s.video_kbps);
-        // A keyframe every two seconds: fragments start on one, players can seek.
-        venc.set_property("key-int-max", (s.fps * 2).max(1));
-        let vparse = make("h264parse", None)?;
+        // Fragments start on a keyframe; players seek to them.
+        let vqueue = make("queue", Some("video-queue"))?;
+        bin.add(&vqueue).map_err(err)?;
+        let vparse = if s.encoded_input {
+            let p = make("h264parse", Some("video-parse"))?;
+            bin.add(&p).map_err(err)?;
+            p
+        } else {
+            let [enc, _, p] = h264_chain(&bin, "video", &s.video)?;
+            vqueue.link(&enc).map_err(err)?;
+            p
+        };
+        if s.encoded_input {
+            vqueue.link(&vparse).map_err(err)?;
+        }
 
         let aqueue = make("queue", None)?;
         let aconv = make("audioconvert", None)?;
@@ -141,17 +154,19 @@ impl RecordingBin {
         );
         let sink: gst::Element = sink.upcast();
 
-        bin.add_many([
-            &vqueue, &venc, &vparse, &aqueue, &aconv, &aenc, &aparse, &mux, &sink,
-        ])
-        .map_err(err)?;
-        link_chain(&[&vqueue, &venc, &vparse])?;
+        bin.add_many([&aqueue, &aconv, &aenc, &aparse, &mux, &sink])
+            .map_err(err)?;
         link_chain(&[&aqueue, &aconv, &aenc, &aparse])?;
         vparse.link(&mux).map_err(err)?;
         aparse.link(&mux).map_err(err)?;
         mux.link(&sink).map_err(err)?;
 
-        for (name, el) in [("video", &vqueue), ("audio", &aqueue)] {
+        let video_pad = if s.encoded_input {
+            "video_h264"
+        } else {
+            "video"
+        };
+        for (name, el) in [(video_pad, &vqueue), ("audio", &aqueue)] {
             let target = el
                 .static_pad("sink")
                 .ok_or_else(|| PipelineError::Link("queue".into()))?;
@@ -171,7 +186,7 @@ impl RecordingBin {
         })
     }
 
-    /// The bin to attach (pads `video` and `audio`).
+    /// The bin to attach (pads `video` or `video_h264`, and `audio`).
     pub fn bin(&self) -> &gst::Bin {
         &self.bin
     }
@@ -195,7 +210,7 @@ impl RecordingBin {
     /// Finish: EOS into both inputs (the caller detached them from the program
     /// first), then wait until the file is complete, at most `watchdog`.
     pub async fn finish(&self, watchdog: Duration) -> Result<(), PipelineError> {
-        for name in ["video", "audio"] {
+        for name in ["video", "video_h264", "audio"] {
             if let Some(pad) = self.bin.static_pad(name) {
                 pad.send_event(gst::event::Eos::new());
             }

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gremium_recorder::finalize::{finalize, Origin};
-use gremium_recorder::{RecordingBin, RecordingSettings};
+use gremium_recorder::{RecordingBin, RecordingSettings, H264};
 use gremium_storage::crypto::{DataKey, SealedReader, SEALED_HEADER};
 use gremium_storage::vault::media_context;
 use gremium_storage::{LocalStore, ObjectStore};
@@ -30,8 +30,12 @@ fn record_until_killed() {
         path: PathBuf::from(path),
         key,
         context: media_context(rid),
-        video_kbps: 1000,
-        fps: 15,
+        // A keyframe every two seconds at 15 fps.
+        video: H264 {
+            kbps: 1000,
+            keyframe_interval: 30,
+        },
+        encoded_input: false,
         fragment: Duration::from_secs(1),
     })
     .unwrap();

@@ -40,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use gremium_pipelines::encode::{h264_chain, H264};
 use gremium_pipelines::{capsfilter, link_chain, make, PipelineError};
 use gst::prelude::*;
 
@@ -122,6 +123,12 @@ pub struct HlsSettings {
     /// destinations) the bin encodes just the top rendition and the AAC for the
     /// pushes and writes nothing.
     pub files: bool,
+    /// The top rendition (the largest; also what RTMP pushes) arrives encoded on the
+    /// ghost pad `video_h264` (H.264 byte-stream from an encoder the media plane may
+    /// share with the recording) instead of being encoded here from the raw `video`.
+    /// It must then be the program's own size and encode settings. Not with a delay
+    /// (the delay holds raw video back).
+    pub encoded_top: bool,
 }
 
 impl HlsSettings {
@@ -136,6 +143,24 @@ impl HlsSettings {
             delay: None,
             renditions: Rendition::default_ladder(),
             files: true,
+            encoded_top: false,
+        }
+    }
+
+    /// The largest rendition (the first of equals): it also feeds the RTMP pushes.
+    pub fn top(&self) -> Option<&Rendition> {
+        self.renditions
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, r)| (r.width * r.height, r.video_kbps, std::cmp::Reverse(*i)))
+            .map(|(_, r)| r)
+    }
+
+    /// The H.264 encode of a rendition.
+    pub fn h264(&self, r: &Rendition) -> H264 {
+        H264 {
+            kbps: r.video_kbps,
+            keyframe_interval: self.keyframe_interval(),
         }
     }
 
@@ -190,6 +215,9 @@ impl HlsSettings {
         }
         if self.renditions.is_empty() {
             return bad("no video rendition".into());
+        }
+        if self.encoded_top && self.delay.is_some() {
+            return bad("an encoded top rendition cannot be delayed".into());
         }
         let mut names = BTreeSet::new();
         for r in &self.renditions {
@@ -433,10 +461,10 @@ impl HlsBin {
         let top = s
             .renditions
             .iter()
-            .enumerate()
-            .max_by_key(|(i, r)| (r.width * r.height, r.video_kbps, std::cmp::Reverse(*i)))
-            .map(|(i, _)| i)
+            .position(|r| Some(r) == s.top())
             .unwrap_or(0);
+        let mut raw_renditions = 0;
+        let mut encoded_in = None;
         let rtmp_tee = make("tee", Some("rtmp-video-tee"))?;
         rtmp_tee.set_property("allow-not-linked", true);
         bin.add(&rtmp_tee).map_err(err)?;
@@ -446,32 +474,33 @@ impl HlsBin {
                 continue;
             }
             let queue = make("queue", Some(&format!("{}-queue", r.name)))?;
-            // Passthrough (no copy, no scaling) when the canvas already has this size.
-            let scale = make("videoscale", Some(&format!("{}-scale", r.name)))?;
-            let size = capsfilter(
-                gst::Caps::builder("video/x-raw")
-                    .field("width", r.width as i32)
-                    .field("height", r.height as i32)
-                    .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-                    .build(),
-            )?;
-            let enc = make("x264enc", Some(&format!("{}-enc", r.name)))?;
-            enc.set_property_from_str("tune", "zerolatency");
-            enc.set_property_from_str("speed-preset", "veryfast");
-            enc.set_property("bitrate", r.video_kbps);
-            enc.set_property("key-int-max", s.keyframe_interval());
-            // Forced so the master playlist's CODECS (avc1.64xxxx) holds.
-            let profile = capsfilter(
-                gst::Caps::builder("video/x-h264")
-                    .field("profile", "high")
-                    .build(),
-            )?;
-            let parse = make("h264parse", Some(&format!("{}-parse", r.name)))?;
-            // SPS/PPS with every keyframe: each segment decodes on its own.
-            parse.set_property("config-interval", -1i32);
-            bin.add_many([&queue, &scale, &size, &enc, &profile, &parse])
-                .map_err(err)?;
-            link_chain(&[&vtee, &queue, &scale, &size, &enc, &profile, &parse])?;
+            bin.add(&queue).map_err(err)?;
+            let parse = if s.encoded_top && i == top {
+                // Encoded outside; SPS/PPS with every keyframe: each segment decodes
+                // on its own.
+                let parse = make("h264parse", Some(&format!("{}-parse", r.name)))?;
+                parse.set_property("config-interval", -1i32);
+                bin.add(&parse).map_err(err)?;
+                queue.link(&parse).map_err(err)?;
+                encoded_in = Some(queue.clone());
+                parse
+            } else {
+                raw_renditions += 1;
+                // Passthrough (no copy, no scaling) when the canvas already has this
+                // size.
+                let scale = make("videoscale", Some(&format!("{}-scale", r.name)))?;
+                let size = capsfilter(
+                    gst::Caps::builder("video/x-raw")
+                        .field("width", r.width as i32)
+                        .field("height", r.height as i32)
+                        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+                        .build(),
+                )?;
+                bin.add_many([&scale, &size]).map_err(err)?;
+                let [enc, _, parse] = h264_chain(&bin, &r.name, &s.h264(r))?;
+                link_chain(&[&vtee, &queue, &scale, &size, &enc])?;
+                parse
+            };
             if !s.files {
                 parse.link(&rtmp_tee).map_err(|_| {
                     PipelineError::Link(format!("{} ! rtmp-video-tee", parse.name()))
@@ -506,7 +535,14 @@ impl HlsBin {
             outputs.push(audio_only.name().to_string());
         }
 
-        for (name, el) in [("video", &video_in), ("audio", &aqueue)] {
+        let mut inputs = vec![("audio", &aqueue)];
+        if raw_renditions > 0 {
+            inputs.push(("video", &video_in));
+        }
+        if let Some(q) = &encoded_in {
+            inputs.push(("video_h264", q));
+        }
+        for (name, el) in inputs {
             let target = el
                 .static_pad("sink")
                 .ok_or_else(|| PipelineError::Link(format!("{} has no sink pad", el.name())))?;
@@ -606,7 +642,7 @@ impl HlsBin {
         // A serialized event waits for the pad's stream lock, which a stalled branch
         // may hold forever: send from the blocking pool, under the watchdog too.
         let send = tokio::task::spawn_blocking(move || {
-            for name in ["video", "audio"] {
+            for name in ["video", "video_h264", "audio"] {
                 if let Some(pad) = bin.static_pad(name) {
                     pad.send_event(gst::event::Eos::new());
                 }

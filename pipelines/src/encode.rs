@@ -1,0 +1,57 @@
+//! The one H.264 encode configuration of program outputs.
+//!
+//! The recording, the HLS renditions, the RTMP pushes and the media plane's shared
+//! program encoders all build their video encode here, so two encoders with the same
+//! [`H264`] settings produce the same stream parameters (same SPS/PPS, same caps):
+//! that is what lets the media plane switch a livestream between its own encoder and
+//! the recording's at a keyframe without the muxers downstream noticing.
+
+use gst::prelude::*;
+
+use crate::{capsfilter, link_chain, make, PipelineError};
+
+/// Settings of a program's H.264 encode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H264 {
+    /// Target bitrate in kbit/s.
+    pub kbps: u32,
+    /// A keyframe at least every this many frames.
+    pub keyframe_interval: u32,
+}
+
+/// The elements of one encode, linked, added to `bin`:
+/// `x264enc ! video/x-h264,profile=high ! h264parse`, named `{prefix}-enc`,
+/// `{prefix}-profile` and `{prefix}-parse` (put a queue in front: the encoder should
+/// run on a thread of its own). x264 runs `veryfast`
+/// with `zerolatency` (no lookahead, no B-frames: a live output must not wait for
+/// future frames); the profile is forced so an HLS master playlist's `CODECS` holds;
+/// `h264parse` repeats SPS/PPS before every keyframe so each segment or fragment
+/// decodes on its own. Returns `[x264enc, capsfilter, h264parse]`.
+pub fn h264_chain(
+    bin: &impl IsA<gst::Bin>,
+    prefix: &str,
+    s: &H264,
+) -> Result<[gst::Element; 3], PipelineError> {
+    let enc = make("x264enc", Some(&format!("{prefix}-enc")))?;
+    enc.set_property_from_str("tune", "zerolatency");
+    enc.set_property_from_str("speed-preset", "veryfast");
+    enc.set_property("bitrate", s.kbps);
+    enc.set_property("key-int-max", s.keyframe_interval.max(1));
+    let profile = capsfilter(
+        gst::Caps::builder("video/x-h264")
+            .field("profile", "high")
+            .build(),
+    )?;
+    profile.set_property("name", format!("{prefix}-profile"));
+    let parse = make("h264parse", Some(&format!("{prefix}-parse")))?;
+    parse.set_property("config-interval", -1i32);
+    bin.add_many([&enc, &profile, &parse])
+        .map_err(|e| PipelineError::Link(e.to_string()))?;
+    link_chain(&[&enc, &profile, &parse])?;
+    Ok([enc, profile, parse])
+}
+
+/// Is this buffer a keyframe (not a delta unit)?
+pub fn is_keyframe(buffer: &gst::BufferRef) -> bool {
+    !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT)
+}
