@@ -281,6 +281,23 @@ async fn provider_login(b: &mut cdp::Chromium, issuer: &str, base: &str, login: 
     .await;
 }
 
+/// Click "Sign out" and confirm at the provider's logout page (RP-initiated logout),
+/// which sends the browser back through the callback.
+async fn sign_out_at_provider(b: &mut cdp::Chromium, issuer: &str) {
+    b.eval("document.getElementById('signout').click()").await;
+    b.wait_for(
+        &format!(
+            "location.origin === '{issuer}' && \
+             !!document.querySelector('button[name=logout][value=yes]')"
+        ),
+        Duration::from_secs(15),
+        DESCRIBE,
+    )
+    .await;
+    b.eval("document.querySelector('button[name=logout][value=yes]').click()")
+        .await;
+}
+
 const DESCRIBE_CONSOLE: &str = "JSON.stringify({href: location.href, \
     phase: window.gremiumConsole && gremiumConsole.phase, \
     error: window.gremiumConsole && gremiumConsole.error, \
@@ -473,10 +490,14 @@ async fn chair_signs_in() {
         DESCRIBE_CONSOLE,
     )
     .await;
-    // Sign out: the token is gone and the page asks to sign in.
-    b.eval("document.getElementById('signout').click()").await;
+    // Sign out: the token is gone, the provider's session ends too (after its
+    // confirmation), and the page asks to sign in.
+    sign_out_at_provider(b, &provider.issuer).await;
     b.wait_for(
-        "window.gremiumConsole && gremiumConsole.phase === 'sign_in'",
+        &format!(
+            "location.href === '{base}/console/{mid}' && \
+             window.gremiumConsole && gremiumConsole.phase === 'sign_in'"
+        ),
         Duration::from_secs(15),
         DESCRIBE_CONSOLE,
     )
@@ -486,8 +507,8 @@ async fn chair_signs_in() {
         Value::Null
     );
 
-    // A citizen (no role at the provider) is told the console needs the chair role.
-    b.call("Network.clearBrowserCookies", json!({})).await;
+    // A citizen (no role at the provider) is told the console needs the chair role;
+    // the provider asks for a login again, as the chair signed out there.
     b.eval("document.getElementById('signin-button').click()")
         .await;
     provider_login(b, &provider.issuer, &base, "buerger").await;
@@ -677,14 +698,13 @@ async fn archive_sign_in() {
         .await;
 
     // Sign out; a citizen (viewer) sees only the public meeting.
-    b.eval("document.getElementById('signout').click()").await;
+    sign_out_at_provider(b, &provider.issuer).await;
     b.wait_for(
         "window.gremiumArchive && gremiumArchive.phase === 'sign_in'",
         Duration::from_secs(15),
         DESCRIBE_ARCHIVE,
     )
     .await;
-    b.call("Network.clearBrowserCookies", json!({})).await;
     b.eval("document.getElementById('signin-button').click()")
         .await;
     provider_login(b, &provider.issuer, &base, "buerger").await;

@@ -10,11 +10,13 @@
 // and keeps the access token (with its expiry) in sessionStorage, where `token()` finds
 // it. The ID token's signature is not checked here: it came straight from the token
 // endpoint over the connection we opened (OpenID Connect Core 3.1.3.7), and the server
-// verifies the access token on every API call anyway.
+// verifies the access token on every API call anyway. `signOut()` forgets the token and,
+// where the provider offers RP-initiated logout, ends its session too.
 'use strict';
 (() => {
   const TOKEN_KEY = 'gremium-oidc-token';
   const PENDING_KEY = 'gremium-oidc-pending';
+  const LOGOUT_KEY = 'gremium-oidc-logout';
   // Treat a token as expired a little early, so no request fails half-way.
   const SKEW_MS = 30 * 1000;
 
@@ -103,9 +105,23 @@
     return t && token() ? { sub: t.sub || '', name: t.name || '' } : null;
   }
 
-  function signOut() {
+  // Forget the sign-in in this tab. With `returnTo` and a provider that supports
+  // RP-initiated logout, returns the URL that ends the provider's session too (so the
+  // next "Sign in" asks for the password again, e.g. on a shared computer) and comes
+  // back to /auth/callback, which returns to `returnTo`; else null.
+  function signOut(returnTo) {
+    const t = load(TOKEN_KEY);
     store(TOKEN_KEY, null);
     store(PENDING_KEY, null);
+    if (!returnTo || !client || !client.end_session_endpoint) return null;
+    const logout = { state: random(32), return_to: safeReturn(returnTo) || '/archive' };
+    store(LOGOUT_KEY, logout);
+    const url = new URL(client.end_session_endpoint);
+    url.searchParams.set('client_id', client.client_id);
+    url.searchParams.set('post_logout_redirect_uri', redirectUri());
+    url.searchParams.set('state', logout.state);
+    if (t && typeof t.id_token === 'string') url.searchParams.set('id_token_hint', t.id_token);
+    return url.toString();
   }
 
   // The callback: { ok: true, returnTo } or { ok: false, reason, returnTo, detail }.
@@ -115,6 +131,12 @@
   // or was unreachable), 'id_token' (missing, or its nonce, issuer or audience is wrong).
   async function complete() {
     const params = new URLSearchParams(location.search);
+    const logout = load(LOGOUT_KEY);
+    if (logout && !params.has('code') && params.get('state') === logout.state) {
+      // Back from signing out at the provider.
+      store(LOGOUT_KEY, null);
+      return { ok: true, signedOut: true, returnTo: safeReturn(logout.return_to) || '/archive' };
+    }
     const pending = load(PENDING_KEY);
     const back = (pending && safeReturn(pending.return_to)) || '/archive';
     const fail = (reason, detail) => ({ ok: false, reason, detail: detail || '', returnTo: back });
@@ -156,7 +178,7 @@
       if (typeof exp === 'number') expiresAt = Math.min(expiresAt || Infinity, exp * 1000);
     } catch (_) { /* an opaque access token: expires_in only */ }
     store(TOKEN_KEY, {
-      access_token: json.access_token, expires_at: expiresAt,
+      access_token: json.access_token, expires_at: expiresAt, id_token: json.id_token,
       sub: String(id.sub || ''), name: String(id.name || id.preferred_username || ''),
     });
     return { ok: true, returnTo: back };

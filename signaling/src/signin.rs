@@ -3,7 +3,8 @@
 //!
 //! Owns: the browser client's settings ([`SignInSettings`], from `[auth.oidc]`), the
 //! provider's endpoints (configured, or discovered once from
-//! `{issuer}/.well-known/openid-configuration` and cached; a failed discovery is retried
+//! `{issuer}/.well-known/openid-configuration` and cached, with the
+//! `end_session_endpoint` for signing out at the provider too; a failed discovery is retried
 //! on the next page load, at most every few seconds) and the [`SignInClient`] handed to
 //! the pages.
 //!
@@ -53,6 +54,10 @@ pub struct SignInClient {
     pub resource: Option<String>,
     /// The provider's `issuer` (the callback checks the ID token's `iss`).
     pub issuer: String,
+    /// Where "Sign out" also ends the provider's session (RP-initiated logout), when
+    /// discovery names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_session_endpoint: Option<String>,
 }
 
 impl SignInClient {
@@ -68,6 +73,8 @@ impl SignInClient {
 struct Discovery {
     authorization_endpoint: String,
     token_endpoint: String,
+    #[serde(default)]
+    end_session_endpoint: Option<String>,
 }
 
 /// Never rediscover more often than this after a failure.
@@ -106,13 +113,14 @@ impl SignInCache {
             return Err("OIDC discovery failed recently".into());
         }
         let s = &self.settings;
-        let (authorization_endpoint, token_endpoint) =
+        let (authorization_endpoint, token_endpoint, end_session_endpoint) =
             match (&s.authorization_endpoint, &s.token_endpoint) {
-                (Some(a), Some(t)) => (a.clone(), t.clone()),
+                (Some(a), Some(t)) => (a.clone(), t.clone(), None),
                 (a, t) => match discover(http, &self.issuer).await {
                     Ok(d) => (
                         a.clone().unwrap_or(d.authorization_endpoint),
                         t.clone().unwrap_or(d.token_endpoint),
+                        d.end_session_endpoint.filter(|e| is_http_url(e)),
                     ),
                     Err(e) => {
                         tracing::warn!(error = %e, "OIDC discovery failed");
@@ -128,6 +136,7 @@ impl SignInCache {
             scopes: s.scopes.clone(),
             resource: s.resource.clone(),
             issuer: self.issuer.clone(),
+            end_session_endpoint,
         };
         state.client = Some(client.clone());
         Ok(client)
@@ -153,11 +162,15 @@ async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Discovery, Str
         ("authorization_endpoint", &d.authorization_endpoint),
         ("token_endpoint", &d.token_endpoint),
     ] {
-        if !(value.starts_with("https://") || value.starts_with("http://")) {
+        if !is_http_url(value) {
             return Err(format!("{url}: {name} is not an http(s) URL"));
         }
     }
     Ok(d)
+}
+
+fn is_http_url(s: &str) -> bool {
+    s.starts_with("https://") || s.starts_with("http://")
 }
 
 #[cfg(test)]
@@ -172,6 +185,7 @@ mod tests {
             scopes: "openid".into(),
             resource: None,
             issuer: "https://id.example".into(),
+            end_session_endpoint: None,
         }
     }
 
