@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Installs the build-time web dependencies (hls.js for the viewer page at /watch, and
-# axe-core for the browser tests' accessibility audit) from the committed
+# Installs the build-time web dependencies (hls.js for the viewer page at /watch,
+# axe-core for the browser tests' accessibility audit, and oidc-provider, the OpenID
+# provider the sign-in tests run with tests/fixtures/oidc-provider.mjs) from the committed
 # web/package-lock.json into web/node_modules; `gremium serve` serves hls.js as
 # /assets/hls.min.js (`[web] player_js`). Installs Debian's nodejs and npm when npm is
-# missing. Idempotent: does nothing when the locked hls.js and axe-core are in place.
+# missing (Debian 12's nodejs 18 is enough: oidc-provider 8.x supports Node 18 and 20;
+# 9.x would need a newer Node). Idempotent: does nothing when the locked packages are in
+# place.
 # Meant to be sourced (by run.sh and test.sh); it changes no shell options of its caller.
 
 gremium_install_web() {
@@ -20,7 +23,7 @@ gremium_install_web() {
   fi
   # Reinstall when a file is missing or the lock file pins another version.
   local pkg file want have stale=""
-  for pkg in hls.js:dist/hls.min.js axe-core:axe.min.js; do
+  for pkg in hls.js:dist/hls.min.js axe-core:axe.min.js oidc-provider:lib/index.js; do
     file=${pkg#*:}
     pkg=${pkg%%:*}
     want=$(node -p 'require(process.argv[1]).packages["node_modules/" + process.argv[2]].version' \

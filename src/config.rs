@@ -111,6 +111,18 @@ pub struct OidcConfig {
     pub role_map: Option<HashMap<String, String>>,
     /// JWKS cache lifetime in seconds (default 3600).
     pub jwks_max_age_secs: Option<u64>,
+    /// The public client id for sign-in on the console and archive pages; without it
+    /// the pages keep taking locally issued tokens (`?token=`).
+    pub client_id: Option<String>,
+    /// Scopes the pages request (default `openid profile`).
+    pub scopes: Option<String>,
+    /// RFC 8707 `resource` the pages request the access token for (e.g. for
+    /// node-oidc-provider); default none.
+    pub resource: Option<String>,
+    /// Overrides the discovered authorization endpoint.
+    pub authorization_endpoint: Option<String>,
+    /// Overrides the discovered token endpoint.
+    pub token_endpoint: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -690,6 +702,7 @@ fn oidc_settings(c: OidcConfig) -> anyhow::Result<gremium_signaling::OidcSetting
     if c.audience.trim().is_empty() {
         bail!("auth.oidc.audience: must not be empty");
     }
+    let sign_in = sign_in_settings(&c)?;
     if !(c.jwks_url.starts_with("https://") || c.jwks_url.starts_with("http://")) {
         bail!("auth.oidc.jwks_url: must be an http(s) URL");
     }
@@ -740,7 +753,67 @@ fn oidc_settings(c: OidcConfig) -> anyhow::Result<gremium_signaling::OidcSetting
         role_map,
         jwks_max_age: secs(c.jwks_max_age_secs, 3600),
         jwks_min_refresh: std::time::Duration::from_secs(10),
+        sign_in,
     })
+}
+
+fn is_http_url(s: &str) -> bool {
+    (s.starts_with("https://") || s.starts_with("http://")) && !s.contains(char::is_whitespace)
+}
+
+/// The browser client of `[auth.oidc]`; `None` without `client_id`.
+fn sign_in_settings(c: &OidcConfig) -> anyhow::Result<Option<gremium_signaling::SignInSettings>> {
+    let Some(client_id) = &c.client_id else {
+        for (key, set) in [
+            ("scopes", c.scopes.is_some()),
+            ("resource", c.resource.is_some()),
+            ("authorization_endpoint", c.authorization_endpoint.is_some()),
+            ("token_endpoint", c.token_endpoint.is_some()),
+        ] {
+            if set {
+                bail!("auth.oidc.{key}: only used for sign-in; set auth.oidc.client_id too");
+            }
+        }
+        return Ok(None);
+    };
+    if client_id.trim().is_empty() || client_id.chars().any(char::is_control) {
+        bail!("auth.oidc.client_id: must not be empty");
+    }
+    let scopes = c.scopes.clone().unwrap_or_else(|| "openid profile".into());
+    if !scopes.split_whitespace().any(|s| s == "openid") {
+        bail!("auth.oidc.scopes: must contain \"openid\" (space-separated)");
+    }
+    if scopes
+        .chars()
+        .any(|ch| ch.is_control() || ch == '"' || ch == '\\')
+    {
+        bail!("auth.oidc.scopes: space-separated scope names only");
+    }
+    if let Some(r) = &c.resource {
+        if !r.contains(':') || r.contains(char::is_whitespace) || r.contains('#') {
+            bail!("auth.oidc.resource: must be an absolute URI without a fragment (RFC 8707)");
+        }
+    }
+    for (key, value) in [
+        ("authorization_endpoint", &c.authorization_endpoint),
+        ("token_endpoint", &c.token_endpoint),
+    ] {
+        if let Some(v) = value {
+            if !is_http_url(v) {
+                bail!("auth.oidc.{key}: must be an http(s) URL");
+            }
+        }
+    }
+    if !is_http_url(&c.issuer) {
+        bail!("auth.oidc.issuer: must be an http(s) URL for sign-in (discovery)");
+    }
+    Ok(Some(gremium_signaling::SignInSettings {
+        client_id: client_id.clone(),
+        scopes: scopes.split_whitespace().collect::<Vec<_>>().join(" "),
+        resource: c.resource.clone(),
+        authorization_endpoint: c.authorization_endpoint.clone(),
+        token_endpoint: c.token_endpoint.clone(),
+    }))
 }
 
 use gremium_signaling::auth::Algorithm as jsonwebtoken_alg;
@@ -811,6 +884,12 @@ mod tests {
             ("[auth.oidc]\nissuer = 'i'\naudience = 'a'\njwks_url = 'ftp://x'", "auth.oidc.jwks_url"),
             ("[auth.oidc]\nissuer = 'i'\naudience = 'a'\njwks_url = 'https://x'\nalgorithms = ['HS256']", "auth.oidc.algorithms[0]"),
             ("[auth.oidc]\nissuer = 'i'\naudience = 'a'\njwks_url = 'https://x'\nrole_map = { g = 'boss' }", "auth.oidc.role_map.g"),
+            ("[auth.oidc]\nissuer = 'https://i'\naudience = 'a'\njwks_url = 'https://x'\nscopes = 'openid'", "auth.oidc.scopes"),
+            ("[auth.oidc]\nissuer = 'https://i'\naudience = 'a'\njwks_url = 'https://x'\nclient_id = ''", "auth.oidc.client_id"),
+            ("[auth.oidc]\nissuer = 'https://i'\naudience = 'a'\njwks_url = 'https://x'\nclient_id = 'g'\nscopes = 'profile'", "auth.oidc.scopes"),
+            ("[auth.oidc]\nissuer = 'https://i'\naudience = 'a'\njwks_url = 'https://x'\nclient_id = 'g'\ntoken_endpoint = '/token'", "auth.oidc.token_endpoint"),
+            ("[auth.oidc]\nissuer = 'https://i'\naudience = 'a'\njwks_url = 'https://x'\nclient_id = 'g'\nresource = 'gremium'", "auth.oidc.resource"),
+            ("[auth.oidc]\nissuer = 'council'\naudience = 'a'\njwks_url = 'https://x'\nclient_id = 'g'", "auth.oidc.issuer"),
             ("[log]\nformat = 'xml'", "log.format"),
             ("[ingest]\nmedia_timeout_secs = 0", "ingest.media_timeout_secs"),
             ("[compositor]\nwidth = 1281", "compositor.width"),
@@ -827,6 +906,28 @@ mod tests {
             let err = format!("{:#}", check(text).expect_err(text));
             assert!(err.contains(key), "{text:?} → {err}");
         }
+    }
+
+    #[test]
+    fn oidc_sign_in_is_off_without_a_client_id_and_defaults_its_scopes() {
+        let base = "[auth.oidc]\nissuer = 'https://id.example'\naudience = 'gremium'\njwks_url = 'https://id.example/jwks'";
+        assert_eq!(check(base).unwrap().auth.oidc.unwrap().sign_in, None);
+        let c = check(&format!("{base}\nclient_id = 'gremium-pages'")).unwrap();
+        let s = c.auth.oidc.unwrap().sign_in.unwrap();
+        assert_eq!(s.client_id, "gremium-pages");
+        assert_eq!(s.scopes, "openid profile");
+        assert_eq!(
+            (s.authorization_endpoint, s.token_endpoint, s.resource),
+            (None, None, None)
+        );
+        let c = check(&format!(
+            "{base}\nclient_id = 'g'\nscopes = ' openid  gremium '\nresource = 'urn:gremium'\ntoken_endpoint = 'https://id.example/t'"
+        ))
+        .unwrap();
+        let s = c.auth.oidc.unwrap().sign_in.unwrap();
+        assert_eq!(s.scopes, "openid gremium");
+        assert_eq!(s.resource.as_deref(), Some("urn:gremium"));
+        assert_eq!(s.token_endpoint.as_deref(), Some("https://id.example/t"));
     }
 
     #[test]
@@ -858,6 +959,14 @@ mod tests {
             .join("\n");
         let c = check(&text).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
         assert_eq!(c.auth.oidc.as_ref().map(|o| o.role_map.len()), Some(4));
+        assert_eq!(
+            c.auth
+                .oidc
+                .as_ref()
+                .and_then(|o| o.sign_in.as_ref())
+                .map(|s| s.client_id.as_str()),
+            Some("gremium-pages")
+        );
         assert_eq!(c.api.max_body_bytes, 65536);
         assert!(c
             .api

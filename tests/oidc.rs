@@ -94,6 +94,7 @@ async fn oidc_tokens_are_verified_against_the_jwks() {
         ]),
         jwks_max_age: Duration::from_secs(3600),
         jwks_min_refresh: Duration::from_millis(0),
+        sign_in: None,
     };
     let app = spawn_app_with(
         Backend::Sqlite,

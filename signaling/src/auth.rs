@@ -25,6 +25,7 @@ use tokio::sync::RwLock;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::signin::{SignInCache, SignInClient, SignInSettings};
 use crate::AppState;
 
 /// Audience of staff tokens issued by this service.
@@ -142,6 +143,8 @@ pub struct OidcSettings {
     pub jwks_max_age: Duration,
     /// Never refetch more often than this (unknown-kid storms).
     pub jwks_min_refresh: Duration,
+    /// Sign-in on the staff pages (a public browser client), when configured.
+    pub sign_in: Option<SignInSettings>,
 }
 
 /// Authentication settings.
@@ -196,6 +199,7 @@ pub struct Authenticator {
     encoding: EncodingKey,
     decoding: DecodingKey,
     jwks: RwLock<JwksCache>,
+    sign_in: Option<SignInCache>,
     http: reqwest::Client,
 }
 
@@ -208,7 +212,12 @@ impl Authenticator {
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_default();
+        let sign_in = settings
+            .oidc
+            .as_ref()
+            .and_then(|o| o.sign_in.clone().map(|s| SignInCache::new(&o.issuer, s)));
         Arc::new(Authenticator {
+            sign_in,
             settings,
             encoding,
             decoding,
@@ -223,6 +232,15 @@ impl Authenticator {
     /// Settings in use.
     pub fn settings(&self) -> &AuthSettings {
         &self.settings
+    }
+
+    /// The OIDC browser client for the staff pages: `None` without `[auth.oidc]`
+    /// sign-in, `Some(Err)` while the provider's discovery document is unavailable.
+    pub async fn sign_in_client(&self) -> Option<Result<SignInClient, String>> {
+        match &self.sign_in {
+            None => None,
+            Some(cache) => Some(cache.client(&self.http).await),
+        }
     }
 
     /// Issue a local staff token.

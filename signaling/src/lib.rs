@@ -19,6 +19,7 @@ pub mod media;
 pub mod openapi;
 mod ops;
 pub mod retention;
+pub mod signin;
 
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ pub use auth::{AuthSettings, Authenticator, OidcSettings, Principal, Role};
 pub use error::ApiError;
 pub use events::{EventHub, EventKind, MeetingEvent};
 pub use media::{apply_media_events, event_channel, NoMediaPlane};
+pub use signin::{SignInClient, SignInSettings};
 
 /// API limits and defaults (validated by the binary's config).
 #[derive(Debug, Clone)]

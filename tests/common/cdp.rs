@@ -139,6 +139,15 @@ impl Chromium {
 
     /// Call a DevTools method and return its `result` (panics on a protocol error).
     pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        match self.try_call(method, params).await {
+            Ok(result) => result,
+            Err(error) => panic!("{method}: {error}"),
+        }
+    }
+
+    /// As [`Chromium::call`], but a protocol error is returned rather than a panic (an
+    /// evaluation racing a navigation fails with "Execution context was destroyed").
+    pub async fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let msg = json!({"id": id, "method": method, "params": params}).to_string();
@@ -153,8 +162,10 @@ impl Chromium {
             let Message::Text(text) = msg else { continue };
             let v: Value = serde_json::from_str(text.as_str()).unwrap();
             if v["id"] == id {
-                assert!(v["error"].is_null(), "{method}: {}", v["error"]);
-                return v["result"].clone();
+                if !v["error"].is_null() {
+                    return Err(v["error"].clone());
+                }
+                return Ok(v["result"].clone());
             }
         }
     }
@@ -235,12 +246,26 @@ impl Chromium {
     }
 
     /// Evaluate `expression` until it is `true`, or panic after `within` with
-    /// `describe`'s value.
+    /// `describe`'s value. While the page navigates (no context to evaluate in) it
+    /// keeps waiting; an exception in the expression still fails at once.
     pub async fn wait_for(&mut self, expression: &str, within: Duration, describe: &str) {
         let deadline = Instant::now() + within;
         loop {
-            if self.eval(expression).await == Value::Bool(true) {
-                return;
+            let r = self
+                .try_call(
+                    "Runtime.evaluate",
+                    json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
+                )
+                .await;
+            if let Ok(r) = r {
+                assert!(
+                    r["exceptionDetails"].is_null(),
+                    "{expression}: {}",
+                    r["exceptionDetails"]
+                );
+                if r["result"]["value"] == Value::Bool(true) {
+                    return;
+                }
             }
             if Instant::now() > deadline {
                 let state = self.eval(describe).await;
