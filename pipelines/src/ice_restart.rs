@@ -13,8 +13,10 @@
 //! Checked on libnice 0.1.21 / GStreamer 1.22 (`tests/ice_restart.rs`): the restart
 //! keeps the local candidates (no new gathering is needed), the new checks nominate a
 //! pair (`new-selected-pair`; without the peer's new credentials none is), media keeps
-//! being decoded throughout, and webrtcbin never reports ICE `failed`/`closed` (which
-//! would remove the publisher).
+//! being decoded throughout. webrtcbin's `ice-connection-state` goes `completed` →
+//! `new` (libnice puts the restarted components back to gathering) → `checking` →
+//! `completed` on both sides, never `failed`/`closed` (which would remove the
+//! publisher from the media plane).
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 
