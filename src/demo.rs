@@ -133,6 +133,7 @@ pub async fn demo(config: Config) -> anyhow::Result<ExitCode> {
             screen: false,
             blink_color: None,
             blink_ms: 4000,
+            ice_restart_after: None,
         };
         publishers.push(tokio::spawn(publish(args)));
         println!("participant {name}: id {pid}, consent recording={recording} streaming={streaming}, publishing colour #{color} and a {tone} Hz tone");

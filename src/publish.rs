@@ -58,6 +58,10 @@ pub struct PublishArgs {
     /// Period of `--blink-color`, in milliseconds.
     #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub blink_ms: u64,
+    /// Restart ICE this many seconds after publishing began (WHIP PATCH, RFC 9725
+    /// §4.4.2), as after a network change; media keeps flowing on the same session.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ice_restart_after: Option<u64>,
 }
 
 fn parse_rgb(flag: &str, c: &str) -> anyhow::Result<u32> {
@@ -180,30 +184,104 @@ pub async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
     accept_answer(&webrtc, &body).await?;
     println!("publishing to meeting {} (session {location})", a.meeting);
 
-    let stop = async {
-        if a.duration > 0 {
-            tokio::time::sleep(Duration::from_secs(a.duration)).await;
-        } else {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    };
-    let mut watch = pipeline.watch();
-    tokio::select! {
-        _ = stop => {}
-        _ = watch.wait_for(|l| l.is_terminal()) => {
-            eprintln!("publisher pipeline ended: {:?}", pipeline.lifecycle());
-        }
-    }
     let url = if location.starts_with("http") {
         location
     } else {
         format!("{base}{location}")
     };
+
+    let mut restart_failed = None;
+    {
+        let stop = async {
+            if a.duration > 0 {
+                tokio::time::sleep(Duration::from_secs(a.duration)).await;
+            } else {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        };
+        let restart_after = a.ice_restart_after;
+        let mut restart_pending = restart_after.is_some();
+        let restart = async {
+            match restart_after {
+                Some(secs) => {
+                    tokio::time::sleep(Duration::from_secs(secs)).await;
+                    restart_ice(&http, &url, &a.token, &webrtc).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let mut watch = pipeline.watch();
+        tokio::pin!(stop, restart);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = watch.wait_for(|l| l.is_terminal()) => {
+                    eprintln!("publisher pipeline ended: {:?}", pipeline.lifecycle());
+                    break;
+                }
+                restarted = &mut restart, if restart_pending => {
+                    restart_pending = false;
+                    match restarted {
+                        Ok(etag) => println!("ICE restarted (ETag {etag})"),
+                        Err(e) => restart_failed = Some(e),
+                    }
+                }
+            }
+        }
+    }
     let left = http.delete(url).bearer_auth(&a.token).send().await;
     drop(pipeline);
+    if let Some(e) = restart_failed {
+        return Err(e.context("ICE restart"));
+    }
     match left {
         Ok(r) if r.status().is_success() => Ok(ExitCode::SUCCESS),
         Ok(r) => bail!("WHIP DELETE answered {}", r.status()),
         Err(e) => bail!("WHIP DELETE failed: {}", e.without_url()),
     }
+}
+
+/// Restart ICE on the libnice stream under `webrtc` and tell the WHIP session (PATCH
+/// with our new credentials and candidates, `If-Match: *` as RFC 9725 §4.4.2 asks);
+/// apply the credentials and candidates of its `200` and wait until the new ICE
+/// session selected a pair. Returns the new ETag.
+async fn restart_ice(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    webrtc: &gst::Element,
+) -> anyhow::Result<String> {
+    use gremium_pipelines::ice_restart::{apply_remote_ice, restart_local_ice, SelectedPairWatch};
+    use gremium_signaling::api::whip::{parse_sdpfrag, render_sdpfrag};
+    let mut pair = SelectedPairWatch::new(webrtc);
+    let local = restart_local_ice(webrtc).context("restarting ICE")?;
+    let response = http
+        .patch(url)
+        .bearer_auth(token)
+        .header("content-type", "application/trickle-ice-sdpfrag")
+        .header("if-match", "*")
+        .body(render_sdpfrag(&local.ufrag, &local.pwd, &local.candidates))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("WHIP PATCH failed: {}", e.without_url()))?;
+    let status = response.status();
+    let etag = response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response.text().await.unwrap_or_default();
+    if status.as_u16() != 200 {
+        bail!("WHIP server answered the ICE restart with {status}: {body}");
+    }
+    let frag = parse_sdpfrag(&body).map_err(|e| anyhow::anyhow!("ICE restart answer: {e}"))?;
+    let (Some(ufrag), Some(pwd)) = (frag.ufrag, frag.pwd) else {
+        bail!("ICE restart answer without a=ice-ufrag and a=ice-pwd");
+    };
+    let candidates: Vec<String> = frag.candidates.into_iter().map(|(_, c)| c).collect();
+    apply_remote_ice(webrtc, &ufrag, &pwd, &candidates).context("applying the ICE restart")?;
+    if !pair.selected(Duration::from_secs(10)).await {
+        bail!("the restarted ICE session selected no candidate pair within 10 s");
+    }
+    etag.context("ICE restart answer without ETag")
 }

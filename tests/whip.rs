@@ -311,6 +311,7 @@ async fn a_publisher_that_vanishes_is_removed_after_the_media_timeout() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 201);
     assert!(resp.headers()["etag"].to_str().unwrap().starts_with('"'));
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
     accept_answer(&webrtc, &resp.text().await.unwrap())
         .await
         .unwrap();
@@ -330,4 +331,21 @@ async fn a_publisher_that_vanishes_is_removed_after_the_media_timeout() {
         gone.elapsed()
     );
     assert_eq!(media.active_meetings(), 0);
+
+    // An ICE restart for the vanished session finds nothing to restart.
+    let resp = app
+        .http
+        .patch(app.url(&location))
+        .bearer_auth(&join)
+        .header("content-type", "application/trickle-ice-sdpfrag")
+        .header("if-match", "*")
+        .body("a=ice-ufrag:NeWu\r\na=ice-pwd:NewPasswordOf24CharsXYZ1\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        404,
+        "ICE restart of a vanished session"
+    );
 }

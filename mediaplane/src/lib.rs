@@ -1861,6 +1861,40 @@ fn layout_choice(spec: &LayoutSpec) -> LayoutChoice {
     }
 }
 
+/// A publisher's ICE restart (a new ufrag in a WHIP PATCH): restarted on the libnice
+/// stream under its webrtcbin, so the session and its DTLS association carry on.
+fn restart_ice(
+    p: &mut Publisher,
+    ufrag: String,
+    pwd: Option<String>,
+    candidates: Vec<(u32, String)>,
+    nat_1to1: Option<std::net::IpAddr>,
+) -> Result<CommandOutcome, MediaPlaneError> {
+    use gremium_pipelines::ice_restart::{answer_ice_restart, validate_credentials};
+    let pwd = pwd.ok_or_else(|| {
+        MediaPlaneError::Rejected("an ICE restart (new a=ice-ufrag) needs a=ice-pwd".into())
+    })?;
+    validate_credentials(&ufrag, &pwd).map_err(|e| MediaPlaneError::Rejected(e.to_string()))?;
+    let remote: Vec<String> = candidates.into_iter().map(|(_, c)| c).collect();
+    let local = answer_ice_restart(&p.webrtc, &ufrag, &pwd, &remote)
+        .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
+    p.remote_ufrag = Some(ufrag);
+    let mut candidates = local.candidates;
+    if let Some(public) = nat_1to1 {
+        let lines: String = candidates.iter().map(|c| format!("a={c}\r\n")).collect();
+        candidates = gremium_pipelines::webrtc::announce_address(&lines, public)
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=").map(str::to_string))
+            .collect();
+    }
+    tracing::info!(candidates = candidates.len(), "ICE restarted");
+    Ok(CommandOutcome::IceRestarted {
+        ufrag: local.ufrag,
+        pwd: local.pwd,
+        candidates,
+    })
+}
+
 /// Take a publisher's bin out of the running pipeline. Setting it to NULL joins its
 /// streaming threads, so it runs on the blocking pool, never on a tokio worker.
 async fn remove_bin(pipeline: &Pipeline, bin: &gst::Bin) {
@@ -1898,20 +1932,20 @@ impl MediaPlane for GstMediaPlane {
                 meeting_id,
                 session_id,
                 ufrag,
+                pwd,
                 candidates,
             } => {
                 let Some(session) = self.session(meeting_id) else {
                     return Err(MediaPlaneError::NotFound("publishing session".into()));
                 };
-                let s = session.lock().await;
+                let mut s = session.lock().await;
                 let p = s
                     .publishers
-                    .get(&session_id)
+                    .get_mut(&session_id)
                     .ok_or_else(|| MediaPlaneError::NotFound("publishing session".into()))?;
-                if ufrag.is_some() && ufrag != p.remote_ufrag {
-                    return Err(MediaPlaneError::Rejected(
-                        "ICE restarts are not supported; publish again".into(),
-                    ));
+                if let Some(ufrag) = ufrag.filter(|u| p.remote_ufrag.as_ref() != Some(u)) {
+                    let nat = self.0.settings.ice.nat_1to1;
+                    return restart_ice(p, ufrag, pwd, candidates, nat);
                 }
                 for (mline, candidate) in candidates {
                     p.webrtc

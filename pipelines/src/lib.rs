@@ -10,6 +10,7 @@
 //! Must not: know about meetings, HTTP or SQL.
 
 pub mod encode;
+pub mod ice_restart;
 pub mod pipeline;
 pub mod publisher;
 pub mod webrtc;

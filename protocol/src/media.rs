@@ -193,7 +193,10 @@ pub enum MediaCommand {
         /// New layout.
         layout: LayoutSpec,
     },
-    /// Remote ICE candidates trickled by a publisher (WHIP PATCH).
+    /// An ICE fragment from a publisher (WHIP PATCH): trickled remote candidates, or,
+    /// when `ufrag` differs from the current one, an ICE restart (RFC 9725 §4.4.2),
+    /// answered with [`CommandOutcome::IceRestarted`]. Media keeps flowing on the same
+    /// session through a restart.
     AddIceCandidates {
         /// Meeting.
         meeting_id: Uuid,
@@ -201,6 +204,9 @@ pub enum MediaCommand {
         session_id: Uuid,
         /// ICE username fragment the candidates belong to (a new one is an ICE restart).
         ufrag: Option<String>,
+        /// ICE password that comes with `ufrag` (required for a restart; never logged).
+        #[serde(default)]
+        pwd: Option<String>,
         /// `(m-line index, "candidate:…")` pairs (never logged: they hold addresses).
         candidates: Vec<(u32, String)>,
     },
@@ -244,6 +250,16 @@ pub enum CommandOutcome {
     },
     /// Accepted; progress arrives later as [`MediaEvent`]s.
     Accepted,
+    /// ICE was restarted on a publishing session: the media plane's new credentials
+    /// and candidates go back to the publisher.
+    IceRestarted {
+        /// New ICE username fragment of the media plane.
+        ufrag: String,
+        /// New ICE password of the media plane (never logged).
+        pwd: String,
+        /// The media plane's candidates, `"candidate:…"`.
+        candidates: Vec<String>,
+    },
     /// A publishing session was set up; the SDP answer goes back to the publisher.
     Published {
         /// Id of the publishing session (the WHIP resource).
@@ -258,7 +274,9 @@ impl CommandOutcome {
     pub fn media_time_ns(&self) -> Option<u64> {
         match self {
             CommandOutcome::Applied { media_time_ns } => *media_time_ns,
-            CommandOutcome::Accepted | CommandOutcome::Published { .. } => None,
+            CommandOutcome::Accepted
+            | CommandOutcome::Published { .. }
+            | CommandOutcome::IceRestarted { .. } => None,
         }
     }
 }

@@ -1,7 +1,10 @@
 // Gremium's WHIP publisher (RFC 9725) for the browser, shared by /join and /publish:
 // offers a MediaStream's tracks send-only, waits for every ICE candidate (the media
 // plane answers non-trickle), POSTs the offer with the participant's join token and
-// DELETEs the session when the page goes away. Our own code, served by Gremium.
+// DELETEs the session when the page goes away. ICE restarts (`pc.restartIce()`, or
+// by itself when ICE fails) go to the session as a PATCH (RFC 9725 §4.4.2); the
+// answer's new credentials and candidates are applied as the previous answer with
+// them swapped in. Our own code, served by Gremium.
 'use strict';
 window.gremiumWhip = (() => {
   function gathered(pc) {
@@ -11,6 +14,26 @@ window.gremiumWhip = (() => {
         if (pc.iceGatheringState === 'complete') resolve();
       });
     });
+  }
+
+  // The ICE lines of an SDP's first m-section (all media is bundled on it).
+  function iceOf(sdp) {
+    const [session, first = ''] = sdp.split(/\r?\nm=/);
+    const lines = (session + '\n' + first).split(/\r?\n/);
+    const value = (k) => (lines.find((l) => l.startsWith('a=' + k + ':')) || '').slice(k.length + 3);
+    return { ufrag: value('ice-ufrag'), pwd: value('ice-pwd'), candidates: lines.filter((l) => l.startsWith('a=candidate:')) };
+  }
+
+  // `sdp` with the ICE credentials and candidates of `ice` in every m-section.
+  function withIce(sdp, ice) {
+    const out = [];
+    for (const l of sdp.split(/\r?\n/)) {
+      if (l.startsWith('a=candidate:') || l === 'a=end-of-candidates') continue;
+      if (l.startsWith('a=ice-ufrag:')) out.push('a=ice-ufrag:' + ice.ufrag);
+      else if (l.startsWith('a=ice-pwd:')) out.push('a=ice-pwd:' + ice.pwd, ...ice.candidates);
+      else out.push(l);
+    }
+    return out.join('\r\n');
   }
 
   // Publish `stream` into `meeting`. `onState(line)` hears each step ('PC-STATE …',
@@ -38,6 +61,42 @@ window.gremiumWhip = (() => {
       throw e;
     }
     await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    let lastAnswer = answer;
+    let restarting = false;
+    // After pc.restartIce() the browser asks for negotiation: WHIP only exchanges ICE.
+    pc.addEventListener('negotiationneeded', async () => {
+      if (restarting || pc.signalingState !== 'stable' || pc.connectionState === 'closed') return;
+      restarting = true;
+      try {
+        const done = new Promise((resolve) => {
+          const h = (e) => { if (!e.candidate) { pc.removeEventListener('icecandidate', h); resolve(); } };
+          pc.addEventListener('icecandidate', h);
+        });
+        await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+        await done;
+        const ice = iceOf(pc.localDescription.sdp);
+        const r = await fetch(location, {
+          method: 'PATCH',
+          headers: { 'Content-Type': 'application/trickle-ice-sdpfrag', 'If-Match': '*', 'Authorization': 'Bearer ' + token },
+          body: ['a=ice-ufrag:' + ice.ufrag, 'a=ice-pwd:' + ice.pwd, ...ice.candidates, 'a=end-of-candidates', ''].join('\r\n'),
+        });
+        say('WHIP-RESTART ' + r.status);
+        if (r.status !== 200) throw new Error('WHIP PATCH ' + r.status);
+        lastAnswer = withIce(lastAnswer, iceOf(await r.text()));
+        await pc.setRemoteDescription({ type: 'answer', sdp: lastAnswer });
+      } catch (e) {
+        say('WHIP-RESTART-ERROR ' + e);
+      } finally {
+        restarting = false;
+      }
+    });
+    pc.addEventListener('iceconnectionstatechange', () => {
+      say('ICE-STATE ' + pc.iceConnectionState);
+      if (pc.iceConnectionState === 'failed') pc.restartIce();
+      if (pc.iceConnectionState === 'disconnected') {
+        setTimeout(() => { if (pc.iceConnectionState === 'disconnected') pc.restartIce(); }, 3000);
+      }
+    });
     let stopped = false;
     const stop = () => {
       if (stopped) return;

@@ -93,9 +93,9 @@ struct Inner {
     clock: Clock,
     consent_locks: Vec<tokio::sync::Mutex<()>>,
     metrics: ops::Metrics,
-    /// WHIP session → (meeting, participant). In memory: publishing sessions do not
-    /// outlive the media plane that holds them.
-    whip_sessions: std::sync::Mutex<std::collections::HashMap<Uuid, (Uuid, Uuid)>>,
+    /// WHIP session → (meeting, participant, ICE restarts so far). In memory:
+    /// publishing sessions do not outlive the media plane that holds them.
+    whip_sessions: std::sync::Mutex<std::collections::HashMap<Uuid, (Uuid, Uuid, u32)>>,
     live: api::live::LiveState,
     destinations: std::sync::Mutex<std::collections::HashMap<Uuid, DestinationStatuses>>,
 }
@@ -241,7 +241,7 @@ impl AppState {
             .whip_sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(session, (meeting, participant));
+            .insert(session, (meeting, participant, 0));
     }
 
     pub(crate) fn whip_session(&self, session: Uuid) -> Option<(Uuid, Uuid)> {
@@ -250,7 +250,30 @@ impl AppState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&session)
-            .copied()
+            .map(|(m, p, _)| (*m, *p))
+    }
+
+    /// The ETag of a WHIP session's current ICE session (it changes with each ICE
+    /// restart, RFC 9725 §4.4.2).
+    pub(crate) fn whip_etag(&self, session: Uuid) -> Option<String> {
+        self.0
+            .whip_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&session)
+            .map(|(_, _, restarts)| api::whip::etag(session, *restarts))
+    }
+
+    /// Count an ICE restart of a WHIP session; returns the new ETag.
+    pub(crate) fn whip_ice_restarted(&self, session: Uuid) -> Option<String> {
+        let mut sessions = self
+            .0
+            .whip_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let (_, _, restarts) = sessions.get_mut(&session)?;
+        *restarts += 1;
+        Some(api::whip::etag(session, *restarts))
     }
 
     pub(crate) fn whip_sessions_remove(&self, session: Uuid) {

@@ -2,7 +2,10 @@
 //! and an SDP offer; the answer comes back with `201 Created`, the session resource in
 //! `Location` and an `ETag`. `DELETE` on the resource leaves. The answer carries all
 //! of the media plane's candidates; `PATCH` adds candidates the publisher trickles
-//! (ICE restarts are refused: publish again). SDP is never logged (it holds addresses).
+//! (`204`), or, with a new `a=ice-ufrag` and `a=ice-pwd`, restarts ICE (RFC 9725
+//! §4.4.2): `200` with the media plane's new credentials and candidates as an
+//! `application/trickle-ice-sdpfrag` and a new `ETag` for the new ICE session. Media
+//! keeps flowing on the same session. SDP is never logged (it holds addresses).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -177,10 +180,18 @@ pub async fn publish(
     );
     h.insert(
         header::ETAG,
-        HeaderValue::from_str(&format!("\"{session_id}\""))
+        HeaderValue::from_str(&etag(session_id, 0))
             .map_err(|e| ApiError::Internal(e.to_string()))?,
     );
     Ok(response)
+}
+
+/// The ETag of a WHIP session's ICE session after `restarts` ICE restarts.
+pub(crate) fn etag(session_id: Uuid, restarts: u32) -> String {
+    match restarts {
+        0 => format!("\"{session_id}\""),
+        n => format!("\"{session_id}.{n}\""),
+    }
 }
 
 /// Stop publishing (the publishing participant, or a moderator).
@@ -267,12 +278,16 @@ pub fn parse_sdpfrag(text: &str) -> Result<SdpFrag, String> {
     Ok(frag)
 }
 
-/// Trickle ICE (the publisher or a moderator): remote candidates are added to the
-/// session. `If-Match`, when given, must carry the session's ETag. ICE restarts (a new
-/// ufrag) are refused with 422: the publisher publishes again instead.
+/// Trickle ICE or ICE restart (the publisher or a moderator). `If-Match`, when given,
+/// must be `*` or the current ICE session's ETag (412 otherwise). Remote candidates
+/// of the current ICE session are added (204). A new `a=ice-ufrag` (with its
+/// `a=ice-pwd`) restarts ICE: 200 with the media plane's new `a=ice-ufrag`,
+/// `a=ice-pwd` and candidates, and a new `ETag`.
 #[utoipa::path(patch, path = "/whip/{meeting_id}/{session_id}", params(("meeting_id" = Uuid, Path), ("session_id" = Uuid, Path)),
     request_body(content = String, content_type = "application/trickle-ice-sdpfrag"),
-    responses((status = 204), (status = 400), (status = 401), (status = 403), (status = 404), (status = 412), (status = 415), (status = 422)),
+    responses((status = 200, description = "ICE restarted: the media plane's new ICE credentials and candidates", content_type = "application/trickle-ice-sdpfrag"),
+        (status = 204, description = "candidates added"),
+        (status = 400), (status = 401), (status = 403), (status = 404), (status = 412), (status = 415)),
     security(("bearer" = [])), tag = "whip")]
 pub async fn trickle(
     State(state): State<AppState>,
@@ -280,7 +295,7 @@ pub async fn trickle(
     ApiPath((meeting_id, session_id)): ApiPath<(Uuid, Uuid)>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Response> {
     let (m, participant_id) = state
         .whip_session(session_id)
         .ok_or(ApiError::NotFound("publishing session"))?;
@@ -295,11 +310,14 @@ pub async fn trickle(
             "expected content-type application/trickle-ice-sdpfrag".into(),
         ));
     }
-    if let Some(tag) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
-        let ours = format!("\"{session_id}\"");
-        if tag.trim() != "*" && tag.trim() != ours {
+    if let Some(tag) = headers.get(header::IF_MATCH) {
+        let tag = tag.to_str().unwrap_or("").trim();
+        let ours = state
+            .whip_etag(session_id)
+            .ok_or(ApiError::NotFound("publishing session"))?;
+        if tag != "*" && tag != ours {
             return Err(ApiError::PreconditionFailed(
-                "If-Match does not match the session's ETag".into(),
+                "If-Match does not match the ICE session's ETag".into(),
             ));
         }
     }
@@ -309,16 +327,48 @@ pub async fn trickle(
         meeting_id,
         session_id,
         ufrag: frag.ufrag,
+        pwd: frag.pwd,
         candidates: frag.candidates,
     };
     match state.media().execute(command).await {
-        Ok(_) => Ok(StatusCode::NO_CONTENT),
-        Err(gremium_protocol::MediaPlaneError::Rejected(m)) => Err(ApiError::Unprocessable(m)),
+        Ok(CommandOutcome::IceRestarted {
+            ufrag,
+            pwd,
+            candidates,
+        }) => {
+            let etag = state
+                .whip_ice_restarted(session_id)
+                .ok_or(ApiError::NotFound("publishing session"))?;
+            let mut response =
+                (StatusCode::OK, render_sdpfrag(&ufrag, &pwd, &candidates)).into_response();
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+            );
+            h.insert(
+                header::ETAG,
+                HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.to_string()))?,
+            );
+            Ok(response)
+        }
+        Ok(_) => Ok(StatusCode::NO_CONTENT.into_response()),
         Err(gremium_protocol::MediaPlaneError::NotFound(_)) => {
             Err(ApiError::NotFound("publishing session"))
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// An `application/trickle-ice-sdpfrag` with ICE credentials and candidates (all for
+/// the bundled transport, so at session level).
+pub fn render_sdpfrag(ufrag: &str, pwd: &str, candidates: &[String]) -> String {
+    let mut out = format!("a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n");
+    for c in candidates {
+        out.push_str(&format!("a={c}\r\n"));
+    }
+    out.push_str("a=end-of-candidates\r\n");
+    out
 }
 
 #[cfg(test)]
@@ -344,6 +394,16 @@ mod tests {
         );
         assert_eq!(f.candidates[1].0, 1);
         assert!(f.end_of_candidates);
+        let rendered = render_sdpfrag(
+            "EsAw",
+            "P2uYro0UCOQ4zxjKXaWCBui1",
+            &[f.candidates[0].1.clone()],
+        );
+        let back = parse_sdpfrag(&rendered).unwrap();
+        assert_eq!(back.ufrag.as_deref(), Some("EsAw"));
+        assert_eq!(back.pwd.as_deref(), Some("P2uYro0UCOQ4zxjKXaWCBui1"));
+        assert_eq!(back.candidates, vec![f.candidates[0].clone()]);
+        assert!(back.end_of_candidates);
         for bad in ["", "v=0\r\n", "a=candidate:1 2 3\r\n", "hello"] {
             assert!(parse_sdpfrag(bad).is_err(), "{bad:?}");
         }
