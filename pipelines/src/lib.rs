@@ -3,7 +3,8 @@
 //! Owns: GStreamer initialisation and the check that the plugins Gremium needs are
 //! installed; the [`Pipeline`] wrapper with its forward-only lifecycle, the bus read
 //! as an async stream, stop = EOS with a watchdog (dot-file dump when frozen), and
-//! small element builders; the WebRTC endpoint ([`webrtc`]) and our WHIP client
+//! small element builders; the WebRTC endpoint ([`webrtc`], ICE restarts under it in
+//! [`ice_restart`]) and our WHIP client
 //! ([`publisher`]); the one H.264 encode configuration of program outputs
 //! ([`encode`]).
 //!
