@@ -294,6 +294,9 @@ pub struct HlsBin {
 #[derive(Debug)]
 struct Blanking {
     intervals: Mutex<Vec<(u64, u64)>>,
+    /// The end of the latest interval (0: none yet): buffers after it pass without
+    /// taking the lock, which is every buffer of a meeting never cut.
+    until: std::sync::atomic::AtomicU64,
     left: [std::sync::atomic::AtomicU64; 2],
 }
 
@@ -301,6 +304,7 @@ impl Default for Blanking {
     fn default() -> Self {
         Blanking {
             intervals: Mutex::new(Vec::new()),
+            until: std::sync::atomic::AtomicU64::new(0),
             left: [
                 std::sync::atomic::AtomicU64::new(u64::MAX),
                 std::sync::atomic::AtomicU64::new(u64::MAX),
@@ -315,9 +319,14 @@ impl Blanking {
         // Intervals wholly before this one have left the delay long ago.
         v.retain(|(_, end)| *end + 120_000_000_000 > from);
         v.push((from, to));
+        self.until
+            .fetch_max(to, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn covers(&self, running_ns: u64) -> bool {
+        if running_ns >= self.until.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
         let v = self.intervals.lock().unwrap_or_else(|p| p.into_inner());
         v.iter().any(|(a, b)| (*a..*b).contains(&running_ns))
     }
