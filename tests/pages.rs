@@ -468,6 +468,24 @@ async fn moderator_console() {
     app.set_consent(&mid, &a, &a_join, true, false).await;
     let mut ws = ws_connect(app.addr, &mid, &moderator).await;
     next_event(&mut ws).await;
+    // Anna's media arrives before the console is opened: the console still shows it
+    // (from the participant list), not only media events seen while it is open.
+    app.fake
+        .emit(gremium_protocol::MediaEvent::ParticipantMediaStarted {
+            meeting_id: mid.parse().unwrap(),
+            participant_id: a.parse().unwrap(),
+        });
+    wait_event(&mut ws, "participant_media_started", |_| true).await;
+    let (s, list) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}/participants"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(list[0]["publishing"], true, "{list}");
 
     let url = app.url(&format!("/console/{mid}?token={moderator}"));
     let mut browser = cdp::Chromium::launch(&url).await;
@@ -483,9 +501,29 @@ async fn moderator_console() {
         .await;
     assert_eq!(
         b.eval("gremiumConsole.participants").await,
-        json!([{"name": "Anna", "consent": {"recording": true, "streaming": false}}])
+        json!([{"name": "Anna", "media": true, "consent": {"recording": true, "streaming": false}}])
     );
     // Media and consent changes arrive over the WebSocket.
+    app.fake
+        .emit(gremium_protocol::MediaEvent::ParticipantMediaStopped {
+            meeting_id: mid.parse().unwrap(),
+            participant_id: a.parse().unwrap(),
+        });
+    b.wait_for(
+        "gremiumConsole.participants[0].media === false",
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+    let (_, list) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}/participants"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(list[0]["publishing"], false, "{list}");
     app.fake
         .emit(gremium_protocol::MediaEvent::ParticipantMediaStarted {
             meeting_id: mid.parse().unwrap(),

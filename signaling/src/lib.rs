@@ -98,6 +98,9 @@ struct Inner {
     whip_sessions: std::sync::Mutex<std::collections::HashMap<Uuid, (Uuid, Uuid, u32)>>,
     live: api::live::LiveState,
     destinations: std::sync::Mutex<std::collections::HashMap<Uuid, DestinationStatuses>>,
+    /// Participants whose media the media plane reported started and not stopped,
+    /// by meeting (what a console opened mid-meeting shows).
+    publishing: std::sync::Mutex<std::collections::HashMap<Uuid, std::collections::HashSet<Uuid>>>,
 }
 
 /// The last known state of each RTMP destination of a stream, by position.
@@ -145,6 +148,7 @@ impl AppState {
             whip_sessions: Default::default(),
             live: Default::default(),
             destinations: Default::default(),
+            publishing: Default::default(),
         }))
     }
 
@@ -204,6 +208,29 @@ impl AppState {
             .get(&stream_id)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Note that a participant's media started (`true`) or stopped in a meeting.
+    pub(crate) fn set_publishing(&self, meeting_id: Uuid, participant_id: Uuid, on: bool) {
+        let mut map = self.0.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            map.entry(meeting_id).or_default().insert(participant_id);
+        } else if let Some(set) = map.get_mut(&meeting_id) {
+            set.remove(&participant_id);
+            if set.is_empty() {
+                map.remove(&meeting_id);
+            }
+        }
+    }
+
+    /// Is the participant's media arriving (as last reported by the media plane)?
+    pub(crate) fn is_publishing(&self, meeting_id: Uuid, participant_id: Uuid) -> bool {
+        self.0
+            .publishing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&meeting_id)
+            .is_some_and(|set| set.contains(&participant_id))
     }
 
     /// A stream ended: its destinations' states are no longer needed.

@@ -178,6 +178,7 @@ async fn apply_one(state: &AppState, event: MediaEvent) -> Result<(), StorageErr
             meeting_id,
             participant_id,
         } => {
+            state.set_publishing(meeting_id, participant_id, true);
             state.publish(
                 meeting_id,
                 EventKind::ParticipantMediaStarted { participant_id },
@@ -188,6 +189,7 @@ async fn apply_one(state: &AppState, event: MediaEvent) -> Result<(), StorageErr
             meeting_id,
             participant_id,
         } => {
+            state.set_publishing(meeting_id, participant_id, false);
             state.publish(
                 meeting_id,
                 EventKind::ParticipantMediaStopped { participant_id },

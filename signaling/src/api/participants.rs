@@ -57,6 +57,17 @@ pub struct ParticipantView {
     pub created_at: DateTime<Utc>,
     /// Left at, if left.
     pub left_at: Option<DateTime<Utc>>,
+    /// The participant's media is arriving at the media plane now (in the list and the
+    /// WebSocket snapshot; `false` in other answers).
+    pub publishing: bool,
+}
+
+/// The participant as of now: with whether their media is arriving.
+pub(crate) fn view_now(state: &AppState, p: &Participant) -> ParticipantView {
+    ParticipantView {
+        publishing: p.left_at.is_none() && state.is_publishing(p.meeting_id, p.id),
+        ..ParticipantView::from(p)
+    }
 }
 
 impl From<&Participant> for ParticipantView {
@@ -71,6 +82,7 @@ impl From<&Participant> for ParticipantView {
             },
             created_at: to_datetime(p.created_at),
             left_at: p.left_at.map(to_datetime),
+            publishing: false,
         }
     }
 }
@@ -185,7 +197,7 @@ pub async fn list_participants(
     may_view_meeting(&who, id)?;
     load_meeting(&state, id).await?;
     let ps = state.db().list_participants(id).await?;
-    Ok(Json(ps.iter().map(ParticipantView::from).collect()))
+    Ok(Json(ps.iter().map(|p| view_now(&state, p)).collect()))
 }
 
 /// Remove a participant (moderator, or the participant leaving).

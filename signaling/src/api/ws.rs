@@ -79,7 +79,7 @@ async fn snapshot(state: &AppState, id: Uuid) -> ApiResult<String> {
         participants: participants
             .iter()
             .filter(|p| p.left_at.is_none())
-            .map(ParticipantView::from)
+            .map(|p| super::participants::view_now(state, p))
             .collect(),
         recording: recordings.iter().any(|r| live(r.state)),
         streaming: streams.iter().any(|s| live(s.state)),
