@@ -77,8 +77,13 @@ pub fn make_webrtcbin(name: &str, ice: &IceSettings) -> Result<gst::Element, Pip
         agent.set_property("min-rtp-port", u32::from(min));
         agent.set_property("max-rtp-port", u32::from(max));
     }
+    let nice: glib::Object = agent.property("agent");
+    // No UPnP port mapping: libnice would look for an Internet gateway device by SSDP
+    // multicast (239.255.255.250), traffic to a non-allowed address on every publish.
+    if nice.find_property("upnp").is_some() {
+        nice.set_property("upnp", false);
+    }
     if !ice.local_addresses.is_empty() {
-        let nice: glib::Object = agent.property("agent");
         for addr in &ice.local_addresses {
             add_local_address(&nice, *addr)?;
         }

@@ -300,6 +300,10 @@ fn stun_and_turn_settings_reach_webrtcbin() {
     let webrtc = make_webrtcbin("cfg", &ice).unwrap();
     let stun: Option<String> = webrtc.property("stun-server");
     assert_eq!(stun.as_deref(), Some("stun://192.0.2.1:3478"));
+    // No UPnP gateway discovery (SSDP multicast would leave loopback).
+    let agent: gst::glib::Object = webrtc.property("ice-agent");
+    let nice: gst::glib::Object = agent.property("agent");
+    assert!(!nice.property::<bool>("upnp"), "libnice UPnP is off");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
