@@ -187,6 +187,9 @@ pub struct StreamingConfig {
     pub non_public_recording: Option<String>,
     /// Broadcast delay of livestreams in seconds (default 0: none; at most 60).
     pub delay_secs: Option<u64>,
+    /// One H.264 encode for the recording and the livestream while both have the same
+    /// audience (default false: experimental, see the README).
+    pub share_encoder: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -642,6 +645,7 @@ fn streaming_settings(
         dvr_segments,
         slate_recording,
         delay: (delay > 0).then(|| std::time::Duration::from_secs(delay)),
+        share_encoder: c.share_encoder.unwrap_or(false),
     })
 }
 

@@ -14,9 +14,10 @@
 //! its consent gates. Consumers (recorder, streamer, tests) attach to a program with
 //! [`GstMediaPlane::attach_consumer`]. A recording (a
 //! `gremium_recorder::RecordingBin`) and a livestream (a
-//! `gremium_streamer::hls::HlsBin`, with its RTMP pushes) are such consumers; they take
-//! their main video already encoded from the program's encoder ([`encoders`]), and the
-//! livestream takes the recording's encode while both audiences see the same program.
+//! `gremium_streamer::hls::HlsBin`, with its RTMP pushes) are such consumers. With
+//! `StreamingSettings::share_encoder` (experimental) they take their main video
+//! already encoded from the program's encoder ([`encoders`]), and the livestream takes
+//! the recording's encode while both audiences see the same program.
 
 pub(crate) mod encoders;
 mod timeline;
@@ -90,6 +91,12 @@ pub struct StreamingSettings {
     /// Broadcast delay of livestreams (HLS and RTMP): the program is held back this
     /// long, and going non-public blanks what is still held back.
     pub delay: Option<Duration>,
+    /// The programs' video is encoded by the media plane ([`encoders`]) and the
+    /// livestream takes the recording's encode while both audiences see the same
+    /// program. Off (the default), the recording and the livestream each encode their
+    /// own program as before. Experimental: a livestream switched back to the shared
+    /// encode mid-stream was seen to stall under CPU load (see issue 5's note).
+    pub share_encoder: bool,
 }
 
 impl Default for StreamingSettings {
@@ -100,6 +107,7 @@ impl Default for StreamingSettings {
             dvr_segments: 0,
             slate_recording: false,
             delay: None,
+            share_encoder: false,
         }
     }
 }
@@ -905,7 +913,7 @@ impl GstMediaPlane {
                 key,
                 context: media_context(recording_id),
                 video: h264,
-                encoded_input: true,
+                encoded_input: self.0.settings.streaming.share_encoder,
                 fragment: Duration::from_millis(400),
             })
             .map_err(failed)?,
@@ -915,7 +923,7 @@ impl GstMediaPlane {
                 meeting_id,
                 Audience::Recording,
                 recording.bin().clone(),
-                Some(h264),
+                self.0.settings.streaming.share_encoder.then_some(h264),
             )
             .await?;
         self.0
@@ -1089,7 +1097,8 @@ impl GstMediaPlane {
         let top = settings.top().cloned();
         let h264 = top.and_then(|top| {
             let own_size = top.width == program.canvas.width && top.height == program.canvas.height;
-            (own_size && settings.delay.is_none()).then(|| self.h264(top.video_kbps))
+            (own_size && settings.delay.is_none() && streaming.share_encoder)
+                .then(|| self.h264(top.video_kbps))
         });
         settings.encoded_top = h264.is_some();
         let hls = HlsBin::new(&settings).map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
