@@ -1954,7 +1954,8 @@ impl MediaPlane for GstMediaPlane {
                     .ok_or_else(|| MediaPlaneError::NotFound("publishing session".into()))?;
                 if let Some(ufrag) = ufrag.filter(|u| p.remote_ufrag.as_ref() != Some(u)) {
                     let nat = self.0.settings.ice.nat_1to1;
-                    return restart_ice(p, ufrag, pwd, candidates, nat);
+                    // libnice calls under the agent's lock: not on a bare tokio worker.
+                    return blocking(|| restart_ice(p, ufrag, pwd, candidates, nat));
                 }
                 for (mline, candidate) in candidates {
                     p.webrtc

@@ -184,9 +184,28 @@
     return { ok: true, returnTo: back };
   }
 
+  // The token a staff page works with: one from the link (`?token=`, kept in
+  // sessionStorage under `key` and removed from the address bar), else the one kept
+  // from an earlier link, else the OIDC sign-in's. `fromSignIn` says it is the last.
+  function pageToken(key) {
+    let link = new URLSearchParams(location.search).get('token');
+    try {
+      if (link) sessionStorage.setItem(key, link);
+      else link = sessionStorage.getItem(key);
+    } catch (_) { /* private mode */ }
+    if (location.search) history.replaceState(null, '', location.pathname);
+    if (link || !client) return { token: link, fromSignIn: false };
+    const t = token();
+    return { token: t, fromSignIn: !!t };
+  }
+
+  // What a staff page without a token shows: sign in, sign-in unavailable (discovery
+  // failed), or the local-token hint.
+  const noTokenPhase = () => (client ? 'sign_in' : (config.sign_in_unavailable ? 'sign_in_unavailable' : 'no_token'));
+
   window.gremiumSignIn = {
     configured: !!client,
     unavailable: !!config.sign_in_unavailable,
-    begin, token, user, signOut, complete, safeReturn,
+    begin, token, user, signOut, complete, safeReturn, pageToken, noTokenPhase,
   };
 })();

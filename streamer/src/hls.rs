@@ -149,11 +149,16 @@ impl HlsSettings {
 
     /// The largest rendition (the first of equals): it also feeds the RTMP pushes.
     pub fn top(&self) -> Option<&Rendition> {
+        self.renditions.get(self.top_index())
+    }
+
+    /// Index of [`HlsSettings::top`] (0 without renditions).
+    fn top_index(&self) -> usize {
         self.renditions
             .iter()
             .enumerate()
             .max_by_key(|(i, r)| (r.width * r.height, r.video_kbps, std::cmp::Reverse(*i)))
-            .map(|(_, r)| r)
+            .map_or(0, |(i, _)| i)
     }
 
     /// The H.264 encode of a rendition.
@@ -467,11 +472,7 @@ impl HlsBin {
         }
 
         // The largest rendition (the first of equals) also feeds the RTMP pushes.
-        let top = s
-            .renditions
-            .iter()
-            .position(|r| Some(r) == s.top())
-            .unwrap_or(0);
+        let top = s.top_index();
         let mut raw_renditions = 0;
         let mut encoded_in = None;
         let rtmp_tee = make("tee", Some("rtmp-video-tee"))?;
