@@ -906,7 +906,17 @@ impl GstMediaPlane {
         let dir = &self.0.settings.recordings_dir;
         std::fs::create_dir_all(dir)
             .map_err(|e| MediaPlaneError::Failed(format!("recordings directory: {e}")))?;
-        let h264 = self.h264(self.recording_kbps());
+        let share = self.0.settings.streaming.share_encoder;
+        // Shared: what the livestream's top rung uses. Own: 2.5 Mb/s, a keyframe every
+        // two seconds (fragments start on one).
+        let h264 = if share {
+            self.h264(self.recording_kbps())
+        } else {
+            H264 {
+                kbps: 2500,
+                keyframe_interval: self.0.settings.program.fps.saturating_mul(2),
+            }
+        };
         let recording = Arc::new(
             RecordingBin::new(&RecordingSettings {
                 path: spool_path(dir, recording_id),
