@@ -645,7 +645,7 @@ fn streaming_settings(
         dvr_segments,
         slate_recording,
         delay: (delay > 0).then(|| std::time::Duration::from_secs(delay)),
-        share_encoder: c.share_encoder.unwrap_or(false),
+        share_encoder: c.share_encoder.unwrap_or(true),
     })
 }
 

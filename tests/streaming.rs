@@ -767,13 +767,7 @@ async fn a_broadcast_delay_lets_the_moderator_cut_before_content_leaves() {
 /// consent, the livestream takes its own encode at once — that participant is in no
 /// later livestream frame but stays in the recording — and shares again when the
 /// consent comes back.
-///
-/// Not in the default run: `streaming.share_encoder` is experimental and off by
-/// default, and on a loaded machine the shared feed sometimes never takes over (the
-/// stall described in issue 5's note). Run it with
-/// `cargo test -p gremium --test streaming -- --ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "experimental streaming.share_encoder: the shared feed stalls under CPU load (issue 5)"]
 async fn one_encode_serves_recording_and_livestream_while_their_audiences_match() {
     use gremium_protocol::Audience;
     let _serial = SERIAL.lock().await;

@@ -480,7 +480,9 @@ impl Program {
                     _ => false,
                 };
                 match gate.judge(keyframe) {
-                    Verdict::Drop => gst::PadProbeReturn::Drop,
+                    // `Handled`, not `Drop`: gstreamer-rs has already taken the buffer, and
+                    // GStreamer 1.22 would unref the NULL left behind (a CRITICAL).
+                    Verdict::Drop => gst::PadProbeReturn::Handled,
                     Verdict::Pass => gst::PadProbeReturn::Ok,
                     Verdict::Opened => {
                         let _g = switch.guard();

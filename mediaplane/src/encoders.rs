@@ -67,7 +67,10 @@ impl Encoder {
         // segments still pass, so it is ready when frames come back.
         sink.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
             if skip.load(Ordering::Relaxed) {
-                gst::PadProbeReturn::Drop
+                // `Handled`, not `Drop`: gstreamer-rs has already taken the buffer,
+                // and GStreamer 1.22's chain function would unref the NULL left
+                // behind (a CRITICAL per frame).
+                gst::PadProbeReturn::Handled
             } else {
                 gst::PadProbeReturn::Ok
             }
@@ -159,6 +162,11 @@ impl Encoder {
         let _ = self.bin.remove_pad(ghost);
     }
 
+    /// The encoded video before the tee (`h264parse`'s src pad), for probes.
+    pub fn output(&self) -> gst::Pad {
+        self.tee.static_pad("sink").expect("tee has a sink pad")
+    }
+
     fn idle_flag(&self) -> Arc<AtomicBool> {
         self.idle.clone()
     }
@@ -171,119 +179,223 @@ enum Source {
     Shared,
 }
 
+/// How much encoded video a feed holds for a consumer that does not take it; more
+/// is dropped up to the next keyframe (the consumer is stuck, and the encoders must
+/// not wait for it).
+const FEED_MAX_QUEUED: gst::ClockTime = gst::ClockTime::from_seconds(2);
+
 struct FeedState {
     /// What the media plane wants; a switch to `Shared` waits for a keyframe.
     want: Source,
-    /// What the selector forwards now.
+    /// Which encoder's frames are forwarded.
     active: Source,
-    /// Drop the own encoder's frames until its next keyframe (after a switch back).
-    own_needs_key: bool,
+    /// Forward nothing until the active encoder's next keyframe (at the start, after
+    /// a switch back to the own encoder, after an overflow).
+    needs_key: bool,
+    /// Running time (DTS, else PTS) of the last frame forwarded.
+    last: Option<gst::ClockTime>,
+    /// Caps last given to the `appsrc`.
+    caps: Option<gst::Caps>,
 }
 
-/// The encoded video of a livestream's top rendition: an `input-selector` between
-/// the streaming program's encoder and the recording program's.
+/// A probe on one encoder's output.
+struct Tap {
+    pad: gst::Pad,
+    probe: Option<gst::PadProbeId>,
+}
+
+impl Tap {
+    fn remove(mut self) {
+        if let Some(id) = self.probe.take() {
+            self.pad.remove_probe(id);
+        }
+    }
+}
+
+/// The encoded video of a livestream's top rendition: an `appsrc` fed by a probe
+/// on the streaming program's encoder and, while a recording runs, one on the
+/// recording program's. Only the active encoder's frames are pushed. The consumer
+/// sees one stream from one source element: no sticky events of the other encoder,
+/// no switch inside GStreamer. Pushing never blocks, so a stuck livestream can
+/// never hold up the recording's encoder.
 pub(crate) struct Feed {
-    /// The selector; its `src` pad feeds the consumer's `video_h264`.
-    pub selector: gst::Element,
-    own: (gst::Pad, gst::Pad),
-    shared: Option<(gst::Pad, gst::Pad)>,
+    /// The `appsrc`; its `src` pad feeds the consumer's `video_h264`.
+    pub src: gst_app::AppSrc,
+    own: Option<Tap>,
+    shared: Option<Tap>,
     state: Arc<Mutex<FeedState>>,
     own_idle: Arc<AtomicBool>,
+    /// The shared encoder's `x264enc`, for keyframe requests while it is active.
+    shared_enc: Arc<Mutex<Option<gst::Element>>>,
+}
+
+/// Push `buffer` (from `pad`, of encoder `from`) into the feed if `from` is active.
+fn forward(
+    state: &Mutex<FeedState>,
+    src: &gst_app::AppSrc,
+    own_idle: &AtomicBool,
+    from: Source,
+    pad: &gst::Pad,
+    buffer: &gst::BufferRef,
+) {
+    let Some(segment) = pad.sticky_event::<gst::event::Segment>(0) else {
+        return;
+    };
+    let Some(segment) = segment.segment().downcast_ref::<gst::ClockTime>().cloned() else {
+        return;
+    };
+    let rt = |t: Option<gst::ClockTime>| t.and_then(|t| segment.to_running_time(t));
+    let (pts, dts) = (rt(buffer.pts()), rt(buffer.dts()));
+    let Some(at) = dts.or(pts) else {
+        return;
+    };
+    let key = is_keyframe(buffer);
+    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+    let after_last = s.last.map_or(true, |last| at > last);
+    if from == Source::Shared
+        && s.want == Source::Shared
+        && s.active == Source::Own
+        && key
+        && after_last
+    {
+        s.active = Source::Shared;
+        s.needs_key = false;
+        own_idle.store(true, Ordering::Relaxed);
+        tracing::debug!(feed = %src.name(), "livestream shares the recording's encode");
+    }
+    if s.active != from || !after_last {
+        return;
+    }
+    if s.needs_key {
+        if !key {
+            return;
+        }
+        s.needs_key = false;
+    }
+    if src.current_level_time() > FEED_MAX_QUEUED {
+        s.needs_key = true;
+        tracing::warn!(feed = %src.name(), "livestream consumer stuck: frames dropped");
+        return;
+    }
+    let caps = pad.current_caps();
+    if caps.is_some() && caps != s.caps {
+        src.set_caps(caps.as_ref());
+        s.caps = caps;
+    }
+    let mut out = buffer.copy();
+    {
+        let out = out.make_mut();
+        out.set_pts(pts);
+        out.set_dts(dts);
+    }
+    s.last = Some(at);
+    // Not blocking (`block` is off); the level check above bounds the queue.
+    let _ = src.push_buffer(out);
 }
 
 impl Feed {
-    /// A feed from `own` (the streaming program's encoder), added to `pipeline` and
-    /// running. Nothing passes until the first keyframe.
-    pub fn new(pipeline: &gst::Pipeline, name: &str, own: &Encoder) -> Result<Feed, PipelineError> {
-        let selector = make("input-selector", Some(name))?;
-        // Inactive inputs are dropped at once: a waiting input would block the
-        // recording's encoder (its tee) behind the livestream.
-        selector.set_property("sync-streams", false);
-        pipeline.add(&selector).map_err(err)?;
-        selector.sync_state_with_parent().map_err(err)?;
-        let src = selector
+    /// A feed from `own` (the streaming program's encoder) into `sink` (a consumer's
+    /// `video_h264`), added to `pipeline` and running. Nothing passes until the first
+    /// keyframe.
+    pub fn new(
+        pipeline: &gst::Pipeline,
+        name: &str,
+        own: &Encoder,
+        sink: &gst::Pad,
+    ) -> Result<Feed, PipelineError> {
+        let src = gst_app::AppSrc::builder()
+            .name(name)
+            .format(gst::Format::Time)
+            .is_live(true)
+            .do_timestamp(false)
+            .block(false)
+            .build();
+        // Frames leave the encoders as late as the encode chain's latency: tell the
+        // sinks so.
+        let mut q = gst::query::Latency::new();
+        if own.output().peer_query(&mut q) {
+            let (_, min, max) = q.result();
+            src.set_latency(Some(min), max);
+        }
+        pipeline.add(&src).map_err(err)?;
+        let linked = src
             .static_pad("src")
-            .ok_or_else(|| err("input-selector has no src pad"))?;
-        // One stream for the consumer: the second encoder's stream-start is not
-        // passed on at a switch (its caps are the same).
-        let started = AtomicBool::new(false);
-        src.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-            let is_start = matches!(
-                info.event().map(|e| e.type_()),
-                Some(gst::EventType::StreamStart)
-            );
-            if is_start && started.swap(true, Ordering::Relaxed) {
-                gst::PadProbeReturn::Drop
-            } else {
-                gst::PadProbeReturn::Ok
-            }
-        });
+            .ok_or_else(|| err("appsrc has no src pad"))
+            .and_then(|pad| pad.link(sink).map_err(|e| err(format!("feed: {e:?}"))))
+            // PLAYING, not the pipeline's state: while a new async sink prerolls the
+            // pipeline reads PAUSED, and a live source left in PAUSED would never
+            // give that sink the data it prerolls on.
+            .and_then(|_| src.set_state(gst::State::Playing).map_err(err));
+        if let Err(e) = linked {
+            let _ = src.set_state(gst::State::Null);
+            let _ = pipeline.remove(&src);
+            return Err(e);
+        }
         let state = Arc::new(Mutex::new(FeedState {
             want: Source::Own,
             active: Source::Own,
-            own_needs_key: true,
+            needs_key: true,
+            last: None,
+            caps: None,
         }));
-        let own_sink = selector
-            .request_pad_simple("sink_%u")
-            .ok_or_else(|| err("input-selector has no sink pad"))?;
-        let st = state.clone();
-        own_sink.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            let Some(buffer) = info.buffer() else {
-                return gst::PadProbeReturn::Ok;
-            };
-            let mut s = st.lock().unwrap_or_else(|p| p.into_inner());
-            if s.own_needs_key {
-                if !is_keyframe(buffer) {
-                    return gst::PadProbeReturn::Drop;
-                }
-                s.own_needs_key = false;
-            }
-            gst::PadProbeReturn::Ok
-        });
-        selector.set_property("active-pad", &own_sink);
-        let branch = own.branch()?;
-        branch.link(&own_sink).map_err(|e| err(format!("{e:?}")))?;
-        own.request_keyframe();
-        Ok(Feed {
-            selector,
-            own: (branch, own_sink),
+        let mut feed = Feed {
+            src,
+            own: None,
             shared: None,
             state,
             own_idle: own.idle_flag(),
-        })
+            shared_enc: Arc::default(),
+        };
+        // Keyframe requests of the consumer (an HLS cut) go to the active encoder.
+        let (st, own_enc) = (feed.state.clone(), own.enc.clone());
+        let shared_for_requests = feed.shared_enc.clone();
+        feed.src
+            .static_pad("src")
+            .ok_or_else(|| err("appsrc has no src pad"))?
+            .add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+                let Some(event) = info.event() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                if !gremium_pipelines::webrtc::is_keyframe_request(event) {
+                    return gst::PadProbeReturn::Ok;
+                }
+                let active = st.lock().unwrap_or_else(|p| p.into_inner()).active;
+                let enc = match active {
+                    Source::Own => Some(own_enc.clone()),
+                    Source::Shared => shared_for_requests
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone(),
+                };
+                if let Some(pad) = enc.and_then(|e| e.static_pad("src")) {
+                    pad.send_event(event.to_owned());
+                }
+                gst::PadProbeReturn::Handled
+            });
+        feed.own = Some(feed.tap(own, Source::Own));
+        own.request_keyframe();
+        Ok(feed)
+    }
+
+    /// A probe forwarding `encoder`'s output as `from`.
+    fn tap(&self, encoder: &Encoder, from: Source) -> Tap {
+        let pad = encoder.output();
+        let (st, src, own_idle) = (self.state.clone(), self.src.clone(), self.own_idle.clone());
+        let probe = pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            if let Some(buffer) = info.buffer() {
+                forward(&st, &src, &own_idle, from, pad, buffer);
+            }
+            gst::PadProbeReturn::Ok
+        });
+        Tap { pad, probe }
     }
 
     /// Forward `shared` (the recording's encoder) from its next keyframe on; the
     /// own encoder then goes idle. No-op when already shared or switching.
-    pub fn share(&mut self, shared: &Encoder) -> Result<(), PipelineError> {
+    pub fn share(&mut self, shared: &Encoder) {
         if self.shared.is_none() {
-            let sink = self
-                .selector
-                .request_pad_simple("sink_%u")
-                .ok_or_else(|| err("input-selector has no sink pad"))?;
-            let st = self.state.clone();
-            let selector = self.selector.clone();
-            let own_idle = self.own_idle.clone();
-            sink.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-                let Some(buffer) = info.buffer() else {
-                    return gst::PadProbeReturn::Ok;
-                };
-                let mut s = st.lock().unwrap_or_else(|p| p.into_inner());
-                if s.want == Source::Shared && s.active == Source::Own && is_keyframe(buffer) {
-                    selector.set_property("active-pad", pad);
-                    s.active = Source::Shared;
-                    own_idle.store(true, Ordering::Relaxed);
-                    tracing::debug!(feed = %selector.name(), "livestream shares the recording's encode");
-                }
-                gst::PadProbeReturn::Ok
-            });
-            let branch = shared.branch()?;
-            if let Err(e) = branch.link(&sink) {
-                shared.release_branch(&branch);
-                self.selector.release_request_pad(&sink);
-                return Err(err(format!("{e:?}")));
-            }
-            self.shared = Some((branch, sink));
+            *self.shared_enc.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared.enc.clone());
+            self.shared = Some(self.tap(shared, Source::Shared));
         }
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if s.want != Source::Shared {
@@ -291,7 +403,6 @@ impl Feed {
             drop(s);
             shared.request_keyframe();
         }
-        Ok(())
     }
 
     /// Forward the own encoder from now on (frames from its next keyframe; it is
@@ -300,33 +411,36 @@ impl Feed {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.want = Source::Own;
         if s.active == Source::Shared {
-            self.selector.set_property("active-pad", &self.own.1);
             s.active = Source::Own;
-            s.own_needs_key = true;
-            tracing::debug!(feed = %self.selector.name(), "livestream back on its own encode");
+            s.needs_key = true;
+            tracing::debug!(feed = %self.src.name(), "livestream back on its own encode");
         }
         drop(s);
         own.set_idle(false);
     }
 
-    /// Unshare and give the shared encoder's branch back (before that encoder goes).
-    pub fn drop_shared(&mut self, own: &Encoder, shared: &Encoder) {
+    /// Unshare and stop listening to the shared encoder (before that encoder goes).
+    pub fn drop_shared(&mut self, own: &Encoder) {
         self.unshare(own);
-        if let Some((branch, sink)) = self.shared.take() {
-            shared.release_branch(&branch);
-            self.selector.release_request_pad(&sink);
+        if let Some(tap) = self.shared.take() {
+            tap.remove();
         }
+        *self.shared_enc.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    /// Take the feed apart: both branches given back, the selector stopped and
-    /// removed. `shared` is the recording's encoder, if any.
-    pub fn remove(mut self, pipeline: &gst::Pipeline, own: &Encoder, shared: Option<&Encoder>) {
-        if let Some(shared) = shared {
-            self.drop_shared(own, shared);
+    /// Take the feed apart: probes removed, the `appsrc` stopped and removed (after
+    /// the consumer was unlinked from it).
+    pub fn remove(mut self, pipeline: &gst::Pipeline, own: &Encoder) {
+        self.drop_shared(own);
+        if let Some(tap) = self.own.take() {
+            tap.remove();
         }
-        own.release_branch(&self.own.0);
-        self.selector.release_request_pad(&self.own.1);
-        let _ = self.selector.set_state(gst::State::Null);
-        let _ = pipeline.remove(&self.selector);
+        if let Some(src) = self.src.static_pad("src") {
+            if let Some(peer) = src.peer() {
+                let _ = src.unlink(&peer);
+            }
+        }
+        let _ = self.src.set_state(gst::State::Null);
+        let _ = pipeline.remove(&self.src);
     }
 }

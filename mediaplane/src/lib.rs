@@ -107,7 +107,7 @@ impl Default for StreamingSettings {
             dvr_segments: 0,
             slate_recording: false,
             delay: None,
-            share_encoder: false,
+            share_encoder: true,
         }
     }
 }
@@ -731,16 +731,7 @@ impl GstMediaPlane {
                 Ok(Encoded::Branch(branch))
             }
             Audience::Streaming => {
-                let feed = Feed::new(s.pipeline.gst(), &format!("feed-{name}"), encoder)?;
-                let src = feed
-                    .selector
-                    .static_pad("src")
-                    .expect("selector has a src pad");
-                if let Err(e) = src.link(sink) {
-                    let shared = s.encoders.get(&Audience::Recording);
-                    feed.remove(s.pipeline.gst(), encoder, shared);
-                    return Err(link_err(e));
-                }
+                let feed = Feed::new(s.pipeline.gst(), &format!("feed-{name}"), encoder, sink)?;
                 Ok(Encoded::Feed(feed))
             }
         }
@@ -761,8 +752,7 @@ impl GstMediaPlane {
             }
             Some(Encoded::Feed(feed)) => {
                 if let Some(own) = s.encoders.get(&Audience::Streaming) {
-                    let shared = s.encoders.get(&Audience::Recording);
-                    feed.remove(s.pipeline.gst(), own, shared);
+                    feed.remove(s.pipeline.gst(), own);
                 }
             }
             None => {}
@@ -841,13 +831,8 @@ impl GstMediaPlane {
                 continue;
             };
             match shared {
-                Some(rec) if same && rec.settings == own.settings => {
-                    if let Err(e) = feed.share(rec) {
-                        tracing::warn!(error = %e, "the livestream keeps its own encode");
-                        feed.unshare(own);
-                    }
-                }
-                Some(rec) if !recording => feed.drop_shared(own, rec),
+                Some(rec) if same && rec.settings == own.settings => feed.share(rec),
+                Some(_) if !recording => feed.drop_shared(own),
                 _ => feed.unshare(own),
             }
         }
