@@ -4,21 +4,30 @@
 //! A program's H.264 encode ([`Encoder`]: `queue ! x264enc ! … ! h264parse ! tee`,
 //! built by `gremium_pipelines::encode`) exists while a consumer takes encoded video
 //! from that audience's program. A livestream's top rendition is fed through a
-//! [`Feed`]: an `input-selector` between the streaming program's own encoder and,
-//! while a recording runs, the recording program's. While both programs show the
-//! same thing (decided by the media plane: same consent of every participant for
-//! both audiences, the same slate, no broadcast delay, the same encode settings) the
-//! feed takes the recording's encode and the streaming encoder gets no frames, so
-//! x264 does no work: one encode for both.
+//! [`Feed`]: an `appsrc` that a probe on the streaming program's encoder and, while a
+//! recording runs, one on the recording program's push into; only the active
+//! encoder's frames go in. While both programs show the same thing (decided by the
+//! media plane: same consent of every participant for both audiences, the same
+//! slate, no broadcast delay, the same encode settings) the feed takes the
+//! recording's encode and the streaming encoder gets no frames, so x264 does no work:
+//! one encode for both.
 //!
 //! Switching is asymmetric on purpose. To its own encoder the feed switches **at
 //! once** (the moment a consent or the public flag makes the programs differ, no
-//! further frame of the recording's picture reaches the livestream) and then drops
+//! further frame of the recording's picture reaches the livestream) and then skips
 //! the own encoder's frames until its first keyframe, which is requested — the
 //! livestream has a gap of the encoder's latency (a frame or two). To the shared
 //! encode it switches at the recording encoder's next (requested) keyframe, with no
 //! gap. Both encoders have the same settings, so the stream parameters (caps,
-//! SPS/PPS) do not change at a switch.
+//! SPS/PPS) do not change at a switch; frames are re-stamped with their running time
+//! and never go back in time.
+//!
+//! Why an `appsrc` and not an `input-selector`: the consumer sees one stream from one
+//! source (no sticky events of two upstreams replayed at a switch), and pushing into
+//! it never blocks, so a stuck livestream can never hold up the recording's encoder.
+//!
+//! Owns: the encoders' elements and the feeds. Must not touch the programs'
+//! composition or the consumers' bins beyond linking to their `video_h264` pads.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -15,7 +15,7 @@
 //! [`GstMediaPlane::attach_consumer`]. A recording (a
 //! `gremium_recorder::RecordingBin`) and a livestream (a
 //! `gremium_streamer::hls::HlsBin`, with its RTMP pushes) are such consumers. With
-//! `StreamingSettings::share_encoder` (experimental) they take their main video
+//! `StreamingSettings::share_encoder` (the default) they take their main video
 //! already encoded from the program's encoder ([`encoders`]), and the livestream takes
 //! the recording's encode while both audiences see the same program.
 
@@ -93,9 +93,8 @@ pub struct StreamingSettings {
     pub delay: Option<Duration>,
     /// The programs' video is encoded by the media plane ([`encoders`]) and the
     /// livestream takes the recording's encode while both audiences see the same
-    /// program. Off (the default), the recording and the livestream each encode their
-    /// own program as before. Experimental: a livestream switched back to the shared
-    /// encode mid-stream was seen to stall under CPU load (see issue 5's note).
+    /// program (the default). Off, the recording and the livestream each encode their
+    /// own program.
     pub share_encoder: bool,
 }
 

@@ -24,7 +24,10 @@ pub struct H264 {
 /// `{prefix}-profile` and `{prefix}-parse` (put a queue in front: the encoder should
 /// run on a thread of its own). x264 runs `veryfast`
 /// with `zerolatency` (no lookahead, no B-frames: a live output must not wait for
-/// future frames); the profile is forced so an HLS master playlist's `CODECS` holds;
+/// future frames, and a recording's first keyframe must be on disk within a second)
+/// and diamond motion search (`me=dia`, as `superfast` has): on the reference
+/// composite it costs 13 % less CPU than `veryfast`'s hexagon search at the same
+/// PSNR (`bench/recording.sh`); the profile is forced so an HLS master playlist's `CODECS` holds;
 /// `h264parse` repeats SPS/PPS before every keyframe so each segment or fragment
 /// decodes on its own. Returns `[x264enc, capsfilter, h264parse]`.
 pub fn h264_chain(
@@ -35,6 +38,8 @@ pub fn h264_chain(
     let enc = make("x264enc", Some(&format!("{prefix}-enc")))?;
     enc.set_property_from_str("tune", "zerolatency");
     enc.set_property_from_str("speed-preset", "veryfast");
+    // Through the option string: applied after the preset and tune.
+    enc.set_property("option-string", "me=dia");
     enc.set_property("bitrate", s.kbps);
     enc.set_property("key-int-max", s.keyframe_interval.max(1));
     let profile = capsfilter(

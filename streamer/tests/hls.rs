@@ -322,3 +322,72 @@ async fn finishing_a_stalled_bin_reports_the_watchdog_instead_of_hanging() {
     .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A livestream started in a running meeting: its sinks preroll inside the HLS bin,
+/// and the meeting's pipeline stays PLAYING throughout (before, it lost its state to
+/// the prerolling sinks and its running time stood still meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_a_livestream_to_a_running_pipeline_keeps_it_playing() {
+    gst::init().unwrap();
+    let dir = temp_dir("running");
+    let pipeline = gst::Pipeline::new();
+    let src = |desc: &str| gst::parse::bin_from_description(desc, true).unwrap();
+    let vsrc = src(
+        "videotestsrc is-live=true pattern=ball ! capsfilter caps=\"video/x-raw,format=I420,\
+         width=320,height=180,framerate=15/1,pixel-aspect-ratio=1/1\" ! tee name=vt \
+         allow-not-linked=true",
+    );
+    let asrc = src(
+        "audiotestsrc is-live=true wave=sine ! capsfilter caps=\"audio/x-raw,format=S16LE,\
+         rate=48000,channels=2,layout=interleaved\" ! tee name=at allow-not-linked=true",
+    );
+    pipeline.add_many([&vsrc, &asrc]).unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let (_, state, _) = pipeline.state(gst::ClockTime::from_seconds(5));
+    assert_eq!(state, gst::State::Playing);
+    let bus = pipeline.bus().unwrap();
+    while bus.pop().is_some() {}
+
+    let settings = HlsSettings {
+        window: 3,
+        renditions: vec![Rendition::new("180p", 320, 180, 300)],
+        ..HlsSettings::new(&dir, 15)
+    };
+    let hls = HlsBin::new(&settings).unwrap();
+    pipeline.add(hls.bin()).unwrap();
+    hls.bin().sync_state_with_parent().unwrap();
+    for (tee, pad) in [(&vsrc, "video"), (&asrc, "audio")] {
+        let tee = tee
+            .by_name(if pad == "video" { "vt" } else { "at" })
+            .unwrap();
+        let src = tee.request_pad_simple("src_%u").unwrap();
+        let ghost = gst::GhostPad::with_target(&src).unwrap();
+        ghost.set_active(true).unwrap();
+        tee.parent()
+            .and_downcast::<gst::Bin>()
+            .unwrap()
+            .add_pad(&ghost)
+            .unwrap();
+        ghost.link(&hls.bin().static_pad(pad).unwrap()).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while segment_files(&dir.join("180p")).len() < 2 {
+        assert!(Instant::now() < deadline, "no segments");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while let Some(msg) = bus.pop() {
+        if let gst::MessageView::StateChanged(s) = msg.view() {
+            if s.src() == Some(pipeline.upcast_ref()) {
+                panic!(
+                    "the pipeline changed state: {:?} → {:?} (pending {:?})",
+                    s.old(),
+                    s.current(),
+                    s.pending()
+                );
+            }
+        }
+    }
+    let _ = hls.finish(Duration::from_secs(5)).await;
+    pipeline.set_state(gst::State::Null).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -23,7 +23,13 @@ glib::wrapper! {
 impl DrainBin {
     /// A new bin named `name`.
     pub fn new(name: &str) -> DrainBin {
-        glib::Object::builder().property("name", name).build()
+        // Its hlssink2s preroll when the bin is added to a running meeting; the bin
+        // handles that itself, so the meeting pipeline does not lose its PLAYING state
+        // (and with it, running time) meanwhile.
+        glib::Object::builder()
+            .property("name", name)
+            .property("async-handling", true)
+            .build()
     }
 
     /// Names of the direct children that posted EOS so far.
