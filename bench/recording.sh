@@ -2,8 +2,9 @@
 # The reference recording job, Gremium next to ffmpeg: 4 participants, each a WebM
 # file with VP8 640x360@30 (libvpx realtime, 800 kbit/s) and Opus 48 kHz (a moving
 # test pattern and a sine tone of its own), composited into a 2x2 grid on a
-# 1280x720@30 canvas and recorded as H.264 2.5 Mbit/s (x264 veryfast, zerolatency)
-# + AAC 128 kbit/s in MP4. The inputs are read at real time on both sides, like
+# 1280x720@30 canvas and recorded as H.264 2.5 Mbit/s (x264 veryfast, zerolatency;
+# Gremium adds me=dia, both sides a 2 s rate-control buffer) + AAC 128 kbit/s in
+# MP4. The inputs are read at real time on both sides, like
 # live cameras.
 #
 #   gremium: `cargo bench -p gremium-recorder --bench reference` — matroskademux,
