@@ -244,11 +244,28 @@ async fn an_ice_restart_over_whip_patch_keeps_media_flowing() {
     assert_eq!(r.status().as_u16(), 412, "stale ETag");
     let r = patch(
         location.clone(),
-        Some(etag1),
+        Some(etag1.clone()),
         format!("a=ice-ufrag:{}\r\na=end-of-candidates\r\n", local.ufrag),
     )
     .await;
     assert_eq!(r.status().as_u16(), 204, "trickle in the new ICE session");
+
+    // Two restarts racing with the same ETag: one is answered, the other finds the
+    // ETag moved on (412), never both.
+    let race = |u: &str| {
+        render_sdpfrag(
+            u,
+            &format!("{u}PasswordOfTwentyFour"),
+            &["candidate:1 1 UDP 2015363327 127.0.0.1 9 typ host".to_string()],
+        )
+    };
+    let (a, b) = tokio::join!(
+        patch(location.clone(), Some(etag1.clone()), race("RacA")),
+        patch(location.clone(), Some(etag1.clone()), race("RacB")),
+    );
+    let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [200, 412], "racing restarts");
 
     let (s, _) = app
         .send(reqwest::Method::DELETE, &location, Some(&join), None)

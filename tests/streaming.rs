@@ -24,6 +24,18 @@ const GOLD: [u8; 3] = [0xff, 0xd7, 0x00];
 const AZURE: [u8; 3] = [0x1e, 0x50, 0xff];
 const SLATE: [u8; 3] = [0x1d, 0x35, 0x57];
 
+/// The file name of segment `n` of stream `sid` (`s{first 8 hex digits}-{n:05}.ts`).
+fn segment_name(sid: &str, n: u64) -> String {
+    format!("s{}-{n:05}.ts", &sid[..8])
+}
+
+/// The number of a segment URI (`s1a2b3c4d-00012.ts` → 12): the digits before `.ts`.
+fn segment_number(uri: &str) -> u64 {
+    let stem = uri.trim_end_matches(".ts");
+    let digits = stem.len() - stem.bytes().rev().take_while(u8::is_ascii_digit).count();
+    stem[digits..].parse().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
     let _serial = SERIAL.lock().await;
@@ -285,10 +297,7 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
     };
     let newest = |media: &str| -> u64 {
         let last = media.lines().rfind(|l| l.ends_with(".ts")).unwrap();
-        last.trim_start_matches("seg")
-            .trim_end_matches(".ts")
-            .parse()
-            .unwrap()
+        segment_number(last)
     };
     for (public, expect_slate) in [(false, true), (true, false)] {
         let before = newest(&playlist(mid.clone()).await);
@@ -309,7 +318,11 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
         }
         let out = std::process::Command::new("ffmpeg")
             .args(["-v", "error", "-i"])
-            .arg(format!("{}/live/{mid}/360p/seg{target:05}.ts", app.base))
+            .arg(format!(
+                "{}/live/{mid}/360p/{}",
+                app.base,
+                segment_name(&sid, target)
+            ))
             .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
             .output()
             .unwrap();
@@ -323,7 +336,11 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
         // The sound: silence under the slate, A's tone otherwise.
         let out = std::process::Command::new("ffmpeg")
             .args(["-v", "error", "-i"])
-            .arg(format!("{}/live/{mid}/360p/seg{target:05}.ts", app.base))
+            .arg(format!(
+                "{}/live/{mid}/360p/{}",
+                app.base,
+                segment_name(&sid, target)
+            ))
             .args(["-map", "0:a:0", "-ac", "1", "-f", "s16le", "-"])
             .output()
             .unwrap();
@@ -390,6 +407,51 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
         .await
         .unwrap();
     assert!(media.trim_end().ends_with("#EXT-X-ENDLIST"), "{media}");
+    let segments = |media: &str| -> Vec<String> {
+        media
+            .lines()
+            .filter(|l| l.ends_with(".ts"))
+            .map(String::from)
+            .collect()
+    };
+    let first_names = segments(&media);
+    assert!(!first_names.is_empty(), "{media}");
+
+    // A second stream of the meeting: its segments are served as immutable too, so
+    // none may reuse a name of the first one (a CDN would hand out the old one).
+    let (s, stream) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/streams"),
+            Some(&moderator),
+            Some(json!({"hls": true})),
+        )
+        .await;
+    assert_eq!(s, 201, "{stream}");
+    let sid = stream["id"].as_str().unwrap().to_string();
+    let second = loop {
+        let r = get(format!("/live/{mid}/360p/index.m3u8")).await;
+        if r.status() == 200 {
+            let names = segments(&r.text().await.unwrap());
+            if !names.is_empty() {
+                break names;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        second.iter().all(|n| !first_names.contains(n)),
+        "first stream {first_names:?}, second {second:?}"
+    );
+    let (s, r) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/streams/{sid}/stop"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert!(s == 202 || s == 200, "{s} {r}");
 
     for p in [&mut pa, &mut pb] {
         let _ = p.kill();
@@ -518,12 +580,7 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
             let text = http.get(url).send().await.unwrap().text().await.unwrap();
             text.lines()
                 .rfind(|l| l.ends_with(".ts"))
-                .map(|l| {
-                    l.trim_start_matches("seg")
-                        .trim_end_matches(".ts")
-                        .parse::<u64>()
-                        .unwrap()
-                })
+                .map(segment_number)
                 .unwrap_or(0)
         }
     };
@@ -641,6 +698,7 @@ async fn a_broadcast_delay_lets_the_moderator_cut_before_content_leaves() {
         )
         .await;
     assert_eq!(s, 201, "{stream}");
+    let sid = stream["id"].as_str().unwrap().to_string();
     let started = std::time::Instant::now();
     let newest = || {
         let (http, url) = (
@@ -653,12 +711,9 @@ async fn a_broadcast_delay_lets_the_moderator_cut_before_content_leaves() {
                 return None;
             }
             let text = r.text().await.unwrap();
-            text.lines().rfind(|l| l.ends_with(".ts")).map(|l| {
-                l.trim_start_matches("seg")
-                    .trim_end_matches(".ts")
-                    .parse::<u64>()
-                    .unwrap()
-            })
+            text.lines()
+                .rfind(|l| l.ends_with(".ts"))
+                .map(segment_number)
         }
     };
     let wait_for = |n: u64| {
@@ -683,7 +738,11 @@ async fn a_broadcast_delay_lets_the_moderator_cut_before_content_leaves() {
     let decode = |n: u64| {
         let out = std::process::Command::new("ffmpeg")
             .args(["-v", "error", "-i"])
-            .arg(format!("{}/live/{mid}/360p/seg{n:05}.ts", app.base))
+            .arg(format!(
+                "{}/live/{mid}/360p/{}",
+                app.base,
+                segment_name(&sid, n)
+            ))
             .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
             .output()
             .unwrap();
@@ -766,7 +825,8 @@ async fn a_broadcast_delay_lets_the_moderator_cut_before_content_leaves() {
 /// program's encoder gets no frames. When a participant withdraws only the livestream
 /// consent, the livestream takes its own encode at once — that participant is in no
 /// later livestream frame but stays in the recording — and shares again when the
-/// consent comes back.
+/// consent comes back. When the recording ends, the livestream goes on, on its own
+/// encode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_encode_serves_recording_and_livestream_while_their_audiences_match() {
     use gremium_protocol::Audience;
@@ -900,7 +960,7 @@ async fn one_encode_serves_recording_and_livestream_while_their_audiences_match(
     app.set_consent(&mid, &b, &b_join, true, true).await;
     wait_idle(true).await;
 
-    app.stop(&moderator, "streams", &sid).await;
+    // The recording ends while shared: the livestream goes on, on its own encode.
     app.stop(&moderator, "recordings", &rid).await;
     let done = wait_event_for(
         &mut ws,
@@ -910,6 +970,20 @@ async fn one_encode_serves_recording_and_livestream_while_their_audiences_match(
     )
     .await;
     assert_eq!(done["state"], "finished", "{done}");
+    let own = || async { media.encoders(meeting).await[&Audience::Streaming] };
+    let str5 = own().await;
+    assert!(!str5.1, "the livestream's encoder idle without a recording");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let str6 = own().await;
+    assert!(str6.0 >= str5.0 + 10, "own encoder: {str5:?} → {str6:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (i, (gold, azure)) in watch().into_iter().enumerate() {
+        assert!(
+            gold > 5_000 && azure > 5_000,
+            "frame {i} after the recording ended: {gold} A, {azure} B"
+        );
+    }
+    app.stop(&moderator, "streams", &sid).await;
     // The recording shows B throughout (B never withdrew the recording consent).
     let archivist = app.token(&[Role::Archivist]);
     let out = std::process::Command::new("ffmpeg")

@@ -32,7 +32,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use gremium_pipelines::encode::{h264_chain, is_keyframe, H264};
+use gremium_pipelines::encode::{h264_chain, is_keyframe, request_keyframe_upstream, H264};
 use gremium_pipelines::{make, PipelineError};
 use gst::prelude::*;
 
@@ -272,7 +272,16 @@ fn forward(
         own_idle.store(true, Ordering::Relaxed);
         tracing::debug!(feed = %src.name(), "livestream shares the recording's encode");
     }
-    if s.active != from || !after_last {
+    if s.active != from {
+        return;
+    }
+    if !after_last {
+        if key && s.needs_key {
+            // The keyframe this encoder was asked for is not later than the other
+            // encoder's last frame: ask for the next one rather than wait a GOP.
+            drop(s);
+            request_keyframe_upstream(pad);
+        }
         return;
     }
     if s.needs_key {

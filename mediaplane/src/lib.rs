@@ -1072,6 +1072,9 @@ impl GstMediaPlane {
         settings.dvr_window = (streaming.dvr_segments > 0).then_some(streaming.dvr_segments);
         settings.delay = streaming.delay;
         settings.files = hls;
+        // Segment names of their own (served as immutable): a CDN must never hand out
+        // an earlier stream's segment of the same number.
+        settings.segment_prefix = format!("s{}-", &stream_id.simple().to_string()[..8]);
         // Never upscale: the ladder's rungs up to the canvas, or the canvas itself.
         settings
             .renditions

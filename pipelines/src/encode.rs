@@ -64,3 +64,12 @@ pub fn h264_chain(
 pub fn is_keyframe(buffer: &gst::BufferRef) -> bool {
     !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT)
 }
+
+/// Ask the encoder upstream of `sink` (a sink pad downstream of it) for a keyframe.
+pub fn request_keyframe_upstream(sink: &gst::Pad) -> bool {
+    sink.push_event(
+        gst_video::UpstreamForceKeyUnitEvent::builder()
+            .all_headers(true)
+            .build(),
+    )
+}

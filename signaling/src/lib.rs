@@ -92,6 +92,7 @@ struct Inner {
     settings: ApiSettings,
     clock: Clock,
     consent_locks: Vec<tokio::sync::Mutex<()>>,
+    whip_restart_locks: Vec<tokio::sync::Mutex<()>>,
     metrics: ops::Metrics,
     /// WHIP session → (meeting, participant, ICE restarts so far). In memory:
     /// publishing sessions do not outlive the media plane that holds them.
@@ -142,6 +143,9 @@ impl AppState {
             settings,
             clock,
             consent_locks: (0..CONSENT_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            whip_restart_locks: (0..CONSENT_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             metrics: ops::Metrics::install(),
@@ -301,6 +305,14 @@ impl AppState {
         let (_, _, restarts) = sessions.get_mut(&session)?;
         *restarts += 1;
         Some(api::whip::etag(session, *restarts))
+    }
+
+    /// Held by a WHIP PATCH that may restart ICE (it carries a ufrag) from its
+    /// If-Match check until its new ETag is counted, so of two restarts racing with
+    /// one ETag the second sees the new one and gets 412 (striped by session).
+    pub(crate) fn whip_restart_lock(&self, session: Uuid) -> &tokio::sync::Mutex<()> {
+        let idx = session.as_u128() as usize % CONSENT_LOCK_STRIPES;
+        &self.0.whip_restart_locks[idx]
     }
 
     pub(crate) fn whip_sessions_remove(&self, session: Uuid) {

@@ -8,7 +8,7 @@
 //! ```text
 //! DIR/index.m3u8                master playlist (written by Rust when the bin is built)
 //! DIR/{rendition}/index.m3u8    live media playlist of each video rendition
-//! DIR/{rendition}/seg%05d.ts    MPEG-TS segments (H.264 High + AAC-LC)
+//! DIR/{rendition}/{prefix}%05d.ts  MPEG-TS segments (H.264 High + AAC-LC)
 //! DIR/audio/index.m3u8          audio-only rendition (AAC-LC 128 kbit/s)
 //! ```
 //!
@@ -59,8 +59,8 @@ pub const AUDIO_KBPS: u32 = 128;
 pub const AUDIO_RENDITION: &str = "audio";
 /// File name of every playlist (master and media).
 pub const PLAYLIST: &str = "index.m3u8";
-/// Segment file name pattern inside a rendition's directory.
-pub const SEGMENT_PATTERN: &str = "seg%05d.ts";
+/// Default segment name prefix (`seg00000.ts`, …).
+pub const SEGMENT_PREFIX: &str = "seg";
 
 /// One video rung of the ladder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +129,11 @@ pub struct HlsSettings {
     /// It must then be the program's own size and encode settings. Not with a delay
     /// (the delay holds raw video back).
     pub encoded_top: bool,
+    /// Segment files are named `{segment_prefix}00000.ts`, … (1–32 of
+    /// `[A-Za-z0-9_-]`). Segments are served as immutable, so each presentation in a
+    /// directory needs a prefix of its own: a CDN or browser would otherwise hand out
+    /// an earlier stream's `seg00000.ts` for the next one's.
+    pub segment_prefix: String,
 }
 
 impl HlsSettings {
@@ -144,6 +149,7 @@ impl HlsSettings {
             renditions: Rendition::default_ladder(),
             files: true,
             encoded_top: false,
+            segment_prefix: SEGMENT_PREFIX.into(),
         }
     }
 
@@ -189,6 +195,15 @@ impl HlsSettings {
     /// Check that the settings make a playable presentation.
     pub fn validate(&self) -> Result<(), StreamerError> {
         let bad = |m: String| Err(StreamerError::InvalidSettings(m));
+        let p = &self.segment_prefix;
+        if p.is_empty()
+            || p.len() > 32
+            || !p
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+        {
+            return bad(format!("segment prefix {p:?} is not 1-32 of [A-Za-z0-9_-]"));
+        }
         // The segment location is a printf pattern: a `%` in the directory would be
         // read as a conversion.
         if self.dir.to_str().is_none_or(|d| d.contains('%')) {
@@ -701,7 +716,7 @@ fn hls_sink(s: &HlsSettings, name: &str) -> Result<gst::Element, StreamerError> 
     // Checked UTF-8 by `validate`; the joined parts are ASCII.
     let path = |file: &str| dir.join(file).to_string_lossy().to_string();
     let sink = make("hlssink2", Some(&format!("hls-{name}")))?;
-    sink.set_property("location", path(SEGMENT_PATTERN));
+    sink.set_property("location", path(&format!("{}%05d.ts", s.segment_prefix)));
     sink.set_property("playlist-location", path(PLAYLIST));
     sink.set_property("target-duration", s.segment.as_secs() as u32);
     sink.set_property("playlist-length", s.playlist_length());
@@ -868,6 +883,20 @@ mod tests {
                 "kbit/s",
                 HlsSettings {
                     renditions: vec![Rendition::new("a", 640, 360, 0)],
+                    ..ok.clone()
+                },
+            ),
+            (
+                "segment prefix",
+                HlsSettings {
+                    segment_prefix: "%d/..".into(),
+                    ..ok.clone()
+                },
+            ),
+            (
+                "segment prefix",
+                HlsSettings {
+                    segment_prefix: String::new(),
                     ..ok.clone()
                 },
             ),

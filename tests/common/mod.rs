@@ -301,6 +301,8 @@ pub async fn wait_event_for(
         if e["type"] == kind && pred(&e) {
             return e;
         }
+        // Shown with a failing test's output: what happened while it waited.
+        eprintln!("event while waiting for {kind}: {e}");
     }
 }
 

@@ -310,6 +310,15 @@ pub async fn trickle(
             "expected content-type application/trickle-ice-sdpfrag".into(),
         ));
     }
+    let text = body_text(&state, body)?;
+    let frag = parse_sdpfrag(&text).map_err(ApiError::BadRequest)?;
+    // A ufrag may restart ICE: from the If-Match check until the new ETag is counted
+    // no other PATCH of this session may restart (RFC 9725: a restart with a stale
+    // ETag gets 412).
+    let _restart = match frag.ufrag {
+        Some(_) => Some(state.whip_restart_lock(session_id).lock().await),
+        None => None,
+    };
     if let Some(tag) = headers.get(header::IF_MATCH) {
         let tag = tag.to_str().unwrap_or("").trim();
         let ours = state
@@ -321,8 +330,6 @@ pub async fn trickle(
             ));
         }
     }
-    let text = body_text(&state, body)?;
-    let frag = parse_sdpfrag(&text).map_err(ApiError::BadRequest)?;
     let command = MediaCommand::AddIceCandidates {
         meeting_id,
         session_id,
