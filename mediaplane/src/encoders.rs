@@ -279,8 +279,15 @@ fn forward(
         if key && s.needs_key {
             // The keyframe this encoder was asked for is not later than the other
             // encoder's last frame: ask for the next one rather than wait a GOP.
+            // Off this streaming thread: the request travels up through the very
+            // elements that are pushing this buffer.
             drop(s);
-            request_keyframe_upstream(pad);
+            if let Some(tee) = pad.parent_element() {
+                let pad = pad.clone();
+                tee.call_async(move |_| {
+                    request_keyframe_upstream(&pad);
+                });
+            }
         }
         return;
     }
