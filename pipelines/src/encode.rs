@@ -25,9 +25,10 @@ pub struct H264 {
 /// run on a thread of its own). x264 runs `veryfast`
 /// with `zerolatency` (no lookahead, no B-frames: a live output must not wait for
 /// future frames, and a recording's first keyframe must be on disk within a second)
-/// and diamond motion search (`me=dia`, as `superfast` has): on the reference
-/// composite it costs 13 % less CPU than `veryfast`'s hexagon search at the same
-/// PSNR (`bench/recording.sh`); the profile is forced so an HLS master playlist's `CODECS` holds;
+/// and diamond motion search (`me=dia`, as `superfast` has): encoding the
+/// benchmark's reference composite from a file it costs 13 % less CPU than
+/// `veryfast`'s hexagon search at the same PSNR (see the README's recording
+/// benchmark); the profile is forced so an HLS master playlist's `CODECS` holds;
 /// `h264parse` repeats SPS/PPS before every keyframe so each segment or fragment
 /// decodes on its own. Returns `[x264enc, capsfilter, h264parse]`.
 pub fn h264_chain(
