@@ -913,7 +913,9 @@ fn source_branch(
     pad_ok(elements[elements.len() - 1].static_pad("src"), "source")?
         .link(&mixer_pad)
         .map_err(link_err("source → compositor"))?;
-    for e in &elements {
+    // Downstream first: a source started before the elements after it pushes into
+    // a flushing pad, gets FLUSHING back and stops for good (no error posted).
+    for e in elements.iter().rev() {
         e.sync_state_with_parent().map_err(state_err)?;
     }
     Ok(Branch {

@@ -114,7 +114,8 @@ impl Harness {
         self.program
             .connect(id, Kind::Audio, &acaps.static_pad("src").unwrap())
             .unwrap();
-        for e in [&vsrc, &vcaps, &asrc, &acaps] {
+        // Downstream first, or a source may push into a flushing pad and stop.
+        for e in [&acaps, &asrc, &vcaps, &vsrc] {
             e.sync_state_with_parent().unwrap();
         }
         self.sources.push((id, Kind::Video, vsrc));
