@@ -48,8 +48,9 @@ impl Db {
             Some(_) => return Ok(false),
         }
         sqlx::query(
-            "insert into chapters (id, meeting_id, title, at, created_by) \
-             values ($1, $2, $3, $4, $5)",
+            "insert into chapters (id, meeting_id, title, at, created_by, seq) \
+             values ($1, $2, $3, $4, $5, \
+             (select coalesce(max(seq), 0) + 1 from chapters where meeting_id = $2))",
         )
         .bind(chapter.id.to_string())
         .bind(chapter.meeting_id.to_string())
@@ -63,11 +64,13 @@ impl Db {
         Ok(true)
     }
 
-    /// A meeting's chapters in the order they were marked.
+    /// A meeting's chapters in the order of their time; marks within the same
+    /// millisecond in the order they were stored (two racing on PostgreSQL may share
+    /// a `seq`, and then fall back to their id).
     pub async fn list_chapters(&self, meeting_id: Uuid) -> Result<Vec<Chapter>> {
         let rows = sqlx::query(
             "select id, meeting_id, title, at, created_by from chapters \
-             where meeting_id = $1 order by at, id",
+             where meeting_id = $1 order by at, seq, id",
         )
         .bind(meeting_id.to_string())
         .fetch_all(self.pool())
