@@ -162,15 +162,7 @@ async fn moderator_runs_a_meeting_and_clients_see_every_change(backend: Backend)
     assert_eq!(e["error"]["code"], "conflict");
 
     // Stream with an RTMP key that must never come back.
-    let (s, st) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/streams"),
-            Some(&moderator),
-            Some(json!({"hls": true, "rtmp": [{"url": "rtmp://127.0.0.1:1935/live", "key": "super-secret-key"}]})),
-        )
-        .await;
-    assert_eq!(s, 201, "{st}");
+    let st = app.start_stream(&moderator, &mid, json!({"hls": true, "rtmp": [{"url": "rtmp://127.0.0.1:1935/live", "key": "super-secret-key"}]})).await;
     assert!(!st.to_string().contains("super-secret-key"));
     assert_eq!(st["hls_url"], format!("/live/{mid}/index.m3u8"));
     let sid = st["id"].as_str().unwrap().to_string();

@@ -76,15 +76,9 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
         wait_event(&mut ws, "participant_media_started", |_| true).await;
     }
 
-    let (s, stream) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/streams"),
-            Some(&moderator),
-            Some(json!({"hls": true})),
-        )
+    let stream = app
+        .start_stream(&moderator, &mid, json!({"hls": true}))
         .await;
-    assert_eq!(s, 201, "{stream}");
     assert_eq!(stream["hls_url"], format!("/live/{mid}/index.m3u8"));
     let sid = stream["id"].as_str().unwrap().to_string();
     wait_event(&mut ws, "stream_state_changed", |e| e["state"] == "active").await;
@@ -419,15 +413,9 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
 
     // A second stream of the meeting: its segments are served as immutable too, so
     // none may reuse a name of the first one (a CDN would hand out the old one).
-    let (s, stream) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/streams"),
-            Some(&moderator),
-            Some(json!({"hls": true})),
-        )
+    let stream = app
+        .start_stream(&moderator, &mid, json!({"hls": true}))
         .await;
-    assert_eq!(s, 201, "{stream}");
     let sid = stream["id"].as_str().unwrap().to_string();
     let second = loop {
         let r = get(format!("/live/{mid}/360p/index.m3u8")).await;
@@ -499,18 +487,16 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
         .local_addr()
         .unwrap()
         .port();
-    let (s, stream) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/streams"),
-            Some(&moderator),
-            Some(json!({"hls": true, "rtmp": [
+    let stream = app
+        .start_stream(
+            &moderator,
+            &mid,
+            json!({"hls": true, "rtmp": [
                 {"url": format!("rtmp://127.0.0.1:{port}/live"), "key": "geheim-1234"},
                 {"url": format!("rtmp://127.0.0.1:{dead}/live"), "key": "geheim-5678"},
-            ]})),
+            ]}),
         )
         .await;
-    assert_eq!(s, 201, "{stream}");
     assert!(!stream.to_string().contains("geheim"), "{stream}");
     let sid = stream["id"].as_str().unwrap().to_string();
     let destination = |i: usize, status: &'static str| {
@@ -689,15 +675,9 @@ async fn a_broadcast_delay_lets_the_moderator_cut_before_content_leaves() {
     next_event(&mut ws).await;
     let mut pa = spawn_small_publisher(&app.base, &mid, &a_join, "ffd700", 60);
     wait_event(&mut ws, "participant_media_started", |_| true).await;
-    let (s, stream) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/streams"),
-            Some(&moderator),
-            Some(json!({"hls": true})),
-        )
+    let stream = app
+        .start_stream(&moderator, &mid, json!({"hls": true}))
         .await;
-    assert_eq!(s, 201, "{stream}");
     let sid = stream["id"].as_str().unwrap().to_string();
     let started = std::time::Instant::now();
     let newest = || {
@@ -864,15 +844,9 @@ async fn one_encode_serves_recording_and_livestream_while_their_audiences_match(
         wait_event(&mut ws, "participant_media_started", |_| true).await;
     }
     let rid = app.start_recording(&moderator, &mid).await;
-    let (s, stream) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/streams"),
-            Some(&moderator),
-            Some(json!({"hls": true})),
-        )
+    let stream = app
+        .start_stream(&moderator, &mid, json!({"hls": true}))
         .await;
-    assert_eq!(s, 201, "{stream}");
     let sid = stream["id"].as_str().unwrap().to_string();
     wait_event(&mut ws, "stream_state_changed", |e| e["state"] == "active").await;
 

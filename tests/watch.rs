@@ -66,15 +66,13 @@ async fn status_follows_stream_public_switch_and_end() {
         json!({"title": "Stadtrat, 12. Sitzung", "state": "waiting", "hls": null})
     );
     // RTMP only: nothing to play on the page.
-    let (s, r) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/streams"),
-            Some(&moderator),
-            Some(json!({"rtmp": [{"url": "rtmp://127.0.0.1/live", "key": "k"}]})),
+    let r = app
+        .start_stream(
+            &moderator,
+            &mid,
+            json!({"rtmp": [{"url": "rtmp://127.0.0.1/live", "key": "k"}]}),
         )
         .await;
-    assert_eq!(s, 201, "{r}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(status(&app, &mid).await["state"], "waiting");
     let sid = r["id"].as_str().unwrap();
@@ -405,15 +403,8 @@ async fn chromium_watches_a_meeting() {
         |_| true,
     )
     .await;
-    let (s, stream) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/streams"),
-            Some(&moderator),
-            Some(json!({"hls": true})),
-        )
+    app.start_stream(&moderator, &mid, json!({"hls": true}))
         .await;
-    assert_eq!(s, 201, "{stream}");
     wait_event_for(
         &mut ws,
         Duration::from_secs(20),

@@ -195,6 +195,26 @@ impl TestApp {
         rec["id"].as_str().unwrap().to_string()
     }
 
+    /// Start a livestream (`POST /api/v1/meetings/{mid}/streams` with `body`, e.g.
+    /// `{"hls": true}`); asserts 201 and returns the stream.
+    pub async fn start_stream(
+        &self,
+        token: &str,
+        mid: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let (s, stream) = self
+            .send(
+                reqwest::Method::POST,
+                &format!("/api/v1/meetings/{mid}/streams"),
+                Some(token),
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, 201, "{stream}");
+        stream
+    }
+
     /// POST a stop (`/api/v1/recordings/{id}/stop` or `/api/v1/streams/{id}/stop`);
     /// asserts it was taken (202, or 200 when already stopped).
     pub async fn stop(&self, token: &str, kind: &str, id: &str) {
