@@ -131,6 +131,18 @@ async fn call(
 
 /// Poll a recording until it is finished (fails on `failed` or after 30 s).
 async fn wait_finished(http: &reqwest::Client, base: &str, rid: &str, token: &str) -> Value {
+    wait_state(http, base, rid, token, "finished").await
+}
+
+/// Poll a recording until it is in `state` (`finished` or `failed`; 30 s), failing
+/// at once if it lands in the other one.
+async fn wait_state(
+    http: &reqwest::Client,
+    base: &str,
+    rid: &str,
+    token: &str,
+    state: &str,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (s, r) = call(
@@ -142,11 +154,14 @@ async fn wait_finished(http: &reqwest::Client, base: &str, rid: &str, token: &st
         )
         .await;
         assert_eq!(s, 200, "{r}");
-        if r["state"] == "finished" {
+        if r["state"] == state {
             return r;
         }
-        assert_ne!(r["state"], "failed", "{r}");
-        assert!(Instant::now() < deadline, "not finalized: {r}");
+        assert!(
+            r["state"] != "finished" && r["state"] != "failed",
+            "wanted {state}: {r}"
+        );
+        assert!(Instant::now() < deadline, "not {state}: {r}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -486,6 +501,30 @@ async fn a_recording_survives_kill_9_of_the_server() {
     assert_eq!(s, 201, "{rec}");
     let rid = rec["id"].as_str().unwrap().to_string();
     let spool = data_dir.join("spool").join(format!("{rid}.spool"));
+    // A second meeting's recording, whose spool will be unreadable after the crash.
+    let (s, m) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/api/v1/meetings"),
+        &moderator,
+        Some(json!({"title": "Bauausschuss"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{m}");
+    let (s, rec) = call(
+        &http,
+        Method::POST,
+        &format!(
+            "{base}/api/v1/meetings/{}/recordings",
+            m["id"].as_str().unwrap()
+        ),
+        &moderator,
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{rec}");
+    let broken = rec["id"].as_str().unwrap().to_string();
+    let broken_spool = data_dir.join("spool").join(format!("{broken}.spool"));
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(
         std::fs::metadata(&spool).unwrap().len() > 10_000,
@@ -494,6 +533,8 @@ async fn a_recording_survives_kill_9_of_the_server() {
     server.child.kill().unwrap(); // SIGKILL
     server.child.wait().unwrap();
     drop(server);
+    let len = std::fs::metadata(&broken_spool).unwrap().len() as usize;
+    std::fs::write(&broken_spool, vec![0u8; len]).unwrap();
 
     let _server = start_server(&data_dir, port).await;
     let view = wait_finished(&http, &base, &rid, &archivist).await;
@@ -509,6 +550,30 @@ async fn a_recording_survives_kill_9_of_the_server() {
     assert!(
         codecs.contains("h264") && codecs.contains("aac"),
         "{codecs}"
+    );
+
+    // The unreadable spool: the recording is marked failed and its spool stays
+    // (encrypted) until the recording is deleted; then it goes too.
+    let failed = wait_state(&http, &base, &broken, &archivist, "failed").await;
+    assert!(
+        failed["failure"]
+            .as_str()
+            .is_some_and(|f| f.contains("recovery")),
+        "{failed}"
+    );
+    assert!(broken_spool.exists());
+    let (s, r) = call(
+        &http,
+        Method::DELETE,
+        &format!("{base}/api/v1/recordings/{broken}"),
+        &archivist,
+        None,
+    )
+    .await;
+    assert_eq!(s, 204, "{r}");
+    assert!(
+        !broken_spool.exists(),
+        "spool of a deleted recording left behind"
     );
     let (code, out, err) = gremium(&["audit", "verify"], &data_dir);
     assert_eq!(code, 0, "{out}{err}");

@@ -945,6 +945,27 @@ impl GstMediaPlane {
         Ok(CommandOutcome::Accepted)
     }
 
+    /// Remove the spool a deleted recording left (a failed one keeps it until then).
+    /// A running recording's spool is being written: refused.
+    async fn discard_recording(
+        &self,
+        recording_id: Uuid,
+    ) -> Result<CommandOutcome, MediaPlaneError> {
+        if self
+            .0
+            .recordings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&recording_id)
+        {
+            return Err(MediaPlaneError::Rejected("the recording is running".into()));
+        }
+        let spool = spool_path(&self.0.settings.recordings_dir, recording_id);
+        blocking(|| gremium_recorder::finalize::remove_spool(&spool))
+            .map_err(|e| MediaPlaneError::Failed(format!("removing the spool: {e}")))?;
+        Ok(CommandOutcome::Accepted)
+    }
+
     /// Stop a recording: cut it off the program, finish the file (10 s watchdog),
     /// report finished or failed. Stopping an unknown or stopped recording is a no-op.
     async fn stop_recording(&self, recording_id: Uuid) {
@@ -2005,6 +2026,9 @@ impl MediaPlane for GstMediaPlane {
             MediaCommand::StopRecording { recording_id, .. } => {
                 self.stop_recording(recording_id).await;
                 Ok(CommandOutcome::Accepted)
+            }
+            MediaCommand::DiscardRecording { recording_id, .. } => {
+                self.discard_recording(recording_id).await
             }
             MediaCommand::StopStream { stream_id, .. } => {
                 self.stop_stream(stream_id).await;

@@ -130,6 +130,15 @@ pub enum MediaCommand {
         /// Recording to stop.
         recording_id: Uuid,
     },
+    /// Remove what the media plane still holds of a recording that is deleted: its
+    /// encrypted spool (a failed recording's stays there until then). A recording
+    /// that is still running is left alone.
+    DiscardRecording {
+        /// Meeting the recording belongs to.
+        meeting_id: Uuid,
+        /// Recording being deleted.
+        recording_id: Uuid,
+    },
     /// Start live outputs (HLS and/or RTMP) of the livestream-audience program.
     StartStream {
         /// Meeting to stream.
@@ -226,6 +235,7 @@ impl MediaCommand {
             MediaCommand::SetConsent { meeting_id, .. }
             | MediaCommand::StartRecording { meeting_id, .. }
             | MediaCommand::StopRecording { meeting_id, .. }
+            | MediaCommand::DiscardRecording { meeting_id, .. }
             | MediaCommand::StartStream { meeting_id, .. }
             | MediaCommand::StopStream { meeting_id, .. }
             | MediaCommand::SetPublic { meeting_id, .. }

@@ -249,6 +249,17 @@ fn completion_path(spool: &Path) -> PathBuf {
     spool.with_extension("done")
 }
 
+/// Remove a spool and its completion mark, if there are any.
+pub fn remove_spool(spool: &Path) -> std::io::Result<()> {
+    for path in [spool.to_path_buf(), completion_path(spool)] {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Mark a spool as completely written.
 pub fn write_completion(spool: &Path, c: &Completion) -> std::io::Result<()> {
     let path = completion_path(spool);

@@ -29,6 +29,7 @@ impl MediaPlane for NoMediaPlane {
             | MediaCommand::SetLayout { .. }
             | MediaCommand::EndMeeting { .. }
             | MediaCommand::StopRecording { .. }
+            | MediaCommand::DiscardRecording { .. }
             | MediaCommand::StopStream { .. } => Ok(CommandOutcome::Applied {
                 media_time_ns: None,
             }),
@@ -414,6 +415,7 @@ pub mod fake {
                     });
                     Ok(CommandOutcome::Accepted)
                 }
+                MediaCommand::DiscardRecording { .. } => Ok(CommandOutcome::Accepted),
                 MediaCommand::SetPublic { .. }
                 | MediaCommand::SetLayout { .. }
                 | MediaCommand::EndMeeting { .. } => Ok(CommandOutcome::Applied {

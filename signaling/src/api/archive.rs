@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use gremium_protocol::MediaCommand;
 use gremium_storage::vault::{manifest_context, media_context, poster_context};
 use gremium_storage::{ArchiveQuery, LedgerRecord, Meeting, Recording, VaultError};
 use serde::{Deserialize, Serialize};
@@ -388,7 +389,8 @@ pub async fn get_manifest(
 }
 
 /// Delete a recording and the objects it was stored in: the data key first
-/// (crypto-shredding: every copy is unreadable from then on), then the objects.
+/// (crypto-shredding: every copy is unreadable from then on), then the objects and
+/// any spool the media plane still holds.
 /// Shared by `DELETE /recordings/{rid}` and the retention job.
 pub(crate) async fn delete_recording_now(
     state: &AppState,
@@ -434,6 +436,15 @@ pub(crate) async fn delete_recording_now(
         if let Err(e) = state.vault().store().delete(key).await {
             tracing::warn!(recording_id = %rid, error = %e, "object not deleted");
         }
+    }
+    // A failed recording's encrypted spool is still in the media plane's spool
+    // directory: unreadable now, removed too.
+    let discard = MediaCommand::DiscardRecording {
+        meeting_id: r.meeting_id,
+        recording_id: rid,
+    };
+    if let Err(e) = state.media().execute(discard).await {
+        tracing::warn!(recording_id = %rid, error = %e, "spool not removed");
     }
     Ok(!shredded.already)
 }
