@@ -469,3 +469,105 @@ impl Feed {
         let _ = pipeline.remove(&self.src);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A livestream consumer that takes nothing for 4 s: the encoder keeps encoding
+    /// at full rate, the feed holds at most `FEED_MAX_QUEUED`, and once the consumer
+    /// takes data again what follows the dropped stretch starts at a keyframe.
+    #[test]
+    fn a_stuck_consumer_never_holds_up_the_encoder() {
+        gst::init().unwrap();
+        let pipeline = gst::Pipeline::new();
+        let src = make("videotestsrc", None).unwrap();
+        src.set_property("is-live", true);
+        let caps =
+            gremium_pipelines::capsfilter(gremium_pipelines::i420_caps(320, 180, 30)).unwrap();
+        let own = Encoder::new(
+            "encode-streaming",
+            H264 {
+                kbps: 300,
+                keyframe_interval: 30,
+            },
+        )
+        .unwrap();
+        let sink = gst_app::AppSink::builder()
+            .sync(false)
+            .max_buffers(0)
+            .build();
+        pipeline
+            .add_many([&src, &caps, own.bin.upcast_ref(), sink.upcast_ref()])
+            .unwrap();
+        src.link(&caps).unwrap();
+        caps.link_pads(None, &own.bin, Some("video")).unwrap();
+        let consumer = sink.static_pad("sink").unwrap();
+        // The consumer is stuck: its first buffer never goes through until unblocked.
+        let block = consumer
+            .add_probe(
+                gst::PadProbeType::BLOCK_DOWNSTREAM | gst::PadProbeType::BUFFER,
+                |_, _| gst::PadProbeReturn::Ok,
+            )
+            .unwrap();
+        let feed = Feed::new(&pipeline, "feed", &own, &consumer).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+
+        std::thread::sleep(Duration::from_secs(1));
+        let (frames, t) = (own.frames(), std::time::Instant::now());
+        let mut peak = gst::ClockTime::ZERO;
+        while t.elapsed() < Duration::from_secs(4) {
+            peak = peak.max(feed.src.current_level_time());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let encoded = own.frames() - frames;
+        let rate = encoded as f64 / t.elapsed().as_secs_f64();
+        assert!(
+            rate > 25.0,
+            "the encoder slowed to {rate:.1} fps behind a stuck consumer"
+        );
+        // Two seconds and the frame that found the queue full.
+        assert!(
+            peak <= FEED_MAX_QUEUED + gst::ClockTime::from_mseconds(100),
+            "the feed held {peak} for a stuck consumer"
+        );
+        assert!(
+            peak >= gst::ClockTime::from_mseconds(1500),
+            "the feed held only {peak}"
+        );
+
+        consumer.remove_probe(block);
+        // Collect 3 s more; find where frames were dropped.
+        let mut frames: Vec<(gst::ClockTime, bool)> = Vec::new();
+        let until = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < until {
+            if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
+                let b = sample.buffer().unwrap();
+                frames.push((b.pts().unwrap(), is_keyframe(b)));
+            }
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert!(frames[0].1, "the feed's first frame is not a keyframe");
+        let frame = gst::ClockTime::from_mseconds(34);
+        let gaps: Vec<usize> = (1..frames.len())
+            .filter(|&i| frames[i].0 - frames[i - 1].0 > frame)
+            .collect();
+        assert!(
+            !gaps.is_empty(),
+            "nothing was dropped in 4 s of a stuck consumer"
+        );
+        for i in &gaps {
+            assert!(
+                frames[*i].1,
+                "after dropped frames the feed resumed on a delta frame"
+            );
+        }
+        assert!(
+            frames.last().unwrap().0 > frames[0].0 + gst::ClockTime::from_seconds(5),
+            "the feed did not catch up: {} → {}",
+            frames[0].0,
+            frames.last().unwrap().0
+        );
+    }
+}
