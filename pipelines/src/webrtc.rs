@@ -394,7 +394,8 @@ fn decoder_for(encoding: &str) -> Result<(MediaKind, Vec<gst::Element>), Pipelin
 }
 
 /// Decode everything `webrtc` receives: for each incoming RTP stream a depayloader
-/// and decoder are added to `bin`, and `on_decoded` gets the raw source pad to link.
+/// and decoder are added to `bin`, and `on_decoded` gets the raw source pad to link
+/// (before the stream is connected: link it there and then).
 /// Unsupported codecs are sunk into a fakesink and reported to `on_unsupported`.
 pub fn decode_incoming(
     webrtc: &gst::Element,
@@ -426,16 +427,20 @@ pub fn decode_incoming(
             let sink = elements[0]
                 .static_pad("sink")
                 .ok_or_else(|| PipelineError::Link("depayloader".into()))?;
-            pad.link(&sink)
-                .map_err(|e| PipelineError::Link(format!("webrtcbin → depayloader: {e:?}")))?;
             let src = elements[elements.len() - 1]
                 .static_pad("src")
                 .ok_or_else(|| PipelineError::Link("decoder".into()))?;
-            Ok((kind, src))
+            Ok((kind, sink, src))
         });
         match result {
-            Ok((kind, src)) => {
+            Ok((kind, sink, src)) => {
+                // The decoded pad is linked before any data can reach it: a push into
+                // an unlinked pad returns NOT_LINKED, which would stop the stream.
                 on_decoded(kind, src.clone());
+                if let Err(e) = pad.link(&sink) {
+                    tracing::warn!(error = ?e, %encoding, "webrtcbin → depayloader not linked");
+                    return;
+                }
                 if kind == MediaKind::Video {
                     // Frames sent before DTLS was up are lost; without this the decoder
                     // waits for the publisher's next periodic keyframe.
