@@ -571,9 +571,15 @@ async fn a_recording_survives_kill_9_of_the_server() {
     )
     .await;
     assert_eq!(s, 204, "{r}");
+    let left: Vec<_> = std::fs::read_dir(data_dir.join("spool"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&broken))
+        .collect();
     assert!(
-        !broken_spool.exists(),
-        "spool of a deleted recording left behind"
+        left.is_empty(),
+        "files of a deleted recording left behind: {left:?}"
     );
     let (code, out, err) = gremium(&["audit", "verify"], &data_dir);
     assert_eq!(code, 0, "{out}{err}");

@@ -1,13 +1,13 @@
 //! Post-processing of a finished (or crash-orphaned) recording spool.
 //!
-//! 1. **Seal**: the spool's records are re-chunked into the sealed object format
-//!    (fixed-size chunks, so archive reads can serve byte ranges), still encrypted
-//!    with the recording's data key; the SHA-256 of the stored bytes is computed on
-//!    the way.
-//! 2. **Validate**: ffmpeg (through ffmpeg-sidecar) reads the decrypted media from a
-//!    pipe with stream copy into the null muxer: every packet is parsed, the streams
-//!    are listed and the last progress time is the duration. A file ffmpeg cannot
-//!    read fails the recording.
+//! 1. **Seal and validate**, in one pass over the spool: its records are re-chunked
+//!    into the sealed object format (fixed-size chunks, so archive reads can serve
+//!    byte ranges), still encrypted with the recording's data key, the SHA-256 of
+//!    the stored bytes computed on the way; the same decrypted pieces go to ffmpeg
+//!    (through ffmpeg-sidecar) on a pipe, with stream copy into the null muxer: every
+//!    packet is parsed, the streams are listed and the last progress time is the
+//!    duration. A file ffmpeg cannot read fails the recording (half-written sealed
+//!    copies are removed; the spool stays until the recording is deleted).
 //! 3. **Poster**: ffmpeg decodes one frame (at 1 s, or the first) into a 480 px wide
 //!    JPEG, which is sealed like the media.
 //! 4. **Store**: both objects go to the object store, retried with backoff while the
@@ -90,53 +90,110 @@ fn parse_time(t: &str) -> Option<f64> {
 }
 
 /// Run ffmpeg with the decrypted spool on stdin; hand each event to `on_event`.
-fn run_ffmpeg(
+/// With `also`, each decrypted piece goes to it too (on the feeder thread), and the
+/// whole spool is read even if ffmpeg stops reading early; without, reading stops
+/// with ffmpeg. `finish` gets the outcome of reading (on the feeder thread); what it
+/// returns is returned.
+fn run_ffmpeg<T: Send + 'static>(
     spool: &Path,
     key: &DataKey,
     context: &[u8],
     args: &[&str],
+    mut also: Option<Box<dyn FnMut(&[u8]) -> std::io::Result<()> + Send>>,
+    finish: impl FnOnce(Result<(), String>) -> T + Send + 'static,
     mut on_event: impl FnMut(FfmpegEvent),
-) -> Result<(), String> {
+) -> Result<T, String> {
     let mut child = FfmpegCommand::new()
         .hide_banner()
         .input("pipe:0")
         .args(args)
         .spawn()
         .map_err(|e| format!("ffmpeg could not be started: {e}"))?;
-    let mut stdin = child.take_stdin().ok_or("ffmpeg without stdin")?;
+    let mut stdin = Some(child.take_stdin().ok_or("ffmpeg without stdin")?);
     let (spool, key, context) = (spool.to_path_buf(), key.clone(), context.to_vec());
-    // ffmpeg may stop reading early (poster): a broken pipe then ends the feeder.
     let feeder = std::thread::spawn(move || {
-        let _ = read_spool(&spool, &key, &context, |p| stdin.write_all(p));
+        let read = read_spool(&spool, &key, &context, |p| {
+            if let Some(also) = &mut also {
+                also(p)?;
+            }
+            // ffmpeg may stop reading early (poster, a broken file): from then on
+            // only `also` gets the rest, if there is one.
+            if let Some(pipe) = &mut stdin {
+                if let Err(e) = pipe.write_all(p) {
+                    if also.is_none() {
+                        return Err(e);
+                    }
+                    stdin = None;
+                }
+            }
+            Ok(())
+        });
+        drop(stdin); // EOF for ffmpeg
+        finish(
+            read.map(|_| ())
+                .map_err(|e| format!("reading the spool: {e}")),
+        )
     });
     let events = child.iter().map_err(|e| format!("ffmpeg output: {e}"))?;
     for event in events {
         on_event(event);
     }
     let status = child.wait().map_err(|e| format!("ffmpeg: {e}"))?;
-    let _ = feeder.join();
+    let fed = feeder
+        .join()
+        .map_err(|_| "the spool reader panicked".to_string())?;
     if !status.success() {
         return Err(format!("ffmpeg exited with {status}"));
     }
-    Ok(())
+    Ok(fed)
 }
 
-/// Validate the media: stream copy into the null muxer. `progress` gets the media
-/// time reached, in seconds, as ffmpeg reports it.
-pub fn probe(
+/// Validate the media while sealing it into `sealed` (one pass over the spool):
+/// ffmpeg stream-copies it into the null muxer. `progress` gets the media time
+/// reached, in seconds, as ffmpeg reports it.
+pub fn seal_and_probe(
     spool: &Path,
     key: &DataKey,
     context: &[u8],
+    sealed: &Path,
     mut progress: impl FnMut(f64),
-) -> Result<Probe, String> {
+) -> Result<(Sealed, Probe), String> {
+    let file = std::fs::File::create(sealed).map_err(|e| format!("{}: {e}", sealed.display()))?;
+    let writer = SealWriter::new(BufWriter::new(file), key, context).map_err(|e| e.to_string())?;
+    let writer = Arc::new(std::sync::Mutex::new(Some(writer)));
+    let (w_also, w_finish) = (writer.clone(), writer);
+    let also = move |p: &[u8]| {
+        let mut w = w_also.lock().unwrap_or_else(|e| e.into_inner());
+        match w.as_mut() {
+            Some(w) => w.write(p).map_err(std::io::Error::other),
+            None => Ok(()),
+        }
+    };
+    let also: Box<dyn FnMut(&[u8]) -> std::io::Result<()> + Send> = Box::new(also);
+    let finish = move |read: Result<(), String>| -> Result<Sealed, String> {
+        read?;
+        let w = w_finish
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or("sealed twice")?;
+        let (sealed, out) = w.finish().map_err(|e| e.to_string())?;
+        out.into_inner()
+            .map_err(|e| e.to_string())?
+            .sync_all()
+            .map_err(|e| e.to_string())?;
+        Ok(sealed)
+    };
     let mut streams = Vec::new();
     let mut duration: Option<f64> = None;
     let mut errors = Vec::new();
-    run_ffmpeg(
+    let sealed = run_ffmpeg(
         spool,
         key,
         context,
         &["-map", "0", "-c", "copy", "-f", "null", "-"],
+        Some(also),
+        finish,
         |event| match event {
             FfmpegEvent::ParsedInputStream(s) => {
                 let (kind, width, height, sample_rate) = match &s.type_specific_data {
@@ -164,17 +221,20 @@ pub fn probe(
             _ => {}
         },
     )
-    .map_err(|e| format!("{e}: {}", errors.join("; ")))?;
+    .map_err(|e| format!("{e}: {}", errors.join("; ")))??;
     if streams.is_empty() {
         return Err(format!("ffmpeg found no streams: {}", errors.join("; ")));
     }
-    Ok(Probe {
-        container: "mp4",
-        duration_s: duration.unwrap_or(0.0),
-        streams,
-        recovered: false,
-        first_fragment_ms: None,
-    })
+    Ok((
+        sealed,
+        Probe {
+            container: "mp4",
+            duration_s: duration.unwrap_or(0.0),
+            streams,
+            recovered: false,
+            first_fragment_ms: None,
+        },
+    ))
 }
 
 /// A JPEG poster (480 px wide) from the frame at 1 s, or the first frame.
@@ -195,11 +255,20 @@ pub fn poster(spool: &Path, key: &DataKey, context: &[u8]) -> Result<Vec<u8>, St
             "image2pipe",
             "pipe:1",
         ]);
-        run_ffmpeg(spool, key, context, &args, |event| {
-            if let FfmpegEvent::OutputChunk(chunk) = event {
-                jpeg.extend_from_slice(&chunk);
-            }
-        })?;
+        // ffmpeg stops reading after the frame, and so does the feeder.
+        run_ffmpeg(
+            spool,
+            key,
+            context,
+            &args,
+            None,
+            |_| (),
+            |event| {
+                if let FfmpegEvent::OutputChunk(chunk) = event {
+                    jpeg.extend_from_slice(&chunk);
+                }
+            },
+        )?;
         if jpeg.starts_with(&[0xFF, 0xD8]) {
             return Ok(jpeg);
         }
@@ -249,9 +318,15 @@ fn completion_path(spool: &Path) -> PathBuf {
     spool.with_extension("done")
 }
 
-/// Remove a spool and its completion mark, if there are any.
+/// Remove a spool, its completion mark and what an interrupted post-processing left
+/// next to it (sealed media and poster not yet stored), if there are any.
 pub fn remove_spool(spool: &Path) -> std::io::Result<()> {
-    for path in [spool.to_path_buf(), completion_path(spool)] {
+    for path in [
+        spool.to_path_buf(),
+        completion_path(spool),
+        spool.with_extension("media.sealed"),
+        spool.with_extension("poster.sealed"),
+    ] {
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -328,12 +403,7 @@ pub async fn finalize(
         tokio::task::spawn_blocking(move || -> Result<_, String> {
             let context = media_context(recording_id);
             let sealed_media = spool.with_extension("media.sealed");
-            let media = seal_to(&sealed_media, &key, &context, |sink| {
-                read_spool(&spool, &key, &context, sink)
-                    .map(|_| ())
-                    .map_err(|e| format!("reading the spool: {e}"))
-            })?;
-            let mut probe = probe(&spool, &key, &context, |t| {
+            let (media, mut probe) = seal_and_probe(&spool, &key, &context, &sealed_media, |t| {
                 tracing::debug!(%recording_id, media_s = t, "validating recording");
                 progress(Duration::from_secs_f64(t.max(0.0)));
             })?;
@@ -355,9 +425,19 @@ pub async fn finalize(
             Ok((sealed_media, media, probe, poster))
         })
     };
-    let (media_path, media, probe, poster) = work
+    let done = work
         .await
-        .map_err(|e| format!("post-processing panicked: {e}"))??;
+        .unwrap_or_else(|e| Err(format!("post-processing panicked: {e}")));
+    let (media_path, media, probe, poster) = match done {
+        Ok(done) => done,
+        Err(e) => {
+            // Half-written sealed copies are of no use; the spool stays.
+            for ext in ["media.sealed", "poster.sealed"] {
+                let _ = tokio::fs::remove_file(spool.with_extension(ext)).await;
+            }
+            return Err(e);
+        }
+    };
     let media_key = media_object_key(recording_id);
     put_with_retry(store.as_ref(), &media_key, &media_path)
         .await
