@@ -203,6 +203,11 @@ struct FeedState {
     needs_key: bool,
     /// Running time (DTS, else PTS) of the last frame forwarded.
     last: Option<gst::ClockTime>,
+    /// The own encoder's frames are held back: a keyframe of the shared encoder came
+    /// no later than the last frame forwarded (its encode lags the own one, e.g. on
+    /// a loaded machine), so the feed waits for the next one, requested at once.
+    /// Without this a consistently lagging shared encode would never take over.
+    hold_own: bool,
     /// Caps last given to the `appsrc`.
     caps: Option<gst::Caps>,
 }
@@ -261,18 +266,22 @@ fn forward(
     let key = is_keyframe(buffer);
     let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
     let after_last = s.last.map_or(true, |last| at > last);
-    if from == Source::Shared
-        && s.want == Source::Shared
-        && s.active == Source::Own
-        && key
-        && after_last
-    {
-        s.active = Source::Shared;
-        s.needs_key = false;
-        own_idle.store(true, Ordering::Relaxed);
-        tracing::debug!(feed = %src.name(), "livestream shares the recording's encode");
+    if from == Source::Shared && s.want == Source::Shared && s.active == Source::Own && key {
+        if after_last {
+            s.active = Source::Shared;
+            s.needs_key = false;
+            s.hold_own = false;
+            own_idle.store(true, Ordering::Relaxed);
+            tracing::debug!(feed = %src.name(), "livestream shares the recording's encode");
+        } else if !s.hold_own {
+            s.hold_own = true;
+            drop(s);
+            tracing::debug!(feed = %src.name(), "the recording's encode lags: switching at its next keyframe");
+            request_keyframe_async(pad);
+            return;
+        }
     }
-    if s.active != from {
+    if s.active != from || (from == Source::Own && s.hold_own) {
         return;
     }
     if !after_last {
@@ -282,12 +291,7 @@ fn forward(
             // Off this streaming thread: the request travels up through the very
             // elements that are pushing this buffer.
             drop(s);
-            if let Some(tee) = pad.parent_element() {
-                let pad = pad.clone();
-                tee.call_async(move |_| {
-                    request_keyframe_upstream(&pad);
-                });
-            }
+            request_keyframe_async(pad);
         }
         return;
     }
@@ -316,6 +320,18 @@ fn forward(
     s.last = Some(at);
     // Not blocking (`block` is off); the level check above bounds the queue.
     let _ = src.push_buffer(out);
+}
+
+/// Ask the encoder upstream of `pad` (a tee's sink pad) for a keyframe, off this
+/// streaming thread: the request travels up through the very elements that are
+/// pushing the buffer at hand.
+fn request_keyframe_async(pad: &gst::Pad) {
+    if let Some(tee) = pad.parent_element() {
+        let pad = pad.clone();
+        tee.call_async(move |_| {
+            request_keyframe_upstream(&pad);
+        });
+    }
 }
 
 impl Feed {
@@ -361,6 +377,7 @@ impl Feed {
             active: Source::Own,
             needs_key: true,
             last: None,
+            hold_own: false,
             caps: None,
         }));
         let mut feed = Feed {
@@ -435,9 +452,11 @@ impl Feed {
     pub fn unshare(&mut self, own: &Encoder) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.want = Source::Own;
-        if s.active == Source::Shared {
+        if s.active == Source::Shared || s.hold_own {
+            // Own frames were skipped meanwhile: resume on a keyframe.
             s.active = Source::Own;
             s.needs_key = true;
+            s.hold_own = false;
             tracing::debug!(feed = %self.src.name(), "livestream back on its own encode");
         }
         drop(s);
@@ -512,6 +531,9 @@ mod tests {
             )
             .unwrap();
         let feed = Feed::new(&pipeline, "feed", &own, &consumer).unwrap();
+        // Far below what 5 s of this video take: a feed that blocked when "full"
+        // would stall the encoder within a second.
+        feed.src.set_max_bytes(10_000);
         pipeline.set_state(gst::State::Playing).unwrap();
 
         std::thread::sleep(Duration::from_secs(1));
@@ -569,5 +591,84 @@ mod tests {
             frames[0].0,
             frames.last().unwrap().0
         );
+    }
+
+    /// The shared encode lags the own one by 300 ms (as a recording encoder
+    /// backed up behind a busy disk might): each of its keyframes is older than the
+    /// own frame last forwarded. The feed must still switch (holding the own frames
+    /// back until the next shared keyframe), the own encoder go idle, and the output
+    /// never go back in time.
+    #[test]
+    fn a_lagging_shared_encode_still_takes_over() {
+        gst::init().unwrap();
+        let pipeline = gst::Pipeline::new();
+        let src = make("videotestsrc", None).unwrap();
+        src.set_property("is-live", true);
+        let caps =
+            gremium_pipelines::capsfilter(gremium_pipelines::i420_caps(320, 180, 30)).unwrap();
+        let tee = make("tee", None).unwrap();
+        let (q_own, q_shared) = (make("queue", None).unwrap(), make("queue", None).unwrap());
+        q_shared.set_property("min-threshold-time", 300_000_000u64);
+        q_shared.set_property("max-size-time", 2_000_000_000u64);
+        let settings = H264 {
+            kbps: 300,
+            keyframe_interval: 30,
+        };
+        let own = Encoder::new("encode-streaming", settings).unwrap();
+        let shared = Encoder::new("encode-recording", settings).unwrap();
+        let sink = gst_app::AppSink::builder()
+            .sync(false)
+            .max_buffers(0)
+            .build();
+        pipeline
+            .add_many([
+                &src,
+                &caps,
+                &tee,
+                &q_own,
+                &q_shared,
+                own.bin.upcast_ref(),
+                shared.bin.upcast_ref(),
+                sink.upcast_ref(),
+            ])
+            .unwrap();
+        gst::Element::link_many([&src, &caps, &tee]).unwrap();
+        tee.link(&q_own).unwrap();
+        tee.link(&q_shared).unwrap();
+        q_own.link_pads(None, &own.bin, Some("video")).unwrap();
+        q_shared
+            .link_pads(None, &shared.bin, Some("video"))
+            .unwrap();
+        let mut feed =
+            Feed::new(&pipeline, "feed", &own, &sink.static_pad("sink").unwrap()).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        feed.share(&shared);
+        let t = std::time::Instant::now();
+        while !own.idle() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let took = t.elapsed();
+        std::thread::sleep(Duration::from_millis(500));
+        let mut frames: Vec<(gst::ClockTime, bool)> = Vec::new();
+        while let Some(sample) = sink.try_pull_sample(gst::ClockTime::ZERO) {
+            let b = sample.buffer().unwrap();
+            frames.push((b.dts().or(b.pts()).unwrap(), is_keyframe(b)));
+        }
+        let shared_frames = shared.frames();
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert!(own.idle(), "the lagging shared encode never took over");
+        assert!(took < Duration::from_secs(2), "the switch took {took:?}");
+        assert!(shared_frames > 0);
+        assert!(frames.len() > 30, "{} frames", frames.len());
+        for w in frames.windows(2) {
+            assert!(w[1].0 > w[0].0, "the feed went back in time: {w:?}");
+        }
+        // Where the frames jump (the held-back stretch), the next one is a keyframe.
+        for i in 1..frames.len() {
+            if frames[i].0 - frames[i - 1].0 > gst::ClockTime::from_mseconds(34) {
+                assert!(frames[i].1, "resumed on a delta frame after a gap");
+            }
+        }
     }
 }
