@@ -1505,7 +1505,7 @@ impl GstMediaPlane {
         let bin_weak = bin.downgrade();
         decode_incoming(&webrtc, &bin, move |kind, pad| {
             let Some(bin) = bin_weak.upgrade() else {
-                return;
+                return false;
             };
             let last = last.clone();
             let video_seen = video_seen.clone();
@@ -1537,7 +1537,7 @@ impl GstMediaPlane {
                 Ok(tee) => tee,
                 Err(e) => {
                     tracing::warn!(error = %e, "participant branch not attached");
-                    return;
+                    return false;
                 }
             };
             let program_kind = match kind {
@@ -1558,6 +1558,7 @@ impl GstMediaPlane {
                     participant_id,
                 });
             }
+            true
         });
         let dead = self.0.dead.clone();
         webrtc.connect_notify(Some("ice-connection-state"), move |w, _| {

@@ -395,12 +395,13 @@ fn decoder_for(encoding: &str) -> Result<(MediaKind, Vec<gst::Element>), Pipelin
 
 /// Decode everything `webrtc` receives: for each incoming RTP stream a depayloader
 /// and decoder are added to `bin`, and `on_decoded` gets the raw source pad to link
-/// (before the stream is connected: link it there and then).
+/// (before the stream is connected: link it there and then, and return `true`;
+/// `false` discards the stream).
 /// Unsupported codecs are sunk into a fakesink and reported to `on_unsupported`.
 pub fn decode_incoming(
     webrtc: &gst::Element,
     bin: &gst::Bin,
-    on_decoded: impl Fn(MediaKind, gst::Pad) + Send + Sync + 'static,
+    on_decoded: impl Fn(MediaKind, gst::Pad) -> bool + Send + Sync + 'static,
 ) {
     let bin = bin.downgrade();
     webrtc.connect_pad_added(move |_, pad| {
@@ -436,7 +437,11 @@ pub fn decode_incoming(
             Ok((kind, sink, src)) => {
                 // The decoded pad is linked before any data can reach it: a push into
                 // an unlinked pad returns NOT_LINKED, which would stop the stream.
-                on_decoded(kind, src.clone());
+                if !on_decoded(kind, src.clone()) {
+                    tracing::warn!(%encoding, "decoded stream not taken: discarded");
+                    discard(&bin, pad);
+                    return;
+                }
                 if let Err(e) = pad.link(&sink) {
                     tracing::warn!(error = ?e, %encoding, "webrtcbin → depayloader not linked");
                     return;
@@ -449,18 +454,24 @@ pub fn decode_incoming(
             }
             Err(e) => {
                 tracing::warn!(error = %e, %encoding, "incoming stream not decoded");
-                if let Ok(sink) = make("fakesink", None) {
-                    // Added to a running pipeline: no preroll wait.
-                    sink.set_property("async", false);
-                    let _ = bin.add(&sink);
-                    let _ = sink.sync_state_with_parent();
-                    if let Some(p) = sink.static_pad("sink") {
-                        let _ = pad.link(&p);
-                    }
-                }
+                discard(&bin, pad);
             }
         }
     });
+}
+
+/// Sink an incoming stream nobody takes into a fakesink (an unlinked pad would stop
+/// webrtcbin's streaming thread for its other streams too).
+fn discard(bin: &gst::Bin, pad: &gst::Pad) {
+    if let Ok(sink) = make("fakesink", None) {
+        // Added to a running pipeline: no preroll wait.
+        sink.set_property("async", false);
+        let _ = bin.add(&sink);
+        let _ = sink.sync_state_with_parent();
+        if let Some(p) = sink.static_pad("sink") {
+            let _ = pad.link(&p);
+        }
+    }
 }
 
 #[cfg(test)]

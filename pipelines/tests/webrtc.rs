@@ -61,7 +61,7 @@ fn ingest(p: &Pipeline, got: Arc<Mutex<Received>>) -> gst::Element {
     let bin_weak = bin.downgrade();
     decode_incoming(&webrtc, &bin, move |kind, pad| {
         let Some(bin) = bin_weak.upgrade() else {
-            return;
+            return false;
         };
         let got = got.clone();
         let (conv, sink) = match kind {
@@ -139,6 +139,7 @@ fn ingest(p: &Pipeline, got: Arc<Mutex<Received>>) -> gst::Element {
         conv.sync_state_with_parent().unwrap();
         sink.sync_state_with_parent().unwrap();
         pad.link(&conv.static_pad("sink").unwrap()).unwrap();
+        true
     });
     webrtc
 }
@@ -319,7 +320,7 @@ async fn a_keyframe_request_at_the_ingest_reaches_the_publishers_encoder() {
     let (bin_weak, slot) = (bin.downgrade(), video_pad.clone());
     decode_incoming(&webrtc_in, &bin, move |kind, pad| {
         let Some(bin) = bin_weak.upgrade() else {
-            return;
+            return false;
         };
         let sink = make("fakesink", None).unwrap();
         bin.add(&sink).unwrap();
@@ -328,6 +329,7 @@ async fn a_keyframe_request_at_the_ingest_reaches_the_publishers_encoder() {
         if kind == MediaKind::Video {
             *slot.lock().unwrap() = Some(pad);
         }
+        true
     });
     server.start().unwrap();
 
