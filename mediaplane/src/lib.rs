@@ -209,6 +209,8 @@ struct Inner {
     memos: Mutex<HashMap<Uuid, Memo>>,
     /// Running recordings: recording → (meeting, consumer, bin).
     recordings: Mutex<HashMap<Uuid, RunningRecording>>,
+    /// Stopped recordings whose spool is still being finished or post-processed.
+    finishing: Mutex<std::collections::HashSet<Uuid>>,
     /// Running streams: stream → (meeting, consumer, bin).
     streams: Mutex<HashMap<Uuid, RunningStream>>,
     /// Appearance timelines of running recordings: recording → (meeting, timeline).
@@ -254,6 +256,7 @@ impl GstMediaPlane {
             meetings: Mutex::new(HashMap::new()),
             memos: Mutex::new(HashMap::new()),
             recordings: Mutex::new(HashMap::new()),
+            finishing: Mutex::new(std::collections::HashSet::new()),
             timelines: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
             ready,
@@ -946,19 +949,20 @@ impl GstMediaPlane {
     }
 
     /// Remove the spool a deleted recording left (a failed one keeps it until then).
-    /// A running recording's spool is being written: refused.
+    /// A recording still running, or stopped and being finished or post-processed,
+    /// is using its spool: refused.
     async fn discard_recording(
         &self,
         recording_id: Uuid,
     ) -> Result<CommandOutcome, MediaPlaneError> {
-        if self
-            .0
-            .recordings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&recording_id)
         {
-            return Err(MediaPlaneError::Rejected("the recording is running".into()));
+            let running = self.0.recordings.lock().unwrap_or_else(|p| p.into_inner());
+            let finishing = self.0.finishing.lock().unwrap_or_else(|p| p.into_inner());
+            if running.contains_key(&recording_id) || finishing.contains(&recording_id) {
+                return Err(MediaPlaneError::Rejected(
+                    "the recording is running or being finished".into(),
+                ));
+            }
         }
         let spool = spool_path(&self.0.settings.recordings_dir, recording_id);
         blocking(|| gremium_recorder::finalize::remove_spool(&spool))
@@ -969,14 +973,32 @@ impl GstMediaPlane {
     /// Stop a recording: cut it off the program, finish the file (10 s watchdog),
     /// report finished or failed. Stopping an unknown or stopped recording is a no-op.
     async fn stop_recording(&self, recording_id: Uuid) {
-        let entry = self
-            .0
-            .recordings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&recording_id);
+        let entry = {
+            let mut running = self.0.recordings.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = running.remove(&recording_id);
+            if entry.is_some() {
+                // Under the same lock: while in use, the spool is always in one set.
+                self.0
+                    .finishing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(recording_id);
+            }
+            entry
+        };
         let Some((meeting_id, consumer_id, recording)) = entry else {
             return;
+        };
+        // However this ends, the spool is no longer in use afterwards.
+        let finished = {
+            let inner = self.0.clone();
+            move || {
+                inner
+                    .finishing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&recording_id);
+            }
         };
         let timeline = self
             .0
@@ -1006,6 +1028,7 @@ impl GstMediaPlane {
                 recording_id,
                 reason: format!("the recording was not finalized within 10 s: {e}"),
             });
+            finished();
             return;
         }
         // Post-processing (seal, validate, poster, store) runs on its own: it needs
@@ -1033,20 +1056,20 @@ impl GstMediaPlane {
             })
         });
         tokio::spawn(async move {
-            sink(
-                match finalize(spool, key, recording_id, store, origin, progress).await {
-                    Ok(media) => MediaEvent::RecordingFinished {
-                        meeting_id,
-                        recording_id,
-                        media: Some(media),
-                    },
-                    Err(reason) => MediaEvent::RecordingFailed {
-                        meeting_id,
-                        recording_id,
-                        reason: format!("post-processing failed: {reason}"),
-                    },
+            let result = finalize(spool, key, recording_id, store, origin, progress).await;
+            finished();
+            sink(match result {
+                Ok(media) => MediaEvent::RecordingFinished {
+                    meeting_id,
+                    recording_id,
+                    media: Some(media),
                 },
-            );
+                Err(reason) => MediaEvent::RecordingFailed {
+                    meeting_id,
+                    recording_id,
+                    reason: format!("post-processing failed: {reason}"),
+                },
+            });
         });
     }
 
