@@ -18,7 +18,10 @@
 //! the own encoder's frames until its first keyframe, which is requested — the
 //! livestream has a gap of the encoder's latency (a frame or two). To the shared
 //! encode it switches at the recording encoder's next (requested) keyframe, with no
-//! gap. Both encoders have the same settings, so the stream parameters (caps,
+//! gap — unless that keyframe is no later than the own frame last forwarded (the
+//! recording's encode lags, e.g. on a loaded machine): then the own frames are held
+//! back from that moment and the switch happens at the next shared keyframe, a gap
+//! of the lag and a frame. Both encoders have the same settings, so the stream parameters (caps,
 //! SPS/PPS) do not change at a switch; frames are re-stamped with their running time
 //! and never go back in time.
 //!
