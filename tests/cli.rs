@@ -129,6 +129,34 @@ async fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// Create a meeting (asserts 201); its id.
+async fn create_meeting(http: &reqwest::Client, base: &str, token: &str, title: &str) -> String {
+    let (s, m) = call(
+        http,
+        reqwest::Method::POST,
+        &format!("{base}/api/v1/meetings"),
+        token,
+        Some(json!({ "title": title })),
+    )
+    .await;
+    assert_eq!(s, 201, "{m}");
+    m["id"].as_str().unwrap().to_string()
+}
+
+/// Start recording a meeting (asserts 201); the recording's id.
+async fn start_recording(http: &reqwest::Client, base: &str, token: &str, mid: &str) -> String {
+    let (s, rec) = call(
+        http,
+        reqwest::Method::POST,
+        &format!("{base}/api/v1/meetings/{mid}/recordings"),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{rec}");
+    rec["id"].as_str().unwrap().to_string()
+}
+
 /// Poll a recording until it is finished (fails on `failed` or after 30 s).
 async fn wait_finished(http: &reqwest::Client, base: &str, rid: &str, token: &str) -> Value {
     wait_state(http, base, rid, token, "finished").await
@@ -218,16 +246,7 @@ async fn readme_flow_against_the_real_binary() {
         .build()
         .unwrap();
     use reqwest::Method;
-    let (s, m) = call(
-        &http,
-        Method::POST,
-        &format!("{base}/api/v1/meetings"),
-        &moderator,
-        Some(json!({"title": "Gemeinderat"})),
-    )
-    .await;
-    assert_eq!(s, 201, "{m}");
-    let mid = m["id"].as_str().unwrap().to_string();
+    let mid = create_meeting(&http, &base, &moderator, "Gemeinderat").await;
     let (s, p) = call(
         &http,
         Method::POST,
@@ -270,16 +289,7 @@ async fn readme_flow_against_the_real_binary() {
     assert_eq!(e["recording"], true);
 
     // Record (nobody publishes: the recording holds the empty program).
-    let (s, rec) = call(
-        &http,
-        Method::POST,
-        &format!("{base}/api/v1/meetings/{mid}/recordings"),
-        &moderator,
-        None,
-    )
-    .await;
-    assert_eq!(s, 201, "{rec}");
-    let rid = rec["id"].as_str().unwrap().to_string();
+    let rid = start_recording(&http, &base, &moderator, &mid).await;
     wait_event(&mut ws, "recording_state_changed", |e| {
         e["state"] == "active"
     })
@@ -480,50 +490,12 @@ async fn a_recording_survives_kill_9_of_the_server() {
     let (_, token, _) = gremium(&["token", "--role", "archivist"], &data_dir);
     let archivist = token.trim().to_string();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let (s, m) = call(
-        &http,
-        Method::POST,
-        &format!("{base}/api/v1/meetings"),
-        &moderator,
-        Some(json!({"title": "Kreistag"})),
-    )
-    .await;
-    assert_eq!(s, 201, "{m}");
-    let mid = m["id"].as_str().unwrap().to_string();
-    let (s, rec) = call(
-        &http,
-        Method::POST,
-        &format!("{base}/api/v1/meetings/{mid}/recordings"),
-        &moderator,
-        None,
-    )
-    .await;
-    assert_eq!(s, 201, "{rec}");
-    let rid = rec["id"].as_str().unwrap().to_string();
+    let mid = create_meeting(&http, &base, &moderator, "Kreistag").await;
+    let rid = start_recording(&http, &base, &moderator, &mid).await;
     let spool = data_dir.join("spool").join(format!("{rid}.spool"));
     // A second meeting's recording, whose spool will be unreadable after the crash.
-    let (s, m) = call(
-        &http,
-        Method::POST,
-        &format!("{base}/api/v1/meetings"),
-        &moderator,
-        Some(json!({"title": "Bauausschuss"})),
-    )
-    .await;
-    assert_eq!(s, 201, "{m}");
-    let (s, rec) = call(
-        &http,
-        Method::POST,
-        &format!(
-            "{base}/api/v1/meetings/{}/recordings",
-            m["id"].as_str().unwrap()
-        ),
-        &moderator,
-        None,
-    )
-    .await;
-    assert_eq!(s, 201, "{rec}");
-    let broken = rec["id"].as_str().unwrap().to_string();
+    let other = create_meeting(&http, &base, &moderator, "Bauausschuss").await;
+    let broken = start_recording(&http, &base, &moderator, &other).await;
     let broken_spool = data_dir.join("spool").join(format!("{broken}.spool"));
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(
@@ -615,26 +587,8 @@ async fn a_restart_resumes_a_pending_upload() {
     let (_, token, _) = gremium(&["token", "--role", "archivist"], &data_dir);
     let archivist = token.trim().to_string();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let (s, m) = call(
-        &http,
-        Method::POST,
-        &format!("{base}/api/v1/meetings"),
-        &moderator,
-        Some(json!({"title": "Jugendhilfeausschuss"})),
-    )
-    .await;
-    assert_eq!(s, 201, "{m}");
-    let mid = m["id"].as_str().unwrap().to_string();
-    let (s, rec) = call(
-        &http,
-        Method::POST,
-        &format!("{base}/api/v1/meetings/{mid}/recordings"),
-        &moderator,
-        None,
-    )
-    .await;
-    assert_eq!(s, 201, "{rec}");
-    let rid = rec["id"].as_str().unwrap().to_string();
+    let mid = create_meeting(&http, &base, &moderator, "Jugendhilfeausschuss").await;
+    let rid = start_recording(&http, &base, &moderator, &mid).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     s3.stop();
     let (s, r) = call(

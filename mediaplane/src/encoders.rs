@@ -497,25 +497,28 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    const SETTINGS: H264 = H264 {
+        kbps: 300,
+        keyframe_interval: 30,
+    };
+
+    /// A pipeline with a live 320×180@30 source and its caps filter (not yet added).
+    fn live_camera() -> (gst::Pipeline, gst::Element, gst::Element) {
+        gst::init().unwrap();
+        let src = make("videotestsrc", None).unwrap();
+        src.set_property("is-live", true);
+        let caps =
+            gremium_pipelines::capsfilter(gremium_pipelines::i420_caps(320, 180, 30)).unwrap();
+        (gst::Pipeline::new(), src, caps)
+    }
+
     /// A livestream consumer that takes nothing for 4 s: the encoder keeps encoding
     /// at full rate, the feed holds at most `FEED_MAX_QUEUED`, and once the consumer
     /// takes data again what follows the dropped stretch starts at a keyframe.
     #[test]
     fn a_stuck_consumer_never_holds_up_the_encoder() {
-        gst::init().unwrap();
-        let pipeline = gst::Pipeline::new();
-        let src = make("videotestsrc", None).unwrap();
-        src.set_property("is-live", true);
-        let caps =
-            gremium_pipelines::capsfilter(gremium_pipelines::i420_caps(320, 180, 30)).unwrap();
-        let own = Encoder::new(
-            "encode-streaming",
-            H264 {
-                kbps: 300,
-                keyframe_interval: 30,
-            },
-        )
-        .unwrap();
+        let (pipeline, src, caps) = live_camera();
+        let own = Encoder::new("encode-streaming", SETTINGS).unwrap();
         let sink = gst_app::AppSink::builder()
             .sync(false)
             .max_buffers(0)
@@ -603,22 +606,13 @@ mod tests {
     /// never go back in time.
     #[test]
     fn a_lagging_shared_encode_still_takes_over() {
-        gst::init().unwrap();
-        let pipeline = gst::Pipeline::new();
-        let src = make("videotestsrc", None).unwrap();
-        src.set_property("is-live", true);
-        let caps =
-            gremium_pipelines::capsfilter(gremium_pipelines::i420_caps(320, 180, 30)).unwrap();
+        let (pipeline, src, caps) = live_camera();
         let tee = make("tee", None).unwrap();
         let (q_own, q_shared) = (make("queue", None).unwrap(), make("queue", None).unwrap());
         q_shared.set_property("min-threshold-time", 300_000_000u64);
         q_shared.set_property("max-size-time", 2_000_000_000u64);
-        let settings = H264 {
-            kbps: 300,
-            keyframe_interval: 30,
-        };
-        let own = Encoder::new("encode-streaming", settings).unwrap();
-        let shared = Encoder::new("encode-recording", settings).unwrap();
+        let own = Encoder::new("encode-streaming", SETTINGS).unwrap();
+        let shared = Encoder::new("encode-recording", SETTINGS).unwrap();
         let sink = gst_app::AppSink::builder()
             .sync(false)
             .max_buffers(0)
