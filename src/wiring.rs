@@ -181,6 +181,42 @@ async fn recover_recordings(
     Ok(())
 }
 
+/// Remove what is left in the spool directory of recordings that were deleted (a
+/// deletion removes the spool through the media plane; this catches one that failed
+/// or came while the process was down). Files of unknown recordings are left alone.
+async fn sweep_deleted_spools(db: &Db, spool_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(spool_dir) else {
+        return;
+    };
+    let ids: std::collections::BTreeSet<uuid::Uuid> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name();
+            let stem = name.to_str()?.split('.').next()?.to_string();
+            stem.parse().ok()
+        })
+        .collect();
+    for id in ids {
+        match db.get_recording(id).await {
+            Ok(Some(r)) if r.deleted_at.is_some() => {
+                let spool = gremium_recorder::finalize::spool_path(spool_dir, id);
+                match gremium_recorder::finalize::remove_spool(&spool) {
+                    Ok(()) => {
+                        tracing::info!(recording_id = %id, "removed the spool of a deleted recording")
+                    }
+                    Err(e) => {
+                        tracing::warn!(recording_id = %id, error = %e, "spool of a deleted recording not removed")
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(recording_id = %id, error = %e, "spool sweep: recording not read")
+            }
+        }
+    }
+}
+
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     let mut b = std::fs::DirBuilder::new();
     b.recursive(true);
@@ -269,6 +305,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     );
     tokio::spawn(gremium_signaling::apply_media_events(state.clone(), events));
     recover_recordings(&db, &vault, &config.storage.spool_dir, sink).await?;
+    sweep_deleted_spools(&db, &config.storage.spool_dir).await;
     tokio::spawn(gremium_signaling::retention::run(
         state.clone(),
         config.retention_sweep,
