@@ -20,8 +20,10 @@
 //! encode it switches at the recording encoder's next (requested) keyframe, with no
 //! gap — unless that keyframe is no later than the own frame last forwarded (the
 //! recording's encode lags, e.g. on a loaded machine): then the own frames are held
-//! back from that moment and the switch happens at the next shared keyframe, a gap
-//! of the lag and a frame. Both encoders have the same settings, so the stream parameters (caps,
+//! back from that moment and the switch happens at the first shared keyframe later
+//! than the last frame forwarded (one more is requested at once; if the lag outlasts
+//! it, the encoder's next periodic one): a gap of at most the lag plus a keyframe
+//! interval. Both encoders have the same settings, so the stream parameters (caps,
 //! SPS/PPS) do not change at a switch; frames are re-stamped with their running time
 //! and never go back in time.
 //!
@@ -208,8 +210,9 @@ struct FeedState {
     last: Option<gst::ClockTime>,
     /// The own encoder's frames are held back: a keyframe of the shared encoder came
     /// no later than the last frame forwarded (its encode lags the own one, e.g. on
-    /// a loaded machine), so the feed waits for the next one, requested at once.
-    /// Without this a consistently lagging shared encode would never take over.
+    /// a loaded machine), so the feed switches at its first keyframe after that
+    /// frame (one more is requested at once). Without this a consistently lagging
+    /// shared encode would never take over.
     hold_own: bool,
     /// Caps last given to the `appsrc`.
     caps: Option<gst::Caps>,
