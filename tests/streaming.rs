@@ -381,15 +381,7 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
     }
 
     // Stop: the playlists end.
-    let (s, r) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/streams/{sid}/stop"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert!(s == 202 || s == 200, "{s} {r}");
+    app.stop(&moderator, "streams", &sid).await;
     let done = wait_event(&mut ws, "stream_state_changed", |e| {
         e["state"] == "finished" || e["state"] == "failed"
     })
@@ -431,15 +423,7 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
         second.iter().all(|n| !first_names.contains(n)),
         "first stream {first_names:?}, second {second:?}"
     );
-    let (s, r) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/streams/{sid}/stop"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert!(s == 202 || s == 200, "{s} {r}");
+    app.stop(&moderator, "streams", &sid).await;
 
     for p in [&mut pa, &mut pb] {
         let _ = p.kill();

@@ -76,15 +76,7 @@ async fn status_follows_stream_public_switch_and_end() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(status(&app, &mid).await["state"], "waiting");
     let sid = r["id"].as_str().unwrap();
-    let (s, r) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/streams/{sid}/stop"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert!(s == 200 || s == 202, "{s} {r}");
+    app.stop(&moderator, "streams", &sid).await;
 
     // One stream at a time: retry while the RTMP one finishes.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
