@@ -90,19 +90,17 @@ fn parse_time(t: &str) -> Option<f64> {
 }
 
 /// Run ffmpeg with the decrypted spool on stdin; hand each event to `on_event`.
-/// With `also`, each decrypted piece goes to it too (on the feeder thread), and the
-/// whole spool is read even if ffmpeg stops reading early; without, reading stops
-/// with ffmpeg. `finish` gets the outcome of reading (on the feeder thread); what it
-/// returns is returned.
-fn run_ffmpeg<T: Send + 'static>(
+/// With `seal`, each decrypted piece is also sealed into it (on the feeder thread),
+/// the whole spool is read even if ffmpeg stops reading early, and the sealed
+/// result is returned; without, reading stops with ffmpeg.
+fn run_ffmpeg(
     spool: &Path,
     key: &DataKey,
     context: &[u8],
     args: &[&str],
-    mut also: Option<Box<dyn FnMut(&[u8]) -> std::io::Result<()> + Send>>,
-    finish: impl FnOnce(Result<(), String>) -> T + Send + 'static,
+    seal: Option<SealWriter<BufWriter<std::fs::File>>>,
     mut on_event: impl FnMut(FfmpegEvent),
-) -> Result<T, String> {
+) -> Result<Option<Result<Sealed, String>>, String> {
     let mut child = FfmpegCommand::new()
         .hide_banner()
         .input("pipe:0")
@@ -112,15 +110,16 @@ fn run_ffmpeg<T: Send + 'static>(
     let mut stdin = Some(child.take_stdin().ok_or("ffmpeg without stdin")?);
     let (spool, key, context) = (spool.to_path_buf(), key.clone(), context.to_vec());
     let feeder = std::thread::spawn(move || {
+        let mut seal = seal;
         let read = read_spool(&spool, &key, &context, |p| {
-            if let Some(also) = &mut also {
-                also(p)?;
+            if let Some(w) = &mut seal {
+                w.write(p).map_err(std::io::Error::other)?;
             }
             // ffmpeg may stop reading early (poster, a broken file): from then on
-            // only `also` gets the rest, if there is one.
+            // only the seal gets the rest, if there is one.
             if let Some(pipe) = &mut stdin {
                 if let Err(e) = pipe.write_all(p) {
-                    if also.is_none() {
+                    if seal.is_none() {
                         return Err(e);
                     }
                     stdin = None;
@@ -129,23 +128,28 @@ fn run_ffmpeg<T: Send + 'static>(
             Ok(())
         });
         drop(stdin); // EOF for ffmpeg
-        finish(
-            read.map(|_| ())
-                .map_err(|e| format!("reading the spool: {e}")),
-        )
+        seal.map(|w| {
+            read.map_err(|e| format!("reading the spool: {e}"))?;
+            let (sealed, out) = w.finish().map_err(|e| e.to_string())?;
+            out.into_inner()
+                .map_err(|e| e.to_string())?
+                .sync_all()
+                .map_err(|e| e.to_string())?;
+            Ok(sealed)
+        })
     });
     let events = child.iter().map_err(|e| format!("ffmpeg output: {e}"))?;
     for event in events {
         on_event(event);
     }
     let status = child.wait().map_err(|e| format!("ffmpeg: {e}"))?;
-    let fed = feeder
+    let sealed = feeder
         .join()
         .map_err(|_| "the spool reader panicked".to_string())?;
     if !status.success() {
         return Err(format!("ffmpeg exited with {status}"));
     }
-    Ok(fed)
+    Ok(sealed)
 }
 
 /// Validate the media while sealing it into `sealed` (one pass over the spool):
@@ -160,30 +164,6 @@ pub fn seal_and_probe(
 ) -> Result<(Sealed, Probe), String> {
     let file = std::fs::File::create(sealed).map_err(|e| format!("{}: {e}", sealed.display()))?;
     let writer = SealWriter::new(BufWriter::new(file), key, context).map_err(|e| e.to_string())?;
-    let writer = Arc::new(std::sync::Mutex::new(Some(writer)));
-    let (w_also, w_finish) = (writer.clone(), writer);
-    let also = move |p: &[u8]| {
-        let mut w = w_also.lock().unwrap_or_else(|e| e.into_inner());
-        match w.as_mut() {
-            Some(w) => w.write(p).map_err(std::io::Error::other),
-            None => Ok(()),
-        }
-    };
-    let also: Box<dyn FnMut(&[u8]) -> std::io::Result<()> + Send> = Box::new(also);
-    let finish = move |read: Result<(), String>| -> Result<Sealed, String> {
-        read?;
-        let w = w_finish
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .ok_or("sealed twice")?;
-        let (sealed, out) = w.finish().map_err(|e| e.to_string())?;
-        out.into_inner()
-            .map_err(|e| e.to_string())?
-            .sync_all()
-            .map_err(|e| e.to_string())?;
-        Ok(sealed)
-    };
     let mut streams = Vec::new();
     let mut duration: Option<f64> = None;
     let mut errors = Vec::new();
@@ -192,8 +172,7 @@ pub fn seal_and_probe(
         key,
         context,
         &["-map", "0", "-c", "copy", "-f", "null", "-"],
-        Some(also),
-        finish,
+        Some(writer),
         |event| match event {
             FfmpegEvent::ParsedInputStream(s) => {
                 let (kind, width, height, sample_rate) = match &s.type_specific_data {
@@ -221,7 +200,8 @@ pub fn seal_and_probe(
             _ => {}
         },
     )
-    .map_err(|e| format!("{e}: {}", errors.join("; ")))??;
+    .map_err(|e| format!("{e}: {}", errors.join("; ")))?
+    .ok_or("nothing sealed")??;
     if streams.is_empty() {
         return Err(format!("ffmpeg found no streams: {}", errors.join("; ")));
     }
@@ -256,19 +236,11 @@ pub fn poster(spool: &Path, key: &DataKey, context: &[u8]) -> Result<Vec<u8>, St
             "pipe:1",
         ]);
         // ffmpeg stops reading after the frame, and so does the feeder.
-        run_ffmpeg(
-            spool,
-            key,
-            context,
-            &args,
-            None,
-            |_| (),
-            |event| {
-                if let FfmpegEvent::OutputChunk(chunk) = event {
-                    jpeg.extend_from_slice(&chunk);
-                }
-            },
-        )?;
+        run_ffmpeg(spool, key, context, &args, None, |event| {
+            if let FfmpegEvent::OutputChunk(chunk) = event {
+                jpeg.extend_from_slice(&chunk);
+            }
+        })?;
         if jpeg.starts_with(&[0xFF, 0xD8]) {
             return Ok(jpeg);
         }
