@@ -14,7 +14,7 @@ use gremium_compositor::testing::near;
 use gremium_compositor::{Canvas, ProgramSettings};
 use gremium_signaling::Role;
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const GOLD: [u8; 3] = [0xff, 0xd7, 0x00];
 const AZURE: [u8; 3] = [0x1e, 0x50, 0xff];
@@ -250,40 +250,21 @@ async fn a_recording_holds_only_consenting_participants_and_plays() {
     assert!(!dir.join(format!("spool/{rid}.spool")).exists());
 
     // ffprobe over HTTP, as a player would (it seeks with Range requests).
-    let url = format!("{}/api/v1/recordings/{rid}/media", app.base);
-    let auth = format!("Authorization: Bearer {archivist}\r\n");
-    let out = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-headers", &auth])
-        .args(["-show_entries", "stream=codec_name,codec_type,width,height"])
-        .args(["-show_entries", "format=duration", "-of", "json"])
-        .arg(&url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let probe: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let codecs: Vec<&str> = probe["streams"]
-        .as_array()
-        .unwrap()
+    let (streams, duration) = app.probe_media(&archivist, &rid);
+    let codecs: Vec<&str> = streams
         .iter()
         .map(|s| s["codec_name"].as_str().unwrap())
         .collect();
     assert!(
         codecs.contains(&"h264") && codecs.contains(&"aac"),
-        "{probe}"
+        "{streams:?}"
     );
-    let duration: f64 = probe["format"]["duration"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
     assert!(
         (duration - recorded).abs() < 0.6,
         "ffprobe {duration} s, recorded {recorded} s"
     );
+    let url = format!("{}/api/v1/recordings/{rid}/media", app.base);
+    let auth = format!("Authorization: Bearer {archivist}\r\n");
 
     // Every decoded frame (2 per second) shows A and never B.
     let out = std::process::Command::new("ffmpeg")

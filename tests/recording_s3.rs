@@ -149,32 +149,9 @@ async fn an_s3_outage_during_a_recording_loses_nothing() {
         !stored.windows(4).any(|w| w == b"ftyp" || w == b"mdat"),
         "plaintext in S3"
     );
-    let out = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=codec_name"])
-        .args([
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "json",
-            "-headers",
-        ])
-        .arg(format!("Authorization: Bearer {archivist}\r\n"))
-        .arg(format!("{}/api/v1/recordings/{rid}/media", app.base))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let probe: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let text = probe.to_string();
-    assert!(text.contains("h264") && text.contains("aac"), "{probe}");
-    let played: f64 = probe["format"]["duration"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (streams, played) = app.probe_media(&archivist, &rid);
+    let text = Value::Array(streams).to_string();
+    assert!(text.contains("h264") && text.contains("aac"), "{text}");
     assert!(
         (played - recorded).abs() < 0.6,
         "plays {played} s of {recorded} s"

@@ -923,11 +923,37 @@ impl GstMediaPlane {
                 self.0.settings.streaming.share_encoder.then_some(h264),
             )
             .await?;
+        // A failed write (the spool disk filled up) ends the recording at once: the
+        // spool keeps every whole fragment before it, and stopping finalizes that.
+        let mut failures = recording.interruptions();
         self.0
             .recordings
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(recording_id, (meeting_id, consumer_id, recording));
+        let plane = self.clone();
+        tokio::spawn(async move {
+            // Ends with the bin (its sender goes) when the recording stops normally.
+            let Ok(reason) = failures.wait_for(|e| e.is_some()).await.map(|r| r.clone()) else {
+                return;
+            };
+            let reason = reason.unwrap_or_default();
+            let running = plane
+                .0
+                .recordings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&recording_id);
+            if running {
+                tracing::warn!(%recording_id, %reason, "recording interrupted; keeping what was written");
+                (plane.0.sink)(MediaEvent::RecordingInterrupted {
+                    meeting_id,
+                    recording_id,
+                    reason,
+                });
+                plane.stop_recording(recording_id).await;
+            }
+        });
         if let Some(session) = self.session(meeting_id) {
             let s = session.lock().await;
             self.update_indicators(meeting_id, &s);

@@ -360,6 +360,17 @@ pub enum MediaEvent {
         #[serde(default)]
         media: Option<RecordedMedia>,
     },
+    /// Writing the recording failed while it ran (its spool disk filled up, an I/O
+    /// error): the media plane keeps what was written and stops the recording
+    /// itself; `RecordingFinished` (or `RecordingFailed`) follows.
+    RecordingInterrupted {
+        /// Meeting.
+        meeting_id: Uuid,
+        /// Recording.
+        recording_id: Uuid,
+        /// Human-readable reason (no secrets, no addresses).
+        reason: String,
+    },
     /// The recording failed.
     RecordingFailed {
         /// Meeting.

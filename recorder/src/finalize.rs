@@ -13,6 +13,10 @@
 //! 4. **Store**: both objects go to the object store, retried with backoff while the
 //!    store is unavailable; the spool is removed only after.
 //!
+//! Before step 1 it waits until the spool's disk has room for the sealed copy (a
+//! recording interrupted by a full disk is finalized once space is freed), and the
+//! appearances are cut to the media's duration.
+//!
 //! Plaintext exists only in memory and in the pipes to ffmpeg.
 
 use std::io::{BufWriter, Write};
@@ -296,6 +300,7 @@ pub fn remove_spool(spool: &Path) -> std::io::Result<()> {
     for path in [
         spool.to_path_buf(),
         completion_path(spool),
+        spool.with_extension("done.part"),
         spool.with_extension("media.sealed"),
         spool.with_extension("poster.sealed"),
     ] {
@@ -311,8 +316,14 @@ pub fn remove_spool(spool: &Path) -> std::io::Result<()> {
 pub fn write_completion(spool: &Path, c: &Completion) -> std::io::Result<()> {
     let path = completion_path(spool);
     let tmp = path.with_extension("done.part");
-    std::fs::write(&tmp, serde_json::to_vec(c).map_err(std::io::Error::other)?)?;
-    std::fs::rename(tmp, path)
+    let written = std::fs::write(&tmp, serde_json::to_vec(c).map_err(std::io::Error::other)?)
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        // A full disk leaves a partial file; without the mark the spool is recovered
+        // as after a crash.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// The completion mark of a spool, if it was completely written.
@@ -370,6 +381,7 @@ pub async fn finalize(
         Origin::Stopped(c) => c.clone(),
         Origin::Recovered => Completion::default(),
     };
+    wait_for_room(&spool, recording_id).await;
     let work = {
         let (spool, key, completion) = (spool.clone(), key.clone(), completion.clone());
         tokio::task::spawn_blocking(move || -> Result<_, String> {
@@ -428,6 +440,7 @@ pub async fn finalize(
     let _ = tokio::fs::remove_file(&media_path).await;
     let _ = tokio::fs::remove_file(&spool).await;
     let _ = tokio::fs::remove_file(completion_path(&spool)).await;
+    let duration_ms = (probe.duration_s * 1000.0).round() as u64;
     Ok(RecordedMedia {
         media_key,
         media_sha256: media.sha256,
@@ -435,16 +448,71 @@ pub async fn finalize(
         plaintext_bytes: media.plaintext_bytes,
         poster_key,
         poster_sha256,
-        duration_ms: Some((probe.duration_s * 1000.0).round() as u64),
+        duration_ms: Some(duration_ms),
         probe: serde_json::to_string(&probe).unwrap_or_default(),
         recovered,
-        appearances: completion.appearances,
+        appearances: clip_appearances(completion.appearances, duration_ms),
     })
+}
+
+/// Appearances end where the media does: an interrupted recording's timeline runs
+/// to the stop, its media only to the last fragment written.
+fn clip_appearances(appearances: Vec<Appearance>, duration_ms: u64) -> Vec<Appearance> {
+    appearances
+        .into_iter()
+        .map(|mut a| {
+            a.ranges_ms = a
+                .ranges_ms
+                .into_iter()
+                .filter(|[from, _]| *from < duration_ms)
+                .map(|[from, to]| [from, to.min(duration_ms)])
+                .collect();
+            a
+        })
+        .collect()
+}
+
+/// Sealing writes a copy of the spool next to it. Wait (1 s doubling to 60 s) until
+/// the spool's disk has room for it: a recording interrupted because that disk filled
+/// up is finalized once space is freed, instead of failing for good. Nothing is lost
+/// meanwhile: the spool stays. If the free space cannot be read, go ahead.
+async fn wait_for_room(spool: &Path, recording_id: Uuid) {
+    let dir = spool.parent().unwrap_or(Path::new("."));
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let needed = match std::fs::metadata(spool) {
+            // The sealed copy is a little larger than the spool; the poster is small.
+            Ok(m) => m.len() + m.len() / 50 + 1024 * 1024,
+            Err(_) => return,
+        };
+        match fs4::available_space(dir) {
+            Ok(free) if free < needed => {
+                tracing::warn!(%recording_id, free, needed, retry_in_s = wait.as_secs(),
+                    "no room on the spool disk to finalize the recording; waiting");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(60));
+            }
+            _ => return,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::parse_time;
+
+    #[test]
+    fn appearances_end_with_the_media() {
+        let a = gremium_protocol::Appearance {
+            participant_id: uuid::Uuid::nil(),
+            display_name: "A".into(),
+            ranges_ms: vec![[0, 1000], [2000, 9000], [9500, 12000]],
+        };
+        let clipped = super::clip_appearances(vec![a], 9200);
+        assert_eq!(clipped[0].ranges_ms, vec![[0, 1000], [2000, 9000]]);
+        let clipped = super::clip_appearances(clipped, 5000);
+        assert_eq!(clipped[0].ranges_ms, vec![[0, 1000], [2000, 5000]]);
+    }
 
     #[test]
     fn progress_times_parse() {

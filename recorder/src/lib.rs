@@ -6,7 +6,10 @@
 //! finalization (EOS with a watchdog), and post-processing ([`finalize`]: seal the
 //! spool into the stored object, validate with ffmpeg via ffmpeg-sidecar, make the
 //! poster, hand both to the object store). Crash recovery runs the same
-//! [`finalize`] on a spool left behind.
+//! [`finalize`] on a spool left behind. A failed spool write (a full disk) closes the
+//! spool at its last whole record and is reported at once
+//! ([`RecordingBin::interruptions`]); the media plane then stops the recording, which
+//! keeps what was written.
 //!
 //! Must not: talk HTTP or SQL, know meetings. The media plane attaches a
 //! [`RecordingBin`] to a program as a consumer and finishes it; keys come from the
@@ -54,7 +57,8 @@ pub struct RecordingBin {
     bin: gst::Bin,
     path: PathBuf,
     eos: tokio::sync::watch::Receiver<bool>,
-    write_error: Arc<Mutex<Option<String>>>,
+    /// Set once, when writing the spool failed (see [`RecordingBin::interruptions`]).
+    write_error: tokio::sync::watch::Receiver<Option<String>>,
     key: DataKey,
     first_fragment: Arc<Mutex<Option<Duration>>>,
 }
@@ -114,11 +118,10 @@ impl RecordingBin {
             SpoolWriter::create(&s.path, &s.key, &s.context)
                 .map_err(|e| PipelineError::Link(format!("spool {}: {e}", s.path.display())))?,
         ));
-        let write_error = Arc::new(Mutex::new(None::<String>));
+        let (failed, write_error) = tokio::sync::watch::channel(None::<String>);
         // The file is complete once EOS reaches the sink: mp4mux writes its last
         // fragment before passing EOS on.
         let (tx, eos) = tokio::sync::watch::channel(false);
-        let failed = write_error.clone();
         let created = std::time::Instant::now();
         let first_fragment = Arc::new(Mutex::new(None::<Duration>));
         let first = first_fragment.clone();
@@ -136,13 +139,19 @@ impl RecordingBin {
                         }
                         // One sealed record per muxer buffer, in the kernel before
                         // the next: a killed process leaves whole records behind.
-                        if let Err(e) = spool.lock().expect("spool lock").append(&map) {
-                            // The meeting's pipeline must not stop for a full disk;
-                            // the recording reports the failure when it finishes.
-                            failed
-                                .lock()
-                                .expect("error lock")
-                                .get_or_insert(e.to_string());
+                        let mut spool = spool.lock().expect("spool lock");
+                        // After a failed write the spool is closed (cut back to its
+                        // last whole record): what follows is dropped, and the
+                        // meeting's pipeline must not stop for a full disk. The
+                        // first failure is reported at once; the media plane ends
+                        // the recording then.
+                        if spool.closed().is_none() {
+                            if let Err(e) = spool.append(&map) {
+                                let secs = created.elapsed().as_secs_f64();
+                                failed.send_replace(Some(format!(
+                                    "writing the spool failed after {secs:.1} s: {e}"
+                                )));
+                            }
                         }
                     }
                     Ok(gst::FlowSuccess::Ok)
@@ -207,8 +216,22 @@ impl RecordingBin {
         &self.path
     }
 
+    /// Holds the reason once writing the spool failed (a full disk, an I/O error).
+    /// The spool then holds every whole fragment written before, and nothing after:
+    /// the recording should be stopped and finalized, which keeps that part. The
+    /// sender goes with the bin, so a waiter ends when the bin does.
+    pub fn interruptions(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.write_error.clone()
+    }
+
+    /// Why writing the spool failed, if it did.
+    pub fn write_error(&self) -> Option<String> {
+        self.write_error.borrow().clone()
+    }
+
     /// Finish: EOS into both inputs (the caller detached them from the program
-    /// first), then wait until the file is complete, at most `watchdog`.
+    /// first), then wait until the file is complete, at most `watchdog`. A spool
+    /// closed by a write failure finishes too (see [`RecordingBin::interruptions`]).
     pub async fn finish(&self, watchdog: Duration) -> Result<(), PipelineError> {
         for name in ["video", "video_h264", "audio"] {
             if let Some(pad) = self.bin.static_pad(name) {
@@ -222,11 +245,6 @@ impl RecordingBin {
         if !done {
             return Err(PipelineError::PipelineFrozen { dot_file: None });
         }
-        match self.write_error.lock().expect("error lock").take() {
-            Some(e) => Err(PipelineError::Link(format!(
-                "writing the spool failed: {e}"
-            ))),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }

@@ -97,6 +97,7 @@ fn event_name(event: &MediaEvent) -> &'static str {
     match event {
         MediaEvent::RecordingStarted { .. } => "recording_started",
         MediaEvent::RecordingFinished { .. } => "recording_finished",
+        MediaEvent::RecordingInterrupted { .. } => "recording_interrupted",
         MediaEvent::RecordingFailed { .. } => "recording_failed",
         MediaEvent::StreamStarted { .. } => "stream_started",
         MediaEvent::StreamFinished { .. } => "stream_finished",
@@ -138,6 +139,18 @@ async fn apply_one(state: &AppState, event: MediaEvent) -> Result<(), StorageErr
                 None,
             )
         }
+        // The media plane stops it itself: a stop with the reason, which is kept as
+        // the recording's `interruption` and sent with the state change.
+        RecordingInterrupted {
+            recording_id,
+            reason,
+            ..
+        } => (
+            OutputKind::Recording,
+            recording_id,
+            OutputTrigger::StopRequested,
+            Some(reason),
+        ),
         RecordingFailed {
             recording_id,
             reason,

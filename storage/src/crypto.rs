@@ -196,12 +196,22 @@ fn random_prefix() -> [u8; PREFIX] {
 
 /// Writes a spool file: each [`append`](SpoolWriter::append) is one sealed record,
 /// handed to the kernel before it returns.
+///
+/// A failed write (a full disk, an I/O error) closes the writer: the file is cut back
+/// to its last whole record, so it stays a valid spool of everything written before,
+/// and every later append is refused. Going on after the failure would either reuse
+/// the failed record's nonce (its ciphertext may be partly on the disk) or leave a
+/// gap the sequential reader cannot cross.
 pub struct SpoolWriter {
     file: File,
     stream: Stream,
     aad: Vec<u8>,
     position: u32,
     bytes: u64,
+    /// File length up to the end of the last whole record.
+    len: u64,
+    /// Why the writer closed, once a write failed.
+    closed: Option<String>,
 }
 
 impl SpoolWriter {
@@ -218,11 +228,19 @@ impl SpoolWriter {
             aad: context.to_vec(),
             position: 0,
             bytes: 0,
+            len: header.len() as u64,
+            closed: None,
         })
     }
 
-    /// Seal `data` as the next record and write it.
+    /// Seal `data` as the next record and write it. After a failed write the writer
+    /// is closed (see [`SpoolWriter`]) and this returns an error without writing.
     pub fn append(&mut self, data: &[u8]) -> Result<(), CryptoError> {
+        if let Some(why) = &self.closed {
+            return Err(CryptoError::Io(io::Error::other(format!(
+                "the spool was closed after a failed write: {why}"
+            ))));
+        }
         if data.is_empty() {
             return Ok(());
         }
@@ -243,7 +261,15 @@ impl SpoolWriter {
         record.extend_from_slice(&len.to_le_bytes());
         record.extend_from_slice(&ct);
         // One write per record: a process killed now leaves whole records behind.
-        self.file.write_all(&record)?;
+        if let Err(e) = self.file.write_all(&record) {
+            // Cut the partial record off (a shrinking truncate needs no free space).
+            // If even that fails, the reader still stops at the torn record, as after
+            // a crash: later records would be lost, and there are none.
+            let _ = self.file.set_len(self.len);
+            self.closed = Some(e.to_string());
+            return Err(e.into());
+        }
+        self.len += record.len() as u64;
         self.position = self
             .position
             .checked_add(1)
@@ -255,6 +281,11 @@ impl SpoolWriter {
     /// Plaintext bytes written so far.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Why the writer closed, if a write failed.
+    pub fn closed(&self) -> Option<&str> {
+        self.closed.as_deref()
     }
 
     /// Flush file data to stable storage.
@@ -694,6 +725,43 @@ mod tests {
             Err(CryptoError::Authentication)
         ));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_disk_closes_the_spool_with_every_whole_record_readable() {
+        let disk = crate::testing::SmallDisk::mount(256 * 1024);
+        let filler = disk.fill_leaving(50_000);
+        let path = disk.path().join("r.spool");
+        let key = DataKey::generate();
+        let mut w = SpoolWriter::create(&path, &key, b"rec").unwrap();
+        let mut n = 0u8;
+        let failure = loop {
+            match w.append(&vec![n; 7_000]) {
+                Ok(()) => n += 1,
+                Err(e) => break e,
+            }
+            assert!(n < 20, "the disk never filled");
+        };
+        assert!(failure.to_string().contains("No space left"), "{failure}");
+        assert!(w.closed().is_some());
+        assert!(n >= 3, "only {n} records fit");
+        // The partial record is cut off: the file ends with the last whole one.
+        let whole = SPOOL_HEADER as u64 + n as u64 * (4 + 7_000 + TAG as u64);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
+        // Closed for good, even with room again: no nonce is used twice.
+        std::fs::remove_file(filler).unwrap();
+        assert!(w.append(b"later").is_err());
+        drop(w);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
+        let mut seen = Vec::new();
+        let summary = read_spool(&path, &key, b"rec", |p| {
+            seen.push(p[0]);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(summary.records, n as u64);
+        assert!(!summary.torn_tail);
+        assert_eq!(seen, (0..n).collect::<Vec<_>>());
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub struct Recording {
     pub state: OutputState,
     /// Why it failed, when it did.
     pub failure: Option<String>,
+    /// Why it ended before anyone stopped it (e.g. its spool disk filled up); what
+    /// was written before is kept.
+    pub interruption: Option<String>,
     /// Who asked for it.
     pub requested_by: String,
     /// Unix milliseconds.
@@ -170,7 +173,7 @@ fn parse_state(s: &str) -> Result<OutputState> {
 }
 
 pub(crate) const RECORDING_COLUMNS: &str =
-    "id, meeting_id, state, failure, requested_by, created_at, updated_at, media_key, \
+    "id, meeting_id, state, failure, interruption, requested_by, created_at, updated_at, media_key, \
      media_sha256, stored_bytes, plaintext_bytes, poster_key, poster_sha256, duration_ms, probe, \
      deleted_at, deletion_reason, manifest_key, manifest_sha256";
 const STREAM_COLUMNS: &str =
@@ -212,6 +215,7 @@ pub(crate) fn recording_from_row(row: &sqlx::any::AnyRow) -> Result<Recording> {
         meeting_id: parse_uuid(&row.try_get::<String, _>("meeting_id")?)?,
         state: parse_state(&row.try_get::<String, _>("state")?)?,
         failure: row.try_get("failure")?,
+        interruption: row.try_get("interruption")?,
         requested_by: row.try_get("requested_by")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -265,6 +269,7 @@ impl Db {
             meeting_id: r.meeting_id,
             state: OutputState::Requested,
             failure: None,
+            interruption: None,
             requested_by: r.requested_by.clone(),
             created_at: r.created_at,
             updated_at: r.created_at,
@@ -358,7 +363,7 @@ impl Db {
         id: Uuid,
         trigger: OutputTrigger,
         now: i64,
-        failure: Option<&str>,
+        reason: Option<&str>,
         ledger: impl Fn(&Transition) -> Option<LedgerRecord>,
     ) -> Result<Transition> {
         let table = kind.table();
@@ -382,13 +387,20 @@ impl Db {
             if !transition.changed() {
                 return Ok(transition);
             }
+            // The reason of a failure is its failure; any other trigger's reason (the
+            // media plane stopping an output itself) is why it was interrupted.
+            let column = if trigger == OutputTrigger::MediaFailed {
+                "failure"
+            } else {
+                "interruption"
+            };
             let done = sqlx::query(&format!(
-                "update {table} set state = $1, updated_at = $2, failure = coalesce($3, failure) \
-                 where id = $4 and state = $5"
+                "update {table} set state = $1, updated_at = $2, \
+                 {column} = coalesce($3, {column}) where id = $4 and state = $5"
             ))
             .bind(to.as_str())
             .bind(now)
-            .bind(failure.map(str::to_string))
+            .bind(reason.map(str::to_string))
             .bind(id.to_string())
             .bind(from.as_str())
             .execute(&mut *tx)

@@ -52,3 +52,66 @@ pub async fn fresh_postgres() -> Result<Db> {
     db.migrate().await?;
     Ok(db)
 }
+
+/// A small tmpfs mounted on a new temporary directory, for tests of what happens
+/// when a disk fills up; unmounted (and the directory removed) on drop. Needs the
+/// right to mount (root, as the test command runs); panics with the reason if not.
+pub struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// Mount a tmpfs of `bytes` bytes (rounded up to whole pages by the kernel).
+    pub fn mount(bytes: u64) -> SmallDisk {
+        let path = std::env::temp_dir().join(format!("gremium-disk-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).expect("mount point");
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&path)
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "mounting a {bytes}-byte tmpfs on {} failed (the full-disk tests need to run as root): {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { path }
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Fill it with a file of zeros until the disk is full except for about
+    /// `leave` bytes; returns that file (remove it to free the space).
+    pub fn fill_leaving(&self, leave: u64) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        let block = vec![0u8; 4096];
+        // tmpfs counts whole pages; write until a page more would not fit.
+        while f.write_all(&block).is_ok() {}
+        let written = f.metadata().expect("filler size").len();
+        f.set_len(written.saturating_sub(leave))
+            .expect("shrinking the filler");
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}

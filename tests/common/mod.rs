@@ -229,6 +229,34 @@ impl TestApp {
         assert!(s == 202 || s == 200, "{s} {r}");
     }
 
+    /// ffprobe a recording's media over HTTP through the archive API, as a player
+    /// would (it seeks with Range requests); asserts ffprobe reads it. Returns the
+    /// stream list (`codec_name`, `codec_type`, `width`, `height`) and the duration.
+    pub fn probe_media(&self, token: &str, rid: &str) -> (Vec<Value>, f64) {
+        let out = std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-headers"])
+            .arg(format!("Authorization: Bearer {token}\r\n"))
+            .args(["-show_entries", "stream=codec_name,codec_type,width,height"])
+            .args(["-show_entries", "format=duration", "-of", "json"])
+            .arg(format!("{}/api/v1/recordings/{rid}/media", self.base))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let probe: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let duration = probe["format"]["duration"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or_else(|| panic!("no duration: {probe}"));
+        (
+            probe["streams"].as_array().cloned().unwrap_or_default(),
+            duration,
+        )
+    }
+
     /// A participant sets their own consent (asserts 200).
     pub async fn set_consent(
         &self,

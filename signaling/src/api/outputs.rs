@@ -49,6 +49,10 @@ pub struct RecordingView {
     pub state: OutputState,
     /// Failure reason.
     pub failure: Option<String>,
+    /// Why the recording ended before anyone stopped it, when it did: writing it
+    /// failed (e.g. its spool disk filled up). What was written before is kept and
+    /// finalized as usual.
+    pub interruption: Option<String>,
     /// Requested at.
     pub created_at: DateTime<Utc>,
     /// Last state change.
@@ -110,6 +114,7 @@ impl From<&Recording> for RecordingView {
             meeting_id: r.meeting_id,
             state: r.state,
             failure: r.failure.clone(),
+            interruption: r.interruption.clone(),
             created_at: to_datetime(r.created_at),
             updated_at: to_datetime(r.updated_at),
             media,
