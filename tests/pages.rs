@@ -700,6 +700,45 @@ async fn moderator_console() {
         DESCRIBE_CONSOLE,
     )
     .await;
+    // A recording the media plane stops itself (its spool disk filled up): the
+    // console says why, and still does once it is finished.
+    b.eval("document.getElementById('recording-start').click()")
+        .await;
+    b.wait_for(
+        "gremiumConsole.recording.state === 'active' && \
+         document.getElementById('recording-note').textContent === ''",
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+    let rid = b.eval("gremiumConsole.recording.id").await;
+    let rid = rid.as_str().unwrap();
+    let reason = "writing the spool failed after 7.4 s: No space left on device (os error 28)";
+    app.fake
+        .emit(gremium_protocol::MediaEvent::RecordingInterrupted {
+            meeting_id: mid.parse().unwrap(),
+            recording_id: rid.parse().unwrap(),
+            reason: reason.into(),
+        });
+    let note = format!("document.getElementById('recording-note').textContent === '— {reason}'");
+    b.wait_for(
+        &format!("gremiumConsole.recording.state === 'stopping' && {note}"),
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
+    app.fake
+        .emit(gremium_protocol::MediaEvent::RecordingFinished {
+            meeting_id: mid.parse().unwrap(),
+            recording_id: rid.parse().unwrap(),
+            media: None,
+        });
+    b.wait_for(
+        &format!("gremiumConsole.recording.state === 'finished' && {note}"),
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
     // A phone 360 px wide: nothing wider than the screen.
     b.call(
         "Emulation.setDeviceMetricsOverride",
