@@ -68,6 +68,9 @@ pub struct StorageConfig {
     pub master_key_file: Option<PathBuf>,
     /// Where running recordings are spooled, encrypted (default `DATA_DIR/spool`).
     pub spool_dir: Option<PathBuf>,
+    /// A recording starts only with at least this many MiB free on the spool disk
+    /// (default 256, about 13 minutes of a 720p recording; 0: no check).
+    pub spool_min_free_mb: Option<u64>,
     /// Root of the local object store (default `DATA_DIR/objects`).
     pub local_dir: Option<PathBuf>,
 }
@@ -327,6 +330,8 @@ pub struct StorageSettings {
     /// True when `master_key_file` is the default (then it may be generated).
     pub master_key_file_default: bool,
     pub spool_dir: PathBuf,
+    /// Bytes that must be free on the spool disk for a recording to start.
+    pub spool_min_free: u64,
     pub local_dir: PathBuf,
     /// The S3 store, when `storage.kind = "s3"`.
     pub s3: Option<gremium_storage::S3Settings>,
@@ -530,6 +535,12 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
             .spool_dir
             .clone()
             .unwrap_or_else(|| data_dir.join("spool")),
+        spool_min_free: file
+            .storage
+            .spool_min_free_mb
+            .unwrap_or(256)
+            .checked_mul(1024 * 1024)
+            .ok_or_else(|| anyhow::anyhow!("storage.spool_min_free_mb: too large"))?,
         local_dir: file
             .storage
             .local_dir
@@ -852,6 +863,14 @@ mod tests {
         assert!(c.database_url.starts_with("sqlite://data/gremium.db"));
         assert!(c.auth.accept_local_staff);
         assert!(c.auth.oidc.is_none());
+        assert_eq!(c.storage.spool_min_free, 256 * 1024 * 1024);
+        assert_eq!(
+            check("[storage]\nspool_min_free_mb = 0")
+                .unwrap()
+                .storage
+                .spool_min_free,
+            0
+        );
         let player = c.api.player_js.expect("a player path by default");
         assert!(player.is_absolute(), "{}", player.display());
         assert!(player.ends_with("web/node_modules/hls.js/dist/hls.min.js"));
@@ -879,6 +898,7 @@ mod tests {
             ("[limits]\nmax_body_bytes = 10", "limits.max_body_bytes"),
             ("[storage]\nkind = 'ftp'", "storage.kind"),
             ("[storage]\nmaster_key = 'abc'", "storage.master_key"),
+            ("[storage]\nspool_min_free_mb = 17592186044416", "storage.spool_min_free_mb"),
             ("[retention]\nsweep_interval_secs = 0", "retention.sweep_interval_secs"),
             ("[storage]\nkind = 's3'", "storage.s3"),
             ("[ice]\nudp_port_min = 20000\nudp_port_max = 10000", "ice.udp_port_min"),
@@ -972,6 +992,7 @@ mod tests {
             Some("gremium-pages")
         );
         assert_eq!(c.api.max_body_bytes, 65536);
+        assert_eq!(c.storage.spool_min_free, 256 * 1024 * 1024);
         assert!(c
             .api
             .player_js

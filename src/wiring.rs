@@ -288,6 +288,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             program: config.program.clone(),
             streaming: config.streaming.clone(),
             recordings_dir: config.storage.spool_dir.clone(),
+            recordings_min_free: config.storage.spool_min_free,
             store: vault.store().clone(),
             live_dir: config.api.live_dir.clone(),
         },

@@ -47,6 +47,7 @@ async fn publish_leave_cycles_leave_no_trace() {
             max_publishers: 10,
             program: Default::default(),
             recordings_dir: std::env::temp_dir().join("gremium-soak-rec"),
+            recordings_min_free: 0,
             store: vault.store().clone(),
             live_dir: std::env::temp_dir().join("gremium-soak-live"),
             streaming: Default::default(),

@@ -1,5 +1,6 @@
-//! The spool disk fills up during a recording (a real tmpfs of a few MiB, filled by
-//! the test): the recording is interrupted at once — the moderator hears it on the
+//! The spool disk is too full to start a recording (refused up front), then fills
+//! up during one (a real tmpfs of a few MiB, filled by the test): the recording is
+//! interrupted at once — the moderator hears it on the
 //! WebSocket, with the reason — it keeps every fragment written before, waits (not
 //! fails) while there is no room to finalize it, and is finalized and plays once
 //! space is freed. The meeting carries on: a new recording starts afterwards.
@@ -45,15 +46,44 @@ async fn a_full_spool_disk_interrupts_the_recording_and_keeps_what_was_written()
     let mut pa = spawn_small_publisher(&app.base, &mid, &a_join, "ffd700", 90);
     wait_event(&mut ws, "participant_media_started", |_| true).await;
 
-    // Room for a few seconds of this recording (a flat picture and a tone: about
-    // 20 kB/s), no more.
-    let filler = disk.fill_leaving(160 * 1024);
+    // Less room than the media plane asks for (1 MiB here): refused up front, with
+    // the reason, and that recording is failed.
+    let filler = disk.fill_leaving(512 * 1024);
+    let (s, refused) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/recordings"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(s, 409, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("not enough space on the spool disk")
+            && message.contains("1 MiB required"),
+        "{refused}"
+    );
+    let (_, list) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}/recordings"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(list[0]["state"], "failed", "{list}");
+    std::fs::remove_file(&filler).unwrap();
+
+    // Started with room; then the disk fills up but for a few seconds of this
+    // recording (a flat picture and a tone: about 20 kB/s).
     let rid = app.start_recording(&moderator, &mid).await;
     let started = Instant::now();
     wait_event(&mut ws, "recording_state_changed", |e| {
-        e["state"] == "active"
+        e["recording_id"] == rid.as_str() && e["state"] == "active"
     })
     .await;
+    let filler = disk.fill_leaving(160 * 1024);
     let stopping = wait_event_for(
         &mut ws,
         Duration::from_secs(60),

@@ -65,6 +65,9 @@ pub struct MediaPlaneSettings {
     pub max_publishers: usize,
     /// Where recordings are spooled (encrypted) while they run.
     pub recordings_dir: PathBuf,
+    /// A recording starts only with at least this many bytes free on the spool disk
+    /// (0: no check).
+    pub recordings_min_free: u64,
     /// Where finalized recordings are stored.
     pub store: Arc<dyn ObjectStore>,
     /// Where HLS presentations are written (`{dir}/{meeting_id}/index.m3u8`).
@@ -893,6 +896,20 @@ impl GstMediaPlane {
         let dir = &self.0.settings.recordings_dir;
         std::fs::create_dir_all(dir)
             .map_err(|e| MediaPlaneError::Failed(format!("recordings directory: {e}")))?;
+        // Refused up front rather than interrupted minutes later (which keeps what
+        // was written, but the chair would rather know now).
+        let min_free = self.0.settings.recordings_min_free;
+        if let Ok(free) = fs4::available_space(dir) {
+            if free < min_free {
+                const MIB: u64 = 1024 * 1024;
+                return Err(MediaPlaneError::Full(format!(
+                    "not enough space on the spool disk to start a recording: {} MiB free, \
+                     {} MiB required (storage.spool_min_free_mb)",
+                    free / MIB,
+                    min_free.div_ceil(MIB)
+                )));
+            }
+        }
         let share = self.0.settings.streaming.share_encoder;
         // Shared: what the livestream's top rung uses. Own: 2.5 Mb/s, a keyframe every
         // two seconds (fragments start on one).

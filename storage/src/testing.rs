@@ -90,18 +90,17 @@ impl SmallDisk {
         &self.path
     }
 
-    /// Fill it with a file of zeros until the disk is full except for about
-    /// `leave` bytes; returns that file (remove it to free the space).
+    /// Take all free space but about `leave` bytes with a new file (allocated at
+    /// once, never overshooting); returns it (remove it to free the space).
     pub fn fill_leaving(&self, leave: u64) -> std::path::PathBuf {
-        use std::io::Write;
-        let filler = self.path.join("filler");
-        let mut f = std::fs::File::create(&filler).expect("filler");
-        let block = vec![0u8; 4096];
-        // tmpfs counts whole pages; write until a page more would not fit.
-        while f.write_all(&block).is_ok() {}
-        let written = f.metadata().expect("filler size").len();
-        f.set_len(written.saturating_sub(leave))
-            .expect("shrinking the filler");
+        use fs4::fs_std::FileExt;
+        let filler = self
+            .path
+            .join(format!("filler-{}", Uuid::new_v4().simple()));
+        let free = fs4::available_space(&self.path).expect("free space");
+        let f = std::fs::File::create(&filler).expect("filler");
+        f.allocate(free.saturating_sub(leave))
+            .expect("allocating the filler");
         filler
     }
 }

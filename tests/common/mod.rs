@@ -437,6 +437,9 @@ async fn spawn_gst(
             max_publishers,
             program,
             recordings_dir: dir.join("spool"),
+            // The default's order (256 MiB) would make the tests depend on the
+            // machine's free space; the spool-disk test needs a check to trip.
+            recordings_min_free: 1024 * 1024,
             store: vault.store().clone(),
             live_dir: dir.join("live"),
             streaming,
