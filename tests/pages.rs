@@ -682,6 +682,22 @@ async fn moderator_console() {
     .await;
     b.assert_accessible("moderator console, livestream preview")
         .await;
+    // The live disk fills up: the console says HLS stalled, and why.
+    let sid = b.eval("gremiumConsole.stream.id").await;
+    let sid = sid.as_str().unwrap();
+    app.fake
+        .emit(gremium_protocol::MediaEvent::StreamHlsChanged {
+            meeting_id: mid.parse().unwrap(),
+            stream_id: sid.parse().unwrap(),
+            error: Some("hls-720p: No space left on device".into()),
+        });
+    b.wait_for(
+        "gremiumConsole.stream.state === 'active' && document.getElementById('stream-note').textContent \
+         === '— HLS: hls-720p: No space left on device'",
+        Duration::from_secs(5),
+        DESCRIBE_CONSOLE,
+    )
+    .await;
     b.eval("document.getElementById('stream-stop').click()")
         .await;
     // Buttons are disabled while a request is in flight.

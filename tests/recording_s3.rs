@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use gremium_compositor::{Canvas, ProgramSettings};
 use gremium_signaling::Role;
 use reqwest::Method;
 use serde_json::Value;
@@ -20,14 +19,7 @@ async fn an_s3_outage_during_a_recording_loses_nothing() {
     let store = s3.store();
     store.ensure_bucket().await.unwrap();
     let dir = std::env::temp_dir().join(format!("gremium-rec-s3-{}", uuid::Uuid::new_v4()));
-    let program = ProgramSettings {
-        canvas: Canvas {
-            width: 640,
-            height: 360,
-        },
-        fps: 15,
-        ..ProgramSettings::default()
-    };
+    let program = small_program();
     let (app, _media) = spawn_with_gst_media_store(
         Duration::from_secs(10),
         10,

@@ -445,14 +445,7 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut nginx = Some(NginxRtmp::start(&dir.join("nginx")));
     let port = nginx.as_ref().unwrap().port;
-    let program = ProgramSettings {
-        canvas: Canvas {
-            width: 640,
-            height: 360,
-        },
-        fps: 15,
-        ..ProgramSettings::default()
-    };
+    let program = small_program();
     let (app, _media) =
         spawn_with_gst_media_in(Duration::from_secs(10), 10, program, dir.clone()).await;
     let moderator = app.token(&[Role::Moderator]);
@@ -517,26 +510,9 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
     assert_eq!(view["rtmp"][1]["status"], "retrying", "{view}");
     assert!(view["rtmp"][1]["attempt"].as_u64().unwrap() >= 1, "{view}");
 
-    // A viewer of the platform: pulls from nginx (a few tries: right after the
-    // publish starts, nginx may not yet have the stream's headers).
-    let codecs = |port: u16| {
-        let mut last = String::new();
-        for _ in 0..5 {
-            let out = std::process::Command::new("ffprobe")
-                .args(["-v", "error", "-rw_timeout", "10000000"])
-                .args(["-show_entries", "stream=codec_name", "-of", "csv=p=0"])
-                .arg(format!("rtmp://127.0.0.1:{port}/live/geheim-1234"))
-                .output()
-                .unwrap();
-            let codecs = String::from_utf8_lossy(&out.stdout).to_string();
-            if codecs.contains("h264") && codecs.contains("aac") {
-                return;
-            }
-            last = format!("{codecs} {}", String::from_utf8_lossy(&out.stderr));
-            std::thread::sleep(Duration::from_secs(1));
-        }
-        panic!("no H.264 + AAC from nginx: {last}");
-    };
+    // A viewer of the platform pulls from nginx.
+    let codecs =
+        |port: u16| assert_rtmp_plays(&format!("rtmp://127.0.0.1:{port}/live/geheim-1234"));
     codecs(port);
 
     // nginx dies: the destination retries while HLS goes on; nginx comes back on the

@@ -1193,6 +1193,9 @@ impl GstMediaPlane {
         if !rtmp.is_empty() {
             self.watch_destinations(meeting_id, stream_id, &hls);
         }
+        if settings.files {
+            self.watch_hls_writes(meeting_id, stream_id, &hls);
+        }
         let consumer_id = self
             .attach_consumer_with(meeting_id, Audience::Streaming, hls.bin().clone(), h264)
             .await?;
@@ -1209,6 +1212,26 @@ impl GstMediaPlane {
             stream_id,
         });
         Ok(CommandOutcome::Accepted)
+    }
+
+    /// Report the HLS files stalling (a full disk) or advancing again, until the bin
+    /// is gone (its sender goes with it).
+    fn watch_hls_writes(&self, meeting_id: Uuid, stream_id: Uuid, hls: &HlsBin) {
+        let mut errors = hls.write_errors();
+        let sink = self.0.sink.clone();
+        tokio::spawn(async move {
+            while errors.changed().await.is_ok() {
+                let error = errors.borrow_and_update().clone();
+                if let Some(e) = &error {
+                    tracing::warn!(%stream_id, error = %e, "HLS output stalled; the stream's pushes go on");
+                }
+                sink(MediaEvent::StreamHlsChanged {
+                    meeting_id,
+                    stream_id,
+                    error,
+                });
+            }
+        });
     }
 
     /// Report RTMP destination changes as events until every destination stopped.
@@ -1283,7 +1306,7 @@ impl GstMediaPlane {
             Err(e) => MediaEvent::StreamFailed {
                 meeting_id,
                 stream_id,
-                reason: format!("the stream did not end within 10 s: {e}"),
+                reason: format!("the stream did not end cleanly: {e}"),
             },
         });
     }

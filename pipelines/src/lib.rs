@@ -41,6 +41,7 @@ pub const REQUIRED_ELEMENTS: &[(&str, &str)] = &[
     ("aacparse", "gstreamer1.0-plugins-good"),
     ("avenc_aac", "gstreamer1.0-libav"),
     ("hlssink2", "gstreamer1.0-plugins-bad"),
+    ("errorignore", "gstreamer1.0-plugins-bad"),
     ("flvmux", "gstreamer1.0-plugins-good"),
     ("rtmp2sink", "gstreamer1.0-plugins-bad"),
 ];

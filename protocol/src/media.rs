@@ -448,6 +448,16 @@ pub enum MediaEvent {
         /// The last error, without the stream key.
         error: Option<String>,
     },
+    /// The stream's HLS files stopped being written (`error`: a full disk), or are
+    /// written again (`None`). The stream and its RTMP pushes go on meanwhile.
+    StreamHlsChanged {
+        /// Meeting.
+        meeting_id: Uuid,
+        /// Stream.
+        stream_id: Uuid,
+        /// Why HLS is stalled; `None` once it advances again.
+        error: Option<String>,
+    },
     /// Post-processing of a stopped recording advanced (validation has read this
     /// much media). Informational; several per recording.
     RecordingProgress {

@@ -126,6 +126,14 @@ pub enum EventKind {
         /// The last error (redacted).
         error: Option<String>,
     },
+    /// A stream's HLS files stopped being written (a full disk) or are written again;
+    /// its RTMP pushes go on meanwhile.
+    StreamHlsChanged {
+        /// Stream.
+        stream_id: Uuid,
+        /// Why HLS is stalled; `null` once it advances again.
+        error: Option<String>,
+    },
     /// Post-processing of a stopped recording advanced.
     RecordingProgress {
         /// Recording.

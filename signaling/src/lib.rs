@@ -99,6 +99,8 @@ struct Inner {
     whip_sessions: std::sync::Mutex<std::collections::HashMap<Uuid, (Uuid, Uuid, u32)>>,
     live: api::live::LiveState,
     destinations: std::sync::Mutex<std::collections::HashMap<Uuid, DestinationStatuses>>,
+    /// Streams whose HLS files are not being written, and why (as last reported).
+    hls_errors: std::sync::Mutex<std::collections::HashMap<Uuid, String>>,
     /// Participants whose media the media plane reported started and not stopped,
     /// by meeting (what a console opened mid-meeting shows).
     publishing: std::sync::Mutex<std::collections::HashMap<Uuid, std::collections::HashSet<Uuid>>>,
@@ -152,6 +154,7 @@ impl AppState {
             whip_sessions: Default::default(),
             live: Default::default(),
             destinations: Default::default(),
+            hls_errors: Default::default(),
             publishing: Default::default(),
         }))
     }
@@ -244,6 +247,26 @@ impl AppState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&stream_id);
+        self.set_hls_error(stream_id, None);
+    }
+
+    /// Note why a stream's HLS is stalled (`None`: it advances).
+    pub(crate) fn set_hls_error(&self, stream_id: Uuid, error: Option<String>) {
+        let mut map = self.0.hls_errors.lock().unwrap_or_else(|p| p.into_inner());
+        match error {
+            Some(e) => map.insert(stream_id, e),
+            None => map.remove(&stream_id),
+        };
+    }
+
+    /// Why a stream's HLS is stalled, as last reported.
+    pub(crate) fn hls_error(&self, stream_id: Uuid) -> Option<String> {
+        self.0
+            .hls_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&stream_id)
+            .cloned()
     }
 
     pub fn hub(&self) -> &EventHub {

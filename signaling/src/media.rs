@@ -108,6 +108,7 @@ fn event_name(event: &MediaEvent) -> &'static str {
         MediaEvent::CameraChanged { .. } => "camera_changed",
         MediaEvent::RecordingProgress { .. } => "recording_progress",
         MediaEvent::StreamDestinationChanged { .. } => "stream_destination_changed",
+        MediaEvent::StreamHlsChanged { .. } => "stream_hls_changed",
     }
 }
 
@@ -255,6 +256,15 @@ async fn apply_one(state: &AppState, event: MediaEvent) -> Result<(), StorageErr
                     error,
                 },
             );
+            return Ok(());
+        }
+        StreamHlsChanged {
+            meeting_id,
+            stream_id,
+            error,
+        } => {
+            state.set_hls_error(stream_id, error.clone());
+            state.publish(meeting_id, EventKind::StreamHlsChanged { stream_id, error });
             return Ok(());
         }
         RecordingProgress {

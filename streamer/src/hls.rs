@@ -62,6 +62,13 @@ pub const PLAYLIST: &str = "index.m3u8";
 /// Default segment name prefix (`seg00000.ts`, …).
 pub const SEGMENT_PREFIX: &str = "seg";
 
+/// What the queue in front of each `hlssink2` input holds before it drops the oldest
+/// (only while that sink is stuck: a full disk, a muxer waiting for its other
+/// stream far longer than a segment), on top of a broadcast delay (with one, the
+/// sinks' input backs up by about the delay: measured, the delay test loses frames
+/// of A with 3 s alone).
+const GUARD_QUEUE: Duration = Duration::from_secs(3);
+
 /// One video rung of the ladder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendition {
@@ -454,6 +461,7 @@ impl HlsBin {
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
         let bin = DrainBin::new(&format!("hls-{label}"));
+        let hold = GUARD_QUEUE + s.delay.unwrap_or_default();
         let mut outputs = Vec::new();
 
         // Video: one tee of the raw program, one scaler + encoder per rendition.
@@ -541,22 +549,20 @@ impl HlsBin {
                 let src = rtmp_tee
                     .request_pad_simple("src_%u")
                     .ok_or_else(|| PipelineError::Link("rtmp-video-tee has no src pad".into()))?;
-                let target = sink.request_pad_simple("video").ok_or_else(|| {
-                    PipelineError::Link(format!("{} has no video pad", sink.name()))
-                })?;
+                let target = guarded_sink_pad(&bin, &sink, "video", hold)?;
                 src.link(&target).map_err(|e| {
                     PipelineError::Link(format!("rtmp-video-tee ! {}: {e:?}", sink.name()))
                 })?;
             } else {
-                link_to_sink(&parse, &sink, "video")?;
+                link_to_sink(&bin, &parse, &sink, "video", hold)?;
             }
-            link_audio(&bin, &atee, &sink, &r.name)?;
+            link_audio(&bin, &atee, &sink, hold)?;
             outputs.push(sink.name().to_string());
         }
         if s.files {
             let audio_only = hls_sink(s, AUDIO_RENDITION)?;
             bin.add(&audio_only).map_err(err)?;
-            link_audio(&bin, &atee, &audio_only, AUDIO_RENDITION)?;
+            link_audio(&bin, &atee, &audio_only, hold)?;
             outputs.push(audio_only.name().to_string());
         }
 
@@ -642,6 +648,18 @@ impl HlsBin {
         self.rtmp.remove(id)
     }
 
+    /// Why the HLS files are not being written right now (a full disk: the
+    /// playlists stall while the RTMP pushes go on), until a segment is written
+    /// again. `None` while they advance.
+    pub fn write_error(&self) -> Option<String> {
+        self.bin.current_error().borrow().clone()
+    }
+
+    /// Follows [`HlsBin::write_error`].
+    pub fn write_errors(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.bin.current_error()
+    }
+
     /// Every destination added so far and its status (`Stopped` ones included).
     pub fn rtmp_status(&self) -> Vec<(String, RtmpStatus)> {
         self.rtmp.status()
@@ -725,11 +743,55 @@ fn hls_sink(s: &HlsSettings, name: &str) -> Result<gst::Element, StreamerError> 
     Ok(sink)
 }
 
-/// Link `from`'s src pad to a new request pad (`video` or `audio`) of an `hlssink2`.
-fn link_to_sink(from: &gst::Element, sink: &gst::Element, pad: &str) -> Result<(), PipelineError> {
+/// A new request pad (`video` or `audio`) of an `hlssink2`, behind a guard added to
+/// `bin` — `queue (leaky, `hold`) ! errorignore` — whose sink pad is returned. A sink
+/// that cannot write (a full disk) returns a flow error, or its muxer stops taking
+/// data; unguarded, either would travel up the tees and stop the encoders the RTMP
+/// pushes share and the audio every output shares. The guard turns the error into OK
+/// and drops what a stuck sink does not take, so only that playlist stalls; the
+/// error is still posted, and reported by the bin. The queue is the branch's own
+/// thread, so one muxer waiting for its other stream never holds up the others.
+/// Caps problems still fail the link.
+fn guarded_sink_pad(
+    bin: &DrainBin,
+    sink: &gst::Element,
+    pad: &str,
+    hold: Duration,
+) -> Result<gst::Pad, PipelineError> {
     let target = sink
         .request_pad_simple(pad)
         .ok_or_else(|| PipelineError::Link(format!("{} has no {pad} pad", sink.name())))?;
+    let queue = make("queue", Some(&format!("{}-{pad}-queue", sink.name())))?;
+    queue.set_property("max-size-buffers", 0u32);
+    queue.set_property("max-size-bytes", 0u32);
+    queue.set_property("max-size-time", hold.as_nanos() as u64);
+    queue.set_property_from_str("leaky", "downstream");
+    let guard = make("errorignore", Some(&format!("{}-{pad}-guard", sink.name())))?;
+    guard.set_property("ignore-error", true);
+    guard.set_property("ignore-notnegotiated", false);
+    guard.set_property_from_str("convert-to", "ok");
+    bin.add_many([&queue, &guard]).map_err(err)?;
+    queue.link(&guard).map_err(err)?;
+    guard
+        .static_pad("src")
+        .ok_or_else(|| PipelineError::Link("errorignore has no src pad".into()))?
+        .link(&target)
+        .map_err(|e| PipelineError::Link(format!("{} ! {}: {e:?}", guard.name(), sink.name())))?;
+    queue
+        .static_pad("sink")
+        .ok_or_else(|| PipelineError::Link("queue has no sink pad".into()))
+}
+
+/// Link `from`'s src pad to a new, guarded request pad (`video` or `audio`) of an
+/// `hlssink2` (see [`guarded_sink_pad`]).
+fn link_to_sink(
+    bin: &DrainBin,
+    from: &gst::Element,
+    sink: &gst::Element,
+    pad: &str,
+    hold: Duration,
+) -> Result<(), PipelineError> {
+    let target = guarded_sink_pad(bin, sink, pad, hold)?;
     from.static_pad("src")
         .ok_or_else(|| PipelineError::Link(format!("{} has no src pad", from.name())))?
         .link(&target)
@@ -737,19 +799,21 @@ fn link_to_sink(from: &gst::Element, sink: &gst::Element, pad: &str) -> Result<(
     Ok(())
 }
 
-/// A branch of the shared AAC into an `hlssink2`, with a queue of its own so one
-/// muxer waiting for video never holds up the others.
+/// A branch of the shared AAC into an `hlssink2` (through its guard, which is also
+/// the branch's own queue).
 fn link_audio(
     bin: &DrainBin,
     atee: &gst::Element,
     sink: &gst::Element,
-    name: &str,
+    hold: Duration,
 ) -> Result<(), PipelineError> {
-    let queue = make("queue", Some(&format!("{name}-audio-queue")))?;
-    bin.add(&queue).map_err(err)?;
-    atee.link(&queue)
-        .map_err(|_| PipelineError::Link(format!("audio-tee ! {}", queue.name())))?;
-    link_to_sink(&queue, sink, "audio")
+    let target = guarded_sink_pad(bin, sink, "audio", hold)?;
+    let src = atee
+        .request_pad_simple("src_%u")
+        .ok_or_else(|| PipelineError::Link("audio-tee has no src pad".into()))?;
+    src.link(&target)
+        .map_err(|e| PipelineError::Link(format!("audio-tee ! {}: {e:?}", sink.name())))?;
+    Ok(())
 }
 
 /// Write the master playlist so a reader sees the old or the new file, never half.

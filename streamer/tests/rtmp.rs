@@ -128,11 +128,16 @@ fn live_pipeline(hls: &HlsBin) -> gst::Pipeline {
 }
 
 fn hls_bin(label: &str) -> HlsBin {
+    hls_bin_in(temp_dir(label).join("hls"))
+}
+
+/// A 360p HLS bin writing into `dir`.
+fn hls_bin_in(dir: PathBuf) -> HlsBin {
     gst::init().unwrap();
     let settings = HlsSettings {
         window: 3,
         renditions: vec![Rendition::new("360p", 640, 360, 800)],
-        ..HlsSettings::new(temp_dir(label).join("hls"), 30)
+        ..HlsSettings::new(dir, 30)
     };
     HlsBin::new(&settings).unwrap()
 }
@@ -402,4 +407,56 @@ async fn without_files_the_bin_only_feeds_the_pushes() {
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(written.is_empty(), "files written: {written:?}");
+}
+
+/// The HLS directory's disk fills up (a real small tmpfs): HLS stalls and says why,
+/// and the RTMP push goes on (a player still pulls it, seconds later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_live_disk_stalls_hls_but_not_the_pushes() {
+    let port = free_port();
+    let nginx = Nginx::start(&temp_dir("nginx-full"), port);
+    let disk = gremium_storage::testing::SmallDisk::mount(4 * 1024 * 1024);
+    let hls = hls_bin_in(disk.path().join("hls"));
+    hls.add_rtmp("main", &format!("rtmp://127.0.0.1:{port}/live"), "K1")
+        .unwrap();
+    let mut updates = hls.rtmp_updates();
+    let pipeline = live_pipeline(&hls);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        updates.wait_for(|m| m.get("main") == Some(&RtmpStatus::Live)),
+    )
+    .await
+    .expect("live in time")
+    .unwrap();
+    wait_until("HLS segments", Duration::from_secs(5), || {
+        segments_written(&hls) >= 2
+    })
+    .await;
+
+    let filler = disk.fill_leaving(0);
+    wait_until("the HLS write error", Duration::from_secs(5), || {
+        hls.write_error().is_some()
+    })
+    .await;
+    let error = hls.write_error().unwrap();
+    assert!(error.contains("No space left"), "{error}");
+    let stalled_at = segments_written(&hls);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        segments_written(&hls) <= stalled_at + 1,
+        "segments written on a full disk"
+    );
+    assert_eq!(status_of(&hls, "main"), RtmpStatus::Live);
+    let codecs = probe(&format!("rtmp://127.0.0.1:{port}/live/K1"))
+        .unwrap_or_else(|e| panic!("the push stopped with HLS: {e}\n{}", nginx.log()));
+    assert_eq!(codecs, ["aac", "h264"]);
+
+    // HLS does not pick up again by itself (its segment writer stopped at the
+    // error); the push is unaffected, now and once there is room again.
+    std::fs::remove_file(filler).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(status_of(&hls, "main"), RtmpStatus::Live);
+    probe(&format!("rtmp://127.0.0.1:{port}/live/K1"))
+        .unwrap_or_else(|e| panic!("the push stopped later: {e}\n{}", nginx.log()));
+    pipeline.set_state(gst::State::Null).unwrap();
 }

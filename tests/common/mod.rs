@@ -154,6 +154,18 @@ impl TestApp {
         (status, json)
     }
 
+    /// `GET /api/v1/{path}` with `token`; the body, whatever the status.
+    pub async fn get_api(&self, token: &str, path: &str) -> Value {
+        self.send(
+            reqwest::Method::GET,
+            &format!("/api/v1/{path}"),
+            Some(token),
+            None,
+        )
+        .await
+        .1
+    }
+
     pub async fn create_meeting(&self, token: &str, title: &str) -> Value {
         let (s, m) = self
             .send(
@@ -484,6 +496,69 @@ async fn spawn_gst(
     (app, media)
 }
 
+/// A 640x360@15 program: small enough for quick tests on real pipelines.
+pub fn small_program() -> gremium_compositor::ProgramSettings {
+    gremium_compositor::ProgramSettings {
+        canvas: gremium_compositor::Canvas {
+            width: 640,
+            height: 360,
+        },
+        fps: 15,
+        ..Default::default()
+    }
+}
+
+/// A meeting on an in-process Gremium with the real media plane
+/// ([`small_program`], files under `dir` as [`spawn_with_gst_media_in`]), with "Anna"
+/// publishing a small gold camera and a tone for up to 90 s (kill `publisher` when
+/// done); the moderator's WebSocket has seen her media start.
+pub struct PublishingMeeting {
+    pub app: TestApp,
+    pub media: GstMediaPlane,
+    pub moderator: String,
+    pub mid: String,
+    pub ws: Ws,
+    pub publisher: std::process::Child,
+}
+
+impl PublishingMeeting {
+    /// `public` meeting; Anna's consent to `recording` and `streaming`.
+    pub async fn start(
+        dir: std::path::PathBuf,
+        title: &str,
+        public: bool,
+        recording: bool,
+        streaming: bool,
+    ) -> PublishingMeeting {
+        let (app, media) =
+            spawn_with_gst_media_in(Duration::from_secs(10), 10, small_program(), dir).await;
+        let moderator = app.token(&[Role::Moderator]);
+        let mid = if public {
+            app.create_public_meeting(&moderator, title).await
+        } else {
+            app.create_meeting(&moderator, title).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
+        app.set_consent(&mid, &a, &a_join, recording, streaming)
+            .await;
+        let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+        next_event(&mut ws).await;
+        let publisher = spawn_small_publisher(&app.base, &mid, &a_join, "ffd700", 90);
+        wait_event(&mut ws, "participant_media_started", |_| true).await;
+        PublishingMeeting {
+            app,
+            media,
+            moderator,
+            mid,
+            ws,
+            publisher,
+        }
+    }
+}
+
 /// A small synthetic camera (320x180@15 in a solid `color`, RRGGBB) and a tone,
 /// publishing for `secs` seconds.
 pub fn spawn_small_publisher(
@@ -620,6 +695,28 @@ impl Drop for S3Server {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A viewer of a platform pulls `url` (`rtmp://…`) with ffprobe and sees H.264 + AAC;
+/// a few tries, since right after a publish starts nginx may not have the stream's
+/// headers yet. Panics with ffprobe's complaint otherwise.
+pub fn assert_rtmp_plays(url: &str) {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let out = std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-rw_timeout", "10000000"])
+            .args(["-show_entries", "stream=codec_name", "-of", "csv=p=0"])
+            .arg(url)
+            .output()
+            .unwrap();
+        let codecs = String::from_utf8_lossy(&out.stdout).to_string();
+        if codecs.contains("h264") && codecs.contains("aac") {
+            return;
+        }
+        last = format!("{codecs} {}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    panic!("no H.264 + AAC from {url}: {last}");
 }
 
 /// nginx with the RTMP module (Debian `nginx-light` + `libnginx-mod-rtmp`) on a free

@@ -162,6 +162,10 @@ pub struct StreamView {
     pub hls: bool,
     /// Public HLS playlist, when `hls`.
     pub hls_url: Option<String>,
+    /// Why the HLS files are not being written (e.g. the live disk is full) while
+    /// the stream runs; the RTMP pushes go on meanwhile. HLS does not pick up again
+    /// by itself: stop and start the stream once there is room.
+    pub hls_error: Option<String>,
     /// RTMP push destinations (keys masked).
     pub rtmp: Vec<RtmpDestinationView>,
     /// Failure reason.
@@ -181,6 +185,7 @@ fn stream_view(state: &AppState, s: &Stream) -> StreamView {
         state: s.state,
         hls: s.hls,
         hls_url: s.hls.then(|| format!("/live/{}/index.m3u8", s.meeting_id)),
+        hls_error: state.hls_error(s.id).filter(|_| !s.state.is_terminal()),
         rtmp: rtmp
             .into_iter()
             .enumerate()

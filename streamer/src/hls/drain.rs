@@ -4,6 +4,8 @@
 //! internal sink posts EOS, and only then posts EOS itself. A pad probe would fire too
 //! early (before the last segment is written), and the bus belongs to the pipeline the
 //! bin is attached to, so the bin watches the messages of its children as they pass.
+//! The same way it tells whether the playlists are advancing: an error (a full disk)
+//! stands until a sink adds its next segment.
 
 use std::collections::BTreeSet;
 use std::sync::{Mutex, OnceLock};
@@ -32,7 +34,8 @@ impl DrainBin {
             .build()
     }
 
-    /// Names of the direct children that posted EOS so far.
+    /// Names of the direct children that are done: posted EOS, or an error (a child
+    /// that failed — a sink on a full disk — will never drain).
     pub fn drained(&self) -> watch::Receiver<BTreeSet<String>> {
         self.imp().drained().subscribe()
     }
@@ -45,6 +48,12 @@ impl DrainBin {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+
+    /// The latest error a child posted, until an `hlssink2` next adds a segment
+    /// (`hls-segment-added`): while set, the playlists are not advancing.
+    pub fn current_error(&self) -> watch::Receiver<Option<String>> {
+        self.imp().current().subscribe()
+    }
 }
 
 mod imp {
@@ -53,6 +62,7 @@ mod imp {
     #[derive(Default)]
     pub struct DrainBin {
         drained: OnceLock<watch::Sender<BTreeSet<String>>>,
+        current: OnceLock<watch::Sender<Option<String>>>,
         pub(super) error: Mutex<Option<String>>,
     }
 
@@ -60,6 +70,10 @@ mod imp {
         pub(super) fn drained(&self) -> &watch::Sender<BTreeSet<String>> {
             self.drained
                 .get_or_init(|| watch::channel(BTreeSet::new()).0)
+        }
+
+        pub(super) fn current(&self) -> &watch::Sender<Option<String>> {
+            self.current.get_or_init(|| watch::channel(None).0)
         }
     }
 
@@ -86,14 +100,47 @@ mod imp {
                     }
                 }
                 gst::MessageView::Error(e) => {
-                    let source = message
-                        .src()
-                        .map(|s| s.path_string().to_string())
-                        .unwrap_or_default();
+                    // Named after this bin's child it came from (`hls-360p`, the
+                    // rendition's sink), not the whole element path.
+                    let mut source = message.src().cloned();
+                    while let Some(s) = source.clone() {
+                        match s.parent() {
+                            Some(p) if p.as_ptr() as usize != self.obj().as_ptr() as usize => {
+                                source = Some(p)
+                            }
+                            _ => break,
+                        }
+                    }
+                    let source = source.map(|s| s.name().to_string()).unwrap_or_default();
+                    self.drained()
+                        .send_if_modified(|set| set.insert(source.clone()));
+                    // The detail ("Error writing to file: No space left on device")
+                    // follows the first line of the debug string.
+                    let detail = e
+                        .debug()
+                        .and_then(|d| d.split_once('\n').map(|(_, d)| d.trim().to_string()))
+                        .filter(|d| !d.is_empty());
+                    let text = match detail {
+                        Some(d) => format!("{source}: {}: {d}", e.error()),
+                        None => format!("{source}: {}", e.error()),
+                    };
                     self.error
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .get_or_insert_with(|| format!("{source}: {}", e.error()));
+                        .get_or_insert_with(|| text.clone());
+                    // The first error of a stall stands (a full disk fails every
+                    // segment and playlist write: no news after the first).
+                    self.current().send_if_modified(|c| {
+                        let first = c.is_none();
+                        c.get_or_insert(text);
+                        first
+                    });
+                }
+                gst::MessageView::Element(m)
+                    if m.structure()
+                        .is_some_and(|s| s.name() == "hls-segment-added") =>
+                {
+                    self.current().send_if_modified(|c| c.take().is_some());
                 }
                 _ => {}
             }

@@ -1,20 +1,23 @@
-//! The spool disk is too full to start a recording (refused up front), then fills
-//! up during one (a real tmpfs of a few MiB, filled by the test): the recording is
-//! interrupted at once — the moderator hears it on the
-//! WebSocket, with the reason — it keeps every fragment written before, waits (not
-//! fails) while there is no room to finalize it, and is finalized and plays once
-//! space is freed. The meeting carries on: a new recording starts afterwards.
+//! Full disks, on real small tmpfs mounts the tests make (the test command runs as
+//! root).
+//!
+//! * The spool disk is too full to start a recording (refused up front), then fills
+//!   up during one: the recording is interrupted at once — the moderator hears it on
+//!   the WebSocket, with the reason — it keeps every fragment written before, waits
+//!   (not fails) while there is no room to finalize it, and is finalized and plays
+//!   once space is freed. The meeting carries on: a new recording starts afterwards.
+//! * The live disk fills up during a stream: HLS stalls and the moderator is told
+//!   why, while the RTMP push goes on.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
-use gremium_compositor::{Canvas, ProgramSettings};
 use gremium_signaling::Role;
 use gremium_storage::testing::SmallDisk;
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_disk_interrupts_the_recording_and_keeps_what_was_written() {
@@ -23,28 +26,15 @@ async fn a_full_spool_disk_interrupts_the_recording_and_keeps_what_was_written()
     std::fs::create_dir_all(&dir).unwrap();
     // The spool directory is on the small disk; the object store is not.
     std::os::unix::fs::symlink(disk.path(), dir.join("spool")).unwrap();
-    let program = ProgramSettings {
-        canvas: Canvas {
-            width: 640,
-            height: 360,
-        },
-        fps: 15,
-        ..ProgramSettings::default()
-    };
-    let (app, _media) =
-        spawn_with_gst_media_in(Duration::from_secs(10), 10, program, dir.clone()).await;
-    let moderator = app.token(&[Role::Moderator]);
+    let PublishingMeeting {
+        app,
+        media: _media,
+        moderator,
+        mid,
+        mut ws,
+        publisher: mut pa,
+    } = PublishingMeeting::start(dir.clone(), "Bauausschuss", false, true, false).await;
     let archivist = app.token(&[Role::Archivist]);
-    let mid = app.create_meeting(&moderator, "Bauausschuss").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
-    app.set_consent(&mid, &a, &a_join, true, false).await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
-    let mut pa = spawn_small_publisher(&app.base, &mid, &a_join, "ffd700", 90);
-    wait_event(&mut ws, "participant_media_started", |_| true).await;
 
     // Less room than the media plane asks for (1 MiB here): refused up front, with
     // the reason, and that recording is failed.
@@ -64,13 +54,8 @@ async fn a_full_spool_disk_interrupts_the_recording_and_keeps_what_was_written()
             && message.contains("1 MiB required"),
         "{refused}"
     );
-    let (_, list) = app
-        .send(
-            Method::GET,
-            &format!("/api/v1/meetings/{mid}/recordings"),
-            Some(&moderator),
-            None,
-        )
+    let list = app
+        .get_api(&moderator, &format!("meetings/{mid}/recordings"))
         .await;
     assert_eq!(list[0]["state"], "failed", "{list}");
     std::fs::remove_file(&filler).unwrap();
@@ -104,20 +89,7 @@ async fn a_full_spool_disk_interrupts_the_recording_and_keeps_what_was_written()
 
     // No room to seal it: it waits, and nothing is lost meanwhile.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let get = |rid: String| {
-        let (app, token) = (&app, &archivist);
-        async move {
-            app.send(
-                Method::GET,
-                &format!("/api/v1/recordings/{rid}"),
-                Some(token),
-                None,
-            )
-            .await
-            .1
-        }
-    };
-    let view = get(rid.clone()).await;
+    let view = app.get_api(&archivist, &format!("recordings/{rid}")).await;
     assert_eq!(view["state"], "stopping", "{view}");
     assert_eq!(
         view["interruption"].as_str(),
@@ -130,7 +102,7 @@ async fn a_full_spool_disk_interrupts_the_recording_and_keeps_what_was_written()
     std::fs::remove_file(&filler).unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
     let view = loop {
-        let view = get(rid.clone()).await;
+        let view = app.get_api(&archivist, &format!("recordings/{rid}")).await;
         if view["state"] == "finished" {
             break view;
         }
@@ -161,13 +133,8 @@ async fn a_full_spool_disk_interrupts_the_recording_and_keeps_what_was_written()
         "plays {played} s of {duration} s"
     );
     // Its appearances end with the media.
-    let (_, manifest) = app
-        .send(
-            Method::GET,
-            &format!("/api/v1/recordings/{rid}/manifest"),
-            Some(&archivist),
-            None,
-        )
+    let manifest = app
+        .get_api(&archivist, &format!("recordings/{rid}/manifest"))
         .await;
     let end = manifest["participants"][0]["appears_ms"]
         .as_array()
@@ -189,6 +156,93 @@ async fn a_full_spool_disk_interrupts_the_recording_and_keeps_what_was_written()
     })
     .await;
     app.stop(&moderator, "recordings", &second).await;
+    let _ = pa.kill();
+    let _ = pa.wait();
+    drop(app);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_live_disk_stalls_hls_and_says_so_while_the_push_goes_on() {
+    let disk = SmallDisk::mount(8 * 1024 * 1024);
+    let dir = std::env::temp_dir().join(format!("gremium-live-full-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The HLS output is on the small disk; spool and objects are not.
+    std::os::unix::fs::symlink(disk.path(), dir.join("live")).unwrap();
+    let nginx = NginxRtmp::start(&dir.join("nginx"));
+    let PublishingMeeting {
+        app,
+        media: _media,
+        moderator,
+        mid,
+        mut ws,
+        publisher: mut pa,
+    } = PublishingMeeting::start(dir.clone(), "Kreistag", true, true, true).await;
+
+    let url = format!("rtmp://127.0.0.1:{}/live", nginx.port);
+    let stream = app
+        .start_stream(
+            &moderator,
+            &mid,
+            json!({"hls": true, "rtmp": [{"url": url, "key": "k1"}]}),
+        )
+        .await;
+    let sid = stream["id"].as_str().unwrap().to_string();
+    wait_event_for(
+        &mut ws,
+        Duration::from_secs(30),
+        "stream_destination_changed",
+        |e| e["status"] == "live",
+    )
+    .await;
+    let playlist = disk.path().join(format!("{mid}/360p/index.m3u8"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&playlist).is_ok_and(|t| t.contains(".ts")) {
+        assert!(Instant::now() < deadline, "no HLS segment listed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let filler = disk.fill_leaving(0);
+    let stalled = wait_event_for(
+        &mut ws,
+        Duration::from_secs(20),
+        "stream_hls_changed",
+        |e| e["stream_id"] == sid.as_str(),
+    )
+    .await;
+    let error = stalled["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("No space left"), "{stalled}");
+    let view = app.get_api(&moderator, &format!("streams/{sid}")).await;
+    assert_eq!(view["state"], "active", "{view}");
+    assert_eq!(view["hls_error"].as_str(), Some(error.as_str()), "{view}");
+    assert!(
+        error.starts_with("hls-"),
+        "named after the rendition's sink: {error}"
+    );
+    assert_eq!(view["rtmp"][0]["status"], "live", "{view}");
+    // The platform still gets the stream, seconds after HLS stalled.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_rtmp_plays(&format!("{url}/k1"));
+
+    std::fs::remove_file(filler).unwrap();
+    app.stop(&moderator, "streams", &sid).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let view = loop {
+        let view = app.get_api(&moderator, &format!("streams/{sid}")).await;
+        if ["finished", "failed"].contains(&view["state"].as_str().unwrap_or_default()) {
+            break view;
+        }
+        assert!(Instant::now() < deadline, "the stream did not end: {view}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    // It ends at once (no wait for the dead HLS sinks to drain), failed, saying why.
+    assert_eq!(view["state"], "failed", "{view}");
+    let failure = view["failure"].as_str().unwrap_or_default();
+    assert!(
+        failure.contains("stream output failed: hls-") && failure.contains("No space left"),
+        "{view}"
+    );
+    assert!(view["hls_error"].is_null(), "{view}");
     let _ = pa.kill();
     let _ = pa.wait();
     drop(app);
