@@ -278,6 +278,8 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     // The media plane runs in this process (embedded default) and talks to the
     // control plane only through the media-plane protocol.
     let (sink, events) = gremium_signaling::event_channel();
+    // The media plane reports disk space while it starts.
+    gremium_signaling::install_metrics();
     let media = gremium_mediaplane::GstMediaPlane::new(
         gremium_mediaplane::MediaPlaneSettings {
             ice: config.ice.clone(),

@@ -226,6 +226,23 @@ async fn readme_flow_against_the_real_binary() {
         data_dir.join("objects").is_dir(),
         "local object store under the data directory"
     );
+    // Free space of the spool and live disks, for alerts (set at the start).
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for dir in ["spool", "live"] {
+        let free: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("gremium_disk_free_bytes{{dir=\"{dir}\"}} ")))
+            .unwrap_or_else(|| panic!("no free-space gauge for {dir}: {metrics}"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(free > 0.0, "{dir}: {free}");
+    }
 
     let (code, token, err) = gremium(&["token", "--role", "moderator"], &data_dir);
     assert_eq!(code, 0, "{err}");

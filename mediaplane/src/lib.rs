@@ -114,6 +114,20 @@ impl Default for StreamingSettings {
     }
 }
 
+/// Set `gremium_disk_free_bytes{dir="spool"|"live"}`: the free space of the disks
+/// recordings spool to and HLS is written to (a directory not made yet: its parent's
+/// disk). Two `statvfs` calls.
+fn report_free_space(settings: &MediaPlaneSettings) {
+    for (label, dir) in [
+        ("spool", &settings.recordings_dir),
+        ("live", &settings.live_dir),
+    ] {
+        if let Some(free) = dir.ancestors().find_map(|d| fs4::available_space(d).ok()) {
+            metrics::gauge!("gremium_disk_free_bytes", "dir" => label).set(free as f64);
+        }
+    }
+}
+
 /// A camera that sent no video for this long counts as off (placeholder tile).
 const CAMERA_OFF_AFTER_MS: u64 = 1500;
 
@@ -289,6 +303,19 @@ impl GstMediaPlane {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { break };
                 GstMediaPlane(inner).watch_publishers().await;
+            }
+        });
+        // Free space where recordings spool and HLS is written, for alerts before
+        // either fills up: now, then every 10 s.
+        report_free_space(&plane.0.settings);
+        let weak = Arc::downgrade(&plane.0);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                report_free_space(&inner.settings);
             }
         });
         Ok(plane)

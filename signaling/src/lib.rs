@@ -37,6 +37,13 @@ pub use events::{EventHub, EventKind, MeetingEvent};
 pub use media::{apply_media_events, event_channel, NoMediaPlane};
 pub use signin::{SignInClient, SignInSettings};
 
+/// Install the process-wide Prometheus recorder now (it is also installed by the
+/// first [`AppState`]): metrics recorded before it exists are lost, so a process
+/// that records some while starting calls this first.
+pub fn install_metrics() {
+    ops::Metrics::install();
+}
+
 /// API limits and defaults (validated by the binary's config).
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
