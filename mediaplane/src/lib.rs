@@ -975,10 +975,14 @@ impl GstMediaPlane {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(recording_id, (meeting_id, consumer_id, recording));
-        let plane = self.clone();
+        // Weak: a running recording must not keep a dropped media plane alive.
+        let weak = Arc::downgrade(&self.0);
         tokio::spawn(async move {
             // Ends with the bin (its sender goes) when the recording stops normally.
             let Ok(reason) = failures.wait_for(|e| e.is_some()).await.map(|r| r.clone()) else {
+                return;
+            };
+            let Some(plane) = weak.upgrade().map(GstMediaPlane) else {
                 return;
             };
             let reason = reason.unwrap_or_default();

@@ -7,7 +7,7 @@
 //! The same way it tells whether the playlists are advancing: an error (a full disk)
 //! stands until a sink adds its next segment.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, OnceLock};
 
 use gst::glib;
@@ -49,8 +49,9 @@ impl DrainBin {
             .clone()
     }
 
-    /// The latest error a child posted, until an `hlssink2` next adds a segment
-    /// (`hls-segment-added`): while set, the playlists are not advancing.
+    /// While some child's last word was an error (an `hlssink2` that could not write
+    /// and has not added a segment since, `hls-segment-added`), the first such
+    /// error: its playlist is not advancing. `None` otherwise.
     pub fn current_error(&self) -> watch::Receiver<Option<String>> {
         self.imp().current().subscribe()
     }
@@ -63,6 +64,8 @@ mod imp {
     pub struct DrainBin {
         drained: OnceLock<watch::Sender<BTreeSet<String>>>,
         current: OnceLock<watch::Sender<Option<String>>>,
+        /// Children whose last word was an error, with their first error.
+        failing: Mutex<BTreeMap<String, String>>,
         pub(super) error: Mutex<Option<String>>,
     }
 
@@ -74,6 +77,33 @@ mod imp {
 
         pub(super) fn current(&self) -> &watch::Sender<Option<String>> {
             self.current.get_or_init(|| watch::channel(None).0)
+        }
+
+        /// The name of this bin's child a message came from (`hls-360p`, a
+        /// rendition's sink), not the whole element path.
+        fn child_name(&self, message: &gst::Message) -> String {
+            let this = self.obj();
+            let this = this.upcast_ref::<gst::Object>();
+            let mut source = message.src().cloned();
+            while let Some(s) = source.clone() {
+                match s.parent() {
+                    Some(p) if &p != this => source = Some(p),
+                    _ => break,
+                }
+            }
+            source.map(|s| s.name().to_string()).unwrap_or_default()
+        }
+
+        /// Publish the first standing error (`None` when no child is failing).
+        fn report(&self, failing: &BTreeMap<String, String>) {
+            let first = failing.values().next().cloned();
+            self.current().send_if_modified(|c| {
+                let changed = c.is_some() != first.is_some();
+                if changed || c.is_none() {
+                    *c = first;
+                }
+                changed
+            });
         }
     }
 
@@ -102,16 +132,7 @@ mod imp {
                 gst::MessageView::Error(e) => {
                     // Named after this bin's child it came from (`hls-360p`, the
                     // rendition's sink), not the whole element path.
-                    let mut source = message.src().cloned();
-                    while let Some(s) = source.clone() {
-                        match s.parent() {
-                            Some(p) if p.as_ptr() as usize != self.obj().as_ptr() as usize => {
-                                source = Some(p)
-                            }
-                            _ => break,
-                        }
-                    }
-                    let source = source.map(|s| s.name().to_string()).unwrap_or_default();
+                    let source = self.child_name(&message);
                     self.drained()
                         .send_if_modified(|set| set.insert(source.clone()));
                     // The detail ("Error writing to file: No space left on device")
@@ -128,19 +149,22 @@ mod imp {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .get_or_insert_with(|| text.clone());
-                    // The first error of a stall stands (a full disk fails every
-                    // segment and playlist write: no news after the first).
-                    self.current().send_if_modified(|c| {
-                        let first = c.is_none();
-                        c.get_or_insert(text);
-                        first
-                    });
+                    // A sink's first error stands until it writes again (a full
+                    // disk fails every segment and playlist write: no news after
+                    // the first); the bin reports the first standing one.
+                    let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+                    failing.entry(source).or_insert(text);
+                    self.report(&failing);
                 }
                 gst::MessageView::Element(m)
                     if m.structure()
                         .is_some_and(|s| s.name() == "hls-segment-added") =>
                 {
-                    self.current().send_if_modified(|c| c.take().is_some());
+                    let source = self.child_name(&message);
+                    let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+                    if failing.remove(&source).is_some() {
+                        self.report(&failing);
+                    }
                 }
                 _ => {}
             }
