@@ -224,11 +224,6 @@ impl RecordingBin {
         self.write_error.clone()
     }
 
-    /// Why writing the spool failed, if it did.
-    pub fn write_error(&self) -> Option<String> {
-        self.write_error.borrow().clone()
-    }
-
     /// Finish: EOS into both inputs (the caller detached them from the program
     /// first), then wait until the file is complete, at most `watchdog`. A spool
     /// closed by a write failure finishes too (see [`RecordingBin::interruptions`]).
