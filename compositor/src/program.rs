@@ -431,7 +431,15 @@ impl Program {
         queue.set_property_from_str("leaky", "downstream");
         queue.set_property("max-size-bytes", 0u32);
         queue.set_property("max-size-time", 0u64);
-        let mut elements = vec![queue.clone()];
+        // An error further in (the mixer pad, a label) must not stop the queue: a
+        // queue keeps a downstream error and returns it to every later push, which
+        // would stop the participant's tee and with it their media for every
+        // program and consumer. (A rare CI failure looked like this: a publisher's
+        // camera went dark for good right after a recording program was made, from
+        // a flow error no element reported; the cause upstream is not proven.) The
+        // guard drops what the mixer refuses and keeps the branch going.
+        let guard: gst::Element = gremium_pipelines::guard::FlowGuard::new(None).upcast();
+        let mut elements = vec![queue.clone(), guard];
         let mut text = None;
         let switch = input.switch.clone();
         let gate = match kind {

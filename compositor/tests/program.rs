@@ -499,3 +499,88 @@ fn live_changes_slate_placeholders_and_stalled_inputs_never_stop_the_program() {
         "video delivered up to {last_v} ns, audio up to {last_a} ns: out of step"
     );
 }
+
+/// The mixer pad a participant's input branch ends in: followed from the source's
+/// pad through the branch's elements.
+fn mixer_pad_of(source: &gst::Element) -> gst::Pad {
+    let mut pad = source.static_pad("src").unwrap().peer().unwrap();
+    for _ in 0..16 {
+        // A ghost pad's target belongs to the element inside.
+        if let Some(ghost) = pad.downcast_ref::<gst::GhostPad>() {
+            pad = ghost.target().unwrap();
+            continue;
+        }
+        let element = pad.parent_element().unwrap();
+        if element.factory().is_some_and(|f| f.name() == "compositor") {
+            return pad;
+        }
+        pad = element.static_pad("src").unwrap().peer().unwrap();
+    }
+    panic!("no mixer pad behind {}", source.name());
+}
+
+/// A flow error where a participant's input meets the mixer (what a program in
+/// trouble returns) stops neither the participant's media — shared with every other
+/// program and consumer through its tee — nor, once the program takes data again,
+/// the participant's picture in it.
+#[test]
+fn a_flow_error_at_the_mixer_never_stops_a_participants_media() {
+    let mut h = Harness::new(settings(NonConsenting::Placeholder));
+    h.participant(A, "Anna A", true, 0);
+    h.start();
+    h.run_until(h.now(), Duration::from_secs(1));
+    let vsrc = h.sources[0].2.clone();
+    let vcaps = vsrc
+        .static_pad("src")
+        .unwrap()
+        .peer()
+        .unwrap()
+        .parent_element()
+        .unwrap();
+    let mixer_pad = mixer_pad_of(&vcaps);
+    let failed = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let count = failed.clone();
+    let probe = mixer_pad
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 10 {
+                info.flow_res = Err(gst::FlowError::Error);
+                gst::PadProbeReturn::Handled
+            } else {
+                gst::PadProbeReturn::Ok
+            }
+        })
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while failed.load(std::sync::atomic::Ordering::SeqCst) < 12 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} buffers at the mixer pad {:?} of {:?}; camera: {:?}",
+            failed.load(std::sync::atomic::Ordering::SeqCst),
+            mixer_pad.name(),
+            mixer_pad
+                .peer()
+                .and_then(|p| p.parent_element())
+                .and_then(|e| e.factory())
+                .map(|f| f.name()),
+            vsrc.static_pad("src").unwrap().last_flow_result()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    mixer_pad.remove_probe(probe);
+    let t = h.now();
+    h.run_until(t, Duration::from_millis(500));
+    assert_eq!(
+        vsrc.static_pad("src").unwrap().last_flow_result(),
+        Ok(gst::FlowSuccess::Ok),
+        "the camera stopped"
+    );
+    let frames = h.frames_since(t + 200_000_000);
+    assert!(!frames.is_empty());
+    for f in &frames {
+        assert!(
+            f.colours[0].count > 1000,
+            "A missing after the errors: {:?}",
+            f.colours[0]
+        );
+    }
+}

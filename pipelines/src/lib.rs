@@ -11,6 +11,7 @@
 //! Must not: know about meetings, HTTP or SQL.
 
 pub mod encode;
+pub mod guard;
 pub mod ice_restart;
 pub mod pipeline;
 pub mod publisher;
@@ -41,7 +42,6 @@ pub const REQUIRED_ELEMENTS: &[(&str, &str)] = &[
     ("aacparse", "gstreamer1.0-plugins-good"),
     ("avenc_aac", "gstreamer1.0-libav"),
     ("hlssink2", "gstreamer1.0-plugins-bad"),
-    ("errorignore", "gstreamer1.0-plugins-bad"),
     ("flvmux", "gstreamer1.0-plugins-good"),
     ("rtmp2sink", "gstreamer1.0-plugins-bad"),
 ];

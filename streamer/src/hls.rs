@@ -744,7 +744,7 @@ fn hls_sink(s: &HlsSettings, name: &str) -> Result<gst::Element, StreamerError> 
 }
 
 /// A new request pad (`video` or `audio`) of an `hlssink2`, behind a guard added to
-/// `bin` — `queue (leaky, `hold`) ! errorignore` — whose sink pad is returned. A sink
+/// `bin` — `queue (leaky, `hold`) !` [`FlowGuard`](gremium_pipelines::guard::FlowGuard) — whose sink pad is returned. A sink
 /// that cannot write (a full disk) returns a flow error, or its muxer stops taking
 /// data; unguarded, either would travel up the tees and stop the encoders the RTMP
 /// pushes share and the audio every output shares. The guard turns the error into OK
@@ -766,15 +766,14 @@ fn guarded_sink_pad(
     queue.set_property("max-size-bytes", 0u32);
     queue.set_property("max-size-time", hold.as_nanos() as u64);
     queue.set_property_from_str("leaky", "downstream");
-    let guard = make("errorignore", Some(&format!("{}-{pad}-guard", sink.name())))?;
-    guard.set_property("ignore-error", true);
-    guard.set_property("ignore-notnegotiated", false);
-    guard.set_property_from_str("convert-to", "ok");
+    let guard: gst::Element =
+        gremium_pipelines::guard::FlowGuard::new(Some(&format!("{}-{pad}-guard", sink.name())))
+            .upcast();
     bin.add_many([&queue, &guard]).map_err(err)?;
     queue.link(&guard).map_err(err)?;
     guard
         .static_pad("src")
-        .ok_or_else(|| PipelineError::Link("errorignore has no src pad".into()))?
+        .ok_or_else(|| PipelineError::Link("guard has no src pad".into()))?
         .link(&target)
         .map_err(|e| PipelineError::Link(format!("{} ! {}: {e:?}", guard.name(), sink.name())))?;
     queue
