@@ -19,13 +19,20 @@ use gremium_storage::testing::SmallDisk;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+/// A directory for a media plane's files (as [`spawn_with_gst_media_in`] lays them
+/// out) whose `sub` directory is on a new 8 MiB tmpfs.
+fn files_with_small(sub: &str) -> (SmallDisk, std::path::PathBuf) {
+    let disk = SmallDisk::mount(8 * 1024 * 1024);
+    let dir = std::env::temp_dir().join(format!("gremium-full-{sub}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(disk.path(), dir.join(sub)).unwrap();
+    (disk, dir)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_disk_interrupts_the_recording_and_keeps_what_was_written() {
-    let disk = SmallDisk::mount(8 * 1024 * 1024);
-    let dir = std::env::temp_dir().join(format!("gremium-rec-full-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
     // The spool directory is on the small disk; the object store is not.
-    std::os::unix::fs::symlink(disk.path(), dir.join("spool")).unwrap();
+    let (disk, dir) = files_with_small("spool");
     let PublishingMeeting {
         app,
         media: _media,
@@ -164,11 +171,8 @@ async fn a_full_spool_disk_interrupts_the_recording_and_keeps_what_was_written()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_live_disk_stalls_hls_and_says_so_while_the_push_goes_on() {
-    let disk = SmallDisk::mount(8 * 1024 * 1024);
-    let dir = std::env::temp_dir().join(format!("gremium-live-full-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
     // The HLS output is on the small disk; spool and objects are not.
-    std::os::unix::fs::symlink(disk.path(), dir.join("live")).unwrap();
+    let (disk, dir) = files_with_small("live");
     let nginx = NginxRtmp::start(&dir.join("nginx"));
     let PublishingMeeting {
         app,

@@ -328,20 +328,13 @@ const SELECTED_LOCAL_PORT: &str = "(async () => { const st = await gremiumSessio
 #[test]
 fn headless_chromium_restarts_ice_over_whip() {
     let run = || {
-        netns::run_isolated(
+        netns::run_isolated_async(
             "headless_chromium_restarts_ice_over_whip",
             Duration::from_secs(180),
-            || {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(chromium_restarts_ice())
-            },
+            chromium_restarts_ice,
         )
     };
-    if std::env::var_os(netns::INSIDE).is_some() {
+    if netns::inside() {
         return run();
     }
     // KNOWN FLAKE, not understood yet (eighth session: 5 of ~14 runs of this binary

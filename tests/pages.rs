@@ -125,17 +125,10 @@ const DESCRIBE: &str = "JSON.stringify({phase: gremiumJoin.phase, recording: gre
 
 #[test]
 fn a_participant_joins_in_chromium_chooses_consent_and_sees_the_recording_indicator() {
-    netns::run_isolated(
+    netns::run_isolated_async(
         "a_participant_joins_in_chromium_chooses_consent_and_sees_the_recording_indicator",
         Duration::from_secs(240),
-        || {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(participant_joins())
-        },
+        participant_joins,
     );
 }
 
@@ -437,17 +430,10 @@ async fn console_page_is_served_and_unknown_meetings_are_404() {
 
 #[test]
 fn a_moderator_runs_the_meeting_from_the_console_in_chromium() {
-    netns::run_isolated(
+    netns::run_isolated_async(
         "a_moderator_runs_the_meeting_from_the_console_in_chromium",
         Duration::from_secs(120),
-        || {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(moderator_console())
-        },
+        moderator_console,
     );
 }
 
@@ -807,17 +793,10 @@ const DESCRIBE_ARCHIVE: &str = "JSON.stringify({phase: gremiumArchive.phase, \
 
 #[test]
 fn a_recording_made_with_the_join_page_is_found_and_played_in_the_archive() {
-    netns::run_isolated(
+    netns::run_isolated_async(
         "a_recording_made_with_the_join_page_is_found_and_played_in_the_archive",
         Duration::from_secs(300),
-        || {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(recording_to_archive())
-        },
+        recording_to_archive,
     );
 }
 

@@ -305,17 +305,10 @@ const DESCRIBE_CONSOLE: &str = "JSON.stringify({href: location.href, \
 
 #[test]
 fn a_chair_signs_in_at_the_provider_and_runs_the_console_in_chromium() {
-    netns::run_isolated(
+    netns::run_isolated_async(
         "a_chair_signs_in_at_the_provider_and_runs_the_console_in_chromium",
         Duration::from_secs(120),
-        || {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(chair_signs_in())
-        },
+        chair_signs_in,
     );
 }
 
@@ -622,17 +615,10 @@ const DESCRIBE_ARCHIVE: &str = "JSON.stringify({href: location.href, \
 
 #[test]
 fn an_archivist_and_a_citizen_sign_in_to_the_archive_in_chromium() {
-    netns::run_isolated(
+    netns::run_isolated_async(
         "an_archivist_and_a_citizen_sign_in_to_the_archive_in_chromium",
         Duration::from_secs(120),
-        || {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(archive_sign_in())
-        },
+        archive_sign_in,
     );
 }
 

@@ -258,17 +258,10 @@ const DESCRIBE: &str = "JSON.stringify({state: gremiumWatch.state, engine: gremi
 
 #[test]
 fn headless_chromium_plays_the_livestream_on_the_watch_page() {
-    netns::run_isolated(
+    netns::run_isolated_async(
         "headless_chromium_plays_the_livestream_on_the_watch_page",
         Duration::from_secs(240),
-        || {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(chromium_watches_a_meeting())
-        },
+        chromium_watches_a_meeting,
     );
 }
 

@@ -195,6 +195,20 @@ fn status_of(hls: &HlsBin, id: &str) -> RtmpStatus {
         .unwrap_or_else(|| panic!("no destination {id}"))
 }
 
+/// Wait (at most 10 s) until destination `id` is live.
+async fn wait_live(
+    updates: &mut tokio::sync::watch::Receiver<std::collections::BTreeMap<String, RtmpStatus>>,
+    id: &str,
+) {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        updates.wait_for(|m| m.get(id) == Some(&RtmpStatus::Live)),
+    )
+    .await
+    .expect("live in time")
+    .unwrap();
+}
+
 async fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let until = Instant::now() + limit;
     while !ok() {
@@ -222,13 +236,7 @@ async fn a_live_program_reaches_an_rtmp_server_and_hls() {
     let mut updates = hls.rtmp_updates();
     let pipeline = live_pipeline(&hls);
 
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        updates.wait_for(|m| m.get("main") == Some(&RtmpStatus::Live)),
-    )
-    .await
-    .expect("live in time")
-    .unwrap();
+    wait_live(&mut updates, "main").await;
     assert_eq!(handle.status(), RtmpStatus::Live);
     let codecs = probe(&format!("rtmp://127.0.0.1:{port}/live/SECRETKEY1"))
         .unwrap_or_else(|e| panic!("{e}\n{}", nginx.log()));
@@ -390,13 +398,7 @@ async fn without_files_the_bin_only_feeds_the_pushes() {
         .unwrap();
     let mut updates = hls.rtmp_updates();
     let pipeline = live_pipeline(&hls);
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        updates.wait_for(|m| m.get("only") == Some(&RtmpStatus::Live)),
-    )
-    .await
-    .expect("live in time")
-    .unwrap();
+    wait_live(&mut updates, "only").await;
     let codecs = probe(&format!("rtmp://127.0.0.1:{port}/live/K2"))
         .unwrap_or_else(|e| panic!("{e}\n{}", nginx.log()));
     assert_eq!(codecs, ["aac", "h264"]);
@@ -421,13 +423,7 @@ async fn a_full_live_disk_stalls_hls_but_not_the_pushes() {
         .unwrap();
     let mut updates = hls.rtmp_updates();
     let pipeline = live_pipeline(&hls);
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        updates.wait_for(|m| m.get("main") == Some(&RtmpStatus::Live)),
-    )
-    .await
-    .expect("live in time")
-    .unwrap();
+    wait_live(&mut updates, "main").await;
     wait_until("HLS segments", Duration::from_secs(5), || {
         segments_written(&hls) >= 2
     })

@@ -44,10 +44,31 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Whether this process is the child [`run_isolated`] started inside a namespace.
+pub fn inside() -> bool {
+    std::env::var_os(INSIDE).is_some()
+}
+
+/// [`run_isolated`] for an async body: it runs on a 2-worker tokio runtime.
+pub fn run_isolated_async<F: std::future::Future<Output = ()>>(
+    test: &str,
+    timeout: Duration,
+    body: impl FnOnce() -> F,
+) {
+    run_isolated(test, timeout, || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+            .block_on(body())
+    });
+}
+
 /// Run `body` in a fresh loopback-only namespace. `test` must be the test's full name
 /// as the harness knows it (`--exact`); the child gets at most `timeout`.
 pub fn run_isolated(test: &str, timeout: Duration, body: impl FnOnce()) {
-    if std::env::var_os(INSIDE).is_some() {
+    if inside() {
         let up = Command::new("ip")
             .args(["link", "set", "lo", "up"])
             .status()
