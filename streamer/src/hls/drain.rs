@@ -98,8 +98,9 @@ mod imp {
         fn report(&self, failing: &BTreeMap<String, String>) {
             let first = failing.values().next().cloned();
             self.current().send_if_modified(|c| {
+                // While failing, the reported error stays the same one.
                 let changed = c.is_some() != first.is_some();
-                if changed || c.is_none() {
+                if changed {
                     *c = first;
                 }
                 changed
