@@ -327,31 +327,11 @@ const SELECTED_LOCAL_PORT: &str = "(async () => { const st = await gremiumSessio
 
 #[test]
 fn headless_chromium_restarts_ice_over_whip() {
-    let run = || {
-        netns::run_isolated_async(
-            "headless_chromium_restarts_ice_over_whip",
-            Duration::from_secs(180),
-            chromium_restarts_ice,
-        )
-    };
-    if netns::inside() {
-        return run();
-    }
-    // KNOWN FLAKE, not understood yet (eighth session: 5 of ~14 runs of this binary
-    // on one VM, 0 of 5 of this test alone, also with the binary's tests run one at
-    // a time; earlier sessions never saw it): the PATCH is answered 200 and the
-    // browser applies the new credentials, but it stays "connected" on the old pair
-    // without a new check succeeding, while the media plane (its libnice stream
-    // restarted) decodes nothing; the browser goes "disconnected" about 4 s later.
-    // Retried once, loudly, in a fresh namespace, so the suite still fails on a
-    // restart that never works.
-    if std::panic::catch_unwind(run).is_err() {
-        eprintln!(
-            "KNOWN FLAKE: the Chromium ICE restart kept the old pair; running the \
-             scenario once more in a fresh namespace"
-        );
-        run();
-    }
+    netns::run_isolated_async(
+        "headless_chromium_restarts_ice_over_whip",
+        Duration::from_secs(180),
+        chromium_restarts_ice,
+    )
 }
 
 async fn chromium_restarts_ice() {
@@ -390,13 +370,19 @@ async fn chromium_restarts_ice() {
         .await
         .as_f64()
         .unwrap();
-    // Log every state line from here on into a list the test reads.
+    // Log every state line from here on into a list the test reads. Each PATCH is
+    // held back for 1.5 s, a slow network or a busy server: long enough for the
+    // browser to pick a pair between its new candidates and the media plane's old
+    // credentials, had it applied its restart offer before the media plane restarted
+    // (that pair then kept failing; the eighth session's "kept the old pair" flake).
     chrome
         .eval(
             "window.restartLog = []; gremiumSession.pc.addEventListener('iceconnectionstatechange', \
              () => restartLog.push('ICE-STATE ' + gremiumSession.pc.iceConnectionState)); \
              new MutationObserver(() => restartLog.push(document.getElementById('status').textContent))\
              .observe(document.getElementById('status'), { childList: true, characterData: true, subtree: true }); \
+             const fetchNow = window.fetch; window.fetch = (url, init) => init && init.method === 'PATCH' \
+             ? new Promise((r) => setTimeout(r, 1500)).then(() => fetchNow(url, init)) : fetchNow(url, init); \
              gremiumSession.pc.restartIce(); true",
         )
         .await;
@@ -440,6 +426,10 @@ async fn chromium_restarts_ice() {
     let port_after = chrome.eval(SELECTED_LOCAL_PORT).await;
     let log = chrome.eval("JSON.stringify(restartLog)").await;
     println!("selected local port {port_before} → {port_after}; {log}");
+    assert!(
+        log.as_str().unwrap().contains("WHIP-TRICKLE 204"),
+        "the browser's new candidates were trickled: {log}"
+    );
     assert_ne!(
         port_before, port_after,
         "the browser sends over a pair of the restarted ICE session (its new candidates)"

@@ -2,9 +2,10 @@
 // offers a MediaStream's tracks send-only, waits for every ICE candidate (the media
 // plane answers non-trickle), POSTs the offer with the participant's join token and
 // DELETEs the session when the page goes away. ICE restarts (`pc.restartIce()`, or
-// by itself when ICE fails) go to the session as a PATCH (RFC 9725 §4.4.2); the
-// answer's new credentials and candidates are applied as the previous answer with
-// them swapped in. Our own code, served by Gremium.
+// by itself when ICE fails) go to the session as a PATCH (RFC 9725 §4.4.2) before
+// the new offer is applied; the answer's new credentials and candidates are applied
+// as the previous answer with them swapped in, and the browser's new candidates
+// follow in a trickle PATCH. Our own code, served by Gremium.
 'use strict';
 window.gremiumWhip = (() => {
   function gathered(pc) {
@@ -64,26 +65,43 @@ window.gremiumWhip = (() => {
     let lastAnswer = answer;
     let restarting = false;
     // After pc.restartIce() the browser asks for negotiation: WHIP only exchanges ICE.
+    // The new credentials go to the media plane *before* the offer is applied. Applying
+    // it makes the browser gather new candidates, which it pairs at once with the
+    // media plane's current candidates and credentials. Had such a pair been chosen
+    // before the media plane's new credentials arrived, Chromium would keep it (the
+    // media plane's candidates keep their addresses across a restart), its checks
+    // would fail from then on and the restart would never complete (seen in about 1
+    // of 3 runs under load). Restarted first, the media plane refuses the old
+    // credentials, so no such pair can be chosen. The new candidates follow as
+    // trickle ICE (RFC 9725 §4.4.1); the media plane also learns them from the
+    // browser's checks.
+    const patch = (lines, etag) => fetch(location, {
+      method: 'PATCH',
+      headers: { 'Content-Type': 'application/trickle-ice-sdpfrag', 'If-Match': etag, 'Authorization': 'Bearer ' + token },
+      body: [...lines, ''].join('\r\n'),
+    });
     pc.addEventListener('negotiationneeded', async () => {
       if (restarting || pc.signalingState !== 'stable' || pc.connectionState === 'closed') return;
       restarting = true;
       try {
+        const offer = await pc.createOffer({ iceRestart: true });
+        const ice = iceOf(offer.sdp);
+        const credentials = ['a=ice-ufrag:' + ice.ufrag, 'a=ice-pwd:' + ice.pwd];
+        const r = await patch(credentials, '*');
+        say('WHIP-RESTART ' + r.status);
+        if (r.status !== 200) throw new Error('WHIP PATCH ' + r.status);
+        const etag = r.headers.get('ETag') || '*';
+        lastAnswer = withIce(lastAnswer, iceOf(await r.text()));
         const done = new Promise((resolve) => {
           const h = (e) => { if (!e.candidate) { pc.removeEventListener('icecandidate', h); resolve(); } };
           pc.addEventListener('icecandidate', h);
         });
-        await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
-        await done;
-        const ice = iceOf(pc.localDescription.sdp);
-        const r = await fetch(location, {
-          method: 'PATCH',
-          headers: { 'Content-Type': 'application/trickle-ice-sdpfrag', 'If-Match': '*', 'Authorization': 'Bearer ' + token },
-          body: ['a=ice-ufrag:' + ice.ufrag, 'a=ice-pwd:' + ice.pwd, ...ice.candidates, 'a=end-of-candidates', ''].join('\r\n'),
-        });
-        say('WHIP-RESTART ' + r.status);
-        if (r.status !== 200) throw new Error('WHIP PATCH ' + r.status);
-        lastAnswer = withIce(lastAnswer, iceOf(await r.text()));
+        await pc.setLocalDescription(offer);
         await pc.setRemoteDescription({ type: 'answer', sdp: lastAnswer });
+        await done;
+        const candidates = iceOf(pc.localDescription.sdp).candidates;
+        const t = await patch([...credentials, ...candidates, 'a=end-of-candidates'], etag);
+        say('WHIP-TRICKLE ' + t.status);
       } catch (e) {
         say('WHIP-RESTART-ERROR ' + e);
       } finally {
