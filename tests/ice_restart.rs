@@ -296,6 +296,9 @@ async fn gremium_publish_restarts_ice_and_keeps_publishing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Read its output from the start: a full pipe would block the publisher (its
+    // libnice debug log, with NICE_DEBUG set, fills one within a second).
+    let output = tokio::spawn(child.wait_with_output());
     wait_event(&mut ws, "participant_media_started", |e| {
         e["participant_id"] == pid.as_str()
     })
@@ -306,8 +309,9 @@ async fn gremium_publish_restarts_ice_and_keeps_publishing() {
         assert_media_flows(&app, Duration::from_secs(2), 10, "after the restart").await;
     }
     assert_not_stopped(&mut ws, Duration::from_millis(200)).await;
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+    let out = tokio::time::timeout(Duration::from_secs(30), output)
         .await
+        .unwrap()
         .unwrap()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
