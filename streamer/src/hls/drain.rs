@@ -50,8 +50,10 @@ impl DrainBin {
     }
 
     /// While some child's last word was an error (an `hlssink2` that could not write
-    /// and has not added a segment since, `hls-segment-added`), the first such
-    /// error: its playlist is not advancing. `None` otherwise.
+    /// and has not closed a segment since, `splitmuxsink-fragment-closed` from its
+    /// inner `splitmuxsink`), the first such error: its playlist is not advancing.
+    /// `None` otherwise. (`hlssink2` 1.22's writer stops at the error, so today the
+    /// error stands until the stream ends; a writer that resumed would clear it.)
     pub fn current_error(&self) -> watch::Receiver<Option<String>> {
         self.imp().current().subscribe()
     }
@@ -157,9 +159,12 @@ mod imp {
                     failing.entry(source).or_insert(text);
                     self.report(&failing);
                 }
+                // `hlssink2` adds the segment to its playlist on this message of its
+                // `splitmuxsink` (it posts none of its own: `hls-segment-added` is
+                // the old `hlssink`'s).
                 gst::MessageView::Element(m)
                     if m.structure()
-                        .is_some_and(|s| s.name() == "hls-segment-added") =>
+                        .is_some_and(|s| s.name() == "splitmuxsink-fragment-closed") =>
                 {
                     let source = self.child_name(&message);
                     let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
@@ -171,5 +176,63 @@ mod imp {
             }
             self.parent_handle_message(message)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child bin named `name` holding one element, as `hlssink2` holds its
+    /// `splitmuxsink`.
+    fn sink_like(bin: &DrainBin, name: &str) -> gst::Element {
+        let child = gst::Bin::with_name(name);
+        let inner = gst::ElementFactory::make("identity")
+            .name("splitmuxsink0")
+            .build()
+            .unwrap();
+        child.add(&inner).unwrap();
+        bin.add(&child).unwrap();
+        inner
+    }
+
+    fn full_disk(from: &gst::Element) {
+        let m = gst::message::Error::builder(gst::ResourceError::Write, "Could not write")
+            .src(from)
+            .debug("gstgiostreamsink.c\nError writing to file: No space left on device")
+            .build();
+        let _ = from.post_message(m);
+    }
+
+    fn fragment_closed(from: &gst::Element) {
+        let s = gst::Structure::builder("splitmuxsink-fragment-closed")
+            .field("location", "segment00007.ts")
+            .build();
+        let _ = from.post_message(gst::message::Element::builder(s).src(from).build());
+    }
+
+    #[test]
+    fn an_error_stands_until_that_sink_closes_a_segment_again() {
+        gst::init().unwrap();
+        let bin = DrainBin::new("hls-test");
+        let (v720, v360) = (sink_like(&bin, "hls-720p"), sink_like(&bin, "hls-360p"));
+        let current = bin.current_error();
+        assert_eq!(*current.borrow(), None);
+        full_disk(&v720);
+        let error = current.borrow().clone().expect("an error stands");
+        assert!(
+            error.starts_with("hls-720p: Could not write")
+                && error.ends_with("No space left on device"),
+            "{error}"
+        );
+        assert!(bin.drained().borrow().contains("hls-720p"));
+        // Another rendition's segment says nothing about this one.
+        fragment_closed(&v360);
+        assert_eq!(current.borrow().as_deref(), Some(error.as_str()));
+        // Its own next segment does.
+        fragment_closed(&v720);
+        assert_eq!(*current.borrow(), None);
+        // The first error of the stream is still known (the stop reports it).
+        assert_eq!(bin.first_error().as_deref(), Some(error.as_str()));
     }
 }
