@@ -648,9 +648,9 @@ impl HlsBin {
         self.rtmp.remove(id)
     }
 
-    /// Why the HLS files are not being written right now (a full disk: the
-    /// playlists stall while the RTMP pushes go on), until a segment is written
-    /// again. `None` while they advance.
+    /// Why the HLS files are not being written (a full disk: the playlists stall
+    /// while the RTMP pushes go on), from the first failed write until the stream
+    /// ends (they do not resume by themselves). `None` while they advance.
     pub fn write_error(&self) -> Option<String> {
         self.bin.current_error().borrow().clone()
     }

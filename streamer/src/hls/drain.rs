@@ -49,11 +49,13 @@ impl DrainBin {
             .clone()
     }
 
-    /// While some child's last word was an error (an `hlssink2` that could not write
-    /// and has not closed a segment since, `splitmuxsink-fragment-closed` from its
-    /// inner `splitmuxsink`), the first such error: its playlist is not advancing.
-    /// `None` otherwise. (`hlssink2` 1.22's writer stops at the error, so today the
-    /// error stands until the stream ends; a writer that resumed would clear it.)
+    /// Once a child posted an error (an `hlssink2` that could not write), the first
+    /// such error: that playlist is not advancing. `None` before. It stands until the
+    /// stream ends: `hlssink2` 1.22's writer stops at the error, and no message tells a
+    /// written segment from a failed one. It posts no `hls-segment-added` (the old
+    /// `hlssink`'s message), and its `splitmuxsink`'s `splitmuxsink-fragment-closed`
+    /// also follows a failed write (clearing the error on it made the disk-full test's
+    /// error vanish right after it was reported).
     pub fn current_error(&self) -> watch::Receiver<Option<String>> {
         self.imp().current().subscribe()
     }
@@ -66,7 +68,7 @@ mod imp {
     pub struct DrainBin {
         drained: OnceLock<watch::Sender<BTreeSet<String>>>,
         current: OnceLock<watch::Sender<Option<String>>>,
-        /// Children whose last word was an error, with their first error.
+        /// Children that posted an error, with their first error.
         failing: Mutex<BTreeMap<String, String>>,
         pub(super) error: Mutex<Option<String>>,
     }
@@ -152,25 +154,12 @@ mod imp {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .get_or_insert_with(|| text.clone());
-                    // A sink's first error stands until it writes again (a full
-                    // disk fails every segment and playlist write: no news after
-                    // the first); the bin reports the first standing one.
+                    // A sink's first error stands (a full disk fails every segment
+                    // and playlist write: no news after the first); the bin reports
+                    // the first one.
                     let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
                     failing.entry(source).or_insert(text);
                     self.report(&failing);
-                }
-                // `hlssink2` adds the segment to its playlist on this message of its
-                // `splitmuxsink` (it posts none of its own: `hls-segment-added` is
-                // the old `hlssink`'s).
-                gst::MessageView::Element(m)
-                    if m.structure()
-                        .is_some_and(|s| s.name() == "splitmuxsink-fragment-closed") =>
-                {
-                    let source = self.child_name(&message);
-                    let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
-                    if failing.remove(&source).is_some() {
-                        self.report(&failing);
-                    }
                 }
                 _ => {}
             }
@@ -212,11 +201,13 @@ mod tests {
     }
 
     #[test]
-    fn an_error_stands_until_that_sink_closes_a_segment_again() {
+    fn an_error_stands_through_later_fragment_messages() {
         gst::init().unwrap();
         let bin = DrainBin::new("hls-test");
         let (v720, v360) = (sink_like(&bin, "hls-720p"), sink_like(&bin, "hls-360p"));
         let current = bin.current_error();
+        assert_eq!(*current.borrow(), None);
+        fragment_closed(&v720);
         assert_eq!(*current.borrow(), None);
         full_disk(&v720);
         let error = current.borrow().clone().expect("an error stands");
@@ -226,13 +217,12 @@ mod tests {
             "{error}"
         );
         assert!(bin.drained().borrow().contains("hls-720p"));
-        // Another rendition's segment says nothing about this one.
-        fragment_closed(&v360);
-        assert_eq!(current.borrow().as_deref(), Some(error.as_str()));
-        // Its own next segment does.
+        // A fragment-closed also follows a failed write: neither that nor another
+        // rendition's segment means the playlist advances again.
         fragment_closed(&v720);
-        assert_eq!(*current.borrow(), None);
-        // The first error of the stream is still known (the stop reports it).
+        fragment_closed(&v360);
+        full_disk(&v360);
+        assert_eq!(current.borrow().as_deref(), Some(error.as_str()));
         assert_eq!(bin.first_error().as_deref(), Some(error.as_str()));
     }
 }
