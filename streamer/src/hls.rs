@@ -747,7 +747,8 @@ fn hls_sink(s: &HlsSettings, name: &str) -> Result<gst::Element, StreamerError> 
 /// `bin` — `queue (leaky, `hold`) !` [`FlowGuard`](gremium_pipelines::guard::FlowGuard) — whose sink pad is returned. A sink
 /// that cannot write (a full disk) returns a flow error, or its muxer stops taking
 /// data; unguarded, either would travel up the tees and stop the encoders the RTMP
-/// pushes share and the audio every output shares. The guard turns the error into OK
+/// pushes share and the audio every output shares. The guard turns the error (or an
+/// EOS) into OK
 /// and drops what a stuck sink does not take, so only that playlist stalls; the
 /// error is still posted, and reported by the bin. The queue is the branch's own
 /// thread, so one muxer waiting for its other stream never holds up the others.
