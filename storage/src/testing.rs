@@ -91,17 +91,26 @@ impl SmallDisk {
     }
 
     /// Take all free space but about `leave` bytes with a new file (allocated at
-    /// once, never overshooting); returns it (remove it to free the space).
+    /// once, never overshooting); returns it (remove it to free the space). A writer
+    /// on the disk may take some of the space between reading it and allocating, so
+    /// a refused allocation is tried again with what is free then.
     pub fn fill_leaving(&self, leave: u64) -> std::path::PathBuf {
         use fs4::fs_std::FileExt;
         let filler = self
             .path
             .join(format!("filler-{}", Uuid::new_v4().simple()));
-        let free = fs4::available_space(&self.path).expect("free space");
         let f = std::fs::File::create(&filler).expect("filler");
-        f.allocate(free.saturating_sub(leave))
-            .expect("allocating the filler");
-        filler
+        let mut last = None;
+        for _ in 0..20 {
+            let free = fs4::available_space(&self.path).expect("free space");
+            match f.allocate(free.saturating_sub(leave)) {
+                Ok(()) => return filler,
+                // ENOSPC: less is free now than a moment ago.
+                Err(e) if e.raw_os_error() == Some(28) => last = Some(e),
+                Err(e) => panic!("allocating the filler: {e}"),
+            }
+        }
+        panic!("allocating the filler: {last:?}");
     }
 }
 
