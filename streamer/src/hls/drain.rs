@@ -7,8 +7,8 @@
 //! The same way it tells whether the playlists are advancing: an error (a full disk)
 //! stands until a sink adds its next segment.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Mutex, OnceLock};
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
 
 use gst::glib;
 use gst::prelude::*;
@@ -42,11 +42,7 @@ impl DrainBin {
 
     /// The first error a child posted (also passed up to the pipeline).
     pub fn first_error(&self) -> Option<String> {
-        self.imp()
-            .error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.imp().current().borrow().clone()
     }
 
     /// Once a child posted an error (an `hlssink2` that could not write), the first
@@ -67,10 +63,8 @@ mod imp {
     #[derive(Default)]
     pub struct DrainBin {
         drained: OnceLock<watch::Sender<BTreeSet<String>>>,
+        /// The first error a child posted (it stands: see `current_error`).
         current: OnceLock<watch::Sender<Option<String>>>,
-        /// Children that posted an error, with their first error.
-        failing: Mutex<BTreeMap<String, String>>,
-        pub(super) error: Mutex<Option<String>>,
     }
 
     impl DrainBin {
@@ -96,19 +90,6 @@ mod imp {
                 }
             }
             source.map(|s| s.name().to_string()).unwrap_or_default()
-        }
-
-        /// Publish the first standing error (`None` when no child is failing).
-        fn report(&self, failing: &BTreeMap<String, String>) {
-            let first = failing.values().next().cloned();
-            self.current().send_if_modified(|c| {
-                // While failing, the reported error stays the same one.
-                let changed = c.is_some() != first.is_some();
-                if changed {
-                    *c = first;
-                }
-                changed
-            });
         }
     }
 
@@ -150,16 +131,15 @@ mod imp {
                         Some(d) => format!("{source}: {}: {d}", e.error()),
                         None => format!("{source}: {}", e.error()),
                     };
-                    self.error
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get_or_insert_with(|| text.clone());
-                    // A sink's first error stands (a full disk fails every segment
-                    // and playlist write: no news after the first); the bin reports
-                    // the first one.
-                    let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
-                    failing.entry(source).or_insert(text);
-                    self.report(&failing);
+                    // The first error stands (a full disk fails every segment and
+                    // playlist write: no news after the first).
+                    self.current().send_if_modified(|c| {
+                        let first = c.is_none();
+                        if first {
+                            *c = Some(text);
+                        }
+                        first
+                    });
                 }
                 _ => {}
             }
