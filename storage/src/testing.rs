@@ -105,8 +105,8 @@ impl SmallDisk {
             let free = fs4::available_space(&self.path).expect("free space");
             match f.allocate(free.saturating_sub(leave)) {
                 Ok(()) => return filler,
-                // ENOSPC: less is free now than a moment ago.
-                Err(e) if e.raw_os_error() == Some(28) => last = Some(e),
+                // Less is free now than a moment ago.
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => last = Some(e),
                 Err(e) => panic!("allocating the filler: {e}"),
             }
         }
