@@ -124,6 +124,7 @@ async fn recover_recordings(
     db: &Db,
     vault: &Vault,
     spool_dir: &Path,
+    media: &gremium_mediaplane::GstMediaPlane,
     sink: gremium_protocol::EventSink,
 ) -> anyhow::Result<()> {
     use gremium_protocol::MediaEvent;
@@ -151,32 +152,13 @@ async fn recover_recordings(
             None => gremium_recorder::finalize::Origin::Recovered,
         };
         tracing::info!(recording_id = %r.id, "resuming a recording left by a stopped process");
-        let (store, sink) = (vault.store().clone(), sink.clone());
-        let (progress_sink, meeting_id, recording_id) = (sink.clone(), r.meeting_id, r.id);
-        let progress: gremium_recorder::finalize::Progress = Arc::new(move |t| {
-            progress_sink(MediaEvent::RecordingProgress {
-                meeting_id,
-                recording_id,
-                processed_ms: t.as_millis() as u64,
-            })
-        });
-        tokio::spawn(async move {
-            let result =
-                gremium_recorder::finalize::finalize(spool, key, r.id, store, origin, progress)
-                    .await;
-            sink(match result {
-                Ok(media) => MediaEvent::RecordingFinished {
-                    meeting_id: r.meeting_id,
-                    recording_id: r.id,
-                    media: Some(media),
-                },
-                Err(reason) => MediaEvent::RecordingFailed {
-                    meeting_id: r.meeting_id,
-                    recording_id: r.id,
-                    reason: format!("recovery after a crash failed: {reason}"),
-                },
-            });
-        });
+        media.finalize_spool(
+            r.meeting_id,
+            r.id,
+            key,
+            origin,
+            "recovery after a crash failed",
+        );
     }
     Ok(())
 }
@@ -297,6 +279,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         sink.clone(),
     )
     .map_err(|e| anyhow::anyhow!("starting the media plane: {e}"))?;
+    let plane = media.clone();
     let media = Arc::new(media);
     let state = AppState::new(
         db.clone(),
@@ -307,7 +290,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         gremium_signaling::system_clock(),
     );
     tokio::spawn(gremium_signaling::apply_media_events(state.clone(), events));
-    recover_recordings(&db, &vault, &config.storage.spool_dir, sink).await?;
+    recover_recordings(&db, &vault, &config.storage.spool_dir, &plane, sink).await?;
     sweep_deleted_spools(&db, &config.storage.spool_dir).await;
     tokio::spawn(gremium_signaling::retention::run(
         state.clone(),

@@ -6,6 +6,7 @@
 //!   the WebSocket, with the reason — it keeps every fragment written before, waits
 //!   (not fails) while there is no room to finalize it, and is finalized and plays
 //!   once space is freed. The meeting carries on: a new recording starts afterwards.
+//! * A recording waiting for room can be deleted meanwhile, which frees its spool.
 //! * The live disk fills up during a stream: HLS stalls and the moderator is told
 //!   why, while the RTMP push goes on.
 
@@ -163,6 +164,104 @@ async fn a_full_spool_disk_interrupts_the_recording_and_keeps_what_was_written()
     })
     .await;
     app.stop(&moderator, "recordings", &second).await;
+    let _ = pa.kill();
+    let _ = pa.wait();
+    drop(app);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The disk stays full: an archivist deletes the recording that waits for room, and
+/// that frees the space its spool held (before, 409 until someone freed space).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_waiting_for_room_can_be_deleted_and_its_spool_goes() {
+    let (disk, dir) = files_with_small("spool");
+    let PublishingMeeting {
+        app,
+        media: _media,
+        moderator,
+        mid,
+        mut ws,
+        publisher: mut pa,
+    } = PublishingMeeting::start(dir.clone(), "Finanzausschuss", false, true, false).await;
+    let archivist = app.token(&[Role::Archivist]);
+    let rid = app.start_recording(&moderator, &mid).await;
+    wait_event(&mut ws, "recording_state_changed", |e| {
+        e["recording_id"] == rid.as_str() && e["state"] == "active"
+    })
+    .await;
+    let delete = |token: String| {
+        let app = &app;
+        let rid = rid.clone();
+        async move {
+            app.send(
+                Method::DELETE,
+                &format!("/api/v1/recordings/{rid}"),
+                Some(&token),
+                None,
+            )
+            .await
+        }
+    };
+    // Running: stop it first.
+    let (s, body) = delete(archivist.clone()).await;
+    assert_eq!(s, 409, "{body}");
+    assert!(body.to_string().contains("stop it first"), "{body}");
+
+    let filler = disk.fill_leaving(160 * 1024);
+    wait_event_for(
+        &mut ws,
+        Duration::from_secs(60),
+        "recording_state_changed",
+        |e| e["recording_id"] == rid.as_str() && e["state"] == "stopping",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let view = app.get_api(&archivist, &format!("recordings/{rid}")).await;
+    assert_eq!(view["state"], "stopping", "{view}");
+    let spool = disk.path().join(format!("{rid}.spool"));
+    assert!(spool.exists());
+
+    // Moderators may not delete; an archivist may, while it waits.
+    let (s, _) = delete(moderator.clone()).await;
+    assert_eq!(s, 403);
+    let (s, body) = delete(archivist.clone()).await;
+    assert_eq!(s, 204, "{body}");
+    let (s, _) = delete(archivist.clone()).await;
+    assert_eq!(s, 204, "deleting twice is harmless");
+    // Its spool is gone at once (the filler is all that is left), and it ends failed
+    // with the reason; nothing of it can be read.
+    let left: Vec<_> = std::fs::read_dir(disk.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p != &filler)
+        .collect();
+    assert!(left.is_empty(), "left on the spool disk: {left:?}");
+    let failed = wait_event_for(
+        &mut ws,
+        Duration::from_secs(10),
+        "recording_state_changed",
+        |e| e["recording_id"] == rid.as_str() && e["state"] == "failed",
+    )
+    .await;
+    assert!(
+        failed
+            .to_string()
+            .contains("deleted while waiting for room"),
+        "{failed}"
+    );
+    let r = app
+        .http
+        .get(format!("{}/api/v1/recordings/{rid}/media", app.base))
+        .bearer_auth(&archivist)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 410);
+    // The deletion is in the meeting's ledger.
+    let ledger = app
+        .get_api(&archivist, &format!("meetings/{mid}/ledger"))
+        .await;
+    assert!(ledger.to_string().contains("recording_deleted"), "{ledger}");
     let _ = pa.kill();
     let _ = pa.wait();
     drop(app);

@@ -39,7 +39,9 @@ use gremium_protocol::{
     Audience, CommandOutcome, Consent, EventSink, LayoutSpec, MediaCommand, MediaEvent, MediaPlane,
     MediaPlaneError, MeetingContext,
 };
-use gremium_recorder::finalize::{finalize, spool_path, write_completion, Completion, Origin};
+use gremium_recorder::finalize::{
+    finalize, spool_path, write_completion, Completion, DiscardGate, FinalizeError, Origin,
+};
 use gremium_recorder::{RecordingBin, RecordingSettings};
 use gremium_storage::crypto::DataKey;
 use gremium_storage::vault::media_context;
@@ -226,8 +228,10 @@ struct Inner {
     memos: Mutex<HashMap<Uuid, Memo>>,
     /// Running recordings: recording → (meeting, consumer, bin).
     recordings: Mutex<HashMap<Uuid, RunningRecording>>,
-    /// Stopped recordings whose spool is still being finished or post-processed.
-    finishing: Mutex<std::collections::HashSet<Uuid>>,
+    /// Stopped recordings whose spool is still being finished or post-processed; once
+    /// post-processing has started, with the gate that can discard one while it waits
+    /// for room on the spool disk.
+    finishing: Mutex<HashMap<Uuid, Option<Arc<DiscardGate>>>>,
     /// Running streams: stream → (meeting, consumer, bin).
     streams: Mutex<HashMap<Uuid, RunningStream>>,
     /// Appearance timelines of running recordings: recording → (meeting, timeline).
@@ -273,7 +277,7 @@ impl GstMediaPlane {
             meetings: Mutex::new(HashMap::new()),
             memos: Mutex::new(HashMap::new()),
             recordings: Mutex::new(HashMap::new()),
-            finishing: Mutex::new(std::collections::HashSet::new()),
+            finishing: Mutex::new(HashMap::new()),
             timelines: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
             ready,
@@ -1032,10 +1036,22 @@ impl GstMediaPlane {
         {
             let running = self.0.recordings.lock().unwrap_or_else(|p| p.into_inner());
             let finishing = self.0.finishing.lock().unwrap_or_else(|p| p.into_inner());
-            if running.contains_key(&recording_id) || finishing.contains(&recording_id) {
+            if running.contains_key(&recording_id) {
                 return Err(MediaPlaneError::Rejected(
-                    "the recording is running or being finished".into(),
+                    "the recording is running: stop it first".into(),
                 ));
+            }
+            // Stopped and waiting for room to be finalized: discarded, its
+            // finalization leaves the spool to us. Not while its file is still being
+            // finished, nor once sealing has begun.
+            match finishing.get(&recording_id) {
+                Some(Some(gate)) if gate.discard() => {}
+                Some(_) => {
+                    return Err(MediaPlaneError::Rejected(
+                        "the recording is being finalized: delete it once it has finished".into(),
+                    ))
+                }
+                None => {}
             }
         }
         let spool = spool_path(&self.0.settings.recordings_dir, recording_id);
@@ -1056,23 +1072,12 @@ impl GstMediaPlane {
                     .finishing
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(recording_id);
+                    .insert(recording_id, None);
             }
             entry
         };
         let Some((meeting_id, consumer_id, recording)) = entry else {
             return;
-        };
-        // However this ends, the spool is no longer in use afterwards.
-        let finished = {
-            let inner = self.0.clone();
-            move || {
-                inner
-                    .finishing
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&recording_id);
-            }
         };
         let timeline = self
             .0
@@ -1102,7 +1107,12 @@ impl GstMediaPlane {
                 recording_id,
                 reason: format!("the recording was not finalized within 10 s: {e}"),
             });
-            finished();
+            // The spool is no longer in use (and stays until the recording is deleted).
+            self.0
+                .finishing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&recording_id);
             return;
         }
         // Post-processing (seal, validate, poster, store) runs on its own: it needs
@@ -1118,7 +1128,35 @@ impl GstMediaPlane {
         if let Err(e) = write_completion(&spool, &completion) {
             tracing::warn!(%recording_id, error = %e, "completion mark not written");
         }
-        let origin = Origin::Stopped(completion);
+        self.finalize_spool(
+            meeting_id,
+            recording_id,
+            key,
+            Origin::Stopped(completion),
+            "post-processing failed",
+        );
+    }
+
+    /// Post-process a recording's spool in the background (seal, validate, poster,
+    /// store: [`finalize`]) and report it finished or failed, a failure's reason
+    /// prefixed with `failing`. Until sealing begins (while it waits for room on the
+    /// spool disk) a `DiscardRecording` discards it; after, it is refused until the
+    /// recording is finished. Also for the spools a stopped process left behind.
+    pub fn finalize_spool(
+        &self,
+        meeting_id: Uuid,
+        recording_id: Uuid,
+        key: DataKey,
+        origin: Origin,
+        failing: &'static str,
+    ) {
+        let spool = spool_path(&self.0.settings.recordings_dir, recording_id);
+        let gate = Arc::new(DiscardGate::default());
+        self.0
+            .finishing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(recording_id, Some(gate.clone()));
         let store = self.0.settings.store.clone();
         let sink = self.0.sink.clone();
         let progress_sink = sink.clone();
@@ -1129,19 +1167,30 @@ impl GstMediaPlane {
                 processed_ms: t.as_millis() as u64,
             })
         });
+        let inner = self.0.clone();
         tokio::spawn(async move {
-            let result = finalize(spool, key, recording_id, store, origin, progress).await;
-            finished();
+            let result = finalize(spool, key, recording_id, store, origin, progress, &gate).await;
+            inner
+                .finishing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&recording_id);
             sink(match result {
                 Ok(media) => MediaEvent::RecordingFinished {
                     meeting_id,
                     recording_id,
                     media: Some(media),
                 },
-                Err(reason) => MediaEvent::RecordingFailed {
+                Err(FinalizeError::Discarded) => MediaEvent::RecordingFailed {
                     meeting_id,
                     recording_id,
-                    reason: format!("post-processing failed: {reason}"),
+                    reason: "deleted while waiting for room on the spool disk to be finalized"
+                        .into(),
+                },
+                Err(FinalizeError::Failed(reason)) => MediaEvent::RecordingFailed {
+                    meeting_id,
+                    recording_id,
+                    reason: format!("{failing}: {reason}"),
                 },
             });
         });

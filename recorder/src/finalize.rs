@@ -14,14 +14,16 @@
 //!    store is unavailable; the spool is removed only after.
 //!
 //! Before step 1 it waits until the spool's disk has room for the sealed copy (a
-//! recording interrupted by a full disk is finalized once space is freed), and the
+//! recording interrupted by a full disk is finalized once space is freed). While it
+//! waits, nothing has been written from the spool yet, so the recording may still be
+//! discarded through its [`DiscardGate`]; once sealing begins it may not. The
 //! appearances are cut to the media's duration.
 //!
 //! Plaintext exists only in memory and in the pipes to ffmpeg.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ffmpeg_sidecar::command::FfmpegCommand;
@@ -362,12 +364,79 @@ pub async fn put_with_retry(
     }
 }
 
+/// Whether a stopped recording may still be discarded instead of finalized: yes while
+/// [`finalize`] waits for room on the spool disk (nothing has been read from the
+/// spool or written from it yet), no once sealing has begun.
+#[derive(Debug, Default)]
+pub struct DiscardGate {
+    phase: Mutex<Phase>,
+    wake: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    #[default]
+    Waiting,
+    Discarded,
+    Finalizing,
+}
+
+impl DiscardGate {
+    /// Discard the recording if its finalization has not begun: `true` if it is (or
+    /// already was) discarded — [`finalize`] then leaves the spool alone and returns
+    /// [`FinalizeError::Discarded`] — `false` if sealing has begun.
+    pub fn discard(&self) -> bool {
+        let mut phase = self.phase.lock().unwrap_or_else(|p| p.into_inner());
+        match *phase {
+            Phase::Waiting | Phase::Discarded => {
+                *phase = Phase::Discarded;
+                self.wake.notify_one();
+                true
+            }
+            Phase::Finalizing => false,
+        }
+    }
+
+    /// Move on to sealing, unless discarded first.
+    fn begin(&self) -> bool {
+        let mut phase = self.phase.lock().unwrap_or_else(|p| p.into_inner());
+        if *phase == Phase::Waiting {
+            *phase = Phase::Finalizing;
+        }
+        *phase == Phase::Finalizing
+    }
+
+    fn discarded(&self) -> bool {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) == Phase::Discarded
+    }
+}
+
+/// Why [`finalize`] did not store a recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinalizeError {
+    /// Discarded through its [`DiscardGate`] while waiting for room; the spool was
+    /// not touched.
+    Discarded,
+    /// Sealing, validating or storing failed.
+    Failed(String),
+}
+
+impl std::fmt::Display for FinalizeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FinalizeError::Discarded => f.write_str("discarded before it was finalized"),
+            FinalizeError::Failed(reason) => f.write_str(reason),
+        }
+    }
+}
+
 /// Progress callback of [`finalize`]: media time validated so far.
 pub type Progress = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// Seal, validate, make the poster and store a recording's spool (blocking work on
 /// the blocking pool). The spool is removed once both objects are stored. `progress`
-/// hears how far validation has read (at most twice a second).
+/// hears how far validation has read (at most twice a second); `gate` can discard
+/// the recording while this waits for room on the spool disk.
 pub async fn finalize(
     spool: PathBuf,
     key: DataKey,
@@ -375,13 +444,39 @@ pub async fn finalize(
     store: Arc<dyn ObjectStore>,
     origin: Origin,
     progress: Progress,
-) -> Result<RecordedMedia, String> {
+    gate: &DiscardGate,
+) -> Result<RecordedMedia, FinalizeError> {
     let recovered = origin == Origin::Recovered;
     let completion = match &origin {
         Origin::Stopped(c) => c.clone(),
         Origin::Recovered => Completion::default(),
     };
-    wait_for_room(&spool, recording_id).await;
+    if !wait_for_room(&spool, recording_id, gate).await {
+        return Err(FinalizeError::Discarded);
+    }
+    stored(
+        spool,
+        key,
+        recording_id,
+        store,
+        recovered,
+        completion,
+        progress,
+    )
+    .await
+    .map_err(FinalizeError::Failed)
+}
+
+/// [`finalize`] once there is room.
+async fn stored(
+    spool: PathBuf,
+    key: DataKey,
+    recording_id: Uuid,
+    store: Arc<dyn ObjectStore>,
+    recovered: bool,
+    completion: Completion,
+    progress: Progress,
+) -> Result<RecordedMedia, String> {
     let work = {
         let (spool, key, completion) = (spool.clone(), key.clone(), completion.clone());
         tokio::task::spawn_blocking(move || -> Result<_, String> {
@@ -475,31 +570,81 @@ fn clip_appearances(appearances: Vec<Appearance>, duration_ms: u64) -> Vec<Appea
 /// Sealing writes a copy of the spool next to it. Wait (1 s doubling to 60 s) until
 /// the spool's disk has room for it: a recording interrupted because that disk filled
 /// up is finalized once space is freed, instead of failing for good. Nothing is lost
-/// meanwhile: the spool stays. If the free space cannot be read, go ahead.
-async fn wait_for_room(spool: &Path, recording_id: Uuid) {
+/// meanwhile: the spool stays. If the free space cannot be read, go ahead. `false`
+/// if `gate` discarded the recording first (at once, not at the next look).
+async fn wait_for_room(spool: &Path, recording_id: Uuid, gate: &DiscardGate) -> bool {
     let dir = spool.parent().unwrap_or(Path::new("."));
     let mut wait = Duration::from_secs(1);
     loop {
+        if gate.discarded() {
+            return false;
+        }
         let needed = match std::fs::metadata(spool) {
             // The sealed copy is a little larger than the spool; the poster is small.
             Ok(m) => m.len() + m.len() / 50 + 1024 * 1024,
-            Err(_) => return,
+            Err(_) => return gate.begin(),
         };
         match fs4::available_space(dir) {
             Ok(free) if free < needed => {
                 tracing::warn!(%recording_id, free, needed, retry_in_s = wait.as_secs(),
                     "no room on the spool disk to finalize the recording; waiting");
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = gate.wake.notified() => {}
+                }
                 wait = (wait * 2).min(Duration::from_secs(60));
             }
-            _ => return,
+            _ => return gate.begin(),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_time;
+    use super::{parse_time, wait_for_room, DiscardGate};
+    use std::time::{Duration, Instant};
+
+    /// A spool "larger" than its disk (sparse): finalizing waits for room, and a
+    /// discard ends the wait at once, not at the next look.
+    #[tokio::test]
+    async fn a_recording_waiting_for_room_can_be_discarded_but_not_once_sealing_began() {
+        let dir = std::env::temp_dir().join(format!("gremium-gate-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spool = dir.join("r.spool");
+        let free = fs4::available_space(&dir).unwrap();
+        std::fs::File::create(&spool)
+            .unwrap()
+            .set_len(free + (1 << 30))
+            .unwrap();
+        let gate = std::sync::Arc::new(DiscardGate::default());
+        let waiting = {
+            let (spool, gate) = (spool.clone(), gate.clone());
+            tokio::spawn(async move { wait_for_room(&spool, uuid::Uuid::nil(), &gate).await })
+        };
+        // Past the first look (it would look again after 1 s, then 2 s).
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(!waiting.is_finished(), "it did not wait for room");
+        let asked = Instant::now();
+        assert!(gate.discard());
+        assert!(!waiting.await.unwrap(), "went on after a discard");
+        assert!(
+            asked.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            asked.elapsed()
+        );
+        assert!(gate.discard(), "discarding twice is harmless");
+        assert!(!gate.begin());
+
+        // With room, it goes on to sealing, and a discard comes too late.
+        std::fs::File::create(&spool)
+            .unwrap()
+            .set_len(1024)
+            .unwrap();
+        let gate = DiscardGate::default();
+        assert!(wait_for_room(&spool, uuid::Uuid::nil(), &gate).await);
+        assert!(!gate.discard());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn appearances_end_with_the_media() {

@@ -117,6 +117,7 @@ async fn a_killed_recorder_leaves_a_spool_that_recovers_into_a_playable_recordin
                 progress.store(t.as_millis() as u64, std::sync::atomic::Ordering::Relaxed)
             })
         },
+        &gremium_recorder::finalize::DiscardGate::default(),
     )
     .await
     .unwrap();

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use gremium_protocol::MediaCommand;
+use gremium_protocol::{MediaCommand, MediaPlaneError, OutputState};
 use gremium_storage::vault::{manifest_context, media_context, poster_context};
 use gremium_storage::{ArchiveQuery, LedgerRecord, Meeting, Recording, VaultError};
 use serde::{Deserialize, Serialize};
@@ -449,7 +449,11 @@ pub(crate) async fn delete_recording_now(
     Ok(!shredded.already)
 }
 
-/// Delete a recording now (admin, archivist). Repeating it is harmless (204).
+/// Delete a recording now (admin, archivist). Repeating it is harmless (204). A
+/// running recording must be stopped first (409). A stopped one still `stopping`
+/// can be deleted while it waits for room on the spool disk to be finalized (the
+/// media plane discards it: it ends `failed`, and the space is freed); while its
+/// file is being finished or sealed, 409.
 #[utoipa::path(delete, path = "/api/v1/recordings/{rid}", params(("rid" = Uuid, Path)),
     responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 409)),
     security(("bearer" = [])), tag = "archive")]
@@ -460,10 +464,24 @@ pub async fn delete_recording(
 ) -> ApiResult<StatusCode> {
     who.require(&[Role::Archivist])?;
     let (r, _) = load_recording(&state, rid).await?;
-    if !r.state.is_terminal() {
-        return Err(ApiError::Conflict(
-            "the recording is running: stop it first".into(),
-        ));
+    match r.state {
+        s if s.is_terminal() => {}
+        OutputState::Stopping => {
+            let discard = MediaCommand::DiscardRecording {
+                meeting_id: r.meeting_id,
+                recording_id: rid,
+            };
+            match state.media().execute(discard).await {
+                Ok(_) => {}
+                Err(MediaPlaneError::Rejected(m)) => return Err(ApiError::Conflict(m)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        _ => {
+            return Err(ApiError::Conflict(
+                "the recording is running: stop it first".into(),
+            ))
+        }
     }
     delete_recording_now(&state, rid, &who.actor(), "request").await?;
     Ok(StatusCode::NO_CONTENT)
