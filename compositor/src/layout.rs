@@ -46,6 +46,8 @@ impl Rect {
         } else {
             (cell.h * 16 / 9, cell.h)
         };
+        // Never empty inside a cell that is not (see `cells`).
+        let (w, h) = (w.max(1).min(cell.w), h.max(1).min(cell.h));
         Rect {
             x: cell.x + (cell.w - w) / 2,
             y: cell.y + (cell.h - h) / 2,
@@ -152,13 +154,24 @@ fn cells(area: Rect, cols: u32, rows: u32, gap: u32) -> Vec<Rect> {
     if cols == 0 || rows == 0 {
         return out;
     }
-    let cw = area.w.saturating_sub(gap * (cols + 1)) / cols;
-    let ch = area.h.saturating_sub(gap * (rows + 1)) / rows;
+    // Where the gaps would leave no room (many tiles in a small strip), they shrink:
+    // a tile never ends up empty (a mixer pad of width or height 0 would draw its
+    // input unscaled, at full size, over the picture).
+    let gap_along = |len: u32, n: u32| {
+        if len >= gap * (n + 1) + n {
+            gap
+        } else {
+            len.saturating_sub(n) / (n + 1)
+        }
+    };
+    let (gx, gy) = (gap_along(area.w, cols), gap_along(area.h, rows));
+    let cw = area.w.saturating_sub(gx * (cols + 1)) / cols;
+    let ch = area.h.saturating_sub(gy * (rows + 1)) / rows;
     for r in 0..rows {
         for c in 0..cols {
             out.push(Rect {
-                x: area.x + gap + c * (cw + gap),
-                y: area.y + gap + r * (ch + gap),
+                x: area.x + gx + c * (cw + gx),
+                y: area.y + gy + r * (ch + gy),
                 w: cw,
                 h: ch,
             });
@@ -475,6 +488,29 @@ mod tests {
             .iter()
             .filter(|p| p.id != ps[2].id)
             .all(|p| p.rect.x >= HD.width * 4 / 5));
+    }
+
+    /// Found by the property test: 24 people in the screen-share strip of a 320×240
+    /// canvas with 9 px gaps got 0×0 tiles (the gaps took all 240 px).
+    #[test]
+    fn a_crowded_strip_on_a_small_canvas_keeps_every_tile() {
+        let mut ps = people(25);
+        ps[0].screen_share = true;
+        let small = Canvas {
+            width: 320,
+            height: 240,
+        };
+        let mut s = settings(LayoutKind::ScreenShare);
+        s.gap = 9;
+        let out = LayoutEngine::new().layout(&ps, &s, small);
+        assert_eq!(out.len(), 25);
+        for (i, a) in out.iter().enumerate() {
+            assert!(a.rect.w > 0 && a.rect.h > 0, "{a:?} empty");
+            assert!(a.rect.x + a.rect.w <= 320 && a.rect.y + a.rect.h <= 240);
+            assert!(out[i + 1..]
+                .iter()
+                .all(|b| a.z != b.z || !a.rect.overlaps(&b.rect)));
+        }
     }
 
     #[test]
