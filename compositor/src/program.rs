@@ -665,6 +665,13 @@ impl Program {
         }
         self.slate_on = on;
         self.apply();
+        // Taken down (after the participants are placed again), the slate's card is
+        // not kept running hidden; the next non-public part builds it again.
+        if !on {
+            if let Some(b) = self.slate.take() {
+                remove_branch(&self.bin, &self.vmix, b);
+            }
+        }
         Ok(self.running_time())
     }
 
@@ -837,8 +844,12 @@ impl Program {
                     }
                 }
                 None => {
-                    if let Some((b, _)) = &input.placeholder {
-                        b.mixer_pad.set_property("alpha", 0.0f64);
+                    // Not kept hidden: a card is a live source making frames at the
+                    // program's rate (a thread, text blending, the mixer waking for
+                    // each), and most participants need theirs only until their
+                    // camera's first frame. Built again when needed (a frame or two).
+                    if let Some((b, _)) = input.placeholder.take() {
+                        remove_branch(&self.bin, &self.vmix, b);
                     }
                 }
             }

@@ -352,6 +352,18 @@ fn grid_speaker_and_podium_geometry_at_pixel_level() {
         .all(|c| c.tones[0] > AUDIBLE && c.tones[2] > AUDIBLE));
 }
 
+/// Live sources in the program bin: the mixer's clock source and the cards
+/// (placeholder tiles, the slate).
+fn cards(program: &Program) -> usize {
+    program
+        .bin()
+        .iterate_recurse()
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.factory().is_some_and(|f| f.name() == "videotestsrc"))
+        .count()
+}
+
 #[test]
 fn live_changes_slate_placeholders_and_stalled_inputs_never_stop_the_program() {
     let mut settings = settings(NonConsenting::Placeholder);
@@ -381,6 +393,9 @@ fn live_changes_slate_placeholders_and_stalled_inputs_never_stop_the_program() {
     h.run_until(t, Duration::from_millis(800));
     let f = h.frames_since(t + 400_000_000).pop().unwrap();
     assert!(f.colours[0].count > 0 && f.colours[1].count > 0, "{f:?}");
+    // Both show their pictures: no card is kept running hidden, only the mixer's
+    // clock source is left (a card makes frames at the program's rate).
+    assert_eq!(cards(&h.program), 1, "hidden cards kept running");
 
     // A's label is drawn in A's tile (bottom left): not all of A's tile is red.
     let a = *h.program.placements().iter().find(|p| p.id == A).unwrap();
@@ -453,6 +468,20 @@ fn live_changes_slate_placeholders_and_stalled_inputs_never_stop_the_program() {
     h.run_until(back, Duration::from_millis(600));
     let f = h.frames_since(back + 300_000_000).pop().unwrap();
     assert!(f.colours[1].count > 0, "program back after the slate");
+    // The slate's card went with it; A's placeholder (camera off) stays.
+    assert_eq!(cards(&h.program), 2, "the slate's card kept running");
+    // Up again, it is built again.
+    let slate_at = h.program.set_slate(true).unwrap().unwrap();
+    h.run_until(slate_at, Duration::from_millis(400));
+    let px = h.pixel(W / 2, 10);
+    assert!(near(&px, [0x1d, 0x35, 0x57]), "slate again: {px:?}");
+    let back = h.program.set_slate(false).unwrap().unwrap();
+    h.run_until(back, Duration::from_millis(600));
+    let f = h.frames_since(back + 300_000_000).pop().unwrap();
+    assert!(
+        f.colours[1].count > 0,
+        "program back after the second slate"
+    );
 
     // Leave while running; the rest goes on.
     h.program.remove_participant(B);
