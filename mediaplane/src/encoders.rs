@@ -271,7 +271,7 @@ fn forward(
     };
     let key = is_keyframe(buffer);
     let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-    let after_last = s.last.map_or(true, |last| at > last);
+    let after_last = s.last.is_none_or(|last| at > last);
     if from == Source::Shared && s.want == Source::Shared && s.active == Source::Own && key {
         if after_last {
             s.active = Source::Shared;
