@@ -352,6 +352,37 @@ fn grid_speaker_and_podium_geometry_at_pixel_level() {
         .all(|c| c.tones[0] > AUDIBLE && c.tones[2] > AUDIBLE));
 }
 
+/// Nobody publishes yet (a recording started before anyone joined): the program
+/// still makes black frames and silence on the clock (its clock sources; the
+/// mixers' `force-live` alone produces nothing: no input, no caps), and someone
+/// joining later is seen and heard.
+#[test]
+fn an_empty_program_runs_on_the_clock_and_takes_a_late_joiner() {
+    let mut h = Harness::new(settings(NonConsenting::Placeholder));
+    h.start();
+    h.run_until(0, Duration::from_secs(1));
+    assert_eq!(cards(&h.program), 1, "the clock source only");
+    let frames = h.frames_since(0);
+    let chunks = h.chunks_since(0);
+    assert!(frames.len() >= 25, "{} frames in a second", frames.len());
+    assert!(chunks.iter().map(|c| c.end_ns - c.running_ns).sum::<u64>() >= 900_000_000);
+    for w in frames.windows(2) {
+        assert!(w[1].running_ns - w[0].running_ns < 100_000_000, "video gap");
+    }
+    assert!(frames
+        .iter()
+        .all(|f| f.colours.iter().all(|c| c.count == 0)));
+    assert!(chunks.iter().all(|c| c.tones.iter().all(|t| *t < SILENT)));
+
+    h.participant(A, "Anna A", true, 0);
+    let t = h.now();
+    h.run_until(t, Duration::from_millis(800));
+    let f = h.frames_since(t + 500_000_000).pop().unwrap();
+    assert!(f.colours[0].count > 0, "late joiner not seen: {f:?}");
+    let heard = h.chunks_since(t + 500_000_000);
+    assert!(!heard.is_empty() && heard.iter().all(|c| c.tones[0] > AUDIBLE));
+}
+
 /// Live sources in the program bin: the mixer's clock source and the cards
 /// (placeholder tiles, the slate).
 fn cards(program: &Program) -> usize {
