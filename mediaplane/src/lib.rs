@@ -1102,17 +1102,19 @@ impl GstMediaPlane {
             )
             .await;
         if let Err(e) = result {
-            (self.0.sink)(MediaEvent::RecordingFailed {
-                meeting_id,
-                recording_id,
-                reason: format!("the recording was not finalized within 10 s: {e}"),
-            });
-            // The spool is no longer in use (and stays until the recording is deleted).
+            // The spool is no longer in use (and stays until the recording is
+            // deleted): out of the set before the failure is reported, so a deletion
+            // that follows the report removes it.
             self.0
                 .finishing
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&recording_id);
+            (self.0.sink)(MediaEvent::RecordingFailed {
+                meeting_id,
+                recording_id,
+                reason: format!("the recording was not finalized within 10 s: {e}"),
+            });
             return;
         }
         // Post-processing (seal, validate, poster, store) runs on its own: it needs
