@@ -254,9 +254,9 @@ mod tests {
 
     #[test]
     fn a_consumer_refusing_with_error_or_eos_never_stops_the_shared_tee() {
-        // A failed hlssink2 answers ERROR, or EOS once its muxer gave up: either,
-        // unguarded, ends the tee's stream for every branch (the RTMP push lost its
-        // audio in the disk-full test).
+        // A failed hlssink2 answers ERROR, and in the disk-full test also EOS (which
+        // element is not pinned down): either, unguarded, ends the tee's stream for
+        // every branch (the RTMP push lost its audio there).
         for refusal in [
             gst::FlowError::Error,
             gst::FlowError::NotNegotiated,

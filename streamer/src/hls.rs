@@ -720,7 +720,7 @@ impl HlsBin {
             tracing::warn!(?unfinished, dir = %self.dir.display(), "HLS output did not drain");
             return Err(StreamerError::Frozen { unfinished });
         }
-        match self.bin.first_error() {
+        match self.write_error() {
             Some(e) => Err(StreamerError::Output(e)),
             None => Ok(()),
         }
@@ -744,15 +744,14 @@ fn hls_sink(s: &HlsSettings, name: &str) -> Result<gst::Element, StreamerError> 
 }
 
 /// A new request pad (`video` or `audio`) of an `hlssink2`, behind a guard added to
-/// `bin` — `queue (leaky, `hold`) !` [`FlowGuard`](gremium_pipelines::guard::FlowGuard) — whose sink pad is returned. A sink
-/// that cannot write (a full disk) returns a flow error, or its muxer stops taking
-/// data; unguarded, either would travel up the tees and stop the encoders the RTMP
-/// pushes share and the audio every output shares. The guard turns the error (or an
-/// EOS) into OK
-/// and drops what a stuck sink does not take, so only that playlist stalls; the
-/// error is still posted, and reported by the bin. The queue is the branch's own
-/// thread, so one muxer waiting for its other stream never holds up the others.
-/// Caps problems still fail the link.
+/// `bin` — `queue (leaky, `hold`) !` [`FlowGuard`](gremium_pipelines::guard::FlowGuard)
+/// — whose sink pad is returned. A sink that cannot write (a full disk) returns a
+/// flow error, or its muxer stops taking data; unguarded, either would travel up the
+/// tees and stop the encoders the RTMP pushes share and the audio every output
+/// shares. The guard turns the error (or an EOS) into OK and drops what a stuck sink
+/// does not take, so only that playlist stalls; the error is still posted, and
+/// reported by the bin. The queue is the branch's own thread, so one muxer waiting
+/// for its other stream never holds up the others. Caps problems still fail the link.
 fn guarded_sink_pad(
     bin: &DrainBin,
     sink: &gst::Element,

@@ -4,8 +4,8 @@
 //! internal sink posts EOS, and only then posts EOS itself. A pad probe would fire too
 //! early (before the last segment is written), and the bus belongs to the pipeline the
 //! bin is attached to, so the bin watches the messages of its children as they pass.
-//! The same way it tells whether the playlists are advancing: an error (a full disk)
-//! stands until a sink adds its next segment.
+//! The same way it tells whether the playlists are advancing: a child's first error
+//! (a full disk) stands until the stream ends.
 
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
@@ -38,11 +38,6 @@ impl DrainBin {
     /// that failed — a sink on a full disk — will never drain).
     pub fn drained(&self) -> watch::Receiver<BTreeSet<String>> {
         self.imp().drained().subscribe()
-    }
-
-    /// The first error a child posted (also passed up to the pipeline).
-    pub fn first_error(&self) -> Option<String> {
-        self.imp().current().borrow().clone()
     }
 
     /// Once a child posted an error (an `hlssink2` that could not write), the first
@@ -203,6 +198,9 @@ mod tests {
         fragment_closed(&v360);
         full_disk(&v360);
         assert_eq!(current.borrow().as_deref(), Some(error.as_str()));
-        assert_eq!(bin.first_error().as_deref(), Some(error.as_str()));
+        assert_eq!(
+            bin.current_error().borrow().as_deref(),
+            Some(error.as_str())
+        );
     }
 }
