@@ -669,7 +669,7 @@ impl Program {
         // not kept running hidden; the next non-public part builds it again.
         if !on {
             if let Some(b) = self.slate.take() {
-                remove_hidden(&self.bin, &self.vmix, b);
+                remove_branch(&self.bin, &self.vmix, b);
             }
         }
         Ok(self.running_time())
@@ -849,7 +849,7 @@ impl Program {
                     // each), and most participants need theirs only until their
                     // camera's first frame. Built again when needed (a frame or two).
                     if let Some((b, _)) = input.placeholder.take() {
-                        remove_hidden(&self.bin, &self.vmix, b);
+                        remove_branch(&self.bin, &self.vmix, b);
                     }
                 }
             }
@@ -993,16 +993,6 @@ pub fn unlink_when_idle(downstream: &gst::Pad, upstream: &gst::Pad) {
         // Never idle (a stuck upstream): unlink anyway; a push in flight fails once.
         let _ = upstream.unlink(downstream);
     }
-}
-
-/// Take a card (a source branch) out of the program: hidden at once, stopped and
-/// removed on a GStreamer thread. Stopping a live source waits for its streaming
-/// thread (up to a frame), which must not hold up the caller — a consent or slate
-/// change on the media plane's async tasks.
-fn remove_hidden(bin: &gst::Bin, mixer: &gst::Element, b: Branch) {
-    b.mixer_pad.set_property("alpha", 0.0f64);
-    let mixer = mixer.clone();
-    bin.call_async(move |bin| remove_branch(bin, &mixer, b));
 }
 
 /// Take a branch out of the running program: unlink its input at an idle moment,
