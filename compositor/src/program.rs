@@ -1003,12 +1003,8 @@ fn remove_branch(bin: &gst::Bin, mixer: &gst::Element, b: Branch) {
             unlink_when_idle(ghost.upcast_ref(), &peer);
         }
     }
-    // Locked first: a state change of the pipeline meanwhile must not bring a
-    // stopped element back up (a live source restarted that way and then dropped
-    // runs its thread on a disposed object).
     for e in &b.elements {
-        e.set_locked_state(true);
-        let _ = e.set_state(gst::State::Null);
+        gremium_pipelines::stop_for_good(e);
     }
     for e in &b.elements {
         let _ = bin.remove(e);

@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use gremium_pipelines::encode::{h264_chain, is_keyframe, request_keyframe_upstream, H264};
-use gremium_pipelines::{make, PipelineError};
+use gremium_pipelines::{make, stop_and_remove, PipelineError};
 use gst::prelude::*;
 
 fn err(e: impl std::fmt::Display) -> PipelineError {
@@ -374,8 +374,7 @@ impl Feed {
             // give that sink the data it prerolls on.
             .and_then(|_| src.set_state(gst::State::Playing).map_err(err));
         if let Err(e) = linked {
-            let _ = src.set_state(gst::State::Null);
-            let _ = pipeline.remove(&src);
+            stop_and_remove(pipeline, &src);
             return Err(e);
         }
         let state = Arc::new(Mutex::new(FeedState {
@@ -490,8 +489,7 @@ impl Feed {
                 let _ = src.unlink(&peer);
             }
         }
-        let _ = self.src.set_state(gst::State::Null);
-        let _ = pipeline.remove(&self.src);
+        stop_and_remove(pipeline, &self.src);
     }
 }
 

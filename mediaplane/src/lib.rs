@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use encoders::{Encoder, Feed};
 use gremium_compositor::{Kind, LayoutChoice, Program, ProgramSettings, SpeakerDetector};
 use gremium_pipelines::encode::H264;
+use gremium_pipelines::stop_and_remove;
 use gremium_pipelines::webrtc::{
     answer_offer, decode_incoming, make_webrtcbin, parse_sdp, IceSettings, MediaKind,
 };
@@ -438,13 +439,11 @@ impl GstMediaPlane {
                 (m.public.unwrap_or(false), m.layout.clone())
             });
             program.set_layout(layout_choice(&layout.unwrap_or_default()));
-            if self.slated(audience) {
-                // The slate is built up front (hidden while public), so a switch only
-                // flips its alpha: it shows from the next output frame, with no new
-                // source to start.
+            // The slate's card is built when it goes up, and taken out when it comes
+            // down (not kept running hidden).
+            if self.slated(audience) && !public {
                 program
                     .set_slate(true)
-                    .and_then(|_| program.set_slate(!public))
                     .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
             }
             s.pipeline
@@ -452,8 +451,7 @@ impl GstMediaPlane {
                 .add(program.bin())
                 .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
             if let Err(e) = program.bin().sync_state_with_parent() {
-                let _ = program.bin().set_state(gst::State::Null);
-                let _ = s.pipeline.gst().remove(program.bin());
+                stop_and_remove(s.pipeline.gst(), program.bin());
                 return Err(MediaPlaneError::Failed(e.to_string()));
             }
             for (participant_id, name) in &s.roster {
@@ -662,11 +660,7 @@ impl GstMediaPlane {
             None => Ok(()),
         };
         let bin = c.bin.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let _ = bin.set_state(gst::State::Null);
-            let _ = pipeline.remove(&bin);
-        })
-        .await;
+        let _ = tokio::task::spawn_blocking(move || stop_and_remove(&pipeline, &bin)).await;
         let s = session.lock().await;
         let idle = s.publishers.is_empty() && s.consumers.is_empty();
         drop(s);
@@ -741,8 +735,7 @@ impl GstMediaPlane {
             match linked {
                 Ok(out) => encoder.input = Some(out),
                 Err(e) => {
-                    let _ = encoder.bin.set_state(gst::State::Null);
-                    let _ = pipeline.remove(&encoder.bin);
+                    stop_and_remove(pipeline, &encoder.bin);
                     return Err(e);
                 }
             }
@@ -818,8 +811,7 @@ impl GstMediaPlane {
             if let (Some(program), Some(input)) = (s.programs.get(&audience), &encoder.input) {
                 program.release_output(input);
             }
-            let _ = encoder.bin.set_state(gst::State::Null);
-            let _ = s.pipeline.gst().remove(&encoder.bin);
+            stop_and_remove(s.pipeline.gst(), &encoder.bin);
         }
     }
 
@@ -2098,11 +2090,7 @@ fn restart_ice(
 /// streaming threads, so it runs on the blocking pool, never on a tokio worker.
 async fn remove_bin(pipeline: &Pipeline, bin: &gst::Bin) {
     let (pipeline, bin) = (pipeline.gst().clone(), bin.clone());
-    let _ = tokio::task::spawn_blocking(move || {
-        let _ = bin.set_state(gst::State::Null);
-        let _ = pipeline.remove(&bin);
-    })
-    .await;
+    let _ = tokio::task::spawn_blocking(move || stop_and_remove(&pipeline, &bin)).await;
 }
 
 #[async_trait::async_trait]

@@ -18,8 +18,8 @@ pub mod publisher;
 pub mod webrtc;
 
 pub use pipeline::{
-    capsfilter, i420_caps, link_chain, make, BusEvent, Lifecycle, LifecycleEvent, Pipeline,
-    PipelineSettings,
+    capsfilter, i420_caps, link_chain, make, stop_and_remove, stop_for_good, BusEvent, Lifecycle,
+    LifecycleEvent, Pipeline, PipelineSettings,
 };
 
 /// Elements the media plane relies on, with the Debian package that provides them.

@@ -357,6 +357,22 @@ pub fn link_chain(elements: &[&gst::Element]) -> Result<(), PipelineError> {
     Ok(())
 }
 
+/// Stop an element of a running bin for good: its state is locked first, so a state
+/// change of the parent meanwhile cannot bring it back up. (A pipeline changes the
+/// state of all its children, for instance when it regains PLAYING after a new async
+/// sink prerolled; an element raised again that way and then dropped is disposed in
+/// PAUSED with its streaming thread still running.)
+pub fn stop_for_good(element: &impl IsA<gst::Element>) {
+    element.set_locked_state(true);
+    let _ = element.set_state(gst::State::Null);
+}
+
+/// [`stop_for_good`] and take the element out of `parent`.
+pub fn stop_and_remove(parent: &impl IsA<gst::Bin>, element: &impl IsA<gst::Element>) {
+    stop_for_good(element);
+    let _ = parent.remove(element);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,6 +416,31 @@ mod tests {
             Running.apply(&E::Error("boom".into())),
             Failed("boom".into())
         );
+    }
+
+    /// A state change of the parent between the stop and the removal leaves the
+    /// stopped element stopped.
+    #[test]
+    fn a_stopped_element_stays_stopped_while_its_parent_changes_state() {
+        gst::init().unwrap();
+        let pipeline = gst::Pipeline::new();
+        let src = make("videotestsrc", None).unwrap();
+        src.set_property("is-live", true);
+        let sink = make("fakesink", None).unwrap();
+        sink.set_property("async", false);
+        pipeline.add_many([&src, &sink]).unwrap();
+        src.link(&sink).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        assert_eq!(src.current_state(), gst::State::Playing);
+
+        stop_for_good(&src);
+        // Down and up again, as a pipeline whose state is lost and regained does.
+        pipeline.set_state(gst::State::Ready).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        assert_eq!(src.current_state(), gst::State::Null);
+        pipeline.remove(&src).unwrap();
+        drop(src);
+        pipeline.set_state(gst::State::Null).unwrap();
     }
 
     #[test]

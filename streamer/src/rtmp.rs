@@ -611,7 +611,9 @@ impl Branch {
     /// Unlink from the tees and throw the bin away.
     fn detach(self) {
         self.gate.closed.store(true, Ordering::SeqCst);
-        let _ = self.bin.set_state(gst::State::Null);
+        // Locked: the pipeline may be changing state meanwhile (a first attempt is
+        // made while it starts), and must not bring the stopped bin back up.
+        gremium_pipelines::stop_for_good(&self.bin);
         for (tee, pad) in &self.pads {
             tee.release_request_pad(pad);
         }
