@@ -366,9 +366,12 @@ impl GstMediaPlane {
             }
             self.observe_timelines(meeting_id, &s);
             for (participant_id, on) in camera_changes {
-                for program in s.programs.values_mut() {
-                    program.set_camera(participant_id, on);
-                }
+                // Blocking: a placeholder card taken out stops its live source.
+                blocking(|| {
+                    for program in s.programs.values_mut() {
+                        program.set_camera(participant_id, on);
+                    }
+                });
                 (self.0.sink)(MediaEvent::CameraChanged {
                     meeting_id,
                     participant_id,
@@ -377,9 +380,12 @@ impl GstMediaPlane {
             }
             let at = Duration::from_millis(now);
             if let Some(speaker) = s.speaker.update(&levels, at) {
-                for program in s.programs.values_mut() {
-                    program.set_active_speaker(Some(speaker));
-                }
+                // Blocking, like every program change that may take a card out.
+                blocking(|| {
+                    for program in s.programs.values_mut() {
+                        program.set_active_speaker(Some(speaker));
+                    }
+                });
                 (self.0.sink)(MediaEvent::ActiveSpeakerChanged {
                     meeting_id,
                     participant_id: speaker,
@@ -1474,9 +1480,12 @@ impl GstMediaPlane {
         self.memo(meeting_id, |m| m.consent.insert(participant_id, consent));
         let session = self.session(meeting_id)?;
         let mut s = session.lock().await;
-        for (audience, program) in s.programs.iter_mut() {
-            program.set_consent(participant_id, consent.for_audience(*audience));
-        }
+        // Blocking: a placeholder card taken out stops its live source.
+        blocking(|| {
+            for (audience, program) in s.programs.iter_mut() {
+                program.set_consent(participant_id, consent.for_audience(*audience));
+            }
+        });
         // Right after the gates: a livestream sharing the recording's encode leaves
         // it before another frame passes.
         blocking(|| self.update_sharing(meeting_id, &mut s));
@@ -1488,9 +1497,11 @@ impl GstMediaPlane {
         self.memo(meeting_id, |m| m.layout = Some(layout.clone()));
         let session = self.session(meeting_id)?;
         let mut s = session.lock().await;
-        for program in s.programs.values_mut() {
-            program.set_layout(layout_choice(&layout));
-        }
+        blocking(|| {
+            for program in s.programs.values_mut() {
+                program.set_layout(layout_choice(&layout));
+            }
+        });
         running_time(&s)
     }
 
@@ -1504,13 +1515,17 @@ impl GstMediaPlane {
             return Ok(None);
         };
         let mut s = session.lock().await;
-        for (audience, program) in s.programs.iter_mut() {
-            if self.slated(*audience) {
-                program
-                    .set_slate(!public)
-                    .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
+        // Blocking: the slate's card taken down stops its live source.
+        blocking(|| {
+            for (audience, program) in s.programs.iter_mut() {
+                if self.slated(*audience) {
+                    program
+                        .set_slate(!public)
+                        .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
+                }
             }
-        }
+            Ok::<_, MediaPlaneError>(())
+        })?;
         blocking(|| self.update_sharing(meeting_id, &mut s));
         let now = running_time(&s);
         if let (false, Some(now)) = (public, now) {
@@ -1763,14 +1778,16 @@ impl GstMediaPlane {
                 if !s.roster.iter().any(|(id, _)| *id == participant_id) {
                     s.roster.push((participant_id, display_name.to_string()));
                 }
-                for (audience, program) in s.programs.iter_mut() {
-                    program.add_participant(
-                        participant_id,
-                        display_name,
-                        consent.for_audience(*audience),
-                    );
-                    program.set_screen_share(participant_id, screen_share);
-                }
+                blocking(|| {
+                    for (audience, program) in s.programs.iter_mut() {
+                        program.add_participant(
+                            participant_id,
+                            display_name,
+                            consent.for_audience(*audience),
+                        );
+                        program.set_screen_share(participant_id, screen_share);
+                    }
+                });
                 blocking(|| self.update_sharing(meeting_id, s));
                 s.publishers.insert(
                     session_id,
