@@ -490,6 +490,112 @@ async fn failed_media_start_marks_the_recording_failed(backend: Backend) {
 }
 both_backends!(failed_media_start_marks_the_recording_failed);
 
+/// A write that fails in the stop's final flush (after the moderator stopped the
+/// recording): the recording is already `stopping`, but its record still says why its
+/// end is missing, clients hear it, and the ledger has it. The first reason stays.
+async fn an_interruption_while_stopping_is_kept(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let moderator = app.token(&[Role::Moderator]);
+    let mid = app.create_meeting(&moderator, "Rat").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+    next_event(&mut ws).await;
+    let (s, rec) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/recordings"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(s, 201, "{rec}");
+    let rid = rec["id"].as_str().unwrap().to_string();
+    wait_event(&mut ws, "recording_state_changed", |e| {
+        e["state"] == "active"
+    })
+    .await;
+    app.fake
+        .hold_stops
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (s, _) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/recordings/{rid}/stop"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(s, 202);
+    wait_event(&mut ws, "recording_state_changed", |e| {
+        e["state"] == "stopping" && e["reason"].is_null()
+    })
+    .await;
+
+    let reason = "writing the spool failed after 7.4 s: No space left on device (os error 28)";
+    for r in [reason, "a second failure"] {
+        app.fake
+            .emit(gremium_protocol::MediaEvent::RecordingInterrupted {
+                meeting_id: mid.parse().unwrap(),
+                recording_id: rid.parse().unwrap(),
+                reason: r.into(),
+            });
+    }
+    let e = wait_event(&mut ws, "recording_state_changed", |e| {
+        !e["reason"].is_null()
+    })
+    .await;
+    assert_eq!(
+        (e["state"].as_str(), e["reason"].as_str()),
+        (Some("stopping"), Some(reason))
+    );
+    app.fake
+        .emit(gremium_protocol::MediaEvent::RecordingFinished {
+            meeting_id: mid.parse().unwrap(),
+            recording_id: rid.parse().unwrap(),
+            media: None,
+        });
+    let e = wait_event(&mut ws, "recording_state_changed", |e| {
+        e["state"] == "finished"
+    })
+    .await;
+    assert!(e["reason"].is_null(), "{e}");
+    let (s, view) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/recordings/{rid}"),
+            Some(&app.token(&[Role::Archivist])),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{view}");
+    assert_eq!(view["state"], "finished");
+    assert_eq!(view["interruption"].as_str(), Some(reason));
+    let kinds: Vec<String> = app
+        .db
+        .ledger_entries(&mid, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.subject == rid)
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "recording_requested",
+            "recording_starting",
+            "recording_active",
+            "recording_stopping",
+            "recording_interrupted",
+            "recording_finished",
+            "archive_access"
+        ]
+    );
+}
+both_backends!(an_interruption_while_stopping_is_kept);
+
 #[tokio::test]
 async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
     let app = spawn_app(Backend::Sqlite).await;

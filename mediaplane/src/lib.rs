@@ -988,19 +988,26 @@ impl GstMediaPlane {
                 return;
             };
             let reason = reason.unwrap_or_default();
-            let running = plane
-                .0
-                .recordings
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(&recording_id);
-            if running {
+            // Running, or already stopping (the write failed in the stop's final
+            // flush: the end is lost all the same, and the record must say so). In
+            // the order a stop moves it, under the same locks.
+            let (running, stopping) = {
+                let running = plane.0.recordings.lock().unwrap_or_else(|p| p.into_inner());
+                let finishing = plane.0.finishing.lock().unwrap_or_else(|p| p.into_inner());
+                (
+                    running.contains_key(&recording_id),
+                    finishing.contains_key(&recording_id),
+                )
+            };
+            if running || stopping {
                 tracing::warn!(%recording_id, %reason, "recording interrupted; keeping what was written");
                 (plane.0.sink)(MediaEvent::RecordingInterrupted {
                     meeting_id,
                     recording_id,
                     reason,
                 });
+            }
+            if running {
                 plane.stop_recording(recording_id).await;
             }
         });

@@ -362,7 +362,9 @@ pub enum MediaEvent {
     },
     /// Writing the recording failed while it ran (its spool disk filled up, an I/O
     /// error): the media plane keeps what was written and stops the recording
-    /// itself; `RecordingFinished` (or `RecordingFailed`) follows.
+    /// itself; `RecordingFinished` (or `RecordingFailed`) follows. Also sent when the
+    /// write fails in the final flush of a stop already under way: the recording
+    /// stays `stopping`, and the reason is kept as its interruption all the same.
     RecordingInterrupted {
         /// Meeting.
         meeting_id: Uuid,

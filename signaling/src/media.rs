@@ -302,17 +302,25 @@ pub(crate) async fn transition(
     let t = state
         .db()
         .transition_output(kind, id, trigger, now, reason, |t| {
+            // An interruption noted while already stopping has no state to name.
+            let what = if t.interrupted {
+                "interrupted"
+            } else {
+                t.to.as_str()
+            };
             Some(LedgerRecord {
                 chain_id: t.meeting_id.to_string(),
                 at: now,
-                kind: format!("{}_{}", kind.as_str(), t.to.as_str()),
+                kind: format!("{}_{what}", kind.as_str()),
                 actor: actor.to_string(),
                 subject: id.to_string(),
                 data: serde_json::json!({ "from": t.from.as_str(), "reason": reason }),
             })
         })
         .await?;
-    if t.changed() {
+    // Also sent for an interruption noted without a state change: clients show
+    // why a recording lost its end.
+    if t.recorded() {
         let reason = reason.map(str::to_string);
         let event = match kind {
             OutputKind::Recording => EventKind::RecordingStateChanged {
@@ -347,6 +355,9 @@ pub mod fake {
         commands: Mutex<Vec<MediaCommand>>,
         /// When set, start commands fail with this reason (as a broken pipeline would).
         pub fail_starts: Mutex<Option<String>>,
+        /// When set, a stopped recording is not reported finished (it stays
+        /// `stopping` until the test emits the outcome).
+        pub hold_stops: std::sync::atomic::AtomicBool,
     }
 
     impl FakeMediaPlane {
@@ -356,6 +367,7 @@ pub mod fake {
                 sink,
                 commands: Mutex::new(Vec::new()),
                 fail_starts: Mutex::new(None),
+                hold_stops: Default::default(),
             })
         }
 
@@ -407,11 +419,13 @@ pub mod fake {
                     meeting_id,
                     recording_id,
                 } => {
-                    (self.sink)(MediaEvent::RecordingFinished {
-                        meeting_id,
-                        recording_id,
-                        media: None,
-                    });
+                    if !self.hold_stops.load(std::sync::atomic::Ordering::SeqCst) {
+                        (self.sink)(MediaEvent::RecordingFinished {
+                            meeting_id,
+                            recording_id,
+                            media: None,
+                        });
+                    }
                     Ok(CommandOutcome::Accepted)
                 }
                 MediaCommand::StartStream {

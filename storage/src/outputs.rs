@@ -159,12 +159,21 @@ pub struct Transition {
     pub from: OutputState,
     /// State after (equal to `from` for a harmless repeat).
     pub to: OutputState,
+    /// The state did not change, but the trigger's reason was kept as the output's
+    /// interruption: the media plane stopped it itself while it was already
+    /// stopping (a write failed during the stop's final flush).
+    pub interrupted: bool,
 }
 
 impl Transition {
     /// True when the state changed.
     pub fn changed(&self) -> bool {
         self.from != self.to
+    }
+
+    /// True when the state changed or an interruption was noted.
+    pub fn recorded(&self) -> bool {
+        self.changed() || self.interrupted
     }
 }
 
@@ -370,7 +379,7 @@ impl Db {
         for _ in 0..5 {
             let mut tx = self.pool().begin().await?;
             let row = sqlx::query(&format!(
-                "select meeting_id, state from {table} where id = $1"
+                "select meeting_id, state, interruption from {table} where id = $1"
             ))
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
@@ -379,12 +388,43 @@ impl Db {
             let meeting_id = parse_uuid(&row.try_get::<String, _>("meeting_id")?)?;
             let from = parse_state(&row.try_get::<String, _>("state")?)?;
             let to = from.apply(trigger)?;
-            let transition = Transition {
+            let mut transition = Transition {
                 meeting_id,
                 from,
                 to,
+                interrupted: false,
             };
             if !transition.changed() {
+                // A stop with a reason is the media plane interrupting the output
+                // itself; one already stopping keeps the first such reason (the
+                // state machine has nothing to change, the record still has to say
+                // that the end was lost).
+                let noted = row.try_get::<Option<String>, _>("interruption")?.is_some();
+                let Some(reason) = reason.filter(|_| trigger == OutputTrigger::StopRequested)
+                else {
+                    return Ok(transition);
+                };
+                if noted {
+                    return Ok(transition);
+                }
+                let done = sqlx::query(&format!(
+                    "update {table} set interruption = $1, updated_at = $2 \
+                     where id = $3 and state = $4 and interruption is null"
+                ))
+                .bind(reason)
+                .bind(now)
+                .bind(id.to_string())
+                .bind(from.as_str())
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    continue; // someone else moved it; re-read and re-apply
+                }
+                transition.interrupted = true;
+                if let Some(record) = ledger(&transition) {
+                    append_in(&mut tx, &record).await?;
+                }
+                tx.commit().await?;
                 return Ok(transition);
             }
             // The reason of a failure is its failure; any other trigger's reason (the

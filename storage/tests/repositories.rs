@@ -267,12 +267,12 @@ async fn output_lifecycle_is_forward_only(db: Db) {
         .unwrap();
     assert_eq!(r.state, OutputState::Requested);
     let ledger = |t: &Transition| {
-        Some(record(
-            t.meeting_id,
-            6,
-            &format!("recording_{}", t.to.as_str()),
-            rid,
-        ))
+        let kind = if t.interrupted {
+            "recording_interrupted".to_string()
+        } else {
+            format!("recording_{}", t.to.as_str())
+        };
+        Some(record(t.meeting_id, 6, &kind, rid))
     };
     let t = db
         .transition_output(
@@ -321,6 +321,27 @@ async fn output_lifecycle_is_forward_only(db: Db) {
         .await
         .unwrap();
     assert!(!again.changed(), "second stop is harmless");
+    assert!(!again.recorded());
+    // The media plane stopping it itself while it is stopping (a write failed in the
+    // final flush): no state change, but the reason is kept, once.
+    for (at, reason, noted) in [(9, "spool full", true), (9, "other", false)] {
+        let t = db
+            .transition_output(
+                OutputKind::Recording,
+                rid,
+                OutputTrigger::StopRequested,
+                at,
+                Some(reason),
+                ledger,
+            )
+            .await
+            .unwrap();
+        assert!(!t.changed());
+        assert_eq!(t.interrupted, noted, "{reason}");
+    }
+    let r = db.get_recording(rid).await.unwrap().unwrap();
+    assert_eq!(r.state, OutputState::Stopping);
+    assert_eq!(r.interruption.as_deref(), Some("spool full"));
     db.transition_output(
         OutputKind::Recording,
         rid,
@@ -361,6 +382,7 @@ async fn output_lifecycle_is_forward_only(db: Db) {
             "recording_starting",
             "recording_active",
             "recording_stopping",
+            "recording_interrupted",
             "recording_failed"
         ]
     );
