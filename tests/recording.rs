@@ -59,9 +59,7 @@ async fn a_recording_holds_only_consenting_participants_and_plays() {
     next_event(&mut ws).await;
     let mut pa = publish(&app.base, &mid, &a_join, "ffd700");
     let mut pb = publish(&app.base, &mid, &b_join, "1e50ff");
-    for _ in 0..2 {
-        wait_event(&mut ws, "participant_media_started", |_| true).await;
-    }
+    wait_cameras_on(&mut ws, 2).await;
 
     let chapter = |title: &'static str| {
         let (app, path, moderator) = (
@@ -541,7 +539,7 @@ async fn a_recording_can_show_the_slate_in_non_public_parts() {
     let mut ws = ws_connect(app.addr, &mid, &moderator).await;
     next_event(&mut ws).await;
     let mut pa = publish(&app.base, &mid, &a_join, "ffd700");
-    wait_event(&mut ws, "participant_media_started", |_| true).await;
+    wait_cameras_on(&mut ws, 1).await;
     let rid = app.start_recording(&moderator, &mid).await;
     wait_event(&mut ws, "recording_state_changed", |e| {
         e["state"] == "active"

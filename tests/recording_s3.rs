@@ -55,7 +55,7 @@ async fn an_s3_outage_during_a_recording_loses_nothing() {
         &a_join,
         &[&["--color", "ffd700"][..], &small].concat(),
     );
-    wait_event(&mut ws, "participant_media_started", |_| true).await;
+    wait_cameras_on(&mut ws, 1).await;
 
     let (s, rec) = app
         .send(

@@ -72,9 +72,7 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
     // A bounded duration: a failed test leaves no publisher running.
     let mut pa = spawn_small_publisher(&app.base, &mid, &a_join, "ffd700", 60);
     let mut pb = spawn_small_publisher(&app.base, &mid, &b_join, "1e50ff", 60);
-    for _ in 0..2 {
-        wait_event(&mut ws, "participant_media_started", |_| true).await;
-    }
+    wait_cameras_on(&mut ws, 2).await;
 
     let stream = app
         .start_stream(&moderator, &mid, json!({"hls": true}))
@@ -455,7 +453,7 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
     let mut ws = ws_connect(app.addr, &mid, &moderator).await;
     next_event(&mut ws).await;
     let mut pa = spawn_small_publisher(&app.base, &mid, &a_join, "ffd700", 90);
-    wait_event(&mut ws, "participant_media_started", |_| true).await;
+    wait_cameras_on(&mut ws, 1).await;
 
     let rid = app.start_recording(&moderator, &mid).await;
     let recording_started = std::time::Instant::now();
@@ -634,7 +632,7 @@ async fn a_broadcast_delay_lets_the_moderator_cut_before_content_leaves() {
     let mut ws = ws_connect(app.addr, &mid, &moderator).await;
     next_event(&mut ws).await;
     let mut pa = spawn_small_publisher(&app.base, &mid, &a_join, "ffd700", 60);
-    wait_event(&mut ws, "participant_media_started", |_| true).await;
+    wait_cameras_on(&mut ws, 1).await;
     let stream = app
         .start_stream(&moderator, &mid, json!({"hls": true}))
         .await;
@@ -802,9 +800,7 @@ async fn one_encode_serves_recording_and_livestream_while_their_audiences_match(
     next_event(&mut ws).await;
     let mut pa = spawn_small_publisher(&app.base, &mid, &a_join, "ffd700", 90);
     let mut pb = spawn_small_publisher(&app.base, &mid, &b_join, "1e50ff", 90);
-    for _ in 0..2 {
-        wait_event(&mut ws, "participant_media_started", |_| true).await;
-    }
+    wait_cameras_on(&mut ws, 2).await;
     let rid = app.start_recording(&moderator, &mid).await;
     let stream = app
         .start_stream(&moderator, &mid, json!({"hls": true}))

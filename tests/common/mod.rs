@@ -366,6 +366,36 @@ pub async fn wait_event_for(
     }
 }
 
+/// Wait (20 s at most) until `n` participants' media started and their cameras
+/// are on. Media starts with the first decoded track, often the audio: a program
+/// made before a camera's first frame shows that participant's card at first.
+pub async fn wait_cameras_on(ws: &mut Ws, n: usize) {
+    use std::collections::HashSet;
+    let (mut started, mut on) = (HashSet::new(), HashSet::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while started.len() < n || on.len() < n {
+        let e = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<Value>(t.as_str()).unwrap(),
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => panic!("socket closed or failed waiting for cameras: {other:?}"),
+            Err(_) => panic!("{} started, {} cameras on, of {n}", started.len(), on.len()),
+        };
+        let who = e["participant_id"].as_str().unwrap_or_default().to_string();
+        match e["type"].as_str() {
+            Some("participant_media_started") => {
+                started.insert(who);
+            }
+            Some("camera_changed") if e["on"] == true => {
+                on.insert(who);
+            }
+            Some("camera_changed") => {
+                on.remove(&who);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A vault over a local object store in `dir` with a fresh master key.
 pub fn test_vault(dir: &std::path::Path) -> gremium_storage::Vault {
     gremium_storage::Vault::new(
