@@ -114,14 +114,8 @@ async fn recorded_meeting(app: &TestApp, title: &str, public: bool) -> (String, 
 }
 
 async fn media_status(app: &TestApp, rid: Uuid, token: &str) -> u16 {
-    app.http
-        .get(format!("{}/api/v1/recordings/{rid}/media", app.base))
-        .bearer_auth(token)
-        .send()
+    app.get_status(token, &format!("recordings/{rid}/media"))
         .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 async fn retention_deletes_expired_recordings_unless_held(backend: Backend) {

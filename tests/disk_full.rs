@@ -249,14 +249,11 @@ async fn a_recording_waiting_for_room_can_be_deleted_and_its_spool_goes() {
             .contains("deleted while waiting for room"),
         "{failed}"
     );
-    let r = app
-        .http
-        .get(format!("{}/api/v1/recordings/{rid}/media", app.base))
-        .bearer_auth(&archivist)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 410);
+    assert_eq!(
+        app.get_status(&archivist, &format!("recordings/{rid}/media"))
+            .await,
+        410
+    );
     // The deletion is in the meeting's ledger.
     let ledger = app
         .get_api(&archivist, &format!("meetings/{mid}/ledger"))

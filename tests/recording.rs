@@ -455,14 +455,10 @@ async fn a_recording_holds_only_consenting_participants_and_plays() {
         assert_eq!(s, 204, "deleting twice is harmless");
     }
     for path in ["media", "poster"] {
-        let r = app
-            .http
-            .get(format!("{}/api/v1/recordings/{rid}/{path}", app.base))
-            .bearer_auth(&archivist)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 410, "{path}");
+        let status = app
+            .get_status(&archivist, &format!("recordings/{rid}/{path}"))
+            .await;
+        assert_eq!(status, 410, "{path}");
     }
     assert!(app
         .db

@@ -76,7 +76,7 @@ async fn status_follows_stream_public_switch_and_end() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(status(&app, &mid).await["state"], "waiting");
     let sid = r["id"].as_str().unwrap();
-    app.stop(&moderator, "streams", &sid).await;
+    app.stop(&moderator, "streams", sid).await;
 
     // One stream at a time: retry while the RTMP one finishes.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -166,6 +166,19 @@ impl TestApp {
         .1
     }
 
+    /// The status of `GET /api/v1/{path}` with `token`, body unread (media may be
+    /// large, or not JSON).
+    pub async fn get_status(&self, token: &str, path: &str) -> u16 {
+        self.http
+            .get(self.url(&format!("/api/v1/{path}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     pub async fn create_meeting(&self, token: &str, title: &str) -> Value {
         let (s, m) = self
             .send(
