@@ -502,16 +502,7 @@ async fn an_interruption_while_stopping_is_kept(backend: Backend) {
         .to_string();
     let mut ws = ws_connect(app.addr, &mid, &moderator).await;
     next_event(&mut ws).await;
-    let (s, rec) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/recordings"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert_eq!(s, 201, "{rec}");
-    let rid = rec["id"].as_str().unwrap().to_string();
+    let rid = app.start_recording(&moderator, &mid).await;
     wait_event(&mut ws, "recording_state_changed", |e| {
         e["state"] == "active"
     })
@@ -519,15 +510,7 @@ async fn an_interruption_while_stopping_is_kept(backend: Backend) {
     app.fake
         .hold_stops
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let (s, _) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/recordings/{rid}/stop"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert_eq!(s, 202);
+    app.stop(&moderator, "recordings", &rid).await;
     wait_event(&mut ws, "recording_state_changed", |e| {
         e["state"] == "stopping" && e["reason"].is_null()
     })
@@ -580,12 +563,13 @@ async fn an_interruption_while_stopping_is_kept(backend: Backend) {
         .into_iter()
         .filter(|e| e.subject == rid)
         .map(|e| e.kind)
+        .skip_while(|k| k != "recording_active")
         .collect();
+    // (`recording_starting` before it or not: the fake's started event may overtake
+    // the reply to the start command.)
     assert_eq!(
         kinds,
         [
-            "recording_requested",
-            "recording_starting",
             "recording_active",
             "recording_stopping",
             "recording_interrupted",

@@ -400,43 +400,25 @@ impl Db {
                 // state machine has nothing to change, the record still has to say
                 // that the end was lost).
                 let noted = row.try_get::<Option<String>, _>("interruption")?.is_some();
-                let Some(reason) = reason.filter(|_| trigger == OutputTrigger::StopRequested)
-                else {
+                let stop_with_reason = trigger == OutputTrigger::StopRequested && reason.is_some();
+                if noted || !stop_with_reason {
                     return Ok(transition);
-                };
-                if noted {
-                    return Ok(transition);
-                }
-                let done = sqlx::query(&format!(
-                    "update {table} set interruption = $1, updated_at = $2 \
-                     where id = $3 and state = $4 and interruption is null"
-                ))
-                .bind(reason)
-                .bind(now)
-                .bind(id.to_string())
-                .bind(from.as_str())
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() == 0 {
-                    continue; // someone else moved it; re-read and re-apply
                 }
                 transition.interrupted = true;
-                if let Some(record) = ledger(&transition) {
-                    append_in(&mut tx, &record).await?;
-                }
-                tx.commit().await?;
-                return Ok(transition);
             }
             // The reason of a failure is its failure; any other trigger's reason (the
-            // media plane stopping an output itself) is why it was interrupted.
-            let column = if trigger == OutputTrigger::MediaFailed {
-                "failure"
+            // media plane stopping an output itself) is why it was interrupted. An
+            // interruption without a state change only ever fills an empty one.
+            let (column, only_once) = if trigger == OutputTrigger::MediaFailed {
+                ("failure", "")
+            } else if transition.interrupted {
+                ("interruption", " and interruption is null")
             } else {
-                "interruption"
+                ("interruption", "")
             };
             let done = sqlx::query(&format!(
                 "update {table} set state = $1, updated_at = $2, \
-                 {column} = coalesce($3, {column}) where id = $4 and state = $5"
+                 {column} = coalesce($3, {column}) where id = $4 and state = $5{only_once}"
             ))
             .bind(to.as_str())
             .bind(now)
@@ -446,7 +428,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 0 {
-                continue; // someone else moved it; re-read and re-apply
+                continue; // someone else moved it (or noted it); re-read and re-apply
             }
             if let Some(record) = ledger(&transition) {
                 append_in(&mut tx, &record).await?;
