@@ -697,33 +697,17 @@ impl Program {
     /// A new output of the program (a ghost src pad on the bin, fed by the program's
     /// tee). Link it to a consumer; give it back with [`Program::release_output`].
     pub fn request_output(&self, kind: Kind) -> Result<gst::Pad, PipelineError> {
-        let tee = &self.tees[&kind];
-        let pad = pad_ok(tee.request_pad_simple("src_%u"), "tee")?;
-        let ghost = gst::GhostPad::builder_with_target(&pad)
-            .map_err(state_err)?
-            .name(format!("{}_out_{}", kind_name(kind), pad.name()))
-            .build();
-        ghost.set_active(true).map_err(state_err)?;
-        self.bin.add_pad(&ghost).map_err(state_err)?;
-        Ok(ghost.upcast())
+        tee_branch(
+            &self.bin,
+            &self.tees[&kind],
+            &format!("{}_out", kind_name(kind)),
+        )
     }
 
     /// Give back an output from [`Program::request_output`] (unlinked at an idle
     /// moment, so the program never sees a flushing consumer).
     pub fn release_output(&self, output: &gst::Pad) {
-        let Some(ghost) = output.downcast_ref::<gst::GhostPad>() else {
-            return;
-        };
-        let target = ghost.target();
-        if let Some(consumer) = ghost.peer() {
-            // The program's side pushes: unlink when it is idle.
-            unlink_when_idle(&consumer, ghost.upcast_ref());
-        }
-        // Release the tee's pad before the ghost goes inactive: a push into an
-        // inactive pad returns FLUSHING, which the tee would pass up to the mixer.
-        release_tee_pad(target);
-        let _ = ghost.set_active(false);
-        let _ = self.bin.remove_pad(ghost);
+        release_tee_branch(&self.bin, output);
     }
 
     /// Gate counters of a participant's input: (passed, dropped) buffers.
@@ -978,6 +962,45 @@ pub fn release_tee_pad(pad: Option<gst::Pad>) {
             tee.release_request_pad(&p);
         }
     }
+}
+
+/// A new branch of `tee` (an element of `bin`): an active ghost src pad on `bin`
+/// named `{prefix}_{tee pad}`, to be linked outside.
+pub fn tee_branch(
+    bin: &gst::Bin,
+    tee: &gst::Element,
+    prefix: &str,
+) -> Result<gst::Pad, PipelineError> {
+    let pad = pad_ok(tee.request_pad_simple("src_%u"), "tee")?;
+    let ghost = gst::GhostPad::builder_with_target(&pad)
+        .map_err(state_err)?
+        .name(format!("{prefix}_{}", pad.name()))
+        .build();
+    let added = ghost
+        .set_active(true)
+        .map_err(state_err)
+        .and_then(|_| bin.add_pad(&ghost).map_err(state_err));
+    if let Err(e) = added {
+        tee.release_request_pad(&pad);
+        return Err(e);
+    }
+    Ok(ghost.upcast())
+}
+
+/// Give back a branch from [`tee_branch`]: unlinked from its consumer at an idle
+/// moment, then the tee's pad released before the ghost goes inactive (a push into
+/// an inactive pad returns FLUSHING, which the tee would pass upstream).
+pub fn release_tee_branch(bin: &gst::Bin, branch: &gst::Pad) {
+    let Some(ghost) = branch.downcast_ref::<gst::GhostPad>() else {
+        return;
+    };
+    let target = ghost.target();
+    if let Some(consumer) = ghost.peer() {
+        unlink_when_idle(&consumer, ghost.upcast_ref());
+    }
+    release_tee_pad(target);
+    let _ = ghost.set_active(false);
+    let _ = bin.remove_pad(ghost);
 }
 
 /// Unlink `downstream` from its `upstream` peer at a moment no buffer is in flight.

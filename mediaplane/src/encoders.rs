@@ -140,40 +140,12 @@ impl Encoder {
 
     /// A new branch of the encoded video (a ghost src pad on `bin`, to be linked).
     pub fn branch(&self) -> Result<gst::Pad, PipelineError> {
-        let pad = self
-            .tee
-            .request_pad_simple("src_%u")
-            .ok_or_else(|| err("encoded tee has no src pad"))?;
-        let ghost = gst::GhostPad::builder_with_target(&pad)
-            .map_err(err)?
-            .name(format!("h264_{}", pad.name()))
-            .build();
-        let added = ghost
-            .set_active(true)
-            .map_err(err)
-            .and_then(|_| self.bin.add_pad(&ghost).map_err(err));
-        if let Err(e) = added {
-            self.tee.release_request_pad(&pad);
-            return Err(e);
-        }
-        Ok(ghost.upcast())
+        gremium_compositor::program::tee_branch(&self.bin, &self.tee, "h264")
     }
 
     /// Give a branch back: unlinked at an idle moment, then released.
     pub fn release_branch(&self, branch: &gst::Pad) {
-        let Some(ghost) = branch.downcast_ref::<gst::GhostPad>() else {
-            return;
-        };
-        if let Some(peer) = ghost.peer() {
-            gremium_compositor::program::unlink_when_idle(&peer, branch);
-        }
-        // The tee's pad goes before the ghost turns inactive: a push into an inactive
-        // pad returns FLUSHING, which the tee would pass up to the encoder.
-        if let Some(target) = ghost.target() {
-            self.tee.release_request_pad(&target);
-        }
-        let _ = ghost.set_active(false);
-        let _ = self.bin.remove_pad(ghost);
+        gremium_compositor::program::release_tee_branch(&self.bin, branch);
     }
 
     /// The encoded video before the tee (`h264parse`'s src pad), for probes.
