@@ -322,6 +322,15 @@ async fn the_archive_enforces_roles_and_reports_bad_requests(backend: Backend) {
         )
         .await;
     assert_eq!(s, 404);
+    let (s, body) = app
+        .send(
+            Method::DELETE,
+            "/api/v1/recordings/not-a-uuid",
+            Some(&archivist),
+            None,
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
     let (s, _) = app
         .send(
             Method::PUT,
