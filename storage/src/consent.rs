@@ -389,7 +389,9 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Pending>) {
                 }
             }
             Err(e) if batch.len() == 1 => {
-                let _ = batch.pop().map(|(_, reply)| reply.send(Err(e)));
+                if let Some((_, reply)) = batch.pop() {
+                    let _ = reply.send(Err(e));
+                }
             }
             Err(e) => {
                 // Isolate the failure: retry one by one so each caller gets its own answer.
