@@ -221,7 +221,7 @@ fn thread_backtraces() -> String {
             "-batch",
             "-nx",
         ])
-        .args(["-ex", "set pagination off", "-ex", "thread apply all bt"])
+        .args(["-ex", "set pagination off", "-ex", "thread apply all bt 15"])
         .output();
     match out {
         Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
