@@ -611,12 +611,16 @@ impl Branch {
     /// Unlink from the tees and throw the bin away.
     fn detach(self) {
         self.gate.closed.store(true, Ordering::SeqCst);
-        // Locked: the pipeline may be changing state meanwhile (a first attempt is
-        // made while it starts), and must not bring the stopped bin back up.
-        gremium_pipelines::stop_for_good(&self.bin);
+        // The tees' pads go first. A released pad's push result is ignored by its
+        // tee; a push into a still-linked bin whose pads went inactive returns
+        // FLUSHING, which the tee hands upstream, and the encoder's queue stops for
+        // good: HLS stalled, and no later attempt ever got video.
         for (tee, pad) in &self.pads {
             tee.release_request_pad(pad);
         }
+        // Locked: the pipeline may be changing state meanwhile (a first attempt is
+        // made while it starts), and must not bring the stopped bin back up.
+        gremium_pipelines::stop_for_good(&self.bin);
         let _ = self.parent.remove(&self.bin);
     }
 }
@@ -641,6 +645,78 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A buffer counter on `element`'s sink pad.
+    fn count_buffers(element: &gst::Element) -> Arc<AtomicU32> {
+        let n = Arc::new(AtomicU32::new(0));
+        let c = n.clone();
+        element
+            .static_pad("sink")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                c.fetch_add(1, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            });
+        n
+    }
+
+    /// Attaching and detaching branches (what every failed attempt does) while the
+    /// tees carry data as fast as the sources make it: the tees' other branches go
+    /// on. A branch whose pads go inactive while still linked answers the tee's push
+    /// with FLUSHING, which the tee hands upstream: the encoder's queue then stops
+    /// for good and HLS stalls (seen in CI during an RTMP outage).
+    #[test]
+    fn detached_branches_never_stop_the_tees() {
+        gst::init().unwrap();
+        let pipeline = gst::parse::launch(
+            "videotestsrc pattern=black ! video/x-raw,width=64,height=64,framerate=30/1 ! \
+             x264enc tune=zerolatency speed-preset=ultrafast key-int-max=5 ! h264parse ! \
+             tee name=vt allow-not-linked=true ! queue ! fakesink name=vsink \
+             audiotestsrc samplesperbuffer=1024 ! avenc_aac ! \
+             tee name=at allow-not-linked=true ! queue ! fakesink name=asink",
+        )
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let by_name = |n: &str| pipeline.by_name(n).unwrap();
+        let (video, audio) = (
+            count_buffers(&by_name("vsink")),
+            count_buffers(&by_name("asink")),
+        );
+        let (ctl_tx, ctl) = mpsc::channel();
+        // Nothing listens on port 1: every attempt fails at once, as in an outage.
+        let location = "rtmp://127.0.0.1:1/live/k".to_string();
+        let sup = Supervisor {
+            id: "t".into(),
+            shown: redact_location(&location),
+            location,
+            key: "k".into(),
+            parent: pipeline.clone().upcast(),
+            video_tee: by_name("vt"),
+            audio_tee: by_name("at"),
+            status: watch::channel(BTreeMap::new()).0,
+            ctl_tx,
+            ctl,
+        };
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let flowing = |what: &str| {
+            let (v, a) = (video.load(Ordering::Relaxed), audio.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_millis(300));
+            let (v2, a2) = (video.load(Ordering::Relaxed), audio.load(Ordering::Relaxed));
+            assert!(
+                v2 > v && a2 > a,
+                "{what}: video {v} → {v2}, audio {a} → {a2}"
+            );
+        };
+        flowing("before any branch");
+        for n in 1..=30 {
+            let branch = Branch::attach(&sup, n).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            branch.detach();
+        }
+        flowing("after 30 branches came and went");
+        pipeline.set_state(gst::State::Null).unwrap();
+    }
 
     #[test]
     fn keys_are_redacted() {
