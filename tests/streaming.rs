@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use gremium_compositor::testing::near;
-use gremium_compositor::{Canvas, ProgramSettings};
+use gremium_compositor::{Canvas, Kind, ProgramSettings};
 use gremium_signaling::Role;
 use gremium_streamer::hls::playlist_is_valid;
 use reqwest::Method;
@@ -798,8 +798,12 @@ async fn one_encode_serves_recording_and_livestream_while_their_audiences_match(
     app.set_consent(&mid, &b, &b_join, true, true).await;
     let mut ws = ws_connect(app.addr, &mid, &moderator).await;
     next_event(&mut ws).await;
-    let mut pa = spawn_small_publisher(&app.base, &mid, &a_join, "ffd700", 90);
-    let mut pb = spawn_small_publisher(&app.base, &mid, &b_join, "1e50ff", 90);
+    // Each with a tone of their own, to tell them apart in the livestream's sound.
+    let small = |join: &str, color: &str, tone: &str| {
+        spawn_small_publisher_with(&app.base, &mid, join, color, 90, &["--tone", tone])
+    };
+    let mut pa = small(&a_join, "ffd700", "440");
+    let mut pb = small(&b_join, "1e50ff", "1000");
     wait_cameras_on(&mut ws, 2).await;
     let rid = app.start_recording(&moderator, &mid).await;
     let stream = app
@@ -808,14 +812,18 @@ async fn one_encode_serves_recording_and_livestream_while_their_audiences_match(
     let sid = stream["id"].as_str().unwrap().to_string();
     wait_event(&mut ws, "stream_state_changed", |e| e["state"] == "active").await;
 
-    // (frames encoded, idle) of the recording's and the livestream's encoders.
-    let encoders = || async {
-        let e = media.encoders(meeting).await;
+    // (frames encoded, idle) of the recording's and the livestream's encoders, H.264
+    // and AAC.
+    let plane = &media;
+    let encoders_of = move |kind| async move {
+        let e = plane.encoders(meeting, kind).await;
         (e[&Audience::Recording], e[&Audience::Streaming])
     };
+    let encoders = || encoders_of(Kind::Video);
+    let aac = || encoders_of(Kind::Audio);
     let wait_idle = |idle: bool| async move {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while encoders().await.1 .1 != idle {
+        while encoders().await.1 .1 != idle || aac().await.1 .1 != idle {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the livestream's encoder did not become {}",
@@ -850,12 +858,47 @@ async fn one_encode_serves_recording_and_livestream_while_their_audiences_match(
         assert!(frames.len() >= 3, "{} frames", frames.len());
         frames
     };
+    // A citizen's ears from the live edge: 2 s of the audio rendition, the levels
+    // of A's (440 Hz) and B's (1000 Hz) tones.
+    let listen = || {
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-live_start_index", "-1", "-i"])
+            .arg(format!("{}/live/{mid}/audio/index.m3u8", app.base))
+            .args(["-t", "2", "-ac", "1", "-ar", "48000", "-f", "s16le", "-"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let samples: Vec<i16> = out
+            .stdout
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        assert!(samples.len() >= 48_000, "{} samples", samples.len());
+        let levels = (tone_level(&samples, 440.0), tone_level(&samples, 1000.0));
+        eprintln!("tone levels (A, B): {levels:.0?}");
+        levels
+    };
 
-    // Same audience: the livestream takes the recording's encode.
+    // Same audience: the livestream takes the recording's encodes.
     wait_idle(true).await;
     let (rec1, str1) = encoders().await;
+    let (arec1, astr1) = aac().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rec2, str2) = encoders().await;
+    let (arec2, astr2) = aac().await;
+    // About 94 AAC frames in 2 s.
+    assert!(
+        arec2.0 >= arec1.0 + 40,
+        "recording AAC: {arec1:?} → {arec2:?}"
+    );
+    assert_eq!(
+        astr2, astr1,
+        "the livestream's AAC encoder encoded while shared"
+    );
     // 30 frames at 15 fps; a loaded machine may drop some in the live mixer.
     assert!(
         rec2.0 >= rec1.0 + 10,
@@ -883,18 +926,26 @@ async fn one_encode_serves_recording_and_livestream_while_their_audiences_match(
         }
         panic!("shared frames (A, B pixels): {shared:?}");
     }
+    let (a_level, b_level) = listen();
+    assert!(
+        a_level > 500.0 && b_level > 500.0,
+        "shared sound: A {a_level:.0}, B {b_level:.0}"
+    );
 
     // B withdraws only the livestream consent: the livestream encodes its own
     // program (without B) from now on; the recording keeps B.
     app.set_consent(&mid, &b, &b_join, true, false).await;
     let (_, str3) = encoders().await;
+    let (_, astr3) = aac().await;
     assert!(
-        !str3.1,
-        "the livestream still shares the recording's encode"
+        !str3.1 && !astr3.1,
+        "the livestream still shares the recording's encode: {str3:?} {astr3:?}"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, str4) = encoders().await;
+    let (_, astr4) = aac().await;
     assert!(str4.0 >= str3.0 + 10, "own encoder: {str3:?} → {str4:?}");
+    assert!(astr4.0 >= astr3.0 + 40, "own AAC: {astr3:?} → {astr4:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (i, (gold, azure)) in watch().into_iter().enumerate() {
         assert!(gold > 5_000, "own frame {i}: A missing");
@@ -903,6 +954,11 @@ async fn one_encode_serves_recording_and_livestream_while_their_audiences_match(
             "own frame {i}: B after withdrawing the livestream consent"
         );
     }
+    let (a_level, b_level) = listen();
+    assert!(
+        a_level > 500.0 && b_level < a_level / 50.0,
+        "own sound after B withdrew: A {a_level:.0}, B {b_level:.0}"
+    );
 
     // Consent back: shared again.
     app.set_consent(&mid, &b, &b_join, true, true).await;
@@ -918,9 +974,14 @@ async fn one_encode_serves_recording_and_livestream_while_their_audiences_match(
     )
     .await;
     assert_eq!(done["state"], "finished", "{done}");
-    let own = || async { media.encoders(meeting).await[&Audience::Streaming] };
+    let own = || async { media.encoders(meeting, Kind::Video).await[&Audience::Streaming] };
     let str5 = own().await;
     assert!(!str5.1, "the livestream's encoder idle without a recording");
+    let astr5 = media.encoders(meeting, Kind::Audio).await[&Audience::Streaming];
+    assert!(
+        !astr5.1,
+        "the livestream's AAC encoder idle without a recording"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let str6 = own().await;
     assert!(str6.0 >= str5.0 + 10, "own encoder: {str5:?} → {str6:?}");
@@ -931,6 +992,11 @@ async fn one_encode_serves_recording_and_livestream_while_their_audiences_match(
             "frame {i} after the recording ended: {gold} A, {azure} B"
         );
     }
+    let (a_level, b_level) = listen();
+    assert!(
+        a_level > 500.0 && b_level > 500.0,
+        "sound after the recording ended: A {a_level:.0}, B {b_level:.0}"
+    );
     app.stop(&moderator, "streams", &sid).await;
     // The recording shows B throughout (B never withdrew the recording consent).
     let archivist = app.token(&[Role::Archivist]);
@@ -962,4 +1028,16 @@ async fn one_encode_serves_recording_and_livestream_while_their_audiences_match(
     let _ = pa.wait();
     let _ = pb.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Amplitude of the `freq` Hz component of 48 kHz mono `samples` (a single-bin DFT).
+fn tone_level(samples: &[i16], freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / 48_000.0;
+    let (mut re, mut im) = (0.0, 0.0);
+    for (n, s) in samples.iter().enumerate() {
+        let (sin, cos) = (w * n as f64).sin_cos();
+        re += f64::from(*s) * cos;
+        im -= f64::from(*s) * sin;
+    }
+    2.0 * (re * re + im * im).sqrt() / samples.len() as f64
 }

@@ -1,6 +1,13 @@
 //! Program encoders, and one encode shared by the recording and the livestream while
 //! their programs are the same.
 //!
+//! Video and audio are shared the same way: an H.264 [`Encoder`] and an AAC one per
+//! audience, and a [`Feed`] per livestream input (`video_h264`, `audio_aac`). What
+//! follows says it for video; for AAC every frame is a keyframe, so a switch to the
+//! shared encode happens at its first frame later than the last one forwarded, and
+//! a switch back waits only for the own encoder's first frame (its latency: a frame
+//! or two, ~20-40 ms of audio missing from the livestream).
+//!
 //! A program's H.264 encode ([`Encoder`]: `queue ! x264enc ! … ! h264parse ! tee`,
 //! built by `gremium_pipelines::encode`) exists while a consumer takes encoded video
 //! from that audience's program. A livestream's top rendition is fed through a
@@ -37,7 +44,10 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use gremium_pipelines::encode::{h264_chain, is_keyframe, request_keyframe_upstream, H264};
+use gremium_compositor::Kind;
+use gremium_pipelines::encode::{
+    aac_chain, h264_chain, is_keyframe, request_keyframe_upstream, H264,
+};
 use gremium_pipelines::{make, stop_and_remove, PipelineError};
 use gst::prelude::*;
 
@@ -45,14 +55,16 @@ fn err(e: impl std::fmt::Display) -> PipelineError {
     PipelineError::Link(e.to_string())
 }
 
-/// One program's video encode with a tee of H.264 branches.
+/// One program's video (H.264) or audio (AAC) encode with a tee of branches.
 pub(crate) struct Encoder {
-    /// `queue ! x264enc ! caps ! h264parse ! tee`, ghost sink pad `video`.
+    /// `queue ! x264enc ! caps ! h264parse ! tee`, ghost sink pad `video`; or
+    /// `queue ! audioconvert ! avenc_aac ! aacparse ! tee`, ghost sink pad `audio`.
     pub bin: gst::Bin,
     /// The program output feeding `bin` (given back when the encoder goes).
     pub input: Option<gst::Pad>,
-    /// The settings it encodes with.
-    pub settings: H264,
+    /// The settings it encodes with (`None`: AAC, which has one configuration).
+    pub settings: Option<H264>,
+    kind: Kind,
     enc: gst::Element,
     tee: gst::Element,
     idle: Arc<AtomicBool>,
@@ -60,16 +72,34 @@ pub(crate) struct Encoder {
 }
 
 impl Encoder {
-    /// Build the bin (not yet added anywhere).
+    /// Build an H.264 encoder's bin (not yet added anywhere).
     pub fn new(name: &str, settings: H264) -> Result<Encoder, PipelineError> {
+        Encoder::build(name, Some(settings))
+    }
+
+    /// Build an AAC encoder's bin ([`aac_chain`]; not yet added anywhere).
+    pub fn new_aac(name: &str) -> Result<Encoder, PipelineError> {
+        Encoder::build(name, None)
+    }
+
+    fn build(name: &str, settings: Option<H264>) -> Result<Encoder, PipelineError> {
         let bin = gst::Bin::with_name(name);
         let queue = make("queue", Some("encode-queue"))?;
         let tee = make("tee", Some("encoded-tee"))?;
         // Consumers come and go; a feed's branch is dropped while inactive.
         tee.set_property("allow-not-linked", true);
         bin.add_many([&queue, &tee]).map_err(err)?;
-        let [enc, _, parse] = h264_chain(&bin, "encode", &settings)?;
-        queue.link(&enc).map_err(err)?;
+        let (kind, first, enc, parse) = match &settings {
+            Some(h264) => {
+                let [enc, _, parse] = h264_chain(&bin, "encode", h264)?;
+                (Kind::Video, enc.clone(), enc, parse)
+            }
+            None => {
+                let [conv, enc, parse] = aac_chain(&bin, "encode")?;
+                (Kind::Audio, conv, enc, parse)
+            }
+        };
+        queue.link(&first).map_err(err)?;
         parse.link(&tee).map_err(err)?;
 
         let idle = Arc::new(AtomicBool::new(false));
@@ -99,13 +129,17 @@ impl Encoder {
             });
         let ghost = gst::GhostPad::builder_with_target(&sink)
             .map_err(err)?
-            .name("video")
+            .name(match kind {
+                Kind::Video => "video",
+                Kind::Audio => "audio",
+            })
             .build();
         bin.add_pad(&ghost).map_err(err)?;
         Ok(Encoder {
             bin,
             input: None,
             settings,
+            kind,
             enc,
             tee,
             idle,
@@ -131,16 +165,24 @@ impl Encoder {
         self.idle.load(Ordering::Relaxed)
     }
 
-    /// A keyframe as soon as possible.
+    /// A keyframe as soon as possible (every AAC frame is one: nothing to ask, and
+    /// a force-key-unit event must not travel up the audio path).
     pub fn request_keyframe(&self) {
+        if self.kind == Kind::Audio {
+            return;
+        }
         if let Some(pad) = self.enc.static_pad("src") {
             gremium_pipelines::webrtc::request_keyframe(&pad);
         }
     }
 
-    /// A new branch of the encoded video (a ghost src pad on `bin`, to be linked).
+    /// A new branch of the encoded stream (a ghost src pad on `bin`, to be linked).
     pub fn branch(&self) -> Result<gst::Pad, PipelineError> {
-        gremium_compositor::program::tee_branch(&self.bin, &self.tee, "h264")
+        let prefix = match self.kind {
+            Kind::Video => "h264",
+            Kind::Audio => "aac",
+        };
+        gremium_compositor::program::tee_branch(&self.bin, &self.tee, prefix)
     }
 
     /// Give a branch back: unlinked at an idle moment, then released.
@@ -148,7 +190,7 @@ impl Encoder {
         gremium_compositor::program::release_tee_branch(&self.bin, branch);
     }
 
-    /// The encoded video before the tee (`h264parse`'s src pad), for probes.
+    /// The encoded stream before the tee (the parser's src pad), for probes.
     pub fn output(&self) -> gst::Pad {
         self.tee.static_pad("sink").expect("tee has a sink pad")
     }
@@ -204,7 +246,7 @@ impl Tap {
     }
 }
 
-/// The encoded video of a livestream's top rendition: an `appsrc` fed by a probe
+/// The encoded video of a livestream's top rendition (or its AAC): an `appsrc` fed by a probe
 /// on the streaming program's encoder and, while a recording runs, one on the
 /// recording program's. Only the active encoder's frames are pushed. The consumer
 /// sees one stream from one source element: no sticky events of the other encoder,
@@ -366,7 +408,7 @@ impl Feed {
             shared_enc: Arc::default(),
         };
         // Keyframe requests of the consumer (an HLS cut) go to the active encoder.
-        let (st, own_enc) = (feed.state.clone(), own.enc.clone());
+        let (st, own_enc, video) = (feed.state.clone(), own.enc.clone(), own.kind == Kind::Video);
         let shared_for_requests = feed.shared_enc.clone();
         feed.src
             .static_pad("src")
@@ -377,6 +419,10 @@ impl Feed {
                 };
                 if !gremium_pipelines::webrtc::is_keyframe_request(event) {
                     return gst::PadProbeReturn::Ok;
+                }
+                if !video {
+                    // Every AAC frame is a keyframe.
+                    return gst::PadProbeReturn::Handled;
                 }
                 let active = st.lock().unwrap_or_else(|p| p.into_inner()).active;
                 let enc = match active {

@@ -15,9 +15,10 @@
 //! [`GstMediaPlane::attach_consumer`]. A recording (a
 //! `gremium_recorder::RecordingBin`) and a livestream (a
 //! `gremium_streamer::hls::HlsBin`, with its RTMP pushes) are such consumers. With
-//! `StreamingSettings::share_encoder` (the default) they take their main video
-//! already encoded from the program's encoder ([`encoders`]), and the livestream takes
-//! the recording's encode while both audiences see the same program.
+//! `StreamingSettings::share_encoder` (the default) they take their main video and
+//! their audio already encoded from the program's H.264 and AAC encoders
+//! ([`encoders`]), and the livestream takes the recording's encodes while both
+//! audiences see the same program.
 
 pub(crate) mod encoders;
 mod timeline;
@@ -97,9 +98,9 @@ pub struct StreamingSettings {
     /// Broadcast delay of livestreams (HLS and RTMP): the program is held back this
     /// long, and going non-public blanks what is still held back.
     pub delay: Option<Duration>,
-    /// The programs' video is encoded by the media plane ([`encoders`]) and the
-    /// livestream takes the recording's encode while both audiences see the same
-    /// program (the default). Off, the recording and the livestream each encode their
+    /// The programs' video and audio are encoded by the media plane ([`encoders`])
+    /// and the livestream takes the recording's encodes while both audiences see the
+    /// same program (the default). Off, the recording and the livestream each encode their
     /// own program.
     pub share_encoder: bool,
 }
@@ -188,11 +189,11 @@ struct Consumer {
     audience: Audience,
     bin: gst::Bin,
     outputs: Vec<gst::Pad>,
-    /// Where its `video_h264` pad is fed from, if it has one.
-    encoded: Option<Encoded>,
+    /// Where its `video_h264` and `audio_aac` pads are fed from, if it has them.
+    encoded: Vec<(Kind, Encoded)>,
 }
 
-/// The encoded video of a consumer.
+/// The encoded video or audio of a consumer.
 enum Encoded {
     /// A branch of its audience's encoder (recordings).
     Branch(gst::Pad),
@@ -204,8 +205,8 @@ struct MeetingSession {
     pipeline: Pipeline,
     publishers: HashMap<Uuid, Publisher>,
     programs: HashMap<Audience, Program>,
-    /// H.264 encodes of the programs, while consumers take them.
-    encoders: HashMap<Audience, Encoder>,
+    /// H.264 and AAC encodes of the programs, while consumers take them.
+    encoders: HashMap<(Audience, Kind), Encoder>,
     consumers: HashMap<Uuid, Consumer>,
     speaker: SpeakerDetector,
     /// Names of the participants who published, in joining order.
@@ -577,33 +578,41 @@ impl GstMediaPlane {
                 return Err(e);
             }
         };
-        let encoded = match (consumer.static_pad("video_h264"), h264) {
-            (Some(sink), Some(h264)) => {
-                let id = consumer.name();
-                match blocking(|| self.link_encoded(s, audience, h264, &sink, &id)) {
-                    Ok(e) => Some(e),
-                    Err(e) => {
+        if consumer.static_pad("video_h264").is_some() && h264.is_none() {
+            blocking(|| {
+                for o in &outputs {
+                    program.release_output(o);
+                }
+            });
+            remove_bin(&s.pipeline, &consumer).await;
+            return Err(MediaPlaneError::Failed(
+                "a consumer with video_h264 needs encode settings".into(),
+            ));
+        }
+        let id = consumer.name();
+        let mut encoded = Vec::new();
+        for (pad, kind) in [("video_h264", Kind::Video), ("audio_aac", Kind::Audio)] {
+            let Some(sink) = consumer.static_pad(pad) else {
+                continue;
+            };
+            let settings = h264.filter(|_| kind == Kind::Video);
+            match blocking(|| self.link_encoded(s, audience, kind, settings, &sink, &id)) {
+                Ok(e) => encoded.push((kind, e)),
+                Err(e) => {
+                    blocking(|| {
                         if let Some(program) = s.programs.get(&audience) {
-                            blocking(|| {
-                                for o in &outputs {
-                                    program.release_output(o);
-                                }
-                            });
+                            for o in &outputs {
+                                program.release_output(o);
+                            }
                         }
-                        remove_bin(&s.pipeline, &consumer).await;
-                        self.prune_encoders(s);
-                        return Err(failed(e.to_string()));
-                    }
+                        self.release_encoded(s, audience, std::mem::take(&mut encoded));
+                    });
+                    remove_bin(&s.pipeline, &consumer).await;
+                    self.prune_encoders(s);
+                    return Err(failed(e.to_string()));
                 }
             }
-            (Some(_), None) => {
-                remove_bin(&s.pipeline, &consumer).await;
-                return Err(MediaPlaneError::Failed(
-                    "a consumer with video_h264 needs encode settings".into(),
-                ));
-            }
-            _ => None,
-        };
+        }
         let id = Uuid::new_v4();
         s.consumers.insert(
             id,
@@ -697,16 +706,22 @@ impl GstMediaPlane {
             .map_or(2500, |r| r.video_kbps)
     }
 
-    /// Link a consumer's `video_h264` to its audience's encode (built on first use).
+    /// Link a consumer's `video_h264` (with its `h264` settings) or `audio_aac`
+    /// (`h264` is `None`) to its audience's encode of that kind (built on first use).
     fn link_encoded(
         &self,
         s: &mut MeetingSession,
         audience: Audience,
-        h264: H264,
+        kind: Kind,
+        h264: Option<H264>,
         sink: &gst::Pad,
         name: &str,
     ) -> Result<Encoded, PipelineError> {
-        if !s.encoders.contains_key(&audience) {
+        let kind_label = match kind {
+            Kind::Video => "video",
+            Kind::Audio => "audio",
+        };
+        if !s.encoders.contains_key(&(audience, kind)) {
             let program = s
                 .programs
                 .get(&audience)
@@ -715,7 +730,10 @@ impl GstMediaPlane {
                 Audience::Recording => "recording",
                 Audience::Streaming => "streaming",
             };
-            let mut encoder = Encoder::new(&format!("encode-{label}"), h264)?;
+            let mut encoder = match h264 {
+                Some(h264) => Encoder::new(&format!("encode-{label}"), h264)?,
+                None => Encoder::new_aac(&format!("encode-{kind_label}-{label}"))?,
+            };
             let pipeline = s.pipeline.gst();
             pipeline
                 .add(&encoder.bin)
@@ -724,12 +742,12 @@ impl GstMediaPlane {
                 .bin
                 .sync_state_with_parent()
                 .map_err(|e| PipelineError::StateChange(e.to_string()))
-                .and_then(|_| program.request_output(Kind::Video));
+                .and_then(|_| program.request_output(kind));
             let linked = input.and_then(|out| {
                 let sink = encoder
                     .bin
-                    .static_pad("video")
-                    .expect("encoder has a video pad");
+                    .static_pad(kind_label)
+                    .expect("encoder has a pad of its kind");
                 match out.link(&sink) {
                     Ok(_) => Ok(out),
                     Err(e) => {
@@ -745,16 +763,17 @@ impl GstMediaPlane {
                     return Err(e);
                 }
             }
-            s.encoders.insert(audience, encoder);
+            s.encoders.insert((audience, kind), encoder);
         }
-        let encoder = &s.encoders[&audience];
+        let encoder = &s.encoders[&(audience, kind)];
         if encoder.settings != h264 {
             return Err(PipelineError::Link(format!(
                 "the {audience:?} program is encoded with {:?}, not {h264:?}",
                 encoder.settings
             )));
         }
-        let link_err = |e: gst::PadLinkError| PipelineError::Link(format!("encoded video: {e:?}"));
+        let link_err =
+            |e: gst::PadLinkError| PipelineError::Link(format!("encoded {kind_label}: {e:?}"));
         match audience {
             Audience::Recording => {
                 let branch = encoder.branch()?;
@@ -766,52 +785,59 @@ impl GstMediaPlane {
                 Ok(Encoded::Branch(branch))
             }
             Audience::Streaming => {
-                let feed = Feed::new(s.pipeline.gst(), &format!("feed-{name}"), encoder, sink)?;
+                let feed = Feed::new(
+                    s.pipeline.gst(),
+                    &format!("feed-{kind_label}-{name}"),
+                    encoder,
+                    sink,
+                )?;
                 Ok(Encoded::Feed(feed))
             }
         }
     }
 
-    /// Give a detached consumer's encoded video back.
+    /// Give a detached consumer's encoded video and audio back.
     fn release_encoded(
         &self,
         s: &mut MeetingSession,
         audience: Audience,
-        encoded: Option<Encoded>,
+        encoded: Vec<(Kind, Encoded)>,
     ) {
-        match encoded {
-            Some(Encoded::Branch(branch)) => {
-                if let Some(e) = s.encoders.get(&audience) {
-                    e.release_branch(&branch);
+        for (kind, e) in encoded {
+            match e {
+                Encoded::Branch(branch) => {
+                    if let Some(e) = s.encoders.get(&(audience, kind)) {
+                        e.release_branch(&branch);
+                    }
+                }
+                Encoded::Feed(feed) => {
+                    if let Some(own) = s.encoders.get(&(Audience::Streaming, kind)) {
+                        feed.remove(s.pipeline.gst(), own);
+                    }
                 }
             }
-            Some(Encoded::Feed(feed)) => {
-                if let Some(own) = s.encoders.get(&Audience::Streaming) {
-                    feed.remove(s.pipeline.gst(), own);
-                }
-            }
-            None => {}
         }
     }
 
     /// Remove encoders nobody takes from any more.
     fn prune_encoders(&self, s: &mut MeetingSession) {
-        let recording_used = s
-            .consumers
-            .values()
-            .any(|c| matches!(c.encoded, Some(Encoded::Branch(_))));
-        let streaming_used = s
-            .consumers
-            .values()
-            .any(|c| matches!(c.encoded, Some(Encoded::Feed(_))));
-        for (audience, used) in [
-            (Audience::Recording, recording_used),
-            (Audience::Streaming, streaming_used),
-        ] {
-            if used {
+        let used = |s: &MeetingSession, audience: Audience, kind: Kind| {
+            s.consumers.values().any(|c| {
+                c.encoded.iter().any(|(k, e)| {
+                    *k == kind
+                        && match e {
+                            Encoded::Branch(_) => audience == Audience::Recording,
+                            Encoded::Feed(_) => audience == Audience::Streaming,
+                        }
+                })
+            })
+        };
+        let keys: Vec<(Audience, Kind)> = s.encoders.keys().copied().collect();
+        for (audience, kind) in keys {
+            if used(s, audience, kind) {
                 continue;
             }
-            let Some(encoder) = s.encoders.remove(&audience) else {
+            let Some(encoder) = s.encoders.remove(&(audience, kind)) else {
                 continue;
             };
             if let (Some(program), Some(input)) = (s.programs.get(&audience), &encoder.input) {
@@ -848,41 +874,51 @@ impl GstMediaPlane {
         })
     }
 
-    /// Point every livestream feed at the recording's encode while the programs are
-    /// the same, and back at its own the moment they differ.
+    /// Point every livestream feed (video and audio) at the recording's encode while
+    /// the programs are the same, and back at its own the moment they differ.
     fn update_sharing(&self, meeting_id: Uuid, s: &mut MeetingSession) {
-        let recording = s
-            .consumers
-            .values()
-            .any(|c| matches!(c.encoded, Some(Encoded::Branch(_))));
-        let same = recording && self.programs_match(meeting_id, s);
-        let Some(own) = s.encoders.get(&Audience::Streaming) else {
-            return;
-        };
-        let shared = s.encoders.get(&Audience::Recording);
-        for c in s.consumers.values_mut() {
-            let Some(Encoded::Feed(feed)) = &mut c.encoded else {
+        let matching = self.programs_match(meeting_id, s);
+        for kind in [Kind::Video, Kind::Audio] {
+            let recording = s.consumers.values().any(|c| {
+                c.encoded
+                    .iter()
+                    .any(|(k, e)| *k == kind && matches!(e, Encoded::Branch(_)))
+            });
+            let same = recording && matching;
+            let Some(own) = s.encoders.get(&(Audience::Streaming, kind)) else {
                 continue;
             };
-            match shared {
-                Some(rec) if same && rec.settings == own.settings => feed.share(rec),
-                Some(_) if !recording => feed.drop_shared(own),
-                _ => feed.unshare(own),
+            let shared = s.encoders.get(&(Audience::Recording, kind));
+            for c in s.consumers.values_mut() {
+                for (k, e) in &mut c.encoded {
+                    let Encoded::Feed(feed) = e else {
+                        continue;
+                    };
+                    if *k != kind {
+                        continue;
+                    }
+                    match shared {
+                        Some(rec) if same && rec.settings == own.settings => feed.share(rec),
+                        Some(_) if !recording => feed.drop_shared(own),
+                        _ => feed.unshare(own),
+                    }
+                }
             }
         }
     }
 
-    /// Frames encoded by each program's H.264 encoder of a meeting, and whether it
-    /// is idle (its livestream shares the recording's encode). For tests and
-    /// diagnostics.
-    pub async fn encoders(&self, meeting_id: Uuid) -> HashMap<Audience, (u64, bool)> {
+    /// Frames encoded by each program's encoder of `kind` (H.264 or AAC) of a
+    /// meeting, and whether it is idle (its livestream shares the recording's
+    /// encode). For tests and diagnostics.
+    pub async fn encoders(&self, meeting_id: Uuid, kind: Kind) -> HashMap<Audience, (u64, bool)> {
         let Some(session) = self.session(meeting_id) else {
             return HashMap::new();
         };
         let s = session.lock().await;
         s.encoders
             .iter()
-            .map(|(a, e)| (*a, (e.frames(), e.idle())))
+            .filter(|((_, k), _)| *k == kind)
+            .map(|((a, _), e)| (*a, (e.frames(), e.idle())))
             .collect()
     }
 
@@ -957,6 +993,7 @@ impl GstMediaPlane {
                 context: media_context(recording_id),
                 video: h264,
                 encoded_input: self.0.settings.streaming.share_encoder,
+                encoded_audio: self.0.settings.streaming.share_encoder,
                 fragment: Duration::from_millis(400),
             })
             .map_err(failed)?,
@@ -1272,6 +1309,8 @@ impl GstMediaPlane {
                 .then(|| self.h264(top.video_kbps))
         });
         settings.encoded_top = h264.is_some();
+        // The AAC is shared the same way (one configuration: no settings to match).
+        settings.encoded_audio = settings.delay.is_none() && streaming.share_encoder;
         let hls = HlsBin::new(&settings).map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
         for (i, target) in rtmp.iter().enumerate() {
             hls.add_rtmp(&format!("rtmp{i}"), &target.url, &target.key)

@@ -1,10 +1,11 @@
-//! The one H.264 encode configuration of program outputs.
+//! The one H.264 and the one AAC encode configuration of program outputs.
 //!
 //! The recording, the HLS renditions, the RTMP pushes and the media plane's shared
 //! program encoders all build their video encode here, so two encoders with the same
 //! [`H264`] settings produce the same stream parameters (same SPS/PPS, same caps):
 //! that is what lets the media plane switch a livestream between its own encoder and
-//! the recording's at a keyframe without the muxers downstream noticing.
+//! the recording's at a keyframe without the muxers downstream noticing. The audio
+//! encode ([`aac_chain`]) has a single configuration for the same reason.
 
 use gst::prelude::*;
 
@@ -65,6 +66,28 @@ pub fn h264_chain(
         .map_err(|e| PipelineError::Link(e.to_string()))?;
     link_chain(&[&enc, &profile, &parse])?;
     Ok([enc, profile, parse])
+}
+
+/// Bitrate of every program's AAC encode, in kbit/s.
+pub const AAC_KBPS: u32 = 128;
+
+/// The elements of one AAC encode, linked, added to `bin`:
+/// `audioconvert ! avenc_aac ! aacparse`, named `{prefix}-convert`, `{prefix}-enc`
+/// and `{prefix}-parse` (put a queue in front). AAC-LC at [`AAC_KBPS`], raw
+/// (not ADTS) unless downstream asks for ADTS: MP4 and FLV want raw, MPEG-TS takes
+/// either. Returns `[audioconvert, avenc_aac, aacparse]`.
+pub fn aac_chain(
+    bin: &impl IsA<gst::Bin>,
+    prefix: &str,
+) -> Result<[gst::Element; 3], PipelineError> {
+    let conv = make("audioconvert", Some(&format!("{prefix}-convert")))?;
+    let enc = make("avenc_aac", Some(&format!("{prefix}-enc")))?;
+    enc.set_property("bitrate", (AAC_KBPS * 1000) as i32);
+    let parse = make("aacparse", Some(&format!("{prefix}-parse")))?;
+    bin.add_many([&conv, &enc, &parse])
+        .map_err(|e| PipelineError::Link(e.to_string()))?;
+    link_chain(&[&conv, &enc, &parse])?;
+    Ok([conv, enc, parse])
 }
 
 /// Is this buffer a keyframe (not a delta unit)?

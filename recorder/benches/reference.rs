@@ -162,6 +162,7 @@ fn main() {
         context: context.clone(),
         video: h264,
         encoded_input: shared,
+        encoded_audio: shared,
         fragment: Duration::from_millis(400),
     })
     .unwrap();
@@ -182,33 +183,47 @@ fn main() {
         o.link(&sink).unwrap();
         outputs.push(o);
     };
-    link(Kind::Audio, recording.bin().static_pad("audio").unwrap());
-    // With --live=shared, one encode (as the media plane shares it while the
-    // recording and the livestream have the same audience): program ! encode ! tee,
-    // a branch to the recording and one to the HLS top rendition (and RTMP).
-    let encode = shared.then(|| {
+    // With --live=shared, one encode of each kind (as the media plane shares them
+    // while the recording and the livestream have the same audience):
+    // program ! encode ! tee, a branch to the recording and one to the HLS top
+    // rendition / the HLS audio (and RTMP).
+    let encoder = |video: bool| {
         let bin = gst::Bin::new();
         let queue = element("queue");
         let tee = element("tee");
         bin.add_many([&queue, &tee]).unwrap();
-        let [enc, _, parse] = gremium_pipelines::encode::h264_chain(&bin, "encode", &h264).unwrap();
-        queue.link(&enc).unwrap();
+        let (first, parse) = if video {
+            let [enc, _, parse] =
+                gremium_pipelines::encode::h264_chain(&bin, "encode", &h264).unwrap();
+            (enc, parse)
+        } else {
+            let [conv, _, parse] = gremium_pipelines::encode::aac_chain(&bin, "encode").unwrap();
+            (conv, parse)
+        };
+        queue.link(&first).unwrap();
         parse.link(&tee).unwrap();
         let ghost = gst::GhostPad::with_target(&queue.static_pad("sink").unwrap()).unwrap();
         bin.add_pad(&ghost).unwrap();
         pipeline.add(&bin).unwrap();
-        tee.link_pads(None, recording.bin(), Some("video_h264"))
-            .unwrap();
+        let pad = if video { "video_h264" } else { "audio_aac" };
+        tee.link_pads(None, recording.bin(), Some(pad)).unwrap();
         (bin, tee, ghost)
-    });
+    };
+    let encode = shared.then(|| encoder(true));
+    let encode_audio = shared.then(|| encoder(false));
     match &encode {
         Some((_, _, ghost)) => link(Kind::Video, ghost.clone().upcast()),
         None => link(Kind::Video, recording.bin().static_pad("video").unwrap()),
+    }
+    match &encode_audio {
+        Some((_, _, ghost)) => link(Kind::Audio, ghost.clone().upcast()),
+        None => link(Kind::Audio, recording.bin().static_pad("audio").unwrap()),
     }
     let hls = live.as_ref().map(|_| {
         let dir = std::path::PathBuf::from(flag("hls").expect("--hls=DIR with --live"));
         let mut settings = HlsSettings::new(&dir, FPS);
         settings.encoded_top = shared;
+        settings.encoded_audio = shared;
         let hls = HlsBin::new(&settings).unwrap();
         if let Some(url) = flag("rtmp") {
             hls.add_rtmp("rtmp0", &url, "bench").unwrap();
@@ -221,6 +236,9 @@ fn main() {
         }
         if let Some((_, tee, _)) = &encode {
             tee.link_pads(None, hls.bin(), Some("video_h264")).unwrap();
+        }
+        if let Some((_, tee, _)) = &encode_audio {
+            tee.link_pads(None, hls.bin(), Some("audio_aac")).unwrap();
         }
         hls
     });
@@ -256,8 +274,8 @@ fn main() {
     for o in &outputs {
         program.release_output(o);
     }
-    if let Some((_, _, ghost)) = &encode {
-        // The shared encode drains into both consumers.
+    for (_, _, ghost) in encode.iter().chain(&encode_audio) {
+        // The shared encodes drain into both consumers.
         ghost.send_event(gst::event::Eos::new());
     }
     runtime

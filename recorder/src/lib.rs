@@ -15,9 +15,10 @@
 //! [`RecordingBin`] to a program as a consumer and finishes it; keys come from the
 //! control plane.
 //!
-//! The bin encodes its own video ([`gremium_pipelines::encode`]) or, with
-//! [`RecordingSettings::encoded_input`], takes the H.264 of an encoder the media plane
-//! shares with a livestream of the same audience.
+//! The bin encodes its own video and audio ([`gremium_pipelines::encode`]) or, with
+//! [`RecordingSettings::encoded_input`] and [`RecordingSettings::encoded_audio`],
+//! takes the H.264 and the AAC of encoders the media plane shares with a livestream
+//! of the same audience.
 
 pub mod finalize;
 
@@ -25,9 +26,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gremium_pipelines::encode::h264_chain;
 pub use gremium_pipelines::encode::H264;
-use gremium_pipelines::{link_chain, make, PipelineError};
+use gremium_pipelines::encode::{aac_chain, h264_chain};
+use gremium_pipelines::{make, PipelineError};
 use gremium_storage::crypto::{DataKey, SpoolWriter};
 use gst::prelude::*;
 
@@ -43,16 +44,20 @@ pub struct RecordingSettings {
     /// The H.264 encode (bitrate, keyframe interval).
     pub video: H264,
     /// The video pad is `video_h264` and takes H.264 (byte-stream, from an encoder
-    /// the media plane shares) instead of raw video; the bin then encodes nothing
+    /// the media plane shares) instead of raw video; the bin then encodes no video
     /// itself.
     pub encoded_input: bool,
+    /// The audio pad is `audio_aac` and takes AAC (from an encoder the media plane
+    /// shares, [`gremium_pipelines::encode::aac_chain`]) instead of raw audio.
+    pub encoded_audio: bool,
     /// Fragment length: the most a crash can lose.
     pub fragment: Duration,
 }
 
 /// A consumer bin with ghost sink pads `video` (raw I420; `video_h264` taking H.264
-/// instead with [`RecordingSettings::encoded_input`]) and `audio` (raw S16LE) writing
-/// a fragmented MP4 into an encrypted spool.
+/// instead with [`RecordingSettings::encoded_input`]) and `audio` (raw S16LE;
+/// `audio_aac` taking AAC with [`RecordingSettings::encoded_audio`]) writing a
+/// fragmented MP4 into an encrypted spool.
 pub struct RecordingBin {
     bin: gst::Bin,
     path: PathBuf,
@@ -93,11 +98,18 @@ impl RecordingBin {
             vqueue.link(&vparse).map_err(err)?;
         }
 
-        let aqueue = make("queue", None)?;
-        let aconv = make("audioconvert", None)?;
-        let aenc = make("avenc_aac", None)?;
-        aenc.set_property("bitrate", 128_000i32);
-        let aparse = make("aacparse", None)?;
+        let aqueue = make("queue", Some("audio-queue"))?;
+        bin.add(&aqueue).map_err(err)?;
+        let aparse = if s.encoded_audio {
+            let p = make("aacparse", Some("audio-parse"))?;
+            bin.add(&p).map_err(err)?;
+            aqueue.link(&p).map_err(err)?;
+            p
+        } else {
+            let [conv, _, p] = aac_chain(&bin, "audio")?;
+            aqueue.link(&conv).map_err(err)?;
+            p
+        };
 
         let mux = make("mp4mux", None)?;
         mux.set_property("fragment-duration", s.fragment.as_millis() as u32);
@@ -163,9 +175,7 @@ impl RecordingBin {
         );
         let sink: gst::Element = sink.upcast();
 
-        bin.add_many([&aqueue, &aconv, &aenc, &aparse, &mux, &sink])
-            .map_err(err)?;
-        link_chain(&[&aqueue, &aconv, &aenc, &aparse])?;
+        bin.add_many([&mux, &sink]).map_err(err)?;
         vparse.link(&mux).map_err(err)?;
         aparse.link(&mux).map_err(err)?;
         mux.link(&sink).map_err(err)?;
@@ -175,7 +185,12 @@ impl RecordingBin {
         } else {
             "video"
         };
-        for (name, el) in [(video_pad, &vqueue), ("audio", &aqueue)] {
+        let audio_pad = if s.encoded_audio {
+            "audio_aac"
+        } else {
+            "audio"
+        };
+        for (name, el) in [(video_pad, &vqueue), (audio_pad, &aqueue)] {
             let target = el
                 .static_pad("sink")
                 .ok_or_else(|| PipelineError::Link("queue".into()))?;
@@ -195,7 +210,7 @@ impl RecordingBin {
         })
     }
 
-    /// The bin to attach (pads `video` or `video_h264`, and `audio`).
+    /// The bin to attach (pads `video` or `video_h264`, and `audio` or `audio_aac`).
     pub fn bin(&self) -> &gst::Bin {
         &self.bin
     }
@@ -228,7 +243,7 @@ impl RecordingBin {
     /// first), then wait until the file is complete, at most `watchdog`. A spool
     /// closed by a write failure finishes too (see [`RecordingBin::interruptions`]).
     pub async fn finish(&self, watchdog: Duration) -> Result<(), PipelineError> {
-        for name in ["video", "video_h264", "audio"] {
+        for name in ["video", "video_h264", "audio", "audio_aac"] {
             if let Some(pad) = self.bin.static_pad(name) {
                 pad.send_event(gst::event::Eos::new());
             }

@@ -36,6 +36,7 @@ fn record_until_killed() {
             keyframe_interval: 30,
         },
         encoded_input: false,
+        encoded_audio: false,
         fragment: Duration::from_secs(1),
     })
     .unwrap();

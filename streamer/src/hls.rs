@@ -3,7 +3,9 @@
 //! Owns: the [`HlsBin`] consumer (ghost sink pads `video`, raw I420 at the program
 //! canvas, and `audio`, raw S16LE 48 kHz stereo), which encodes one H.264 rendition
 //! per rung of the ladder from a single `tee` of the raw video, one AAC encode shared
-//! by all of them, and writes through one `hlssink2` per rendition:
+//! by all of them, and writes through one `hlssink2` per rendition. The top
+//! rendition's H.264 and the AAC may instead arrive encoded (`video_h264`,
+//! `audio_aac`: [`HlsSettings::encoded_top`], [`HlsSettings::encoded_audio`]):
 //!
 //! ```text
 //! DIR/index.m3u8                master playlist (written by Rust when the bin is built)
@@ -40,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gremium_pipelines::encode::{h264_chain, H264};
+use gremium_pipelines::encode::{aac_chain, h264_chain, H264};
 use gremium_pipelines::{capsfilter, link_chain, make, PipelineError};
 use gst::prelude::*;
 
@@ -54,7 +56,7 @@ use crate::StreamerError;
 use drain::DrainBin;
 
 /// Bitrate of the single AAC encode, shared by every rendition.
-pub const AUDIO_KBPS: u32 = 128;
+pub const AUDIO_KBPS: u32 = gremium_pipelines::encode::AAC_KBPS;
 /// Name (and directory) of the audio-only rendition.
 pub const AUDIO_RENDITION: &str = "audio";
 /// File name of every playlist (master and media).
@@ -136,6 +138,11 @@ pub struct HlsSettings {
     /// It must then be the program's own size and encode settings. Not with a delay
     /// (the delay holds raw video back).
     pub encoded_top: bool,
+    /// The audio arrives encoded on the ghost pad `audio_aac` (AAC from
+    /// [`gremium_pipelines::encode::aac_chain`], an encoder the media plane may share
+    /// with the recording) instead of being encoded here from the raw `audio`. Not
+    /// with a delay (the delay holds raw audio back).
+    pub encoded_audio: bool,
     /// Segment files are named `{segment_prefix}00000.ts`, … (1–32 of
     /// `[A-Za-z0-9_-]`). Segments are served as immutable, so each presentation in a
     /// directory needs a prefix of its own: a CDN or browser would otherwise hand out
@@ -156,6 +163,7 @@ impl HlsSettings {
             renditions: Rendition::default_ladder(),
             files: true,
             encoded_top: false,
+            encoded_audio: false,
             segment_prefix: SEGMENT_PREFIX.into(),
         }
     }
@@ -245,6 +253,9 @@ impl HlsSettings {
         }
         if self.encoded_top && self.delay.is_some() {
             return bad("an encoded top rendition cannot be delayed".into());
+        }
+        if self.encoded_audio && self.delay.is_some() {
+            return bad("encoded audio cannot be delayed".into());
         }
         let mut names = BTreeSet::new();
         for r in &self.renditions {
@@ -478,18 +489,22 @@ impl HlsBin {
             }
             None => vtee.clone(),
         };
-        // Audio: one AAC encode, shared through a tee.
+        // Audio: one AAC encode (here, or outside with `encoded_audio`), shared
+        // through a tee.
         let aqueue = make("queue", Some("audio-queue"))?;
-        let aconv = make("audioconvert", Some("audio-convert"))?;
-        let aenc = make("avenc_aac", Some("audio-enc"))?;
-        aenc.set_property("bitrate", (AUDIO_KBPS * 1000) as i32);
-        let aparse = make("aacparse", Some("audio-parse"))?;
         let atee = make("tee", Some("audio-tee"))?;
         // RTMP destinations come and go; without files they are the only consumers.
         atee.set_property("allow-not-linked", true);
-        bin.add_many([&aqueue, &aconv, &aenc, &aparse, &atee])
-            .map_err(err)?;
-        link_chain(&[&aqueue, &aconv, &aenc, &aparse, &atee])?;
+        bin.add_many([&aqueue, &atee]).map_err(err)?;
+        if s.encoded_audio {
+            let aparse = make("aacparse", Some("audio-parse"))?;
+            bin.add(&aparse).map_err(err)?;
+            link_chain(&[&aqueue, &aparse, &atee])?;
+        } else {
+            let [aconv, _, aparse] = aac_chain(&bin, "audio")?;
+            aqueue.link(&aconv).map_err(err)?;
+            aparse.link(&atee).map_err(err)?;
+        }
         if let Some(delay) = s.delay {
             delay_stream(&aqueue, delay, blanking.clone(), false)?;
         }
@@ -566,7 +581,12 @@ impl HlsBin {
             outputs.push(audio_only.name().to_string());
         }
 
-        let mut inputs = vec![("audio", &aqueue)];
+        let audio_pad = if s.encoded_audio {
+            "audio_aac"
+        } else {
+            "audio"
+        };
+        let mut inputs = vec![(audio_pad, &aqueue)];
         if raw_renditions > 0 {
             inputs.push(("video", &video_in));
         }
@@ -685,7 +705,7 @@ impl HlsBin {
         // A serialized event waits for the pad's stream lock, which a stalled branch
         // may hold forever: send from the blocking pool, under the watchdog too.
         let send = tokio::task::spawn_blocking(move || {
-            for name in ["video", "video_h264", "audio"] {
+            for name in ["video", "video_h264", "audio", "audio_aac"] {
                 if let Some(pad) = bin.static_pad(name) {
                     pad.send_event(gst::event::Eos::new());
                 }
@@ -894,6 +914,14 @@ mod tests {
                 "delay",
                 HlsSettings {
                     delay: Some(Duration::ZERO),
+                    ..ok.clone()
+                },
+            ),
+            (
+                "encoded audio",
+                HlsSettings {
+                    delay: Some(Duration::from_secs(2)),
+                    encoded_audio: true,
                     ..ok.clone()
                 },
             ),

@@ -611,24 +611,33 @@ pub fn spawn_small_publisher(
     color: &str,
     secs: u32,
 ) -> std::process::Child {
+    spawn_small_publisher_with(base, mid, join, color, secs, &[])
+}
+
+/// [`spawn_small_publisher`] with `extra` flags (e.g. `--tone 1000`).
+pub fn spawn_small_publisher_with(
+    base: &str,
+    mid: &str,
+    join: &str,
+    color: &str,
+    secs: u32,
+    extra: &[&str],
+) -> std::process::Child {
     let secs = secs.to_string();
-    spawn_publisher(
-        base,
-        mid,
-        join,
-        &[
-            "--color",
-            color,
-            "--width",
-            "320",
-            "--height",
-            "180",
-            "--fps",
-            "15",
-            "--duration",
-            &secs,
-        ],
-    )
+    let mut args = vec![
+        "--color",
+        color,
+        "--width",
+        "320",
+        "--height",
+        "180",
+        "--fps",
+        "15",
+        "--duration",
+        &secs,
+    ];
+    args.extend_from_slice(extra);
+    spawn_publisher(base, mid, join, &args)
 }
 
 /// Start the real `gremium publish` client (VP8, loopback ICE) for a participant;
