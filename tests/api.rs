@@ -613,15 +613,17 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
         }
     };
     let json_ct = Some("application/json");
-    let cases: Vec<(
-        &str,
+    // (what, method, path, token, content type, body, expected status)
+    type Case = (
+        &'static str,
         Method,
         String,
         String,
         Option<&'static str>,
         Vec<u8>,
         u16,
-    )> = vec![
+    );
+    let cases: Vec<Case> = vec![
         (
             "malformed JSON",
             Method::PUT,

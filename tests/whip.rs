@@ -125,7 +125,16 @@ async fn bad_whip_requests_get_clear_errors() {
             (status, resp.text().await.unwrap())
         }
     };
-    let cases: Vec<(&str, String, Option<String>, &'static str, String, u16)> = vec![
+    // (what, path, token, content type, body, expected status)
+    type Case = (
+        &'static str,
+        String,
+        Option<String>,
+        &'static str,
+        String,
+        u16,
+    );
+    let cases: Vec<Case> = vec![
         (
             "no token",
             format!("/whip/{mid}"),
