@@ -190,7 +190,7 @@ impl Encoder {
         gremium_compositor::program::release_tee_branch(&self.bin, branch);
     }
 
-    /// The encoded stream before the tee (the parser's src pad), for probes.
+    /// The tee's sink pad (the encoded stream before it branches), for probes.
     pub fn output(&self) -> gst::Pad {
         self.tee.static_pad("sink").expect("tee has a sink pad")
     }
