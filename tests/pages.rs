@@ -864,22 +864,8 @@ async fn recording_to_archive() {
     .await;
     // P2 consents through the API and publishes a solid colour.
     app.set_consent(&mid, &p2, &p2_join, true, false).await;
-    let _p2_media = Publisher(spawn_publisher(
-        &app.base,
-        &mid,
-        &p2_join,
-        &[
-            "--color",
-            "1e50ff",
-            "--width",
-            "320",
-            "--height",
-            "180",
-            "--fps",
-            "15",
-            "--duration",
-            "60",
-        ],
+    let _p2_media = Publisher(spawn_small_publisher(
+        &app.base, &mid, &p2_join, "1e50ff", 60,
     ));
     let mut sending = std::collections::HashSet::new();
     while sending.len() < 2 {

@@ -20,17 +20,7 @@ const GOLD: [u8; 3] = [0xff, 0xd7, 0x00];
 const AZURE: [u8; 3] = [0x1e, 0x50, 0xff];
 
 fn publish(base: &str, mid: &str, join: &str, color: &str) -> std::process::Child {
-    let small = [
-        "--width",
-        "320",
-        "--height",
-        "180",
-        "--fps",
-        "15",
-        "--duration",
-        "30",
-    ];
-    spawn_publisher(base, mid, join, &[&["--color", color][..], &small].concat())
+    spawn_small_publisher(base, mid, join, color, 30)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,22 +39,7 @@ async fn an_s3_outage_during_a_recording_loses_nothing() {
     let mut ws = ws_connect(app.addr, &mid, &moderator).await;
     next_event(&mut ws).await;
     // A bounded duration: a failed test leaves no publisher running.
-    let small = [
-        "--width",
-        "320",
-        "--height",
-        "180",
-        "--fps",
-        "15",
-        "--duration",
-        "60",
-    ];
-    let mut pa = spawn_publisher(
-        &app.base,
-        &mid,
-        &a_join,
-        &[&["--color", "ffd700"][..], &small].concat(),
-    );
+    let mut pa = spawn_small_publisher(&app.base, &mid, &a_join, "ffd700", 60);
     wait_cameras_on(&mut ws, 1).await;
 
     let (s, rec) = app

@@ -364,22 +364,8 @@ async fn chromium_watches_a_meeting() {
     // A participant with streaming consent publishes; the moderator starts HLS.
     let mut ws = ws_connect(app.addr, &mid, &moderator).await;
     next_event(&mut ws).await;
-    let _publisher = Publisher(spawn_publisher(
-        &app.base,
-        &mid,
-        &a_join,
-        &[
-            "--color",
-            "ffd700",
-            "--width",
-            "320",
-            "--height",
-            "180",
-            "--fps",
-            "15",
-            "--duration",
-            "120",
-        ],
+    let _publisher = Publisher(spawn_small_publisher(
+        &app.base, &mid, &a_join, "ffd700", 120,
     ));
     wait_event_for(
         &mut ws,
