@@ -608,7 +608,8 @@ impl GstMediaPlane {
                         self.release_encoded(s, audience, std::mem::take(&mut encoded));
                     });
                     remove_bin(&s.pipeline, &consumer).await;
-                    self.prune_encoders(s);
+                    // Removing an encoder joins its streaming threads.
+                    blocking(|| self.prune_encoders(s));
                     return Err(failed(e.to_string()));
                 }
             }
