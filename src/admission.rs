@@ -177,7 +177,13 @@ impl AdmissionTable {
         c.prune();
         let from_client = c.per_client.get(&peer).copied().unwrap_or(0);
         let open = c.total - c.evicting;
-        match decide(&self.limits, open, from_client, trusted, !c.waiting.is_empty()) {
+        match decide(
+            &self.limits,
+            open,
+            from_client,
+            trusted,
+            !c.waiting.is_empty(),
+        ) {
             Decision::RefuseClient => return Err(Refusal::Client),
             Decision::RefuseFull => return Err(Refusal::Full),
             Decision::AdmitEvicting => {

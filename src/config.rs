@@ -653,7 +653,9 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
 
 fn connection_limits(c: &ConnectionsConfig) -> anyhow::Result<crate::admission::ConnectionLimits> {
     let d = crate::admission::ConnectionLimits::default();
-    let header = c.header_read_timeout_secs.unwrap_or(d.header_read_timeout.as_secs());
+    let header = c
+        .header_read_timeout_secs
+        .unwrap_or(d.header_read_timeout.as_secs());
     if !(1..=300).contains(&header) {
         bail!("connections.header_read_timeout_secs: must be between 1 and 300");
     }
@@ -665,9 +667,13 @@ fn connection_limits(c: &ConnectionsConfig) -> anyhow::Result<crate::admission::
     if !(16..=1_000_000).contains(&max) {
         bail!("connections.max_connections: must be between 16 and 1000000");
     }
-    let per_client = c.max_connections_per_client.unwrap_or(d.max_per_client.min(max));
+    let per_client = c
+        .max_connections_per_client
+        .unwrap_or(d.max_per_client.min(max));
     if !(1..=max).contains(&per_client) {
-        bail!("connections.max_connections_per_client: must be between 1 and max_connections ({max})");
+        bail!(
+            "connections.max_connections_per_client: must be between 1 and max_connections ({max})"
+        );
     }
     let mut trusted_proxies = Vec::new();
     for (i, p) in c.trusted_proxies.iter().enumerate() {

@@ -161,11 +161,7 @@ pub async fn demo(config: Config) -> anyhow::Result<ExitCode> {
     println!("Ctrl-C (or SIGTERM) stops the demo.");
     // Ctrl-C or SIGTERM; the publishers hear the same signal and leave (WHIP DELETE).
     crate::wiring::shutdown_signal().await;
-    let _ = tokio::time::timeout(
-        Duration::from_secs(5),
-        futures_join_all(publishers),
-    )
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), futures_join_all(publishers)).await;
     let _ = stop_server.send(());
     let _ = tokio::time::timeout(Duration::from_secs(15), server).await;
     Ok(ExitCode::SUCCESS)

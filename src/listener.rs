@@ -163,6 +163,25 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
+/// Pending connections the kernel queues for `accept` (capped by
+/// `net.core.somaxconn`). The standard library's 128 overflows under a connection
+/// flood and a dropped SYN costs a health check a one-second retransmit.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket with a backlog sized for connection floods.
+pub fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std's bind does: a restart must not wait for TIME_WAIT sockets.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serve `app` on `listener` under `limits` until `shutdown` resolves; then stop
 /// accepting, let open requests finish within `limits.shutdown_grace` and return.
 pub async fn serve(
@@ -398,6 +417,61 @@ mod tests {
             assert_eq!(log.hit(t0 + Duration::from_millis(i)), None);
         }
         assert_eq!(log.hit(t0 + Duration::from_secs(10)), Some(100));
+    }
+
+    /// A response that keeps making progress outlives both timeouts (a long Range
+    /// download or HLS read); a silent connection does not.
+    #[tokio::test]
+    async fn a_slow_but_moving_response_is_not_cut_by_the_timeouts() {
+        use futures_util::StreamExt;
+        let app = axum::Router::new().route(
+            "/slow",
+            axum::routing::get(|| async {
+                let chunks = futures_util::stream::iter(0..6).then(|i| async move {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    Ok::<_, std::convert::Infallible>(format!("chunk {i}\n"))
+                });
+                axum::body::Body::from_stream(chunks)
+            }),
+        );
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            ..Default::default()
+        };
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, limits, async {
+            let _ = stopped.await;
+        }));
+        let t0 = Instant::now();
+        let body = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("http://{addr}/slow"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body.lines().count(), 6, "{body}");
+        assert!(t0.elapsed() >= Duration::from_millis(2500));
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(
+            Duration::from_secs(3),
+            tokio::io::AsyncReadExt::read(&mut silent, &mut buf),
+        )
+        .await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the listener stops")
+            .unwrap();
     }
 
     #[test]

@@ -308,8 +308,7 @@ pub async fn serve_until(
         config.retention_sweep,
     ));
     let app = gremium_signaling::router(state);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = crate::listener::bind(config.listen)
         .with_context(|| format!("listening on {}", config.listen))?;
     let limits = crate::listener::fit_to_fd_limit(config.connections.clone(), fd_limit);
     tracing::info!(port = config.listen.port(), database = ?db.backend(), limits = %crate::listener::describe(&limits), "gremium serving");
