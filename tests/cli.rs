@@ -739,7 +739,10 @@ async fn connection_limits_and_a_prompt_stop() {
     let mut silent = connect_from(Ipv4Addr::new(127, 0, 0, 4), port).await;
     let (slow_closed, _) = closed_within(&mut slow, Duration::from_secs(6)).await;
     let slow_closed = slow_closed.expect("a slow-header client is dropped");
-    assert!(slow_closed >= Duration::from_millis(1500), "{slow_closed:?}");
+    assert!(
+        slow_closed >= Duration::from_millis(1500),
+        "{slow_closed:?}"
+    );
     let (silent_closed, _) = closed_within(&mut silent, Duration::from_secs(2)).await;
     assert!(silent_closed.is_some(), "a silent client is dropped");
 
@@ -756,7 +759,10 @@ async fn connection_limits_and_a_prompt_stop() {
         "{text:?}"
     );
     for mut s in held.drain(..) {
-        assert!(closed_within(&mut s, Duration::from_secs(4)).await.0.is_some());
+        assert!(closed_within(&mut s, Duration::from_secs(4))
+            .await
+            .0
+            .is_some());
     }
 
     // A full server (32 idle connections from 8 addresses): /healthz still answers,
@@ -768,7 +774,11 @@ async fn connection_limits_and_a_prompt_stop() {
     let t0 = Instant::now();
     let r = http.get(&healthz).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(t0.elapsed() < Duration::from_millis(1000), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t0.elapsed()
+    );
     let (evicted, _) = closed_within(&mut idle[0], Duration::from_millis(500)).await;
     assert!(evicted.is_some(), "the oldest idle connection was evicted");
     let (newest, _) = closed_within(&mut idle[31], Duration::from_millis(100)).await;
