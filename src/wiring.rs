@@ -314,7 +314,14 @@ pub async fn serve_until(
     tracing::info!(port = config.listen.port(), database = ?db.backend(), limits = %crate::listener::describe(&limits), "gremium serving");
     println!("Gremium listening on http://{}", config.listen);
     crate::listener::serve(listener, app, limits, shutdown).await;
-    db.close().await;
+    // A request still holding a database connection after the grace period must
+    // not hold the stop as well.
+    if tokio::time::timeout(Duration::from_secs(5), db.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections still in use at exit");
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
