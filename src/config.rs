@@ -36,6 +36,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub limits: LimitsConfig,
     #[serde(default)]
+    pub connections: ConnectionsConfig,
+    #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
     pub web: WebConfig,
@@ -213,6 +215,27 @@ pub struct LimitsConfig {
     pub max_body_bytes: Option<usize>,
 }
 
+/// Client connections: what a reverse proxy in front would enforce (see
+/// docs/operations/limits.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// Seconds a client has to send a request's complete header (default 10).
+    pub header_read_timeout_secs: Option<u64>,
+    /// A connection on which no byte moves either way for this many seconds is
+    /// closed; WebSockets excepted (default 60).
+    pub idle_timeout_secs: Option<u64>,
+    /// Most open client connections (default 10000; lowered to fit the open-files limit).
+    pub max_connections: Option<usize>,
+    /// Most open connections from one client address (default 256).
+    pub max_connections_per_client: Option<usize>,
+    /// Addresses of reverse proxies in front: exempt from the per-client cap.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Seconds a shutdown waits for open requests (default 10).
+    pub shutdown_grace_secs: Option<u64>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -318,6 +341,7 @@ pub struct Config {
     pub streaming: gremium_mediaplane::StreamingSettings,
     pub storage: StorageSettings,
     pub retention_sweep: std::time::Duration,
+    pub connections: crate::admission::ConnectionLimits,
 }
 
 /// Where recordings go and how they are protected.
@@ -584,6 +608,8 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
         bail!("auth.join_token_ttl_secs: must be between 60 and 604800");
     }
 
+    let connections = connection_limits(&file.connections)?;
+
     let log_json = match file.log.format.as_deref().unwrap_or("text") {
         "text" => false,
         "json" => true,
@@ -621,6 +647,52 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
         streaming,
         storage,
         retention_sweep: std::time::Duration::from_secs(sweep),
+        connections,
+    })
+}
+
+fn connection_limits(c: &ConnectionsConfig) -> anyhow::Result<crate::admission::ConnectionLimits> {
+    let d = crate::admission::ConnectionLimits::default();
+    let header = c
+        .header_read_timeout_secs
+        .unwrap_or(d.header_read_timeout.as_secs());
+    if !(1..=300).contains(&header) {
+        bail!("connections.header_read_timeout_secs: must be between 1 and 300");
+    }
+    let idle = c.idle_timeout_secs.unwrap_or(d.idle_timeout.as_secs());
+    if !(1..=3600).contains(&idle) {
+        bail!("connections.idle_timeout_secs: must be between 1 and 3600");
+    }
+    let max = c.max_connections.unwrap_or(d.max_connections);
+    if !(16..=1_000_000).contains(&max) {
+        bail!("connections.max_connections: must be between 16 and 1000000");
+    }
+    let per_client = c
+        .max_connections_per_client
+        .unwrap_or(d.max_per_client.min(max));
+    if !(1..=max).contains(&per_client) {
+        bail!(
+            "connections.max_connections_per_client: must be between 1 and max_connections ({max})"
+        );
+    }
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in c.trusted_proxies.iter().enumerate() {
+        match p.parse::<std::net::IpAddr>() {
+            Ok(ip) => trusted_proxies.push(ip.to_canonical()),
+            Err(_) => bail!("connections.trusted_proxies[{i}]: {p:?} is not an IP address"),
+        }
+    }
+    let grace = c.shutdown_grace_secs.unwrap_or(d.shutdown_grace.as_secs());
+    if grace > 300 {
+        bail!("connections.shutdown_grace_secs: must be at most 300");
+    }
+    Ok(crate::admission::ConnectionLimits {
+        header_read_timeout: std::time::Duration::from_secs(header),
+        idle_timeout: std::time::Duration::from_secs(idle),
+        max_connections: max,
+        max_per_client: per_client,
+        trusted_proxies,
+        shutdown_grace: std::time::Duration::from_secs(grace),
     })
 }
 
@@ -915,6 +987,12 @@ mod tests {
             ("[auth.oidc]\nissuer = 'https://i'\naudience = 'a'\njwks_url = 'https://x'\nclient_id = 'g'\nresource = 'gremium'", "auth.oidc.resource"),
             ("[auth.oidc]\nissuer = 'council'\naudience = 'a'\njwks_url = 'https://x'\nclient_id = 'g'", "auth.oidc.issuer"),
             ("[log]\nformat = 'xml'", "log.format"),
+            ("[connections]\nheader_read_timeout_secs = 0", "connections.header_read_timeout_secs"),
+            ("[connections]\nidle_timeout_secs = 0", "connections.idle_timeout_secs"),
+            ("[connections]\nmax_connections = 1", "connections.max_connections"),
+            ("[connections]\nmax_connections = 100\nmax_connections_per_client = 101", "connections.max_connections_per_client"),
+            ("[connections]\ntrusted_proxies = ['proxy.local']", "connections.trusted_proxies[0]"),
+            ("[connections]\nshutdown_grace_secs = 301", "connections.shutdown_grace_secs"),
             ("[ingest]\nmedia_timeout_secs = 0", "ingest.media_timeout_secs"),
             ("[compositor]\nwidth = 1281", "compositor.width"),
             ("[ingest]\njitter_buffer_ms = 5", "ingest.jitter_buffer_ms"),
@@ -992,6 +1070,13 @@ mod tests {
             Some("gremium-pages")
         );
         assert_eq!(c.api.max_body_bytes, 65536);
+        assert_eq!(
+            c.connections,
+            crate::admission::ConnectionLimits {
+                trusted_proxies: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+                ..Default::default()
+            }
+        );
         assert_eq!(c.storage.spool_min_free, 256 * 1024 * 1024);
         assert!(c
             .api

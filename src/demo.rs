@@ -33,6 +33,13 @@ async fn call(
     Ok(value)
 }
 
+/// Wait for every task (no extra dependency for one join).
+async fn futures_join_all(tasks: Vec<tokio::task::JoinHandle<anyhow::Result<ExitCode>>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
 pub async fn demo(config: Config) -> anyhow::Result<ExitCode> {
     let listen = config.listen;
     let data_dir = config.data_dir.clone();
@@ -49,7 +56,11 @@ pub async fn demo(config: Config) -> anyhow::Result<ExitCode> {
         crate::wiring::unix_now_secs(),
         Duration::from_secs(12 * 3600),
     );
-    let server = tokio::spawn(crate::wiring::serve(config));
+    // The demo decides when the service stops: after its publishers have left.
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::wiring::serve_until(config, async {
+        let _ = server_stopped.await;
+    }));
     let base = format!("http://{listen}");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -147,11 +158,11 @@ pub async fn demo(config: Config) -> anyhow::Result<ExitCode> {
     println!("  websocat \"ws://{listen}/api/v1/meetings/{mid}/events?access_token=$T\"");
     println!("  gremium audit verify --data-dir {}", data_dir.display());
     println!("  {base}/api/v1/openapi.json");
-    println!("Ctrl-C stops the demo.");
-    let _ = tokio::signal::ctrl_c().await;
-    for p in publishers {
-        let _ = tokio::time::timeout(Duration::from_secs(5), p).await;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    println!("Ctrl-C (or SIGTERM) stops the demo.");
+    // Ctrl-C or SIGTERM; the publishers hear the same signal and leave (WHIP DELETE).
+    crate::wiring::shutdown_signal().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), futures_join_all(publishers)).await;
+    let _ = stop_server.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(15), server).await;
     Ok(ExitCode::SUCCESS)
 }

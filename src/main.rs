@@ -1,8 +1,10 @@
 //! `gremium`: the binary. Parses the command line, loads and validates the
 //! configuration, and wires the crates together. It holds no business logic.
 
+mod admission;
 mod config;
 mod demo;
+mod listener;
 mod publish;
 mod wiring;
 
@@ -159,6 +161,9 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Dropping the runtime would wait for every blocking task without end (a stuck
+    // GStreamer call, a blocked read); a stop must stay prompt.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -33,7 +33,7 @@ pub struct PublishArgs {
     /// Video codec: vp8 or h264.
     #[arg(long, default_value = "vp8")]
     pub codec: String,
-    /// Seconds to publish (0: until Ctrl-C).
+    /// Seconds to publish (0: until Ctrl-C or SIGTERM).
     #[arg(long, default_value_t = 0)]
     pub duration: u64,
     /// Gather ICE candidates only on these local addresses (repeatable).
@@ -196,7 +196,7 @@ pub async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
             if a.duration > 0 {
                 tokio::time::sleep(Duration::from_secs(a.duration)).await;
             } else {
-                let _ = tokio::signal::ctrl_c().await;
+                crate::wiring::wait_for_signal().await;
             }
         };
         let restart_after = a.ice_restart_after;

@@ -249,7 +249,18 @@ pub fn authenticator(config: &Config) -> anyhow::Result<Arc<Authenticator>> {
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    serve_until(config, shutdown_signal()).await
+}
+
+/// The service until `shutdown` resolves, then a graceful stop (bounded by
+/// `connections.shutdown_grace_secs`).
+pub async fn serve_until(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<ExitCode> {
     init_logging(&config);
+    // Before anything opens files: every client socket is one.
+    let fd_limit = crate::listener::raise_fd_limit();
     let db = open_db(&config).await?;
     if config.auto_migrate {
         db.migrate().await.context("applying migrations")?;
@@ -297,33 +308,53 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         config.retention_sweep,
     ));
     let app = gremium_signaling::router(state);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = crate::listener::bind(config.listen)
         .with_context(|| format!("listening on {}", config.listen))?;
-    tracing::info!(port = config.listen.port(), database = ?db.backend(), "gremium serving");
+    let limits = crate::listener::fit_to_fd_limit(config.connections.clone(), fd_limit);
+    tracing::info!(port = config.listen.port(), database = ?db.backend(), limits = %crate::listener::describe(&limits), "gremium serving");
     println!("Gremium listening on http://{}", config.listen);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    db.close().await;
+    crate::listener::serve(listener, app, limits, shutdown).await;
+    // A request still holding a database connection after the grace period must
+    // not hold the stop as well.
+    if tokio::time::timeout(Duration::from_secs(5), db.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections still in use at exit");
+    }
+    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
+/// Resolves on the first Ctrl-C or SIGTERM. A second one ends the process at once,
+/// for an operator who does not want to wait for the grace period.
+pub async fn shutdown_signal() {
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        tracing::warn!("second stop signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+/// Ctrl-C or SIGTERM (what `docker stop`, systemd and Kubernetes send).
+pub async fn wait_for_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
         }
     };
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutting down");
 }
 
 pub async fn migrate(config: Config) -> anyhow::Result<ExitCode> {

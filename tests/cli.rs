@@ -481,12 +481,13 @@ async fn demo_runs_a_meeting_with_three_publishing_participants() {
         })
         .collect();
     assert_eq!(consents, [(true, true), (true, false), (false, false)]);
+    // SIGTERM (docker stop, systemd, Kubernetes); Ctrl-C takes the same path.
     let _ = Command::new("kill")
-        .args(["-INT", &child.id().unwrap().to_string()])
+        .args(["-TERM", &child.id().unwrap().to_string()])
         .status();
     let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
         .await
-        .expect("demo stops on Ctrl-C")
+        .expect("demo stops on SIGTERM")
         .unwrap();
     assert!(status.success(), "{status:?}");
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -669,4 +670,193 @@ async fn a_restart_resumes_a_pending_upload() {
         .join(common::S3Server::BUCKET)
         .join(format!("recordings/{rid}/media.mp4.sealed"));
     assert!(object.exists(), "the media is in the bucket");
+}
+
+/// A TCP connection to the server from the loopback address `from`.
+async fn connect_from(from: Ipv4Addr, port: u16) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(IpAddr::V4(from), 0)).unwrap();
+    socket
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap()
+}
+
+/// Read until the server closes; the time that took, or `None` if it was still
+/// open after `limit`. What was read is returned too.
+async fn closed_within(
+    s: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> (Option<Duration>, String) {
+    use tokio::io::AsyncReadExt;
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    let read_all = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let closed = tokio::time::timeout(limit, read_all).await.is_ok();
+    (
+        closed.then(|| t0.elapsed()),
+        String::from_utf8_lossy(&got).into_owned(),
+    )
+}
+
+/// What a reverse proxy would enforce, against the real binary: slow-header and
+/// silent clients are dropped after the header timeout, a stalled upload after the
+/// idle timeout, the per-client cap answers 503 at once, a full server evicts an
+/// idle connection so `/healthz` still answers, a quiet WebSocket outlives both
+/// timeouts — and SIGTERM with idle connections and a WebSocket open ends the
+/// process within the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_and_a_prompt_stop() {
+    use tokio::io::AsyncWriteExt;
+    let data_dir =
+        std::env::temp_dir().join(format!("gremium-conn-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let cfg = data_dir.join("gremium.toml");
+    std::fs::write(
+        &cfg,
+        "[connections]\nheader_read_timeout_secs = 2\nidle_timeout_secs = 2\n\
+         max_connections = 32\nmax_connections_per_client = 4\nshutdown_grace_secs = 2\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut server = start_server_with(&data_dir, port, Some(&cfg)).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
+
+    // A slow-header client and a silent one are dropped after the header timeout.
+    let mut slow = connect_from(Ipv4Addr::new(127, 0, 0, 4), port).await;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: gremium\r\n")
+        .await
+        .unwrap();
+    let mut silent = connect_from(Ipv4Addr::new(127, 0, 0, 4), port).await;
+    let (slow_closed, _) = closed_within(&mut slow, Duration::from_secs(6)).await;
+    let slow_closed = slow_closed.expect("a slow-header client is dropped");
+    assert!(
+        slow_closed >= Duration::from_millis(1500),
+        "{slow_closed:?}"
+    );
+    let (silent_closed, _) = closed_within(&mut silent, Duration::from_secs(2)).await;
+    assert!(silent_closed.is_some(), "a silent client is dropped");
+
+    // The per-client cap: the fifth connection from one address gets a 503 at once.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(connect_from(Ipv4Addr::new(127, 0, 0, 5), port).await);
+    }
+    let mut fifth = connect_from(Ipv4Addr::new(127, 0, 0, 5), port).await;
+    let (refused, text) = closed_within(&mut fifth, Duration::from_millis(1000)).await;
+    assert!(refused.is_some(), "over the per-client cap: closed at once");
+    assert!(
+        text.starts_with("HTTP/1.1 503") && text.contains("too many open connections"),
+        "{text:?}"
+    );
+    for mut s in held.drain(..) {
+        assert!(closed_within(&mut s, Duration::from_secs(4))
+            .await
+            .0
+            .is_some());
+    }
+
+    // A full server (32 idle connections from 8 addresses): /healthz still answers,
+    // and the oldest idle connection made room for it.
+    let mut idle = Vec::new();
+    for i in 0..32u8 {
+        idle.push(connect_from(Ipv4Addr::new(127, 0, 1, 1 + i / 4), port).await);
+    }
+    let t0 = Instant::now();
+    let r = http.get(&healthz).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        t0.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t0.elapsed()
+    );
+    let (evicted, _) = closed_within(&mut idle[0], Duration::from_millis(500)).await;
+    assert!(evicted.is_some(), "the oldest idle connection was evicted");
+    let (newest, _) = closed_within(&mut idle[31], Duration::from_millis(100)).await;
+    assert!(newest.is_none(), "the newest idle connection stays");
+    drop(http);
+    drop(idle);
+
+    // A WebSocket outlives the idle and header timeouts (a quiet meeting is no idle
+    // connection); a stalled upload does not.
+    let (code, token, err) = gremium(&["token", "--role", "moderator"], &data_dir);
+    assert_eq!(code, 0, "{err}");
+    let moderator = token.trim().to_string();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let mid = create_meeting(&http, &base, &moderator, "Bauausschuss").await;
+    let stream = connect_from(Ipv4Addr::new(127, 0, 0, 6), port).await;
+    let (mut ws, _) = tokio_tungstenite::client_async(
+        format!("ws://127.0.0.1:{port}/api/v1/meetings/{mid}/events?access_token={moderator}"),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next_event(&mut ws).await["type"], "snapshot");
+    let mut upload = connect_from(Ipv4Addr::new(127, 0, 0, 7), port).await;
+    upload
+        .write_all(
+            format!(
+                "POST /api/v1/meetings HTTP/1.1\r\nHost: gremium\r\nAuthorization: Bearer {moderator}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"title\""
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let (stalled, _) = closed_within(&mut upload, Duration::from_secs(6)).await;
+    let stalled = stalled.expect("a stalled upload is closed");
+    assert!(stalled >= Duration::from_millis(1500), "{stalled:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    {
+        use futures_util::{SinkExt, StreamExt};
+        ws.send(tokio_tungstenite::tungstenite::Message::Ping(
+            b"still there".to_vec().into(),
+        ))
+        .await
+        .unwrap();
+        let pong = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(m) = ws.next().await {
+                if let tokio_tungstenite::tungstenite::Message::Pong(p) = m.unwrap() {
+                    return p;
+                }
+            }
+            panic!("the WebSocket closed");
+        })
+        .await
+        .expect("the WebSocket is alive after the timeouts");
+        assert_eq!(&pong[..], b"still there");
+    }
+
+    // SIGTERM with the WebSocket, a kept-alive client and a silent one open.
+    let _keep_alive = http.get(&healthz).send().await.unwrap();
+    let _silent = connect_from(Ipv4Addr::new(127, 0, 0, 8), port).await;
+    let t0 = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(8),
+            "still running 8 s after SIGTERM: {}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}: {}", server.logs());
+    let logs = server.logs();
+    assert!(logs.contains("shutting down"), "{logs}");
+    let _ = std::fs::remove_dir_all(&data_dir);
 }
