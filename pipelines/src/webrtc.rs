@@ -13,6 +13,7 @@ use gst_webrtc::{WebRTCICEGatheringState, WebRTCSDPType, WebRTCSessionDescriptio
 /// ICE connection state of a `webrtcbin` (property `ice-connection-state`).
 pub use gst_webrtc::WebRTCICEConnectionState as IceConnectionState;
 
+use crate::dtls_check::DtlsCheck;
 use crate::pipeline::{link_chain, make};
 use crate::PipelineError;
 
@@ -342,6 +343,10 @@ pub async fn accept_answer(webrtc: &gst::Element, answer: &str) -> Result<(), Pi
     set_description(webrtc, "set-remote-description", &answer).await
 }
 
+/// How long a received stream waits for its DTLS certificate to be known before it
+/// is refused (decrypted RTP follows the handshake, so it is known at once).
+const DTLS_CERTIFICATE_WAIT: Duration = Duration::from_secs(2);
+
 /// Kind of a decoded incoming stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaKind {
@@ -398,9 +403,14 @@ fn decoder_for(encoding: &str) -> Result<(MediaKind, Vec<gst::Element>), Pipelin
 /// (before the stream is connected: link it there and then, and return `true`;
 /// `false` discards the stream).
 /// Unsupported codecs are sunk into a fakesink and reported to `on_unsupported`.
+///
+/// A stream is decoded only once `check` verified the certificate of its DTLS
+/// transport against the peer's fingerprints; the streams of a peer that fails the
+/// check are discarded undecoded (and the check's `on_reject` runs).
 pub fn decode_incoming(
     webrtc: &gst::Element,
     bin: &gst::Bin,
+    check: DtlsCheck,
     on_decoded: impl Fn(MediaKind, gst::Pad) -> bool + Send + Sync + 'static,
 ) {
     let bin = bin.downgrade();
@@ -409,6 +419,11 @@ pub fn decode_incoming(
             return;
         }
         let Some(bin) = bin.upgrade() else { return };
+        if !check.admit(pad, DTLS_CERTIFICATE_WAIT) {
+            tracing::warn!("stream of a peer whose DTLS certificate failed the check: discarded");
+            discard(&bin, pad);
+            return;
+        }
         let encoding = pad
             .current_caps()
             .and_then(|c| {

@@ -7,6 +7,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use gremium_pipelines::dtls_check::DtlsCheck;
+use gremium_pipelines::dtls_fingerprint::pinned_fingerprints;
 use gremium_pipelines::publisher::{build_publisher, PublisherSettings, VideoCodec};
 use gremium_pipelines::webrtc::{
     accept_answer, answer_offer, create_offer, decode_incoming, make_webrtcbin, negotiation_needed,
@@ -53,13 +55,14 @@ struct Received {
     audio_rate: i32,
 }
 
-/// Ingest: decode everything into appsinks that record what arrives.
-fn ingest(p: &Pipeline, got: Arc<Mutex<Received>>) -> gst::Element {
+/// Ingest: decode everything into appsinks that record what arrives (once `check`,
+/// whose fingerprints come from the offer, passed).
+fn ingest(p: &Pipeline, got: Arc<Mutex<Received>>, check: DtlsCheck) -> gst::Element {
     let webrtc = make_webrtcbin("ingest", &loopback()).unwrap();
     p.gst().add(&webrtc).unwrap();
     let bin: gst::Bin = p.gst().clone().upcast();
     let bin_weak = bin.downgrade();
-    decode_incoming(&webrtc, &bin, move |kind, pad| {
+    decode_incoming(&webrtc, &bin, check, move |kind, pad| {
         let Some(bin) = bin_weak.upgrade() else {
             return false;
         };
@@ -172,7 +175,8 @@ async fn publish_and_check(codec: VideoCodec) {
     gremium_pipelines::init().unwrap();
     let got = Arc::new(Mutex::new(Received::default()));
     let server = Pipeline::new(settings("ingest"));
-    let server_webrtc = ingest(&server, got.clone());
+    let check = DtlsCheck::default();
+    let server_webrtc = ingest(&server, got.clone(), check.clone());
     server.start().unwrap();
     let client = Pipeline::new(settings("publisher"));
     let client_webrtc = publisher(&client, codec);
@@ -192,9 +196,11 @@ async fn publish_and_check(codec: VideoCodec) {
         offered.iter().all(|a| a == "127.0.0.1"),
         "publisher gathered only loopback: {offered:?}"
     );
+    check.set_pins(pinned_fingerprints(&offer).unwrap());
     let answer = answer_offer(&server_webrtc, &offer, Duration::from_secs(10), true)
         .await
         .unwrap();
+    check.watch(&server_webrtc);
     let answered = candidate_addresses(&answer);
     assert!(
         !answered.is_empty() && answered.iter().all(|a| a == "127.0.0.1"),
@@ -318,7 +324,8 @@ async fn a_keyframe_request_at_the_ingest_reaches_the_publishers_encoder() {
     let video_pad: Arc<Mutex<Option<gst::Pad>>> = Arc::default();
     let bin: gst::Bin = server.gst().clone().upcast();
     let (bin_weak, slot) = (bin.downgrade(), video_pad.clone());
-    decode_incoming(&webrtc_in, &bin, move |kind, pad| {
+    let check = DtlsCheck::default();
+    decode_incoming(&webrtc_in, &bin, check.clone(), move |kind, pad| {
         let Some(bin) = bin_weak.upgrade() else {
             return false;
         };
@@ -360,6 +367,7 @@ async fn a_keyframe_request_at_the_ingest_reaches_the_publishers_encoder() {
     let offer = create_offer(&webrtc_out, Duration::from_secs(10))
         .await
         .unwrap();
+    check.set_pins(pinned_fingerprints(&offer).unwrap());
     let answer = answer_offer(&webrtc_in, &offer, Duration::from_secs(10), false)
         .await
         .unwrap();
