@@ -358,3 +358,139 @@ async fn a_publisher_that_vanishes_is_removed_after_the_media_timeout() {
         "ICE restart of a vanished session"
     );
 }
+
+/// A small in-test publisher on loopback: its pipeline and its offer.
+async fn small_offer(name: &str) -> (gremium_pipelines::Pipeline, gst::Element, String) {
+    use gremium_pipelines::publisher::{build_publisher, PublisherSettings};
+    use gremium_pipelines::webrtc::{create_offer, negotiation_needed};
+    use gremium_pipelines::{Pipeline, PipelineSettings};
+    gremium_pipelines::init().unwrap();
+    let publisher = Pipeline::new(PipelineSettings {
+        name: name.into(),
+        dot_dir: std::env::temp_dir(),
+    });
+    let settings = PublisherSettings {
+        ice: IceSettings {
+            local_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            ..Default::default()
+        },
+        width: 160,
+        height: 90,
+        fps: 10,
+        ..Default::default()
+    };
+    let webrtc = build_publisher(&publisher, &settings).unwrap();
+    let mut ready = negotiation_needed(&webrtc);
+    publisher.start().unwrap();
+    ready.wait_for(|r| *r).await.unwrap();
+    let offer = create_offer(&webrtc, Duration::from_secs(10))
+        .await
+        .unwrap();
+    (publisher, webrtc, offer)
+}
+
+/// A WHIP proxy in front of `upstream` that replaces the `a=fingerprint` lines of
+/// every answer with a random one (as a man in the middle would have to). Returns
+/// its base URL.
+async fn fingerprint_forging_proxy(upstream: String) -> String {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method as M, StatusCode, Uri};
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let forward = move |method: M, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let (http, upstream) = (http.clone(), upstream.clone());
+        async move {
+            let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap();
+            let mut req = http.request(method, format!("{upstream}{uri}")).body(body);
+            for name in ["authorization", "content-type", "if-match"] {
+                if let Some(v) = headers.get(name) {
+                    req = req.header(name, v.to_str().unwrap());
+                }
+            }
+            let resp = req.send().await.unwrap();
+            let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+            let mut out = HeaderMap::new();
+            for name in ["location", "etag", "content-type"] {
+                if let Some(v) = resp.headers().get(name) {
+                    out.insert(name, v.to_str().unwrap().parse().unwrap());
+                }
+            }
+            let text = resp.text().await.unwrap();
+            let forged = format!(
+                "a=fingerprint:sha-256 {}",
+                uuid::Uuid::new_v4()
+                    .into_bytes()
+                    .iter()
+                    .chain(uuid::Uuid::new_v4().into_bytes().iter())
+                    .map(|b| format!("{b:02X}"))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            );
+            let text: String = text
+                .split_inclusive('\n')
+                .map(|l| {
+                    if l.starts_with("a=fingerprint:") {
+                        format!("{forged}\r\n")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect();
+            (status, out, text)
+        }
+    };
+    let app = axum::Router::new().fallback(forward);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gremium_publish_refuses_a_server_whose_certificate_does_not_match_its_answer() {
+    let (app, media) = spawn_with_media(Duration::from_secs(10), 10).await;
+    let moderator = app.token(&[Role::Moderator]);
+    let mid = app.create_meeting(&moderator, "Rat").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (pid, join) = app.add_participant(&moderator, &mid, "Anna").await;
+    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+    next_event(&mut ws).await;
+    let proxy = fingerprint_forging_proxy(app.base.clone()).await;
+    let out = tokio::process::Command::new(BIN)
+        .args(["publish", "--server", &proxy, "--meeting", &mid, "--token", &join])
+        .args(["--duration", "2", "--width", "160", "--height", "90", "--fps", "10"])
+        .args(["--ice-address", "127.0.0.1"])
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(40), out)
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "our client published to a server whose certificate is not the answer's: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains("does not match"),
+        "a clear error: {stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("publishing to meeting"),
+        "never reported as publishing"
+    );
+    // It left the session it was given, and nothing it sent was decoded.
+    loop {
+        let e = next_event(&mut ws).await;
+        assert_ne!(
+            e["type"], "participant_media_started",
+            "media of the refusing client arrived: {e}"
+        );
+        if e["type"] == "participant_media_stopped" {
+            assert_eq!(e["participant_id"], pid.as_str());
+            break;
+        }
+    }
+    assert_eq!(media.active_meetings(), 0);
+}

@@ -33,6 +33,8 @@ use encoders::{Encoder, Feed};
 use gremium_compositor::{Kind, LayoutChoice, Program, ProgramSettings, SpeakerDetector};
 use gremium_pipelines::encode::H264;
 use gremium_pipelines::stop_and_remove;
+use gremium_pipelines::dtls_check::DtlsCheck;
+use gremium_pipelines::dtls_fingerprint::pinned_fingerprints;
 use gremium_pipelines::webrtc::{
     answer_offer, decode_incoming, make_webrtcbin, parse_sdp, IceSettings, MediaKind,
 };
@@ -1672,6 +1674,9 @@ impl GstMediaPlane {
         let context = &context;
         let posted = Instant::now();
         parse_sdp(offer).map_err(failed)?;
+        // The offer must say which DTLS certificate its sender will present.
+        let pins = pinned_fingerprints(offer)
+            .map_err(|e| MediaPlaneError::Rejected(format!("SDP: {e}")))?;
         if !offers_supported_codec(offer) {
             return Err(MediaPlaneError::Rejected(
                 "no supported codec offered: send VP8 or H.264 video, or Opus audio".into(),
@@ -1728,7 +1733,17 @@ impl GstMediaPlane {
         let ready = self.0.ready.clone();
         let sink = self.0.sink.clone();
         let bin_weak = bin.downgrade();
-        decode_incoming(&webrtc, &bin, move |kind, pad| {
+        let dtls = DtlsCheck::new(pins);
+        let dead = self.0.dead.clone();
+        dtls.on_reject(move |why| {
+            // Torn down as a vanished publisher is (the dead queue), with no address.
+            metrics::counter!("gremium_dtls_fingerprint_mismatch_total").increment(1);
+            tracing::warn!(%meeting_id, %participant_id, %session_id, reason = %why,
+                "DTLS certificate of the publisher does not match its offer's fingerprint; \
+                 removing the publisher");
+            let _ = dead.send((meeting_id, session_id));
+        });
+        decode_incoming(&webrtc, &bin, dtls.clone(), move |kind, pad| {
             let Some(bin) = bin_weak.upgrade() else {
                 return false;
             };
@@ -1815,6 +1830,8 @@ impl GstMediaPlane {
         let host_only = self.0.settings.ice.host_only();
         match answer_offer(&webrtc, offer, self.0.settings.gather_timeout, host_only).await {
             Ok(answer_sdp) => {
+                // The transports exist now: check each certificate when DTLS connects.
+                dtls.watch(&webrtc);
                 let answer_sdp = match self.0.settings.ice.nat_1to1 {
                     Some(public) => {
                         gremium_pipelines::webrtc::announce_address(&answer_sdp, public)
