@@ -389,6 +389,100 @@ async fn small_offer(name: &str) -> (gremium_pipelines::Pipeline, gst::Element, 
     (publisher, webrtc, offer)
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whip_answer_marks_each_media_sections_candidates_complete() {
+    let (app, _media) = spawn_with_media(Duration::from_secs(10), 10).await;
+    let moderator = app.token(&[Role::Moderator]);
+    let mid = app.create_meeting(&moderator, "Rat").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_pid, join) = app.add_participant(&moderator, &mid, "A").await;
+    let (_publisher, _webrtc, offer) = small_offer("eoc").await;
+    let resp = app
+        .http
+        .post(app.url(&format!("/whip/{mid}")))
+        .bearer_auth(&join)
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let answer = resp.text().await.unwrap();
+    let sections: Vec<&str> = answer.split("\r\nm=").skip(1).collect();
+    assert_eq!(sections.len(), 2, "audio and video:\n{answer}");
+    for section in sections {
+        let lines: Vec<&str> = section.lines().collect();
+        let end = lines.iter().position(|l| *l == "a=end-of-candidates");
+        let last_candidate = lines.iter().rposition(|l| l.starts_with("a=candidate:"));
+        assert!(
+            end.is_some() && end > last_candidate,
+            "a non-trickling client learns the candidates are complete (RFC 8840), \
+             per media section, after the last candidate:\nm={section}"
+        );
+        assert_eq!(
+            lines.iter().filter(|l| **l == "a=end-of-candidates").count(),
+            1
+        );
+    }
+    let (s, _) = app.send(Method::DELETE, &location, Some(&join), None).await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_media_node_that_gathers_no_candidate_answers_503_with_a_reason() {
+    // The media node's only ICE port is taken: gathering yields nothing.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (app, media) = spawn_with_gst_media_ice(IceSettings {
+        local_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        port_range: Some((port, port)),
+        ..Default::default()
+    })
+    .await;
+    let moderator = app.token(&[Role::Moderator]);
+    let mid = app.create_meeting(&moderator, "Rat").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (pid, join) = app.add_participant(&moderator, &mid, "A").await;
+    let (_publisher, _webrtc, offer) = small_offer("no-candidates").await;
+    let resp = app
+        .http
+        .post(app.url(&format!("/whip/{mid}")))
+        .bearer_auth(&join)
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let message = json["error"]["message"].as_str().unwrap();
+    assert!(message.contains("ICE candidates"), "a reason: {message}");
+    assert_eq!(media.active_meetings(), 0, "no leftover media session");
+    let (s, list) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}/participants"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let rows = list
+        .as_array()
+        .or_else(|| list["participants"].as_array())
+        .unwrap();
+    let row = rows.iter().find(|p| p["id"] == pid.as_str()).unwrap();
+    assert_eq!(row["publishing"], false, "{row}");
+    drop(taken);
+}
+
 /// A WHIP proxy in front of `upstream` that replaces the `a=fingerprint` lines of
 /// every answer with a random one (as a man in the middle would have to). Returns
 /// its base URL.

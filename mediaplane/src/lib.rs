@@ -1879,7 +1879,16 @@ impl GstMediaPlane {
             }
             Err(e) => {
                 remove_bin(&s.pipeline, &bin).await;
-                self.abandon(guard, meeting_id, failed(e))
+                let error = match e {
+                    // Nothing to answer with: the media node cannot take publishers
+                    // now (its ICE settings allow no usable address or port).
+                    PipelineError::Ice(m) => MediaPlaneError::Unavailable(format!(
+                        "no ICE candidates to answer with ({m}); check the media node's \
+                         ICE addresses and port range"
+                    )),
+                    other => failed(other),
+                };
+                self.abandon(guard, meeting_id, error)
             }
         }
     }
