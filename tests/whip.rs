@@ -208,6 +208,25 @@ async fn bad_whip_requests_get_clear_errors() {
             400,
         ),
         (
+            "no DTLS fingerprint (nothing to authenticate the publisher's certificate)",
+            format!("/whip/{mid}"),
+            Some(join.clone()),
+            "application/sdp",
+            offer.into(),
+            400,
+        ),
+        (
+            "only a sha-1 DTLS fingerprint",
+            format!("/whip/{mid}"),
+            Some(join.clone()),
+            "application/sdp",
+            format!(
+                "{offer}a=fingerprint:sha-1 \
+                 4A:AD:B9:B1:3F:82:18:3B:54:02:12:DF:3E:5D:49:6B:19:E5:7C:AB\r\n"
+            ),
+            400,
+        ),
+        (
             "expired token",
             format!("/whip/{mid}"),
             Some(expired.clone()),

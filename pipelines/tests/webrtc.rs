@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gremium_pipelines::dtls_check::DtlsCheck;
-use gremium_pipelines::dtls_fingerprint::pinned_fingerprints;
+use gremium_pipelines::dtls_check::{DtlsCheck, Verdict};
+use gremium_pipelines::dtls_fingerprint::{pinned_fingerprints, render_fingerprint, CertificateError};
 use gremium_pipelines::publisher::{build_publisher, PublisherSettings, VideoCodec};
 use gremium_pipelines::webrtc::{
     accept_answer, answer_offer, create_offer, decode_incoming, make_webrtcbin, negotiation_needed,
@@ -239,9 +239,69 @@ async fn publish_and_check(codec: VideoCodec) {
         "the 440 Hz tone arrived decoded, measured {f:.0} Hz"
     );
     drop(g);
+    assert_eq!(check.verdict(), Verdict::Verified, "the offer's certificate arrived");
     // Network endpoints are not drained with EOS; dropping sets both pipelines to NULL.
     drop(client);
     drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_certificate_is_not_the_offers_is_never_decoded() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    gremium_pipelines::init().unwrap();
+    let got = Arc::new(Mutex::new(Received::default()));
+    let server = Pipeline::new(settings("forged-ingest"));
+    let check = DtlsCheck::default();
+    let rejections = Arc::new(AtomicUsize::new(0));
+    let counter = rejections.clone();
+    check.on_reject(move |_| {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    let server_webrtc = ingest(&server, got.clone(), check.clone());
+    server.start().unwrap();
+    let client = Pipeline::new(settings("forged-publisher"));
+    let client_webrtc = publisher(&client, VideoCodec::Vp8);
+    let mut ready = negotiation_needed(&client_webrtc);
+    client.start().unwrap();
+    ready.wait_for(|r| *r).await.unwrap();
+    let offer = create_offer(&client_webrtc, Duration::from_secs(10))
+        .await
+        .unwrap();
+    // The offer names someone else's certificate.
+    let forged_line = format!("a=fingerprint:sha-256 {}", render_fingerprint(&[0x5a; 32]));
+    let forged: String = offer
+        .lines()
+        .map(|l| match l.starts_with("a=fingerprint:") {
+            true => format!("{forged_line}\r\n"),
+            false => format!("{l}\r\n"),
+        })
+        .collect();
+    check.set_pins(pinned_fingerprints(&forged).unwrap());
+    let answer = answer_offer(&server_webrtc, &forged, Duration::from_secs(10), true)
+        .await
+        .unwrap();
+    check.watch(&server_webrtc);
+    accept_answer(&client_webrtc, &answer).await.unwrap();
+    let mut verdicts = check.verdicts();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        verdicts.wait_for(|v| *v != Verdict::Pending),
+    )
+    .await
+    .expect("a verdict once DTLS connected")
+    .unwrap();
+    assert_eq!(
+        check.verdict(),
+        Verdict::Rejected(CertificateError::Mismatch)
+    );
+    // The publisher keeps sending; nothing of it is decoded.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let g = got.lock().unwrap();
+    assert!(
+        g.video_rgb.is_none() && g.audio.is_empty(),
+        "media of the mismatching peer was decoded"
+    );
+    assert_eq!(rejections.load(Ordering::SeqCst), 1, "reported once");
 }
 
 #[test]
