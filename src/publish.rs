@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use gremium_pipelines::publisher::{build_publisher, PublisherSettings, VideoCodec};
 use gremium_pipelines::dtls_check::{DtlsCheck, Verdict};
 use gremium_pipelines::dtls_fingerprint::pinned_fingerprints;
+use gremium_pipelines::publisher::{build_publisher, PublisherSettings, VideoCodec};
 use gremium_pipelines::webrtc::{accept_answer, create_offer, negotiation_needed, IceSettings};
 use gremium_pipelines::{Pipeline, PipelineSettings};
 
@@ -266,14 +266,11 @@ async fn verified_answer(
     accept_answer(webrtc, answer).await?;
     dtls.watch(webrtc);
     let mut verdicts = dtls.verdicts();
-    let verdict = tokio::time::timeout(
-        DTLS_TIMEOUT,
-        verdicts.wait_for(|v| *v != Verdict::Pending),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("no DTLS connection with the server within {DTLS_TIMEOUT:?}"))?
-    .map(|v| *v)
-    .unwrap_or(Verdict::Pending);
+    let verdict = tokio::time::timeout(DTLS_TIMEOUT, verdicts.wait_for(|v| *v != Verdict::Pending))
+        .await
+        .map_err(|_| anyhow::anyhow!("no DTLS connection with the server within {DTLS_TIMEOUT:?}"))?
+        .map(|v| *v)
+        .unwrap_or(Verdict::Pending);
     match verdict {
         Verdict::Verified => Ok(()),
         Verdict::Rejected(why) => bail!(

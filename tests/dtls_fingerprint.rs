@@ -37,7 +37,11 @@ fn forge_fingerprints(sdp: &str) -> String {
             }
         })
         .collect();
-    assert_ne!(out.join("\r\n"), sdp.replace('\n', "\r\n"), "nothing to forge");
+    assert_ne!(
+        out.join("\r\n"),
+        sdp.replace('\n', "\r\n"),
+        "nothing to forge"
+    );
     out.join("\r\n") + "\r\n"
 }
 
@@ -94,7 +98,11 @@ async fn a_publisher_whose_certificate_does_not_match_its_offer_never_publishes(
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status().as_u16(), 201, "a well-formed offer is answered");
+    assert_eq!(
+        resp.status().as_u16(),
+        201,
+        "a well-formed offer is answered"
+    );
     accept_answer(&webrtc, &resp.text().await.unwrap())
         .await
         .unwrap();
@@ -153,16 +161,26 @@ async fn a_publisher_whose_certificate_does_not_match_its_offer_never_publishes(
     // in turn) publishes into the same meeting.
     let child = tokio::process::Command::new(BIN)
         .args(["publish", "--server", &app.base, "--meeting", &mid])
-        .args(["--token", &honest_join, "--color", "00ff00", "--duration", "2"])
+        .args([
+            "--token",
+            &honest_join,
+            "--color",
+            "00ff00",
+            "--duration",
+            "2",
+        ])
         .args(["--width", "160", "--height", "90", "--fps", "10"])
         .args(["--ice-address", "127.0.0.1"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_event_for(&mut ws, Duration::from_secs(10), "participant_media_started", |e| {
-        e["participant_id"] == honest.as_str()
-    })
+    wait_event_for(
+        &mut ws,
+        Duration::from_secs(10),
+        "participant_media_started",
+        |e| e["participant_id"] == honest.as_str(),
+    )
     .await;
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await

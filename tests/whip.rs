@@ -442,7 +442,10 @@ async fn the_whip_answer_marks_each_media_sections_candidates_complete() {
              per media section, after the last candidate:\nm={section}"
         );
         assert_eq!(
-            lines.iter().filter(|l| **l == "a=end-of-candidates").count(),
+            lines
+                .iter()
+                .filter(|l| **l == "a=end-of-candidates")
+                .count(),
             1
         );
     }
@@ -571,8 +574,25 @@ async fn gremium_publish_refuses_a_server_whose_certificate_does_not_match_its_a
     next_event(&mut ws).await;
     let proxy = fingerprint_forging_proxy(app.base.clone()).await;
     let out = tokio::process::Command::new(BIN)
-        .args(["publish", "--server", &proxy, "--meeting", &mid, "--token", &join])
-        .args(["--duration", "2", "--width", "160", "--height", "90", "--fps", "10"])
+        .args([
+            "publish",
+            "--server",
+            &proxy,
+            "--meeting",
+            &mid,
+            "--token",
+            &join,
+        ])
+        .args([
+            "--duration",
+            "2",
+            "--width",
+            "160",
+            "--height",
+            "90",
+            "--fps",
+            "10",
+        ])
         .args(["--ice-address", "127.0.0.1"])
         .output();
     let out = tokio::time::timeout(Duration::from_secs(40), out)
@@ -585,10 +605,7 @@ async fn gremium_publish_refuses_a_server_whose_certificate_does_not_match_its_a
         "our client published to a server whose certificate is not the answer's: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert!(
-        stderr.contains("does not match"),
-        "a clear error: {stderr}"
-    );
+    assert!(stderr.contains("does not match"), "a clear error: {stderr}");
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("publishing to meeting"),
         "never reported as publishing"

@@ -31,10 +31,10 @@ use std::time::{Duration, Instant};
 
 use encoders::{Encoder, Feed};
 use gremium_compositor::{Kind, LayoutChoice, Program, ProgramSettings, SpeakerDetector};
-use gremium_pipelines::encode::H264;
-use gremium_pipelines::stop_and_remove;
 use gremium_pipelines::dtls_check::DtlsCheck;
 use gremium_pipelines::dtls_fingerprint::pinned_fingerprints;
+use gremium_pipelines::encode::H264;
+use gremium_pipelines::stop_and_remove;
 use gremium_pipelines::webrtc::{
     answer_offer, decode_incoming, make_webrtcbin, parse_sdp, IceSettings, MediaKind,
 };

@@ -186,10 +186,12 @@ impl DtlsCheck {
     /// set (the transports exist from then on).
     pub fn watch(&self, webrtc: &gst::Element) {
         let mut seen: Vec<WebRTCDTLSTransport> = Vec::new();
-        for index in 0.. {
+        for index in 0i32.. {
             let transceiver: Option<WebRTCRTPTransceiver> =
-                webrtc.emit_by_name("get-transceiver", &[&(index as i32)]);
-            let Some(transceiver) = transceiver else { break };
+                webrtc.emit_by_name("get-transceiver", &[&index]);
+            let Some(transceiver) = transceiver else {
+                break;
+            };
             let Some(transport) = transport_of(&transceiver) else {
                 continue;
             };

@@ -205,7 +205,10 @@ mod tests {
     const DER: &[u8] = b"not really DER, but any bytes hash the same way";
 
     fn line(function: &str, digest: &[u8]) -> String {
-        format!("a=fingerprint:{function} {}\r\n", render_fingerprint(digest))
+        format!(
+            "a=fingerprint:{function} {}\r\n",
+            render_fingerprint(digest)
+        )
     }
 
     fn sdp(session: &str, media: &[&str]) -> String {
@@ -231,7 +234,10 @@ mod tests {
         let ok = line("sha-256", &HashFunction::Sha256.digest(DER));
         let wrong = line("sha-256", &[0xab; 32]);
         let pins = pinned_fingerprints(&sdp("", &[&ok, &wrong])).unwrap();
-        assert!(!pins.matches_der(DER), "the second section pins another cert");
+        assert!(
+            !pins.matches_der(DER),
+            "the second section pins another cert"
+        );
         let media_overrides = pinned_fingerprints(&sdp(&wrong, &[&ok, &ok])).unwrap();
         assert!(media_overrides.matches_der(DER), "media level wins");
         let rejected = sdp("", &[&ok, &wrong]).replacen(
@@ -278,7 +284,8 @@ mod tests {
 
     #[test]
     fn weak_missing_or_malformed_fingerprints_are_refused() {
-        let sha1 = "a=fingerprint:sha-1 4A:AD:B9:B1:3F:82:18:3B:54:02:12:DF:3E:5D:49:6B:19:E5:7C:AB\r\n";
+        let sha1 =
+            "a=fingerprint:sha-1 4A:AD:B9:B1:3F:82:18:3B:54:02:12:DF:3E:5D:49:6B:19:E5:7C:AB\r\n";
         assert_eq!(
             pinned_fingerprints(&sdp(sha1, &[""])),
             Err(FingerprintError::Missing(0))
@@ -308,9 +315,11 @@ mod tests {
     #[test]
     fn pem_certificates_are_checked_by_their_der() {
         let pem_text = pem::encode(&pem::Pem::new("CERTIFICATE", DER.to_vec()));
-        let pins =
-            pinned_fingerprints(&sdp(&line("sha-256", &HashFunction::Sha256.digest(DER)), &[""]))
-                .unwrap();
+        let pins = pinned_fingerprints(&sdp(
+            &line("sha-256", &HashFunction::Sha256.digest(DER)),
+            &[""],
+        ))
+        .unwrap();
         assert_eq!(pins.check_pem(&pem_text), Ok(()));
         let other = pem::encode(&pem::Pem::new("CERTIFICATE", b"other".to_vec()));
         assert_eq!(pins.check_pem(&other), Err(CertificateError::Mismatch));

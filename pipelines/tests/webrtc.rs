@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gremium_pipelines::dtls_check::{DtlsCheck, Verdict};
-use gremium_pipelines::dtls_fingerprint::{pinned_fingerprints, render_fingerprint, CertificateError};
+use gremium_pipelines::dtls_fingerprint::{
+    pinned_fingerprints, render_fingerprint, CertificateError,
+};
 use gremium_pipelines::publisher::{build_publisher, PublisherSettings, VideoCodec};
 use gremium_pipelines::webrtc::{
     accept_answer, answer_offer, create_offer, decode_incoming, make_webrtcbin, negotiation_needed,
@@ -239,7 +241,11 @@ async fn publish_and_check(codec: VideoCodec) {
         "the 440 Hz tone arrived decoded, measured {f:.0} Hz"
     );
     drop(g);
-    assert_eq!(check.verdict(), Verdict::Verified, "the offer's certificate arrived");
+    assert_eq!(
+        check.verdict(),
+        Verdict::Verified,
+        "the offer's certificate arrived"
+    );
     // Network endpoints are not drained with EOS; dropping sets both pipelines to NULL.
     drop(client);
     drop(server);

@@ -446,7 +446,16 @@ pub async fn spawn_with_gst_media_streaming(
     streaming: gremium_mediaplane::StreamingSettings,
 ) -> (TestApp, GstMediaPlane) {
     let store = Arc::new(gremium_storage::LocalStore::new(dir.join("objects")));
-    spawn_gst(Duration::from_secs(10), 10, program, dir, store, streaming, loopback_ice()).await
+    spawn_gst(
+        Duration::from_secs(10),
+        10,
+        program,
+        dir,
+        store,
+        streaming,
+        loopback_ice(),
+    )
+    .await
 }
 
 /// Loopback-only ICE, as every test media plane uses unless it says otherwise.
@@ -461,8 +470,16 @@ fn loopback_ice() -> IceSettings {
 pub async fn spawn_with_gst_media_ice(ice: IceSettings) -> (TestApp, GstMediaPlane) {
     let dir = std::env::temp_dir().join(format!("gremium-rec-{}", uuid::Uuid::new_v4()));
     let store = Arc::new(gremium_storage::LocalStore::new(dir.join("objects")));
-    spawn_gst(Duration::from_secs(10), 10, Default::default(), dir, store, Default::default(), ice)
-        .await
+    spawn_gst(
+        Duration::from_secs(10),
+        10,
+        Default::default(),
+        dir,
+        store,
+        Default::default(),
+        ice,
+    )
+    .await
 }
 
 /// As [`spawn_with_gst_media_in`], storing recordings in `store`.
