@@ -250,6 +250,17 @@ async fn bad_whip_requests_get_clear_errors() {
             .unwrap_or_else(|_| panic!("{what}: JSON error body, got {text}"));
         assert!(json["error"]["message"].is_string(), "{what}");
     }
+    let (_, text) = post(
+        format!("/whip/{mid}"),
+        Some(join.clone()),
+        "application/sdp",
+        offer.into(),
+    )
+    .await;
+    assert!(
+        text.contains("no a=fingerprint with sha-256"),
+        "the reason: {text}"
+    );
     let resp = app
         .http
         .patch(app.url(&format!("/whip/{mid}/{}", uuid::Uuid::new_v4())))

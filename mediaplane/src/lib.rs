@@ -1674,14 +1674,14 @@ impl GstMediaPlane {
         let context = &context;
         let posted = Instant::now();
         parse_sdp(offer).map_err(failed)?;
-        // The offer must say which DTLS certificate its sender will present.
-        let pins = pinned_fingerprints(offer)
-            .map_err(|e| MediaPlaneError::Rejected(format!("SDP: {e}")))?;
         if !offers_supported_codec(offer) {
             return Err(MediaPlaneError::Rejected(
                 "no supported codec offered: send VP8 or H.264 video, or Opus audio".into(),
             ));
         }
+        // The offer must say which DTLS certificate its sender will present.
+        let pins = pinned_fingerprints(offer)
+            .map_err(|e| MediaPlaneError::Rejected(format!("SDP: {e}")))?;
         self.memo_context(meeting_id, context);
         let consent = self.consent_of(meeting_id, participant_id, consent);
         let session = self.session_or_create(meeting_id)?;
