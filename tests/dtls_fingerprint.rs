@@ -7,6 +7,7 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -53,8 +54,35 @@ fn sample(metrics: &str, name: &str) -> Option<f64> {
     })
 }
 
+/// Log lines of the whole process (GStreamer threads included), for the test to read.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_whose_certificate_does_not_match_its_offer_never_publishes() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
     let (app, media) = spawn_with_gst_media(Duration::from_secs(10), 10, Default::default()).await;
     let moderator = app.token(&[Role::Moderator]);
     let mid = app.create_meeting(&moderator, "Rat").await["id"]
@@ -155,6 +183,13 @@ async fn a_publisher_whose_certificate_does_not_match_its_offer_never_publishes(
         "not one buffer of the forger was decoded"
     );
     assert_eq!(media.active_meetings(), 0, "nothing of it is left");
+    let log = logs.text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("does not match its offer's fingerprint"))
+        .unwrap_or_else(|| panic!("the mismatch is logged:\n{log}"));
+    assert!(line.contains("WARN") && line.contains(&forger), "{line}");
+    assert!(!line.contains("127.0.0.1"), "no address in the log: {line}");
     drop(publisher);
 
     // An honest publisher (our own client, which checks the server's certificate
