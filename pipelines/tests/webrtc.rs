@@ -286,7 +286,8 @@ async fn a_peer_whose_certificate_is_not_the_offers_is_never_decoded() {
     let answer = answer_offer(&server_webrtc, &forged, Duration::from_secs(10), true)
         .await
         .unwrap();
-    check.watch(&server_webrtc);
+    // No `watch`: the check before decoding alone must refuse the stream (the
+    // end-to-end test in tests/dtls_fingerprint.rs covers the check at DTLS connect).
     accept_answer(&client_webrtc, &answer).await.unwrap();
     let mut verdicts = check.verdicts();
     tokio::time::timeout(
