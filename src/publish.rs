@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use gremium_pipelines::dtls_check::{DtlsCheck, Verdict};
+use gremium_pipelines::dtls_fingerprint::pinned_fingerprints;
 use gremium_pipelines::publisher::{build_publisher, PublisherSettings, VideoCodec};
 use gremium_pipelines::webrtc::{accept_answer, create_offer, negotiation_needed, IceSettings};
 use gremium_pipelines::{Pipeline, PipelineSettings};
@@ -147,6 +149,9 @@ pub async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
     if let (Some(a_rgb), Some(b_rgb)) = (color, blink_color) {
         blink(&pipeline, [a_rgb, b_rgb], a.blink_ms)?;
     }
+    // Nothing is sent until the server's certificate matched its answer's fingerprint.
+    let dtls = DtlsCheck::default();
+    dtls.hold_outgoing(&webrtc);
     let mut ready = negotiation_needed(&webrtc);
     pipeline.start()?;
     tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))
@@ -181,14 +186,18 @@ pub async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
         bail!("WHIP server answered {status}: {body}");
     }
     let location = location.context("WHIP answer without Location")?;
-    accept_answer(&webrtc, &body).await?;
-    println!("publishing to meeting {} (session {location})", a.meeting);
-
     let url = if location.starts_with("http") {
-        location
+        location.clone()
     } else {
         format!("{base}{location}")
     };
+    if let Err(e) = verified_answer(&webrtc, &dtls, &body).await {
+        // Leave the session the server already made, then refuse.
+        let _ = http.delete(&url).bearer_auth(&a.token).send().await;
+        drop(pipeline);
+        return Err(e);
+    }
+    println!("publishing to meeting {} (session {location})", a.meeting);
 
     let mut restart_failed = None;
     {
@@ -238,6 +247,37 @@ pub async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
         Ok(r) if r.status().is_success() => Ok(ExitCode::SUCCESS),
         Ok(r) => bail!("WHIP DELETE answered {}", r.status()),
         Err(e) => bail!("WHIP DELETE failed: {}", e.without_url()),
+    }
+}
+
+/// How long the DTLS handshake with the server may take.
+const DTLS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Apply the WHIP answer and wait until the server's DTLS certificate matched the
+/// answer's `a=fingerprint` (RFC 8122; webrtcbin does not check it).
+async fn verified_answer(
+    webrtc: &gst::Element,
+    dtls: &DtlsCheck,
+    answer: &str,
+) -> anyhow::Result<()> {
+    let pins = pinned_fingerprints(answer)
+        .map_err(|e| anyhow::anyhow!("refusing the WHIP answer: {e}"))?;
+    dtls.set_pins(pins);
+    accept_answer(webrtc, answer).await?;
+    dtls.watch(webrtc);
+    let mut verdicts = dtls.verdicts();
+    let verdict = tokio::time::timeout(DTLS_TIMEOUT, verdicts.wait_for(|v| *v != Verdict::Pending))
+        .await
+        .map_err(|_| anyhow::anyhow!("no DTLS connection with the server within {DTLS_TIMEOUT:?}"))?
+        .map(|v| *v)
+        .unwrap_or(Verdict::Pending);
+    match verdict {
+        Verdict::Verified => Ok(()),
+        Verdict::Rejected(why) => bail!(
+            "refusing to publish: {why} (the WHIP server's certificate is not the one its \
+             answer announced: someone may be intercepting the connection)"
+        ),
+        Verdict::Pending => bail!("the DTLS check did not finish"),
     }
 }
 

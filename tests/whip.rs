@@ -208,6 +208,25 @@ async fn bad_whip_requests_get_clear_errors() {
             400,
         ),
         (
+            "no DTLS fingerprint (nothing to authenticate the publisher's certificate)",
+            format!("/whip/{mid}"),
+            Some(join.clone()),
+            "application/sdp",
+            offer.into(),
+            400,
+        ),
+        (
+            "only a sha-1 DTLS fingerprint",
+            format!("/whip/{mid}"),
+            Some(join.clone()),
+            "application/sdp",
+            format!(
+                "{offer}a=fingerprint:sha-1 \
+                 4A:AD:B9:B1:3F:82:18:3B:54:02:12:DF:3E:5D:49:6B:19:E5:7C:AB\r\n"
+            ),
+            400,
+        ),
+        (
             "expired token",
             format!("/whip/{mid}"),
             Some(expired.clone()),
@@ -231,6 +250,17 @@ async fn bad_whip_requests_get_clear_errors() {
             .unwrap_or_else(|_| panic!("{what}: JSON error body, got {text}"));
         assert!(json["error"]["message"].is_string(), "{what}");
     }
+    let (_, text) = post(
+        format!("/whip/{mid}"),
+        Some(join.clone()),
+        "application/sdp",
+        offer.into(),
+    )
+    .await;
+    assert!(
+        text.contains("no a=fingerprint with sha-256"),
+        "the reason: {text}"
+    );
     let resp = app
         .http
         .patch(app.url(&format!("/whip/{mid}/{}", uuid::Uuid::new_v4())))
@@ -357,4 +387,251 @@ async fn a_publisher_that_vanishes_is_removed_after_the_media_timeout() {
         404,
         "ICE restart of a vanished session"
     );
+}
+
+/// A small in-test publisher on loopback: its pipeline and its offer.
+async fn small_offer(name: &str) -> (gremium_pipelines::Pipeline, gst::Element, String) {
+    use gremium_pipelines::publisher::{build_publisher, PublisherSettings};
+    use gremium_pipelines::webrtc::{create_offer, negotiation_needed};
+    use gremium_pipelines::{Pipeline, PipelineSettings};
+    gremium_pipelines::init().unwrap();
+    let publisher = Pipeline::new(PipelineSettings {
+        name: name.into(),
+        dot_dir: std::env::temp_dir(),
+    });
+    let settings = PublisherSettings {
+        ice: IceSettings {
+            local_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            ..Default::default()
+        },
+        width: 160,
+        height: 90,
+        fps: 10,
+        ..Default::default()
+    };
+    let webrtc = build_publisher(&publisher, &settings).unwrap();
+    let mut ready = negotiation_needed(&webrtc);
+    publisher.start().unwrap();
+    ready.wait_for(|r| *r).await.unwrap();
+    let offer = create_offer(&webrtc, Duration::from_secs(10))
+        .await
+        .unwrap();
+    (publisher, webrtc, offer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whip_answer_marks_each_media_sections_candidates_complete() {
+    let (app, _media) = spawn_with_media(Duration::from_secs(10), 10).await;
+    let moderator = app.token(&[Role::Moderator]);
+    let mid = app.create_meeting(&moderator, "Rat").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_pid, join) = app.add_participant(&moderator, &mid, "A").await;
+    let (_publisher, _webrtc, offer) = small_offer("eoc").await;
+    let resp = app
+        .http
+        .post(app.url(&format!("/whip/{mid}")))
+        .bearer_auth(&join)
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let answer = resp.text().await.unwrap();
+    let sections: Vec<&str> = answer.split("\r\nm=").skip(1).collect();
+    assert_eq!(sections.len(), 2, "audio and video:\n{answer}");
+    for section in sections {
+        let lines: Vec<&str> = section.lines().collect();
+        let end = lines.iter().position(|l| *l == "a=end-of-candidates");
+        let last_candidate = lines.iter().rposition(|l| l.starts_with("a=candidate:"));
+        assert!(
+            end.is_some() && end > last_candidate,
+            "a non-trickling client learns the candidates are complete (RFC 8840), \
+             per media section, after the last candidate:\nm={section}"
+        );
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| **l == "a=end-of-candidates")
+                .count(),
+            1
+        );
+    }
+    let (s, _) = app.send(Method::DELETE, &location, Some(&join), None).await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_media_node_that_gathers_no_candidate_answers_503_with_a_reason() {
+    // The media node's only ICE port is taken: gathering yields nothing.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (app, media) = spawn_with_gst_media_ice(IceSettings {
+        local_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        port_range: Some((port, port)),
+        ..Default::default()
+    })
+    .await;
+    let moderator = app.token(&[Role::Moderator]);
+    let mid = app.create_meeting(&moderator, "Rat").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (pid, join) = app.add_participant(&moderator, &mid, "A").await;
+    let (_publisher, _webrtc, offer) = small_offer("no-candidates").await;
+    let resp = app
+        .http
+        .post(app.url(&format!("/whip/{mid}")))
+        .bearer_auth(&join)
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let message = json["error"]["message"].as_str().unwrap();
+    assert!(message.contains("ICE candidates"), "a reason: {message}");
+    assert_eq!(media.active_meetings(), 0, "no leftover media session");
+    let (s, list) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/meetings/{mid}/participants"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let rows = list
+        .as_array()
+        .or_else(|| list["participants"].as_array())
+        .unwrap();
+    let row = rows.iter().find(|p| p["id"] == pid.as_str()).unwrap();
+    assert_eq!(row["publishing"], false, "{row}");
+    drop(taken);
+}
+
+/// A WHIP proxy in front of `upstream` that replaces the `a=fingerprint` lines of
+/// every answer with a random one (as a man in the middle would have to). Returns
+/// its base URL.
+async fn fingerprint_forging_proxy(upstream: String) -> String {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method as M, StatusCode, Uri};
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let forward = move |method: M, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let (http, upstream) = (http.clone(), upstream.clone());
+        async move {
+            let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap();
+            let mut req = http.request(method, format!("{upstream}{uri}")).body(body);
+            for name in ["authorization", "content-type", "if-match"] {
+                if let Some(v) = headers.get(name) {
+                    req = req.header(name, v.to_str().unwrap());
+                }
+            }
+            let resp = req.send().await.unwrap();
+            let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+            let mut out = HeaderMap::new();
+            for name in ["location", "etag", "content-type"] {
+                if let Some(v) = resp.headers().get(name) {
+                    out.insert(name, v.to_str().unwrap().parse().unwrap());
+                }
+            }
+            let text = resp.text().await.unwrap();
+            let forged = format!(
+                "a=fingerprint:sha-256 {}",
+                uuid::Uuid::new_v4()
+                    .into_bytes()
+                    .iter()
+                    .chain(uuid::Uuid::new_v4().into_bytes().iter())
+                    .map(|b| format!("{b:02X}"))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            );
+            let text: String = text
+                .split_inclusive('\n')
+                .map(|l| {
+                    if l.starts_with("a=fingerprint:") {
+                        format!("{forged}\r\n")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect();
+            (status, out, text)
+        }
+    };
+    let app = axum::Router::new().fallback(forward);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gremium_publish_refuses_a_server_whose_certificate_does_not_match_its_answer() {
+    let (app, media) = spawn_with_media(Duration::from_secs(10), 10).await;
+    let moderator = app.token(&[Role::Moderator]);
+    let mid = app.create_meeting(&moderator, "Rat").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (pid, join) = app.add_participant(&moderator, &mid, "Anna").await;
+    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+    next_event(&mut ws).await;
+    let proxy = fingerprint_forging_proxy(app.base.clone()).await;
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "publish",
+            "--server",
+            &proxy,
+            "--meeting",
+            &mid,
+            "--token",
+            &join,
+        ])
+        .args([
+            "--duration",
+            "2",
+            "--width",
+            "160",
+            "--height",
+            "90",
+            "--fps",
+            "10",
+        ])
+        .args(["--ice-address", "127.0.0.1"])
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(40), out)
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "our client published to a server whose certificate is not the answer's: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr.contains("does not match"), "a clear error: {stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("publishing to meeting"),
+        "never reported as publishing"
+    );
+    // It left the session it was given, and nothing it sent was decoded.
+    loop {
+        let e = next_event(&mut ws).await;
+        assert_ne!(
+            e["type"], "participant_media_started",
+            "media of the refusing client arrived: {e}"
+        );
+        if e["type"] == "participant_media_stopped" {
+            assert_eq!(e["participant_id"], pid.as_str());
+            break;
+        }
+    }
+    assert_eq!(media.active_meetings(), 0);
 }

@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 
 use encoders::{Encoder, Feed};
 use gremium_compositor::{Kind, LayoutChoice, Program, ProgramSettings, SpeakerDetector};
+use gremium_pipelines::dtls_check::DtlsCheck;
+use gremium_pipelines::dtls_fingerprint::pinned_fingerprints;
 use gremium_pipelines::encode::H264;
 use gremium_pipelines::stop_and_remove;
 use gremium_pipelines::webrtc::{
@@ -1677,6 +1679,9 @@ impl GstMediaPlane {
                 "no supported codec offered: send VP8 or H.264 video, or Opus audio".into(),
             ));
         }
+        // The offer must say which DTLS certificate its sender will present.
+        let pins = pinned_fingerprints(offer)
+            .map_err(|e| MediaPlaneError::Rejected(format!("SDP: {e}")))?;
         self.memo_context(meeting_id, context);
         let consent = self.consent_of(meeting_id, participant_id, consent);
         let session = self.session_or_create(meeting_id)?;
@@ -1728,7 +1733,17 @@ impl GstMediaPlane {
         let ready = self.0.ready.clone();
         let sink = self.0.sink.clone();
         let bin_weak = bin.downgrade();
-        decode_incoming(&webrtc, &bin, move |kind, pad| {
+        let dtls = DtlsCheck::new(pins);
+        let dead = self.0.dead.clone();
+        dtls.on_reject(move |why| {
+            // Torn down as a vanished publisher is (the dead queue), with no address.
+            metrics::counter!("gremium_dtls_fingerprint_mismatch_total").increment(1);
+            tracing::warn!(%meeting_id, %participant_id, %session_id, reason = %why,
+                "DTLS certificate of the publisher does not match its offer's fingerprint; \
+                 removing the publisher");
+            let _ = dead.send((meeting_id, session_id));
+        });
+        decode_incoming(&webrtc, &bin, dtls.clone(), move |kind, pad| {
             let Some(bin) = bin_weak.upgrade() else {
                 return false;
             };
@@ -1815,6 +1830,8 @@ impl GstMediaPlane {
         let host_only = self.0.settings.ice.host_only();
         match answer_offer(&webrtc, offer, self.0.settings.gather_timeout, host_only).await {
             Ok(answer_sdp) => {
+                // The transports exist now: check each certificate when DTLS connects.
+                dtls.watch(&webrtc);
                 let answer_sdp = match self.0.settings.ice.nat_1to1 {
                     Some(public) => {
                         gremium_pipelines::webrtc::announce_address(&answer_sdp, public)
@@ -1862,7 +1879,16 @@ impl GstMediaPlane {
             }
             Err(e) => {
                 remove_bin(&s.pipeline, &bin).await;
-                self.abandon(guard, meeting_id, failed(e))
+                let error = match e {
+                    // Nothing to answer with: the media node cannot take publishers
+                    // now (its ICE settings allow no usable address or port).
+                    PipelineError::Ice(m) => MediaPlaneError::Unavailable(format!(
+                        "no ICE candidates to answer with ({m}); check the media node's \
+                         ICE addresses and port range"
+                    )),
+                    other => failed(other),
+                };
+                self.abandon(guard, meeting_id, error)
             }
         }
     }

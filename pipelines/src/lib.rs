@@ -10,6 +10,8 @@
 //!
 //! Must not: know about meetings, HTTP or SQL.
 
+pub mod dtls_check;
+pub mod dtls_fingerprint;
 pub mod encode;
 pub mod guard;
 pub mod ice_restart;

@@ -13,6 +13,7 @@ use gst_webrtc::{WebRTCICEGatheringState, WebRTCSDPType, WebRTCSessionDescriptio
 /// ICE connection state of a `webrtcbin` (property `ice-connection-state`).
 pub use gst_webrtc::WebRTCICEConnectionState as IceConnectionState;
 
+use crate::dtls_check::DtlsCheck;
 use crate::pipeline::{link_chain, make};
 use crate::PipelineError;
 
@@ -278,8 +279,40 @@ pub fn announce_address(sdp: &str, public: IpAddr) -> String {
     out
 }
 
+/// Mark the candidate list of every media section in use (port not 0) as complete:
+/// `a=end-of-candidates` after its last candidate (RFC 8840 §4.1), so that a client
+/// that does not trickle knows there is nothing more to wait for (RFC 9725 §4.3.1).
+/// Sections that already carry it are left alone.
+pub fn mark_end_of_candidates(sdp: &str) -> String {
+    let mut out = String::with_capacity(sdp.len() + 64);
+    let mut in_use = false;
+    let mut marked = false;
+    let close = |out: &mut String, in_use: bool, marked: bool| {
+        if in_use && !marked {
+            out.push_str("a=end-of-candidates\r\n");
+        }
+    };
+    for line in sdp.split_inclusive('\n') {
+        let text = line.trim_end();
+        if text.starts_with("m=") {
+            close(&mut out, in_use, marked);
+            in_use = text.split_whitespace().nth(1) != Some("0");
+            marked = false;
+        } else if text == "a=end-of-candidates" {
+            marked = true;
+        }
+        out.push_str(line);
+        if !line.ends_with('\n') {
+            out.push_str("\r\n");
+        }
+    }
+    close(&mut out, in_use, marked);
+    out
+}
+
 /// Answer a remote offer (the WHIP server side). Returns the answer SDP with all
-/// local candidates (non-trickle). The webrtcbin must be in a PLAYING pipeline.
+/// local candidates (non-trickle), each media section's list marked complete
+/// ([`mark_end_of_candidates`]). The webrtcbin must be in a PLAYING pipeline.
 pub async fn answer_offer(
     webrtc: &gst::Element,
     offer: &str,
@@ -299,7 +332,7 @@ pub async fn answer_offer(
     let created = t0.elapsed();
     set_description(webrtc, "set-local-description", &answer).await?;
     let local_set = t0.elapsed();
-    let sdp = gathered_local_sdp(webrtc, gather_timeout, host_only).await?;
+    let sdp = mark_end_of_candidates(&gathered_local_sdp(webrtc, gather_timeout, host_only).await?);
     tracing::debug!(
         remote_set_ms = remote_set.as_millis() as u64,
         answer_created_ms = created.as_millis() as u64,
@@ -341,6 +374,10 @@ pub async fn accept_answer(webrtc: &gst::Element, answer: &str) -> Result<(), Pi
     let answer = WebRTCSessionDescription::new(WebRTCSDPType::Answer, parse_sdp(answer)?);
     set_description(webrtc, "set-remote-description", &answer).await
 }
+
+/// How long a received stream waits for its DTLS certificate to be known before it
+/// is refused (decrypted RTP follows the handshake, so it is known at once).
+const DTLS_CERTIFICATE_WAIT: Duration = Duration::from_secs(2);
 
 /// Kind of a decoded incoming stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -398,9 +435,14 @@ fn decoder_for(encoding: &str) -> Result<(MediaKind, Vec<gst::Element>), Pipelin
 /// (before the stream is connected: link it there and then, and return `true`;
 /// `false` discards the stream).
 /// Unsupported codecs are sunk into a fakesink and reported to `on_unsupported`.
+///
+/// A stream is decoded only once `check` verified the certificate of its DTLS
+/// transport against the peer's fingerprints; the streams of a peer that fails the
+/// check are discarded undecoded (and the check's `on_reject` runs).
 pub fn decode_incoming(
     webrtc: &gst::Element,
     bin: &gst::Bin,
+    check: DtlsCheck,
     on_decoded: impl Fn(MediaKind, gst::Pad) -> bool + Send + Sync + 'static,
 ) {
     let bin = bin.downgrade();
@@ -409,6 +451,11 @@ pub fn decode_incoming(
             return;
         }
         let Some(bin) = bin.upgrade() else { return };
+        if !check.admit(pad, DTLS_CERTIFICATE_WAIT) {
+            tracing::warn!("stream of a peer whose DTLS certificate failed the check: discarded");
+            discard(&bin, pad);
+            return;
+        }
         let encoding = pad
             .current_caps()
             .and_then(|c| {
@@ -491,6 +538,23 @@ mod tests {
         let none = bundled.replace("a=candidate:1 1 UDP 1 127.0.0.1 5000 typ host\r\n", "");
         assert!(!every_gathering_mline_has_candidates(&none));
         assert!(!every_gathering_mline_has_candidates("v=0\r\n"));
+    }
+
+    #[test]
+    fn every_media_section_in_use_ends_its_candidates() {
+        let sdp = "v=0\r\na=group:BUNDLE 0 1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n\
+                   a=candidate:1 1 UDP 1 127.0.0.1 5000 typ host\r\nm=video 9 UDP/TLS/RTP/SAVPF 97\r\n\
+                   a=mid:1\r\nm=video 0 UDP/TLS/RTP/SAVPF 98\r\na=mid:2\r\n";
+        let out = mark_end_of_candidates(sdp);
+        assert_eq!(
+            out,
+            "v=0\r\na=group:BUNDLE 0 1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n\
+             a=candidate:1 1 UDP 1 127.0.0.1 5000 typ host\r\na=end-of-candidates\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 97\r\na=mid:1\r\na=end-of-candidates\r\n\
+             m=video 0 UDP/TLS/RTP/SAVPF 98\r\na=mid:2\r\n"
+        );
+        assert_eq!(mark_end_of_candidates(&out), out, "marked once");
+        assert_eq!(mark_end_of_candidates("v=0\r\n"), "v=0\r\n");
     }
 
     #[test]

@@ -7,6 +7,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use gremium_pipelines::dtls_check::{DtlsCheck, Verdict};
+use gremium_pipelines::dtls_fingerprint::{
+    pinned_fingerprints, render_fingerprint, CertificateError,
+};
 use gremium_pipelines::publisher::{build_publisher, PublisherSettings, VideoCodec};
 use gremium_pipelines::webrtc::{
     accept_answer, answer_offer, create_offer, decode_incoming, make_webrtcbin, negotiation_needed,
@@ -53,13 +57,14 @@ struct Received {
     audio_rate: i32,
 }
 
-/// Ingest: decode everything into appsinks that record what arrives.
-fn ingest(p: &Pipeline, got: Arc<Mutex<Received>>) -> gst::Element {
+/// Ingest: decode everything into appsinks that record what arrives (once `check`,
+/// whose fingerprints come from the offer, passed).
+fn ingest(p: &Pipeline, got: Arc<Mutex<Received>>, check: DtlsCheck) -> gst::Element {
     let webrtc = make_webrtcbin("ingest", &loopback()).unwrap();
     p.gst().add(&webrtc).unwrap();
     let bin: gst::Bin = p.gst().clone().upcast();
     let bin_weak = bin.downgrade();
-    decode_incoming(&webrtc, &bin, move |kind, pad| {
+    decode_incoming(&webrtc, &bin, check, move |kind, pad| {
         let Some(bin) = bin_weak.upgrade() else {
             return false;
         };
@@ -172,7 +177,8 @@ async fn publish_and_check(codec: VideoCodec) {
     gremium_pipelines::init().unwrap();
     let got = Arc::new(Mutex::new(Received::default()));
     let server = Pipeline::new(settings("ingest"));
-    let server_webrtc = ingest(&server, got.clone());
+    let check = DtlsCheck::default();
+    let server_webrtc = ingest(&server, got.clone(), check.clone());
     server.start().unwrap();
     let client = Pipeline::new(settings("publisher"));
     let client_webrtc = publisher(&client, codec);
@@ -192,9 +198,11 @@ async fn publish_and_check(codec: VideoCodec) {
         offered.iter().all(|a| a == "127.0.0.1"),
         "publisher gathered only loopback: {offered:?}"
     );
+    check.set_pins(pinned_fingerprints(&offer).unwrap());
     let answer = answer_offer(&server_webrtc, &offer, Duration::from_secs(10), true)
         .await
         .unwrap();
+    check.watch(&server_webrtc);
     let answered = candidate_addresses(&answer);
     assert!(
         !answered.is_empty() && answered.iter().all(|a| a == "127.0.0.1"),
@@ -233,9 +241,74 @@ async fn publish_and_check(codec: VideoCodec) {
         "the 440 Hz tone arrived decoded, measured {f:.0} Hz"
     );
     drop(g);
+    assert_eq!(
+        check.verdict(),
+        Verdict::Verified,
+        "the offer's certificate arrived"
+    );
     // Network endpoints are not drained with EOS; dropping sets both pipelines to NULL.
     drop(client);
     drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_certificate_is_not_the_offers_is_never_decoded() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    gremium_pipelines::init().unwrap();
+    let got = Arc::new(Mutex::new(Received::default()));
+    let server = Pipeline::new(settings("forged-ingest"));
+    let check = DtlsCheck::default();
+    let rejections = Arc::new(AtomicUsize::new(0));
+    let counter = rejections.clone();
+    check.on_reject(move |_| {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    let server_webrtc = ingest(&server, got.clone(), check.clone());
+    server.start().unwrap();
+    let client = Pipeline::new(settings("forged-publisher"));
+    let client_webrtc = publisher(&client, VideoCodec::Vp8);
+    let mut ready = negotiation_needed(&client_webrtc);
+    client.start().unwrap();
+    ready.wait_for(|r| *r).await.unwrap();
+    let offer = create_offer(&client_webrtc, Duration::from_secs(10))
+        .await
+        .unwrap();
+    // The offer names someone else's certificate.
+    let forged_line = format!("a=fingerprint:sha-256 {}", render_fingerprint(&[0x5a; 32]));
+    let forged: String = offer
+        .lines()
+        .map(|l| match l.starts_with("a=fingerprint:") {
+            true => format!("{forged_line}\r\n"),
+            false => format!("{l}\r\n"),
+        })
+        .collect();
+    check.set_pins(pinned_fingerprints(&forged).unwrap());
+    let answer = answer_offer(&server_webrtc, &forged, Duration::from_secs(10), true)
+        .await
+        .unwrap();
+    // No `watch`: the check before decoding alone must refuse the stream (the
+    // end-to-end test in tests/dtls_fingerprint.rs covers the check at DTLS connect).
+    accept_answer(&client_webrtc, &answer).await.unwrap();
+    let mut verdicts = check.verdicts();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        verdicts.wait_for(|v| *v != Verdict::Pending),
+    )
+    .await
+    .expect("a verdict once DTLS connected")
+    .unwrap();
+    assert_eq!(
+        check.verdict(),
+        Verdict::Rejected(CertificateError::Mismatch)
+    );
+    // The publisher keeps sending; nothing of it is decoded.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let g = got.lock().unwrap();
+    assert!(
+        g.video_rgb.is_none() && g.audio.is_empty(),
+        "media of the mismatching peer was decoded"
+    );
+    assert_eq!(rejections.load(Ordering::SeqCst), 1, "reported once");
 }
 
 #[test]
@@ -318,7 +391,8 @@ async fn a_keyframe_request_at_the_ingest_reaches_the_publishers_encoder() {
     let video_pad: Arc<Mutex<Option<gst::Pad>>> = Arc::default();
     let bin: gst::Bin = server.gst().clone().upcast();
     let (bin_weak, slot) = (bin.downgrade(), video_pad.clone());
-    decode_incoming(&webrtc_in, &bin, move |kind, pad| {
+    let check = DtlsCheck::default();
+    decode_incoming(&webrtc_in, &bin, check.clone(), move |kind, pad| {
         let Some(bin) = bin_weak.upgrade() else {
             return false;
         };
@@ -360,6 +434,7 @@ async fn a_keyframe_request_at_the_ingest_reaches_the_publishers_encoder() {
     let offer = create_offer(&webrtc_out, Duration::from_secs(10))
         .await
         .unwrap();
+    check.set_pins(pinned_fingerprints(&offer).unwrap());
     let answer = answer_offer(&webrtc_in, &offer, Duration::from_secs(10), false)
         .await
         .unwrap();

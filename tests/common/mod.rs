@@ -446,7 +446,40 @@ pub async fn spawn_with_gst_media_streaming(
     streaming: gremium_mediaplane::StreamingSettings,
 ) -> (TestApp, GstMediaPlane) {
     let store = Arc::new(gremium_storage::LocalStore::new(dir.join("objects")));
-    spawn_gst(Duration::from_secs(10), 10, program, dir, store, streaming).await
+    spawn_gst(
+        Duration::from_secs(10),
+        10,
+        program,
+        dir,
+        store,
+        streaming,
+        loopback_ice(),
+    )
+    .await
+}
+
+/// Loopback-only ICE, as every test media plane uses unless it says otherwise.
+fn loopback_ice() -> IceSettings {
+    IceSettings {
+        local_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        ..Default::default()
+    }
+}
+
+/// As [`spawn_with_gst_media`] with the media plane's ICE settings `ice`.
+pub async fn spawn_with_gst_media_ice(ice: IceSettings) -> (TestApp, GstMediaPlane) {
+    let dir = std::env::temp_dir().join(format!("gremium-rec-{}", uuid::Uuid::new_v4()));
+    let store = Arc::new(gremium_storage::LocalStore::new(dir.join("objects")));
+    spawn_gst(
+        Duration::from_secs(10),
+        10,
+        Default::default(),
+        dir,
+        store,
+        Default::default(),
+        ice,
+    )
+    .await
 }
 
 /// As [`spawn_with_gst_media_in`], storing recordings in `store`.
@@ -464,6 +497,7 @@ pub async fn spawn_with_gst_media_store(
         dir,
         store,
         Default::default(),
+        loopback_ice(),
     )
     .await
 }
@@ -475,6 +509,7 @@ async fn spawn_gst(
     dir: std::path::PathBuf,
     store: Arc<dyn gremium_storage::ObjectStore>,
     streaming: gremium_mediaplane::StreamingSettings,
+    ice: IceSettings,
 ) -> (TestApp, GstMediaPlane) {
     watchdog::arm();
     let db = fresh_db(Backend::Sqlite).await;
@@ -482,10 +517,7 @@ async fn spawn_gst(
     let (sink, events) = gremium_signaling::event_channel();
     let media = GstMediaPlane::new(
         MediaPlaneSettings {
-            ice: IceSettings {
-                local_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-                ..Default::default()
-            },
+            ice,
             dot_dir: std::env::temp_dir().join("gremium-whip-dot"),
             gather_timeout: Duration::from_secs(5),
             media_timeout,
