@@ -67,6 +67,14 @@ async fn ws_refused(app: &TestApp, mid: &str, token: &str) -> (u16, String) {
     }
 }
 
+async fn ledger_len(app: &TestApp, mid: &str, moderator: &str) -> usize {
+    app.get_api(moderator, &format!("/api/v1/meetings/{mid}/ledger"))
+        .await
+        .as_array()
+        .unwrap()
+        .len()
+}
+
 fn message(body: &Value) -> String {
     body["error"]["message"].as_str().unwrap_or_default().to_string()
 }
@@ -227,17 +235,7 @@ async fn meeting_end_leaves_the_token_only_its_own_consent(backend: Backend) {
     assert_eq!(s, 403);
 
     // Granting after the end is refused, and writes nothing.
-    let ledger_len = |app: &TestApp| {
-        let (app, mid, moderator) = (app, mid.clone(), moderator.clone());
-        async move {
-            app.get_api(&moderator, &format!("/api/v1/meetings/{mid}/ledger"))
-                .await
-                .as_array()
-                .unwrap()
-                .len()
-        }
-    };
-    let entries = ledger_len(&app).await;
+    let entries = ledger_len(&app, &mid, &moderator).await;
     let (s, b) = app
         .send(
             Method::PUT,
@@ -248,7 +246,7 @@ async fn meeting_end_leaves_the_token_only_its_own_consent(backend: Backend) {
         .await;
     assert_eq!(s, 409, "{b}");
     assert!(message(&b).contains("ended"), "{b}");
-    assert_eq!(ledger_len(&app).await, entries);
+    assert_eq!(ledger_len(&app, &mid, &moderator).await, entries);
 
     // A withdrawal after the end is recorded and points to erasure.
     let (s, b) = app
