@@ -449,3 +449,52 @@ async fn one_token_gets_at_most_its_cap_of_sockets() {
     let (s, body) = ws_refused(&app, &mid, &join).await;
     assert_eq!(s, 429, "socket number {} of one token: {body}", cap + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removal_ends_the_participants_publishing_session() {
+    let dir = std::env::temp_dir().join(format!("gremium-revoke-{}", uuid::Uuid::new_v4()));
+    let PublishingMeeting {
+        app,
+        media: _media,
+        moderator,
+        mid,
+        mut ws,
+        mut publisher,
+    } = PublishingMeeting::start(dir.clone(), "Rat", false, true, false).await;
+    let ps = app.get_api(&moderator, &format!("meetings/{mid}/participants")).await;
+    let anna = ps[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(ps[0]["publishing"], true, "{ps}");
+    let (s, b) = app
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/meetings/{mid}/participants/{anna}"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let deleted = Instant::now();
+    wait_event_for(&mut ws, Duration::from_secs(2), "participant_media_stopped", |e| {
+        e["participant_id"] == anna.as_str()
+    })
+    .await;
+    eprintln!("media stopped {:?} after the DELETE answered", deleted.elapsed());
+    // Nothing of hers comes back while her publisher keeps trying for a while.
+    let quiet_until = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match tokio::time::timeout_at(quiet_until, ws.next()).await {
+            Err(_) => break,
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let e: Value = serde_json::from_str(t.as_str()).unwrap();
+                assert_ne!(e["type"], "participant_media_started", "{e}");
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(other) => panic!("the moderator's socket ended: {other:?}"),
+        }
+    }
+    let ps = app.get_api(&moderator, &format!("meetings/{mid}/participants")).await;
+    assert_eq!(ps[0]["publishing"], false, "{ps}");
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
