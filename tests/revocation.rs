@@ -498,3 +498,61 @@ async fn removal_ends_the_participants_publishing_session() {
     let _ = publisher.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meeting_cap_refuses_with_503_and_closed_sockets_give_their_place_back() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        auth_settings(None),
+        gremium_signaling::ApiSettings {
+            websockets: gremium_signaling::WebSocketSettings {
+                max_per_token: 2,
+                max_per_meeting: 5,
+                queue_messages: 64,
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let moderator = app.token(&[Role::Moderator]);
+    let mid = app.create_meeting(&moderator, "Rat").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mid_uuid: uuid::Uuid = mid.parse().unwrap();
+    let (_, join) = app.add_participant(&moderator, &mid, "Alice").await;
+    let staff = |who: &str| {
+        app.auth
+            .issue_staff_token(who, &[Role::Moderator], now_secs(), Duration::from_secs(600))
+    };
+    let mut open = vec![
+        ws_connect(app.addr, &mid, &join).await,
+        ws_connect(app.addr, &mid, &join).await,
+    ];
+    let (s, b) = ws_refused(&app, &mid, &join).await;
+    assert_eq!(s, 429, "{b}");
+    assert!(b.contains("too many open event sockets for this token"), "{b}");
+    for who in ["s1", "s2", "s3"] {
+        open.push(ws_connect(app.addr, &mid, &staff(who)).await);
+    }
+    let (s, b) = ws_refused(&app, &mid, &staff("s4")).await;
+    assert_eq!(s, 503, "{b}");
+    assert!(b.contains("for this meeting"), "{b}");
+    assert_eq!(app.state.sockets().open_in(mid_uuid), 5);
+    // Two close properly, three just vanish (TCP gone, no close frame).
+    for mut ws in open.drain(..2) {
+        ws.close(None).await.unwrap();
+    }
+    open.clear();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while app.state.sockets().open_total() > 0 {
+        assert!(Instant::now() < deadline, "{} places still taken", app.state.sockets().open_total());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every place is free again.
+    let _a = ws_connect(app.addr, &mid, &join).await;
+    let _b = ws_connect(app.addr, &mid, &join).await;
+    for who in ["s1", "s2", "s3"] {
+        open.push(ws_connect(app.addr, &mid, &staff(who)).await);
+    }
+}
