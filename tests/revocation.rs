@@ -76,7 +76,10 @@ async fn ledger_len(app: &TestApp, mid: &str, moderator: &str) -> usize {
 }
 
 fn message(body: &Value) -> String {
-    body["error"]["message"].as_str().unwrap_or_default().to_string()
+    body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// What a participant's token reads about its meeting.
@@ -107,7 +110,12 @@ async fn removal_revokes_the_join_token_at_once(backend: Backend) {
     let stop = Arc::new(AtomicBool::new(false));
     let mut hammers = Vec::new();
     for k in 0..4 {
-        let (http, base, join, stop) = (app.http.clone(), app.base.clone(), join.clone(), stop.clone());
+        let (http, base, join, stop) = (
+            app.http.clone(),
+            app.base.clone(),
+            join.clone(),
+            stop.clone(),
+        );
         let paths = participant_reads(&mid, &pid);
         hammers.push(tokio::spawn(async move {
             let mut seen: Vec<(Instant, u16, Value)> = Vec::new();
@@ -158,7 +166,10 @@ async fn removal_revokes_the_join_token_at_once(backend: Backend) {
             }
         }
     }
-    assert!(before > 0 && after > 0, "{before} reads before, {after} after");
+    assert!(
+        before > 0 && after > 0,
+        "{before} reads before, {after} after"
+    );
     eprintln!("socket closed {within:?} after the DELETE answered; {before} reads before, {after} refused after");
 
     for path in participant_reads(&mid, &pid) {
@@ -187,7 +198,10 @@ async fn removal_revokes_the_join_token_at_once(backend: Backend) {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
     // Bob stays, and hears that Alice left.
-    wait_event(&mut ws_b, "participant_left", |e| e["participant_id"] == pid.as_str()).await;
+    wait_event(&mut ws_b, "participant_left", |e| {
+        e["participant_id"] == pid.as_str()
+    })
+    .await;
 }
 both_backends!(removal_revokes_the_join_token_at_once);
 
@@ -206,7 +220,12 @@ async fn meeting_end_leaves_the_token_only_its_own_consent(backend: Backend) {
     next_event(&mut ws_a).await;
     next_event(&mut ws_staff).await;
     let (s, b) = app
-        .send(Method::POST, &format!("/api/v1/meetings/{mid}/end"), Some(&moderator), None)
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/end"),
+            Some(&moderator),
+            None,
+        )
         .await;
     assert_eq!(s, 200, "{b}");
     let (code, reason) = wait_closed(&mut ws_a, Duration::from_secs(1))
@@ -225,7 +244,9 @@ async fn meeting_end_leaves_the_token_only_its_own_consent(backend: Backend) {
     assert_eq!(ws_refused(&app, &mid, &join).await.0, 403);
     // The participant's own data stays readable.
     let consent_path = format!("/api/v1/meetings/{mid}/participants/{pid}/consent");
-    let (s, c) = app.send(Method::GET, &consent_path, Some(&join), None).await;
+    let (s, c) = app
+        .send(Method::GET, &consent_path, Some(&join), None)
+        .await;
     assert_eq!(s, 200, "{c}");
     assert_eq!(c, json!({"recording": true, "streaming": true}));
     // Not another's.
@@ -268,9 +289,15 @@ async fn meeting_end_leaves_the_token_only_its_own_consent(backend: Backend) {
     assert_eq!(last["subject"], pid.as_str());
     assert_eq!(b["ledger_seq"], last["seq"]);
     let data: Value = serde_json::from_str(last["data"].as_str().unwrap()).unwrap();
-    assert_eq!(data["withdrawn"], json!({"recording": true, "streaming": false}), "{data}");
+    assert_eq!(
+        data["withdrawn"],
+        json!({"recording": true, "streaming": false}),
+        "{data}"
+    );
     // The consent in force during the meeting is history; it is not rewritten.
-    let (_, c) = app.send(Method::GET, &consent_path, Some(&join), None).await;
+    let (_, c) = app
+        .send(Method::GET, &consent_path, Some(&join), None)
+        .await;
     assert_eq!(c, json!({"recording": true, "streaming": true}));
     // A grant hidden in a withdrawal is refused too.
     let (s, _) = app
@@ -282,7 +309,14 @@ async fn meeting_end_leaves_the_token_only_its_own_consent(backend: Backend) {
         )
         .await;
     assert_eq!(s, 409);
-    let (s, b) = app.send(Method::GET, "/api/v1/audit/verify", Some(&app.token(&[Role::Archivist])), None).await;
+    let (s, b) = app
+        .send(
+            Method::GET,
+            "/api/v1/audit/verify",
+            Some(&app.token(&[Role::Archivist])),
+            None,
+        )
+        .await;
     assert_eq!(s, 200);
     assert_eq!(b["intact"], true, "{b}");
 }
@@ -308,13 +342,29 @@ async fn control_characters_never_enter_displayed_text() {
     ];
     for text in bad {
         let cases: [(&str, String, Value); 4] = [
-            ("display_name", format!("/api/v1/meetings/{mid}/participants"), json!({"display_name": text})),
+            (
+                "display_name",
+                format!("/api/v1/meetings/{mid}/participants"),
+                json!({"display_name": text}),
+            ),
             ("title", "/api/v1/meetings".into(), json!({"title": text})),
-            ("title", format!("/api/v1/meetings/{mid}/chapters"), json!({"title": text})),
-            ("reason", format!("/api/v1/meetings/{mid}/public"), json!({"public": true, "reason": text})),
+            (
+                "title",
+                format!("/api/v1/meetings/{mid}/chapters"),
+                json!({"title": text}),
+            ),
+            (
+                "reason",
+                format!("/api/v1/meetings/{mid}/public"),
+                json!({"public": true, "reason": text}),
+            ),
         ];
         for (field, path, body) in cases {
-            let method = if path.ends_with("/public") { Method::PUT } else { Method::POST };
+            let method = if path.ends_with("/public") {
+                Method::PUT
+            } else {
+                Method::POST
+            };
             let (s, b) = app.send(method, &path, Some(&moderator), Some(body)).await;
             assert_eq!(s, 422, "{path} {text:?}: {b}");
             assert!(
@@ -351,9 +401,10 @@ async fn never_reading_client(app: &TestApp, mid: &str, token: &str) -> Ws {
         "ws://{}/api/v1/meetings/{mid}/events?access_token={token}",
         app.addr
     );
-    let (mut ws, _) = tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-        .await
-        .unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
     assert_eq!(next_event(&mut ws).await["type"], "snapshot");
     ws
 }
@@ -410,7 +461,10 @@ async fn a_reader_that_never_reads_is_dropped_and_others_keep_receiving() {
         .await
         .expect("the reading client gets the last event")
         .unwrap();
-    eprintln!("{total} events of 4 KiB in {:?}; the reader got {got} messages", started.elapsed());
+    eprintln!(
+        "{total} events of 4 KiB in {:?}; the reader got {got} messages",
+        started.elapsed()
+    );
     // The never-reading one was dropped: reading now, it finds the end of the
     // connection after what was already on the wire, well before all events.
     let mut drained = 0usize;
@@ -424,7 +478,10 @@ async fn a_reader_that_never_reads_is_dropped_and_others_keep_receiving() {
         }
     })
     .await;
-    assert!(ended.is_ok(), "the never-reading client is still connected after {drained} messages");
+    assert!(
+        ended.is_ok(),
+        "the never-reading client is still connected after {drained} messages"
+    );
     assert!(drained < total, "it got {drained} of {total}: not dropped");
     eprintln!("the never-reading client was dropped after {drained} messages");
     // The good one is still connected.
@@ -461,7 +518,9 @@ async fn removal_ends_the_participants_publishing_session() {
         mut ws,
         mut publisher,
     } = PublishingMeeting::start(dir.clone(), "Rat", false, true, false).await;
-    let ps = app.get_api(&moderator, &format!("meetings/{mid}/participants")).await;
+    let ps = app
+        .get_api(&moderator, &format!("meetings/{mid}/participants"))
+        .await;
     let anna = ps[0]["id"].as_str().unwrap().to_string();
     assert_eq!(ps[0]["publishing"], true, "{ps}");
     let (s, b) = app
@@ -474,11 +533,17 @@ async fn removal_ends_the_participants_publishing_session() {
         .await;
     assert_eq!(s, 204, "{b}");
     let deleted = Instant::now();
-    wait_event_for(&mut ws, Duration::from_secs(2), "participant_media_stopped", |e| {
-        e["participant_id"] == anna.as_str()
-    })
+    wait_event_for(
+        &mut ws,
+        Duration::from_secs(2),
+        "participant_media_stopped",
+        |e| e["participant_id"] == anna.as_str(),
+    )
     .await;
-    eprintln!("media stopped {:?} after the DELETE answered", deleted.elapsed());
+    eprintln!(
+        "media stopped {:?} after the DELETE answered",
+        deleted.elapsed()
+    );
     // Nothing of hers comes back while her publisher keeps trying for a while.
     let quiet_until = tokio::time::Instant::now() + Duration::from_secs(2);
     loop {
@@ -492,7 +557,9 @@ async fn removal_ends_the_participants_publishing_session() {
             Ok(other) => panic!("the moderator's socket ended: {other:?}"),
         }
     }
-    let ps = app.get_api(&moderator, &format!("meetings/{mid}/participants")).await;
+    let ps = app
+        .get_api(&moderator, &format!("meetings/{mid}/participants"))
+        .await;
     assert_eq!(ps[0]["publishing"], false, "{ps}");
     let _ = publisher.kill();
     let _ = publisher.wait();
@@ -522,8 +589,12 @@ async fn meeting_cap_refuses_with_503_and_closed_sockets_give_their_place_back()
     let mid_uuid: uuid::Uuid = mid.parse().unwrap();
     let (_, join) = app.add_participant(&moderator, &mid, "Alice").await;
     let staff = |who: &str| {
-        app.auth
-            .issue_staff_token(who, &[Role::Moderator], now_secs(), Duration::from_secs(600))
+        app.auth.issue_staff_token(
+            who,
+            &[Role::Moderator],
+            now_secs(),
+            Duration::from_secs(600),
+        )
     };
     let mut open = vec![
         ws_connect(app.addr, &mid, &join).await,
@@ -531,7 +602,10 @@ async fn meeting_cap_refuses_with_503_and_closed_sockets_give_their_place_back()
     ];
     let (s, b) = ws_refused(&app, &mid, &join).await;
     assert_eq!(s, 429, "{b}");
-    assert!(b.contains("too many open event sockets for this token"), "{b}");
+    assert!(
+        b.contains("too many open event sockets for this token"),
+        "{b}"
+    );
     for who in ["s1", "s2", "s3"] {
         open.push(ws_connect(app.addr, &mid, &staff(who)).await);
     }
@@ -546,7 +620,11 @@ async fn meeting_cap_refuses_with_503_and_closed_sockets_give_their_place_back()
     open.clear();
     let deadline = Instant::now() + Duration::from_secs(2);
     while app.state.sockets().open_total() > 0 {
-        assert!(Instant::now() < deadline, "{} places still taken", app.state.sockets().open_total());
+        assert!(
+            Instant::now() < deadline,
+            "{} places still taken",
+            app.state.sockets().open_total()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Every place is free again.

@@ -43,7 +43,10 @@ async fn a_thousand_closed_sockets_give_their_memory_back() {
         for _ in 0..1000 {
             open.push(ws_connect(app.addr, &mid, &join).await);
         }
-        let url = format!("ws://{}/api/v1/meetings/{mid}/events?access_token={join}", app.addr);
+        let url = format!(
+            "ws://{}/api/v1/meetings/{mid}/events?access_token={join}",
+            app.addr
+        );
         match tokio_tungstenite::connect_async(url).await {
             Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
             other => panic!("socket 1001 of one token: {:?}", other.map(|_| ())),

@@ -531,14 +531,22 @@ pub fn standing_allows(
 /// Verify a bearer token and, for a join token, check against the database that it
 /// still stands (join tokens are stateless JWTs; revocation lives in the database and
 /// is read on every request, so a removal takes effect at once).
-pub async fn authenticate(state: &AppState, token: &str, reach: Reach) -> Result<Principal, ApiError> {
+pub async fn authenticate(
+    state: &AppState,
+    token: &str,
+    reach: Reach,
+) -> Result<Principal, ApiError> {
     let who = state.auth().verify(token).await?;
     check_standing(state, &who, reach).await?;
     Ok(who)
 }
 
 /// The database half of [`authenticate`], for callers that verified already.
-pub async fn check_standing(state: &AppState, who: &Principal, reach: Reach) -> Result<(), ApiError> {
+pub async fn check_standing(
+    state: &AppState,
+    who: &Principal,
+    reach: Reach,
+) -> Result<(), ApiError> {
     if let Principal::Participant {
         meeting_id,
         participant_id,
@@ -673,10 +681,22 @@ mod tests {
     #[test]
     fn removal_revokes_everything_and_the_end_all_but_own_data() {
         use gremium_storage::ParticipantStanding as S;
-        let open = S { left: false, meeting_ended: false };
-        let ended = S { left: false, meeting_ended: true };
-        let left = S { left: true, meeting_ended: false };
-        let left_ended = S { left: true, meeting_ended: true };
+        let open = S {
+            left: false,
+            meeting_ended: false,
+        };
+        let ended = S {
+            left: false,
+            meeting_ended: true,
+        };
+        let left = S {
+            left: true,
+            meeting_ended: false,
+        };
+        let left_ended = S {
+            left: true,
+            meeting_ended: true,
+        };
         for reach in [Reach::Meeting, Reach::OwnData] {
             assert!(standing_allows(Some(open), reach).is_ok());
             for gone in [None, Some(left), Some(left_ended)] {

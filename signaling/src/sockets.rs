@@ -202,11 +202,7 @@ impl SocketRegistry {
 
     /// Close a participant's sockets (removed from the meeting).
     pub fn close_participant(&self, meeting: Uuid, participant: Uuid, reason: &str) -> usize {
-        self.close_where(
-            meeting,
-            |h| *h == Holder::Participant(participant),
-            reason,
-        )
+        self.close_where(meeting, |h| *h == Holder::Participant(participant), reason)
     }
 
     /// Close every participant socket of a meeting (it ended); staff sockets stay.
@@ -249,7 +245,10 @@ mod tests {
         let alice = Holder::Participant(Uuid::new_v4());
         let a1 = r.open(m, alice.clone(), LIMITS).unwrap();
         let _a2 = r.open(m, alice.clone(), LIMITS).unwrap();
-        assert_eq!(r.open(m, alice.clone(), LIMITS).err(), Some(CapError::Holder(2)));
+        assert_eq!(
+            r.open(m, alice.clone(), LIMITS).err(),
+            Some(CapError::Holder(2))
+        );
         assert_eq!(
             r.open(other, alice.clone(), LIMITS).err(),
             Some(CapError::Holder(2)),
@@ -261,7 +260,10 @@ mod tests {
             Some(CapError::Meeting(3))
         );
         drop(a1);
-        assert!(r.open(m, alice, LIMITS).is_ok(), "a closed socket gives its place back");
+        assert!(
+            r.open(m, alice, LIMITS).is_ok(),
+            "a closed socket gives its place back"
+        );
     }
 
     #[test]

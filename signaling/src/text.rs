@@ -51,7 +51,11 @@ pub fn is_refused(c: char) -> bool {
 
 /// A required single-line text: trimmed, 1 to `max` characters, nothing refused.
 /// Returns the trimmed text.
-pub fn single_line<'a>(field: &'static str, text: &'a str, max: usize) -> Result<&'a str, TextError> {
+pub fn single_line<'a>(
+    field: &'static str,
+    text: &'a str,
+    max: usize,
+) -> Result<&'a str, TextError> {
     let t = text.trim();
     if t.is_empty() || t.chars().count() > max {
         return Err(TextError::Length { field, max });
@@ -106,7 +110,11 @@ mod tests {
             "👩‍👩‍👧 family",
             "O'Brien (SPD)",
         ] {
-            assert_eq!(single_line("display_name", ok, 100), Ok(ok.trim()), "{ok:?}");
+            assert_eq!(
+                single_line("display_name", ok, 100),
+                Ok(ok.trim()),
+                "{ok:?}"
+            );
         }
     }
 
@@ -136,8 +144,14 @@ mod tests {
             "x\u{2029}y",
         ] {
             let e = single_line("title", bad, 200).unwrap_err();
-            assert!(matches!(e, TextError::Control { field: "title", .. }), "{bad:?}");
-            assert!(e.to_string().starts_with("title: no control characters"), "{e}");
+            assert!(
+                matches!(e, TextError::Control { field: "title", .. }),
+                "{bad:?}"
+            );
+            assert!(
+                e.to_string().starts_with("title: no control characters"),
+                "{e}"
+            );
         }
     }
 
@@ -166,7 +180,10 @@ mod tests {
     fn optional_text_may_be_absent_or_blank() {
         assert_eq!(optional_line("reason", None, 10), Ok(None));
         assert_eq!(optional_line("reason", Some("  "), 10), Ok(None));
-        assert_eq!(optional_line("reason", Some(" TOP 7 "), 10), Ok(Some("TOP 7")));
+        assert_eq!(
+            optional_line("reason", Some(" TOP 7 "), 10),
+            Ok(Some("TOP 7"))
+        );
         assert!(optional_line("reason", Some("a\u{1b}b"), 10).is_err());
         assert!(optional_line("reason", Some("0123456789x"), 10).is_err());
     }

@@ -11,8 +11,8 @@ use axum::http::request::Parts;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use gremium_protocol::OutputState;
 use futures_util::{SinkExt, StreamExt};
+use gremium_protocol::OutputState;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::error::TrySendError;
@@ -243,7 +243,10 @@ async fn pump(
         }
         Ending::SlowReader(n) => {
             metrics::counter!("gremium_ws_slow_readers_dropped_total").increment(1);
-            tracing::info!(queued = n, "dropped a meeting event socket whose client does not read");
+            tracing::info!(
+                queued = n,
+                "dropped a meeting event socket whose client does not read"
+            );
         }
         Ending::Client | Ending::ChannelClosed => {}
     }
