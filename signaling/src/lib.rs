@@ -142,6 +142,9 @@ struct Inner {
     publishing: std::sync::Mutex<std::collections::HashMap<Uuid, std::collections::HashSet<Uuid>>>,
     /// Open event WebSockets: caps, and closing a revoked participant's.
     sockets: sockets::SocketRegistry,
+    /// (meeting, participant) removed from open meetings: a WHIP session that raced
+    /// the removal is ended when it registers. Locked after `whip_sessions`.
+    revoked: std::sync::Mutex<std::collections::HashSet<(Uuid, Uuid)>>,
 }
 
 /// The last known state of each RTMP destination of a stream, by position.
@@ -195,6 +198,7 @@ impl AppState {
             hls_errors: Default::default(),
             publishing: Default::default(),
             sockets: Default::default(),
+            revoked: Default::default(),
         }))
     }
 
@@ -330,11 +334,34 @@ impl AppState {
     }
 
     pub(crate) fn whip_sessions_insert(&self, session: Uuid, meeting: Uuid, participant: Uuid) {
-        self.0
+        let mut sessions = self
+            .0
             .whip_sessions
             .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let revoked = self
+            .0
+            .revoked
+            .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(session, (meeting, participant, 0));
+            .contains(&(meeting, participant));
+        if revoked {
+            // A publish that raced the participant's removal: its offer was accepted
+            // before the removal, its session arrives after. End it at once.
+            drop(sessions);
+            let state = self.clone();
+            tokio::spawn(async move {
+                let leave = gremium_protocol::MediaCommand::Unpublish {
+                    meeting_id: meeting,
+                    session_id: session,
+                };
+                if let Err(e) = state.media().execute(leave).await {
+                    tracing::warn!(error = %e, "ending a session that raced its participant's removal");
+                }
+            });
+            return;
+        }
+        sessions.insert(session, (meeting, participant, 0));
     }
 
     pub(crate) fn whip_session(&self, session: Uuid) -> Option<(Uuid, Uuid)> {
@@ -405,6 +432,12 @@ impl AppState {
                 .whip_sessions
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
+            // Under the sessions' lock, so a session registered later sees it.
+            self.0
+                .revoked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((meeting_id, participant_id));
             let mine: Vec<Uuid> = map
                 .iter()
                 .filter(|(_, (m, p, _))| *m == meeting_id && *p == participant_id)
@@ -442,6 +475,12 @@ impl AppState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, (m, _, _)| *m != meeting_id);
+        // The meeting's removals need no remembering any more: it takes no publishers.
+        self.0
+            .revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(m, _)| *m != meeting_id);
     }
 
     /// Publish an event on a meeting's channel, stamped with the current time.
