@@ -556,6 +556,11 @@ pub async fn check_standing(
             .db()
             .participant_standing(*meeting_id, *participant_id)
             .await?;
+        if standing.is_none() && state.db().get_meeting(*meeting_id).await?.is_none() {
+            // A validly signed token for a meeting that does not exist (any more):
+            // the same 404 as for any unknown meeting.
+            return Err(ApiError::NotFound("meeting"));
+        }
         standing_allows(standing, reach)?;
     }
     Ok(())
