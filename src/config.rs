@@ -43,6 +43,41 @@ pub struct FileConfig {
     pub web: WebConfig,
     #[serde(default)]
     pub pages: PagesConfig,
+    #[serde(default)]
+    pub websockets: WebSocketsConfig,
+}
+
+/// `[websockets]`: caps and buffers of the meeting event WebSockets.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketsConfig {
+    /// Open sockets per join token or staff subject (default 16).
+    pub max_per_token: Option<usize>,
+    /// Open sockets per meeting (default 2000).
+    pub max_per_meeting: Option<usize>,
+    /// Events queued for a client that does not read before it is dropped (default 64).
+    pub queue_messages: Option<usize>,
+}
+
+impl WebSocketsConfig {
+    fn settings(&self) -> anyhow::Result<gremium_signaling::WebSocketSettings> {
+        let d = gremium_signaling::WebSocketSettings::default();
+        let s = gremium_signaling::WebSocketSettings {
+            max_per_token: self.max_per_token.unwrap_or(d.max_per_token),
+            max_per_meeting: self.max_per_meeting.unwrap_or(d.max_per_meeting),
+            queue_messages: self.queue_messages.unwrap_or(d.queue_messages),
+        };
+        if !(1..=1000).contains(&s.max_per_token) {
+            bail!("websockets.max_per_token: must be between 1 and 1000");
+        }
+        if !(1..=100_000).contains(&s.max_per_meeting) {
+            bail!("websockets.max_per_meeting: must be between 1 and 100000");
+        }
+        if !(8..=4096).contains(&s.queue_messages) {
+            bail!("websockets.queue_messages: must be between 8 and 4096");
+        }
+        Ok(s)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -637,6 +672,7 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
             live_dir,
             player_js,
             consent_texts,
+            websockets: file.websockets.settings()?,
         },
         log_json,
         log_level: file.log.level.unwrap_or_else(|| "info".into()),

@@ -496,6 +496,76 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// What a join token may still reach once its meeting has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The meeting and everything in it (refused once the meeting has ended).
+    Meeting,
+    /// Only the participant's own data, such as their consent: still reachable after
+    /// the meeting's end, so a withdrawal can be recorded.
+    OwnData,
+}
+
+/// Is a verified join token still good, given what the database says now? Removal
+/// revokes it for everything; a meeting's end for all but [`Reach::OwnData`]. Pure,
+/// so the rule is tested without a database.
+pub fn standing_allows(
+    standing: Option<gremium_storage::ParticipantStanding>,
+    reach: Reach,
+) -> Result<(), ApiError> {
+    match standing {
+        None => Err(ApiError::Unauthorized(
+            "join token revoked: the participant no longer exists".into(),
+        )),
+        Some(s) if s.left => Err(ApiError::Unauthorized(
+            "join token revoked: the participant was removed from the meeting".into(),
+        )),
+        Some(s) if s.meeting_ended && reach == Reach::Meeting => Err(ApiError::Forbidden(
+            "the meeting has ended; a join token now reaches only the participant's own consent"
+                .into(),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Verify a bearer token and, for a join token, check against the database that it
+/// still stands (join tokens are stateless JWTs; revocation lives in the database and
+/// is read on every request, so a removal takes effect at once).
+pub async fn authenticate(
+    state: &AppState,
+    token: &str,
+    reach: Reach,
+) -> Result<Principal, ApiError> {
+    let who = state.auth().verify(token).await?;
+    check_standing(state, &who, reach).await?;
+    Ok(who)
+}
+
+/// The database half of [`authenticate`], for callers that verified already.
+pub async fn check_standing(
+    state: &AppState,
+    who: &Principal,
+    reach: Reach,
+) -> Result<(), ApiError> {
+    if let Principal::Participant {
+        meeting_id,
+        participant_id,
+    } = who
+    {
+        let standing = state
+            .db()
+            .participant_standing(*meeting_id, *participant_id)
+            .await?;
+        if standing.is_none() && state.db().get_meeting(*meeting_id).await?.is_none() {
+            // A validly signed token for a meeting that does not exist (any more):
+            // the same 404 as for any unknown meeting.
+            return Err(ApiError::NotFound("meeting"));
+        }
+        standing_allows(standing, reach)?;
+    }
+    Ok(())
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
@@ -505,7 +575,26 @@ impl FromRequestParts<AppState> for Principal {
     ) -> Result<Self, Self::Rejection> {
         let token =
             bearer(parts).ok_or_else(|| ApiError::Unauthorized("bearer token required".into()))?;
-        state.auth().verify(token).await
+        authenticate(state, token, Reach::Meeting).await
+    }
+}
+
+/// A caller acting on a participant's own data (their consent): as [`Principal`], but
+/// a join token still counts after its meeting has ended.
+pub struct OwnDataPrincipal(pub Principal);
+
+impl FromRequestParts<AppState> for OwnDataPrincipal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token =
+            bearer(parts).ok_or_else(|| ApiError::Unauthorized("bearer token required".into()))?;
+        authenticate(state, token, Reach::OwnData)
+            .await
+            .map(OwnDataPrincipal)
     }
 }
 
@@ -592,6 +681,41 @@ mod tests {
             roles: vec![Role::Viewer],
         };
         assert!(viewer.require(&[Role::Moderator]).is_err());
+    }
+
+    #[test]
+    fn removal_revokes_everything_and_the_end_all_but_own_data() {
+        use gremium_storage::ParticipantStanding as S;
+        let open = S {
+            left: false,
+            meeting_ended: false,
+        };
+        let ended = S {
+            left: false,
+            meeting_ended: true,
+        };
+        let left = S {
+            left: true,
+            meeting_ended: false,
+        };
+        let left_ended = S {
+            left: true,
+            meeting_ended: true,
+        };
+        for reach in [Reach::Meeting, Reach::OwnData] {
+            assert!(standing_allows(Some(open), reach).is_ok());
+            for gone in [None, Some(left), Some(left_ended)] {
+                assert!(
+                    matches!(standing_allows(gone, reach), Err(ApiError::Unauthorized(m)) if m.starts_with("join token revoked")),
+                    "{gone:?} {reach:?}"
+                );
+            }
+        }
+        assert!(matches!(
+            standing_allows(Some(ended), Reach::Meeting),
+            Err(ApiError::Forbidden(m)) if m.contains("ended")
+        ));
+        assert!(standing_allows(Some(ended), Reach::OwnData).is_ok());
     }
 
     #[test]

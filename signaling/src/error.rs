@@ -45,6 +45,10 @@ pub enum ApiError {
     /// A `Range` header outside the resource of this many bytes. 416.
     #[error("range not satisfiable (the resource has {0} bytes)")]
     RangeNotSatisfiable(u64),
+    /// The caller holds as many of a capped resource (e.g. open event sockets) as
+    /// allowed. 429.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// A dependency (media plane, identity provider) is unavailable. 503.
     #[error("{0}")]
     Unavailable(String),
@@ -86,6 +90,7 @@ impl ApiError {
             ApiError::RangeNotSatisfiable(_) => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
             }
+            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

@@ -20,6 +20,8 @@ pub mod openapi;
 mod ops;
 pub mod retention;
 pub mod signin;
+pub mod sockets;
+pub mod text;
 
 use std::sync::Arc;
 
@@ -61,6 +63,32 @@ pub struct ApiSettings {
     pub player_js: Option<std::path::PathBuf>,
     /// Controller and purposes shown in the participants' consent dialog (`/join`).
     pub consent_texts: api::pages::ConsentTexts,
+    /// Caps and buffers of the meeting event WebSockets.
+    pub websockets: WebSocketSettings,
+}
+
+/// Caps and buffers of the meeting event WebSockets (`[websockets]` in the config).
+/// Each open socket costs its task, its TLS/TCP buffers and its queue; without caps
+/// one join token could open thousands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocketSettings {
+    /// Open sockets per join token (participant) or staff subject; over it: 429.
+    pub max_per_token: usize,
+    /// Open sockets per meeting; over it: 503.
+    pub max_per_meeting: usize,
+    /// Events queued for one socket whose client does not read; when full the socket
+    /// is closed (the client reconnects and gets a fresh snapshot).
+    pub queue_messages: usize,
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        WebSocketSettings {
+            max_per_token: 16,
+            max_per_meeting: 2000,
+            queue_messages: 64,
+        }
+    }
 }
 
 /// Where `scripts/web.sh` installs hls.js, relative to the working directory.
@@ -75,6 +103,7 @@ impl Default for ApiSettings {
             live_dir: std::path::PathBuf::from("data/live"),
             player_js: Some(std::path::PathBuf::from(DEFAULT_PLAYER_JS)),
             consent_texts: Default::default(),
+            websockets: Default::default(),
         }
     }
 }
@@ -111,6 +140,11 @@ struct Inner {
     /// Participants whose media the media plane reported started and not stopped,
     /// by meeting (what a console opened mid-meeting shows).
     publishing: std::sync::Mutex<std::collections::HashMap<Uuid, std::collections::HashSet<Uuid>>>,
+    /// Open event WebSockets: caps, and closing a revoked participant's.
+    sockets: sockets::SocketRegistry,
+    /// (meeting, participant) removed from open meetings: a WHIP session that raced
+    /// the removal is ended when it registers. Locked after `whip_sessions`.
+    revoked: std::sync::Mutex<std::collections::HashSet<(Uuid, Uuid)>>,
 }
 
 /// The last known state of each RTMP destination of a stream, by position.
@@ -163,6 +197,8 @@ impl AppState {
             destinations: Default::default(),
             hls_errors: Default::default(),
             publishing: Default::default(),
+            sockets: Default::default(),
+            revoked: Default::default(),
         }))
     }
 
@@ -298,11 +334,34 @@ impl AppState {
     }
 
     pub(crate) fn whip_sessions_insert(&self, session: Uuid, meeting: Uuid, participant: Uuid) {
-        self.0
+        let mut sessions = self
+            .0
             .whip_sessions
             .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let revoked = self
+            .0
+            .revoked
+            .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(session, (meeting, participant, 0));
+            .contains(&(meeting, participant));
+        if revoked {
+            // A publish that raced the participant's removal: its offer was accepted
+            // before the removal, its session arrives after. End it at once.
+            drop(sessions);
+            let state = self.clone();
+            tokio::spawn(async move {
+                let leave = gremium_protocol::MediaCommand::Unpublish {
+                    meeting_id: meeting,
+                    session_id: session,
+                };
+                if let Err(e) = state.media().execute(leave).await {
+                    tracing::warn!(error = %e, "ending a session that raced its participant's removal");
+                }
+            });
+            return;
+        }
+        sessions.insert(session, (meeting, participant, 0));
     }
 
     pub(crate) fn whip_session(&self, session: Uuid) -> Option<(Uuid, Uuid)> {
@@ -351,6 +410,77 @@ impl AppState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&session);
+    }
+
+    /// Open event WebSockets.
+    pub fn sockets(&self) -> &sockets::SocketRegistry {
+        &self.0.sockets
+    }
+
+    /// A participant was removed (or left): close their event sockets and end their
+    /// WHIP sessions now. The database says "left" already, so every later request
+    /// with their token is refused; this ends what is open.
+    pub(crate) async fn revoke_participant(&self, meeting_id: Uuid, participant_id: Uuid) {
+        self.0.sockets.close_participant(
+            meeting_id,
+            participant_id,
+            "participant removed from the meeting; join token revoked",
+        );
+        let sessions: Vec<Uuid> = {
+            let mut map = self
+                .0
+                .whip_sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            // Under the sessions' lock, so a session registered later sees it.
+            self.0
+                .revoked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((meeting_id, participant_id));
+            let mine: Vec<Uuid> = map
+                .iter()
+                .filter(|(_, (m, p, _))| *m == meeting_id && *p == participant_id)
+                .map(|(s, _)| *s)
+                .collect();
+            for s in &mine {
+                map.remove(s);
+            }
+            mine
+        };
+        for session_id in sessions {
+            let leave = gremium_protocol::MediaCommand::Unpublish {
+                meeting_id,
+                session_id,
+            };
+            match self.media().execute(leave).await {
+                Ok(_) | Err(gremium_protocol::MediaPlaneError::NotFound(_)) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "ending a removed participant's publishing session")
+                }
+            }
+        }
+    }
+
+    /// A meeting ended: close its participants' event sockets and forget its WHIP
+    /// sessions (the media plane's `EndMeeting` has torn them down). Staff sockets
+    /// stay; they have seen `meeting_ended`.
+    pub(crate) fn revoke_meeting_participants(&self, meeting_id: Uuid) {
+        self.0.sockets.close_participants(
+            meeting_id,
+            "meeting has ended; the join token now reaches only the participant's own consent",
+        );
+        self.0
+            .whip_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (m, _, _)| *m != meeting_id);
+        // The meeting's removals need no remembering any more: it takes no publishers.
+        self.0
+            .revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(m, _)| *m != meeting_id);
     }
 
     /// Publish an event on a meeting's channel, stamped with the current time.

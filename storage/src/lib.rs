@@ -42,7 +42,7 @@ pub use objects::{LocalStore, ObjectError, ObjectStore};
 pub use outputs::{
     NewRecording, NewStream, OutputKind, Recording, StoredManifest, StoredMedia, Stream, Transition,
 };
-pub use participants::{NewParticipant, Participant};
+pub use participants::{NewParticipant, Participant, ParticipantStanding};
 pub use s3::{S3Settings, S3Store};
 pub use vault::{OpenObject, Vault, VaultError};
 

@@ -25,6 +25,15 @@ pub struct Participant {
     pub left_at: Option<i64>,
 }
 
+/// Whether a participant's join token still stands, as the database says now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParticipantStanding {
+    /// The participant has left or was removed: their token is revoked.
+    pub left: bool,
+    /// Their meeting has ended: the token only reaches their own data.
+    pub meeting_ended: bool,
+}
+
 /// Fields of a participant to create. Consent always starts as "no".
 #[derive(Debug, Clone)]
 pub struct NewParticipant {
@@ -87,6 +96,30 @@ impl Db {
         .fetch_optional(self.pool())
         .await?;
         row.as_ref().map(from_row).transpose()
+    }
+
+    /// Whether the participant's join token still stands (one indexed read; checked on
+    /// every request a join token makes). `None`: no such participant in that meeting.
+    pub async fn participant_standing(
+        &self,
+        meeting_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<ParticipantStanding>> {
+        let row = sqlx::query(
+            "select p.left_at, m.state from participants p join meetings m on m.id = p.meeting_id \
+             where p.id = $1 and p.meeting_id = $2",
+        )
+        .bind(id.to_string())
+        .bind(meeting_id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| {
+            Ok(ParticipantStanding {
+                left: r.try_get::<Option<i64>, _>("left_at")?.is_some(),
+                meeting_ended: r.try_get::<String, _>("state")? != "open",
+            })
+        })
+        .transpose()
     }
 
     /// All participants of a meeting, in joining order.

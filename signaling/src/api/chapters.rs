@@ -73,17 +73,7 @@ pub async fn mark_chapter(
     ApiJson(body): ApiJson<MarkChapter>,
 ) -> ApiResult<(StatusCode, Json<ChapterView>)> {
     who.require(&[Role::Moderator])?;
-    let title = body.title.trim();
-    if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS {
-        return Err(ApiError::Unprocessable(format!(
-            "title: 1 to {MAX_TITLE_CHARS} characters"
-        )));
-    }
-    if title.chars().any(char::is_control) {
-        return Err(ApiError::Unprocessable(
-            "title: no control characters".into(),
-        ));
-    }
+    let title = crate::text::single_line("title", &body.title, MAX_TITLE_CHARS)?;
     load_meeting(&state, id).await?;
     let chapter = Chapter {
         id: Uuid::new_v4(),

@@ -177,12 +177,7 @@ pub async fn create_meeting(
     ApiJson(body): ApiJson<CreateMeeting>,
 ) -> ApiResult<impl IntoResponse> {
     who.require(&[Role::Moderator])?;
-    let title = body.title.trim();
-    if title.is_empty() || title.chars().count() > 200 {
-        return Err(ApiError::Unprocessable(
-            "title: must be 1 to 200 characters".into(),
-        ));
-    }
+    let title = crate::text::single_line("title", &body.title, 200)?;
     let retention = body
         .retention_days
         .unwrap_or(state.settings().default_retention_days);
@@ -329,6 +324,8 @@ pub async fn end_meeting(
     }
     debug_assert_eq!(ended.state, MeetingState::Ended);
     state.publish(id, EventKind::MeetingEnded);
+    // Join tokens now reach only their own consent: close participants' sockets.
+    state.revoke_meeting_participants(id);
     Ok(Json(MeetingView::from(&ended)))
 }
 
@@ -343,16 +340,7 @@ pub async fn set_public(
     ApiJson(body): ApiJson<SetPublic>,
 ) -> ApiResult<Json<MeetingView>> {
     who.require(&[Role::Moderator])?;
-    let reason = body
-        .reason
-        .as_deref()
-        .map(str::trim)
-        .filter(|r| !r.is_empty());
-    if reason.is_some_and(|r| r.chars().count() > 500) {
-        return Err(ApiError::Unprocessable(
-            "reason: at most 500 characters".into(),
-        ));
-    }
+    let reason = crate::text::optional_line("reason", body.reason.as_deref(), 500)?;
     let meeting = load_meeting(&state, id).await?;
     if meeting.state == MeetingState::Ended {
         return Err(ApiError::Conflict("meeting has ended".into()));

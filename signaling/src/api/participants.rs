@@ -11,12 +11,14 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use gremium_protocol::MediaCommand;
-use gremium_storage::{ConsentChange, ConsentOutcome, MeetingState, NewParticipant, Participant};
+use gremium_storage::{
+    ConsentChange, ConsentOutcome, LedgerRecord, MeetingState, NewParticipant, Participant,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::meetings::{load_meeting, may_view_meeting};
-use crate::auth::{Principal, Role};
+use crate::auth::{check_standing, OwnDataPrincipal, Principal, Reach, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::events::EventKind;
 use crate::extract::{ApiJson, ApiPath};
@@ -145,12 +147,7 @@ pub async fn add_participant(
     ApiJson(body): ApiJson<AddParticipant>,
 ) -> ApiResult<impl IntoResponse> {
     who.require(&[Role::Moderator])?;
-    let name = body.display_name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::Unprocessable(
-            "display_name: must be 1 to 100 characters".into(),
-        ));
-    }
+    let name = crate::text::single_line("display_name", &body.display_name, 100)?;
     let meeting = load_meeting(&state, id).await?;
     if meeting.state == MeetingState::Ended {
         return Err(ApiError::Conflict("meeting has ended".into()));
@@ -223,6 +220,8 @@ pub async fn remove_participant(
     if left.is_none() {
         return Err(ApiError::Conflict("participant already left".into()));
     }
+    // Stored as left: from here on their token is refused. Close what is open.
+    state.revoke_participant(id, pid).await;
     state.publish(
         id,
         EventKind::ParticipantLeft {
@@ -238,10 +237,14 @@ pub async fn remove_participant(
     security(("bearer" = [])), tag = "participants")]
 pub async fn get_consent(
     state: axum::extract::State<AppState>,
-    who: Principal,
+    OwnDataPrincipal(who): OwnDataPrincipal,
     ApiPath((id, pid)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<Json<Consent>> {
     may_view_meeting(&who, id)?;
+    if who.participant_in(id).is_some_and(|me| me != pid) {
+        // Another participant's consent is meeting data, not one's own.
+        check_standing(&state, &who, Reach::Meeting).await?;
+    }
     let p = state
         .db()
         .get_participant(id, pid)
@@ -253,16 +256,18 @@ pub async fn get_consent(
     }))
 }
 
-/// Set one's own consent (participant join token only).
+/// Set one's own consent (participant join token only). After the meeting's end a
+/// withdrawal is recorded in the ledger as a request for erasure and answered 202
+/// (finished recordings are not changed by it); giving consent then is refused (409).
 #[utoipa::path(put, path = "/api/v1/meetings/{id}/participants/{pid}/consent", params(("id" = Uuid, Path), ("pid" = Uuid, Path)), request_body = Consent,
-    responses((status = 200, body = ConsentResult), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)),
+    responses((status = 200, body = ConsentResult), (status = 202, body = WithdrawalAfterEnd), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)),
     security(("bearer" = [])), tag = "participants")]
 pub async fn set_consent(
     state: axum::extract::State<AppState>,
-    who: Principal,
+    OwnDataPrincipal(who): OwnDataPrincipal,
     ApiPath((id, pid)): ApiPath<(Uuid, Uuid)>,
     ApiJson(wanted): ApiJson<Consent>,
-) -> ApiResult<Json<ConsentResult>> {
+) -> ApiResult<axum::response::Response> {
     if who.participant_in(id) != Some(pid) {
         return Err(ApiError::Forbidden(
             "consent can only be given or withdrawn by the participant".into(),
@@ -270,6 +275,117 @@ pub async fn set_consent(
     }
     // One change per participant at a time, so gates and database agree on the order.
     let _serial = state.consent_lock(pid).lock().await;
+    if load_meeting(&state, id).await?.state == MeetingState::Ended {
+        return after_end(&state, &who, id, pid, wanted).await;
+    }
+    change_consent(&state, &who, id, pid, wanted)
+        .await
+        .map(|r| Json(r).into_response())
+}
+
+/// Answer to a withdrawal after the meeting's end (202).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WithdrawalAfterEnd {
+    /// Participant.
+    pub participant_id: Uuid,
+    /// The purposes withdrawn by this request.
+    pub withdrawn: Consent,
+    /// Always false: finished recordings are not changed by a withdrawal.
+    pub recordings_changed: bool,
+    /// What happens now, for the participant to read.
+    pub message: String,
+    /// Ledger sequence number of the entry recording the withdrawal.
+    pub ledger_seq: i64,
+    /// Ledger hash of that entry.
+    pub ledger_hash: String,
+}
+
+/// Consent after the meeting's end: what was recorded is history. Giving consent is
+/// refused; a withdrawal cannot reach into finished recordings, so it is recorded in
+/// the ledger (`consent_withdrawn_after_end`) as a request for erasure, and the
+/// answer says so rather than pretend. The stored consent stays what was in force.
+async fn after_end(
+    state: &AppState,
+    who: &Principal,
+    id: Uuid,
+    pid: Uuid,
+    wanted: Consent,
+) -> ApiResult<axum::response::Response> {
+    let p = state
+        .db()
+        .get_participant(id, pid)
+        .await?
+        .ok_or(ApiError::NotFound("participant"))?;
+    let during = Consent {
+        recording: p.consent_recording,
+        streaming: p.consent_streaming,
+    };
+    if (wanted.recording && !during.recording) || (wanted.streaming && !during.streaming) {
+        return Err(ApiError::Conflict(
+            "the meeting has ended: consent can no longer be given, only withdrawn".into(),
+        ));
+    }
+    let withdrawn = Consent {
+        recording: during.recording && !wanted.recording,
+        streaming: during.streaming && !wanted.streaming,
+    };
+    if !withdrawn.recording && !withdrawn.streaming {
+        return Ok(Json(ConsentResult {
+            participant_id: pid,
+            consent: during,
+            changed: false,
+            media_time_ns: None,
+            ledger_seq: None,
+            ledger_hash: None,
+        })
+        .into_response());
+    }
+    let entry = state
+        .db()
+        .append_ledger(&LedgerRecord {
+            chain_id: id.to_string(),
+            at: state.now_ms(),
+            kind: "consent_withdrawn_after_end".into(),
+            actor: who.actor(),
+            subject: pid.to_string(),
+            data: serde_json::json!({
+                "withdrawn": withdrawn,
+                "consent_during_meeting": during,
+                "recordings_changed": false,
+                "erasure_requested": true,
+            }),
+        })
+        .await?;
+    metrics::counter!("gremium_consent_withdrawals_after_end_total").increment(1);
+    let message = format!(
+        "The meeting has ended, so its finished recordings are not changed by this request. \
+         Your withdrawal is recorded (ledger entry {}) as a request for erasure: the \
+         controller's data protection officer removes you from the recordings on that \
+         basis, or you may ask them for erasure directly, quoting that entry.",
+        entry.seq
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(WithdrawalAfterEnd {
+            participant_id: pid,
+            withdrawn,
+            recordings_changed: false,
+            message,
+            ledger_seq: entry.seq,
+            ledger_hash: entry.hash,
+        }),
+    )
+        .into_response())
+}
+
+/// A consent change during the meeting: gates first, then the database.
+async fn change_consent(
+    state: &AppState,
+    who: &Principal,
+    id: Uuid,
+    pid: Uuid,
+    wanted: Consent,
+) -> ApiResult<ConsentResult> {
     // Gates first: a withdrawal has taken effect in the running pipeline before the
     // change is stored and before this call returns.
     let command = MediaCommand::SetConsent {
@@ -300,31 +416,31 @@ pub async fn set_consent(
                 },
             );
             metrics::counter!("gremium_consent_changes_total").increment(1);
-            Ok(Json(ConsentResult {
+            Ok(ConsentResult {
                 participant_id: pid,
                 consent: wanted,
                 changed: true,
                 media_time_ns,
                 ledger_seq: Some(entry.seq),
                 ledger_hash: Some(entry.hash),
-            }))
+            })
         }
-        Ok(ConsentOutcome::Unchanged) => Ok(Json(ConsentResult {
+        Ok(ConsentOutcome::Unchanged) => Ok(ConsentResult {
             participant_id: pid,
             consent: wanted,
             changed: false,
             media_time_ns: None,
             ledger_seq: None,
             ledger_hash: None,
-        })),
+        }),
         Ok(ConsentOutcome::Left) => {
-            close_gates(&state, id, pid).await;
+            close_gates(state, id, pid).await;
             Err(ApiError::Conflict(
                 "participant has left the meeting".into(),
             ))
         }
         Ok(ConsentOutcome::NotFound) => {
-            close_gates(&state, id, pid).await;
+            close_gates(state, id, pid).await;
             Err(ApiError::NotFound("participant"))
         }
         Err(e) => {
