@@ -694,3 +694,113 @@ async fn a_legal_hold_stops_every_deletion_until_it_is_lifted(backend: Backend) 
     assert_eq!(media_status(&app, rid, &archivist).await, 410);
 }
 both_backends!(a_legal_hold_stops_every_deletion_until_it_is_lifted);
+
+/// Migration 0007 sets `non_public_parts` of recordings made before it from each
+/// meeting's ledger, erring towards restricting. The test runs the migration's own
+/// backfill statement again over rows written the old way.
+async fn the_migration_restricts_existing_recordings_from_the_ledger(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let migration = match backend {
+        Backend::Sqlite => include_str!("../storage/migrations/sqlite/0007_non_public_parts.sql"),
+        Backend::Postgres => {
+            include_str!("../storage/migrations/postgres/0007_non_public_parts.sql")
+        }
+    };
+    let backfill = &migration[migration
+        .find("-- Recordings made before this column existed")
+        .expect("backfill section")..];
+    let pool = app.db.pool();
+    let exec = |sql: String| async move {
+        sqlx::query(&sql).execute(pool).await.unwrap();
+    };
+    let mut seq = 0;
+    let mut ledger = |meeting: Uuid, at: i64, kind: &str, data: &str| {
+        seq += 1;
+        format!(
+            "insert into ledger_entries (chain_id, seq, at, kind, actor, subject, data, prev_hash, hash) \
+             values ('{meeting}', {seq}, {at}, '{kind}', 'test', '{meeting}', '{data}', '', '')"
+        )
+    };
+    // (meeting, ledger: (at, kind, data), recordings: (created, updated, state, want))
+    type Case = (
+        Vec<(i64, &'static str, &'static str)>,
+        Vec<(i64, i64, &'static str, bool)>,
+    );
+    let created_public = (
+        0,
+        "meeting_created",
+        r#"{"public":true,"retention_days":30}"#,
+    );
+    let created_closed = (
+        0,
+        "meeting_created",
+        r#"{"public":false,"retention_days":30}"#,
+    );
+    let to_public = |at| {
+        (
+            at,
+            "public_changed",
+            r#"{"media_time_ns":1,"public":true,"reason":null}"#,
+        )
+    };
+    let to_closed = |at| {
+        (
+            at,
+            "public_changed",
+            r#"{"media_time_ns":1,"public":false,"reason":"TOP 7"}"#,
+        )
+    };
+    let cases: Vec<Case> = vec![
+        // Public throughout.
+        (vec![created_public], vec![(10, 20, "finished", false)]),
+        // A non-public part from 15 to 18.
+        (
+            vec![created_public, to_closed(15), to_public(18)],
+            vec![
+                (10, 20, "finished", true),
+                (30, 40, "finished", false),
+                (5, 12, "finished", false),
+                (16, 17, "failed", true),
+            ],
+        ),
+        // Created non-public, public from 50.
+        (
+            vec![created_closed, to_public(50)],
+            vec![(10, 20, "finished", true), (60, 70, "finished", false)],
+        ),
+        // Still running when the meeting went non-public.
+        (
+            vec![created_public, to_closed(100)],
+            vec![(10, 10, "active", true)],
+        ),
+        // The ledger does not say.
+        (vec![], vec![(10, 20, "finished", true)]),
+    ];
+    let mut expected = Vec::new();
+    for (entries, recordings) in cases {
+        let meeting = Uuid::new_v4();
+        exec(format!(
+            "insert into meetings (id, title, is_public, state, retention_days, legal_hold, created_by, created_at) \
+             values ('{meeting}', 'alt', 1, 'open', 30, 0, 'test', 0)"
+        ))
+        .await;
+        for (at, kind, data) in entries {
+            exec(ledger(meeting, at, kind, data)).await;
+        }
+        for (created, updated, state, want) in recordings {
+            let rid = Uuid::new_v4();
+            exec(format!(
+                "insert into recordings (id, meeting_id, state, requested_by, created_at, updated_at) \
+                 values ('{rid}', '{meeting}', '{state}', 'test', {created}, {updated})"
+            ))
+            .await;
+            expected.push((rid, created, updated, state, want));
+        }
+    }
+    exec(backfill.to_string()).await;
+    for (rid, created, updated, state, want) in expected {
+        let r = app.db.get_recording(rid).await.unwrap().unwrap();
+        assert_eq!(r.non_public_parts, want, "{created}..{updated} {state}");
+    }
+}
+both_backends!(the_migration_restricts_existing_recordings_from_the_ledger);
