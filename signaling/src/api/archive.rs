@@ -579,7 +579,9 @@ pub async fn set_retention(
         .set_meeting_retention(
             id,
             days,
-            hold,
+            // Only what was asked: a hold lifted meanwhile is not set again unasked
+            // (the database keeps a hold it has).
+            body.legal_hold == Some(true),
             &ledger(
                 id,
                 state.now_ms(),
