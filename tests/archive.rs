@@ -632,8 +632,15 @@ async fn a_legal_hold_stops_every_deletion_until_it_is_lifted(backend: Backend) 
         (json!(true), json!(5))
     );
 
-    // Lifting: archive staff only, with a clear 4xx for a bad reason.
+    // Lifting: archive staff only, with a clear 4xx for a bad reason; documented.
     let lift = format!("/api/v1/meetings/{mid}/legal-hold/lift");
+    let (_, doc) = app
+        .send(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    assert!(
+        doc["paths"]["/api/v1/meetings/{id}/legal-hold/lift"]["post"].is_object(),
+        "the lift step is in the OpenAPI document"
+    );
     let (s, _) = app
         .send(
             Method::POST,
