@@ -123,10 +123,129 @@ async fn status_follows_stream_public_switch_and_end() {
         )
         .await;
     assert!(s == 200 || s == 204, "{s} {r}");
+    // It ended during a non-public part: ended, and still no title.
     assert_eq!(
         status(&app, &mid).await,
-        json!({"title": "Stadtrat, 12. Sitzung", "state": "ended", "hls": null})
+        json!({"title": null, "state": "ended", "hls": null})
     );
+}
+
+/// Anonymous callers learn nothing of a non-public meeting beyond "not public at the
+/// moment" (issue 18, item 2): no title in the status, and no chapter marked while it
+/// was non-public in the live playlists (before, during or after that part).
+#[tokio::test]
+async fn anonymous_callers_learn_nothing_of_a_non_public_meeting() {
+    let live_dir = std::env::temp_dir().join(format!("gremium-live-{}", uuid::Uuid::new_v4()));
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        auth_settings(None),
+        ApiSettings {
+            live_dir: live_dir.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let moderator = app.token(&[Role::Moderator]);
+    let (s, m) = app
+        .send(
+            Method::POST,
+            "/api/v1/meetings",
+            Some(&moderator),
+            Some(json!({"title": "Personalausschuss: Kündigung Herr X", "public": false})),
+        )
+        .await;
+    assert_eq!(s, 201, "{m}");
+    let mid = m["id"].as_str().unwrap().to_string();
+    let not_public = json!({"title": null, "state": "not_public", "hls": null});
+    assert_eq!(status(&app, &mid).await, not_public);
+
+    let switch = |public: bool| {
+        let (app, mid, moderator) = (&app, &mid, &moderator);
+        async move {
+            let (s, r) = app
+                .send(
+                    Method::PUT,
+                    &format!("/api/v1/meetings/{mid}/public"),
+                    Some(moderator),
+                    Some(json!({"public": public})),
+                )
+                .await;
+            assert_eq!(s, 200, "{r}");
+        }
+    };
+    let mark = |title: &'static str| {
+        let (app, mid, moderator) = (&app, &mid, &moderator);
+        async move {
+            let (s, r) = app
+                .send(
+                    Method::POST,
+                    &format!("/api/v1/meetings/{mid}/chapters"),
+                    Some(moderator),
+                    Some(json!({"title": title})),
+                )
+                .await;
+            assert_eq!(s, 201, "{r}");
+        }
+    };
+    mark("TOP 0 Vorgespräch Müller").await;
+    switch(true).await;
+    assert_eq!(
+        status(&app, &mid).await,
+        json!({"title": "Personalausschuss: Kündigung Herr X", "state": "waiting", "hls": null})
+    );
+    mark("TOP 1 Begrüßung").await;
+    switch(false).await;
+    mark("TOP 2 Personalsache Meier").await;
+    assert_eq!(status(&app, &mid).await, not_public);
+    switch(true).await;
+    mark("TOP 3 Haushalt").await;
+
+    // A media playlist as the HLS output writes it.
+    let rendition = live_dir.join(&mid).join("360p");
+    std::fs::create_dir_all(&rendition).unwrap();
+    std::fs::write(rendition.join("seg00007.ts"), [0u8; 188]).unwrap();
+    std::fs::write(
+        rendition.join("index.m3u8"),
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-MEDIA-SEQUENCE:7\n#EXT-X-TARGETDURATION:1\n\n\
+         #EXTINF:1,\nseg00007.ts\n",
+    )
+    .unwrap();
+    let playlist = || async {
+        let r = get(&app, &format!("/live/{mid}/360p/index.m3u8")).await;
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    };
+    let text = playlist().await;
+    assert!(
+        text.contains("TOP 1 Begrüßung") && text.contains("TOP 3 Haushalt"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Müller") && !text.contains("Meier"),
+        "{text}"
+    );
+    assert_eq!(text.matches("#EXT-X-DATERANGE").count(), 2, "{text}");
+    // Non-public again: what was public stays, the new mark is not shown.
+    switch(false).await;
+    mark("TOP 4 Grundstück Schulze").await;
+    let text = playlist().await;
+    assert!(!text.contains("Schulze"), "{text}");
+    assert_eq!(text.matches("#EXT-X-DATERANGE").count(), 2, "{text}");
+
+    let (s, r) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/meetings/{mid}/end"),
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert!(s == 200 || s == 204, "{s} {r}");
+    assert_eq!(
+        status(&app, &mid).await,
+        json!({"title": null, "state": "ended", "hls": null})
+    );
+    let _ = std::fs::remove_dir_all(&live_dir);
 }
 
 #[tokio::test]

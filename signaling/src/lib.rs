@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod disclosure;
 pub mod error;
 pub mod events;
 pub mod extract;

@@ -9,12 +9,18 @@
 //! timeline the media plane kept), the agenda chapters it covers (media offsets), the
 //! meeting ledger's head when the recording was requested and when it was finalized,
 //! and the SHA-256 of every stored object.
+//!
+//! Whether any part was made while the meeting was non-public (`non_public_parts`)
+//! decides who reads it (see [`crate::disclosure`]). A recording without such parts
+//! is for viewers too, so its manifest leaves out chapters marked while the meeting
+//! was non-public (the one under way when it started may be such a chapter).
 
 use gremium_protocol::RecordedMedia;
 use gremium_storage::crypto::SealWriter;
 use gremium_storage::vault::manifest_context;
 use uuid::Uuid;
 
+use crate::disclosure::PublicHistory;
 use crate::{to_datetime, AppState};
 
 /// Object key of a recording's manifest.
@@ -49,7 +55,12 @@ pub(crate) async fn write_manifest(
         .find(|entry| entry.subject == recording_id.to_string());
     let (head_seq, head_hash) = db.ledger_head(&chain).await.map_err(e)?;
     let chapters = db.list_chapters(r.meeting_id).await.map_err(e)?;
-    let chapters = chapters_in(&chapters, r.created_at, media.duration_ms);
+    let mut chapters = chapters_in(&chapters, r.created_at, media.duration_ms);
+    if !r.non_public_parts {
+        let history =
+            PublicHistory::from_ledger(&db.public_history(r.meeting_id).await.map_err(e)?);
+        chapters = viewer_chapters(chapters, &history);
+    }
     let probe: serde_json::Value = serde_json::from_str(&media.probe).unwrap_or_default();
     let mut objects = vec![serde_json::json!({
         "key": media.media_key,
@@ -64,6 +75,7 @@ pub(crate) async fn write_manifest(
         "version": 1,
         "recording_id": recording_id,
         "meeting": { "id": m.id, "title": m.title, "public": m.is_public },
+        "non_public_parts": r.non_public_parts,
         "started_at": to_datetime(r.created_at),
         "ended_at": to_datetime(r.updated_at),
         "duration_s": media.duration_ms.map(|d| d as f64 / 1000.0),
@@ -105,6 +117,25 @@ pub(crate) async fn write_manifest(
     db.set_recording_manifest(recording_id, &object_key, &sealed.sha256)
         .await
         .map_err(e)
+}
+
+/// Of a recording's chapters (from [`chapters_in`]), those viewers may see: marked
+/// while the meeting was public. A hidden chapter under way when the recording
+/// started is left out, not replaced by an older one: the recording then starts
+/// without a chapter.
+fn viewer_chapters(
+    chapters: Vec<serde_json::Value>,
+    history: &PublicHistory,
+) -> Vec<serde_json::Value> {
+    chapters
+        .into_iter()
+        .filter(|c| {
+            c["id"]
+                .as_str()
+                .and_then(|id| Uuid::parse_str(id).ok())
+                .is_some_and(|id| history.chapter_was_public(id))
+        })
+        .collect()
 }
 
 /// The chapters a recording covers, with their offset into the media: the one under
@@ -166,5 +197,62 @@ mod tests {
         );
         assert!(chapters_in(&[], 1_000, Some(5_000)).is_empty());
         assert_eq!(chapters_in(&all, 0, None).len(), 4);
+    }
+
+    #[test]
+    fn viewers_get_no_chapter_marked_while_non_public_not_even_the_one_under_way() {
+        let c = |at: i64, title: &str| gremium_storage::Chapter {
+            id: Uuid::from_u128(at as u128),
+            meeting_id: Uuid::nil(),
+            title: title.into(),
+            at,
+            created_by: "m".into(),
+        };
+        let entry = |seq: i64, kind: &str, subject: Uuid, data: serde_json::Value| {
+            gremium_storage::LedgerEntry {
+                chain_id: "m".into(),
+                seq,
+                at: 0,
+                kind: kind.into(),
+                actor: "a".into(),
+                subject: subject.to_string(),
+                data: data.to_string(),
+                prev_hash: String::new(),
+                hash: String::new(),
+            }
+        };
+        let all = [
+            c(100, "TOP 1"),
+            c(900, "TOP 2 Personalsache"),
+            c(1_500, "TOP 3"),
+        ];
+        let m = Uuid::nil();
+        let history = PublicHistory::from_ledger(&[
+            entry(
+                1,
+                "meeting_created",
+                m,
+                serde_json::json!({ "public": true }),
+            ),
+            entry(2, "chapter_marked", all[0].id, serde_json::json!({})),
+            entry(
+                3,
+                "public_changed",
+                m,
+                serde_json::json!({ "public": false }),
+            ),
+            entry(4, "chapter_marked", all[1].id, serde_json::json!({})),
+            entry(
+                5,
+                "public_changed",
+                m,
+                serde_json::json!({ "public": true }),
+            ),
+            entry(6, "chapter_marked", all[2].id, serde_json::json!({})),
+        ]);
+        // Started at 1_000 while TOP 2 was under way: not TOP 1 instead.
+        let got = viewer_chapters(chapters_in(&all, 1_000, Some(5_000)), &history);
+        let titles: Vec<_> = got.iter().map(|v| v["title"].clone()).collect();
+        assert_eq!(titles, [serde_json::json!("TOP 3")]);
     }
 }

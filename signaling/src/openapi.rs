@@ -18,6 +18,7 @@ use crate::AppState;
         participants::get_consent, participants::set_consent,
         outputs::start_recording, outputs::list_recordings, archive::get_recording, outputs::stop_recording,
         archive::list_archive, archive::get_media, archive::get_poster, archive::get_manifest, archive::delete_recording, archive::set_retention,
+        archive::lift_legal_hold,
         outputs::start_stream, outputs::list_streams, outputs::get_stream, outputs::stop_stream,
         audit::verify, audit::meeting_ledger, ws::events, whip::publish, whip::leave, whip::trickle,
         watch::status,

@@ -21,6 +21,8 @@ pub struct Shredded {
     pub object_keys: Vec<String>,
     /// True when the recording had been deleted before: nothing changed.
     pub already: bool,
+    /// True when its meeting is under legal hold: nothing changed.
+    pub held: bool,
 }
 
 /// Filters of the archive listing.
@@ -32,8 +34,11 @@ pub struct ArchiveQuery {
     pub to: Option<i64>,
     /// Case-insensitive substring of the meeting title.
     pub text: Option<String>,
-    /// Only public (`true`) or only non-public (`false`) meetings.
+    /// Only public (`true`) or only non-public (`false`) meetings (their flag now).
     pub public: Option<bool>,
+    /// Only recordings made entirely while their meeting was public (what viewers
+    /// may see, whatever the meeting's flag is now).
+    pub without_non_public_parts: bool,
     /// Page size.
     pub limit: i64,
     /// Rows to skip.
@@ -118,6 +123,9 @@ impl Db {
 
     /// Delete a recording: drop its data key (crypto-shredding), mark it deleted and
     /// append `ledger`, in one transaction. Repeating it is harmless (`already`).
+    /// Nothing is deleted while its meeting is under legal hold (`held`): the check is
+    /// part of the deleting update, so a hold set concurrently either commits first
+    /// and is seen, or commits after the deletion.
     pub async fn shred_recording(
         &self,
         recording_id: Uuid,
@@ -143,30 +151,45 @@ impl Db {
         .into_iter()
         .flatten()
         .collect();
-        if row.try_get::<Option<i64>, _>("deleted_at")?.is_some() {
-            return Ok(Shredded {
-                meeting_id,
-                object_keys,
-                already: true,
-            });
+        let mut outcome = Shredded {
+            meeting_id,
+            object_keys,
+            already: row.try_get::<Option<i64>, _>("deleted_at")?.is_some(),
+            held: false,
+        };
+        if outcome.already {
+            return Ok(outcome);
+        }
+        let done = sqlx::query(
+            "update recordings set deleted_at = $1, deletion_reason = $2 \
+             where id = $3 and deleted_at is null \
+             and meeting_id not in (select id from meetings where legal_hold <> 0)",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(recording_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            drop(tx);
+            // Deleted by a concurrent call, or held.
+            let deleted = sqlx::query("select deleted_at from recordings where id = $1")
+                .bind(recording_id.to_string())
+                .fetch_one(self.pool())
+                .await?
+                .try_get::<Option<i64>, _>("deleted_at")?
+                .is_some();
+            outcome.already = deleted;
+            outcome.held = !deleted;
+            return Ok(outcome);
         }
         sqlx::query("delete from recording_keys where recording_id = $1")
             .bind(recording_id.to_string())
             .execute(&mut *tx)
             .await?;
-        sqlx::query("update recordings set deleted_at = $1, deletion_reason = $2 where id = $3")
-            .bind(now)
-            .bind(reason)
-            .bind(recording_id.to_string())
-            .execute(&mut *tx)
-            .await?;
         append_in(&mut tx, ledger).await?;
         tx.commit().await?;
-        Ok(Shredded {
-            meeting_id,
-            object_keys,
-            already: false,
-        })
+        Ok(outcome)
     }
 
     /// Recordings whose retention has passed at `now`: ended (finished or failed),
@@ -201,7 +224,30 @@ impl Db {
         rows.iter().map(recording_from_row).collect()
     }
 
-    /// Set a meeting's retention and legal hold, with its ledger entry.
+    /// Lift a meeting's legal hold, with its ledger entry. `false` (and nothing
+    /// written) when there was no hold; `NotFound` for an unknown meeting.
+    pub async fn lift_legal_hold(&self, meeting_id: Uuid, ledger: &LedgerRecord) -> Result<bool> {
+        let mut tx = self.pool().begin().await?;
+        let done =
+            sqlx::query("update meetings set legal_hold = 0 where id = $1 and legal_hold <> 0")
+                .bind(meeting_id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        if done.rows_affected() == 0 {
+            drop(tx);
+            return match self.get_meeting(meeting_id).await? {
+                Some(_) => Ok(false),
+                None => Err(StorageError::NotFound),
+            };
+        }
+        append_in(&mut tx, ledger).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Set a meeting's retention and legal hold, with its ledger entry. Lifting a
+    /// hold is its own step ([`Db::lift_legal_hold`]): here a hold is only ever set or
+    /// kept.
     pub async fn set_meeting_retention(
         &self,
         meeting_id: Uuid,
@@ -210,13 +256,15 @@ impl Db {
         ledger: &LedgerRecord,
     ) -> Result<()> {
         let mut tx = self.pool().begin().await?;
-        let done =
-            sqlx::query("update meetings set retention_days = $1, legal_hold = $2 where id = $3")
-                .bind(retention_days)
-                .bind(flag(legal_hold))
-                .bind(meeting_id.to_string())
-                .execute(&mut *tx)
-                .await?;
+        let done = sqlx::query(
+            "update meetings set retention_days = $1, \
+                 legal_hold = case when legal_hold <> 0 then legal_hold else $2 end where id = $3",
+        )
+        .bind(retention_days)
+        .bind(flag(legal_hold))
+        .bind(meeting_id.to_string())
+        .execute(&mut *tx)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(StorageError::NotFound);
         }
@@ -250,6 +298,9 @@ impl Db {
         }
         if q.public.is_some() {
             sql += &format!(" and m.is_public = {}", next());
+        }
+        if q.without_non_public_parts {
+            sql += " and r.non_public_parts = 0";
         }
         sql += &format!(
             " order by r.created_at desc, r.id limit {} offset {}",

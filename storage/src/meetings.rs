@@ -3,7 +3,7 @@
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::ledger::{append_in, LedgerRecord};
+use crate::ledger::{append_in, LedgerEntry, LedgerRecord};
 use crate::{flag, Db, Result, StorageError};
 
 /// Whether a meeting still runs.
@@ -203,6 +203,11 @@ impl Db {
     }
 
     /// Switch public/non-public. Returns `None` (and writes nothing) if unchanged.
+    ///
+    /// In the same transaction, every recording of the meeting that has not ended is
+    /// marked as having non-public parts: switching to non-public, it records one from
+    /// now; switching back, it recorded one until now. (A recording that starts while
+    /// the meeting is non-public is marked by its insert, see migration 0007.)
     pub async fn set_meeting_public(
         &self,
         id: Uuid,
@@ -223,6 +228,13 @@ impl Db {
                 None => Err(StorageError::NotFound),
             };
         }
+        sqlx::query(
+            "update recordings set non_public_parts = 1 where meeting_id = $1 \
+             and state not in ('finished', 'failed') and non_public_parts = 0",
+        )
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
         append_in(&mut tx, ledger).await?;
         let row = sqlx::query(&format!("select {COLUMNS} from meetings where id = $1"))
             .bind(id.to_string())
@@ -230,6 +242,37 @@ impl Db {
             .await?;
         tx.commit().await?;
         Ok(Some(from_row(&row)?))
+    }
+
+    /// The ledger entries of a meeting that say what was public when: its creation
+    /// (`meeting_created`, with the initial `public` flag), its switches
+    /// (`public_changed`) and its chapter marks (`chapter_marked`), in chain order.
+    /// The chain orders a mark and a switch exactly, where their times may tie.
+    pub async fn public_history(&self, id: Uuid) -> Result<Vec<LedgerEntry>> {
+        let rows = sqlx::query(
+            "select chain_id, seq, at, kind, actor, subject, data, prev_hash, hash \
+             from ledger_entries where chain_id = $1 \
+             and kind in ('meeting_created', 'public_changed', 'chapter_marked') \
+             order by seq",
+        )
+        .bind(id.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LedgerEntry {
+                    chain_id: row.try_get("chain_id")?,
+                    seq: row.try_get("seq")?,
+                    at: row.try_get("at")?,
+                    kind: row.try_get("kind")?,
+                    actor: row.try_get("actor")?,
+                    subject: row.try_get("subject")?,
+                    data: row.try_get("data")?,
+                    prev_hash: row.try_get("prev_hash")?,
+                    hash: row.try_get("hash")?,
+                })
+            })
+            .collect()
     }
 
     /// Store the layout choice (JSON) of an open meeting. `None` when the meeting is

@@ -62,6 +62,9 @@ pub struct Recording {
     pub deleted_at: Option<i64>,
     /// Why it was deleted.
     pub deletion_reason: Option<String>,
+    /// Some part of it was made while the meeting was non-public, so it is for
+    /// archivists and admins only (set by the database, see migration 0007).
+    pub non_public_parts: bool,
 }
 
 /// A finalized recording's stored objects and what post-processing found.
@@ -184,7 +187,7 @@ fn parse_state(s: &str) -> Result<OutputState> {
 pub(crate) const RECORDING_COLUMNS: &str =
     "id, meeting_id, state, failure, interruption, requested_by, created_at, updated_at, media_key, \
      media_sha256, stored_bytes, plaintext_bytes, poster_key, poster_sha256, duration_ms, probe, \
-     deleted_at, deletion_reason, manifest_key, manifest_sha256";
+     deleted_at, deletion_reason, manifest_key, manifest_sha256, non_public_parts";
 const STREAM_COLUMNS: &str =
     "id, meeting_id, state, hls, destinations, failure, requested_by, created_at, updated_at";
 
@@ -220,6 +223,7 @@ pub(crate) fn recording_from_row(row: &sqlx::any::AnyRow) -> Result<Recording> {
         manifest,
         deleted_at: row.try_get("deleted_at")?,
         deletion_reason: row.try_get("deletion_reason")?,
+        non_public_parts: row.try_get::<i64, _>("non_public_parts")? != 0,
         id: parse_uuid(&row.try_get::<String, _>("id")?)?,
         meeting_id: parse_uuid(&row.try_get::<String, _>("meeting_id")?)?,
         state: parse_state(&row.try_get::<String, _>("state")?)?,
@@ -286,6 +290,9 @@ impl Db {
             manifest: None,
             deleted_at: None,
             deletion_reason: None,
+            // The insert's trigger (migration 0007) sets it when the meeting is
+            // non-public; read the row back (`get_recording`) for what it holds.
+            non_public_parts: false,
         })
     }
 

@@ -3,23 +3,27 @@
 //! ledger as an `archive_access` entry.
 //!
 //! Who may read: admins and archivists everything; viewers and moderators the
-//! recordings of public meetings. Deleting is for admins and archivists.
+//! recordings made entirely while their meeting was public, whatever its flag is now
+//! ([`crate::disclosure`]; moderators also see every recording's state). Deleting is
+//! for admins and archivists, and for nobody while the meeting is under legal hold;
+//! lifting a hold is its own, ledgered step (`POST …/legal-hold/lift`).
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use gremium_protocol::{MediaCommand, MediaPlaneError, OutputState};
 use gremium_storage::vault::{manifest_context, media_context, poster_context};
-use gremium_storage::{ArchiveQuery, LedgerRecord, Meeting, Recording, VaultError};
+use gremium_storage::{ArchiveQuery, LedgerRecord, Recording, VaultError};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::meetings::load_meeting;
 use super::outputs::{ledger, RecordingView};
 use crate::auth::{Principal, Role};
+use crate::disclosure::{may_read_recording, ArchiveReader};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::AppState;
@@ -38,29 +42,42 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/recordings/{rid}/poster", get(get_poster))
         .route("/recordings/{rid}/manifest", get(get_manifest))
         .route("/meetings/{id}/retention", put(set_retention))
+        .route("/meetings/{id}/legal-hold/lift", post(lift_legal_hold))
 }
 
-/// May `who` read recordings of `meeting`?
-fn may_read(who: &Principal, meeting: &Meeting) -> ApiResult<()> {
-    if who.has_any(&[Role::Archivist])
-        || (meeting.is_public && who.has_any(&[Role::Viewer, Role::Moderator]))
-    {
+/// How the archive rule sees `who`.
+fn reader(who: &Principal) -> ArchiveReader {
+    if who.has_any(&[Role::Archivist]) {
+        ArchiveReader::Staff
+    } else if who.has_any(&[Role::Viewer, Role::Moderator]) {
+        ArchiveReader::Public
+    } else {
+        ArchiveReader::Nobody
+    }
+}
+
+/// May `who` read recording `r` (media, poster, manifest; viewers its metadata)?
+fn may_read(who: &Principal, r: &Recording) -> ApiResult<()> {
+    let reader = reader(who);
+    if may_read_recording(reader, r.non_public_parts) {
         Ok(())
+    } else if reader == ArchiveReader::Public {
+        Err(ApiError::Forbidden(
+            "this recording has non-public parts: for archivists and admins only".into(),
+        ))
     } else {
         Err(ApiError::Forbidden(
-            "recordings of this meeting are for archivists only".into(),
+            "recordings are for archive readers".into(),
         ))
     }
 }
 
-async fn load_recording(state: &AppState, rid: Uuid) -> ApiResult<(Recording, Meeting)> {
-    let r = state
+async fn find_recording(state: &AppState, rid: Uuid) -> ApiResult<Recording> {
+    state
         .db()
         .get_recording(rid)
         .await?
-        .ok_or(ApiError::NotFound("recording"))?;
-    let m = load_meeting(state, r.meeting_id).await?;
-    Ok((r, m))
+        .ok_or(ApiError::NotFound("recording"))
 }
 
 /// Append an access-log entry; a read is refused when it cannot be logged.
@@ -121,8 +138,11 @@ pub struct ArchiveItemView {
     pub recording: RecordingView,
     /// Title of its meeting.
     pub meeting_title: String,
-    /// Whether the meeting is public.
+    /// Whether the meeting is public now.
     pub meeting_public: bool,
+    /// Some part of the recording was made while the meeting was non-public: for
+    /// archivists and admins only (viewers never see such an entry).
+    pub non_public_parts: bool,
 }
 
 /// A page of the archive.
@@ -135,7 +155,8 @@ pub struct ArchivePage {
 }
 
 /// The archive: recordings of past and running meetings, newest first. Viewers and
-/// moderators see public meetings only.
+/// moderators see only recordings made entirely while their meeting was public
+/// (`public` is then ignored, `public=false` is 403).
 #[utoipa::path(get, path = "/api/v1/archive", params(ArchiveParams),
     responses((status = 200, body = ArchivePage), (status = 400), (status = 401), (status = 403)),
     security(("bearer" = [])), tag = "archive")]
@@ -153,14 +174,15 @@ pub async fn list_archive(
     if offset < 0 {
         return Err(ApiError::BadRequest("offset: not negative".into()));
     }
-    let public = if who.has_any(&[Role::Archivist]) {
-        p.public
+    let (public, without_non_public_parts) = if who.has_any(&[Role::Archivist]) {
+        (p.public, false)
     } else if p.public == Some(false) {
         return Err(ApiError::Forbidden(
             "non-public recordings are for archivists only".into(),
         ));
     } else {
-        Some(true)
+        // What the recording contains decides, not the meeting's flag now.
+        (None, true)
     };
     let items = state
         .db()
@@ -169,6 +191,7 @@ pub async fn list_archive(
             to: p.to.map(|t| t.timestamp_millis()),
             text: p.q.filter(|q| !q.trim().is_empty()),
             public,
+            without_non_public_parts,
             limit,
             offset,
         })
@@ -181,6 +204,7 @@ pub async fn list_archive(
                 recording: RecordingView::from(&i.recording),
                 meeting_title: i.meeting_title.clone(),
                 meeting_public: i.meeting_public,
+                non_public_parts: i.recording.non_public_parts,
             })
             .collect(),
         next_offset,
@@ -188,7 +212,8 @@ pub async fn list_archive(
 }
 
 /// One recording: state, stored media, validation result. Moderators see every
-/// recording's state; reading is logged.
+/// recording's state (running a meeting needs it; it holds no content); viewers only
+/// recordings without non-public parts. Reading is logged.
 #[utoipa::path(get, path = "/api/v1/recordings/{rid}", params(("rid" = Uuid, Path)),
     responses((status = 200, body = RecordingView), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])), tag = "recordings")]
@@ -197,9 +222,9 @@ pub async fn get_recording(
     who: Principal,
     ApiPath(rid): ApiPath<Uuid>,
 ) -> ApiResult<Json<RecordingView>> {
-    let (r, m) = load_recording(&state, rid).await?;
+    let r = find_recording(&state, rid).await?;
     if !who.has_any(&[Role::Moderator]) {
-        may_read(&who, &m)?;
+        may_read(&who, &r)?;
     }
     log_access(&state, &who, &r, "metadata", None).await?;
     Ok(Json(RecordingView::from(&r)))
@@ -254,11 +279,10 @@ async fn serve_sealed(
     state: &AppState,
     who: &Principal,
     r: &Recording,
-    m: &Meeting,
     what: &'static str,
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
-    may_read(who, m)?;
+    may_read(who, r)?;
     if r.deleted_at.is_some() {
         return Err(ApiError::Gone("the recording was deleted".into()));
     }
@@ -355,8 +379,8 @@ pub async fn get_media(
     ApiPath(rid): ApiPath<Uuid>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (r, m) = load_recording(&state, rid).await?;
-    serve_sealed(&state, &who, &r, &m, "media", &headers).await
+    let r = find_recording(&state, rid).await?;
+    serve_sealed(&state, &who, &r, "media", &headers).await
 }
 
 /// The recording's poster (`image/jpeg`).
@@ -369,8 +393,8 @@ pub async fn get_poster(
     ApiPath(rid): ApiPath<Uuid>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (r, m) = load_recording(&state, rid).await?;
-    serve_sealed(&state, &who, &r, &m, "poster", &headers).await
+    let r = find_recording(&state, rid).await?;
+    serve_sealed(&state, &who, &r, "poster", &headers).await
 }
 
 /// The recording's manifest (`application/json`): meeting, times, streams, who
@@ -384,8 +408,8 @@ pub async fn get_manifest(
     ApiPath(rid): ApiPath<Uuid>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (r, m) = load_recording(&state, rid).await?;
-    serve_sealed(&state, &who, &r, &m, "manifest", &headers).await
+    let r = find_recording(&state, rid).await?;
+    serve_sealed(&state, &who, &r, "manifest", &headers).await
 }
 
 /// Delete a recording and the objects it was stored in: the data key first
@@ -431,6 +455,9 @@ pub(crate) async fn delete_recording_now(
             },
         )
         .await?;
+    if shredded.held {
+        return Err(legal_hold_conflict());
+    }
     for key in &shredded.object_keys {
         // The key is gone, so a leftover object is unreadable; still, try to remove it.
         if let Err(e) = state.vault().store().delete(key).await {
@@ -449,7 +476,17 @@ pub(crate) async fn delete_recording_now(
     Ok(!shredded.already)
 }
 
-/// Delete a recording now (admin, archivist). Repeating it is harmless (204). A
+/// While a meeting is under legal hold, nothing of it is deleted, by anyone.
+fn legal_hold_conflict() -> ApiError {
+    ApiError::Conflict(
+        "the meeting is under legal hold: nothing of it can be deleted until the hold is \
+         lifted"
+            .into(),
+    )
+}
+
+/// Delete a recording now (admin, archivist); 409 for everyone while its meeting is
+/// under legal hold. Repeating it is harmless (204). A
 /// running recording must be stopped first (409). A stopped one still `stopping`
 /// can be deleted while it waits for room on the spool disk to be finalized (the
 /// media plane discards it: it ends `failed`, and the space is freed); while its
@@ -463,7 +500,11 @@ pub async fn delete_recording(
     ApiPath(rid): ApiPath<Uuid>,
 ) -> ApiResult<StatusCode> {
     who.require(&[Role::Archivist])?;
-    let (r, _) = load_recording(&state, rid).await?;
+    let r = find_recording(&state, rid).await?;
+    // Before anything is discarded; the deletion checks again as it commits.
+    if load_meeting(&state, r.meeting_id).await?.legal_hold {
+        return Err(legal_hold_conflict());
+    }
     match r.state {
         s if s.is_terminal() => {}
         OutputState::Stopping => {
@@ -497,10 +538,12 @@ pub struct SetRetention {
     pub legal_hold: Option<bool>,
 }
 
-/// Retention and legal hold of a meeting (admin, archivist).
+/// Retention and legal hold of a meeting (admin, archivist). Sets a hold, never lifts
+/// one: `legal_hold: false` on a held meeting is 409 (lifting is
+/// `POST /meetings/{id}/legal-hold/lift`).
 #[utoipa::path(put, path = "/api/v1/meetings/{id}/retention", params(("id" = Uuid, Path)),
     request_body = SetRetention,
-    responses((status = 200, body = crate::api::meetings::MeetingView), (status = 401), (status = 403), (status = 404), (status = 422)),
+    responses((status = 200, body = crate::api::meetings::MeetingView), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)),
     security(("bearer" = [])), tag = "archive")]
 pub async fn set_retention(
     state: axum::extract::State<AppState>,
@@ -520,23 +563,97 @@ pub async fn set_retention(
             state.settings().max_retention_days
         )));
     }
-    let hold = body.legal_hold.unwrap_or(m.legal_hold);
+    if m.legal_hold && body.legal_hold == Some(false) {
+        return Err(ApiError::Conflict(format!(
+            "lifting a legal hold is its own step: POST /api/v1/meetings/{id}/legal-hold/lift"
+        )));
+    }
+    let hold = m.legal_hold || body.legal_hold == Some(true);
+    let kind = if hold && !m.legal_hold {
+        "legal_hold_set"
+    } else {
+        "retention_changed"
+    };
     state
         .db()
         .set_meeting_retention(
             id,
             days,
-            hold,
+            // Only what was asked: a hold lifted meanwhile is not set again unasked
+            // (the database keeps a hold it has).
+            body.legal_hold == Some(true),
             &ledger(
                 id,
                 state.now_ms(),
-                "retention_changed",
+                kind,
                 &who.actor(),
                 id,
                 serde_json::json!({ "retention_days": days, "legal_hold": hold }),
             ),
         )
         .await?;
+    let m = load_meeting(&state, id).await?;
+    Ok(Json(crate::api::meetings::MeetingView::from(&m)))
+}
+
+/// Body of `POST /meetings/{id}/legal-hold/lift`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LiftLegalHold {
+    /// Why the hold ends (e.g. the proceedings closed); at most 500 characters, no
+    /// control characters. Recorded in the ledger.
+    pub reason: Option<String>,
+}
+
+/// Lift a meeting's legal hold (admin, archivist): its own step, ledgered as
+/// `legal_hold_lifted` with the reason. Retention applies again from the next sweep.
+/// Lifting a meeting without a hold changes and records nothing (200).
+#[utoipa::path(post, path = "/api/v1/meetings/{id}/legal-hold/lift", params(("id" = Uuid, Path)),
+    request_body = LiftLegalHold,
+    responses((status = 200, body = crate::api::meetings::MeetingView), (status = 401), (status = 403), (status = 404), (status = 422)),
+    security(("bearer" = [])), tag = "archive")]
+pub async fn lift_legal_hold(
+    state: axum::extract::State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<LiftLegalHold>,
+) -> ApiResult<Json<crate::api::meetings::MeetingView>> {
+    who.require(&[Role::Archivist])?;
+    let reason = body
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    if let Some(r) = reason {
+        if r.chars().count() > 500 {
+            return Err(ApiError::Unprocessable(
+                "reason: at most 500 characters".into(),
+            ));
+        }
+        if r.chars().any(char::is_control) {
+            return Err(ApiError::Unprocessable(
+                "reason: no control characters".into(),
+            ));
+        }
+    }
+    state
+        .db()
+        .lift_legal_hold(
+            id,
+            &ledger(
+                id,
+                state.now_ms(),
+                "legal_hold_lifted",
+                &who.actor(),
+                id,
+                serde_json::json!({ "reason": reason }),
+            ),
+        )
+        .await
+        .map_err(|e| match e {
+            gremium_storage::StorageError::NotFound => ApiError::NotFound("meeting"),
+            other => other.into(),
+        })?;
     let m = load_meeting(&state, id).await?;
     Ok(Json(crate::api::meetings::MeetingView::from(&m)))
 }

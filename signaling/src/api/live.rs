@@ -3,7 +3,9 @@
 //! non-public parts it shows the slate). Cache headers a CDN can use: playlists live
 //! for a second, segments never change. CORS open, so players on other sites work.
 //!
-//! Media playlists get the meeting's agenda chapters as `EXT-X-DATERANGE` tags
+//! Media playlists get the meeting's agenda chapters marked while it was public (see
+//! [`crate::disclosure::PublicHistory`]; a chapter marked during a non-public part is
+//! never shown to citizens, not even after it) as `EXT-X-DATERANGE` tags
 //! (class `de.gremium.chapter`, the title in `X-TITLE`) and an
 //! `EXT-X-PROGRAM-DATE-TIME` on their first segment, which anchors the chapters'
 //! dates on the media timeline. The first segment's date is the wall-clock time its
@@ -27,6 +29,7 @@ use chrono::SecondsFormat;
 use gremium_storage::Chapter;
 use uuid::Uuid;
 
+use crate::disclosure::PublicHistory;
 use crate::error::ApiError;
 use crate::{to_datetime, AppState};
 
@@ -158,7 +161,7 @@ impl LiveState {
         {
             return c.clone();
         }
-        let loaded = match state.db().list_chapters(meeting_id).await {
+        let loaded = match public_chapters(state, meeting_id).await {
             Ok(c) => Arc::new(c),
             Err(e) => {
                 tracing::warn!(error = %e, %meeting_id, "chapters not loaded for the live playlist");
@@ -172,6 +175,17 @@ impl LiveState {
             .or_insert(loaded)
             .clone()
     }
+}
+
+/// A meeting's chapters that were marked while it was public, in order.
+async fn public_chapters(
+    state: &AppState,
+    meeting_id: Uuid,
+) -> Result<Vec<Chapter>, gremium_storage::StorageError> {
+    let history = PublicHistory::from_ledger(&state.db().public_history(meeting_id).await?);
+    let mut chapters = state.db().list_chapters(meeting_id).await?;
+    chapters.retain(|c| history.chapter_was_public(c.id));
+    Ok(chapters)
 }
 
 pub(crate) fn router() -> Router<AppState> {

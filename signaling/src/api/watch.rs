@@ -8,7 +8,8 @@
 //! the meeting and its streams ([`WatchState::of`]), serving the player file.
 //!
 //! Must not: change anything (every route is a read without a token, so it may reveal
-//! only what a citizen sees anyway: the title, whether the stream runs and is public),
+//! only what a citizen sees anyway: the title of a public meeting, whether the stream
+//! runs; of a non-public meeting only that it is not public at the moment, or ended),
 //! serve media (that is `/live`, see [`super::live`]), or load code from third parties
 //! (the page's own script is inline; hls.js comes from our own origin).
 
@@ -41,7 +42,8 @@ pub enum WatchState {
     Waiting,
     /// An HLS stream runs and the meeting is public: the program is on it.
     Live,
-    /// An HLS stream runs during a non-public part: it shows the slate.
+    /// The meeting is not public at the moment (an HLS stream, if one runs, shows the
+    /// slate). Nothing else about it is told.
     NotPublic,
     /// The meeting has ended.
     Ended,
@@ -49,7 +51,8 @@ pub enum WatchState {
 
 impl WatchState {
     /// The state of `meeting` given its `streams`. Only a stream whose media flows
-    /// (`active`) counts: before that the playlist may not exist yet.
+    /// (`active`) counts: before that the playlist may not exist yet. A non-public
+    /// meeting is `not_public` whether or not a stream runs (waiting would tell more).
     pub fn of(meeting: &Meeting, streams: &[Stream]) -> WatchState {
         if meeting.state == MeetingState::Ended {
             return WatchState::Ended;
@@ -58,9 +61,27 @@ impl WatchState {
             .iter()
             .any(|s| s.hls && s.state == OutputState::Active);
         match (running, meeting.is_public) {
-            (false, _) => WatchState::Waiting,
+            (_, false) => WatchState::NotPublic,
+            (false, true) => WatchState::Waiting,
             (true, true) => WatchState::Live,
-            (true, false) => WatchState::NotPublic,
+        }
+    }
+}
+
+impl WatchStatus {
+    /// What an anonymous caller is told of `meeting`: the title only while it is
+    /// public; the playlist while an HLS stream runs (during a non-public part it
+    /// plays the slate, so a page keeps its player).
+    pub fn of(meeting: &Meeting, streams: &[Stream]) -> WatchStatus {
+        let state = WatchState::of(meeting, streams);
+        let running = streams
+            .iter()
+            .any(|s| s.hls && s.state == OutputState::Active);
+        WatchStatus {
+            title: meeting.is_public.then(|| meeting.title.clone()),
+            state,
+            hls: (running && state != WatchState::Ended)
+                .then(|| format!("/live/{}/index.m3u8", meeting.id)),
         }
     }
 }
@@ -68,8 +89,8 @@ impl WatchState {
 /// Body of `GET /watch/{meeting_id}/status`.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WatchStatus {
-    /// The meeting's title.
-    pub title: String,
+    /// The meeting's title while it is public; null while it is not.
+    pub title: Option<String>,
     /// What the page shows.
     pub state: WatchState,
     /// The HLS master playlist while a stream runs (`live` or `not_public`), else null.
@@ -118,17 +139,10 @@ pub async fn status(
 ) -> ApiResult<impl IntoResponse> {
     let meeting = find_meeting(&state, &id).await?;
     let streams = state.db().list_streams(meeting.id).await?;
-    let watch = WatchState::of(&meeting, &streams);
-    let hls = matches!(watch, WatchState::Live | WatchState::NotPublic)
-        .then(|| format!("/live/{}/index.m3u8", meeting.id));
     Ok((
         // Every citizen's page polls this: a CDN may answer for a second.
         [(header::CACHE_CONTROL, "public, max-age=1")],
-        Json(WatchStatus {
-            title: meeting.title,
-            state: watch,
-            hls,
-        }),
+        Json(WatchStatus::of(&meeting, &streams)),
     ))
 }
 
@@ -242,6 +256,14 @@ mod tests {
             ),
             (true, Ended, vec![stream(true, Active)], WatchState::Ended),
             (false, Ended, vec![], WatchState::Ended),
+            // Non-public: only that, stream or not.
+            (false, Open, vec![], WatchState::NotPublic),
+            (
+                false,
+                Open,
+                vec![stream(true, Starting)],
+                WatchState::NotPublic,
+            ),
         ];
         for (public, ms, streams, want) in cases {
             assert_eq!(
@@ -249,6 +271,28 @@ mod tests {
                 want,
                 "{public} {ms:?} {streams:?}"
             );
+        }
+    }
+
+    #[test]
+    fn anonymous_callers_get_a_title_only_while_the_meeting_is_public() {
+        use MeetingState::{Ended, Open};
+        let live = [stream(true, OutputState::Active)];
+        for (public, ms, streams, title, hls) in [
+            (true, Open, &live[..], true, true),
+            (true, Open, &[][..], true, false),
+            (false, Open, &live[..], false, true),
+            (false, Open, &[][..], false, false),
+            (true, Ended, &live[..], true, false),
+            (false, Ended, &[][..], false, false),
+        ] {
+            let s = WatchStatus::of(&meeting(public, ms), streams);
+            assert_eq!(s.title.is_some(), title, "{public} {ms:?}");
+            assert_eq!(s.hls.is_some(), hls, "{public} {ms:?}");
+            if !public {
+                let json = serde_json::to_string(&s).unwrap();
+                assert!(!json.contains("Stadtrat"), "{json}");
+            }
         }
     }
 }
