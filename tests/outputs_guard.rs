@@ -136,7 +136,8 @@ async fn twenty_concurrent_starts_make_one_recording_and_one_stream(backend: Bac
 
     let answers = concurrent_posts(&app, &moderator, &recordings, None, 20).await;
     let rid = one_winner("recordings", &answers);
-    let answers = concurrent_posts(&app, &moderator, &streams, Some(json!({"hls": true})), 20).await;
+    let answers =
+        concurrent_posts(&app, &moderator, &streams, Some(json!({"hls": true})), 20).await;
     let sid = one_winner("streams", &answers);
 
     let rows = app.db.list_recordings(mid.parse().unwrap()).await.unwrap();
@@ -155,14 +156,21 @@ async fn twenty_concurrent_starts_make_one_recording_and_one_stream(backend: Bac
         .hold_stops
         .store(true, std::sync::atomic::Ordering::SeqCst);
     app.stop(&moderator, "recordings", &rid).await;
-    let (s, v) = app.send(Method::POST, &recordings, Some(&moderator), None).await;
-    assert_eq!((s, v["error"]["existing_id"].as_str()), (409, Some(rid.as_str())), "{v}");
+    let (s, v) = app
+        .send(Method::POST, &recordings, Some(&moderator), None)
+        .await;
+    assert_eq!(
+        (s, v["error"]["existing_id"].as_str()),
+        (409, Some(rid.as_str())),
+        "{v}"
+    );
     // Once it finished, the next one starts.
-    app.fake.emit(gremium_protocol::MediaEvent::RecordingFinished {
-        meeting_id: mid.parse().unwrap(),
-        recording_id: rid.parse().unwrap(),
-        media: None,
-    });
+    app.fake
+        .emit(gremium_protocol::MediaEvent::RecordingFinished {
+            meeting_id: mid.parse().unwrap(),
+            recording_id: rid.parse().unwrap(),
+            media: None,
+        });
     let (s, v) = start_when_free(&app, &moderator, &recordings, None).await;
     assert_eq!(s, 201, "{v}");
     app.stop(&moderator, "streams", &sid).await;
@@ -180,7 +188,9 @@ async fn start_when_free(
 ) -> (u16, Value) {
     let mut answer = (0, Value::Null);
     for _ in 0..50 {
-        answer = app.send(Method::POST, path, Some(token), body.clone()).await;
+        answer = app
+            .send(Method::POST, path, Some(token), body.clone())
+            .await;
         if answer.0 != 409 {
             break;
         }
@@ -295,12 +305,18 @@ async fn rtmp_url_secrets_never_leave_in_clear(backend: Backend) {
         )
         .await;
     assert_eq!(s, 201, "{stream}");
-    assert_eq!(stream["rtmp"][0]["url"], "rtmp://live.example.org:1935/live/…");
+    assert_eq!(
+        stream["rtmp"][0]["url"],
+        "rtmp://live.example.org:1935/live/…"
+    );
     assert_eq!(stream["rtmp"][1]["url"], "rtmps://h.example:443/app/…");
     let sid = stream["id"].as_str().unwrap().to_string();
     let mut shown = vec![stream.clone()];
     shown.push(app.get_api(&moderator, &format!("streams/{sid}")).await);
-    shown.push(app.get_api(&moderator, &format!("meetings/{mid}/streams")).await);
+    shown.push(
+        app.get_api(&moderator, &format!("meetings/{mid}/streams"))
+            .await,
+    );
 
     // Stored sealed while the stream runs: openable with the vault, not in clear.
     let sealed = app
@@ -309,10 +325,14 @@ async fn rtmp_url_secrets_never_leave_in_clear(backend: Backend) {
         .await
         .unwrap()
         .expect("sealed destinations while running");
-    let opened = gremium_storage::outputs::open_destinations(&app.vault, sid.parse().unwrap(), &sealed)
-        .unwrap();
+    let opened =
+        gremium_storage::outputs::open_destinations(&app.vault, sid.parse().unwrap(), &sealed)
+            .unwrap();
     let opened = String::from_utf8(opened).unwrap();
-    assert!(opened.contains(SECRET_URL) && opened.contains("KEY-SECRET"), "{opened}");
+    assert!(
+        opened.contains(SECRET_URL) && opened.contains("KEY-SECRET"),
+        "{opened}"
+    );
     let row_text = |app: &TestApp, sid: String| {
         let pool = app.db.pool().clone();
         async move {
@@ -325,7 +345,11 @@ async fn rtmp_url_secrets_never_leave_in_clear(backend: Backend) {
             .await
             .unwrap();
             (0..row.len())
-                .map(|i| row.try_get::<Option<String>, _>(i).unwrap().unwrap_or_default())
+                .map(|i| {
+                    row.try_get::<Option<String>, _>(i)
+                        .unwrap()
+                        .unwrap_or_default()
+                })
                 .collect::<Vec<_>>()
                 .join("|")
         }
@@ -343,7 +367,10 @@ async fn rtmp_url_secrets_never_leave_in_clear(backend: Backend) {
     }
     // A stream that ended keeps no URL or key, not even sealed.
     assert_eq!(
-        app.db.stream_destinations(sid.parse().unwrap()).await.unwrap(),
+        app.db
+            .stream_destinations(sid.parse().unwrap())
+            .await
+            .unwrap(),
         None
     );
     shown.push(app.get_api(&moderator, &format!("streams/{sid}")).await);
@@ -355,7 +382,10 @@ async fn rtmp_url_secrets_never_leave_in_clear(backend: Backend) {
         .into_iter()
         .map(|e| format!("{} {} {}", e.kind, e.subject, e.data))
         .collect();
-    assert!(ledger.iter().any(|l| l.contains("live.example.org")), "{ledger:?}");
+    assert!(
+        ledger.iter().any(|l| l.contains("live.example.org")),
+        "{ledger:?}"
+    );
     let ended_row = row_text(&app, sid.clone()).await;
     let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("log capture probe"));
@@ -369,9 +399,7 @@ async fn rtmp_url_secrets_never_leave_in_clear(backend: Backend) {
         ("logs", logs),
     ];
     for (place, text) in places {
-        for secret in [
-            "SECRET", "alice", "PASSWORD", "PATH-", "KEY-", "OTHER-",
-        ] {
+        for secret in ["SECRET", "alice", "PASSWORD", "PATH-", "KEY-", "OTHER-"] {
             assert!(!text.contains(secret), "{secret} in {place}: {text}");
         }
     }
@@ -403,7 +431,9 @@ async fn who_lists_a_meetings_recordings(backend: Backend) {
             assert_eq!(v.as_array().map(Vec::len), Some(1), "{who}: {v}");
         }
     }
-    let (_, doc) = app.send(Method::GET, "/api/v1/openapi.json", None, None).await;
+    let (_, doc) = app
+        .send(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
     let op = doc["paths"]["/api/v1/meetings/{id}/recordings"]["get"].to_string();
     assert!(op.contains("moderator, archivist, admin"), "{op}");
 }

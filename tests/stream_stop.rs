@@ -80,7 +80,10 @@ async fn streams_stopped_right_after_their_start_end_finished() {
             &mut ws,
             Duration::from_secs(30),
             "stream_state_changed",
-            |e| e["stream_id"] == sid.as_str() && (e["state"] == "finished" || e["state"] == "failed"),
+            |e| {
+                e["stream_id"] == sid.as_str()
+                    && (e["state"] == "finished" || e["state"] == "failed")
+            },
         )
         .await;
         let view = app.get_api(&moderator, &format!("streams/{sid}")).await;
@@ -103,7 +106,10 @@ async fn streams_stopped_right_after_their_start_end_finished() {
         ));
     }
     let elapsed = started.elapsed();
-    let failed: Vec<&String> = outcomes.iter().filter(|o| !o.contains("finished")).collect();
+    let failed: Vec<&String> = outcomes
+        .iter()
+        .filter(|o| !o.contains("finished"))
+        .collect();
     assert!(failed.is_empty(), "{failed:#?}\nall: {outcomes:#?}");
     // Quick enough to keep in CI: no stop waits for a watchdog.
     let tries = STOP_AFTER_MS.len();

@@ -111,8 +111,14 @@ mod tests {
     #[test]
     fn only_scheme_host_port_and_app_are_shown() {
         let cases = [
-            ("rtmp://live.example.org/live", "rtmp://live.example.org/live/…"),
-            ("rtmp://live.example.org/live/KEY", "rtmp://live.example.org/live/…"),
+            (
+                "rtmp://live.example.org/live",
+                "rtmp://live.example.org/live/…",
+            ),
+            (
+                "rtmp://live.example.org/live/KEY",
+                "rtmp://live.example.org/live/…",
+            ),
             (
                 "rtmps://user:pw@live.example.org:443/app/a/KEY?key=x#f",
                 "rtmps://live.example.org:443/app/…",

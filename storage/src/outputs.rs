@@ -409,7 +409,10 @@ impl Db {
         r: &NewRecording,
         ledger: &LedgerRecord,
     ) -> Result<Started<Recording>> {
-        if let Some(id) = self.running_output(OutputKind::Recording, r.meeting_id).await? {
+        if let Some(id) = self
+            .running_output(OutputKind::Recording, r.meeting_id)
+            .await?
+        {
             return Ok(Started::AlreadyRunning(id));
         }
         match self.insert_recording(r, ledger).await {
@@ -426,7 +429,10 @@ impl Db {
         sealed: Option<&SealedDestinations>,
         ledger: &LedgerRecord,
     ) -> Result<Started<Stream>> {
-        if let Some(id) = self.running_output(OutputKind::Stream, s.meeting_id).await? {
+        if let Some(id) = self
+            .running_output(OutputKind::Stream, s.meeting_id)
+            .await?
+        {
             return Ok(Started::AlreadyRunning(id));
         }
         match self.insert_stream_sealed(s, sealed, ledger).await {
@@ -469,19 +475,20 @@ impl Db {
     /// A stream's sealed destinations, while it runs (`None` once it ended, or for
     /// a stream without RTMP destinations).
     pub async fn stream_destinations(&self, id: Uuid) -> Result<Option<SealedDestinations>> {
-        let row = sqlx::query(
-            "select destinations_key, destinations_sealed from streams where id = $1",
-        )
-        .bind(id.to_string())
-        .fetch_optional(self.pool())
-        .await?
-        .ok_or(StorageError::NotFound)?;
+        let row =
+            sqlx::query("select destinations_key, destinations_sealed from streams where id = $1")
+                .bind(id.to_string())
+                .fetch_optional(self.pool())
+                .await?
+                .ok_or(StorageError::NotFound)?;
         let key: Option<String> = row.try_get("destinations_key")?;
         let sealed: Option<String> = row.try_get("destinations_sealed")?;
-        Ok(key.zip(sealed).map(|(wrapped_key, sealed)| SealedDestinations {
-            wrapped_key,
-            sealed,
-        }))
+        Ok(key
+            .zip(sealed)
+            .map(|(wrapped_key, sealed)| SealedDestinations {
+                wrapped_key,
+                sealed,
+            }))
     }
 
     /// One recording.

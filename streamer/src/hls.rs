@@ -71,7 +71,6 @@ pub const SEGMENT_PREFIX: &str = "seg";
 /// of A with 3 s alone).
 const GUARD_QUEUE: Duration = Duration::from_secs(3);
 
-
 /// One video rung of the ladder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendition {

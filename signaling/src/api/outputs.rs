@@ -358,11 +358,7 @@ pub async fn start_recording(
 ) -> ApiResult<impl IntoResponse> {
     who.require(&[Role::Moderator])?;
     open_meeting(&state, id).await?;
-    if let Some(running) = state
-        .db()
-        .running_output(OutputKind::Recording, id)
-        .await?
-    {
+    if let Some(running) = state.db().running_output(OutputKind::Recording, id).await? {
         return Ok(already_running(OutputKind::Recording, running));
     }
     let rid = Uuid::new_v4();
@@ -549,7 +545,8 @@ pub async fn start_stream(
     let sealed = if body.rtmp.is_empty() {
         None
     } else {
-        let secret = serde_json::to_vec(&body.rtmp).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let secret =
+            serde_json::to_vec(&body.rtmp).map_err(|e| ApiError::Internal(e.to_string()))?;
         Some(
             seal_destinations(state.vault(), sid, &secret)
                 .map_err(|e| ApiError::Internal(e.to_string()))?,
