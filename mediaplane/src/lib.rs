@@ -1420,6 +1420,11 @@ impl GstMediaPlane {
         if let Some(session) = self.session(meeting_id) {
             self.update_indicators(meeting_id, &*session.lock().await);
         }
+        // A stop right after the start: let media reach every muxer first, while the
+        // bin is still fed, so the EOS ends what was produced (issue 18 item 8).
+        if !hls.media_ready(Duration::from_secs(2)).await {
+            tracing::info!(%stream_id, "stream stopped before media reached all its outputs");
+        }
         let result = self
             .detach_consumer_with(
                 meeting_id,

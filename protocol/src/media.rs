@@ -17,7 +17,7 @@ pub struct RtmpTarget {
 impl std::fmt::Debug for RtmpTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RtmpTarget")
-            .field("url", &self.url)
+            .field("url", &crate::redact::redact_rtmp_url(&self.url))
             .field("key", &"<redacted>")
             .finish()
     }

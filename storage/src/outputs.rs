@@ -4,8 +4,10 @@ use gremium_protocol::{OutputState, OutputTrigger};
 use sqlx::Row;
 use uuid::Uuid;
 
+use crate::crypto::{CryptoError, SealWriter, SealedReader, SEALED_HEADER};
 use crate::ledger::{append_in, LedgerRecord};
 use crate::meetings::parse_uuid;
+use crate::vault::{Vault, VaultError};
 use crate::{flag, Db, Result, StorageError};
 
 /// Which table an output lives in.
@@ -97,8 +99,9 @@ pub struct StoredManifest {
     pub sha256: String,
 }
 
-/// A stored stream. Destinations are kept as JSON, stream keys included: only the
-/// API layer decides what of them is shown (never the keys).
+/// A stored stream. `destinations` holds only what may be shown of each RTMP
+/// destination (JSON `[{"url": "rtmp://host/app/…"}]`); the URLs and keys themselves
+/// are sealed apart ([`SealedDestinations`]) and never leave the storage layer in clear.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stream {
     /// Stream id.
@@ -145,12 +148,79 @@ pub struct NewStream {
     pub meeting_id: Uuid,
     /// HLS enabled.
     pub hls: bool,
-    /// JSON array of RTMP destinations.
+    /// JSON array of what may be shown of the RTMP destinations (redacted URLs).
     pub destinations: String,
     /// Requester's subject.
     pub requested_by: String,
     /// Unix milliseconds.
     pub created_at: i64,
+}
+
+/// What starting an output did. At most one recording and one stream of a meeting
+/// run at a time (a partial unique index over the non-terminal states, migration
+/// 0008): a start that loses the race gets the id of the one that runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started<T> {
+    /// The output was created (state `requested`) with its ledger entry.
+    Created(T),
+    /// Another output of the meeting runs (this id); nothing was written.
+    AlreadyRunning(Uuid),
+}
+
+/// A stream's RTMP destinations (URLs and keys, as JSON) sealed with a data key of
+/// their own, whose wrapped form is stored beside them. Both are dropped when the
+/// stream ends, so a finished stream's keys are unreadable even from a backup taken
+/// afterwards.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedDestinations {
+    /// The data key wrapped by the master key (hex).
+    pub wrapped_key: String,
+    /// The sealed JSON (hex).
+    pub sealed: String,
+}
+
+impl std::fmt::Debug for SealedDestinations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealedDestinations(…)")
+    }
+}
+
+/// Context bound into a stream's sealed destinations.
+fn destinations_context(stream_id: Uuid) -> Vec<u8> {
+    format!("gremium/stream/{stream_id}/destinations").into_bytes()
+}
+
+/// Seal a stream's destinations (`plaintext`, the JSON the API received) with a
+/// fresh data key wrapped by the vault's master key.
+pub fn seal_destinations(
+    vault: &Vault,
+    stream_id: Uuid,
+    plaintext: &[u8],
+) -> std::result::Result<SealedDestinations, CryptoError> {
+    let (key, wrapped_key) = vault.new_data_key(stream_id);
+    let mut writer = SealWriter::new(Vec::new(), &key, &destinations_context(stream_id))?;
+    writer.write(plaintext)?;
+    let (_, sealed) = writer.finish()?;
+    Ok(SealedDestinations {
+        wrapped_key,
+        sealed: hex::encode(sealed),
+    })
+}
+
+/// Open what [`seal_destinations`] sealed (a node taking over a running stream
+/// needs the URLs and keys again).
+pub fn open_destinations(
+    vault: &Vault,
+    stream_id: Uuid,
+    s: &SealedDestinations,
+) -> std::result::Result<Vec<u8>, VaultError> {
+    let key = vault.unwrap_key(stream_id, &s.wrapped_key)?;
+    let stored = hex::decode(&s.sealed).map_err(|_| CryptoError::Format("sealed object"))?;
+    let context = destinations_context(stream_id);
+    let reader = SealedReader::open(&stored, stored.len() as u64, &key, &context)?;
+    let chunks = reader.chunks_for(&(0..reader.plaintext_len()));
+    let body = stored.get(SEALED_HEADER..).unwrap_or_default();
+    Ok(reader.open_chunks(&chunks, body)?)
 }
 
 /// Outcome of applying a trigger.
@@ -298,10 +368,20 @@ impl Db {
 
     /// Create a stream in state `requested`, with its ledger entry.
     pub async fn insert_stream(&self, s: &NewStream, ledger: &LedgerRecord) -> Result<Stream> {
+        self.insert_stream_sealed(s, None, ledger).await
+    }
+
+    async fn insert_stream_sealed(
+        &self,
+        s: &NewStream,
+        sealed: Option<&SealedDestinations>,
+        ledger: &LedgerRecord,
+    ) -> Result<Stream> {
         let mut tx = self.pool().begin().await?;
         sqlx::query(
-            "insert into streams (id, meeting_id, state, hls, destinations, requested_by, created_at, updated_at) \
-             values ($1, $2, 'requested', $3, $4, $5, $6, $6)",
+            "insert into streams (id, meeting_id, state, hls, destinations, requested_by, created_at, updated_at, \
+             destinations_key, destinations_sealed) \
+             values ($1, $2, 'requested', $3, $4, $5, $6, $6, $7, $8)",
         )
         .bind(s.id.to_string())
         .bind(s.meeting_id.to_string())
@@ -309,6 +389,8 @@ impl Db {
         .bind(&s.destinations)
         .bind(&s.requested_by)
         .bind(s.created_at)
+        .bind(sealed.map(|x| x.wrapped_key.clone()))
+        .bind(sealed.map(|x| x.sealed.clone()))
         .execute(&mut *tx)
         .await?;
         append_in(&mut tx, ledger).await?;
@@ -324,6 +406,96 @@ impl Db {
             created_at: s.created_at,
             updated_at: s.created_at,
         })
+    }
+
+    /// Create a recording unless one of the meeting runs: the database decides
+    /// (unique index), so of concurrent starts exactly one is created; the others
+    /// write nothing, ledger included, and learn the winner's id.
+    pub async fn try_insert_recording(
+        &self,
+        r: &NewRecording,
+        ledger: &LedgerRecord,
+    ) -> Result<Started<Recording>> {
+        if let Some(id) = self
+            .running_output(OutputKind::Recording, r.meeting_id)
+            .await?
+        {
+            return Ok(Started::AlreadyRunning(id));
+        }
+        match self.insert_recording(r, ledger).await {
+            Ok(created) => Ok(Started::Created(created)),
+            Err(e) => self.lost_race(OutputKind::Recording, r.meeting_id, e).await,
+        }
+    }
+
+    /// Create a stream (with its destinations sealed) unless one of the meeting
+    /// runs; see [`Db::try_insert_recording`].
+    pub async fn try_insert_stream(
+        &self,
+        s: &NewStream,
+        sealed: Option<&SealedDestinations>,
+        ledger: &LedgerRecord,
+    ) -> Result<Started<Stream>> {
+        if let Some(id) = self
+            .running_output(OutputKind::Stream, s.meeting_id)
+            .await?
+        {
+            return Ok(Started::AlreadyRunning(id));
+        }
+        match self.insert_stream_sealed(s, sealed, ledger).await {
+            Ok(created) => Ok(Started::Created(created)),
+            Err(e) => self.lost_race(OutputKind::Stream, s.meeting_id, e).await,
+        }
+    }
+
+    /// An insert failed: a unique violation with a running output of the meeting is
+    /// a lost race; anything else stays an error.
+    async fn lost_race<T>(
+        &self,
+        kind: OutputKind,
+        meeting_id: Uuid,
+        e: StorageError,
+    ) -> Result<Started<T>> {
+        if e.is_unique_violation() {
+            if let Some(id) = self.running_output(kind, meeting_id).await? {
+                return Ok(Started::AlreadyRunning(id));
+            }
+        }
+        Err(e)
+    }
+
+    /// The meeting's running (non-terminal) output of this kind, if any.
+    pub async fn running_output(&self, kind: OutputKind, meeting_id: Uuid) -> Result<Option<Uuid>> {
+        let table = kind.table();
+        let row = sqlx::query(&format!(
+            "select id from {table} where meeting_id = $1 \
+             and state in ('requested', 'starting', 'active', 'stopping') \
+             order by created_at, id limit 1"
+        ))
+        .bind(meeting_id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| parse_uuid(&r.try_get::<String, _>("id")?))
+            .transpose()
+    }
+
+    /// A stream's sealed destinations, while it runs (`None` once it ended, or for
+    /// a stream without RTMP destinations).
+    pub async fn stream_destinations(&self, id: Uuid) -> Result<Option<SealedDestinations>> {
+        let row =
+            sqlx::query("select destinations_key, destinations_sealed from streams where id = $1")
+                .bind(id.to_string())
+                .fetch_optional(self.pool())
+                .await?
+                .ok_or(StorageError::NotFound)?;
+        let key: Option<String> = row.try_get("destinations_key")?;
+        let sealed: Option<String> = row.try_get("destinations_sealed")?;
+        Ok(key
+            .zip(sealed)
+            .map(|(wrapped_key, sealed)| SealedDestinations {
+                wrapped_key,
+                sealed,
+            }))
     }
 
     /// One recording.
@@ -436,6 +608,16 @@ impl Db {
             .await?;
             if done.rows_affected() == 0 {
                 continue; // someone else moved it (or noted it); re-read and re-apply
+            }
+            if kind == OutputKind::Stream && to.is_terminal() && transition.changed() {
+                // A stream that ended never pushes again: its URLs and keys go.
+                sqlx::query(
+                    "update streams set destinations_key = null, destinations_sealed = null \
+                     where id = $1",
+                )
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
             }
             if let Some(record) = ledger(&transition) {
                 append_in(&mut tx, &record).await?;

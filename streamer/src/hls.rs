@@ -698,9 +698,20 @@ impl HlsBin {
     /// playlist with `#EXT-X-ENDLIST`, at most `watchdog`. Finishing twice is
     /// harmless. RTMP destinations stop too (the EOS reaches their servers); they are
     /// waited for within the same watchdog but never fail the finish.
+    ///
+    /// A sink with an input that never got caps has written nothing (`mpegtsmux`
+    /// writes only once all its inputs have caps), and the EOS makes its muxer fail
+    /// ("Could not create handler for stream") or never finish (no data at all): it
+    /// is neither waited for nor is its error counted. Call
+    /// [`HlsBin::media_ready`] before detaching the bin, so that a stop right after
+    /// the start still ends the playlists of what was produced.
     pub async fn finish(&self, watchdog: Duration) -> Result<(), StreamerError> {
         let started = tokio::time::Instant::now();
         self.rtmp.remove_all();
+        let unready = self.sinks_without_caps();
+        if !unready.is_empty() {
+            tracing::info!(?unready, dir = %self.dir.display(), "HLS outputs stopped before any media reached them");
+        }
         let bin = self.bin.clone();
         // A serialized event waits for the pad's stream lock, which a stalled branch
         // may hold forever: send from the blocking pool, under the watchdog too.
@@ -712,7 +723,13 @@ impl HlsBin {
             }
         });
         let mut drained = self.bin.drained();
-        let expected = &self.outputs;
+        let expected: Vec<String> = self
+            .outputs
+            .iter()
+            .filter(|o| !unready.contains(*o))
+            .cloned()
+            .collect();
+        let expected = &expected;
         let wait = async {
             let _ = send.await;
             drained
@@ -741,9 +758,47 @@ impl HlsBin {
             return Err(StreamerError::Frozen { unfinished });
         }
         match self.write_error() {
+            // The error of a sink that never had all its caps (see above) is not a
+            // write failure: it had nothing to write.
+            Some(e) if unready.iter().any(|o| e.starts_with(&format!("{o}:"))) => {
+                tracing::info!(error = %e, "HLS output without media refused its EOS");
+                Ok(())
+            }
             Some(e) => Err(StreamerError::Output(e)),
             None => Ok(()),
         }
+    }
+
+    /// Wait until media reached every `hlssink2` (each input has caps), at most
+    /// `within`; false if it did not. A stream stopped right after its start (issue
+    /// 18 item 8) waits here while still attached to the program, which is live:
+    /// caps arrive within a few hundred milliseconds of the start.
+    pub async fn media_ready(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.sinks_without_caps().is_empty() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Names of the `hlssink2`s with an input that has no caps yet.
+    fn sinks_without_caps(&self) -> BTreeSet<String> {
+        self.outputs
+            .iter()
+            .filter(|name| {
+                self.bin.by_name(name).is_some_and(|sink| {
+                    sink.sink_pads()
+                        .iter()
+                        .any(|pad| pad.current_caps().is_none())
+                })
+            })
+            .cloned()
+            .collect()
     }
 }
 

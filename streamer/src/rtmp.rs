@@ -124,40 +124,35 @@ pub fn join_location(url: &str, key: &str) -> String {
     format!("{}/{key}", url.trim_end_matches('/'))
 }
 
-/// A location with its last path segment (the stream key) and any user info replaced
-/// by `***`: `rtmp://user:pw@host/app/KEY` → `rtmp://***@host/app/***`.
+/// What may be shown of a push location (`url` + `/` + key): scheme, host, port and
+/// application only, `rtmp://user:pw@host/app/x/KEY?t=1` → `rtmp://host/app/…`. The
+/// whole URL is secret-bearing (platforms put keys in user info, path or query); see
+/// [`gremium_protocol::redact_rtmp_url`], which the API and the ledger use too.
 pub fn redact_location(location: &str) -> String {
-    let (scheme, rest) = match location.split_once("://") {
-        Some((s, r)) => (format!("{s}://"), r),
-        None => (String::new(), location),
+    // The last path segment is the key: without it, a URL without an application
+    // (`rtmp://host` + key) does not show the key as its application.
+    let url = match location.rsplit_once('/') {
+        Some((url, _)) if url.contains("://") && !url.ends_with('/') => url,
+        _ => location,
     };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    let authority = match authority.rsplit_once('@') {
-        Some((_, host)) => format!("***@{host}"),
-        None => authority.to_string(),
-    };
-    let path = match path.rfind('/') {
-        Some(i) if i + 1 < path.len() => format!("{}***", &path[..=i]),
-        _ => path.to_string(),
-    };
-    format!("{scheme}{authority}{path}")
+    gremium_protocol::redact_rtmp_url(url)
 }
 
-/// `text` without the key, the location or the URL's user info.
+/// `text` (an error a library wrote) without the location, the key or any other
+/// secret-bearing part of the URL (user info, path, query).
 fn redact_text(text: &str, location: &str, key: &str) -> String {
     let mut out = text.replace(location, &redact_location(location));
+    let mut secrets = gremium_protocol::rtmp_url_secrets(location);
     if !key.is_empty() {
-        out = out.replace(key, "***");
-    }
-    if let Some((_, rest)) = location.split_once("://") {
-        if let Some((user, _)) = rest.split('/').next().unwrap_or("").rsplit_once('@') {
-            if !user.is_empty() {
-                out = out.replace(user, "***");
-            }
+        secrets.push(key.to_string());
+        // The URL as given (a query ends at the key's `/` only in the location).
+        if let Some(url) = location.strip_suffix(&format!("/{key}")) {
+            secrets.extend(gremium_protocol::rtmp_url_secrets(url));
         }
+    }
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for secret in secrets {
+        out = out.replace(&secret, "***");
     }
     out
 }
@@ -220,7 +215,7 @@ impl RtmpOutputs {
             return bad(format!("RTMP destination id {id:?} is not usable"));
         }
         let location = join_location(url, key);
-        let shown = redact_location(&location);
+        let shown = gremium_protocol::redact_rtmp_url(url);
         if !(url.starts_with("rtmp://") || url.starts_with("rtmps://")) {
             return bad(format!("{id}: {shown} is not an rtmp:// or rtmps:// URL"));
         }
@@ -722,17 +717,26 @@ mod tests {
     fn keys_are_redacted() {
         let loc = join_location("rtmp://a.example/live2/", "abcd-SECRET");
         assert_eq!(loc, "rtmp://a.example/live2/abcd-SECRET");
-        assert_eq!(redact_location(&loc), "rtmp://a.example/live2/***");
+        assert_eq!(redact_location(&loc), "rtmp://a.example/live2/…");
         assert_eq!(
             redact_location("rtmps://u:pw@h:443/app/k?x=1"),
-            "rtmps://***@h:443/app/***"
+            "rtmps://h:443/app/…"
         );
-        assert_eq!(redact_location("rtmp://h"), "rtmp://h");
+        assert_eq!(redact_location("rtmp://h/KEY-ONLY"), "rtmp://h/…");
+        assert_eq!(redact_location("rtmp://h"), "rtmp://h/…");
         let text = format!("Could not connect to {loc}: refused; stream abcd-SECRET");
         let red = redact_text(&text, &loc, "abcd-SECRET");
         assert!(!red.contains("SECRET"), "{red}");
-        assert!(red.contains("rtmp://a.example/live2/***"), "{red}");
-        let red = redact_text("user u:pw failed", "rtmps://u:pw@h/app/k", "k");
-        assert!(!red.contains("pw"), "{red}");
+        assert!(red.contains("rtmp://a.example/live2/…"), "{red}");
+        let red = redact_text("user u:pwd failed", "rtmps://u:pwd@h/app/k", "k");
+        assert!(!red.contains("pwd"), "{red}");
+        // Keys in the URL's path and query, quoted apart from the location.
+        let loc = join_location("rtmp://h/app/PATHSECRET?token=QUERYSECRET", "KEYSECRET");
+        let red = redact_text(
+            "stream 'PATHSECRET' app 'app?token=QUERYSECRET' key KEYSECRET",
+            &loc,
+            "KEYSECRET",
+        );
+        assert!(!red.contains("SECRET"), "{red}");
     }
 }

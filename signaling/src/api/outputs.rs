@@ -2,13 +2,15 @@
 //! [`OutputState`]; each state change is ledgered and announced on the meeting channel.
 
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use gremium_protocol::{
-    MediaCommand, MeetingContext, OutputState, OutputTrigger, RtmpTarget, SecretHex,
+    redact_rtmp_url, MediaCommand, MeetingContext, OutputState, OutputTrigger, RtmpTarget,
+    SecretHex,
 };
+use gremium_storage::outputs::{seal_destinations, Started};
 use gremium_storage::{
     LedgerRecord, Meeting, MeetingState, NewRecording, NewStream, OutputKind, Recording, Stream,
 };
@@ -134,10 +136,19 @@ pub struct RtmpDestination {
     pub key: String,
 }
 
-/// An RTMP destination as shown: the key is never returned.
+/// An RTMP destination as stored for showing: the redacted URL only (the URL and
+/// key themselves are sealed, see `gremium_storage::outputs::SealedDestinations`).
+#[derive(Debug, Deserialize, Serialize)]
+struct ShownDestination {
+    url: String,
+}
+
+/// An RTMP destination as shown: neither the key nor anything of the URL that may
+/// carry one (user info, path after the application, query) is ever returned.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RtmpDestinationView {
-    /// URL of the ingest application.
+    /// Scheme, host, port and application of the ingest URL only, e.g.
+    /// `rtmp://live.example.org/live/…`.
     pub url: String,
     /// Always `"***"`.
     pub key: String,
@@ -177,7 +188,7 @@ pub struct StreamView {
 }
 
 fn stream_view(state: &AppState, s: &Stream) -> StreamView {
-    let rtmp: Vec<RtmpDestination> = serde_json::from_str(&s.destinations).unwrap_or_default();
+    let rtmp: Vec<ShownDestination> = serde_json::from_str(&s.destinations).unwrap_or_default();
     let statuses = state.destination_statuses(s.id);
     StreamView {
         id: s.id,
@@ -197,7 +208,8 @@ fn stream_view(state: &AppState, s: &Stream) -> StreamView {
                     (false, None) => "pending".to_string(),
                 };
                 RtmpDestinationView {
-                    url: d.url,
+                    // Stored redacted; redacting again keeps any older row safe too.
+                    url: redact_rtmp_url(&d.url),
                     key: "***".into(),
                     status,
                     attempt: known.and_then(|k| k.attempt),
@@ -247,6 +259,24 @@ pub(crate) fn ledger(
         subject: subject.to_string(),
         data,
     }
+}
+
+/// 409 for a start that found (or lost the race to) a running output of the meeting:
+/// the body names the running one, so a client can follow or stop it.
+fn already_running(kind: OutputKind, running: Uuid) -> Response {
+    let path = match kind {
+        OutputKind::Recording => "recordings",
+        OutputKind::Stream => "streams",
+    };
+    let body = serde_json::json!({
+        "error": {
+            "code": "conflict",
+            "message": format!("a {} of this meeting is already running: {running}", kind.as_str()),
+            "existing_id": running,
+            "existing_url": format!("/api/v1/{path}/{running}"),
+        }
+    });
+    (StatusCode::CONFLICT, Json(body)).into_response()
 }
 
 /// Hand a freshly stored output to the media plane and move it along its lifecycle.
@@ -315,7 +345,9 @@ pub(crate) async fn stop_output(
     Ok(t.changed())
 }
 
-/// Start recording the meeting (moderator). One recording at a time per meeting.
+/// Start recording the meeting (moderator). One recording at a time per meeting: while
+/// one is requested, starting, active or stopping, a start is 409 and the error body
+/// carries its id (`existing_id`).
 #[utoipa::path(post, path = "/api/v1/meetings/{id}/recordings", params(("id" = Uuid, Path)),
     responses((status = 201, body = RecordingView), (status = 401), (status = 403), (status = 404), (status = 409), (status = 503)),
     security(("bearer" = [])), tag = "recordings")]
@@ -326,24 +358,16 @@ pub async fn start_recording(
 ) -> ApiResult<impl IntoResponse> {
     who.require(&[Role::Moderator])?;
     open_meeting(&state, id).await?;
-    if state
-        .db()
-        .list_recordings(id)
-        .await?
-        .iter()
-        .any(|r| !r.state.is_terminal())
-    {
-        return Err(ApiError::Conflict(
-            "a recording of this meeting is already running".into(),
-        ));
+    if let Some(running) = state.db().running_output(OutputKind::Recording, id).await? {
+        return Ok(already_running(OutputKind::Recording, running));
     }
     let rid = Uuid::new_v4();
     let now = state.now_ms();
     let actor = who.actor();
     let (data_key, wrapped_key) = state.vault().new_data_key(rid);
-    let r = state
+    let started = state
         .db()
-        .insert_recording(
+        .try_insert_recording(
             &NewRecording {
                 id: rid,
                 meeting_id: id,
@@ -361,6 +385,12 @@ pub async fn start_recording(
             ),
         )
         .await?;
+    let r = match started {
+        Started::Created(r) => r,
+        Started::AlreadyRunning(running) => {
+            return Ok(already_running(OutputKind::Recording, running))
+        }
+    };
     state.publish(
         id,
         EventKind::RecordingStateChanged {
@@ -390,10 +420,13 @@ pub async fn start_recording(
         StatusCode::CREATED,
         [(header::LOCATION, format!("/api/v1/recordings/{rid}"))],
         Json(RecordingView::from(&r)),
-    ))
+    )
+        .into_response())
 }
 
-/// Recordings of a meeting (moderator, archivist).
+/// Recordings of a meeting (moderator, archivist, admin): those who run the meeting
+/// and those who may read its whole archive anyway. Not viewers, participants or
+/// anonymous callers.
 #[utoipa::path(get, path = "/api/v1/meetings/{id}/recordings", params(("id" = Uuid, Path)),
     responses((status = 200, body = [RecordingView]), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])), tag = "recordings")]
@@ -470,7 +503,10 @@ fn validate_destination(d: &RtmpDestination) -> ApiResult<()> {
     Ok(())
 }
 
-/// Start live outputs (moderator): HLS and/or RTMP push. One stream at a time per meeting.
+/// Start live outputs (moderator): HLS and/or RTMP push. One stream at a time per
+/// meeting (409 with the running one's `existing_id`, as for recordings). RTMP URLs
+/// and keys are stored sealed and only ever shown, logged and ledgered as
+/// `scheme://host[:port]/app/…`.
 #[utoipa::path(post, path = "/api/v1/meetings/{id}/streams", params(("id" = Uuid, Path)), request_body = StartStream,
     responses((status = 201, body = StreamView), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422), (status = 503)),
     security(("bearer" = [])), tag = "streams")]
@@ -493,26 +529,32 @@ pub async fn start_stream(
     }
     body.rtmp.iter().try_for_each(validate_destination)?;
     let meeting = open_meeting(&state, id).await?;
-    if state
-        .db()
-        .list_streams(id)
-        .await?
-        .iter()
-        .any(|s| !s.state.is_terminal())
-    {
-        return Err(ApiError::Conflict(
-            "a stream of this meeting is already running".into(),
-        ));
+    if let Some(running) = state.db().running_output(OutputKind::Stream, id).await? {
+        return Ok(already_running(OutputKind::Stream, running));
     }
     let sid = Uuid::new_v4();
     let now = state.now_ms();
     let actor = who.actor();
+    let urls: Vec<String> = body.rtmp.iter().map(|d| redact_rtmp_url(&d.url)).collect();
+    let shown: Vec<ShownDestination> = urls
+        .iter()
+        .map(|url| ShownDestination { url: url.clone() })
+        .collect();
     let destinations =
-        serde_json::to_string(&body.rtmp).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let urls: Vec<&str> = body.rtmp.iter().map(|d| d.url.as_str()).collect();
-    let s = state
+        serde_json::to_string(&shown).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let sealed = if body.rtmp.is_empty() {
+        None
+    } else {
+        let secret =
+            serde_json::to_vec(&body.rtmp).map_err(|e| ApiError::Internal(e.to_string()))?;
+        Some(
+            seal_destinations(state.vault(), sid, &secret)
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        )
+    };
+    let started = state
         .db()
-        .insert_stream(
+        .try_insert_stream(
             &NewStream {
                 id: sid,
                 meeting_id: id,
@@ -521,6 +563,7 @@ pub async fn start_stream(
                 requested_by: actor.clone(),
                 created_at: now,
             },
+            sealed.as_ref(),
             &ledger(
                 id,
                 now,
@@ -531,6 +574,12 @@ pub async fn start_stream(
             ),
         )
         .await?;
+    let s = match started {
+        Started::Created(s) => s,
+        Started::AlreadyRunning(running) => {
+            return Ok(already_running(OutputKind::Stream, running))
+        }
+    };
     state.publish(
         id,
         EventKind::StreamStateChanged {
@@ -577,7 +626,8 @@ pub async fn start_stream(
         StatusCode::CREATED,
         [(header::LOCATION, format!("/api/v1/streams/{sid}"))],
         Json(stream_view(&state, &s)),
-    ))
+    )
+        .into_response())
 }
 
 /// Streams of a meeting (moderator).
