@@ -5,7 +5,8 @@
 # plane without media) and the pure parsers. Prints counts by outcome and the time
 # taken; exits non-zero on a panic, a hang or an unintended 5xx.
 #
-# Usage: bench/fuzz.sh [N] [SEED]     (default N = 1000000, SEED = 1)
+# Usage: bench/fuzz.sh [N] [SEED] [--brief]   (default N = 1000000, SEED = 1;
+#        --brief: counts by outcome only, not by route)
 # The same N and SEED give the same inputs. Builds the dev profile (dependencies at
 # opt-level 1), which the test suite has built already.
 set -euo pipefail
@@ -14,4 +15,4 @@ N=${1:-1000000}
 SEED=${2:-1}
 cargo build --quiet --locked -p gremium-fuzz
 BIN=${CARGO_TARGET_DIR:-target}/debug/gremium-fuzz
-RUST_LOG=off "$BIN" "$N" --seed "$SEED"
+"$BIN" "$N" --seed "$SEED" "${@:3}"

@@ -167,3 +167,37 @@ pub const HEADERS: &[(&str, &[&str])] = &[
     ("upgrade", &["websocket"]),
     ("connection", &["upgrade"]),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gremium_signaling::access::POLICY;
+
+    /// A new route in the access policy needs a valid request here, or the fuzzer
+    /// never reaches it.
+    #[test]
+    fn every_route_of_the_access_policy_has_a_template() {
+        let concrete = |t: &Template| {
+            let path = t.path.split('?').next().unwrap_or(t.path);
+            ["{meeting}", "{pid}", "{rid}", "{sid}", "{session}"]
+                .iter()
+                .fold(path.to_string(), |p, ph| p.replace(ph, "x"))
+        };
+        for rule in POLICY {
+            assert!(
+                REQUESTS.iter().any(|t| rule.matches(t.method, &concrete(t))),
+                "no fuzz template for {} {}",
+                rule.method,
+                rule.path
+            );
+        }
+        for t in REQUESTS {
+            assert!(
+                POLICY.iter().any(|r| r.matches(t.method, &concrete(t))),
+                "template {} {} is no route of the access policy",
+                t.method,
+                t.path
+            );
+        }
+    }
+}

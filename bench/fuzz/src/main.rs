@@ -1,4 +1,4 @@
-//! `gremium-fuzz N [--seed S]`: N inputs — mutated API requests (every route and
+//! `gremium-fuzz N [--seed S] [--brief]`: N inputs — mutated API requests (every route and
 //! method, JSON bodies, path ids, queries, headers, tokens), WHIP SDP offers and
 //! trickle-ICE fragments — through Gremium's real router (in-process, SQLite, a media
 //! plane without media) and through the pure parsers directly. Prints counts by
@@ -32,6 +32,10 @@ const INTENDED_5XX: &[(u16, &str)] = &[];
 
 /// New fixtures this often (earlier inputs end meetings and remove participants).
 const WORLD_EVERY: u64 = 5_000;
+/// A fresh server and database this often: the database only grows (every accepted
+/// request adds rows and ledger entries, and `GET /audit/verify` walks the whole
+/// ledger), so without it a long run measures the database's size, not the inputs.
+const SERVER_EVERY: u64 = 50_000;
 /// A request that has not answered after this long is a hang.
 const HANG: Duration = Duration::from_secs(5);
 
@@ -58,11 +62,20 @@ impl Report {
 /// Counter and first messages of panics anywhere (handlers, spawned tasks).
 static PANICS: AtomicU64 = AtomicU64::new(0);
 
-fn parse_args() -> Result<(u64, u64), String> {
+/// What the command line asks for.
+struct Args {
+    inputs: u64,
+    seed: u64,
+    /// Counts by outcome only, not by route.
+    brief: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
-    let (mut n, mut seed) = (None, 1u64);
+    let (mut n, mut seed, mut brief) = (None, 1u64, false);
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--brief" => brief = true,
             "--seed" => {
                 seed = args
                     .next()
@@ -72,7 +85,11 @@ fn parse_args() -> Result<(u64, u64), String> {
             other => n = Some(other.parse::<u64>().map_err(|_| format!("not a count: {other}"))?),
         }
     }
-    Ok((n.ok_or("usage: gremium-fuzz N [--seed S]")?, seed))
+    Ok(Args {
+        inputs: n.ok_or("usage: gremium-fuzz N [--seed S] [--brief]")?,
+        seed,
+        brief,
+    })
 }
 
 /// The error kind of a parser message: up to its first `:` (messages may quote input).
@@ -133,11 +150,17 @@ fn debug_input(input: &Input) -> String {
 }
 
 async fn run(n: u64, seed: u64) -> Result<Report, String> {
-    let server = Server::start().await?;
+    let mut server = Server::start().await?;
     let mut worlds: Vec<World> = vec![server.world().await?];
     let mut report = Report::default();
+    let started = Instant::now();
     for i in 0..n {
-        if i > 0 && i % WORLD_EVERY == 0 {
+        if i > 0 && i % SERVER_EVERY == 0 {
+            // The old one's scratch directory goes with it.
+            server = Server::start().await?;
+            worlds = vec![server.world().await?];
+            eprintln!("{i} inputs, {:.0} s", started.elapsed().as_secs_f64());
+        } else if i > 0 && i % WORLD_EVERY == 0 {
             worlds.push(server.world().await?);
             if worlds.len() > 3 {
                 worlds.remove(0);
@@ -173,7 +196,11 @@ async fn run(n: u64, seed: u64) -> Result<Report, String> {
 }
 
 fn main() {
-    let (n, seed) = match parse_args() {
+    let Args {
+        inputs: n,
+        seed,
+        brief,
+    } = match parse_args() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("{e}");
@@ -213,9 +240,11 @@ fn main() {
     for (k, v) in report.counts.iter().filter(|(k, _)| !k.starts_with("route ")) {
         println!("{v:>10}  {k}");
     }
-    println!("by route:");
-    for (k, v) in report.counts.iter().filter(|(k, _)| k.starts_with("route ")) {
-        println!("{v:>10}  {}", &k["route ".len()..]);
+    if !brief {
+        println!("by route:");
+        for (k, v) in report.counts.iter().filter(|(k, _)| k.starts_with("route ")) {
+            println!("{v:>10}  {}", &k["route ".len()..]);
+        }
     }
     let panics = PANICS.load(Ordering::SeqCst);
     for m in messages.lock().unwrap_or_else(|p| p.into_inner()).iter() {
