@@ -38,23 +38,113 @@ const KNOWN_DEFECTS: &[(&str, Caller, &str, &str, Option<bool>)] = &[
     // Item 4: a removed participant's join token still opens the meeting's data, its
     // WebSocket and WHIP (409 "has left" is an answer past authorization, not a
     // refusal).
-    ("item 4", Caller::RemovedParticipant, "GET", "/api/v1/meetings/{id}", None),
-    ("item 4", Caller::RemovedParticipant, "GET", "/api/v1/meetings/{id}/chapters", None),
-    ("item 4", Caller::RemovedParticipant, "GET", "/api/v1/meetings/{id}/events", None),
-    ("item 4", Caller::RemovedParticipant, "GET", "/api/v1/meetings/{id}/participants", None),
-    ("item 4", Caller::RemovedParticipant, "DELETE", "/api/v1/meetings/{id}/participants/{pid}", None),
-    ("item 4", Caller::RemovedParticipant, "GET", "/api/v1/meetings/{id}/participants/{pid}/consent", None),
-    ("item 4", Caller::RemovedParticipant, "POST", "/whip/{meeting_id}", None),
+    (
+        "item 4",
+        Caller::RemovedParticipant,
+        "GET",
+        "/api/v1/meetings/{id}",
+        None,
+    ),
+    (
+        "item 4",
+        Caller::RemovedParticipant,
+        "GET",
+        "/api/v1/meetings/{id}/chapters",
+        None,
+    ),
+    (
+        "item 4",
+        Caller::RemovedParticipant,
+        "GET",
+        "/api/v1/meetings/{id}/events",
+        None,
+    ),
+    (
+        "item 4",
+        Caller::RemovedParticipant,
+        "GET",
+        "/api/v1/meetings/{id}/participants",
+        None,
+    ),
+    (
+        "item 4",
+        Caller::RemovedParticipant,
+        "DELETE",
+        "/api/v1/meetings/{id}/participants/{pid}",
+        None,
+    ),
+    (
+        "item 4",
+        Caller::RemovedParticipant,
+        "GET",
+        "/api/v1/meetings/{id}/participants/{pid}/consent",
+        None,
+    ),
+    (
+        "item 4",
+        Caller::RemovedParticipant,
+        "POST",
+        "/whip/{meeting_id}",
+        None,
+    ),
     // Item 2: access to a recording follows the meeting's current flag, not what the
     // recording contains; moderators read every recording's metadata.
-    ("item 2", Caller::Viewer, "GET", "/api/v1/recordings/{rid}", Some(true)),
-    ("item 2", Caller::Viewer, "GET", "/api/v1/recordings/{rid}/media", Some(true)),
-    ("item 2", Caller::Viewer, "GET", "/api/v1/recordings/{rid}/poster", Some(true)),
-    ("item 2", Caller::Viewer, "GET", "/api/v1/recordings/{rid}/manifest", Some(true)),
-    ("item 2", Caller::Moderator, "GET", "/api/v1/recordings/{rid}", Some(true)),
-    ("item 2", Caller::Moderator, "GET", "/api/v1/recordings/{rid}/media", Some(true)),
-    ("item 2", Caller::Moderator, "GET", "/api/v1/recordings/{rid}/poster", Some(true)),
-    ("item 2", Caller::Moderator, "GET", "/api/v1/recordings/{rid}/manifest", Some(true)),
+    (
+        "item 2",
+        Caller::Viewer,
+        "GET",
+        "/api/v1/recordings/{rid}",
+        Some(true),
+    ),
+    (
+        "item 2",
+        Caller::Viewer,
+        "GET",
+        "/api/v1/recordings/{rid}/media",
+        Some(true),
+    ),
+    (
+        "item 2",
+        Caller::Viewer,
+        "GET",
+        "/api/v1/recordings/{rid}/poster",
+        Some(true),
+    ),
+    (
+        "item 2",
+        Caller::Viewer,
+        "GET",
+        "/api/v1/recordings/{rid}/manifest",
+        Some(true),
+    ),
+    (
+        "item 2",
+        Caller::Moderator,
+        "GET",
+        "/api/v1/recordings/{rid}",
+        Some(true),
+    ),
+    (
+        "item 2",
+        Caller::Moderator,
+        "GET",
+        "/api/v1/recordings/{rid}/media",
+        Some(true),
+    ),
+    (
+        "item 2",
+        Caller::Moderator,
+        "GET",
+        "/api/v1/recordings/{rid}/poster",
+        Some(true),
+    ),
+    (
+        "item 2",
+        Caller::Moderator,
+        "GET",
+        "/api/v1/recordings/{rid}/manifest",
+        Some(true),
+    ),
 ];
 
 /// The kinds of caller the test plays.
@@ -128,8 +218,7 @@ impl MediaPlane for SessionsFake {
 }
 
 const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:96 VP8/90000\r\n";
-const CANDIDATE: &str =
-    "a=mid:0\r\na=candidate:1 1 UDP 2122252543 127.0.0.1 40000 typ host\r\n";
+const CANDIDATE: &str = "a=mid:0\r\na=candidate:1 1 UDP 2122252543 127.0.0.1 40000 typ host\r\n";
 
 struct App {
     base: String,
@@ -190,19 +279,17 @@ fn alg_none_token() -> String {
     format!(
         "{}.{}.",
         b64(&json!({"alg": "none", "typ": "JWT"})),
-        b64(&json!({"iss": "gremium", "aud": "gremium", "sub": "mallory", "iat": now,
-                     "exp": now + 600, "roles": ["admin"]}))
+        b64(
+            &json!({"iss": "gremium", "aud": "gremium", "sub": "mallory", "iat": now,
+                     "exp": now + 600, "roles": ["admin"]})
+        )
     )
 }
 
 impl App {
     fn staff(&self, roles: &[Role]) -> String {
-        self.auth.issue_staff_token(
-            "authz",
-            roles,
-            common::now_secs(),
-            Duration::from_secs(600),
-        )
+        self.auth
+            .issue_staff_token("authz", roles, common::now_secs(), Duration::from_secs(600))
     }
 
     async fn call(
@@ -238,7 +325,12 @@ impl App {
     async fn wait_ended(&self, admin: &str, rid: &str) {
         for _ in 0..200 {
             let (_, r, _) = self
-                .call(Method::GET, &format!("/api/v1/recordings/{rid}"), Some(admin), None)
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/recordings/{rid}"),
+                    Some(admin),
+                    None,
+                )
                 .await;
             if matches!(r["state"].as_str(), Some("finished" | "failed")) {
                 return;
@@ -251,11 +343,21 @@ impl App {
     /// A recording of `mid` made entirely in the meeting's current state.
     async fn recording(&self, admin: &str, mid: &str) -> String {
         let r = self
-            .ok(Method::POST, &format!("/api/v1/meetings/{mid}/recordings"), admin, None)
+            .ok(
+                Method::POST,
+                &format!("/api/v1/meetings/{mid}/recordings"),
+                admin,
+                None,
+            )
             .await;
         let rid = r["id"].as_str().unwrap().to_string();
-        self.ok(Method::POST, &format!("/api/v1/recordings/{rid}/stop"), admin, None)
-            .await;
+        self.ok(
+            Method::POST,
+            &format!("/api/v1/recordings/{rid}/stop"),
+            admin,
+            None,
+        )
+        .await;
         self.wait_ended(admin, &rid).await;
         rid
     }
@@ -266,7 +368,12 @@ impl App {
     /// column of issue 18 item 2 once merged; nothing here needs to change then).
     async fn recording_with_non_public_part(&self, admin: &str, mid: &str) -> String {
         let r = self
-            .ok(Method::POST, &format!("/api/v1/meetings/{mid}/recordings"), admin, None)
+            .ok(
+                Method::POST,
+                &format!("/api/v1/meetings/{mid}/recordings"),
+                admin,
+                None,
+            )
             .await;
         let rid = r["id"].as_str().unwrap().to_string();
         for public in [false, true] {
@@ -278,8 +385,13 @@ impl App {
             )
             .await;
         }
-        self.ok(Method::POST, &format!("/api/v1/recordings/{rid}/stop"), admin, None)
-            .await;
+        self.ok(
+            Method::POST,
+            &format!("/api/v1/recordings/{rid}/stop"),
+            admin,
+            None,
+        )
+        .await;
         self.wait_ended(admin, &rid).await;
         rid
     }
@@ -510,7 +622,11 @@ fn cases(rule: &'static Rule, m: &Meeting) -> Vec<Case> {
                     non_public_parts: Some(r.non_public_parts),
                     target: format!(
                         "recording {} non-public parts of a {public} meeting",
-                        if r.non_public_parts { "with" } else { "without" }
+                        if r.non_public_parts {
+                            "with"
+                        } else {
+                            "without"
+                        }
                     ),
                 });
             }
@@ -527,7 +643,10 @@ fn cases(rule: &'static Rule, m: &Meeting) -> Vec<Case> {
                 path: fill(rule.path).replace("{pid}", pid),
                 facts: Facts { own, ..facts },
                 non_public_parts: None,
-                target: format!("{} of a {public} meeting", if own { "own pid" } else { "A" }),
+                target: format!(
+                    "{} of a {public} meeting",
+                    if own { "own pid" } else { "A" }
+                ),
             });
             if who == Who::Participant {
                 out.push(Case {
@@ -581,7 +700,9 @@ async fn send(app: &App, tokens: &Tokens, m: &Meeting, case: &Case) -> (u16, Val
         return (ws_status(app, &case.path, token).await, Value::Null);
     }
     let method = Method::from_bytes(case.rule.method.as_bytes()).unwrap();
-    let mut req = app.http.request(method, format!("{}{}", app.base, case.path));
+    let mut req = app
+        .http
+        .request(method, format!("{}{}", app.base, case.path));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -617,7 +738,12 @@ async fn every_route_answers_every_caller_as_the_access_policy_says() {
         local_key: b"another key, another key, 32 bytes+".to_vec(),
         ..common::auth_settings(None)
     })
-    .issue_staff_token("mallory", &[Role::Admin], common::now_secs(), Duration::from_secs(600));
+    .issue_staff_token(
+        "mallory",
+        &[Role::Admin],
+        common::now_secs(),
+        Duration::from_secs(600),
+    );
     let elsewhere = meeting(&app, &admin, true, false).await;
     let tokens = Tokens {
         moderator: app.staff(&[Role::Moderator]),
@@ -636,12 +762,16 @@ async fn every_route_answers_every_caller_as_the_access_policy_says() {
     };
 
     // The OpenAPI document and the policy name the same routes.
-    let (s, doc, _) = app.call(Method::GET, "/api/v1/openapi.json", None, None).await;
+    let (s, doc, _) = app
+        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
     assert_eq!(s, 200);
     let mut documented = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for method in item.as_object().unwrap().keys() {
-            if ["get", "put", "post", "delete", "patch", "head", "options"].contains(&method.as_str()) {
+            if ["get", "put", "post", "delete", "patch", "head", "options"]
+                .contains(&method.as_str())
+            {
                 documented.insert((method.to_uppercase(), path.clone()));
             }
         }
@@ -652,7 +782,10 @@ async fn every_route_answers_every_caller_as_the_access_policy_says() {
         .map(|r| (r.method.to_string(), r.path.to_string()))
         .collect();
     let unlisted: Vec<_> = documented.difference(&in_policy).collect();
-    assert!(unlisted.is_empty(), "routes of the OpenAPI document without a policy row: {unlisted:?}");
+    assert!(
+        unlisted.is_empty(),
+        "routes of the OpenAPI document without a policy row: {unlisted:?}"
+    );
     let undocumented: Vec<_> = in_policy.difference(&documented).collect();
     assert!(
         undocumented.is_empty(),
@@ -744,7 +877,10 @@ async fn every_route_answers_every_caller_as_the_access_policy_says() {
         .filter(|r| !answered.contains(&(r.method, r.path)))
         .map(|r| format!("{} {}", r.method, r.path))
         .collect();
-    assert!(no_route.is_empty(), "policy rows the router does not answer: {no_route:?}");
+    assert!(
+        no_route.is_empty(),
+        "policy rows the router does not answer: {no_route:?}"
+    );
     assert!(
         failures.is_empty(),
         "{} of {total} requests disagree with the access policy:\n{}",

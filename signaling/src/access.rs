@@ -418,9 +418,11 @@ mod tests {
             withdrawal: false,
             ..facts
         };
-        assert!(!rule_for("PUT", "/api/v1/meetings/m/participants/p/consent")
-            .unwrap()
-            .allows(RemovedParticipant, &grant));
+        assert!(
+            !rule_for("PUT", "/api/v1/meetings/m/participants/p/consent")
+                .unwrap()
+                .allows(RemovedParticipant, &grant)
+        );
     }
 
     #[test]

@@ -158,9 +158,33 @@ pub const BAD_AUTH: &[&str] = &[
 
 /// Values for the other headers the routes read.
 pub const HEADERS: &[(&str, &[&str])] = &[
-    ("range", &["bytes=0-", "bytes=0-99", "bytes=-5", "bytes=5-1", "bytes=99999999999999999999-", "bytes=0-1,2-3", "items=0-1", "bytes=--1", "bytes="]),
+    (
+        "range",
+        &[
+            "bytes=0-",
+            "bytes=0-99",
+            "bytes=-5",
+            "bytes=5-1",
+            "bytes=99999999999999999999-",
+            "bytes=0-1,2-3",
+            "items=0-1",
+            "bytes=--1",
+            "bytes=",
+        ],
+    ),
     ("if-match", &["*", "\"x\"", "W/\"x\"", "", "\"\0\""]),
-    ("content-type", &["application/json", "application/sdp", "application/trickle-ice-sdpfrag", "text/plain", "application/json; charset=utf-16", "multipart/form-data; boundary=x", ""]),
+    (
+        "content-type",
+        &[
+            "application/json",
+            "application/sdp",
+            "application/trickle-ice-sdpfrag",
+            "text/plain",
+            "application/json; charset=utf-16",
+            "multipart/form-data; boundary=x",
+            "",
+        ],
+    ),
     ("accept", &["*/*", "text/html", "application/json;q=0"]),
     ("x-forwarded-for", &["127.0.0.1", "::1", "garbage"]),
     ("sec-websocket-key", &["dGhlIHNhbXBsZSBub25jZQ=="]),
@@ -185,7 +209,9 @@ mod tests {
         };
         for rule in POLICY {
             assert!(
-                REQUESTS.iter().any(|t| rule.matches(t.method, &concrete(t))),
+                REQUESTS
+                    .iter()
+                    .any(|t| rule.matches(t.method, &concrete(t))),
                 "no fuzz template for {} {}",
                 rule.method,
                 rule.path

@@ -16,8 +16,8 @@ pub enum Input {
     Request {
         /// `METHOD template` of the template it came from.
         route: String,
-        /// The request.
-        request: Request<Body>,
+        /// The request (boxed: it is much larger than the parsers' inputs).
+        request: Box<Request<Body>>,
     },
     /// SDP text for the offer parser.
     Sdp(String),
@@ -112,13 +112,28 @@ fn mutated_path(rng: &mut Rng, path: String) -> String {
     let query = match (q, rng.below(4)) {
         (_, 0) => Some(format!(
             "{}={}",
-            rng.pick(&["limit", "cursor", "offset", "from", "to", "q", "public", "after", "content", "access_token"]),
+            rng.pick(&[
+                "limit",
+                "cursor",
+                "offset",
+                "from",
+                "to",
+                "q",
+                "public",
+                "after",
+                "content",
+                "access_token"
+            ]),
             encode(&mutate::string(rng), false)
         )),
         (Some(q), 1) => {
             let mut b = q.into_bytes();
             mutate::bytes(rng, &mut b, b"");
-            Some(encode(&String::from_utf8_lossy(&b), false).replace("%3D", "=").replace("%26", "&"))
+            Some(
+                encode(&String::from_utf8_lossy(&b), false)
+                    .replace("%3D", "=")
+                    .replace("%26", "&"),
+            )
         }
         (q, _) => q,
     };
@@ -129,7 +144,12 @@ fn mutated_path(rng: &mut Rng, path: String) -> String {
     out
 }
 
-fn body_of(rng: &mut Rng, t: &Template, w: &World, mutate_it: bool) -> (Option<&'static str>, Vec<u8>) {
+fn body_of(
+    rng: &mut Rng,
+    t: &Template,
+    w: &World,
+    mutate_it: bool,
+) -> (Option<&'static str>, Vec<u8>) {
     match t.body {
         corpus::Body::None if !mutate_it => (None, Vec::new()),
         corpus::Body::None => {
@@ -153,11 +173,21 @@ fn body_of(rng: &mut Rng, t: &Template, w: &World, mutate_it: bool) -> (Option<&
         }
         corpus::Body::Sdp => (
             Some("application/sdp"),
-            if mutate_it { mutated_sdp(rng) } else { OFFER.to_string() }.into_bytes(),
+            if mutate_it {
+                mutated_sdp(rng)
+            } else {
+                OFFER.to_string()
+            }
+            .into_bytes(),
         ),
         corpus::Body::SdpFrag => (
             Some("application/trickle-ice-sdpfrag"),
-            if mutate_it { mutated_frag(rng) } else { SDPFRAGS[0].to_string() }.into_bytes(),
+            if mutate_it {
+                mutated_frag(rng)
+            } else {
+                SDPFRAGS[0].to_string()
+            }
+            .into_bytes(),
         ),
     }
 }
@@ -194,13 +224,19 @@ pub fn next(rng: &mut Rng, tokens: &Tokens, w: &World) -> Input {
         _ => {}
     }
     let t = rng.pick(REQUESTS);
-    let route = format!("{} {}", t.method, t.path.split('?').next().unwrap_or(t.path));
+    let route = format!(
+        "{} {}",
+        t.method,
+        t.path.split('?').next().unwrap_or(t.path)
+    );
     let mut path = fill(rng, t.path, w);
     if rng.chance(20) {
         path = mutated_path(rng, path);
     }
     let method = if rng.chance(8) {
-        *rng.pick(&["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "BREW"])
+        *rng.pick(&[
+            "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "BREW",
+        ])
     } else {
         t.method
     };
@@ -229,13 +265,19 @@ pub fn next(rng: &mut Rng, tokens: &Tokens, w: &World) -> Input {
             } else {
                 mutate::string(rng)
             };
-            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
                 req = req.header(n, v);
             }
         }
     }
     match req.body(Body::from(body)) {
-        Ok(request) => Input::Request { route, request },
+        Ok(request) => Input::Request {
+            route,
+            request: Box::new(request),
+        },
         // A URI the HTTP layer would not accept: give the parsers the bytes instead.
         Err(_) => Input::SdpFrag(path),
     }

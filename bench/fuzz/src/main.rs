@@ -82,7 +82,13 @@ fn parse_args() -> Result<Args, String> {
                     .and_then(|s| s.parse().ok())
                     .ok_or("--seed takes a number")?
             }
-            other => n = Some(other.parse::<u64>().map_err(|_| format!("not a count: {other}"))?),
+            other => {
+                n = Some(
+                    other
+                        .parse::<u64>()
+                        .map_err(|_| format!("not a count: {other}"))?,
+                )
+            }
         }
     }
     Ok(Args {
@@ -94,7 +100,13 @@ fn parse_args() -> Result<Args, String> {
 
 /// The error kind of a parser message: up to its first `:` (messages may quote input).
 fn kind(message: &str) -> String {
-    message.split(':').next().unwrap_or(message).chars().take(60).collect()
+    message
+        .split(':')
+        .next()
+        .unwrap_or(message)
+        .chars()
+        .take(60)
+        .collect()
 }
 
 fn run_parsers(input: &Input, report: &mut Report) {
@@ -145,7 +157,9 @@ fn pipeline_message(e: gremium_pipelines::PipelineError) -> String {
 fn debug_input(input: &Input) -> String {
     match input {
         Input::Sdp(t) | Input::SdpFrag(t) => t.chars().take(300).collect(),
-        Input::Request { route, request } => format!("{route}: {} {}", request.method(), request.uri()),
+        Input::Request { route, request } => {
+            format!("{route}: {} {}", request.method(), request.uri())
+        }
     }
 }
 
@@ -175,7 +189,10 @@ async fn run(n: u64, seed: u64) -> Result<Report, String> {
         };
         let what = format!("input {i}: {route}: {} {}", request.method(), request.uri());
         let panics = PANICS.load(Ordering::SeqCst);
-        match AssertUnwindSafe(server.send(request, HANG)).catch_unwind().await {
+        match AssertUnwindSafe(server.send(*request, HANG))
+            .catch_unwind()
+            .await
+        {
             Err(_) => report.fail(format!("panic: {what}")),
             Ok(None) => report.fail(format!("no answer within {HANG:?}: {what}")),
             Ok(Some((status, body))) => {
@@ -184,7 +201,10 @@ async fn run(n: u64, seed: u64) -> Result<Report, String> {
                 report.count(format!("route {route} {code}"));
                 let intended = INTENDED_5XX.iter().any(|(s, r)| *s == code && *r == route);
                 if status.is_server_error() && !intended {
-                    report.fail(format!("{code}: {what}: {}", String::from_utf8_lossy(&body)));
+                    report.fail(format!(
+                        "{code}: {what}: {}",
+                        String::from_utf8_lossy(&body)
+                    ));
                 }
             }
         }
@@ -220,7 +240,10 @@ fn main() {
         eprintln!("GStreamer: {e}");
         std::process::exit(2);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tokio: {e}");
@@ -236,13 +259,24 @@ fn main() {
         }
     };
     let secs = started.elapsed().as_secs_f64();
-    println!("gremium-fuzz: {n} inputs, seed {seed}, {secs:.1} s ({:.0} inputs/s)", n as f64 / secs);
-    for (k, v) in report.counts.iter().filter(|(k, _)| !k.starts_with("route ")) {
+    println!(
+        "gremium-fuzz: {n} inputs, seed {seed}, {secs:.1} s ({:.0} inputs/s)",
+        n as f64 / secs
+    );
+    for (k, v) in report
+        .counts
+        .iter()
+        .filter(|(k, _)| !k.starts_with("route "))
+    {
         println!("{v:>10}  {k}");
     }
     if !brief {
         println!("by route:");
-        for (k, v) in report.counts.iter().filter(|(k, _)| k.starts_with("route ")) {
+        for (k, v) in report
+            .counts
+            .iter()
+            .filter(|(k, _)| k.starts_with("route "))
+        {
             println!("{v:>10}  {}", &k["route ".len()..]);
         }
     }

@@ -65,7 +65,19 @@ pub fn value(rng: &mut Rng, depth: u32) -> Value {
     match rng.below(if depth == 0 { 6 } else { 8 }) {
         0 => Value::Null,
         1 => Value::Bool(rng.chance(50)),
-        2 => Value::from(*rng.pick(&[0i64, -1, 1, 29, 30, 200, 201, 3650, 3651, i64::MAX, i64::MIN])),
+        2 => Value::from(*rng.pick(&[
+            0i64,
+            -1,
+            1,
+            29,
+            30,
+            200,
+            201,
+            3650,
+            3651,
+            i64::MAX,
+            i64::MIN,
+        ])),
         3 => serde_json::Number::from_f64(*rng.pick(&[0.5, -0.0, 1e300, -1e-300]))
             .map(Value::Number)
             .unwrap_or(Value::Null),

@@ -7,7 +7,9 @@
 
 use gremium_pipelines::{ice_restart::validate_credentials, webrtc::parse_sdp, PipelineError};
 
-use gremium_protocol::{CommandOutcome, EventSink, MediaCommand, MediaEvent, MediaPlane, MediaPlaneError};
+use gremium_protocol::{
+    CommandOutcome, EventSink, MediaCommand, MediaEvent, MediaPlane, MediaPlaneError,
+};
 
 /// See the module docs.
 pub struct InstantPlane(pub EventSink);

@@ -102,7 +102,8 @@ impl Server {
         );
         tokio::spawn(gremium_signaling::apply_media_events(state.clone(), events));
         let now = chrono_now();
-        let token = |role| auth.issue_staff_token("fuzz", &[role], now, Duration::from_secs(24 * 3600));
+        let token =
+            |role| auth.issue_staff_token("fuzz", &[role], now, Duration::from_secs(24 * 3600));
         Ok(Server {
             router: gremium_signaling::router(state),
             tokens: Tokens {
@@ -132,7 +133,13 @@ impl Server {
         Some((status, body))
     }
 
-    async fn json(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Result<Value, String> {
+    async fn json(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -155,7 +162,10 @@ impl Server {
             .await
             .map_err(|e| e.to_string())?;
         if !status.is_success() {
-            return Err(format!("{method} {path}: {status} {}", String::from_utf8_lossy(&bytes)));
+            return Err(format!(
+                "{method} {path}: {status} {}",
+                String::from_utf8_lossy(&bytes)
+            ));
         }
         Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
@@ -171,7 +181,12 @@ impl Server {
         let mut meetings = [Uuid::nil(); 2];
         for (i, public) in [true, false].into_iter().enumerate() {
             let m = self
-                .json("POST", "/api/v1/meetings", &admin, Some(json!({"title": "Rat", "public": public})))
+                .json(
+                    "POST",
+                    "/api/v1/meetings",
+                    &admin,
+                    Some(json!({"title": "Rat", "public": public})),
+                )
                 .await?;
             meetings[i] = id(&m, "id")?;
         }
@@ -193,18 +208,38 @@ impl Server {
             }
         }
         let removed = participants[2];
-        self.json("DELETE", &format!("/api/v1/meetings/{mid}/participants/{removed}"), &admin, None)
-            .await?;
+        self.json(
+            "DELETE",
+            &format!("/api/v1/meetings/{mid}/participants/{removed}"),
+            &admin,
+            None,
+        )
+        .await?;
         let r = self
-            .json("POST", &format!("/api/v1/meetings/{mid}/recordings"), &admin, None)
+            .json(
+                "POST",
+                &format!("/api/v1/meetings/{mid}/recordings"),
+                &admin,
+                None,
+            )
             .await?;
         let recording = id(&r, "id")?;
         // The stop is reported by the media plane's event task: let it run.
         tokio::time::sleep(Duration::from_millis(5)).await;
-        self.json("POST", &format!("/api/v1/recordings/{recording}/stop"), &admin, None)
-            .await?;
+        self.json(
+            "POST",
+            &format!("/api/v1/recordings/{recording}/stop"),
+            &admin,
+            None,
+        )
+        .await?;
         let s = self
-            .json("POST", &format!("/api/v1/meetings/{mid}/streams"), &admin, Some(json!({"hls": true})))
+            .json(
+                "POST",
+                &format!("/api/v1/meetings/{mid}/streams"),
+                &admin,
+                Some(json!({"hls": true})),
+            )
             .await?;
         let stream = id(&s, "id")?;
         let req = Request::builder()
@@ -214,7 +249,12 @@ impl Server {
             .header("content-type", "application/sdp")
             .body(Body::from(OFFER))
             .map_err(|e| e.to_string())?;
-        let resp = self.router.clone().oneshot(req).await.map_err(|e| e.to_string())?;
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req)
+            .await
+            .map_err(|e| e.to_string())?;
         let session = resp
             .headers()
             .get("location")
@@ -224,8 +264,11 @@ impl Server {
             .ok_or_else(|| format!("WHIP offer: {}", resp.status()))?;
         let live = self.dir.join("live").join(mid.to_string()).join("720p");
         std::fs::create_dir_all(&live).map_err(|e| e.to_string())?;
-        std::fs::write(live.join("../index.m3u8"), "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n720p/index.m3u8\n")
-            .map_err(|e| e.to_string())?;
+        std::fs::write(
+            live.join("../index.m3u8"),
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n720p/index.m3u8\n",
+        )
+        .map_err(|e| e.to_string())?;
         std::fs::write(
             live.join("index.m3u8"),
             "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\ns1-00001.ts\n",
