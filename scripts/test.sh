@@ -38,3 +38,7 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked
 ./target/debug/gremium doctor
+# A short fuzz run (bench/fuzz.sh runs the full one): 5,000 mutated requests, WHIP
+# offers and trickle fragments through the router and the parsers, fixed seed, about
+# 5-10 s. Fails on a panic, a hang or an unintended 5xx.
+bench/fuzz.sh 5000 1 --brief

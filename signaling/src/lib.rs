@@ -9,6 +9,7 @@
 //! [`gremium_protocol::MediaPlane`] trait, so the media plane may live in this process
 //! or on another node.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod disclosure;
