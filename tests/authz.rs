@@ -11,9 +11,6 @@
 //! Besides the matrix: no answer may be a 5xx, a route in the OpenAPI document without
 //! a policy row fails, and so does a row the router does not answer (fallback 404 or
 //! 405).
-//!
-//! Cells that fail only because another helper's fix of issue 18 has not merged yet are
-//! allowed, temporarily, by [`KNOWN_DEFECTS`] — one list, to delete after the merge.
 
 mod common;
 
@@ -30,121 +27,11 @@ use gremium_signaling::{ApiSettings, AppState, Authenticator, Role};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-/// Cells of the matrix that fail on this branch until the named fix of issue 18 is
-/// merged: (issue item, caller, method, route pattern, the recording has non-public
-/// parts — `None` for any). Delete each line once its fix is in; the test then
-/// checks the cell like every other one.
+/// Cells of the matrix allowed to disagree with the policy for now, each naming the
+/// issue item that fixes it: (issue item, caller, method, route pattern, the
+/// recording has non-public parts — `None` for any). Empty since issue 18's fixes
+/// landed: every cell is checked. The test fails on an entry whose cells all pass.
 const KNOWN_DEFECTS: &[(&str, Caller, &str, &str, Option<bool>)] = &[
-    // Item 4: a removed participant's join token still opens the meeting's data, its
-    // WebSocket and WHIP (409 "has left" is an answer past authorization, not a
-    // refusal).
-    (
-        "item 4",
-        Caller::RemovedParticipant,
-        "GET",
-        "/api/v1/meetings/{id}",
-        None,
-    ),
-    (
-        "item 4",
-        Caller::RemovedParticipant,
-        "GET",
-        "/api/v1/meetings/{id}/chapters",
-        None,
-    ),
-    (
-        "item 4",
-        Caller::RemovedParticipant,
-        "GET",
-        "/api/v1/meetings/{id}/events",
-        None,
-    ),
-    (
-        "item 4",
-        Caller::RemovedParticipant,
-        "GET",
-        "/api/v1/meetings/{id}/participants",
-        None,
-    ),
-    (
-        "item 4",
-        Caller::RemovedParticipant,
-        "DELETE",
-        "/api/v1/meetings/{id}/participants/{pid}",
-        None,
-    ),
-    (
-        "item 4",
-        Caller::RemovedParticipant,
-        "GET",
-        "/api/v1/meetings/{id}/participants/{pid}/consent",
-        None,
-    ),
-    (
-        "item 4",
-        Caller::RemovedParticipant,
-        "POST",
-        "/whip/{meeting_id}",
-        None,
-    ),
-    // Item 2: access to a recording follows the meeting's current flag, not what the
-    // recording contains; moderators read every recording's metadata.
-    (
-        "item 2",
-        Caller::Viewer,
-        "GET",
-        "/api/v1/recordings/{rid}",
-        Some(true),
-    ),
-    (
-        "item 2",
-        Caller::Viewer,
-        "GET",
-        "/api/v1/recordings/{rid}/media",
-        Some(true),
-    ),
-    (
-        "item 2",
-        Caller::Viewer,
-        "GET",
-        "/api/v1/recordings/{rid}/poster",
-        Some(true),
-    ),
-    (
-        "item 2",
-        Caller::Viewer,
-        "GET",
-        "/api/v1/recordings/{rid}/manifest",
-        Some(true),
-    ),
-    (
-        "item 2",
-        Caller::Moderator,
-        "GET",
-        "/api/v1/recordings/{rid}",
-        Some(true),
-    ),
-    (
-        "item 2",
-        Caller::Moderator,
-        "GET",
-        "/api/v1/recordings/{rid}/media",
-        Some(true),
-    ),
-    (
-        "item 2",
-        Caller::Moderator,
-        "GET",
-        "/api/v1/recordings/{rid}/poster",
-        Some(true),
-    ),
-    (
-        "item 2",
-        Caller::Moderator,
-        "GET",
-        "/api/v1/recordings/{rid}/manifest",
-        Some(true),
-    ),
 ];
 
 /// The kinds of caller the test plays.
@@ -572,6 +459,7 @@ fn body_of(rule: &Rule, m: &Meeting) -> Option<(&'static str, String)> {
         }
         ("POST", "/api/v1/meetings/{id}/streams") => j(json!({"hls": true})),
         ("PUT", "/api/v1/meetings/{id}/retention") => j(json!({"retention_days": 30})),
+        ("POST", "/api/v1/meetings/{id}/legal-hold/lift") => j(json!({"reason": "authz"})),
         ("POST", "/whip/{meeting_id}") => Some(("application/sdp", OFFER.into())),
         ("PATCH", "/whip/{meeting_id}/{session_id}") => {
             Some(("application/trickle-ice-sdpfrag", CANDIDATE.into()))

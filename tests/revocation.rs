@@ -82,13 +82,14 @@ fn message(body: &Value) -> String {
         .to_string()
 }
 
-/// What a participant's token reads about its meeting.
-fn participant_reads(mid: &str, pid: &str) -> Vec<String> {
+/// What a participant's token reads about its meeting (not their own data: their own
+/// consent stays theirs to read and withdraw after a removal).
+fn participant_reads(mid: &str, pid_other: &str) -> Vec<String> {
     vec![
         format!("/api/v1/meetings/{mid}"),
         format!("/api/v1/meetings/{mid}/participants"),
         format!("/api/v1/meetings/{mid}/chapters"),
-        format!("/api/v1/meetings/{mid}/participants/{pid}/consent"),
+        format!("/api/v1/meetings/{mid}/participants/{pid_other}/consent"),
     ]
 }
 
@@ -100,7 +101,8 @@ async fn removal_revokes_the_join_token_at_once(backend: Backend) {
         .unwrap()
         .to_string();
     let (pid, join) = app.add_participant(&moderator, &mid, "Alice").await;
-    let (_, join_b) = app.add_participant(&moderator, &mid, "Bob").await;
+    let (pid_b, join_b) = app.add_participant(&moderator, &mid, "Bob").await;
+    app.set_consent(&mid, &pid, &join, true, false).await;
     let mut ws_a = ws_connect(app.addr, &mid, &join).await;
     let mut ws_b = ws_connect(app.addr, &mid, &join_b).await;
     assert_eq!(next_event(&mut ws_a).await["type"], "snapshot");
@@ -116,7 +118,7 @@ async fn removal_revokes_the_join_token_at_once(backend: Backend) {
             join.clone(),
             stop.clone(),
         );
-        let paths = participant_reads(&mid, &pid);
+        let paths = participant_reads(&mid, &pid_b);
         hammers.push(tokio::spawn(async move {
             let mut seen: Vec<(Instant, u16, Value)> = Vec::new();
             let mut i = k;
@@ -172,19 +174,37 @@ async fn removal_revokes_the_join_token_at_once(backend: Backend) {
     );
     eprintln!("socket closed {within:?} after the DELETE answered; {before} reads before, {after} refused after");
 
-    for path in participant_reads(&mid, &pid) {
+    for path in participant_reads(&mid, &pid_b) {
         let (s, b) = app.send(Method::GET, &path, Some(&join), None).await;
         assert_eq!(s, 401, "{path}: {b}");
     }
+    // Her own consent stays hers: she reads it, cannot give more, and can withdraw
+    // it, which is recorded as an erasure request (issue 18 item 4: everything but
+    // consent withdrawal and the participant's own data is revoked).
+    let own_consent = format!("/api/v1/meetings/{mid}/participants/{pid}/consent");
+    let (s, b) = app.send(Method::GET, &own_consent, Some(&join), None).await;
+    assert_eq!((s, b["recording"].as_bool()), (200, Some(true)), "{b}");
     let (s, b) = app
         .send(
             Method::PUT,
-            &format!("/api/v1/meetings/{mid}/participants/{pid}/consent"),
+            &own_consent,
             Some(&join),
             Some(json!({"recording": true, "streaming": true})),
         )
         .await;
-    assert_eq!(s, 401, "{b}");
+    assert_eq!(s, 409, "{b}");
+    assert!(message(&b).contains("removed"), "{b}");
+    let (s, b) = app
+        .send(
+            Method::PUT,
+            &own_consent,
+            Some(&join),
+            Some(json!({"recording": false, "streaming": false})),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(b["recordings_changed"], false, "{b}");
+    assert!(b["message"].as_str().unwrap_or_default().contains("erasure"), "{b}");
     let (s, body) = ws_refused(&app, &mid, &join).await;
     assert_eq!(s, 401, "{body}");
     let resp = app

@@ -14,8 +14,9 @@
 //!   give or withdraw someone's consent, nor publish media.
 //! - `viewer` never reaches a non-public meeting's data, nor recorded content made
 //!   while a meeting was non-public; `moderator` reads the archive like a viewer.
-//! - a removed participant's join token opens nothing but their own consent
-//!   withdrawal.
+//! - a removed participant's join token opens nothing but their own consent: reading
+//!   it and withdrawing it (issue 18: removal revokes everything but consent
+//!   withdrawal and the participant's own data).
 //! - a token that fails verification (expired, signed with another key, `alg: none`,
 //!   malformed) counts as no token at all: [`Caller::Anonymous`].
 
@@ -223,6 +224,18 @@ const RECORDED_CONTENT: &[Grant] = &[
         when: PublicContent,
     },
 ];
+/// A recording's state (no content): moderators see every recording's state, since
+/// running a meeting needs it; otherwise as [`RECORDED_CONTENT`].
+const RECORDING_STATE: &[Grant] = &[
+    Grant {
+        callers: &[Admin, Archivist, Moderator],
+        when: Always,
+    },
+    Grant {
+        callers: &[Viewer],
+        when: PublicContent,
+    },
+];
 /// A participant's own WHIP session, or the moderator running the meeting.
 const OWN_SESSION: &[Grant] = &[
     Grant {
@@ -285,10 +298,20 @@ pub const POLICY: &[Rule] = &[
             },
         ],
     ),
+    // A removed participant still reads their own consent: it is their own data.
     api(
         "GET",
         "/api/v1/meetings/{id}/participants/{pid}/consent",
-        IN_THE_MEETING,
+        &[
+            Grant {
+                callers: &[Admin, Moderator, Archivist, Participant],
+                when: Always,
+            },
+            Grant {
+                callers: &[RemovedParticipant],
+                when: Own,
+            },
+        ],
     ),
     // Consent is the person's own: nobody else, admin included, sets it. A removed
     // participant may still withdraw it (an erasure request once recorded).
@@ -324,12 +347,13 @@ pub const POLICY: &[Rule] = &[
             when: Always,
         }],
     ),
-    api("GET", "/api/v1/recordings/{rid}", RECORDED_CONTENT),
+    api("GET", "/api/v1/recordings/{rid}", RECORDING_STATE),
     api("GET", "/api/v1/recordings/{rid}/media", RECORDED_CONTENT),
     api("GET", "/api/v1/recordings/{rid}/poster", RECORDED_CONTENT),
     api("GET", "/api/v1/recordings/{rid}/manifest", RECORDED_CONTENT),
     api("DELETE", "/api/v1/recordings/{rid}", KEEPS_ARCHIVE),
     api("PUT", "/api/v1/meetings/{id}/retention", KEEPS_ARCHIVE),
+    api("POST", "/api/v1/meetings/{id}/legal-hold/lift", KEEPS_ARCHIVE),
     // Audit.
     api("GET", "/api/v1/audit/verify", KEEPS_ARCHIVE),
     api("GET", "/api/v1/meetings/{id}/ledger", STAFF_OF_MEETINGS),
@@ -397,7 +421,7 @@ mod tests {
     }
 
     #[test]
-    fn removed_participants_may_only_withdraw_their_own_consent() {
+    fn removed_participants_may_only_read_and_withdraw_their_own_consent() {
         let facts = Facts {
             meeting_public: true,
             content_public: true,
@@ -412,7 +436,10 @@ mod tests {
             .collect();
         assert_eq!(
             open,
-            [("PUT", "/api/v1/meetings/{id}/participants/{pid}/consent")]
+            [
+                ("GET", "/api/v1/meetings/{id}/participants/{pid}/consent"),
+                ("PUT", "/api/v1/meetings/{id}/participants/{pid}/consent")
+            ]
         );
         let grant = Facts {
             withdrawal: false,

@@ -496,19 +496,21 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// What a join token may still reach once its meeting has ended.
+/// What a join token may still reach once its meeting has ended or its participant
+/// was removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reach {
     /// The meeting and everything in it (refused once the meeting has ended).
     Meeting,
     /// Only the participant's own data, such as their consent: still reachable after
-    /// the meeting's end, so a withdrawal can be recorded.
+    /// the meeting's end or their removal, so a withdrawal can be recorded.
     OwnData,
 }
 
-/// Is a verified join token still good, given what the database says now? Removal
-/// revokes it for everything; a meeting's end for all but [`Reach::OwnData`]. Pure,
-/// so the rule is tested without a database.
+/// Is a verified join token still good, given what the database says now? Removal and
+/// a meeting's end revoke it for all but [`Reach::OwnData`] (issue 18: everything but
+/// consent withdrawal and the participant's own data). Pure, so the rule is tested
+/// without a database.
 pub fn standing_allows(
     standing: Option<gremium_storage::ParticipantStanding>,
     reach: Reach,
@@ -517,7 +519,7 @@ pub fn standing_allows(
         None => Err(ApiError::Unauthorized(
             "join token revoked: the participant no longer exists".into(),
         )),
-        Some(s) if s.left => Err(ApiError::Unauthorized(
+        Some(s) if s.left && reach == Reach::Meeting => Err(ApiError::Unauthorized(
             "join token revoked: the participant was removed from the meeting".into(),
         )),
         Some(s) if s.meeting_ended && reach == Reach::Meeting => Err(ApiError::Forbidden(
@@ -684,7 +686,7 @@ mod tests {
     }
 
     #[test]
-    fn removal_revokes_everything_and_the_end_all_but_own_data() {
+    fn removal_and_the_end_revoke_all_but_own_data() {
         use gremium_storage::ParticipantStanding as S;
         let open = S {
             left: false,
@@ -704,12 +706,17 @@ mod tests {
         };
         for reach in [Reach::Meeting, Reach::OwnData] {
             assert!(standing_allows(Some(open), reach).is_ok());
-            for gone in [None, Some(left), Some(left_ended)] {
-                assert!(
-                    matches!(standing_allows(gone, reach), Err(ApiError::Unauthorized(m)) if m.starts_with("join token revoked")),
-                    "{gone:?} {reach:?}"
-                );
-            }
+            assert!(
+                matches!(standing_allows(None, reach), Err(ApiError::Unauthorized(m)) if m.starts_with("join token revoked")),
+                "{reach:?}"
+            );
+        }
+        for gone in [left, left_ended] {
+            assert!(
+                matches!(standing_allows(Some(gone), Reach::Meeting), Err(ApiError::Unauthorized(m)) if m.starts_with("join token revoked")),
+                "{gone:?}"
+            );
+            assert!(standing_allows(Some(gone), Reach::OwnData).is_ok());
         }
         assert!(matches!(
             standing_allows(Some(ended), Reach::Meeting),

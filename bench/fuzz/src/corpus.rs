@@ -61,6 +61,7 @@ pub const REQUESTS: &[Template] = &[
     t("GET", "/api/v1/recordings/{rid}/manifest", Body::None),
     t("DELETE", "/api/v1/recordings/{rid}", Body::None),
     t("PUT", "/api/v1/meetings/{meeting}/retention", Body::Json(r#"{"retention_days":10,"legal_hold":false}"#)),
+    t("POST", "/api/v1/meetings/{meeting}/legal-hold/lift", Body::Json(r#"{"reason":"Verfahren abgeschlossen"}"#)),
     t("GET", "/api/v1/audit/verify", Body::None),
     t("GET", "/api/v1/meetings/{meeting}/ledger?after=0&limit=10", Body::None),
     t("POST", "/whip/{meeting}", Body::Sdp),

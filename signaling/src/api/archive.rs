@@ -619,23 +619,7 @@ pub async fn lift_legal_hold(
     ApiJson(body): ApiJson<LiftLegalHold>,
 ) -> ApiResult<Json<crate::api::meetings::MeetingView>> {
     who.require(&[Role::Archivist])?;
-    let reason = body
-        .reason
-        .as_deref()
-        .map(str::trim)
-        .filter(|r| !r.is_empty());
-    if let Some(r) = reason {
-        if r.chars().count() > 500 {
-            return Err(ApiError::Unprocessable(
-                "reason: at most 500 characters".into(),
-            ));
-        }
-        if r.chars().any(char::is_control) {
-            return Err(ApiError::Unprocessable(
-                "reason: no control characters".into(),
-            ));
-        }
-    }
+    let reason = crate::text::optional_line("reason", body.reason.as_deref(), 500)?;
     state
         .db()
         .lift_legal_hold(

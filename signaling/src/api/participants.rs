@@ -276,14 +276,31 @@ pub async fn set_consent(
     // One change per participant at a time, so gates and database agree on the order.
     let _serial = state.consent_lock(pid).lock().await;
     if load_meeting(&state, id).await?.state == MeetingState::Ended {
-        return after_end(&state, &who, id, pid, wanted).await;
+        return after_end(&state, &who, id, pid, wanted, Over::MeetingEnded).await;
+    }
+    let removed = state
+        .db()
+        .participant_standing(id, pid)
+        .await?
+        .is_some_and(|s| s.left);
+    if removed {
+        return after_end(&state, &who, id, pid, wanted, Over::Removed).await;
     }
     change_consent(&state, &who, id, pid, wanted)
         .await
         .map(|r| Json(r).into_response())
 }
 
-/// Answer to a withdrawal after the meeting's end (202).
+/// Why a participant's part in the meeting is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    /// The meeting has ended.
+    MeetingEnded,
+    /// The participant was removed (their token reaches only their own consent).
+    Removed,
+}
+
+/// Answer to a withdrawal after the meeting's end or the participant's removal (202).
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WithdrawalAfterEnd {
     /// Participant.
@@ -310,6 +327,7 @@ async fn after_end(
     id: Uuid,
     pid: Uuid,
     wanted: Consent,
+    over: Over,
 ) -> ApiResult<axum::response::Response> {
     let p = state
         .db()
@@ -321,9 +339,15 @@ async fn after_end(
         streaming: p.consent_streaming,
     };
     if (wanted.recording && !during.recording) || (wanted.streaming && !during.streaming) {
-        return Err(ApiError::Conflict(
-            "the meeting has ended: consent can no longer be given, only withdrawn".into(),
-        ));
+        return Err(ApiError::Conflict(match over {
+            Over::MeetingEnded => {
+                "the meeting has ended: consent can no longer be given, only withdrawn".into()
+            }
+            Over::Removed => {
+                "you were removed from the meeting: consent can no longer be given, only withdrawn"
+                    .into()
+            }
+        }));
     }
     let withdrawn = Consent {
         recording: during.recording && !wanted.recording,
@@ -353,12 +377,20 @@ async fn after_end(
                 "consent_during_meeting": during,
                 "recordings_changed": false,
                 "erasure_requested": true,
+                "after": match over {
+                    Over::MeetingEnded => "meeting_end",
+                    Over::Removed => "removal",
+                },
             }),
         })
         .await?;
     metrics::counter!("gremium_consent_withdrawals_after_end_total").increment(1);
+    let opening = match over {
+        Over::MeetingEnded => "The meeting has ended, so its finished recordings are not changed by this request.",
+        Over::Removed => "You were removed from the meeting, so what was recorded before is not changed by this request.",
+    };
     let message = format!(
-        "The meeting has ended, so its finished recordings are not changed by this request. \
+        "{opening} \
          Your withdrawal is recorded (ledger entry {}) as a request for erasure: the \
          controller's data protection officer removes you from the recordings on that \
          basis, or you may ask them for erasure directly, quoting that entry.",
