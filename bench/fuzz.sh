@@ -13,6 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000000}
 SEED=${2:-1}
-cargo build --quiet --locked -p gremium-fuzz
+# The whole workspace with all targets, as the test suite builds it: building the one
+# package alone unifies dependency features differently and rebuilds half the tree.
+cargo build --quiet --locked --workspace --all-targets
 BIN=${CARGO_TARGET_DIR:-target}/debug/gremium-fuzz
 "$BIN" "$N" --seed "$SEED" "${@:3}"
