@@ -71,6 +71,15 @@ impl<'a> UrlParts<'a> {
         if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric()) {
             return None;
         }
+        // A user info holding `?`, `#` or `/` unescaped (`rtmp://u:pa?ss@host/app`)
+        // would be split at the wrong place and part of it shown as the host or the
+        // application: such a URL (any `@` after the first `?`, `#` or in the path) is
+        // not parsed at all, so it is shown as `…` and refused at the API.
+        if let Some(cut) = rest.find(['?', '#']) {
+            if rest[cut..].contains('@') {
+                return None;
+            }
+        }
         let (rest, fragment) = match rest.split_once('#') {
             Some((r, f)) => (r, Some(f)),
             None => (rest, None),
@@ -88,6 +97,9 @@ impl<'a> UrlParts<'a> {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
         };
+        if path.contains('@') || !is_host(host) {
+            return None;
+        }
         let (app, rest_of_path) = match path.split_once('/') {
             Some((a, r)) => (a, r),
             None => (path, ""),
@@ -102,6 +114,30 @@ impl<'a> UrlParts<'a> {
             fragment: fragment.filter(|f| !f.is_empty()),
         })
     }
+}
+
+/// `name[:port]` or `[v6][:port]`: letters, digits, dots and dashes, a numeric port.
+fn is_host(host: &str) -> bool {
+    let (name, port) = if let Some(v6) = host.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((addr, tail)) if addr.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') => {
+                match tail.strip_prefix(':') {
+                    Some(port) => ("v6", Some(port)),
+                    None if tail.is_empty() => ("v6", None),
+                    None => return false,
+                }
+            }
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        && port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()))
 }
 
 #[cfg(test)]
@@ -127,6 +163,14 @@ mod tests {
             ("rtmp://h?k=SECRET", "rtmp://h/…"),
             ("rtmp://h/", "rtmp://h/…"),
             ("not a url SECRET", "…"),
+            ("rtmp://[::1]:1935/live/KEY", "rtmp://[::1]:1935/live/…"),
+            // Unescaped `?`, `#` or `/` in the user info: never half-shown.
+            ("rtmp://user:pa?ss@host/app", "…"),
+            ("rtmp://user:pa#ss@host/app", "…"),
+            ("rtmp://user:12/ss@host/app", "…"),
+            ("rtmp://user:pass/word@host/app", "…"),
+            ("rtmp://bob:Zm9v/YmFy@live.example.org/app", "…"),
+            ("rtmps://u:p#ss@h/app", "…"),
         ];
         for (url, shown) in cases {
             assert_eq!(redact_rtmp_url(url), shown, "{url}");

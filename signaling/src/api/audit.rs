@@ -57,10 +57,52 @@ pub async fn meeting_ledger(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::BadRequest("limit: must be 1 to 1000".into()));
     }
-    Ok(Json(
-        state
-            .db()
-            .ledger_entries(&id.to_string(), q.after.unwrap_or(0).max(0), limit)
-            .await?,
-    ))
+    let mut entries = state
+        .db()
+        .ledger_entries(&id.to_string(), q.after.unwrap_or(0).max(0), limit)
+        .await?;
+    for e in &mut entries {
+        e.data = redact_stream_urls(&e.data);
+    }
+    Ok(Json(entries))
+}
+
+/// `stream_requested` entries written before RTMP URLs were redacted (issue 18, item
+/// 7) hold whole URLs, keys included. The ledger cannot be rewritten, so what is
+/// served shows only `scheme://host[:port]/app/…` of each; `gremium audit verify`
+/// still hashes the stored entries. Entries written since hold that form already,
+/// and redacting it again changes nothing.
+fn redact_stream_urls(data: &str) -> String {
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(data) else {
+        return data.to_string();
+    };
+    let Some(urls) = v.get_mut("rtmp_urls").and_then(|u| u.as_array_mut()) else {
+        return data.to_string();
+    };
+    for u in urls.iter_mut() {
+        let shown = u
+            .as_str()
+            .map(gremium_protocol::redact::redact_rtmp_url)
+            .unwrap_or_else(|| "…".into());
+        *u = serde_json::Value::String(shown);
+    }
+    v.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_stream_urls;
+
+    #[test]
+    fn old_ledger_entries_show_no_stream_key() {
+        let old = r#"{"hls":true,"rtmp_urls":["rtmp://u:PW@live.example.org/live/KEY?t=Q"]}"#;
+        let shown = redact_stream_urls(old);
+        for secret in ["PW", "KEY", "t=Q"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("rtmp://live.example.org/live/…"), "{shown}");
+        let new = redact_stream_urls(&shown);
+        assert_eq!(new, shown, "redacting a shown form changes nothing");
+        assert_eq!(redact_stream_urls(r#"{"public":true}"#), r#"{"public":true}"#);
+    }
 }

@@ -495,6 +495,13 @@ fn validate_destination(d: &RtmpDestination) -> ApiResult<()> {
             "rtmp.url: must be an rtmp:// or rtmps:// URL".into(),
         ));
     }
+    if gremium_protocol::redact::redact_rtmp_url(url) == "…" {
+        return Err(ApiError::Unprocessable(
+            "rtmp.url: not a well-formed URL (a host name or address with an optional \
+             numeric port; `?`, `#`, `/` and `@` in the user info must be percent-encoded)"
+                .into(),
+        ));
+    }
     if d.key.is_empty() || d.key.len() > 512 || d.key.contains(char::is_whitespace) {
         return Err(ApiError::Unprocessable(
             "rtmp.key: must be 1 to 512 non-blank characters".into(),
