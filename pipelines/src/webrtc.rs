@@ -172,7 +172,7 @@ async fn gathered_local_sdp(
             let local: Option<WebRTCSessionDescription> = webrtc.property("local-description");
             if let Some(text) = local.and_then(|l| l.sdp().as_text().ok()) {
                 if state == WebRTCICEGatheringState::Complete {
-                    return Ok(text);
+                    return with_candidates(text);
                 }
                 let n = text.matches("a=candidate:").count();
                 stable = if n == seen { stable + 1 } else { 0 };
@@ -204,10 +204,23 @@ async fn gathered_local_sdp(
     webrtc.disconnect(handler);
     done.map_err(|_| PipelineError::Ice("ICE gathering did not complete".into()))?;
     let local: WebRTCSessionDescription = webrtc.property("local-description");
-    local
+    let text = local
         .sdp()
         .as_text()
-        .map_err(|e| PipelineError::Sdp(e.to_string()))
+        .map_err(|e| PipelineError::Sdp(e.to_string()))?;
+    with_candidates(text)
+}
+
+/// Gathering that completed without a candidate for some m-line gives an answer no
+/// peer can connect to: an ICE error (503 with a reason at the API), not a 201.
+fn with_candidates(sdp: String) -> Result<String, PipelineError> {
+    if every_gathering_mline_has_candidates(&sdp) {
+        Ok(sdp)
+    } else {
+        Err(PipelineError::Ice(
+            "ICE gathering completed without a candidate".into(),
+        ))
+    }
 }
 
 /// Does every m-line that gathers its own candidates have at least one? With BUNDLE
