@@ -244,6 +244,23 @@ impl Db {
         Ok(Some(from_row(&row)?))
     }
 
+    /// Mark every recording of the meeting that has not ended as having non-public
+    /// parts, ahead of a switch to non-public: the media plane switches first (the
+    /// cut must have taken effect before the API answers), so marking only in the
+    /// switch's own transaction would leave a window — and, should that transaction
+    /// fail, a recording holding non-public material that viewers could read. Marking
+    /// early errs on the safe side: a switch that then fails leaves the flag set.
+    pub async fn mark_running_recordings_non_public(&self, meeting_id: Uuid) -> Result<u64> {
+        let done = sqlx::query(
+            "update recordings set non_public_parts = 1 where meeting_id = $1 \
+             and state not in ('finished', 'failed') and non_public_parts = 0",
+        )
+        .bind(meeting_id.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// The ledger entries of a meeting that say what was public when: its creation
     /// (`meeting_created`, with the initial `public` flag), its switches
     /// (`public_changed`) and its chapter marks (`chapter_marked`), in chain order.

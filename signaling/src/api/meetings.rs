@@ -348,6 +348,11 @@ pub async fn set_public(
     if meeting.is_public == body.public {
         return Ok(Json(MeetingView::from(&meeting)));
     }
+    if !body.public {
+        // Before the media switch, so no recording ends up with non-public material
+        // but without the mark (issue 18, item 2).
+        state.db().mark_running_recordings_non_public(id).await?;
+    }
     // Switch the media first: going non-public must have taken effect before we answer.
     let outcome = state
         .media()
