@@ -171,8 +171,9 @@ impl AdmissionTable {
 
     /// Decide about a connection from `peer`; on admission its ticket.
     pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Ticket, Refusal> {
-        let peer = peer.to_canonical();
-        let trusted = self.limits.trusted_proxies.contains(&peer);
+        let canonical = peer.to_canonical();
+        let trusted = self.limits.trusted_proxies.contains(&canonical);
+        let peer = client_key(canonical);
         let mut c = self.lock();
         c.prune();
         let from_client = c.per_client.get(&peer).copied().unwrap_or(0);
@@ -246,8 +247,32 @@ impl Drop for Ticket {
     }
 }
 
+/// The client a connection counts against: its address, but an IPv6 address by its
+/// /64 (one host, or one customer line, usually owns a whole /64 and could otherwise
+/// pick a fresh address for every connection).
+pub fn client_key(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(other));
+        let v4: IpAddr = "127.0.0.7".parse().unwrap();
+        assert_eq!(client_key(v4), v4);
+    }
     use super::*;
 
     fn limits(max: usize, per_client: usize) -> ConnectionLimits {

@@ -283,11 +283,22 @@ async fn connection(
         activity: activity.clone(),
         _ticket: ticket,
     };
+    // Requests whose handler is still working: a handler may be silent for a while
+    // (a finalize, ICE gathering) and must not lose its connection to the idle timer,
+    // which would drop it half-way.
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let service = {
         let slot = slot.clone();
+        let in_flight = in_flight.clone();
         hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             slot.mark_started();
-            tower::ServiceExt::oneshot(app.clone(), req)
+            let guard = InFlight::enter(in_flight.clone());
+            let answer = tower::ServiceExt::oneshot(app.clone(), req);
+            async move {
+                let response = answer.await;
+                drop(guard);
+                response
+            }
         })
     };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -298,7 +309,12 @@ async fn connection(
         conn.as_mut().graceful_shutdown();
     }
     loop {
-        let idle_deadline = tokio::time::Instant::from_std(activity.last() + idle_timeout);
+        let busy = in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0;
+        let idle_deadline = if busy {
+            tokio::time::Instant::now() + idle_timeout
+        } else {
+            tokio::time::Instant::from_std(activity.last() + idle_timeout)
+        };
         tokio::select! {
             _ = conn.as_mut() => break,
             _ = slot.eviction.notified() => {
@@ -314,7 +330,9 @@ async fn connection(
                 }
             }
             _ = tokio::time::sleep_until(idle_deadline) => {
-                if activity.last() + idle_timeout <= Instant::now() {
+                if in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0
+                    && activity.last() + idle_timeout <= Instant::now()
+                {
                     tracing::debug!("connection idle: closed");
                     break;
                 }
@@ -324,6 +342,22 @@ async fn connection(
                 conn.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+/// One request being handled; counted while it lives.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: Arc<std::sync::atomic::AtomicUsize>) -> InFlight {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -417,6 +451,44 @@ mod tests {
             assert_eq!(log.hit(t0 + Duration::from_millis(i)), None);
         }
         assert_eq!(log.hit(t0 + Duration::from_secs(10)), Some(100));
+    }
+
+    /// A handler that works silently for longer than the idle timeout (a finalize,
+    /// ICE gathering) keeps its connection and answers.
+    #[tokio::test]
+    async fn a_silent_handler_is_not_cut_by_the_idle_timeout() {
+        let app = axum::Router::new().route(
+            "/think",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+                "done"
+            }),
+        );
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            ..Default::default()
+        };
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, limits, async {
+            let _ = stopped.await;
+        }));
+        let answer = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("http://{addr}/think"))
+            .send()
+            .await;
+        let body = answer.expect("the handler answers").text().await.unwrap();
+        assert_eq!(body, "done");
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the listener stops")
+            .unwrap();
     }
 
     /// A response that keeps making progress outlives both timeouts (a long Range
