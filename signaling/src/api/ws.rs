@@ -166,7 +166,13 @@ enum Ending {
     SlowReader(usize),
     /// The meeting's channel closed (process shutting down).
     ChannelClosed,
+    /// Nothing came back (not even a pong) for a whole keep-alive interval.
+    Silent,
 }
+
+/// How often an event socket is pinged; one interval without any frame from the
+/// client (a pong answers the ping) ends it.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
 
 async fn pump(
     socket: WebSocket,
@@ -192,9 +198,22 @@ async fn pump(
         let _ = sink.close().await;
     });
     let ending = 'pump: {
+        // A removal that landed between the database check and the upgrade: not even
+        // the snapshot (names and consent) goes out.
+        if let Some(reason) = ticket.closed.borrow_and_update().clone() {
+            break 'pump Ending::Revoked(reason);
+        }
         if out.try_send(Message::Text(first.into())).is_err() {
             break 'pump Ending::SlowReader(queue);
         }
+        // A client whose network vanished without a FIN would otherwise hold its
+        // per-token, per-meeting and connection places for ever in a quiet meeting:
+        // it is pinged, and dropped when nothing came back for a whole interval.
+        let mut keepalive = tokio::time::interval_at(
+            tokio::time::Instant::now() + KEEPALIVE,
+            KEEPALIVE,
+        );
+        let mut heard = true;
         loop {
             let text: Option<String> = tokio::select! {
                 biased;
@@ -215,7 +234,22 @@ async fn pump(
                 },
                 m = incoming.next() => match m {
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break 'pump Ending::Client,
-                    Some(Ok(_)) => None, // pings are answered by axum
+                    Some(Ok(_)) => {
+                        heard = true; // pongs, and pings (answered by axum)
+                        None
+                    }
+                },
+                _ = keepalive.tick() => {
+                    if !heard {
+                        break 'pump Ending::Silent;
+                    }
+                    heard = false;
+                    match out.try_send(Message::Ping(Vec::new().into())) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(_)) => break 'pump Ending::SlowReader(queue),
+                        Err(TrySendError::Closed(_)) => break 'pump Ending::Client,
+                    }
+                    None
                 },
                 _ = &mut writer => break 'pump Ending::Client,
             };
@@ -248,7 +282,7 @@ async fn pump(
                 "dropped a meeting event socket whose client does not read"
             );
         }
-        Ending::Client | Ending::ChannelClosed => {}
+        Ending::Client | Ending::ChannelClosed | Ending::Silent => {}
     }
     // Whatever is left (a writer stuck on a client that does not read) goes now: the
     // connection, its buffers and its place in the caps are given back.
