@@ -285,14 +285,17 @@ async fn connection(
     };
     // Requests whose handler is still working: a handler may be silent for a while
     // (a finalize, ICE gathering) and must not lose its connection to the idle timer,
-    // which would drop it half-way.
+    // which would drop it half-way. Only requests whose body is complete when they
+    // arrive count: one still waiting for its body is waiting for the client, and a
+    // stalled upload must stay idle.
     let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let service = {
         let slot = slot.clone();
         let in_flight = in_flight.clone();
         hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             slot.mark_started();
-            let guard = InFlight::enter(in_flight.clone());
+            let guard = hyper::body::Body::is_end_stream(req.body())
+                .then(|| InFlight::enter(in_flight.clone()));
             let answer = tower::ServiceExt::oneshot(app.clone(), req);
             async move {
                 let response = answer.await;
