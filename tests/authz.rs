@@ -31,8 +31,7 @@ use serde_json::{json, Value};
 /// issue item that fixes it: (issue item, caller, method, route pattern, the
 /// recording has non-public parts — `None` for any). Empty since issue 18's fixes
 /// landed: every cell is checked. The test fails on an entry whose cells all pass.
-const KNOWN_DEFECTS: &[(&str, Caller, &str, &str, Option<bool>)] = &[
-];
+const KNOWN_DEFECTS: &[(&str, Caller, &str, &str, Option<bool>)] = &[];
 
 /// The kinds of caller the test plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

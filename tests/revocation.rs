@@ -204,7 +204,13 @@ async fn removal_revokes_the_join_token_at_once(backend: Backend) {
         .await;
     assert_eq!(s, 202, "{b}");
     assert_eq!(b["recordings_changed"], false, "{b}");
-    assert!(b["message"].as_str().unwrap_or_default().contains("erasure"), "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("erasure"),
+        "{b}"
+    );
     let (s, body) = ws_refused(&app, &mid, &join).await;
     assert_eq!(s, 401, "{body}");
     let resp = app

@@ -12,8 +12,8 @@ pub mod media;
 pub mod redact;
 
 pub use lifecycle::{InvalidTransition, OutputState, OutputTrigger};
-pub use redact::{redact_rtmp_url, rtmp_url_secrets};
 pub use media::{
     Appearance, Audience, CommandOutcome, Consent, EventSink, LayoutKind, LayoutSpec, MediaCommand,
     MediaEvent, MediaPlane, MediaPlaneError, MeetingContext, RecordedMedia, RtmpTarget, SecretHex,
 };
+pub use redact::{redact_rtmp_url, rtmp_url_secrets};

@@ -120,7 +120,11 @@ impl<'a> UrlParts<'a> {
 fn is_host(host: &str) -> bool {
     let (name, port) = if let Some(v6) = host.strip_prefix('[') {
         match v6.split_once(']') {
-            Some((addr, tail)) if addr.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') => {
+            Some((addr, tail))
+                if addr
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') =>
+            {
                 match tail.strip_prefix(':') {
                     Some(port) => ("v6", Some(port)),
                     None if tail.is_empty() => ("v6", None),
@@ -136,8 +140,11 @@ fn is_host(host: &str) -> bool {
         }
     };
     !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
-        && port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        && port
+            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()))
 }
 
 #[cfg(test)]

@@ -353,7 +353,11 @@ pub const POLICY: &[Rule] = &[
     api("GET", "/api/v1/recordings/{rid}/manifest", RECORDED_CONTENT),
     api("DELETE", "/api/v1/recordings/{rid}", KEEPS_ARCHIVE),
     api("PUT", "/api/v1/meetings/{id}/retention", KEEPS_ARCHIVE),
-    api("POST", "/api/v1/meetings/{id}/legal-hold/lift", KEEPS_ARCHIVE),
+    api(
+        "POST",
+        "/api/v1/meetings/{id}/legal-hold/lift",
+        KEEPS_ARCHIVE,
+    ),
     // Audit.
     api("GET", "/api/v1/audit/verify", KEEPS_ARCHIVE),
     api("GET", "/api/v1/meetings/{id}/ledger", STAFF_OF_MEETINGS),

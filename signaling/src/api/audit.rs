@@ -103,6 +103,9 @@ mod tests {
         assert!(shown.contains("rtmp://live.example.org/live/…"), "{shown}");
         let new = redact_stream_urls(&shown);
         assert_eq!(new, shown, "redacting a shown form changes nothing");
-        assert_eq!(redact_stream_urls(r#"{"public":true}"#), r#"{"public":true}"#);
+        assert_eq!(
+            redact_stream_urls(r#"{"public":true}"#),
+            r#"{"public":true}"#
+        );
     }
 }

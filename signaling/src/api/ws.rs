@@ -209,10 +209,8 @@ async fn pump(
         // A client whose network vanished without a FIN would otherwise hold its
         // per-token, per-meeting and connection places for ever in a quiet meeting:
         // it is pinged, and dropped when nothing came back for a whole interval.
-        let mut keepalive = tokio::time::interval_at(
-            tokio::time::Instant::now() + KEEPALIVE,
-            KEEPALIVE,
-        );
+        let mut keepalive =
+            tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
         let mut heard = true;
         loop {
             let text: Option<String> = tokio::select! {
