@@ -6,15 +6,12 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
 use futures_util::StreamExt;
-use gremium_pipelines::publisher::{build_publisher, PublisherSettings};
-use gremium_pipelines::webrtc::{accept_answer, create_offer, negotiation_needed, IceSettings};
-use gremium_pipelines::{Pipeline, PipelineSettings};
+use gremium_pipelines::webrtc::accept_answer;
 use gremium_signaling::Role;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -95,28 +92,7 @@ async fn a_publisher_whose_certificate_does_not_match_its_offer_never_publishes(
     next_event(&mut ws).await;
 
     // A real webrtcbin publisher whose offer names someone else's certificate.
-    let publisher = Pipeline::new(PipelineSettings {
-        name: "forger".into(),
-        dot_dir: std::env::temp_dir(),
-    });
-    let settings = PublisherSettings {
-        ice: IceSettings {
-            local_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-            ..Default::default()
-        },
-        color: Some(0xff0000),
-        width: 160,
-        height: 90,
-        fps: 10,
-        ..Default::default()
-    };
-    let webrtc = build_publisher(&publisher, &settings).unwrap();
-    let mut ready = negotiation_needed(&webrtc);
-    publisher.start().unwrap();
-    ready.wait_for(|r| *r).await.unwrap();
-    let offer = create_offer(&webrtc, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let (publisher, webrtc, offer) = loopback_publisher_offer("forger", Some(0xff0000)).await;
     let resp = app
         .http
         .post(app.url(&format!("/whip/{mid}")))

@@ -304,9 +304,7 @@ async fn bad_whip_requests_get_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_that_vanishes_is_removed_after_the_media_timeout() {
-    use gremium_pipelines::publisher::{build_publisher, PublisherSettings};
-    use gremium_pipelines::webrtc::{accept_answer, create_offer, negotiation_needed};
-    use gremium_pipelines::{Pipeline, PipelineSettings};
+    use gremium_pipelines::webrtc::accept_answer;
 
     let (app, media) = spawn_with_media(Duration::from_secs(2), 1).await;
     let moderator = app.token(&[Role::Moderator]);
@@ -318,27 +316,7 @@ async fn a_publisher_that_vanishes_is_removed_after_the_media_timeout() {
     let mut ws = ws_connect(app.addr, &mid, &moderator).await;
     next_event(&mut ws).await;
 
-    let publisher = Pipeline::new(PipelineSettings {
-        name: "vanishing".into(),
-        dot_dir: std::env::temp_dir(),
-    });
-    let settings = PublisherSettings {
-        ice: IceSettings {
-            local_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-            ..Default::default()
-        },
-        width: 160,
-        height: 90,
-        fps: 10,
-        ..Default::default()
-    };
-    let webrtc = build_publisher(&publisher, &settings).unwrap();
-    let mut ready = negotiation_needed(&webrtc);
-    publisher.start().unwrap();
-    ready.wait_for(|r| *r).await.unwrap();
-    let offer = create_offer(&webrtc, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let (publisher, webrtc, offer) = loopback_publisher_offer("vanishing", None).await;
     let resp = app
         .http
         .post(app.url(&format!("/whip/{mid}")))
@@ -389,36 +367,6 @@ async fn a_publisher_that_vanishes_is_removed_after_the_media_timeout() {
     );
 }
 
-/// A small in-test publisher on loopback: its pipeline and its offer.
-async fn small_offer(name: &str) -> (gremium_pipelines::Pipeline, gst::Element, String) {
-    use gremium_pipelines::publisher::{build_publisher, PublisherSettings};
-    use gremium_pipelines::webrtc::{create_offer, negotiation_needed};
-    use gremium_pipelines::{Pipeline, PipelineSettings};
-    gremium_pipelines::init().unwrap();
-    let publisher = Pipeline::new(PipelineSettings {
-        name: name.into(),
-        dot_dir: std::env::temp_dir(),
-    });
-    let settings = PublisherSettings {
-        ice: IceSettings {
-            local_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-            ..Default::default()
-        },
-        width: 160,
-        height: 90,
-        fps: 10,
-        ..Default::default()
-    };
-    let webrtc = build_publisher(&publisher, &settings).unwrap();
-    let mut ready = negotiation_needed(&webrtc);
-    publisher.start().unwrap();
-    ready.wait_for(|r| *r).await.unwrap();
-    let offer = create_offer(&webrtc, Duration::from_secs(10))
-        .await
-        .unwrap();
-    (publisher, webrtc, offer)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whip_answer_marks_each_media_sections_candidates_complete() {
     let (app, _media) = spawn_with_media(Duration::from_secs(10), 10).await;
@@ -428,7 +376,7 @@ async fn the_whip_answer_marks_each_media_sections_candidates_complete() {
         .unwrap()
         .to_string();
     let (_pid, join) = app.add_participant(&moderator, &mid, "A").await;
-    let (_publisher, _webrtc, offer) = small_offer("eoc").await;
+    let (_publisher, _webrtc, offer) = loopback_publisher_offer("eoc", None).await;
     let resp = app
         .http
         .post(app.url(&format!("/whip/{mid}")))
@@ -481,7 +429,7 @@ async fn a_media_node_that_gathers_no_candidate_answers_503_with_a_reason() {
         .unwrap()
         .to_string();
     let (pid, join) = app.add_participant(&moderator, &mid, "A").await;
-    let (_publisher, _webrtc, offer) = small_offer("no-candidates").await;
+    let (_publisher, _webrtc, offer) = loopback_publisher_offer("no-candidates", None).await;
     let resp = app
         .http
         .post(app.url(&format!("/whip/{mid}")))

@@ -868,3 +868,39 @@ impl Drop for NginxRtmp {
         let _ = self.child.wait();
     }
 }
+
+/// A small webrtcbin publisher on loopback (160x90, 10 fps; a test pattern, or one
+/// `color`), started and with its offer created: its pipeline, its webrtcbin and the
+/// offer, for tests that speak WHIP by hand.
+pub async fn loopback_publisher_offer(
+    name: &str,
+    color: Option<u32>,
+) -> (gremium_pipelines::Pipeline, gst::Element, String) {
+    use gremium_pipelines::publisher::{build_publisher, PublisherSettings};
+    use gremium_pipelines::webrtc::{create_offer, negotiation_needed};
+    use gremium_pipelines::{Pipeline, PipelineSettings};
+    gremium_pipelines::init().unwrap();
+    let publisher = Pipeline::new(PipelineSettings {
+        name: name.into(),
+        dot_dir: std::env::temp_dir(),
+    });
+    let settings = PublisherSettings {
+        ice: IceSettings {
+            local_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            ..Default::default()
+        },
+        color,
+        width: 160,
+        height: 90,
+        fps: 10,
+        ..Default::default()
+    };
+    let webrtc = build_publisher(&publisher, &settings).unwrap();
+    let mut ready = negotiation_needed(&webrtc);
+    publisher.start().unwrap();
+    ready.wait_for(|r| *r).await.unwrap();
+    let offer = create_offer(&webrtc, Duration::from_secs(10))
+        .await
+        .unwrap();
+    (publisher, webrtc, offer)
+}
