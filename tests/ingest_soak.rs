@@ -51,6 +51,7 @@ async fn publish_leave_cycles_leave_no_trace() {
             store: vault.store().clone(),
             live_dir: std::env::temp_dir().join("gremium-soak-live"),
             streaming: Default::default(),
+            recording: Default::default(),
         },
         sink,
     )

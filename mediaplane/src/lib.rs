@@ -83,6 +83,32 @@ pub struct MediaPlaneSettings {
     pub program: ProgramSettings,
     /// HLS segmenting and what non-public parts do to recordings.
     pub streaming: StreamingSettings,
+    /// How recordings are encoded and fragmented.
+    pub recording: RecordingEncode,
+}
+
+/// How recordings are encoded (validated by the binary's config, `[recording]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordingEncode {
+    /// Video bitrate in kbit/s. `None`: that of the HLS ladder's rung with the canvas
+    /// size (2500 at 720p, 800 at 360p; 2500 for other sizes), so a livestream of the
+    /// same audience can share the recording's encode.
+    pub video_kbps: Option<u32>,
+    /// Time between keyframes. `None`: one HLS segment while the encoder is shared
+    /// (every segment starts on a keyframe), else two seconds.
+    pub keyframe_interval: Option<Duration>,
+    /// Length of the MP4 fragments written to the spool (what a crash can lose).
+    pub fragment: Duration,
+}
+
+impl Default for RecordingEncode {
+    fn default() -> Self {
+        RecordingEncode {
+            video_kbps: None,
+            keyframe_interval: None,
+            fragment: Duration::from_millis(400),
+        }
+    }
 }
 
 /// How livestreams are cut and what a non-public part does to recordings.

@@ -530,6 +530,7 @@ async fn spawn_gst(
             store: vault.store().clone(),
             live_dir: dir.join("live"),
             streaming,
+            recording: Default::default(),
         },
         sink.clone(),
     )
