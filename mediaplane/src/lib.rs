@@ -21,6 +21,7 @@
 //! audiences see the same program.
 
 pub(crate) mod encoders;
+pub mod policy;
 mod timeline;
 
 use std::collections::HashMap;

@@ -1,0 +1,621 @@
+//! Tests of the policy: the meeting policy's rules one by one, the feed-source truth
+//! table, the indicator texts, and property tests: random sequences of commands
+//! checked after every step against a reference model written from the rules (scans
+//! of the command history, not the implementation's memo), equal-time commands in
+//! any order, and the publisher watch's observations in any order. (The watch's
+//! boundaries are tested in `watch.rs`.)
+
+use gremium_protocol::{Audience, Consent, LayoutKind, LayoutSpec, MeetingContext};
+use proptest::prelude::*;
+use uuid::Uuid;
+
+use super::*;
+
+const AUDIENCES: [Audience; 2] = [Audience::Recording, Audience::Streaming];
+
+/// Participants of the property tests: a small pool, so ops collide often.
+const POOL: u8 = 5;
+
+fn id(n: u8) -> Uuid {
+    Uuid::from_u128(u128::from(n) + 1)
+}
+
+fn name(n: u8) -> String {
+    format!("P{n}")
+}
+
+fn consent(recording: bool, streaming: bool) -> Consent {
+    Consent {
+        recording,
+        streaming,
+    }
+}
+
+fn settings(slate_recording: bool, broadcast_delay: bool) -> PolicySettings {
+    PolicySettings {
+        slate_recording,
+        broadcast_delay,
+        ..PolicySettings::default()
+    }
+}
+
+fn layout(kind: LayoutKind, podium: &[u8]) -> LayoutSpec {
+    LayoutSpec {
+        kind,
+        pinned: None,
+        podium: podium.iter().map(|n| id(*n)).collect(),
+    }
+}
+
+// ---- the meeting policy, rule by rule ----
+
+#[test]
+fn carried_consent_counts_until_a_command_and_a_command_always_wins() {
+    let mut p = MeetingPolicy::new(PolicySettings::default());
+    assert_eq!(p.consent(id(0)), Consent::default(), "never heard of: none");
+    assert_eq!(p.carried_consent(id(0), consent(true, false)), consent(true, false));
+    // A later publish carries an older value: the first one seen stays.
+    assert_eq!(p.carried_consent(id(0), consent(true, true)), consent(true, false));
+    p.command_consent(id(0), consent(false, true));
+    assert_eq!(p.consent(id(0)), consent(false, true));
+    // A publish after the command does not undo it.
+    assert_eq!(p.carried_consent(id(0), consent(true, true)), consent(false, true));
+    assert_eq!(p.consent(id(0)), consent(false, true));
+}
+
+#[test]
+fn a_command_before_the_publish_wins_over_what_it_carries() {
+    let mut p = MeetingPolicy::new(PolicySettings::default());
+    p.command_consent(id(1), consent(false, false));
+    assert_eq!(p.carried_consent(id(1), consent(true, true)), consent(false, false));
+    p.join(id(1), "Ada");
+    for a in AUDIENCES {
+        assert!(!p.admits(id(1), a));
+    }
+}
+
+#[test]
+fn context_counts_only_as_fallback() {
+    let mut p = MeetingPolicy::new(PolicySettings::default());
+    assert!(!p.public(), "unknown: not public");
+    assert_eq!(p.layout(), LayoutSpec::default());
+    p.set_public(false);
+    let speaker = layout(LayoutKind::Speaker, &[]);
+    p.learn_context(&MeetingContext {
+        public: true,
+        layout: speaker.clone(),
+    });
+    assert!(!p.public(), "the command wins over the context");
+    assert_eq!(p.layout(), speaker, "no layout commanded: the context's");
+    p.learn_context(&MeetingContext {
+        public: true,
+        layout: LayoutSpec::default(),
+    });
+    assert_eq!(p.layout(), speaker, "the first context seen stays");
+    let podium = layout(LayoutKind::Podium, &[0]);
+    p.set_layout(podium.clone());
+    p.set_public(true);
+    assert_eq!(p.layout(), podium);
+    assert!(p.public());
+}
+
+#[test]
+fn ending_the_meeting_forgets_everything() {
+    let s = PolicySettings::default();
+    let mut p = MeetingPolicy::new(s);
+    p.command_consent(id(0), consent(false, false));
+    p.set_public(true);
+    p.join(id(0), "Ada");
+    // EndMeeting drops the policy; the next session of the meeting starts afresh.
+    drop(p);
+    let mut p = MeetingPolicy::new(s);
+    assert_eq!(p.carried_consent(id(0), consent(true, true)), consent(true, true));
+    assert!(!p.public());
+    assert!(p.roster().is_empty());
+}
+
+#[test]
+fn roster_keeps_first_place_and_name_and_leaving_keeps_the_consent_memo() {
+    let mut p = MeetingPolicy::new(PolicySettings::default());
+    p.carried_consent(id(0), consent(true, true));
+    p.join(id(0), "Ada");
+    p.join(id(1), "Bo");
+    p.join(id(0), "Ada (reconnected)");
+    assert_eq!(
+        p.roster(),
+        &[(id(0), "Ada".to_string()), (id(1), "Bo".to_string())]
+    );
+    p.leave(id(0));
+    assert_eq!(p.roster(), &[(id(1), "Bo".to_string())]);
+    assert_eq!(p.carried_consent(id(0), consent(false, false)), consent(true, true));
+    p.join(id(0), "Ada");
+    assert_eq!(p.roster()[1].0, id(0), "a rejoin goes to the end");
+}
+
+#[test]
+fn slate_follows_the_public_flag_and_the_setting() {
+    let mut p = MeetingPolicy::new(settings(false, false));
+    assert!(p.slate(Audience::Streaming));
+    assert!(!p.slate(Audience::Recording));
+    p.set_public(true);
+    assert!(!p.slate(Audience::Streaming));
+    let mut p = MeetingPolicy::new(settings(true, false));
+    assert!(p.slate(Audience::Streaming) && p.slate(Audience::Recording));
+    p.set_public(true);
+    assert!(!p.slate(Audience::Streaming) && !p.slate(Audience::Recording));
+}
+
+#[test]
+fn admits_needs_consent_no_slate_and_the_podium() {
+    let mut p = MeetingPolicy::new(settings(false, false));
+    p.carried_consent(id(0), consent(true, true));
+    p.carried_consent(id(1), consent(true, false));
+    p.join(id(0), "Ada");
+    p.join(id(1), "Bo");
+    assert!(p.admits(id(0), Audience::Recording));
+    assert!(!p.admits(id(0), Audience::Streaming), "the slate is up");
+    p.set_public(true);
+    assert!(p.admits(id(0), Audience::Streaming));
+    assert!(!p.admits(id(1), Audience::Streaming), "no streaming consent");
+    p.set_layout(layout(LayoutKind::Podium, &[1]));
+    assert!(!p.admits(id(0), Audience::Recording), "not on the podium");
+    assert!(p.admits(id(1), Audience::Recording));
+    let view = p.view(Audience::Streaming);
+    assert_eq!(
+        view.roster,
+        vec![
+            Seat {
+                participant: id(0),
+                display_name: "Ada".into(),
+                consent: true,
+                admitted: false,
+            },
+            Seat {
+                participant: id(1),
+                display_name: "Bo".into(),
+                consent: false,
+                admitted: false,
+            },
+        ]
+    );
+}
+
+#[test]
+fn programs_match_only_with_equal_consent_slate_and_no_delay() {
+    let mut p = MeetingPolicy::new(settings(false, false));
+    p.carried_consent(id(0), consent(true, true));
+    p.join(id(0), "Ada");
+    assert!(!p.programs_match(), "not public: only the livestream is slated");
+    p.set_public(true);
+    assert!(p.programs_match());
+    p.carried_consent(id(1), consent(true, false));
+    assert!(p.programs_match(), "only the roster counts");
+    p.join(id(1), "Bo");
+    assert!(!p.programs_match());
+    p.leave(id(1));
+    assert!(p.programs_match());
+    let mut slated = MeetingPolicy::new(settings(true, false));
+    slated.carried_consent(id(0), consent(false, false));
+    slated.join(id(0), "Ada");
+    assert!(slated.programs_match(), "both programs show the slate");
+    let mut delayed = MeetingPolicy::new(settings(true, true));
+    delayed.set_public(true);
+    assert!(!delayed.programs_match(), "a delayed livestream encodes itself");
+}
+
+#[test]
+fn visible_is_the_roster_with_consent_and_media() {
+    let mut p = MeetingPolicy::new(settings(true, false));
+    for (n, c) in [(0, consent(true, false)), (1, consent(true, true)), (2, consent(false, true))] {
+        p.carried_consent(id(n), c);
+        p.join(id(n), &name(n));
+    }
+    p.carried_consent(id(3), consent(true, true));
+    let seen = |u: Uuid| u != id(1);
+    assert_eq!(p.visible(Audience::Recording, seen), vec![(id(0), name(0))]);
+    assert_eq!(
+        p.visible(Audience::Streaming, |_| true),
+        vec![(id(1), name(1)), (id(2), name(2))]
+    );
+}
+
+// ---- feed source and indicator ----
+
+#[test]
+fn feed_source_truth_table() {
+    use FeedSource::*;
+    // (programs_match, recording_takes_encode, recording_encoder_exists, same_settings)
+    let table = [
+        ((false, false, false, false), Own),
+        ((false, false, false, true), Own),
+        ((false, false, true, false), OwnDroppingShared),
+        ((false, false, true, true), OwnDroppingShared),
+        ((false, true, false, false), Own),
+        ((false, true, false, true), Own),
+        ((false, true, true, false), Own),
+        ((false, true, true, true), Own),
+        ((true, false, false, false), Own),
+        ((true, false, false, true), Own),
+        ((true, false, true, false), OwnDroppingShared),
+        ((true, false, true, true), OwnDroppingShared),
+        ((true, true, false, false), Own),
+        ((true, true, false, true), Own),
+        ((true, true, true, false), Own),
+        ((true, true, true, true), Shared),
+    ];
+    for ((m, r, e, s), expected) in table {
+        assert_eq!(feed_source(m, r, e, s), expected, "{:?}", (m, r, e, s));
+    }
+}
+
+#[test]
+fn indicator_texts() {
+    assert_eq!(indicator(true, true), Some("● REC · LIVE"));
+    assert_eq!(indicator(true, false), Some("● REC"));
+    assert_eq!(indicator(false, true), Some("● LIVE"));
+    assert_eq!(indicator(false, false), None);
+}
+
+// ---- property tests ----
+
+#[derive(Debug, Clone, PartialEq)]
+enum Op {
+    /// A publish carrying this consent, answered (carried consent, then join).
+    Join(u8, Consent),
+    Leave(u8),
+    Command(u8, Consent),
+    Public(bool),
+    Layout(LayoutSpec),
+    Context(bool, LayoutSpec),
+}
+
+fn apply(policy: &mut MeetingPolicy, op: &Op) {
+    match op {
+        Op::Join(p, c) => {
+            policy.carried_consent(id(*p), *c);
+            policy.join(id(*p), &name(*p));
+        }
+        Op::Leave(p) => policy.leave(id(*p)),
+        Op::Command(p, c) => policy.command_consent(id(*p), *c),
+        Op::Public(public) => policy.set_public(*public),
+        Op::Layout(l) => policy.set_layout(l.clone()),
+        Op::Context(public, l) => policy.learn_context(&MeetingContext {
+            public: *public,
+            layout: l.clone(),
+        }),
+    }
+}
+
+/// The rules, read off the whole history of commands.
+struct Model {
+    settings: PolicySettings,
+    history: Vec<Op>,
+}
+
+impl Model {
+    fn last_command(&self, p: u8) -> Option<Consent> {
+        self.history.iter().rev().find_map(|op| match op {
+            Op::Command(q, c) if *q == p => Some(*c),
+            _ => None,
+        })
+    }
+
+    /// The last command, else the first consent a publish carried, else none.
+    fn consent(&self, p: u8) -> Consent {
+        let first_carried = || {
+            self.history.iter().find_map(|op| match op {
+                Op::Join(q, c) if *q == p => Some(*c),
+                _ => None,
+            })
+        };
+        self.last_command(p).or_else(first_carried).unwrap_or_default()
+    }
+
+    /// The last switch, else the first context, else not public.
+    fn public(&self) -> bool {
+        let switched = self.history.iter().rev().find_map(|op| match op {
+            Op::Public(b) => Some(*b),
+            _ => None,
+        });
+        let context = || {
+            self.history.iter().find_map(|op| match op {
+                Op::Context(b, _) => Some(*b),
+                _ => None,
+            })
+        };
+        switched.or_else(context).unwrap_or(false)
+    }
+
+    fn layout(&self) -> LayoutSpec {
+        let commanded = self.history.iter().rev().find_map(|op| match op {
+            Op::Layout(l) => Some(l.clone()),
+            _ => None,
+        });
+        let context = || {
+            self.history.iter().find_map(|op| match op {
+                Op::Context(_, l) => Some(l.clone()),
+                _ => None,
+            })
+        };
+        commanded.or_else(context).unwrap_or_default()
+    }
+
+    /// Members: joined since their last leave; in order of that first join.
+    fn roster(&self) -> Vec<u8> {
+        let mut members: Vec<(usize, u8)> = (0..POOL)
+            .filter_map(|p| {
+                let since = self
+                    .history
+                    .iter()
+                    .rposition(|op| *op == Op::Leave(p))
+                    .map_or(0, |i| i + 1);
+                let joined = self.history[since..]
+                    .iter()
+                    .position(|op| matches!(op, Op::Join(q, _) if *q == p))?;
+                Some((since + joined, p))
+            })
+            .collect();
+        members.sort();
+        members.into_iter().map(|(_, p)| p).collect()
+    }
+
+    fn slate(&self, a: Audience) -> bool {
+        !self.public() && (a == Audience::Streaming || self.settings.slate_recording)
+    }
+
+    fn appears(&self, p: u8, a: Audience) -> bool {
+        let l = self.layout();
+        self.consent(p).for_audience(a)
+            && !self.slate(a)
+            && (l.kind != LayoutKind::Podium || l.podium.contains(&id(p)))
+    }
+}
+
+fn consent_strategy() -> impl Strategy<Value = Consent> {
+    (any::<bool>(), any::<bool>()).prop_map(|(r, s)| consent(r, s))
+}
+
+fn layout_strategy() -> impl Strategy<Value = LayoutSpec> {
+    let kind = prop_oneof![
+        Just(LayoutKind::Grid),
+        Just(LayoutKind::Speaker),
+        Just(LayoutKind::ScreenShare),
+        Just(LayoutKind::Podium),
+    ];
+    (
+        kind,
+        proptest::option::of(0..POOL),
+        proptest::collection::vec(any::<bool>(), POOL as usize),
+    )
+        .prop_map(|(kind, pinned, on_podium)| LayoutSpec {
+            kind,
+            pinned: pinned.map(id),
+            podium: (0..POOL).filter(|n| on_podium[usize::from(*n)]).map(id).collect(),
+        })
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..POOL, consent_strategy()).prop_map(|(p, c)| Op::Join(p, c)),
+        2 => (0..POOL).prop_map(Op::Leave),
+        3 => (0..POOL, consent_strategy()).prop_map(|(p, c)| Op::Command(p, c)),
+        1 => any::<bool>().prop_map(Op::Public),
+        1 => layout_strategy().prop_map(Op::Layout),
+        1 => (any::<bool>(), layout_strategy()).prop_map(|(p, l)| Op::Context(p, l)),
+    ]
+}
+
+fn settings_strategy() -> impl Strategy<Value = PolicySettings> {
+    (any::<bool>(), any::<bool>()).prop_map(|(s, d)| settings(s, d))
+}
+
+/// Every rule, after one step.
+fn check(policy: &MeetingPolicy, model: &Model) -> Result<(), TestCaseError> {
+    let roster: Vec<Uuid> = model.roster().into_iter().map(id).collect();
+    let ids: Vec<Uuid> = policy.roster().iter().map(|(u, _)| *u).collect();
+    prop_assert_eq!(&ids, &roster);
+    for a in AUDIENCES {
+        let view = policy.view(a);
+        prop_assert_eq!(view.slate, model.slate(a));
+        prop_assert_eq!(&view.layout, &model.layout());
+        for seat in &view.roster {
+            let n = (0..POOL).find(|n| id(*n) == seat.participant);
+            let Some(n) = n else {
+                return Err(TestCaseError::fail("a seat of a stranger"));
+            };
+            let allowed = model.consent(n).for_audience(a);
+            // Rule 1: nobody without consent for the audience is seen or heard in it.
+            prop_assert!(!seat.admitted || allowed, "{:?} admitted in {:?}", seat, a);
+            prop_assert_eq!(seat.consent, allowed);
+            prop_assert_eq!(seat.admitted, model.appears(n, a));
+        }
+        for n in 0..POOL {
+            let said_no = model.last_command(n).is_some_and(|c| !c.for_audience(a));
+            let allowed = model.consent(n).for_audience(a);
+            if said_no || !allowed {
+                prop_assert!(!policy.admits(id(n), a), "P{} admitted in {:?}", n, a);
+            }
+        }
+        let seen = |u: Uuid| u.as_u128() % 2 == 1;
+        let expected: Vec<(Uuid, String)> = model
+            .roster()
+            .into_iter()
+            .filter(|n| model.consent(*n).for_audience(a) && seen(id(*n)))
+            .map(|n| (id(n), name(n)))
+            .collect();
+        prop_assert_eq!(policy.visible(a, seen), expected);
+    }
+    // Rule 2: programs match exactly when both show the same and nothing is held back;
+    // sharing only then.
+    let same = policy.view(Audience::Recording) == policy.view(Audience::Streaming);
+    let matching = policy.programs_match();
+    prop_assert_eq!(matching, same && !model.settings.broadcast_delay);
+    for bits in 0..8u8 {
+        let (takes, exists, same_settings) = (bits & 1 != 0, bits & 2 != 0, bits & 4 != 0);
+        if feed_source(matching, takes, exists, same_settings) == FeedSource::Shared {
+            prop_assert!(matching && takes && exists && same_settings);
+        }
+    }
+    Ok(())
+}
+
+/// A batch of equal-time ops that commute: at most one op per participant, at most
+/// one public switch and one layout command (a context is older information and
+/// does not commute with either, so it is not in batches).
+fn batch_strategy() -> impl Strategy<Value = Vec<Op>> {
+    let per_participant = proptest::option::of(prop_oneof![
+        consent_strategy().prop_map(|c| (0u8, Some(c))),
+        Just((1u8, None)),
+        consent_strategy().prop_map(|c| (2u8, Some(c))),
+    ]);
+    (
+        proptest::collection::vec(per_participant, POOL as usize),
+        proptest::option::of(any::<bool>()),
+        proptest::option::of(layout_strategy()),
+    )
+        .prop_map(|(per, public, layout)| {
+            let mut ops: Vec<Op> = per
+                .into_iter()
+                .enumerate()
+                .filter_map(|(n, op)| {
+                    let p = n as u8;
+                    match op? {
+                        (0, Some(c)) => Some(Op::Join(p, c)),
+                        (2, Some(c)) => Some(Op::Command(p, c)),
+                        _ => Some(Op::Leave(p)),
+                    }
+                })
+                .collect();
+            ops.extend(public.map(Op::Public));
+            ops.extend(layout.map(Op::Layout));
+            ops
+        })
+}
+
+/// A view with the seats in id order (joins of two participants at the same time may
+/// seat them either way; who is admitted must not depend on it).
+fn by_id(mut view: AudienceView) -> AudienceView {
+    view.roster.sort_by_key(|s| s.participant);
+    view
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn every_step_obeys_consent_and_sharing_rules(
+        s in settings_strategy(),
+        ops in proptest::collection::vec(op_strategy(), 1..40),
+    ) {
+        let mut policy = MeetingPolicy::new(s);
+        let mut model = Model { settings: s, history: Vec::new() };
+        check(&policy, &model)?;
+        for op in ops {
+            apply(&mut policy, &op);
+            model.history.push(op);
+            check(&policy, &model)?;
+        }
+    }
+
+    #[test]
+    fn equal_time_events_commute(
+        s in settings_strategy(),
+        prefix in proptest::collection::vec(op_strategy(), 0..20),
+        (batch, shuffled) in batch_strategy()
+            .prop_flat_map(|b| (Just(b.clone()), Just(b).prop_shuffle())),
+    ) {
+        let mut first = MeetingPolicy::new(s);
+        for op in &prefix {
+            apply(&mut first, op);
+        }
+        let mut second = first.clone();
+        for op in &batch {
+            apply(&mut first, op);
+        }
+        for op in &shuffled {
+            apply(&mut second, op);
+        }
+        for a in AUDIENCES {
+            prop_assert_eq!(by_id(first.view(a)), by_id(second.view(a)));
+        }
+        prop_assert_eq!(first.programs_match(), second.programs_match());
+        let joins = batch.iter().filter(|op| matches!(op, Op::Join(..))).count();
+        if joins <= 1 {
+            prop_assert_eq!(first, second);
+        }
+    }
+}
+
+/// One session's sample in a watch round: (session, media age, video age, level);
+/// ages in ms before now, `None` for nothing yet.
+type Sample = (u8, Option<u64>, Option<u64>, Option<f32>);
+
+/// Sessions of the watch test: four, the first two of one participant.
+fn watched_participant(session: u8) -> u8 {
+    [0, 0, 1, 2][usize::from(session)]
+}
+
+fn sample_strategy() -> impl Strategy<Value = Sample> {
+    (
+        0..4u8,
+        proptest::option::of(0..3000u64),
+        proptest::option::of(0..3000u64),
+        proptest::option::of(-90.0f32..0.0),
+    )
+}
+
+fn observations(now: u64, samples: &[Sample]) -> Vec<Observation> {
+    samples
+        .iter()
+        .map(|(session, media, video, level)| Observation {
+            session_id: id(100 + session),
+            participant_id: id(watched_participant(*session)),
+            last_media_ms: media.map_or(0, |age| now.saturating_sub(age).max(1)),
+            last_video_ms: video.map_or(0, |age| now.saturating_sub(age).max(1)),
+            level_dbfs: *level,
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn watch_ignores_observation_order(
+        rounds in proptest::collection::vec(
+            (
+                0..1000u64,
+                proptest::option::of(0..4u8),
+                proptest::collection::vec(sample_strategy(), 0..7),
+            )
+                .prop_flat_map(|(step, gone, samples)| {
+                    (Just(step), Just(gone), Just(samples.clone()), Just(samples).prop_shuffle())
+                }),
+            1..40,
+        ),
+    ) {
+        let mut first = PublisherWatch::new(2000, 1500);
+        for session in 0..4u8 {
+            first.add(id(100 + session), id(watched_participant(session)), 0);
+        }
+        let mut second = first.clone();
+        let mut now = 0;
+        for (step, gone, samples, shuffled) in rounds {
+            now += step;
+            let a = first.tick(now, &observations(now, &samples));
+            let b = second.tick(now, &observations(now, &shuffled));
+            prop_assert_eq!(a, b);
+            prop_assert_eq!(first.current_speaker(), second.current_speaker());
+            for session in 0..4u8 {
+                prop_assert_eq!(
+                    first.camera_on(id(100 + session)),
+                    second.camera_on(id(100 + session))
+                );
+            }
+            if let Some(session) = gone {
+                first.remove(id(100 + session));
+                second.remove(id(100 + session));
+            }
+        }
+    }
+}
