@@ -53,13 +53,22 @@ fn layout(kind: LayoutKind, podium: &[u8]) -> LayoutSpec {
 fn carried_consent_counts_until_a_command_and_a_command_always_wins() {
     let mut p = MeetingPolicy::new(PolicySettings::default());
     assert_eq!(p.consent(id(0)), Consent::default(), "never heard of: none");
-    assert_eq!(p.carried_consent(id(0), consent(true, false)), consent(true, false));
+    assert_eq!(
+        p.carried_consent(id(0), consent(true, false)),
+        consent(true, false)
+    );
     // A later publish carries an older value: the first one seen stays.
-    assert_eq!(p.carried_consent(id(0), consent(true, true)), consent(true, false));
+    assert_eq!(
+        p.carried_consent(id(0), consent(true, true)),
+        consent(true, false)
+    );
     p.command_consent(id(0), consent(false, true));
     assert_eq!(p.consent(id(0)), consent(false, true));
     // A publish after the command does not undo it.
-    assert_eq!(p.carried_consent(id(0), consent(true, true)), consent(false, true));
+    assert_eq!(
+        p.carried_consent(id(0), consent(true, true)),
+        consent(false, true)
+    );
     assert_eq!(p.consent(id(0)), consent(false, true));
 }
 
@@ -67,7 +76,10 @@ fn carried_consent_counts_until_a_command_and_a_command_always_wins() {
 fn a_command_before_the_publish_wins_over_what_it_carries() {
     let mut p = MeetingPolicy::new(PolicySettings::default());
     p.command_consent(id(1), consent(false, false));
-    assert_eq!(p.carried_consent(id(1), consent(true, true)), consent(false, false));
+    assert_eq!(
+        p.carried_consent(id(1), consent(true, true)),
+        consent(false, false)
+    );
     p.join(id(1), "Ada");
     for a in AUDIENCES {
         assert!(!p.admits(id(1), a));
@@ -109,7 +121,10 @@ fn ending_the_meeting_forgets_everything() {
     // EndMeeting drops the policy; the next session of the meeting starts afresh.
     drop(p);
     let mut p = MeetingPolicy::new(s);
-    assert_eq!(p.carried_consent(id(0), consent(true, true)), consent(true, true));
+    assert_eq!(
+        p.carried_consent(id(0), consent(true, true)),
+        consent(true, true)
+    );
     assert!(!p.public());
     assert!(p.roster().is_empty());
 }
@@ -127,7 +142,10 @@ fn roster_keeps_first_place_and_name_and_leaving_keeps_the_consent_memo() {
     );
     p.leave(id(0));
     assert_eq!(p.roster(), &[(id(1), "Bo".to_string())]);
-    assert_eq!(p.carried_consent(id(0), consent(false, false)), consent(true, true));
+    assert_eq!(
+        p.carried_consent(id(0), consent(false, false)),
+        consent(true, true)
+    );
     p.join(id(0), "Ada");
     assert_eq!(p.roster()[1].0, id(0), "a rejoin goes to the end");
 }
@@ -156,7 +174,10 @@ fn admits_needs_consent_no_slate_and_the_podium() {
     assert!(!p.admits(id(0), Audience::Streaming), "the slate is up");
     p.set_public(true);
     assert!(p.admits(id(0), Audience::Streaming));
-    assert!(!p.admits(id(1), Audience::Streaming), "no streaming consent");
+    assert!(
+        !p.admits(id(1), Audience::Streaming),
+        "no streaming consent"
+    );
     p.set_layout(layout(LayoutKind::Podium, &[1]));
     assert!(!p.admits(id(0), Audience::Recording), "not on the podium");
     assert!(p.admits(id(1), Audience::Recording));
@@ -185,7 +206,10 @@ fn programs_match_only_with_equal_consent_slate_and_no_delay() {
     let mut p = MeetingPolicy::new(settings(false, false));
     p.carried_consent(id(0), consent(true, true));
     p.join(id(0), "Ada");
-    assert!(!p.programs_match(), "not public: only the livestream is slated");
+    assert!(
+        !p.programs_match(),
+        "not public: only the livestream is slated"
+    );
     p.set_public(true);
     assert!(p.programs_match());
     p.carried_consent(id(1), consent(true, false));
@@ -200,13 +224,20 @@ fn programs_match_only_with_equal_consent_slate_and_no_delay() {
     assert!(slated.programs_match(), "both programs show the slate");
     let mut delayed = MeetingPolicy::new(settings(true, true));
     delayed.set_public(true);
-    assert!(!delayed.programs_match(), "a delayed livestream encodes itself");
+    assert!(
+        !delayed.programs_match(),
+        "a delayed livestream encodes itself"
+    );
 }
 
 #[test]
 fn visible_is_the_roster_with_consent_and_media() {
     let mut p = MeetingPolicy::new(settings(true, false));
-    for (n, c) in [(0, consent(true, false)), (1, consent(true, true)), (2, consent(false, true))] {
+    for (n, c) in [
+        (0, consent(true, false)),
+        (1, consent(true, true)),
+        (2, consent(false, true)),
+    ] {
         p.carried_consent(id(n), c);
         p.join(id(n), &name(n));
     }
@@ -308,7 +339,9 @@ impl Model {
                 _ => None,
             })
         };
-        self.last_command(p).or_else(first_carried).unwrap_or_default()
+        self.last_command(p)
+            .or_else(first_carried)
+            .unwrap_or_default()
     }
 
     /// The last switch, else the first context, else not public.
@@ -390,7 +423,10 @@ fn layout_strategy() -> impl Strategy<Value = LayoutSpec> {
         .prop_map(|(kind, pinned, on_podium)| LayoutSpec {
             kind,
             pinned: pinned.map(id),
-            podium: (0..POOL).filter(|n| on_podium[usize::from(*n)]).map(id).collect(),
+            podium: (0..POOL)
+                .filter(|n| on_podium[usize::from(*n)])
+                .map(id)
+                .collect(),
         })
 }
 

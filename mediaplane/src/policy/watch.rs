@@ -179,10 +179,7 @@ impl PublisherWatch {
                 .into_iter()
                 .map(|(participant_id, on)| WatchAction::Camera { participant_id, on }),
         );
-        if let Some(participant_id) = self
-            .speaker
-            .update(&levels, Duration::from_millis(now_ms))
-        {
+        if let Some(participant_id) = self.speaker.update(&levels, Duration::from_millis(now_ms)) {
             actions.push(WatchAction::Speaker { participant_id });
         }
         actions
@@ -206,7 +203,13 @@ mod tests {
         Uuid::from_u128(u128::from(n) + 1)
     }
 
-    fn obs(session: u8, participant: u8, media: u64, video: u64, level: Option<f32>) -> Observation {
+    fn obs(
+        session: u8,
+        participant: u8,
+        media: u64,
+        video: u64,
+        level: Option<f32>,
+    ) -> Observation {
         Observation {
             session_id: id(100 + session),
             participant_id: id(participant),
@@ -222,9 +225,15 @@ mod tests {
         w.add(id(100), id(0), 100);
         let silent = [obs(0, 0, 0, 0, None)];
         assert_eq!(w.tick(1100, &silent), vec![], "exactly the timeout: kept");
-        let remove = WatchAction::Remove { session_id: id(100) };
+        let remove = WatchAction::Remove {
+            session_id: id(100),
+        };
         assert_eq!(w.tick(1101, &silent), vec![remove]);
-        assert_eq!(w.tick(1102, &silent), vec![remove], "repeated until removed");
+        assert_eq!(
+            w.tick(1102, &silent),
+            vec![remove],
+            "repeated until removed"
+        );
         let spoke = [obs(0, 0, 500, 0, None)];
         assert_eq!(w.tick(1500, &spoke), vec![]);
         assert_eq!(w.tick(1501, &spoke), vec![remove]);
@@ -236,7 +245,11 @@ mod tests {
     fn camera_goes_on_with_video_and_off_after_the_limit() {
         let mut w = PublisherWatch::new(u64::MAX, 1500);
         w.add(id(100), id(0), 0);
-        assert_eq!(w.tick(900, &[obs(0, 0, 900, 0, None)]), vec![], "no video yet");
+        assert_eq!(
+            w.tick(900, &[obs(0, 0, 900, 0, None)]),
+            vec![],
+            "no video yet"
+        );
         assert!(!w.camera_on(id(100)));
         let on = WatchAction::Camera {
             participant_id: id(0),
@@ -244,7 +257,11 @@ mod tests {
         };
         assert_eq!(w.tick(2500, &[obs(0, 0, 2500, 1000, None)]), vec![on]);
         assert!(w.camera_on(id(100)));
-        assert_eq!(w.tick(2500, &[obs(0, 0, 2500, 1000, None)]), vec![], "no change");
+        assert_eq!(
+            w.tick(2500, &[obs(0, 0, 2500, 1000, None)]),
+            vec![],
+            "no change"
+        );
         let off = WatchAction::Camera {
             participant_id: id(0),
             on: false,
@@ -299,14 +316,27 @@ mod tests {
                 assert_eq!(
                     last,
                     vec![
-                        WatchAction::Remove { session_id: id(100) },
-                        WatchAction::Remove { session_id: id(101) },
-                        WatchAction::Camera { participant_id: id(8), on: true },
-                        WatchAction::Camera { participant_id: id(9), on: true },
+                        WatchAction::Remove {
+                            session_id: id(100)
+                        },
+                        WatchAction::Remove {
+                            session_id: id(101)
+                        },
+                        WatchAction::Camera {
+                            participant_id: id(8),
+                            on: true
+                        },
+                        WatchAction::Camera {
+                            participant_id: id(9),
+                            on: true
+                        },
                     ]
                 );
             }
-            if last.iter().any(|a| matches!(a, WatchAction::Speaker { .. })) {
+            if last
+                .iter()
+                .any(|a| matches!(a, WatchAction::Speaker { .. }))
+            {
                 break;
             }
         }
@@ -314,9 +344,15 @@ mod tests {
         assert_eq!(
             last,
             vec![
-                WatchAction::Remove { session_id: id(100) },
-                WatchAction::Remove { session_id: id(101) },
-                WatchAction::Speaker { participant_id: id(8) },
+                WatchAction::Remove {
+                    session_id: id(100)
+                },
+                WatchAction::Remove {
+                    session_id: id(101)
+                },
+                WatchAction::Speaker {
+                    participant_id: id(8)
+                },
             ]
         );
     }
