@@ -9,11 +9,11 @@
 //! in, and applies the actions.
 //!
 //! Order independence: the actions depend only on the set of observations, not on
-//! their order. Observations are taken in session order, and the levels are fed to
-//! the speaker detector sorted by participant id (then level): the detector smooths
-//! per participant, so a participant with two sessions would otherwise depend on
-//! the order of the two samples. (The detector itself breaks ties between equally
-//! loud speakers by id, not by input order.)
+//! their order. Observations are merged per session and taken in session-id order,
+//! so the levels reach the speaker detector in that order too: the detector smooths
+//! per participant, so a participant with two sessions would otherwise depend on the
+//! order of the two samples. (The detector itself breaks ties between equally loud
+//! speakers by id, not by input order.)
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -172,7 +172,6 @@ impl PublisherWatch {
         }
         // Stable: two sessions of one participant stay in session order.
         cameras.sort_by_key(|(participant_id, _)| *participant_id);
-        levels.sort_by(|a, b| a.0.cmp(&b.0).then(louder(a.1, b.1)));
         let mut actions = removes;
         actions.extend(
             cameras
