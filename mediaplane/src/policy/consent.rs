@@ -210,3 +210,248 @@ impl MeetingPolicy {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The meeting policy's rules one by one (the property tests are in
+    //! `policy::tests`).
+
+    use gremium_protocol::{Audience, Consent, LayoutKind, LayoutSpec, MeetingContext};
+    use uuid::Uuid;
+
+    use super::*;
+
+    const AUDIENCES: [Audience; 2] = [Audience::Recording, Audience::Streaming];
+
+    fn id(n: u8) -> Uuid {
+        Uuid::from_u128(u128::from(n) + 1)
+    }
+
+    fn name(n: u8) -> String {
+        format!("P{n}")
+    }
+
+    fn consent(recording: bool, streaming: bool) -> Consent {
+        Consent {
+            recording,
+            streaming,
+        }
+    }
+
+    fn settings(slate_recording: bool, broadcast_delay: bool) -> PolicySettings {
+        PolicySettings {
+            slate_recording,
+            broadcast_delay,
+            ..PolicySettings::default()
+        }
+    }
+
+    fn layout(kind: LayoutKind, podium: &[u8]) -> LayoutSpec {
+        LayoutSpec {
+            kind,
+            pinned: None,
+            podium: podium.iter().map(|n| id(*n)).collect(),
+        }
+    }
+
+    #[test]
+    fn carried_consent_counts_until_a_command_and_a_command_always_wins() {
+        let mut p = MeetingPolicy::new(PolicySettings::default());
+        assert_eq!(p.consent(id(0)), Consent::default(), "never heard of: none");
+        assert_eq!(
+            p.carried_consent(id(0), consent(true, false)),
+            consent(true, false)
+        );
+        // A later publish carries an older value: the first one seen stays.
+        assert_eq!(
+            p.carried_consent(id(0), consent(true, true)),
+            consent(true, false)
+        );
+        p.command_consent(id(0), consent(false, true));
+        assert_eq!(p.consent(id(0)), consent(false, true));
+        // A publish after the command does not undo it.
+        assert_eq!(
+            p.carried_consent(id(0), consent(true, true)),
+            consent(false, true)
+        );
+        assert_eq!(p.consent(id(0)), consent(false, true));
+    }
+
+    #[test]
+    fn a_command_before_the_publish_wins_over_what_it_carries() {
+        let mut p = MeetingPolicy::new(PolicySettings::default());
+        p.command_consent(id(1), consent(false, false));
+        assert_eq!(
+            p.carried_consent(id(1), consent(true, true)),
+            consent(false, false)
+        );
+        p.join(id(1), "Ada");
+        for a in AUDIENCES {
+            assert!(!p.admits(id(1), a));
+        }
+    }
+
+    #[test]
+    fn context_counts_only_as_fallback() {
+        let mut p = MeetingPolicy::new(PolicySettings::default());
+        assert!(!p.public(), "unknown: not public");
+        assert_eq!(p.layout(), LayoutSpec::default());
+        p.set_public(false);
+        let speaker = layout(LayoutKind::Speaker, &[]);
+        p.learn_context(&MeetingContext {
+            public: true,
+            layout: speaker.clone(),
+        });
+        assert!(!p.public(), "the command wins over the context");
+        assert_eq!(p.layout(), speaker, "no layout commanded: the context's");
+        p.learn_context(&MeetingContext {
+            public: true,
+            layout: LayoutSpec::default(),
+        });
+        assert_eq!(p.layout(), speaker, "the first context seen stays");
+        let podium = layout(LayoutKind::Podium, &[0]);
+        p.set_layout(podium.clone());
+        p.set_public(true);
+        assert_eq!(p.layout(), podium);
+        assert!(p.public());
+    }
+
+    #[test]
+    fn ending_the_meeting_forgets_everything() {
+        let s = PolicySettings::default();
+        let mut p = MeetingPolicy::new(s);
+        p.command_consent(id(0), consent(false, false));
+        p.set_public(true);
+        p.join(id(0), "Ada");
+        // EndMeeting drops the policy; the next session of the meeting starts afresh.
+        drop(p);
+        let mut p = MeetingPolicy::new(s);
+        assert_eq!(
+            p.carried_consent(id(0), consent(true, true)),
+            consent(true, true)
+        );
+        assert!(!p.public());
+        assert!(p.roster().is_empty());
+    }
+
+    #[test]
+    fn roster_keeps_first_place_and_name_and_leaving_keeps_the_consent_memo() {
+        let mut p = MeetingPolicy::new(PolicySettings::default());
+        p.carried_consent(id(0), consent(true, true));
+        p.join(id(0), "Ada");
+        p.join(id(1), "Bo");
+        p.join(id(0), "Ada (reconnected)");
+        assert_eq!(
+            p.roster(),
+            &[(id(0), "Ada".to_string()), (id(1), "Bo".to_string())]
+        );
+        p.leave(id(0));
+        assert_eq!(p.roster(), &[(id(1), "Bo".to_string())]);
+        assert_eq!(
+            p.carried_consent(id(0), consent(false, false)),
+            consent(true, true)
+        );
+        p.join(id(0), "Ada");
+        assert_eq!(p.roster()[1].0, id(0), "a rejoin goes to the end");
+    }
+
+    #[test]
+    fn slate_follows_the_public_flag_and_the_setting() {
+        let mut p = MeetingPolicy::new(settings(false, false));
+        assert!(p.slate(Audience::Streaming));
+        assert!(!p.slate(Audience::Recording));
+        p.set_public(true);
+        assert!(!p.slate(Audience::Streaming));
+        let mut p = MeetingPolicy::new(settings(true, false));
+        assert!(p.slate(Audience::Streaming) && p.slate(Audience::Recording));
+        p.set_public(true);
+        assert!(!p.slate(Audience::Streaming) && !p.slate(Audience::Recording));
+    }
+
+    #[test]
+    fn admits_needs_consent_no_slate_and_the_podium() {
+        let mut p = MeetingPolicy::new(settings(false, false));
+        p.carried_consent(id(0), consent(true, true));
+        p.carried_consent(id(1), consent(true, false));
+        p.join(id(0), "Ada");
+        p.join(id(1), "Bo");
+        assert!(p.admits(id(0), Audience::Recording));
+        assert!(!p.admits(id(0), Audience::Streaming), "the slate is up");
+        p.set_public(true);
+        assert!(p.admits(id(0), Audience::Streaming));
+        assert!(
+            !p.admits(id(1), Audience::Streaming),
+            "no streaming consent"
+        );
+        p.set_layout(layout(LayoutKind::Podium, &[1]));
+        assert!(!p.admits(id(0), Audience::Recording), "not on the podium");
+        assert!(p.admits(id(1), Audience::Recording));
+        let view = p.view(Audience::Streaming);
+        assert_eq!(
+            view.roster,
+            vec![
+                Seat {
+                    participant: id(0),
+                    display_name: "Ada".into(),
+                    consent: true,
+                    admitted: false,
+                },
+                Seat {
+                    participant: id(1),
+                    display_name: "Bo".into(),
+                    consent: false,
+                    admitted: false,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn programs_match_only_with_equal_consent_slate_and_no_delay() {
+        let mut p = MeetingPolicy::new(settings(false, false));
+        p.carried_consent(id(0), consent(true, true));
+        p.join(id(0), "Ada");
+        assert!(
+            !p.programs_match(),
+            "not public: only the livestream is slated"
+        );
+        p.set_public(true);
+        assert!(p.programs_match());
+        p.carried_consent(id(1), consent(true, false));
+        assert!(p.programs_match(), "only the roster counts");
+        p.join(id(1), "Bo");
+        assert!(!p.programs_match());
+        p.leave(id(1));
+        assert!(p.programs_match());
+        let mut slated = MeetingPolicy::new(settings(true, false));
+        slated.carried_consent(id(0), consent(false, false));
+        slated.join(id(0), "Ada");
+        assert!(slated.programs_match(), "both programs show the slate");
+        let mut delayed = MeetingPolicy::new(settings(true, true));
+        delayed.set_public(true);
+        assert!(
+            !delayed.programs_match(),
+            "a delayed livestream encodes itself"
+        );
+    }
+
+    #[test]
+    fn visible_is_the_roster_with_consent_and_media() {
+        let mut p = MeetingPolicy::new(settings(true, false));
+        for (n, c) in [
+            (0, consent(true, false)),
+            (1, consent(true, true)),
+            (2, consent(false, true)),
+        ] {
+            p.carried_consent(id(n), c);
+            p.join(id(n), &name(n));
+        }
+        p.carried_consent(id(3), consent(true, true));
+        let seen = |u: Uuid| u != id(1);
+        assert_eq!(p.visible(Audience::Recording, seen), vec![(id(0), name(0))]);
+        assert_eq!(
+            p.visible(Audience::Streaming, |_| true),
+            vec![(id(1), name(1)), (id(2), name(2))]
+        );
+    }
+}

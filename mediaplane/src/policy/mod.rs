@@ -107,3 +107,43 @@ pub fn indicator(recording: bool, streaming: bool) -> Option<&'static str> {
         (false, false) => None,
     }
 }
+
+#[cfg(test)]
+mod truth_tables {
+    use super::*;
+
+    #[test]
+    fn feed_source_truth_table() {
+        use FeedSource::*;
+        // (programs_match, recording_takes_encode, recording_encoder_exists, same_settings)
+        let table = [
+            ((false, false, false, false), Own),
+            ((false, false, false, true), Own),
+            ((false, false, true, false), OwnDroppingShared),
+            ((false, false, true, true), OwnDroppingShared),
+            ((false, true, false, false), Own),
+            ((false, true, false, true), Own),
+            ((false, true, true, false), Own),
+            ((false, true, true, true), Own),
+            ((true, false, false, false), Own),
+            ((true, false, false, true), Own),
+            ((true, false, true, false), OwnDroppingShared),
+            ((true, false, true, true), OwnDroppingShared),
+            ((true, true, false, false), Own),
+            ((true, true, false, true), Own),
+            ((true, true, true, false), Own),
+            ((true, true, true, true), Shared),
+        ];
+        for ((m, r, e, s), expected) in table {
+            assert_eq!(feed_source(m, r, e, s), expected, "{:?}", (m, r, e, s));
+        }
+    }
+
+    #[test]
+    fn indicator_texts() {
+        assert_eq!(indicator(true, true), Some("● REC · LIVE"));
+        assert_eq!(indicator(true, false), Some("● REC"));
+        assert_eq!(indicator(false, true), Some("● LIVE"));
+        assert_eq!(indicator(false, false), None);
+    }
+}
