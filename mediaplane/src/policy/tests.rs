@@ -366,7 +366,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn watch_ignores_observation_order(
+    fn watch_follows_its_rules_in_any_observation_order(
         rounds in proptest::collection::vec(
             (
                 0..1000u64,
@@ -385,11 +385,33 @@ proptest! {
         }
         let mut second = first.clone();
         let mut now = 0;
+        let mut removed = Vec::new();
         for (step, gone, samples, shuffled) in rounds {
             now += step;
-            let a = first.tick(now, &observations(now, &samples));
+            let seen = observations(now, &samples);
+            let a = first.tick(now, &seen);
             let b = second.tick(now, &observations(now, &shuffled));
-            prop_assert_eq!(a, b);
+            prop_assert_eq!(&a, &b);
+            // The rules themselves, per session still watched and sampled: removed
+            // past the media timeout (answered at 0), camera on within its limit.
+            let mut expected = Vec::new();
+            for session in (0..4u8).filter(|s| !removed.contains(s)) {
+                let mine = || seen.iter().filter(|o| o.session_id == id(100 + session));
+                let Some(media) = mine().map(|o| o.last_media_ms).max() else {
+                    continue;
+                };
+                if now.saturating_sub(media) > 2000 {
+                    expected.push(WatchAction::Remove { session_id: id(100 + session) });
+                }
+                let video = mine().map(|o| o.last_video_ms).max().unwrap_or(0);
+                let on = video > 0 && now - video <= 1500;
+                prop_assert_eq!(first.camera_on(id(100 + session)), on);
+            }
+            let removes: Vec<WatchAction> = a
+                .into_iter()
+                .filter(|x| matches!(x, WatchAction::Remove { .. }))
+                .collect();
+            prop_assert_eq!(removes, expected);
             prop_assert_eq!(first.current_speaker(), second.current_speaker());
             for session in 0..4u8 {
                 prop_assert_eq!(
@@ -400,6 +422,7 @@ proptest! {
             if let Some(session) = gone {
                 first.remove(id(100 + session));
                 second.remove(id(100 + session));
+                removed.push(session);
             }
         }
     }
