@@ -118,18 +118,16 @@ pub async fn vault(config: &Config) -> anyhow::Result<Vault> {
     Ok(Vault::new(master, store))
 }
 
-/// Recordings that were running when the process stopped: finalize what their spool
-/// holds (in the background) and register it; with no spool, mark them failed.
+/// Recordings that were running when the process stopped: the media plane finalizes
+/// what their spools hold (in the background) and reports them finished, or failed
+/// when nothing was written. A protocol command, so a media node elsewhere can do it.
 async fn recover_recordings(
     db: &Db,
     vault: &Vault,
-    spool_dir: &Path,
-    media: &gremium_mediaplane::GstMediaPlane,
-    sink: gremium_protocol::EventSink,
+    media: &dyn gremium_protocol::MediaPlane,
 ) -> anyhow::Result<()> {
-    use gremium_protocol::MediaEvent;
+    use gremium_protocol::{MediaCommand, SecretHex};
     for r in db.unfinished_recordings().await? {
-        let spool = gremium_recorder::finalize::spool_path(spool_dir, r.id);
         let key = match vault.data_key(db, r.id).await {
             Ok(key) => key,
             Err(e) => {
@@ -137,28 +135,14 @@ async fn recover_recordings(
                 continue;
             }
         };
-        if !spool.exists() {
-            sink(MediaEvent::RecordingFailed {
-                meeting_id: r.meeting_id,
-                recording_id: r.id,
-                reason: "the process stopped before anything was written".into(),
-            });
-            continue;
-        }
-        // A completion mark: it had stopped normally and was being post-processed or
-        // uploaded; otherwise the process died while recording.
-        let origin = match gremium_recorder::finalize::read_completion(&spool) {
-            Some(c) => gremium_recorder::finalize::Origin::Stopped(c),
-            None => gremium_recorder::finalize::Origin::Recovered,
+        let command = MediaCommand::RecoverRecording {
+            meeting_id: r.meeting_id,
+            recording_id: r.id,
+            data_key: SecretHex(key.to_hex()),
         };
-        tracing::info!(recording_id = %r.id, "resuming a recording left by a stopped process");
-        media.finalize_spool(
-            r.meeting_id,
-            r.id,
-            key,
-            origin,
-            "recovery after a crash failed",
-        );
+        if let Err(e) = media.execute(command).await {
+            tracing::warn!(recording_id = %r.id, error = %e, "unfinished recording not recovered");
+        }
     }
     Ok(())
 }
@@ -302,7 +286,7 @@ pub async fn serve_until(
         gremium_signaling::system_clock(),
     );
     tokio::spawn(gremium_signaling::apply_media_events(state.clone(), events));
-    recover_recordings(&db, &vault, &config.storage.spool_dir, &plane, sink).await?;
+    recover_recordings(&db, &vault, &plane).await?;
     sweep_deleted_spools(&db, &config.storage.spool_dir).await;
     tokio::spawn(gremium_signaling::retention::run(
         state.clone(),

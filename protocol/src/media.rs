@@ -123,6 +123,17 @@ pub enum MediaCommand {
         /// The recording's data key: everything written is encrypted with it.
         data_key: SecretHex,
     },
+    /// Finish a recording a stopped process left unfinished on the spool disk (sent
+    /// by the control plane at start for each recording it still has as running or
+    /// stopping): post-processed and reported finished or failed like any other.
+    RecoverRecording {
+        /// Meeting the recording belongs to.
+        meeting_id: Uuid,
+        /// Recording to recover.
+        recording_id: Uuid,
+        /// The recording's data key (the spool is encrypted with it).
+        data_key: SecretHex,
+    },
     /// Stop a recording (EOS with watchdog).
     StopRecording {
         /// Meeting being recorded.
@@ -235,6 +246,7 @@ impl MediaCommand {
             MediaCommand::SetConsent { meeting_id, .. }
             | MediaCommand::StartRecording { meeting_id, .. }
             | MediaCommand::StopRecording { meeting_id, .. }
+            | MediaCommand::RecoverRecording { meeting_id, .. }
             | MediaCommand::DiscardRecording { meeting_id, .. }
             | MediaCommand::StartStream { meeting_id, .. }
             | MediaCommand::StopStream { meeting_id, .. }

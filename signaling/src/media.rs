@@ -34,6 +34,7 @@ impl MediaPlane for NoMediaPlane {
                 media_time_ns: None,
             }),
             MediaCommand::StartRecording { .. }
+            | MediaCommand::RecoverRecording { .. }
             | MediaCommand::StartStream { .. }
             | MediaCommand::Publish { .. }
             | MediaCommand::AddIceCandidates { .. }
@@ -452,7 +453,9 @@ pub mod fake {
                     });
                     Ok(CommandOutcome::Accepted)
                 }
-                MediaCommand::DiscardRecording { .. } => Ok(CommandOutcome::Accepted),
+                MediaCommand::DiscardRecording { .. } | MediaCommand::RecoverRecording { .. } => {
+                    Ok(CommandOutcome::Accepted)
+                }
                 MediaCommand::SetPublic { .. }
                 | MediaCommand::SetLayout { .. }
                 | MediaCommand::EndMeeting { .. } => Ok(CommandOutcome::Applied {

@@ -87,6 +87,13 @@ impl MeetingPolicy {
         self.consent.get(&participant).copied().unwrap_or_default()
     }
 
+    /// Are this participant's consent gates into this audience's program open? What
+    /// the programs' gates apply; the slate and the podium are the program's own
+    /// business on top (see [`MeetingPolicy::admits`]).
+    pub fn gate(&self, participant: Uuid, audience: Audience) -> bool {
+        self.consent(participant).for_audience(audience)
+    }
+
     /// May this participant be seen or heard in this audience's program now? Only with
     /// consent for the audience, while no slate covers the program, and, in the podium
     /// layout, only from the podium.
