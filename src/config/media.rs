@@ -1,5 +1,6 @@
 //! The media sections: `[ice]` and `[ingest]` (WebRTC ingest), `[compositor]` (the
-//! programs' look) and `[streaming]` (HLS cutting, delay, encoder sharing).
+//! programs' look), `[streaming]` (HLS cutting, delay, encoder sharing) and
+//! `[recording]` (how recordings are encoded and fragmented).
 //!
 //! Owns: validating those keys into the settings the media crates take, with errors
 //! that name the key, and the defaults of keys those crates do not default themselves.
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 
-use super::schema::{CompositorConfig, IceConfig, IngestConfig, StreamingConfig};
+use super::schema::{CompositorConfig, IceConfig, IngestConfig, RecordingConfig, StreamingConfig};
 
 /// The validated `[ice]` section, with `[ingest].jitter_buffer_ms` (webrtcbin takes
 /// it with the ICE settings).
@@ -175,6 +176,45 @@ pub(super) fn program_settings(
         labels: c.labels.unwrap_or(true),
         slate_text: c.slate_text.clone().unwrap_or(defaults.slate_text),
         ..defaults
+    })
+}
+
+/// The validated `[recording]` section. `fps` is the program's frame rate: a keyframe
+/// interval shorter than one frame cannot be encoded.
+pub(super) fn recording_encode(
+    c: &RecordingConfig,
+    fps: u32,
+) -> anyhow::Result<gremium_mediaplane::RecordingEncode> {
+    let defaults = gremium_mediaplane::RecordingEncode::default();
+    if let Some(kbps) = c.video_kbps {
+        if !(100..=50_000).contains(&kbps) {
+            bail!("recording.video_kbps: must be between 100 and 50000");
+        }
+    }
+    let keyframe_interval = match c.keyframe_interval_ms {
+        None => None,
+        Some(ms) => {
+            // One frame lasts 1000/fps ms; round up so the shortest allowed interval
+            // still holds at least one whole frame.
+            let one_frame_ms = 1000u64.div_ceil(u64::from(fps.max(1)));
+            if !(one_frame_ms..=10_000).contains(&ms) {
+                bail!(
+                    "recording.keyframe_interval_ms: must be between {one_frame_ms} (one frame at \
+                     compositor.fps = {fps}) and 10000"
+                );
+            }
+            Some(Duration::from_millis(ms))
+        }
+    };
+    let fragment = match c.fragment_ms {
+        None => defaults.fragment,
+        Some(ms) if (100..=10_000).contains(&ms) => Duration::from_millis(ms),
+        Some(_) => bail!("recording.fragment_ms: must be between 100 and 10000"),
+    };
+    Ok(gremium_mediaplane::RecordingEncode {
+        video_kbps: c.video_kbps,
+        keyframe_interval,
+        fragment,
     })
 }
 

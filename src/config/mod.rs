@@ -42,6 +42,7 @@ pub struct Config {
     pub max_publishers: usize,
     pub program: gremium_compositor::ProgramSettings,
     pub streaming: gremium_mediaplane::StreamingSettings,
+    pub recording: gremium_mediaplane::RecordingEncode,
     pub storage: StorageSettings,
     pub retention_sweep: std::time::Duration,
     pub connections: crate::admission::ConnectionLimits,
@@ -114,6 +115,7 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
     let (media_timeout, max_publishers) = media::ingest_limits(&file.ingest)?;
     let program = media::program_settings(&file.compositor)?;
     let streaming = media::streaming_settings(&file.streaming)?;
+    let recording = media::recording_encode(&file.recording, program.fps)?;
     let retention = storage::retention(&file.retention)?;
     let storage = storage::storage_settings(&file.storage, s3, &data_dir)?;
     let live_dir = data_dir.join("live");
@@ -152,6 +154,7 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
         max_publishers,
         program,
         streaming,
+        recording,
         storage,
         retention_sweep: retention.sweep,
         connections,

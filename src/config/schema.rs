@@ -33,6 +33,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub streaming: StreamingConfig,
     #[serde(default)]
+    pub recording: RecordingConfig,
+    #[serde(default)]
     pub retention: RetentionConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -208,8 +210,25 @@ pub struct StreamingConfig {
     /// Broadcast delay of livestreams in seconds (default 0: none; at most 60).
     pub delay_secs: Option<u64>,
     /// One H.264 encode for the recording and the livestream while both have the same
-    /// audience (default false: experimental, see the README).
+    /// audience and `[recording]` keeps the top HLS rung's bitrate and a keyframe per
+    /// segment (default true).
     pub share_encoder: Option<bool>,
+}
+
+/// `[recording]`: how recordings are encoded and spooled. Every key is optional; the
+/// defaults are what the media plane did before these keys existed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingConfig {
+    /// Video bitrate in kbit/s (100..=50000; default: the top HLS rung's for the
+    /// canvas, 2500 at 720p, so a livestream can share the encode).
+    pub video_kbps: Option<u32>,
+    /// Time between keyframes in ms (one frame's duration ..= 10000; default: one HLS
+    /// segment while the encode is shared, else 2000).
+    pub keyframe_interval_ms: Option<u64>,
+    /// Length of the MP4 fragments written to the spool in ms, what a crash can lose
+    /// (100..=10000; default 400).
+    pub fragment_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -82,6 +82,15 @@ fn errors_name_the_bad_key() {
         ("[pages]\ncontroller = ' '", "pages.controller"),
         ("[pages]\npurpose_recording = { de = 'x', en = '' }", "pages.purpose_recording.en"),
         ("[pages]\npurpose_streaming = { de = 'x' }", "en"),
+        ("[recording]\nbitrate = 2500", "bitrate"),
+        ("[recording]\nvideo_kbps = 99", "recording.video_kbps"),
+        ("[recording]\nvideo_kbps = 50001", "recording.video_kbps"),
+        ("[recording]\nvideo_kbps = -1", "video_kbps"),
+        ("[recording]\nkeyframe_interval_ms = 33", "recording.keyframe_interval_ms"),
+        ("[recording]\nkeyframe_interval_ms = 10001", "recording.keyframe_interval_ms"),
+        ("[compositor]\nfps = 10\n[recording]\nkeyframe_interval_ms = 99", "recording.keyframe_interval_ms"),
+        ("[recording]\nfragment_ms = 99", "recording.fragment_ms"),
+        ("[recording]\nfragment_ms = 10001", "recording.fragment_ms"),
     ];
     for (text, key) in cases {
         let err = format!("{:#}", check(text).expect_err(text));
@@ -180,6 +189,14 @@ fn the_example_config_documents_real_keys() {
         .controller
         .starts_with("Stadt Musterstadt"));
     assert!(c.api.consent_texts.purpose_recording.en.contains("minutes"));
+    assert_eq!(
+        c.recording,
+        gremium_mediaplane::RecordingEncode {
+            video_kbps: Some(2500),
+            keyframe_interval: Some(std::time::Duration::from_secs(1)),
+            fragment: std::time::Duration::from_millis(400),
+        }
+    );
 }
 
 #[test]
@@ -214,4 +231,68 @@ fn overrides_win() {
     let c = validate(FileConfig::parse("listen = '127.0.0.1:1'").unwrap(), &o).unwrap();
     assert_eq!(c.listen.port(), 9999);
     assert!(c.database_url.contains("/tmp/x/gremium.db"));
+}
+
+#[test]
+fn recording_encode_defaults_to_the_media_planes_and_takes_the_bounds() {
+    use gremium_mediaplane::RecordingEncode;
+    use std::time::Duration;
+    assert_eq!(check("").unwrap().recording, RecordingEncode::default());
+    let c =
+        check("[recording]\nvideo_kbps = 3000\nkeyframe_interval_ms = 1500\nfragment_ms = 1000")
+            .unwrap();
+    assert_eq!(
+        c.recording,
+        RecordingEncode {
+            video_kbps: Some(3000),
+            keyframe_interval: Some(Duration::from_millis(1500)),
+            fragment: Duration::from_millis(1000),
+        }
+    );
+    // Only what is set changes; the rest keeps the media plane's default.
+    let c = check("[recording]\nfragment_ms = 100").unwrap();
+    assert_eq!(
+        c.recording,
+        RecordingEncode {
+            fragment: Duration::from_millis(100),
+            ..RecordingEncode::default()
+        }
+    );
+    for (text, kbps, keyframe_ms, fragment_ms) in [
+        ("video_kbps = 100", Some(100), None, 400),
+        ("video_kbps = 50000", Some(50000), None, 400),
+        ("fragment_ms = 10000", None, None, 10000),
+        ("keyframe_interval_ms = 10000", None, Some(10000), 400),
+        // One frame at 30 fps is 33.3 ms: 34 ms is the shortest whole-ms interval.
+        ("keyframe_interval_ms = 34", None, Some(34), 400),
+        // Not a multiple of a frame: the encoder rounds, the config does not refuse.
+        ("keyframe_interval_ms = 1001", None, Some(1001), 400),
+    ] {
+        let r = check(&format!("[recording]\n{text}"))
+            .unwrap_or_else(|e| panic!("{text}: {e:#}"))
+            .recording;
+        assert_eq!(
+            (
+                r.video_kbps,
+                r.keyframe_interval.map(|d| d.as_millis() as u64),
+                r.fragment.as_millis() as u64
+            ),
+            (kbps, keyframe_ms, fragment_ms),
+            "{text}"
+        );
+    }
+    // The shortest interval follows the program's frame rate.
+    let c = check("[compositor]\nfps = 60\n[recording]\nkeyframe_interval_ms = 17").unwrap();
+    assert_eq!(
+        c.recording.keyframe_interval,
+        Some(Duration::from_millis(17))
+    );
+    let err = format!(
+        "{:#}",
+        check("[compositor]\nfps = 60\n[recording]\nkeyframe_interval_ms = 16").unwrap_err()
+    );
+    assert!(
+        err.contains("between 17 (one frame at compositor.fps = 60)"),
+        "{err}"
+    );
 }
