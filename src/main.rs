@@ -52,7 +52,8 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Run the service with a demo meeting and three synthetic participants.
+    /// Run the service with a demo meeting: three synthetic participants, a recording
+    /// and a livestream running, and the links to open (console, watch, join).
     Demo {
         /// Address to listen on (default 127.0.0.1:8080).
         #[arg(long, env = "GREMIUM_LISTEN")]

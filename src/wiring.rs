@@ -266,7 +266,7 @@ pub async fn serve_until(
             max_publishers: config.max_publishers,
             program: config.program.clone(),
             streaming: config.streaming.clone(),
-            recording: Default::default(),
+            recording: config.recording,
             recordings_dir: config.storage.spool_dir.clone(),
             recordings_min_free: config.storage.spool_min_free,
             store: vault.store().clone(),

@@ -412,12 +412,38 @@ fn bad_configuration_is_refused_with_the_key_named() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The first word of `line` after `prefix`, when `line` starts with it.
+fn word_after<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
+    line.trim_start()
+        .strip_prefix(prefix)?
+        .split_whitespace()
+        .next()
+}
+
+/// Set `slot` to `value` unless it holds one already.
+fn keep_first(slot: &mut Option<String>, value: Option<&str>) {
+    if slot.is_none() {
+        *slot = value.map(str::to_string);
+    }
+}
+
+/// `GET url` without a token: (status, body).
+async fn get_text(http: &reqwest::Client, url: &str) -> (u16, String) {
+    let r = http.get(url).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// `gremium demo` is a newcomer's first look: the links it prints open the right pages
+/// with tokens that work, a recording runs, the livestream's playlist fills with
+/// segments within a minute, and SIGTERM still ends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_a_meeting_with_three_publishing_participants() {
+    use base64::Engine;
     use tokio::io::{AsyncBufReadExt, BufReader};
     let data_dir =
         std::env::temp_dir().join(format!("gremium-demo-{}", uuid::Uuid::new_v4().simple()));
     let port = free_port();
+    let started = Instant::now();
     let mut child = tokio::process::Command::new(BIN)
         .args([
             "demo",
@@ -435,7 +461,11 @@ async fn demo_runs_a_meeting_with_three_publishing_participants() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut token, mut meeting, mut publishing) = (None, None, 0);
+    let (mut console, mut watch, mut join) = (None, None, None);
+    let (mut recording, mut livestream) = (None, None);
     let collect = async {
+        // The publishers print as they connect, which may be before or after the
+        // demo's own block: read until both are complete.
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(t) = line.trim().strip_prefix("export T=") {
                 token = Some(t.to_string());
@@ -445,15 +475,22 @@ async fn demo_runs_a_meeting_with_three_publishing_participants() {
             }
             if line.starts_with("publishing to meeting") {
                 publishing += 1;
-                if publishing == 3 {
-                    break;
-                }
+            }
+            if line.contains(" is running") {
+                keep_first(&mut recording, word_after(&line, "recording "));
+                keep_first(&mut livestream, word_after(&line, "livestream "));
+            }
+            keep_first(&mut console, word_after(&line, "chair console:"));
+            keep_first(&mut watch, word_after(&line, "citizens' watch:"));
+            keep_first(&mut join, word_after(&line, "join page:"));
+            if publishing == 3 && token.is_some() && join.is_some() {
+                break;
             }
         }
     };
     tokio::time::timeout(Duration::from_secs(60), collect)
         .await
-        .expect("demo publishes three participants");
+        .expect("demo publishes three participants and prints its links");
     let (token, meeting) = (
         token.expect("token printed"),
         meeting.expect("meeting printed"),
@@ -481,6 +518,138 @@ async fn demo_runs_a_meeting_with_three_publishing_participants() {
         })
         .collect();
     assert_eq!(consents, [(true, true), (true, false), (false, false)]);
+
+    // The links: each answers 200 with its own page, and carries a token that works.
+    let console = console.expect("console link printed");
+    let watch = watch.expect("watch link printed");
+    let join = join.expect("join link printed");
+    assert_eq!(console, format!("{base}/console/{meeting}?token={token}"));
+    assert_eq!(watch, format!("{base}/watch/{meeting}"));
+    let join_token = join
+        .strip_prefix(&format!("{base}/join/{meeting}?token="))
+        .unwrap_or_else(|| panic!("join link {join}"))
+        .to_string();
+    for (link, title) in [
+        (&console, "<title>Sitzungsleitung – Gremium</title>"),
+        (&watch, "<title>Livestream – Gremium</title>"),
+        (&join, "<title>Sitzung – Gremium</title>"),
+    ] {
+        let (s, page) = get_text(&http, link).await;
+        assert_eq!(s, 200, "{link}");
+        assert!(
+            page.contains(title),
+            "{link} is not the page titled {title}"
+        );
+    }
+    // The console's token is a moderator's: it may list the meeting's recordings,
+    // which a participant's token may not.
+    let recordings_url = format!("{base}/api/v1/meetings/{meeting}/recordings");
+    let (s, _) = call(&http, reqwest::Method::GET, &recordings_url, &token, None).await;
+    assert_eq!(s, 200);
+    let (s, _) = call(
+        &http,
+        reqwest::Method::GET,
+        &recordings_url,
+        &join_token,
+        None,
+    )
+    .await;
+    assert_eq!(s, 403);
+    // The join token is the participant's whose consent the page asks for (the page
+    // takes the participant id from the token's `sub`, so must this test).
+    let claims = join_token.split('.').nth(1).expect("a JWT");
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .unwrap(),
+    )
+    .unwrap();
+    let pid = claims["sub"].as_str().expect("sub").to_string();
+    let (s, p) = call(
+        &http,
+        reqwest::Method::GET,
+        &format!("{base}/api/v1/meetings/{meeting}"),
+        &join_token,
+        None,
+    )
+    .await;
+    assert_eq!((s, p["id"].as_str()), (200, Some(meeting.as_str())), "{p}");
+    let (s, c) = call(
+        &http,
+        reqwest::Method::GET,
+        &format!("{base}/api/v1/meetings/{meeting}/participants/{pid}/consent"),
+        &join_token,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(
+        (c["recording"].as_bool(), c["streaming"].as_bool()),
+        (Some(false), Some(false)),
+        "{c}"
+    );
+    // A token that is not the printed one is refused: the checks above are real.
+    let forged = format!("{join_token}x");
+    let (s, _) = call(
+        &http,
+        reqwest::Method::GET,
+        &format!("{base}/api/v1/meetings/{meeting}"),
+        &forged,
+        None,
+    )
+    .await;
+    assert_eq!(s, 401);
+
+    // A recording runs: the one printed, active.
+    let rid = recording.expect("recording printed as running");
+    let deadline = started + Duration::from_secs(60);
+    loop {
+        let (s, list) = call(&http, reqwest::Method::GET, &recordings_url, &token, None).await;
+        assert_eq!(s, 200);
+        let state = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == rid.as_str())
+            .map(|r| r["state"].clone());
+        if state == Some(json!("active")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "recording {rid}: {list}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The livestream: the watch page goes live and the playlist fills with segments
+    // within a minute of the start.
+    livestream.expect("livestream printed as running");
+    let media = loop {
+        let (s, status) = get_text(&http, &format!("{base}/watch/{meeting}/status")).await;
+        assert_eq!(s, 200);
+        let status: Value = serde_json::from_str(&status).unwrap();
+        if status["state"] == "live" {
+            let hls = status["hls"].as_str().expect("a playlist while live");
+            assert_eq!(hls, format!("/live/{meeting}/index.m3u8"));
+            let (s, master) = get_text(&http, &format!("{base}{hls}")).await;
+            // The first variant (a URI relative to the master playlist).
+            let variant = master
+                .lines()
+                .skip_while(|l| !l.starts_with("#EXT-X-STREAM-INF"))
+                .nth(1)
+                .map(str::to_string);
+            if let (200, Some(variant)) = (s, variant) {
+                let (s, media) = get_text(&http, &format!("{base}/live/{meeting}/{variant}")).await;
+                if s == 200 && media.contains("#EXTINF") {
+                    break media;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no HLS segment within a minute: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(media.starts_with("#EXTM3U"), "{media}");
+
     // SIGTERM (docker stop, systemd, Kubernetes); Ctrl-C takes the same path.
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().unwrap().to_string()])
@@ -490,6 +659,17 @@ async fn demo_runs_a_meeting_with_three_publishing_participants() {
         .expect("demo stops on SIGTERM")
         .unwrap();
     assert!(status.success(), "{status:?}");
+    // It stopped its outputs first: the recording is finished, not left to recovery.
+    let mut rest = Vec::new();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(5), lines.next_line()).await
+    {
+        rest.push(line);
+    }
+    assert!(
+        rest.contains(&format!("recording {rid}: finished")),
+        "{rest:#?}"
+    );
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
