@@ -83,6 +83,14 @@ impl Shared {
         }
         true
     }
+
+    /// An actor could not start: deregister it whatever waits in its mailbox (it
+    /// answers that with an error), remembering its policy.
+    pub(crate) fn abandon(&self, meeting_id: Uuid, policy: MeetingPolicy) {
+        let mut registry = self.registry();
+        registry.actors.remove(&meeting_id);
+        registry.policies.insert(meeting_id, policy);
+    }
 }
 
 /// The GStreamer media plane. Cheap to clone.

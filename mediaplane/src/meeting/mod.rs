@@ -361,7 +361,7 @@ fn refuse_all(
 ) {
     tracing::warn!(%meeting_id, error = %why, "media session not started");
     if let Some(plane) = plane.upgrade() {
-        plane.retire(meeting_id, &rx, Some(policy));
+        plane.abandon(meeting_id, policy);
     }
     rx.close();
     while let Ok(mail) = rx.try_recv() {
