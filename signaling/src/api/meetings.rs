@@ -1,5 +1,8 @@
 //! Meetings: create, list (keyset pagination), get, end, public/non-public switch,
-//! layout.
+//! layout; and loading one for the other API modules ([`load_meeting`],
+//! [`open_meeting`]). Must not import the output modules (`recordings`, `streams`),
+//! which read meetings through here: ending a meeting stops its outputs through
+//! [`super::output_lifecycle`] instead.
 
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -12,6 +15,7 @@ use gremium_storage::{LedgerRecord, Meeting, MeetingState, NewMeeting, OutputKin
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::output_lifecycle::stop_output;
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::events::EventKind;
@@ -154,6 +158,16 @@ pub(crate) async fn load_meeting(state: &AppState, id: Uuid) -> ApiResult<Meetin
         .get_meeting(id)
         .await?
         .ok_or(ApiError::NotFound("meeting"))
+}
+
+/// The meeting, if it has not ended (409 once it has): what changing a running
+/// meeting or starting an output on it needs.
+pub(crate) async fn open_meeting(state: &AppState, id: Uuid) -> ApiResult<Meeting> {
+    let meeting = load_meeting(state, id).await?;
+    if meeting.state == MeetingState::Ended {
+        return Err(ApiError::Conflict("meeting has ended".into()));
+    }
+    Ok(meeting)
 }
 
 /// Staff who run meetings, or a participant of this meeting.
@@ -311,7 +325,7 @@ pub async fn end_meeting(
         }
     }
     for (kind, oid) in running {
-        if let Err(e) = super::outputs::stop_output(&state, kind, oid, id, &actor).await {
+        if let Err(e) = stop_output(&state, kind, oid, id, &actor).await {
             tracing::warn!(error = %e, kind = kind.as_str(), "stopping an output of an ended meeting");
         }
     }
@@ -341,10 +355,7 @@ pub async fn set_public(
 ) -> ApiResult<Json<MeetingView>> {
     who.require(&[Role::Moderator])?;
     let reason = crate::text::optional_line("reason", body.reason.as_deref(), 500)?;
-    let meeting = load_meeting(&state, id).await?;
-    if meeting.state == MeetingState::Ended {
-        return Err(ApiError::Conflict("meeting has ended".into()));
-    }
+    let meeting = open_meeting(&state, id).await?;
     if meeting.is_public == body.public {
         return Ok(Json(MeetingView::from(&meeting)));
     }
@@ -411,10 +422,7 @@ pub async fn set_layout(
             "podium: at most 100 members".into(),
         ));
     }
-    let meeting = load_meeting(&state, id).await?;
-    if meeting.state == MeetingState::Ended {
-        return Err(ApiError::Conflict("meeting has ended".into()));
-    }
+    open_meeting(&state, id).await?;
     let mut podium: Vec<Uuid> = Vec::with_capacity(body.podium.len());
     for p in body.pinned.iter().chain(body.podium.iter()) {
         let known = state
