@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use gremium_compositor::{Canvas, Kind, NonConsenting, Program, ProgramSettings, Scaler};
 use gremium_recorder::{RecordingBin, RecordingSettings, H264};
-use gremium_storage::crypto::{read_spool, DataKey};
 use gremium_streamer::hls::{HlsBin, HlsSettings};
+use gremium_vault::crypto::{read_spool, DataKey};
 use gst::prelude::*;
 use uuid::Uuid;
 

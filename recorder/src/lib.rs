@@ -5,7 +5,8 @@
 //! loses at most the fragment being written and what was written plays), its
 //! finalization (EOS with a watchdog), and post-processing ([`finalize`]: seal the
 //! spool into the stored object, validate with ffmpeg via ffmpeg-sidecar, make the
-//! poster, hand both to the object store). Crash recovery runs the same
+//! poster, hand both to the object store; its failures are [`RecorderError`]s that
+//! name the step). Crash recovery runs the same
 //! [`finalize`] on a spool left behind. A failed spool write (a full disk) closes the
 //! spool at its last whole record and is reported at once
 //! ([`RecordingBin::interruptions`]); the media plane then stops the recording, which
@@ -20,7 +21,10 @@
 //! takes the H.264 and the AAC of encoders the media plane shares with a livestream
 //! of the same audience.
 
+mod error;
 pub mod finalize;
+
+pub use error::{FfmpegStep, RecorderError, StoredObject};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -29,7 +33,7 @@ use std::time::Duration;
 pub use gremium_pipelines::encode::H264;
 use gremium_pipelines::encode::{aac_chain, h264_chain};
 use gremium_pipelines::{make, PipelineError};
-use gremium_storage::crypto::{DataKey, SpoolWriter};
+use gremium_vault::crypto::{DataKey, SpoolWriter};
 use gst::prelude::*;
 
 /// How a recording is encoded.
@@ -39,7 +43,7 @@ pub struct RecordingSettings {
     pub path: PathBuf,
     /// The recording's data key.
     pub key: DataKey,
-    /// Context authenticated with every record (see `gremium_storage::vault`).
+    /// Context authenticated with every record (see `gremium_vault::context`).
     pub context: Vec<u8>,
     /// The H.264 encode (bitrate, keyframe interval).
     pub video: H264,

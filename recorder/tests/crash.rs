@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use gremium_recorder::finalize::{finalize, Origin};
 use gremium_recorder::{RecordingBin, RecordingSettings, H264};
-use gremium_storage::crypto::{DataKey, SealedReader, SEALED_HEADER};
-use gremium_storage::vault::media_context;
-use gremium_storage::{LocalStore, ObjectStore};
+use gremium_vault::context::media_context;
+use gremium_vault::crypto::{DataKey, SealedReader, SEALED_HEADER};
+use gremium_vault::{LocalStore, ObjectStore};
 use gst::prelude::*;
 use uuid::Uuid;
 

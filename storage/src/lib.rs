@@ -3,10 +3,14 @@
 //! Owns: the database schema and migrations (SQLite as the embedded default,
 //! PostgreSQL for production, same semantics), the repositories for meetings,
 //! participants and consent, recordings and streams, and the hash-chained audit
-//! ledger with its verification; envelope encryption of recordings at rest
-//! ([`crypto`]), the object store they are kept in ([`objects`]: local disk, [`s3`]:
-//! S3-compatible servers), the vault that joins key and store ([`vault`]), and
-//! the archive's retention and deletion queries ([`archive`]).
+//! ledger with its verification; the vault that joins master key, object store
+//! and the stored wrapped keys ([`vault`]), and the archive's retention and deletion
+//! queries ([`archive`]).
+//!
+//! What needs no database — data keys and the encrypted file formats ([`crypto`]),
+//! the object store ([`objects`]: local disk, [`s3`]: S3-compatible servers) — lives
+//! in the `gremium-vault` crate, which the media plane uses without linking sqlx; it
+//! is re-exported here at its old paths.
 //!
 //! Must not: depend on GStreamer, speak HTTP, or decide policy (who may do what is
 //! the signaling crate's job). Every state change that the ledger must witness is
@@ -20,16 +24,15 @@
 pub mod archive;
 pub mod chapters;
 pub mod consent;
-pub mod crypto;
 mod db;
 mod error;
 pub mod ledger;
 pub mod meetings;
-pub mod objects;
 pub mod outputs;
 pub mod participants;
-pub mod s3;
 pub mod vault;
+
+pub use gremium_vault::{crypto, objects, s3};
 
 pub use archive::{ArchiveItem, ArchiveQuery, Shredded};
 pub use chapters::Chapter;

@@ -1,15 +1,21 @@
 //! The vault: master key plus object store, the one place that turns a recording id
 //! into readable bytes. Everything above it (the archive API, retention) asks the
 //! vault; nothing else unwraps data keys.
+//!
+//! The contexts that bind keys and objects to a recording are the vault crate's
+//! ([`gremium_vault::context`]), re-exported here at their old paths.
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::crypto::{CryptoError, DataKey, MasterKey, SealedReader, SEALED_HEADER};
-use crate::objects::{ObjectError, ObjectStore};
+use gremium_vault::context::key_context;
+use gremium_vault::crypto::{CryptoError, DataKey, MasterKey, SealedReader, SEALED_HEADER};
+use gremium_vault::objects::{ObjectError, ObjectStore};
+
 use crate::{Db, StorageError};
+pub use gremium_vault::context::{manifest_context, media_context, poster_context};
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,25 +32,6 @@ pub enum VaultError {
     /// Database failure.
     #[error(transparent)]
     Storage(#[from] StorageError),
-}
-
-/// Context bound into a recording's wrapped key and media chunks.
-pub fn media_context(recording_id: Uuid) -> Vec<u8> {
-    format!("gremium/recording/{recording_id}/media").into_bytes()
-}
-
-/// Context bound into a recording's poster chunks.
-pub fn poster_context(recording_id: Uuid) -> Vec<u8> {
-    format!("gremium/recording/{recording_id}/poster").into_bytes()
-}
-
-/// Context bound into a recording's manifest chunks.
-pub fn manifest_context(recording_id: Uuid) -> Vec<u8> {
-    format!("gremium/recording/{recording_id}/manifest").into_bytes()
-}
-
-fn key_context(recording_id: Uuid) -> Vec<u8> {
-    format!("gremium/recording/{recording_id}/key").into_bytes()
 }
 
 /// An opened sealed object: decrypts any plaintext range.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gremium_storage::{ObjectError, ObjectStore, S3Settings, S3Store};
+use gremium_vault::{ObjectError, ObjectStore, S3Settings, S3Store};
 
 const ACCESS_KEY: &str = "AK";
 const SECRET_KEY: &str = "SK";
