@@ -17,7 +17,7 @@ use gremium_pipelines::webrtc::parse_sdp;
 use gremium_protocol::{
     Audience, CommandOutcome, Consent, EventSink, MediaCommand, MediaPlane, MediaPlaneError,
 };
-use gremium_storage::crypto::DataKey;
+use gremium_vault::DataKey;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 

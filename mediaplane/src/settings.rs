@@ -12,7 +12,7 @@ use std::time::Duration;
 use gremium_compositor::ProgramSettings;
 use gremium_pipelines::encode::H264;
 use gremium_pipelines::webrtc::IceSettings;
-use gremium_storage::ObjectStore;
+use gremium_vault::ObjectStore;
 
 use crate::policy::PolicySettings;
 

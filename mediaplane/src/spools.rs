@@ -17,8 +17,8 @@ use gremium_recorder::finalize::{
     finalize, read_completion, remove_spool, spool_path, DiscardGate, FinalizeError, Origin,
     Progress,
 };
-use gremium_storage::crypto::DataKey;
-use gremium_storage::ObjectStore;
+use gremium_vault::DataKey;
+use gremium_vault::ObjectStore;
 use uuid::Uuid;
 
 /// What a spool in use is used for.

@@ -32,7 +32,7 @@ use gremium_protocol::{
     MeetingContext, RtmpTarget,
 };
 use gremium_recorder::RecordingBin;
-use gremium_storage::crypto::DataKey;
+use gremium_vault::DataKey;
 use gremium_streamer::hls::HlsBin;
 use gst::prelude::*;
 use tokio::sync::{mpsc, oneshot};

@@ -15,8 +15,8 @@ use gremium_protocol::{
 };
 use gremium_recorder::finalize::{spool_path, write_completion, Completion, Origin};
 use gremium_recorder::{RecordingBin, RecordingSettings};
-use gremium_storage::crypto::DataKey;
-use gremium_storage::vault::media_context;
+use gremium_vault::DataKey;
+use gremium_vault::media_context;
 use gremium_streamer::hls::{HlsBin, HlsSettings, Rendition};
 use uuid::Uuid;
 
