@@ -28,9 +28,14 @@ use gst::prelude::*;
 use uuid::Uuid;
 
 use crate::gate::{Gate, Verdict};
+
+// Re-exported until the media plane moves to gremium_pipelines::tee (issue 19).
 use crate::layout::{
     Canvas, LayoutEngine, LayoutKind, LayoutSettings, NonConsenting, Participant, Placement,
     TileContent,
+};
+pub use gremium_pipelines::tee::{
+    release_tee_branch, release_tee_pad, tee_branch, unlink_when_idle,
 };
 
 /// How a program looks.
@@ -952,69 +957,6 @@ fn request_keyframe(element: &gst::Element) {
             .all_headers(true)
             .build();
         let _ = pad.push_event(event);
-    }
-}
-
-/// Give a tee's request pad back (after its consumer was unlinked).
-pub fn release_tee_pad(pad: Option<gst::Pad>) {
-    if let Some(p) = pad {
-        if let Some(tee) = p.parent_element() {
-            tee.release_request_pad(&p);
-        }
-    }
-}
-
-/// A new branch of `tee` (an element of `bin`): an active ghost src pad on `bin`
-/// named `{prefix}_{tee pad}`, to be linked outside.
-pub fn tee_branch(
-    bin: &gst::Bin,
-    tee: &gst::Element,
-    prefix: &str,
-) -> Result<gst::Pad, PipelineError> {
-    let pad = pad_ok(tee.request_pad_simple("src_%u"), "tee")?;
-    let ghost = gst::GhostPad::builder_with_target(&pad)
-        .map_err(state_err)?
-        .name(format!("{prefix}_{}", pad.name()))
-        .build();
-    let added = ghost
-        .set_active(true)
-        .map_err(state_err)
-        .and_then(|_| bin.add_pad(&ghost).map_err(state_err));
-    if let Err(e) = added {
-        tee.release_request_pad(&pad);
-        return Err(e);
-    }
-    Ok(ghost.upcast())
-}
-
-/// Give back a branch from [`tee_branch`]: unlinked from its consumer at an idle
-/// moment, then the tee's pad released before the ghost goes inactive (a push into
-/// an inactive pad returns FLUSHING, which the tee would pass upstream).
-pub fn release_tee_branch(bin: &gst::Bin, branch: &gst::Pad) {
-    let Some(ghost) = branch.downcast_ref::<gst::GhostPad>() else {
-        return;
-    };
-    let target = ghost.target();
-    if let Some(consumer) = ghost.peer() {
-        unlink_when_idle(&consumer, ghost.upcast_ref());
-    }
-    release_tee_pad(target);
-    let _ = ghost.set_active(false);
-    let _ = bin.remove_pad(ghost);
-}
-
-/// Unlink `downstream` from its `upstream` peer at a moment no buffer is in flight.
-pub fn unlink_when_idle(downstream: &gst::Pad, upstream: &gst::Pad) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let target = downstream.clone();
-    upstream.add_probe(gst::PadProbeType::IDLE, move |pad, _| {
-        let _ = pad.unlink(&target);
-        let _ = tx.send(());
-        gst::PadProbeReturn::Remove
-    });
-    if rx.recv_timeout(Duration::from_secs(2)).is_err() {
-        // Never idle (a stuck upstream): unlink anyway; a push in flight fails once.
-        let _ = upstream.unlink(downstream);
     }
 }
 
