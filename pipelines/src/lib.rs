@@ -6,7 +6,7 @@
 //! small element builders; the WebRTC endpoint ([`webrtc`], ICE restarts under it in
 //! [`ice_restart`]) and our WHIP client
 //! ([`publisher`]); the one H.264 encode configuration of program outputs
-//! ([`encode`]).
+//! ([`encode`]); branches of a `tee` that come and go while it runs ([`tee`]).
 //!
 //! Must not: know about meetings, HTTP or SQL.
 
@@ -17,6 +17,7 @@ pub mod guard;
 pub mod ice_restart;
 pub mod pipeline;
 pub mod publisher;
+pub mod tee;
 pub mod webrtc;
 
 pub use pipeline::{
