@@ -39,11 +39,6 @@ pub use bin::Program;
 pub use scene::{escape_markup, initials, LayoutChoice};
 pub use settings::{ProgramSettings, Scaler};
 
-// Re-exported until the media plane moves to gremium_pipelines::tee (issue 19).
-pub use gremium_pipelines::tee::{
-    release_tee_branch, release_tee_pad, tee_branch, unlink_when_idle,
-};
-
 /// Media kinds of a program's inputs and outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {

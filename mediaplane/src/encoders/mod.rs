@@ -184,12 +184,12 @@ impl Encoder {
             Kind::Video => "h264",
             Kind::Audio => "aac",
         };
-        gremium_compositor::program::tee_branch(&self.bin, &self.tee, prefix)
+        gremium_pipelines::tee::tee_branch(&self.bin, &self.tee, prefix)
     }
 
     /// Give a branch back: unlinked at an idle moment, then released.
     pub fn release_branch(&self, branch: &gst::Pad) {
-        gremium_compositor::program::release_tee_branch(&self.bin, branch);
+        gremium_pipelines::tee::release_tee_branch(&self.bin, branch);
     }
 
     /// The tee's sink pad (the encoded stream before it branches), for probes.

@@ -387,7 +387,7 @@ impl Meeting {
         for (_, _, ghost) in &p.links {
             // The program unlinked its side; the tee's pad goes before the ghost turns
             // inactive (a push into an inactive pad would fail the tee for every program).
-            gremium_compositor::program::release_tee_pad(ghost.target());
+            gremium_pipelines::tee::release_tee_pad(ghost.target());
             let _ = ghost.set_active(false);
             let _ = p.bin.remove_pad(ghost);
         }
