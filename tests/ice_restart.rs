@@ -4,8 +4,6 @@
 //! same session. Bad restarts get clear 4xx answers and leave the session alone. Own
 //! test binary: the decoded-buffer counters read from `/metrics` are process-wide.
 
-#[path = "common/cdp.rs"]
-mod cdp;
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -17,7 +15,6 @@ use gremium_pipelines::publisher::{build_publisher, PublisherSettings};
 use gremium_pipelines::webrtc::{accept_answer, create_offer, negotiation_needed, IceSettings};
 use gremium_pipelines::{Pipeline, PipelineSettings};
 use gremium_signaling::api::whip::{parse_sdpfrag, render_sdpfrag};
-use gremium_signaling::Role;
 
 const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 
@@ -75,15 +72,14 @@ async fn assert_not_stopped(ws: &mut Ws, quiet: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ice_restart_over_whip_patch_keeps_media_flowing() {
     let (app, media) = spawn_with_gst_media(Duration::from_secs(3), 10, Default::default()).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (pid, join) = app
-        .add_participant(&moderator, &mid, "Wechselt das Netz")
-        .await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+    let moderator = app.moderator();
+    let mid = moderator.create_meeting("Rat").await.id;
+    let (pid, join) = moderator
+        .meeting(&mid)
+        .add_participant("Wechselt das Netz")
+        .await
+        .into_parts();
+    let mut ws = ws_connect(app.addr, &mid, moderator.token()).await;
     next_event(&mut ws).await;
 
     let publisher = Pipeline::new(PipelineSettings {
@@ -107,15 +103,7 @@ async fn an_ice_restart_over_whip_patch_keeps_media_flowing() {
     let offer = create_offer(&webrtc, Duration::from_secs(10))
         .await
         .unwrap();
-    let resp = app
-        .http
-        .post(app.url(&format!("/whip/{mid}")))
-        .bearer_auth(&join)
-        .header("content-type", "application/sdp")
-        .body(offer)
-        .send()
-        .await
-        .unwrap();
+    let resp = join.post_whip(&mid, offer).await;
     assert_eq!(resp.status().as_u16(), 201);
     let etag0 = resp.headers()["etag"].to_str().unwrap().to_string();
     let location = resp.headers()["location"].to_str().unwrap().to_string();
@@ -134,7 +122,7 @@ async fn an_ice_restart_over_whip_patch_keeps_media_flowing() {
             let mut r = app
                 .http
                 .patch(app.url(&path))
-                .bearer_auth(join)
+                .bearer_auth(join.token())
                 .header("content-type", SDPFRAG)
                 .body(body);
             if let Some(tag) = if_match {
@@ -267,9 +255,7 @@ async fn an_ice_restart_over_whip_patch_keeps_media_flowing() {
     statuses.sort();
     assert_eq!(statuses, [200, 412], "racing restarts");
 
-    let (s, _) = app
-        .send(reqwest::Method::DELETE, &location, Some(&join), None)
-        .await;
+    let (s, _) = join.send(reqwest::Method::DELETE, &location, None).await;
     assert_eq!(s, 200);
     let stopped = wait_event(&mut ws, "participant_media_stopped", |_| true).await;
     assert_eq!(stopped["participant_id"], pid.as_str());
@@ -279,17 +265,18 @@ async fn an_ice_restart_over_whip_patch_keeps_media_flowing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gremium_publish_restarts_ice_and_keeps_publishing() {
     let (app, _media) = spawn_with_gst_media(Duration::from_secs(3), 10, Default::default()).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Ausschuss").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (pid, join) = app.add_participant(&moderator, &mid, "Anna").await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+    let moderator = app.moderator();
+    let mid = moderator.create_meeting("Ausschuss").await.id;
+    let (pid, join) = moderator
+        .meeting(&mid)
+        .add_participant("Anna")
+        .await
+        .into_parts();
+    let mut ws = ws_connect(app.addr, &mid, moderator.token()).await;
     next_event(&mut ws).await;
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gremium"))
         .args(["publish", "--server", &app.base, "--meeting", &mid])
-        .args(["--token", &join, "--ice-address", "127.0.0.1"])
+        .args(["--token", join.token(), "--ice-address", "127.0.0.1"])
         .args(["--width", "160", "--height", "90", "--fps", "15"])
         .args(["--ice-restart-after", "2", "--duration", "9"])
         .stdout(std::process::Stdio::piped())
@@ -340,15 +327,16 @@ fn headless_chromium_restarts_ice_over_whip() {
 
 async fn chromium_restarts_ice() {
     let (app, _media) = spawn_with_gst_media(Duration::from_secs(3), 10, Default::default()).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Browser").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (_pid, join) = app.add_participant(&moderator, &mid, "Browser").await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+    let moderator = app.moderator();
+    let mid = moderator.create_meeting("Browser").await.id;
+    let (_pid, join) = moderator
+        .meeting(&mid)
+        .add_participant("Browser")
+        .await
+        .into_parts();
+    let mut ws = ws_connect(app.addr, &mid, moderator.token()).await;
     next_event(&mut ws).await;
-    let url = app.url(&format!("/publish/{mid}?token={join}"));
+    let url = app.url(&format!("/publish/{mid}?token={}", join.token()));
     let mut chrome = cdp::Chromium::launch_with(&url, cdp::FAKE_MEDIA).await;
     chrome
         .wait_for(
