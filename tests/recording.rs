@@ -18,8 +18,13 @@ const AZURE: [u8; 3] = [0x1e, 0x50, 0xff];
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recording_holds_only_consenting_participants_and_plays() {
     let dir = std::env::temp_dir().join(format!("gremium-rec-{}", uuid::Uuid::new_v4()));
-    let (app, _media) =
-        spawn_with_gst_media_in(Duration::from_secs(10), 10, unlabelled_program(), dir.clone()).await;
+    let (app, _media) = spawn_with_gst_media_in(
+        Duration::from_secs(10),
+        10,
+        unlabelled_program(),
+        dir.clone(),
+    )
+    .await;
     let chair = app.moderator();
     let m = chair.create_meeting("Finanzausschuss").await;
     let anna = m.add_participant("Anna").await;
@@ -60,9 +65,7 @@ async fn a_recording_holds_only_consenting_participants_and_plays() {
     };
     assert!(progress > 0, "no recording_progress event");
     assert_eq!(done["state"], "finished", "{done}");
-    let (s, _) = chair
-        .send(Method::POST, &rec.path("/stop"), None)
-        .await;
+    let (s, _) = chair.send(Method::POST, &rec.path("/stop"), None).await;
     assert_eq!(
         s, 409,
         "stopping a finished recording again changes nothing"
@@ -326,7 +329,8 @@ async fn a_recording_can_show_the_slate_in_non_public_parts() {
         slate_recording: true,
         ..Default::default()
     };
-    let (app, _media) = spawn_with_gst_media_streaming(unlabelled_program(), dir.clone(), streaming).await;
+    let (app, _media) =
+        spawn_with_gst_media_streaming(unlabelled_program(), dir.clone(), streaming).await;
     let chair = app.moderator();
     let m = chair.create_public_meeting("Hauptausschuss").await;
     let anna = m.add_participant("Anna").await;

@@ -125,6 +125,8 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
+    /// The raw escape hatch with any token, or none: status and JSON body (see
+    /// `Client::send`, the same with a caller's token).
     pub async fn send(
         &self,
         method: reqwest::Method,
@@ -132,177 +134,9 @@ impl TestApp {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self.http.request(method, self.url(path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        let json = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, json)
-    }
-}
-
-/// The string-typed shortcuts from before the typed client, for tests not moved to
-/// `client.rs` yet; new tests use `client.rs`.
-impl TestApp {
-    /// `GET /api/v1/{path}` with `token`; the body, whatever the status.
-    pub async fn get_api(&self, token: &str, path: &str) -> Value {
-        self.send(
-            reqwest::Method::GET,
-            &format!("/api/v1/{path}"),
-            Some(token),
-            None,
-        )
-        .await
-        .1
-    }
-
-    /// The status of `GET /api/v1/{path}` with `token`, body unread (media may be
-    /// large, or not JSON).
-    pub async fn get_status(&self, token: &str, path: &str) -> u16 {
-        self.http
-            .get(self.url(&format!("/api/v1/{path}")))
-            .bearer_auth(token)
-            .send()
+        self.client_with(token.map(str::to_string))
+            .send(method, path, body)
             .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-
-    pub async fn create_meeting(&self, token: &str, title: &str) -> Value {
-        let (s, m) = self
-            .send(
-                reqwest::Method::POST,
-                "/api/v1/meetings",
-                Some(token),
-                Some(serde_json::json!({"title": title})),
-            )
-            .await;
-        assert_eq!(s, 201, "{m}");
-        m
-    }
-
-    /// A public meeting (its livestream shows the program): its id.
-    pub async fn create_public_meeting(&self, token: &str, title: &str) -> String {
-        let (s, m) = self
-            .send(
-                reqwest::Method::POST,
-                "/api/v1/meetings",
-                Some(token),
-                Some(serde_json::json!({"title": title, "public": true})),
-            )
-            .await;
-        assert_eq!(s, 201, "{m}");
-        m["id"].as_str().unwrap().to_string()
-    }
-
-    /// Start a recording of a meeting (asserts 201): its id.
-    pub async fn start_recording(&self, token: &str, mid: &str) -> String {
-        let (s, rec) = self
-            .send(
-                reqwest::Method::POST,
-                &format!("/api/v1/meetings/{mid}/recordings"),
-                Some(token),
-                None,
-            )
-            .await;
-        assert_eq!(s, 201, "{rec}");
-        rec["id"].as_str().unwrap().to_string()
-    }
-
-    /// Start a livestream (`POST /api/v1/meetings/{mid}/streams` with `body`, e.g.
-    /// `{"hls": true}`); asserts 201 and returns the stream.
-    pub async fn start_stream(
-        &self,
-        token: &str,
-        mid: &str,
-        body: serde_json::Value,
-    ) -> serde_json::Value {
-        let (s, stream) = self
-            .send(
-                reqwest::Method::POST,
-                &format!("/api/v1/meetings/{mid}/streams"),
-                Some(token),
-                Some(body),
-            )
-            .await;
-        assert_eq!(s, 201, "{stream}");
-        stream
-    }
-
-    /// POST a stop (`/api/v1/recordings/{id}/stop` or `/api/v1/streams/{id}/stop`);
-    /// asserts it was taken (202, or 200 when already stopped).
-    pub async fn stop(&self, token: &str, kind: &str, id: &str) {
-        let (s, r) = self
-            .send(
-                reqwest::Method::POST,
-                &format!("/api/v1/{kind}/{id}/stop"),
-                Some(token),
-                None,
-            )
-            .await;
-        assert!(s == 202 || s == 200, "{s} {r}");
-    }
-
-    /// ffprobe a recording's media over HTTP through the archive API (see
-    /// [`super::decode::probe`]).
-    pub fn probe_media(&self, token: &str, rid: &str) -> (Vec<Value>, f64) {
-        super::decode::probe(
-            &format!("{}/api/v1/recordings/{rid}/media", self.base),
-            Some(token),
-        )
-    }
-
-    /// A participant sets their own consent (asserts 200).
-    pub async fn set_consent(
-        &self,
-        mid: &str,
-        pid: &str,
-        join: &str,
-        recording: bool,
-        streaming: bool,
-    ) {
-        let (s, r) = self
-            .send(
-                reqwest::Method::PUT,
-                &format!("/api/v1/meetings/{mid}/participants/{pid}/consent"),
-                Some(join),
-                Some(serde_json::json!({"recording": recording, "streaming": streaming})),
-            )
-            .await;
-        assert_eq!(s, 200, "{r}");
-    }
-
-    /// Returns (participant id, join token).
-    pub async fn add_participant(
-        &self,
-        token: &str,
-        meeting: &str,
-        name: &str,
-    ) -> (String, String) {
-        let (s, p) = self
-            .send(
-                reqwest::Method::POST,
-                &format!("/api/v1/meetings/{meeting}/participants"),
-                Some(token),
-                Some(serde_json::json!({"display_name": name})),
-            )
-            .await;
-        assert_eq!(s, 201, "{p}");
-        (
-            p["participant"]["id"].as_str().unwrap().to_string(),
-            p["join_token"].as_str().unwrap().to_string(),
-        )
     }
 }
 
