@@ -145,14 +145,7 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
     }
 
     // An agenda chapter: a date range in the live playlists, anchored by a program date.
-    let (s, chapter) = moderator
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/chapters"),
-            Some(json!({"title": "TOP 3: Bebauungsplan \"Am Hang\""})),
-        )
-        .await;
-    assert_eq!(s, 201, "{chapter}");
+    let chapter = m.add_chapter("TOP 3: Bebauungsplan \"Am Hang\"").await;
     let media = get(format!("/live/{mid}/360p/index.m3u8"))
         .await
         .text()
@@ -256,14 +249,7 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
     };
     for (public, expect_slate) in [(false, true), (true, false)] {
         let before = newest(&playlist(mid.clone()).await);
-        let (s, r) = moderator
-            .send(
-                Method::PUT,
-                &format!("/api/v1/meetings/{mid}/public"),
-                Some(json!({"public": public, "reason": "TOP 7"})),
-            )
-            .await;
-        assert_eq!(s, 200, "{r}");
+        m.set_public(public, "TOP 7").await;
         let target = before + 3;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while newest(&playlist(mid.clone()).await) < target {
@@ -422,10 +408,7 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
     .await;
     assert!(!retrying.to_string().contains("geheim"), "{retrying}");
     // The same states through the API.
-    let (s, view) = moderator
-        .send(Method::GET, &format!("/api/v1/streams/{sid}"), None)
-        .await;
-    assert_eq!(s, 200, "{view}");
+    let view = moderator.get_ok(&format!("/api/v1/streams/{sid}")).await;
     assert!(!view.to_string().contains("geheim"), "{view}");
     assert_eq!(view["rtmp"][0]["status"], "live", "{view}");
     assert_eq!(view["rtmp"][1]["status"], "retrying", "{view}");
@@ -596,14 +579,7 @@ async fn a_broadcast_delay_lets_the_moderator_cut_before_content_leaves() {
     // delay reached N+3 once, so the check starts at N+4. Every later one holds none
     // of A — without the cut the delay would still release the last 4 s of A, into
     // segment N+6 or so, inside the checked range.
-    let (s, r) = moderator
-        .send(
-            Method::PUT,
-            &format!("/api/v1/meetings/{mid}/public"),
-            Some(json!({"public": false, "reason": "TOP 4"})),
-        )
-        .await;
-    assert_eq!(s, 200, "{r}");
+    m.set_public(false, "TOP 4").await;
     // The cut has taken effect when the request returns: count from the newest
     // segment listed then (counting from before the request failed once on a busy
     // CI machine, where the request itself took over a second).
