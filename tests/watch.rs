@@ -46,15 +46,10 @@ async fn wait_status(app: &TestApp, mid: &str, want: &str) -> Value {
 async fn status_follows_stream_public_switch_and_end() {
     let app = spawn_app(Backend::Sqlite).await;
     let moderator = app.moderator();
-    let (s, m) = moderator
-        .send(
-            Method::POST,
-            "/api/v1/meetings",
-            Some(json!({"title": "Stadtrat, 12. Sitzung", "public": true})),
-        )
+    let m = moderator
+        .create_meeting_with(json!({"title": "Stadtrat, 12. Sitzung", "public": true}))
         .await;
-    assert_eq!(s, 201, "{m}");
-    let mid = m["id"].as_str().unwrap().to_string();
+    let mid = m.id.clone();
 
     // No token needed; nothing runs yet.
     assert_eq!(
@@ -62,15 +57,12 @@ async fn status_follows_stream_public_switch_and_end() {
         json!({"title": "Stadtrat, 12. Sitzung", "state": "waiting", "hls": null})
     );
     // RTMP only: nothing to play on the page.
-    let r = moderator
-        .meeting(&mid)
+    let rtmp = m
         .start_stream(json!({"rtmp": [{"url": "rtmp://127.0.0.1/live", "key": "k"}]}))
-        .await
-        .body;
+        .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(status(&app, &mid).await["state"], "waiting");
-    let sid = r["id"].as_str().unwrap();
-    moderator.stream(sid).stop().await;
+    rtmp.stop().await;
 
     // One stream at a time: retry while the RTMP one finishes.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -92,14 +84,7 @@ async fn status_follows_stream_public_switch_and_end() {
     assert_eq!(live["hls"], format!("/live/{mid}/index.m3u8"));
 
     for (public, want) in [(false, "not_public"), (true, "live"), (false, "not_public")] {
-        let (s, r) = moderator
-            .send(
-                Method::PUT,
-                &format!("/api/v1/meetings/{mid}/public"),
-                Some(json!({"public": public, "reason": "TOP 7"})),
-            )
-            .await;
-        assert_eq!(s, 200, "{r}");
+        m.set_public(public, "TOP 7").await;
         let st = status(&app, &mid).await;
         assert_eq!(st["state"], want);
         // The slate plays during non-public parts: the page keeps the player.
@@ -133,15 +118,12 @@ async fn anonymous_callers_learn_nothing_of_a_non_public_meeting() {
     )
     .await;
     let moderator = app.moderator();
-    let (s, m) = moderator
-        .send(
-            Method::POST,
-            "/api/v1/meetings",
-            Some(json!({"title": "Personalausschuss: Kündigung Herr X", "public": false})),
+    let m = moderator
+        .create_meeting_with(
+            json!({"title": "Personalausschuss: Kündigung Herr X", "public": false}),
         )
         .await;
-    assert_eq!(s, 201, "{m}");
-    let mid = m["id"].as_str().unwrap().to_string();
+    let mid = m.id.clone();
     let not_public = json!({"title": null, "state": "not_public", "hls": null});
     assert_eq!(status(&app, &mid).await, not_public);
 
@@ -160,17 +142,9 @@ async fn anonymous_callers_learn_nothing_of_a_non_public_meeting() {
         }
     };
     let mark = |title: &'static str| {
-        let (app, mid, moderator) = (&app, &mid, moderator.token());
+        let m = m.clone();
         async move {
-            let (s, r) = app
-                .send(
-                    Method::POST,
-                    &format!("/api/v1/meetings/{mid}/chapters"),
-                    Some(moderator),
-                    Some(json!({"title": title})),
-                )
-                .await;
-            assert_eq!(s, 201, "{r}");
+            m.add_chapter(title).await;
         }
     };
     mark("TOP 0 Vorgespräch Müller").await;
@@ -233,8 +207,7 @@ async fn anonymous_callers_learn_nothing_of_a_non_public_meeting() {
 async fn the_page_is_served_without_third_party_code_and_unknown_meetings_are_404() {
     let app = spawn_app(Backend::Sqlite).await;
     let moderator = app.moderator();
-    let m = moderator.create_meeting("Bauausschuss").await.body;
-    let mid = m["id"].as_str().unwrap();
+    let mid = moderator.create_meeting("Bauausschuss").await.id;
 
     let page = get(&app, &format!("/watch/{mid}")).await;
     assert_eq!(page.status(), 200);
@@ -546,14 +519,7 @@ async fn chromium_watches_a_meeting() {
     }
 
     // Non-public part: the status says so (the slate keeps playing).
-    let (s, r) = moderator
-        .send(
-            Method::PUT,
-            &format!("/api/v1/meetings/{mid}/public"),
-            Some(json!({"public": false, "reason": "TOP 7"})),
-        )
-        .await;
-    assert_eq!(s, 200, "{r}");
+    m.set_public(false, "TOP 7").await;
     b.wait_for(
         "gremiumWatch.state === 'not_public' && document.getElementById('status').textContent \
          === 'Non-public part – the stream is paused.'",
