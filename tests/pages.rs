@@ -39,8 +39,7 @@ async fn join_page_is_served_with_the_configured_texts_and_unknown_meetings_are_
     )
     .await;
     let moderator = app.moderator();
-    let m = moderator.create_meeting("Bauausschuss").await.body;
-    let mid = m["id"].as_str().unwrap();
+    let mid = moderator.create_meeting("Bauausschuss").await.id;
 
     let page = get(&app, &format!("/join/{mid}?token=x")).await;
     assert_eq!(page.status(), 200);
@@ -225,15 +224,7 @@ async fn participant_joins() {
 
     // A recording starts: the indicator shows within seconds, and says the participant
     // is not in it.
-    let (s, rec) = moderator
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/recordings"),
-            None,
-        )
-        .await;
-    assert_eq!(s, 201, "{rec}");
-    let rid = rec["id"].as_str().unwrap().to_string();
+    let rec = m.start_recording().await;
     let started = std::time::Instant::now();
     b.wait_for(
         "gremiumJoin.recording && !document.getElementById('live').hidden && \
@@ -324,14 +315,7 @@ async fn participant_joins() {
     assert_eq!(c, json!({"recording": true, "streaming": true}));
 
     // Stopped: the indicator goes away.
-    let (s, r) = moderator
-        .send(
-            Method::POST,
-            &format!("/api/v1/recordings/{rid}/stop"),
-            None,
-        )
-        .await;
-    assert!(s == 200 || s == 202, "{s} {r}");
+    rec.stop().await;
     b.wait_for(
         "!gremiumJoin.recording && document.getElementById('live').hidden",
         Duration::from_secs(20),
@@ -361,8 +345,7 @@ const DESCRIBE_CONSOLE: &str = "JSON.stringify({phase: gremiumConsole.phase, \
 async fn console_page_is_served_and_unknown_meetings_are_404() {
     let app = spawn_app(Backend::Sqlite).await;
     let moderator = app.moderator();
-    let m = moderator.create_meeting("Hauptausschuss").await.body;
-    let mid = m["id"].as_str().unwrap();
+    let mid = moderator.create_meeting("Hauptausschuss").await.id;
     let page = get(&app, &format!("/console/{mid}?token=x")).await;
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["referrer-policy"], "no-referrer");
@@ -394,19 +377,13 @@ fn a_moderator_runs_the_meeting_from_the_console_in_chromium() {
 async fn moderator_console() {
     let app = spawn_app(Backend::Sqlite).await;
     let moderator = app.moderator();
-    let (s, m) = moderator
-        .send(
-            Method::POST,
-            "/api/v1/meetings",
-            Some(json!({"title": "Stadtrat, 13. Sitzung", "public": true})),
-        )
+    let m = moderator
+        .create_meeting_with(json!({"title": "Stadtrat, 13. Sitzung", "public": true}))
         .await;
-    assert_eq!(s, 201, "{m}");
-    let mid = m["id"].as_str().unwrap().to_string();
-    let anna = moderator.meeting(&mid).add_participant("Anna").await;
+    let mid = m.id.clone();
+    let anna = m.add_participant("Anna").await;
     anna.set_consent(Consent::RECORDING).await;
-    let mut ws = ws_connect(app.addr, &mid, moderator.token()).await;
-    next_event(&mut ws).await;
+    let (mut ws, _) = m.events().await;
     // Anna's media arrives before the console is opened: the console still shows it
     // (from the participant list), not only media events seen while it is open.
     app.fake
@@ -415,14 +392,7 @@ async fn moderator_console() {
             participant_id: anna.id.parse().unwrap(),
         });
     wait_event(&mut ws, "participant_media_started", |_| true).await;
-    let (s, list) = moderator
-        .send(
-            Method::GET,
-            &format!("/api/v1/meetings/{mid}/participants"),
-            None,
-        )
-        .await;
-    assert_eq!(s, 200, "{list}");
+    let list = m.participants().await;
     assert_eq!(list[0]["publishing"], true, "{list}");
 
     let url = app.url(&format!("/console/{mid}?token={}", moderator.token()));
@@ -806,15 +776,8 @@ async fn recording_to_archive() {
     assert_eq!(c, json!({"recording": false, "streaming": false}));
 
     // The moderator records; P1's page shows the indicator.
-    let (s, rec) = moderator
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/recordings"),
-            None,
-        )
-        .await;
-    assert_eq!(s, 201, "{rec}");
-    let rid = rec["id"].as_str().unwrap().to_string();
+    let rec = m.start_recording().await;
+    let rid = rec.id.clone();
     join.wait_for(
         "gremiumJoin.recording && !document.getElementById('rec-on').hidden",
         Duration::from_secs(5),
@@ -828,23 +791,9 @@ async fn recording_to_archive() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (s, c) = moderator
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/chapters"),
-            Some(json!({"title": "TOP 1: Museumsnacht"})),
-        )
-        .await;
-    assert_eq!(s, 201, "{c}");
+    m.add_chapter("TOP 1: Museumsnacht").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (s, r) = moderator
-        .send(
-            Method::POST,
-            &format!("/api/v1/recordings/{rid}/stop"),
-            None,
-        )
-        .await;
-    assert!(s == 200 || s == 202, "{s} {r}");
+    rec.stop().await;
     let done = wait_event_for(
         &mut ws,
         Duration::from_secs(60),
