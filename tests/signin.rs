@@ -84,8 +84,7 @@ async fn staff_pages_carry_the_sign_in_client_and_may_reach_only_its_token_endpo
     ))
     .await;
     let moderator = app.moderator();
-    let m = moderator.create_meeting("Rat").await.body;
-    let mid = m["id"].as_str().unwrap();
+    let mid = moderator.create_meeting("Rat").await.id;
     for path in [
         format!("/console/{mid}"),
         "/archive".into(),
@@ -301,8 +300,7 @@ fn a_chair_signs_in_at_the_provider_and_runs_the_console_in_chromium() {
 async fn chair_signs_in() {
     let (app, provider) = app_and_provider().await;
     let local = app.moderator();
-    let m = local.create_meeting("Stadtrat, 14. Sitzung").await.body;
-    let mid = m["id"].as_str().unwrap().to_string();
+    let mid = local.create_meeting("Stadtrat, 14. Sitzung").await.id;
     local.meeting(&mid).add_participant("Anna").await;
     let base = app.base.clone();
 
