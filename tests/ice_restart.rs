@@ -6,14 +6,11 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use common::*;
 use gremium_pipelines::ice_restart::{apply_remote_ice, restart_local_ice, SelectedPairWatch};
-use gremium_pipelines::publisher::{build_publisher, PublisherSettings};
-use gremium_pipelines::webrtc::{accept_answer, create_offer, negotiation_needed, IceSettings};
-use gremium_pipelines::{Pipeline, PipelineSettings};
+use gremium_pipelines::webrtc::accept_answer;
 use gremium_signaling::api::whip::{parse_sdpfrag, render_sdpfrag};
 
 const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
@@ -82,27 +79,7 @@ async fn an_ice_restart_over_whip_patch_keeps_media_flowing() {
     let mut ws = ws_connect(app.addr, &mid, moderator.token()).await;
     next_event(&mut ws).await;
 
-    let publisher = Pipeline::new(PipelineSettings {
-        name: "restarting".into(),
-        dot_dir: std::env::temp_dir(),
-    });
-    let settings = PublisherSettings {
-        ice: IceSettings {
-            local_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-            ..Default::default()
-        },
-        width: 160,
-        height: 90,
-        fps: 15,
-        ..Default::default()
-    };
-    let webrtc = build_publisher(&publisher, &settings).unwrap();
-    let mut ready = negotiation_needed(&webrtc);
-    publisher.start().unwrap();
-    ready.wait_for(|r| *r).await.unwrap();
-    let offer = create_offer(&webrtc, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let (publisher, webrtc, offer) = loopback_publisher_offer_at("restarting", None, 15).await;
     let resp = join.post_whip(&mid, offer).await;
     assert_eq!(resp.status().as_u16(), 201);
     let etag0 = resp.headers()["etag"].to_str().unwrap().to_string();

@@ -75,6 +75,15 @@ pub async fn loopback_publisher_offer(
     name: &str,
     color: Option<u32>,
 ) -> (gremium_pipelines::Pipeline, gst::Element, String) {
+    loopback_publisher_offer_at(name, color, 10).await
+}
+
+/// [`loopback_publisher_offer`] at `fps` frames a second.
+pub async fn loopback_publisher_offer_at(
+    name: &str,
+    color: Option<u32>,
+    fps: i32,
+) -> (gremium_pipelines::Pipeline, gst::Element, String) {
     use gremium_pipelines::publisher::{build_publisher, PublisherSettings};
     use gremium_pipelines::webrtc::{create_offer, negotiation_needed};
     use gremium_pipelines::{Pipeline, PipelineSettings};
@@ -91,7 +100,7 @@ pub async fn loopback_publisher_offer(
         color,
         width: 160,
         height: 90,
-        fps: 10,
+        fps,
         ..Default::default()
     };
     let webrtc = build_publisher(&publisher, &settings).unwrap();
