@@ -69,15 +69,10 @@ async fn assert_not_stopped(ws: &mut Ws, quiet: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ice_restart_over_whip_patch_keeps_media_flowing() {
     let (app, media) = spawn_with_gst_media(Duration::from_secs(3), 10, Default::default()).await;
-    let moderator = app.moderator();
-    let mid = moderator.create_meeting("Rat").await.id;
-    let (pid, join) = moderator
-        .meeting(&mid)
-        .add_participant("Wechselt das Netz")
-        .await
-        .into_parts();
-    let mut ws = ws_connect(app.addr, &mid, moderator.token()).await;
-    next_event(&mut ws).await;
+    let m = app.moderator().create_meeting("Rat").await;
+    let mid = m.id.clone();
+    let (pid, join) = m.add_participant("Wechselt das Netz").await.into_parts();
+    let (mut ws, _) = m.events().await;
 
     let (publisher, webrtc, offer) = loopback_publisher_offer_at("restarting", None, 15).await;
     let resp = join.post_whip(&mid, offer).await;
@@ -242,15 +237,10 @@ async fn an_ice_restart_over_whip_patch_keeps_media_flowing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gremium_publish_restarts_ice_and_keeps_publishing() {
     let (app, _media) = spawn_with_gst_media(Duration::from_secs(3), 10, Default::default()).await;
-    let moderator = app.moderator();
-    let mid = moderator.create_meeting("Ausschuss").await.id;
-    let (pid, join) = moderator
-        .meeting(&mid)
-        .add_participant("Anna")
-        .await
-        .into_parts();
-    let mut ws = ws_connect(app.addr, &mid, moderator.token()).await;
-    next_event(&mut ws).await;
+    let m = app.moderator().create_meeting("Ausschuss").await;
+    let mid = m.id.clone();
+    let (pid, join) = m.add_participant("Anna").await.into_parts();
+    let (mut ws, _) = m.events().await;
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gremium"))
         .args(["publish", "--server", &app.base, "--meeting", &mid])
         .args(["--token", join.token(), "--ice-address", "127.0.0.1"])
@@ -304,15 +294,10 @@ fn headless_chromium_restarts_ice_over_whip() {
 
 async fn chromium_restarts_ice() {
     let (app, _media) = spawn_with_gst_media(Duration::from_secs(3), 10, Default::default()).await;
-    let moderator = app.moderator();
-    let mid = moderator.create_meeting("Browser").await.id;
-    let (_pid, join) = moderator
-        .meeting(&mid)
-        .add_participant("Browser")
-        .await
-        .into_parts();
-    let mut ws = ws_connect(app.addr, &mid, moderator.token()).await;
-    next_event(&mut ws).await;
+    let m = app.moderator().create_meeting("Browser").await;
+    let mid = m.id.clone();
+    let (_pid, join) = m.add_participant("Browser").await.into_parts();
+    let (mut ws, _) = m.events().await;
     let url = app.url(&format!("/publish/{mid}?token={}", join.token()));
     let mut chrome = cdp::Chromium::launch_with(&url, cdp::FAKE_MEDIA).await;
     chrome
