@@ -26,12 +26,11 @@ macro_rules! both_backends {
 
 async fn moderator_runs_a_meeting_and_clients_see_every_change(backend: Backend) {
     let app = spawn_app(backend).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let (status, m) = app
+    let moderator = app.moderator();
+    let (status, m) = moderator
         .send(
             Method::POST,
             "/api/v1/meetings",
-            Some(&moderator),
             Some(json!({"title": "Stadtrat, 12. Sitzung", "public": true})),
         )
         .await;
@@ -41,23 +40,26 @@ async fn moderator_runs_a_meeting_and_clients_see_every_change(backend: Backend)
     assert_eq!(m["retention_days"], 30);
     let mid = m["id"].as_str().unwrap().to_string();
 
-    let mut mod_ws = ws_connect(app.addr, &mid, &moderator).await;
+    let mut mod_ws = ws_connect(app.addr, &mid, moderator.token()).await;
     let snap = next_event(&mut mod_ws).await;
     assert_eq!(snap["type"], "snapshot");
     assert_eq!(snap["recording"], false);
     assert_eq!(snap["participants"].as_array().unwrap().len(), 0);
 
-    let (pid, join) = app.add_participant(&moderator, &mid, "Anna Schmidt").await;
+    let anna = moderator
+        .meeting(&mid)
+        .add_participant("Anna Schmidt")
+        .await;
     let joined = wait_event(&mut mod_ws, "participant_joined", |_| true).await;
-    assert_eq!(joined["participant_id"], pid.as_str());
+    assert_eq!(joined["participant_id"], anna.id.as_str());
     assert_eq!(joined["display_name"], "Anna Schmidt");
 
     // The participant sees the meeting, with consent defaulting to no.
-    let (s, c) = app
+    let (s, c) = anna
+        .client
         .send(
             Method::GET,
-            &format!("/api/v1/meetings/{mid}/participants/{pid}/consent"),
-            Some(&join),
+            &format!("/api/v1/meetings/{mid}/participants/{}/consent", anna.id),
             None,
         )
         .await;
@@ -65,24 +67,24 @@ async fn moderator_runs_a_meeting_and_clients_see_every_change(backend: Backend)
         (s, c),
         (200, json!({"recording": false, "streaming": false}))
     );
-    let mut p_ws = ws_connect(app.addr, &mid, &join).await;
+    let mut p_ws = ws_connect(app.addr, &mid, anna.client.token()).await;
     assert_eq!(next_event(&mut p_ws).await["type"], "snapshot");
 
     // Media-plane events reach every client of the meeting.
     app.fake
         .emit(gremium_protocol::MediaEvent::ParticipantMediaStarted {
             meeting_id: mid.parse().unwrap(),
-            participant_id: pid.parse().unwrap(),
+            participant_id: anna.id.parse().unwrap(),
         });
     let e = wait_event(&mut mod_ws, "participant_media_started", |_| true).await;
-    assert_eq!(e["participant_id"], pid.as_str());
+    assert_eq!(e["participant_id"], anna.id.as_str());
 
-    let consent_path = format!("/api/v1/meetings/{mid}/participants/{pid}/consent");
-    let (s, r) = app
+    let consent_path = format!("/api/v1/meetings/{mid}/participants/{}/consent", anna.id);
+    let (s, r) = anna
+        .client
         .send(
             Method::PUT,
             &consent_path,
-            Some(&join),
             Some(json!({"recording": true, "streaming": false})),
         )
         .await;
@@ -102,22 +104,21 @@ async fn moderator_runs_a_meeting_and_clients_see_every_change(backend: Backend)
                 e["recording"].as_bool(),
                 e["streaming"].as_bool()
             ),
-            (Some(pid.as_str()), Some(true), Some(false))
+            (Some(anna.id.as_str()), Some(true), Some(false))
         );
     }
     assert!(app.fake.commands().contains(&MediaCommand::SetConsent {
         meeting_id: mid.parse().unwrap(),
-        participant_id: pid.parse().unwrap(),
+        participant_id: anna.id.parse().unwrap(),
         recording: true,
         streaming: false
     }));
 
     // Recording: the indicator every client shows.
-    let (s, rec) = app
+    let (s, rec) = moderator
         .send(
             Method::POST,
             &format!("/api/v1/meetings/{mid}/recordings"),
-            Some(&moderator),
             None,
         )
         .await;
@@ -128,20 +129,18 @@ async fn moderator_runs_a_meeting_and_clients_see_every_change(backend: Backend)
     })
     .await;
     assert_eq!(active["recording_id"], rid.as_str());
-    let (s, _) = app
+    let (s, _) = moderator
         .send(
             Method::POST,
             &format!("/api/v1/meetings/{mid}/recordings"),
-            Some(&moderator),
             None,
         )
         .await;
     assert_eq!(s, 409, "one recording at a time");
-    let (s, stopped) = app
+    let (s, stopped) = moderator
         .send(
             Method::POST,
             &format!("/api/v1/recordings/{rid}/stop"),
-            Some(&moderator),
             None,
         )
         .await;
@@ -150,11 +149,10 @@ async fn moderator_runs_a_meeting_and_clients_see_every_change(backend: Backend)
         e["state"] == "finished"
     })
     .await;
-    let (s, e) = app
+    let (s, e) = moderator
         .send(
             Method::POST,
             &format!("/api/v1/recordings/{rid}/stop"),
-            Some(&moderator),
             None,
         )
         .await;
@@ -162,7 +160,7 @@ async fn moderator_runs_a_meeting_and_clients_see_every_change(backend: Backend)
     assert_eq!(e["error"]["code"], "conflict");
 
     // Stream with an RTMP key that must never come back.
-    let st = app.start_stream(&moderator, &mid, json!({"hls": true, "rtmp": [{"url": "rtmp://127.0.0.1:1935/live", "key": "super-secret-key"}]})).await;
+    let st = moderator.meeting(&mid).start_stream(json!({"hls": true, "rtmp": [{"url": "rtmp://127.0.0.1:1935/live", "key": "super-secret-key"}]})).await.body;
     assert!(!st.to_string().contains("super-secret-key"));
     assert_eq!(st["hls_url"], format!("/live/{mid}/index.m3u8"));
     let sid = st["id"].as_str().unwrap().to_string();
@@ -172,11 +170,10 @@ async fn moderator_runs_a_meeting_and_clients_see_every_change(backend: Backend)
     .await;
 
     // Non-public agenda item.
-    let (s, pm) = app
+    let (s, pm) = moderator
         .send(
             Method::PUT,
             &format!("/api/v1/meetings/{mid}/public"),
-            Some(&moderator),
             Some(json!({"public": false, "reason": "TOP 7: Personalangelegenheit"})),
         )
         .await;
@@ -189,26 +186,21 @@ async fn moderator_runs_a_meeting_and_clients_see_every_change(backend: Backend)
     );
 
     // Participant leaves; meeting ends and stops the stream.
-    let (s, _) = app
+    let (s, _) = anna
+        .client
         .send(
             Method::DELETE,
-            &format!("/api/v1/meetings/{mid}/participants/{pid}"),
-            Some(&join),
+            &format!("/api/v1/meetings/{mid}/participants/{}", anna.id),
             None,
         )
         .await;
     assert_eq!(s, 204);
     wait_event(&mut mod_ws, "participant_left", |e| {
-        e["participant_id"] == pid.as_str()
+        e["participant_id"] == anna.id.as_str()
     })
     .await;
-    let (s, ended) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/end"),
-            Some(&moderator),
-            None,
-        )
+    let (s, ended) = moderator
+        .send(Method::POST, &format!("/api/v1/meetings/{mid}/end"), None)
         .await;
     assert_eq!(s, 200, "{ended}");
     assert_eq!(ended["state"], "ended");
@@ -217,24 +209,14 @@ async fn moderator_runs_a_meeting_and_clients_see_every_change(backend: Backend)
     })
     .await;
     wait_event(&mut mod_ws, "meeting_ended", |_| true).await;
-    let (s, _) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/end"),
-            Some(&moderator),
-            None,
-        )
+    let (s, _) = moderator
+        .send(Method::POST, &format!("/api/v1/meetings/{mid}/end"), None)
         .await;
     assert_eq!(s, 409);
 
     // The ledger witnessed all of it, in order, and verifies.
-    let (s, entries) = app
-        .send(
-            Method::GET,
-            &format!("/api/v1/meetings/{mid}/ledger"),
-            Some(&moderator),
-            None,
-        )
+    let (s, entries) = moderator
+        .send(Method::GET, &format!("/api/v1/meetings/{mid}/ledger"), None)
         .await;
     assert_eq!(s, 200);
     let kinds: Vec<&str> = entries
@@ -268,9 +250,9 @@ async fn moderator_runs_a_meeting_and_clients_see_every_change(backend: Backend)
         !entries.to_string().contains("Anna"),
         "display names stay out of the ledger"
     );
-    let archivist = app.token(&[Role::Archivist]);
-    let (s, v) = app
-        .send(Method::GET, "/api/v1/audit/verify", Some(&archivist), None)
+    let archivist = app.archivist();
+    let (s, v) = archivist
+        .send(Method::GET, "/api/v1/audit/verify", None)
         .await;
     assert_eq!(s, 200);
     assert_eq!(v["intact"], true, "{v}");
@@ -279,26 +261,25 @@ both_backends!(moderator_runs_a_meeting_and_clients_see_every_change);
 
 async fn only_the_participant_sets_their_consent(backend: Backend) {
     let app = spawn_app(backend).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let admin = app.token(&[Role::Admin]);
-    let mid = app.create_meeting(&moderator, "Ausschuss").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let other = app.create_meeting(&moderator, "Anderer Ausschuss").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (a, a_join) = app.add_participant(&moderator, &mid, "A").await;
-    let (b, _b_join) = app.add_participant(&moderator, &mid, "B").await;
-    let (_, x_join) = app.add_participant(&moderator, &other, "X").await;
+    let moderator = app.moderator();
+    let admin = app.admin();
+    let m = moderator.create_meeting("Ausschuss").await;
+    let mid = m.id.clone();
+    let other = moderator.create_meeting("Anderer Ausschuss").await.id;
+    let (a, a_join) = m.add_participant("A").await.into_parts();
+    let (b, _b_join) = m.add_participant("B").await.into_parts();
+    let (_, x_join) = moderator
+        .meeting(&other)
+        .add_participant("X")
+        .await
+        .into_parts();
     let body = json!({"recording": true, "streaming": true});
     let path = |p: &str| format!("/api/v1/meetings/{mid}/participants/{p}/consent");
     for (who, token, target) in [
-        ("moderator", &moderator, &a),
-        ("admin", &admin, &a),
-        ("another participant", &a_join, &b),
-        ("participant of another meeting", &x_join, &a),
+        ("moderator", moderator.token(), &a),
+        ("admin", admin.token(), &a),
+        ("another participant", a_join.token(), &b),
+        ("participant of another meeting", x_join.token(), &a),
     ] {
         let (s, e) = app
             .send(Method::PUT, &path(target), Some(token), Some(body.clone()))
@@ -306,30 +287,23 @@ async fn only_the_participant_sets_their_consent(backend: Backend) {
         assert_eq!(s, 403, "{who}: {e}");
         assert_eq!(e["error"]["code"], "forbidden");
     }
-    let (s, e) = app
-        .send(
-            Method::GET,
-            &format!("/api/v1/meetings/{mid}"),
-            Some(&x_join),
-            None,
-        )
+    let (s, e) = x_join
+        .send(Method::GET, &format!("/api/v1/meetings/{mid}"), None)
         .await;
     assert_eq!(s, 403, "join tokens are meeting-scoped: {e}");
-    let (s, _) = app
+    let (s, _) = a_join
         .send(
             Method::POST,
             "/api/v1/meetings",
-            Some(&a_join),
             Some(json!({"title": "x"})),
         )
         .await;
     assert_eq!(s, 403, "participants do not create meetings");
 
-    let (s, r) = app
+    let (s, r) = a_join
         .send(
             Method::PUT,
             &path(&a),
-            Some(&a_join),
             Some(json!({"recording": false, "streaming": false})),
         )
         .await;
@@ -338,15 +312,14 @@ async fn only_the_participant_sets_their_consent(backend: Backend) {
         r["changed"], false,
         "repeating the current consent writes nothing"
     );
-    let (s, r) = app
-        .send(Method::PUT, &path(&a), Some(&a_join), Some(body.clone()))
+    let (s, r) = a_join
+        .send(Method::PUT, &path(&a), Some(body.clone()))
         .await;
     assert_eq!((s, r["changed"].as_bool()), (200, Some(true)));
-    let (s, r) = app
+    let (s, r) = a_join
         .send(
             Method::PUT,
             &path(&a),
-            Some(&a_join),
             Some(json!({"recording": false, "streaming": true})),
         )
         .await;
@@ -364,22 +337,16 @@ both_backends!(only_the_participant_sets_their_consent);
 
 async fn meetings_paginate(backend: Backend) {
     let app = spawn_app(backend).await;
-    let moderator = app.token(&[Role::Moderator]);
+    let moderator = app.moderator();
     let mut created = Vec::new();
     for i in 0..5 {
-        created.push(
-            app.create_meeting(&moderator, &format!("Sitzung {i}"))
-                .await["id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        created.push(moderator.create_meeting(&format!("Sitzung {i}")).await.id);
     }
     let mut seen = Vec::new();
     let mut path = "/api/v1/meetings?limit=2".to_string();
     let mut pages = 0;
     loop {
-        let (s, page) = app.send(Method::GET, &path, Some(&moderator), None).await;
+        let (s, page) = moderator.send(Method::GET, &path, None).await;
         assert_eq!(s, 200, "{page}");
         pages += 1;
         seen.extend(page["items"].as_array().unwrap().iter().map(|m| {
@@ -406,40 +373,33 @@ both_backends!(meetings_paginate);
 
 async fn tampering_shows_in_the_verify_endpoint(backend: Backend) {
     let app = spawn_app(backend).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (pid, join) = app.add_participant(&moderator, &mid, "A").await;
-    let (s, _) = app
+    let moderator = app.moderator();
+    let m = moderator.create_meeting("Rat").await;
+    let mid = m.id.clone();
+    let (pid, join) = m.add_participant("A").await.into_parts();
+    let (s, _) = join
         .send(
             Method::PUT,
             &format!("/api/v1/meetings/{mid}/participants/{pid}/consent"),
-            Some(&join),
             Some(json!({"recording": true, "streaming": false})),
         )
         .await;
     assert_eq!(s, 200);
-    let admin = app.token(&[Role::Admin]);
-    let (_, v) = app
-        .send(Method::GET, "/api/v1/audit/verify", Some(&admin), None)
-        .await;
+    let admin = app.admin();
+    let (_, v) = admin.send(Method::GET, "/api/v1/audit/verify", None).await;
     assert_eq!(v["intact"], true);
     // Someone rewrites history: the consent entry now says "no".
     sqlx::query("update ledger_entries set data = replace(data, '\"recording\":true', '\"recording\":false') where kind = 'consent_changed'")
         .execute(app.db.pool())
         .await
         .unwrap();
-    let (s, v) = app
-        .send(Method::GET, "/api/v1/audit/verify", Some(&admin), None)
-        .await;
+    let (s, v) = admin.send(Method::GET, "/api/v1/audit/verify", None).await;
     assert_eq!(s, 200);
     assert_eq!(v["intact"], false, "{v}");
     assert_eq!(v["first_broken"]["chain_id"], mid.as_str());
     assert_eq!(v["first_broken"]["seq"], 2);
-    let (s, _) = app
-        .send(Method::GET, "/api/v1/audit/verify", Some(&moderator), None)
+    let (s, _) = moderator
+        .send(Method::GET, "/api/v1/audit/verify", None)
         .await;
     assert_eq!(s, 403, "moderators do not audit");
 }
@@ -447,19 +407,15 @@ both_backends!(tampering_shows_in_the_verify_endpoint);
 
 async fn failed_media_start_marks_the_recording_failed(backend: Backend) {
     let app = spawn_app(backend).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let moderator = app.moderator();
+    let m = moderator.create_meeting("Rat").await;
+    let mid = m.id.clone();
     *app.fake.fail_starts.lock().unwrap() = Some("encoder missing".into());
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
-    let (s, e) = app
+    let (mut ws, _) = m.events().await;
+    let (s, e) = moderator
         .send(
             Method::POST,
             &format!("/api/v1/meetings/{mid}/recordings"),
-            Some(&moderator),
             None,
         )
         .await;
@@ -478,11 +434,10 @@ async fn failed_media_start_marks_the_recording_failed(backend: Backend) {
         .contains("encoder missing"));
     // A new attempt is allowed once the failed one is terminal.
     *app.fake.fail_starts.lock().unwrap() = None;
-    let (s, _) = app
+    let (s, _) = moderator
         .send(
             Method::POST,
             &format!("/api/v1/meetings/{mid}/recordings"),
-            Some(&moderator),
             None,
         )
         .await;
@@ -495,14 +450,11 @@ both_backends!(failed_media_start_marks_the_recording_failed);
 /// end is missing, clients hear it, and the ledger has it. The first reason stays.
 async fn an_interruption_while_stopping_is_kept(backend: Backend) {
     let app = spawn_app(backend).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
-    let rid = app.start_recording(&moderator, &mid).await;
+    let moderator = app.moderator();
+    let m = moderator.create_meeting("Rat").await;
+    let mid = m.id.clone();
+    let (mut ws, _) = m.events().await;
+    let rid = m.start_recording().await.id;
     wait_event(&mut ws, "recording_state_changed", |e| {
         e["state"] == "active"
     })
@@ -510,7 +462,7 @@ async fn an_interruption_while_stopping_is_kept(backend: Backend) {
     app.fake
         .hold_stops
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    app.stop(&moderator, "recordings", &rid).await;
+    moderator.recording(&rid).stop().await;
     wait_event(&mut ws, "recording_state_changed", |e| {
         e["state"] == "stopping" && e["reason"].is_null()
     })
@@ -583,12 +535,10 @@ both_backends!(an_interruption_while_stopping_is_kept);
 #[tokio::test]
 async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
     let app = spawn_app(Backend::Sqlite).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (pid, join) = app.add_participant(&moderator, &mid, "A").await;
+    let moderator = app.moderator();
+    let m = moderator.create_meeting("Rat").await;
+    let mid = m.id.clone();
+    let (pid, join) = m.add_participant("A").await.into_parts();
     let consent = format!("/api/v1/meetings/{mid}/participants/{pid}/consent");
 
     let raw = |method: Method,
@@ -628,7 +578,7 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
             "malformed JSON",
             Method::PUT,
             consent.clone(),
-            join.clone(),
+            join.token().to_string(),
             json_ct,
             b"{\"recording\": tru".to_vec(),
             400,
@@ -637,7 +587,7 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
             "unknown field",
             Method::PUT,
             consent.clone(),
-            join.clone(),
+            join.token().to_string(),
             json_ct,
             br#"{"recording":true,"streaming":true,"forever":true}"#.to_vec(),
             422,
@@ -646,7 +596,7 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
             "wrong type",
             Method::PUT,
             consent.clone(),
-            join.clone(),
+            join.token().to_string(),
             json_ct,
             br#"{"recording":"yes","streaming":true}"#.to_vec(),
             422,
@@ -655,7 +605,7 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
             "missing field",
             Method::PUT,
             consent.clone(),
-            join.clone(),
+            join.token().to_string(),
             json_ct,
             br#"{"recording":true}"#.to_vec(),
             422,
@@ -664,7 +614,7 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
             "no content type",
             Method::PUT,
             consent.clone(),
-            join.clone(),
+            join.token().to_string(),
             None,
             br#"{"recording":true,"streaming":true}"#.to_vec(),
             415,
@@ -673,7 +623,7 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
             "oversized body",
             Method::POST,
             "/api/v1/meetings".into(),
-            moderator.clone(),
+            moderator.token().to_string(),
             json_ct,
             format!("{{\"title\":\"{}\"}}", "x".repeat(10_000)).into_bytes(),
             413,
@@ -682,7 +632,7 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
             "empty title",
             Method::POST,
             "/api/v1/meetings".into(),
-            moderator.clone(),
+            moderator.token().to_string(),
             json_ct,
             br#"{"title":"   "}"#.to_vec(),
             422,
@@ -691,7 +641,7 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
             "retention too long",
             Method::POST,
             "/api/v1/meetings".into(),
-            moderator.clone(),
+            moderator.token().to_string(),
             json_ct,
             br#"{"title":"x","retention_days":99999}"#.to_vec(),
             422,
@@ -700,7 +650,7 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
             "bad id in path",
             Method::GET,
             "/api/v1/meetings/not-a-uuid".into(),
-            moderator.clone(),
+            moderator.token().to_string(),
             None,
             vec![],
             400,
@@ -709,7 +659,7 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
             "unknown meeting",
             Method::GET,
             format!("/api/v1/meetings/{}", uuid::Uuid::new_v4()),
-            moderator.clone(),
+            moderator.token().to_string(),
             None,
             vec![],
             404,
@@ -718,7 +668,7 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
             "unknown recording",
             Method::POST,
             format!("/api/v1/recordings/{}/stop", uuid::Uuid::new_v4()),
-            moderator.clone(),
+            moderator.token().to_string(),
             None,
             vec![],
             404,
@@ -730,7 +680,7 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
                 "/api/v1/meetings/{mid}/participants/{}",
                 uuid::Uuid::new_v4()
             ),
-            moderator.clone(),
+            moderator.token().to_string(),
             None,
             vec![],
             404,
@@ -739,7 +689,7 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
             "unknown route",
             Method::GET,
             "/api/v1/nothing-here".into(),
-            moderator.clone(),
+            moderator.token().to_string(),
             None,
             vec![],
             404,
@@ -748,7 +698,7 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
             "limit out of range",
             Method::GET,
             "/api/v1/meetings?limit=0".into(),
-            moderator.clone(),
+            moderator.token().to_string(),
             None,
             vec![],
             400,
@@ -757,7 +707,7 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
             "garbage cursor",
             Method::GET,
             "/api/v1/meetings?cursor=%%%".into(),
-            moderator.clone(),
+            moderator.token().to_string(),
             None,
             vec![],
             400,
@@ -766,7 +716,7 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
             "bad cursor",
             Method::GET,
             "/api/v1/meetings?cursor=bm9wZQ".into(),
-            moderator.clone(),
+            moderator.token().to_string(),
             None,
             vec![],
             400,
@@ -775,7 +725,7 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
             "stream without outputs",
             Method::POST,
             format!("/api/v1/meetings/{mid}/streams"),
-            moderator.clone(),
+            moderator.token().to_string(),
             json_ct,
             br#"{"hls":false}"#.to_vec(),
             422,
@@ -784,7 +734,7 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
             "stream to http",
             Method::POST,
             format!("/api/v1/meetings/{mid}/streams"),
-            moderator.clone(),
+            moderator.token().to_string(),
             json_ct,
             br#"{"rtmp":[{"url":"http://x","key":"k"}]}"#.to_vec(),
             422,
@@ -799,7 +749,7 @@ async fn bad_input_gets_a_json_4xx_and_loses_nothing() {
         );
     }
     // Nothing was lost or changed by the bad requests.
-    let (s, c) = app.send(Method::GET, &consent, Some(&join), None).await;
+    let (s, c) = join.send(Method::GET, &consent, None).await;
     assert_eq!(
         (s, c),
         (200, json!({"recording": false, "streaming": false}))
@@ -860,28 +810,23 @@ async fn local_tokens_bad_ones_get_401_and_wrong_roles_403() {
             .await;
         assert_eq!(s, 401, "{what}: {e}");
     }
-    let viewer = app.token(&[Role::Viewer]);
-    let (s, _) = app
+    let viewer = app.viewer();
+    let (s, _) = viewer
         .send(
             Method::POST,
             "/api/v1/meetings",
-            Some(&viewer),
             Some(json!({"title": "x"})),
         )
         .await;
     assert_eq!(s, 403);
-    let archivist = app.token(&[Role::Archivist]);
-    let (s, _) = app
-        .send(Method::GET, "/api/v1/meetings", Some(&archivist), None)
-        .await;
+    let archivist = app.archivist();
+    let (s, _) = archivist.send(Method::GET, "/api/v1/meetings", None).await;
     assert_eq!(s, 200, "archivists browse meetings");
 
     // WebSocket refuses before upgrading.
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let moderator = app.moderator();
+    let m = moderator.create_meeting("Rat").await;
+    let mid = m.id.clone();
     let url = format!("ws://{}/api/v1/meetings/{mid}/events", app.addr);
     match tokio_tungstenite::connect_async(url).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
@@ -910,8 +855,8 @@ async fn openapi_health_and_metrics_are_served() {
         );
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
-    let moderator = app.token(&[Role::Moderator]);
-    app.create_meeting(&moderator, "Rat").await;
+    let moderator = app.moderator();
+    moderator.create_meeting("Rat").await;
     let text = app
         .http
         .get(app.url("/metrics"))
@@ -927,20 +872,16 @@ async fn openapi_health_and_metrics_are_served() {
 
 async fn moderators_mark_agenda_chapters(backend: Backend) {
     let app = spawn_app(backend).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Kreistag").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (_pid, join) = app.add_participant(&moderator, &mid, "Anna").await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
+    let moderator = app.moderator();
+    let m = moderator.create_meeting("Kreistag").await;
+    let mid = m.id.clone();
+    let anna = m.add_participant("Anna").await;
+    let (mut ws, _) = m.events().await;
     let path = format!("/api/v1/meetings/{mid}/chapters");
-    let (s, c) = app
+    let (s, c) = moderator
         .send(
             Method::POST,
             &path,
-            Some(&moderator),
             Some(json!({"title": "  TOP 1: Haushalt 2027 "})),
         )
         .await;
@@ -949,18 +890,13 @@ async fn moderators_mark_agenda_chapters(backend: Backend) {
     let e = wait_event(&mut ws, "chapter_marked", |_| true).await;
     assert_eq!(e["chapter_id"], c["id"]);
     assert_eq!(e["title"], "TOP 1: Haushalt 2027");
-    let (s, c2) = app
-        .send(
-            Method::POST,
-            &path,
-            Some(&moderator),
-            Some(json!({"title": "TOP 2"})),
-        )
+    let (s, c2) = moderator
+        .send(Method::POST, &path, Some(json!({"title": "TOP 2"})))
         .await;
     assert_eq!(s, 201, "{c2}");
 
     // Participants read them; only moderators mark them; bad titles are refused.
-    let (s, list) = app.send(Method::GET, &path, Some(&join), None).await;
+    let (s, list) = anna.client.send(Method::GET, &path, None).await;
     assert_eq!(s, 200, "{list}");
     let titles: Vec<&str> = list
         .as_array()
@@ -969,39 +905,25 @@ async fn moderators_mark_agenda_chapters(backend: Backend) {
         .map(|c| c["title"].as_str().unwrap())
         .collect();
     assert_eq!(titles, ["TOP 1: Haushalt 2027", "TOP 2"]);
-    let (s, _) = app
-        .send(
-            Method::POST,
-            &path,
-            Some(&join),
-            Some(json!({"title": "x"})),
-        )
+    let (s, _) = anna
+        .client
+        .send(Method::POST, &path, Some(json!({"title": "x"})))
         .await;
     assert_eq!(s, 403);
-    let viewer = app.token(&[Role::Viewer]);
-    assert_eq!(
-        app.send(Method::GET, &path, Some(&viewer), None).await.0,
-        403
-    );
+    let viewer = app.viewer();
+    assert_eq!(viewer.send(Method::GET, &path, None).await.0, 403);
     for bad in [
         json!({"title": " "}),
         json!({"title": "a\nb"}),
         json!({"title": "x".repeat(201)}),
         json!({"name": "x"}),
     ] {
-        let (s, b) = app
-            .send(Method::POST, &path, Some(&moderator), Some(bad.clone()))
-            .await;
+        let (s, b) = moderator.send(Method::POST, &path, Some(bad.clone())).await;
         assert!(s == 422 || s == 400, "{bad}: {s} {b}");
     }
     let unknown = format!("/api/v1/meetings/{}/chapters", uuid::Uuid::new_v4());
-    let (s, _) = app
-        .send(
-            Method::POST,
-            &unknown,
-            Some(&moderator),
-            Some(json!({"title": "x"})),
-        )
+    let (s, _) = moderator
+        .send(Method::POST, &unknown, Some(json!({"title": "x"})))
         .await;
     assert_eq!(s, 404);
 
@@ -1022,25 +944,15 @@ async fn moderators_mark_agenda_chapters(backend: Backend) {
         .filter(|e| e["kind"] == "chapter_marked")
         .count();
     assert_eq!(marks, 2);
-    let (s, _) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/end"),
-            Some(&moderator),
-            None,
-        )
+    let (s, _) = moderator
+        .send(Method::POST, &format!("/api/v1/meetings/{mid}/end"), None)
         .await;
     assert_eq!(s, 200);
-    let (s, _) = app
-        .send(
-            Method::POST,
-            &path,
-            Some(&moderator),
-            Some(json!({"title": "late"})),
-        )
+    let (s, _) = moderator
+        .send(Method::POST, &path, Some(json!({"title": "late"})))
         .await;
     assert_eq!(s, 409);
-    let (_, list) = app.send(Method::GET, &path, Some(&moderator), None).await;
+    let (_, list) = moderator.send(Method::GET, &path, None).await;
     assert_eq!(list.as_array().unwrap().len(), 2);
 }
 both_backends!(moderators_mark_agenda_chapters);

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use gremium_signaling::Role;
+
 use gremium_storage::crypto::SealWriter;
 use gremium_storage::vault::media_context;
 use gremium_storage::StoredMedia;
@@ -43,60 +43,30 @@ async fn recorded_meeting(app: &TestApp, title: &str, public: bool) -> (String, 
 }
 
 async fn new_meeting(app: &TestApp, title: &str, public: bool) -> String {
-    let moderator = app.token(&[Role::Moderator]);
-    let (s, m) = app
-        .send(
-            Method::POST,
-            "/api/v1/meetings",
-            Some(&moderator),
-            Some(json!({"title": title, "public": public, "retention_days": 1})),
-        )
-        .await;
-    assert_eq!(s, 201, "{m}");
-    m["id"].as_str().unwrap().to_string()
+    app.moderator()
+        .create_meeting_with(json!({"title": title, "public": public, "retention_days": 1}))
+        .await
+        .id
 }
 
 async fn start_recording(app: &TestApp, mid: &str) -> Uuid {
-    let moderator = app.token(&[Role::Moderator]);
-    let (s, r) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/recordings"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert_eq!(s, 201, "{r}");
-    Uuid::parse_str(r["id"].as_str().unwrap()).unwrap()
+    let rec = app.moderator().meeting(mid).start_recording().await;
+    Uuid::parse_str(&rec.id).unwrap()
 }
 
 async fn set_public(app: &TestApp, mid: &str, public: bool) {
-    let moderator = app.token(&[Role::Moderator]);
-    let (s, m) = app
-        .send(
-            Method::PUT,
-            &format!("/api/v1/meetings/{mid}/public"),
-            Some(&moderator),
-            Some(json!({"public": public, "reason": "TOP 7"})),
-        )
+    let m = app
+        .moderator()
+        .meeting(mid)
+        .set_public(public, "TOP 7")
         .await;
-    assert_eq!(s, 200, "{m}");
     assert_eq!(m["public"], public, "{m}");
 }
 
 /// Stop a recording, wait until it is finished, and store media sealed with its own
 /// data key (as finalization leaves it). Returns the object key.
 async fn finish_recording(app: &TestApp, rid: Uuid) -> String {
-    let moderator = app.token(&[Role::Moderator]);
-    let (s, _) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/recordings/{rid}/stop"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert!(s == 200 || s == 202);
+    app.moderator().recording(&rid.to_string()).stop().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while app
         .db
@@ -144,33 +114,32 @@ async fn finish_recording(app: &TestApp, rid: Uuid) -> String {
     object_key
 }
 
-async fn media_status(app: &TestApp, rid: Uuid, token: &str) -> u16 {
-    app.get_status(token, &format!("recordings/{rid}/media"))
+async fn media_status(rid: Uuid, caller: &Client) -> u16 {
+    caller
+        .status(&format!("/api/v1/recordings/{rid}/media"))
         .await
 }
 
 async fn retention_deletes_expired_recordings_unless_held(backend: Backend) {
     let app = spawn_app(backend).await;
-    let archivist = app.token(&[Role::Archivist]);
-    let moderator = app.token(&[Role::Moderator]);
+    let archivist = app.archivist();
+    let moderator = app.moderator();
     let (_, expiring, expiring_key) = recorded_meeting(&app, "Bauausschuss", false).await;
     let (held_mid, held, held_key) = recorded_meeting(&app, "Hauptausschuss", false).await;
-    assert_eq!(media_status(&app, expiring, &archivist).await, 200);
+    assert_eq!(media_status(expiring, &archivist).await, 200);
 
-    let (s, _) = app
+    let (s, _) = moderator
         .send(
             Method::PUT,
             &format!("/api/v1/meetings/{held_mid}/retention"),
-            Some(&moderator),
             Some(json!({"legal_hold": true})),
         )
         .await;
     assert_eq!(s, 403, "moderators do not set legal holds");
-    let (s, m) = app
+    let (s, m) = archivist
         .send(
             Method::PUT,
             &format!("/api/v1/meetings/{held_mid}/retention"),
-            Some(&archivist),
             Some(json!({"legal_hold": true})),
         )
         .await;
@@ -192,7 +161,7 @@ async fn retention_deletes_expired_recordings_unless_held(backend: Backend) {
     // Deleted for good: key gone, object gone, 410 through the API, ledgered.
     assert!(app.db.recording_key(expiring).await.unwrap().is_none());
     assert_eq!(app.vault.store().size(&expiring_key).await.unwrap(), None);
-    assert_eq!(media_status(&app, expiring, &archivist).await, 410);
+    assert_eq!(media_status(expiring, &archivist).await, 410);
     let r = app.db.get_recording(expiring).await.unwrap().unwrap();
     assert_eq!(r.deletion_reason.as_deref(), Some("retention"));
     let entries = app
@@ -207,22 +176,21 @@ async fn retention_deletes_expired_recordings_unless_held(backend: Backend) {
     assert_eq!(deletion.actor, "system:retention");
     assert!(deletion.data.contains(&expiring_key), "{}", deletion.data);
     // The held one is untouched.
-    assert_eq!(media_status(&app, held, &archivist).await, 200);
+    assert_eq!(media_status(held, &archivist).await, 200);
     assert!(app.vault.store().size(&held_key).await.unwrap().is_some());
 
     // Lifting the hold (its own step) lets the next sweep delete it.
-    let (s, _) = app
+    let (s, _) = archivist
         .send(
             Method::POST,
             &format!("/api/v1/meetings/{held_mid}/legal-hold/lift"),
-            Some(&archivist),
             Some(json!({"reason": "Verfahren abgeschlossen"})),
         )
         .await;
     assert_eq!(s, 200);
     let deleted = gremium_signaling::retention::sweep(&app.state, now + 2 * DAY_MS).await;
     assert_eq!(deleted, vec![held]);
-    assert_eq!(media_status(&app, held, &archivist).await, 410);
+    assert_eq!(media_status(held, &archivist).await, 410);
     // A second sweep finds nothing more.
     assert!(
         gremium_signaling::retention::sweep(&app.state, now + 30 * DAY_MS)
@@ -234,10 +202,10 @@ both_backends!(retention_deletes_expired_recordings_unless_held);
 
 async fn the_archive_enforces_roles_and_reports_bad_requests(backend: Backend) {
     let app = spawn_app(backend).await;
-    let archivist = app.token(&[Role::Archivist]);
-    let admin = app.token(&[Role::Admin]);
-    let moderator = app.token(&[Role::Moderator]);
-    let viewer = app.token(&[Role::Viewer]);
+    let archivist = app.archivist();
+    let admin = app.admin();
+    let moderator = app.moderator();
+    let viewer = app.viewer();
     let (public_mid, public_rid, _) = recorded_meeting(&app, "Stadtrat öffentlich", true).await;
     let (_, closed_rid, _) = recorded_meeting(&app, "Stadtrat nichtöffentlich", false).await;
 
@@ -248,29 +216,19 @@ async fn the_archive_enforces_roles_and_reports_bad_requests(backend: Backend) {
         (&archivist, 200, 200),
         (&admin, 200, 200),
     ] {
-        assert_eq!(media_status(&app, public_rid, token).await, public);
-        assert_eq!(media_status(&app, closed_rid, token).await, closed);
+        assert_eq!(media_status(public_rid, token).await, public);
+        assert_eq!(media_status(closed_rid, token).await, closed);
     }
-    let (_, join) = app.add_participant(&moderator, &public_mid, "Anna").await;
+    let anna = moderator.meeting(&public_mid).add_participant("Anna").await;
     assert_eq!(
-        media_status(&app, public_rid, &join).await,
+        media_status(public_rid, &anna.client).await,
         403,
         "join tokens never read"
     );
-    assert_eq!(
-        app.http
-            .get(format!("{}/api/v1/recordings/{public_rid}/media", app.base))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(media_status(public_rid, &app.anonymous()).await, 401);
 
     // Listing: viewers see public meetings only and may not ask for the others.
-    let (s, page) = app
-        .send(Method::GET, "/api/v1/archive", Some(&viewer), None)
-        .await;
+    let (s, page) = viewer.send(Method::GET, "/api/v1/archive", None).await;
     assert_eq!(s, 200, "{page}");
     let ids: Vec<&str> = page["items"]
         .as_array()
@@ -279,22 +237,12 @@ async fn the_archive_enforces_roles_and_reports_bad_requests(backend: Backend) {
         .map(|i| i["recording"]["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec![public_rid.to_string().as_str()]);
-    let (s, _) = app
-        .send(
-            Method::GET,
-            "/api/v1/archive?public=false",
-            Some(&viewer),
-            None,
-        )
+    let (s, _) = viewer
+        .send(Method::GET, "/api/v1/archive?public=false", None)
         .await;
     assert_eq!(s, 403);
-    let (s, page) = app
-        .send(
-            Method::GET,
-            "/api/v1/archive?limit=1",
-            Some(&archivist),
-            None,
-        )
+    let (s, page) = archivist
+        .send(Method::GET, "/api/v1/archive?limit=1", None)
         .await;
     assert_eq!(s, 200);
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
@@ -303,31 +251,24 @@ async fn the_archive_enforces_roles_and_reports_bad_requests(backend: Backend) {
         closed_rid.to_string(),
         "newest first"
     );
-    let (_, page2) = app
+    let (_, page2) = archivist
         .send(
             Method::GET,
             &format!("/api/v1/archive?limit=1&offset={}", page["next_offset"]),
-            Some(&archivist),
             None,
         )
         .await;
     assert_eq!(page2["items"][0]["recording"]["id"], public_rid.to_string());
-    let (_, later) = app
+    let (_, later) = archivist
         .send(
             Method::GET,
             "/api/v1/archive?from=2999-01-01T00:00:00Z",
-            Some(&archivist),
             None,
         )
         .await;
     assert_eq!(later["items"].as_array().unwrap().len(), 0);
-    let (_, titled) = app
-        .send(
-            Method::GET,
-            "/api/v1/archive?q=NICHT",
-            Some(&archivist),
-            None,
-        )
+    let (_, titled) = archivist
+        .send(Method::GET, "/api/v1/archive?q=NICHT", None)
         .await;
     assert_eq!(titled["items"].as_array().unwrap().len(), 1, "{titled}");
 
@@ -339,96 +280,71 @@ async fn the_archive_enforces_roles_and_reports_bad_requests(backend: Backend) {
         ("/api/v1/archive?colour=red", 400),
         ("/api/v1/recordings/not-a-uuid/media", 400),
     ] {
-        let (s, body) = app.send(Method::GET, path, Some(&archivist), None).await;
+        let (s, body) = archivist.send(Method::GET, path, None).await;
         assert_eq!(s, expected, "{path}: {body}");
     }
     let unknown = Uuid::new_v4();
-    assert_eq!(media_status(&app, unknown, &archivist).await, 404);
-    let (s, _) = app
+    assert_eq!(media_status(unknown, &archivist).await, 404);
+    let (s, _) = archivist
         .send(
             Method::DELETE,
             &format!("/api/v1/recordings/{unknown}"),
-            Some(&archivist),
             None,
         )
         .await;
     assert_eq!(s, 404);
-    let (s, body) = app
-        .send(
-            Method::DELETE,
-            "/api/v1/recordings/not-a-uuid",
-            Some(&archivist),
-            None,
-        )
+    let (s, body) = archivist
+        .send(Method::DELETE, "/api/v1/recordings/not-a-uuid", None)
         .await;
     assert_eq!(s, 400, "{body}");
-    let (s, _) = app
+    let (s, _) = archivist
         .send(
             Method::PUT,
             &format!("/api/v1/meetings/{unknown}/retention"),
-            Some(&archivist),
             Some(json!({"retention_days": 5})),
         )
         .await;
     assert_eq!(s, 404);
-    let (s, body) = app
+    let (s, body) = archivist
         .send(
             Method::PUT,
             &format!("/api/v1/meetings/{public_mid}/retention"),
-            Some(&archivist),
             Some(json!({"retention_days": 1_000_000})),
         )
         .await;
     assert_eq!(s, 422, "{body}");
-    let (s, _) = app
+    let (s, _) = archivist
         .send(
             Method::PUT,
             &format!("/api/v1/meetings/{public_mid}/retention"),
-            Some(&archivist),
             Some(json!({"keep": "forever"})),
         )
         .await;
     assert_eq!(s, 422);
 
     // A running recording is stopped before it can be deleted; poster-less → 404.
-    let (s, r) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{public_mid}/recordings"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert_eq!(s, 201, "{r}");
-    let running = r["id"].as_str().unwrap();
-    let (s, _) = app
-        .send(
-            Method::DELETE,
-            &format!("/api/v1/recordings/{running}"),
-            Some(&archivist),
-            None,
-        )
+    let running = moderator.meeting(&public_mid).start_recording().await;
+    let (s, _) = archivist
+        .send(Method::DELETE, &running.path(""), None)
         .await;
     assert_eq!(s, 409);
     assert_eq!(
-        media_status(&app, Uuid::parse_str(running).unwrap(), &archivist).await,
+        media_status(Uuid::parse_str(&running.id).unwrap(), &archivist).await,
         409,
         "not finalized yet"
     );
-    let (s, _) = app
+    let (s, _) = archivist
         .send(
             Method::GET,
             &format!("/api/v1/recordings/{public_rid}/poster"),
-            Some(&archivist),
             None,
         )
         .await;
     assert_eq!(s, 404);
-    let (s, view): (u16, Value) = app
+    let (s, view): (u16, Value) = viewer
         .send(
             Method::GET,
             &format!("/api/v1/recordings/{public_rid}"),
-            Some(&viewer),
             None,
         )
         .await;
@@ -443,10 +359,10 @@ both_backends!(the_archive_enforces_roles_and_reports_bad_requests);
 /// while public stays readable for viewers after the meeting goes non-public.
 async fn access_follows_what_a_recording_contains(backend: Backend) {
     let app = spawn_app(backend).await;
-    let viewer = app.token(&[Role::Viewer]);
-    let moderator = app.token(&[Role::Moderator]);
-    let archivist = app.token(&[Role::Archivist]);
-    let admin = app.token(&[Role::Admin]);
+    let viewer = app.viewer();
+    let moderator = app.moderator();
+    let archivist = app.archivist();
+    let admin = app.admin();
 
     // Public, then a non-public part, then public again, all while it records.
     let mixed_mid = new_meeting(&app, "Stadtrat mit TOP 7", true).await;
@@ -468,8 +384,8 @@ async fn access_follows_what_a_recording_contains(backend: Backend) {
     for rid in [mixed, closed] {
         for what in ["", "/media", "/manifest", "/poster"] {
             let path = format!("recordings/{rid}{what}");
-            let (s, body) = app
-                .send(Method::GET, &format!("/api/v1/{path}"), Some(&viewer), None)
+            let (s, body) = viewer
+                .send(Method::GET, &format!("/api/v1/{path}"), None)
                 .await;
             assert_eq!(s, 403, "viewer {path}: {body}");
             assert!(body.to_string().contains("non-public"), "{body}");
@@ -479,27 +395,27 @@ async fn access_follows_what_a_recording_contains(backend: Backend) {
         for what in ["/media", "/manifest", "/poster"] {
             let path = format!("recordings/{rid}{what}");
             assert_eq!(
-                app.get_status(&moderator, &path).await,
+                moderator.status(&format!("/api/v1/{path}")).await,
                 403,
                 "moderator {path}"
             );
         }
-        for token in [&archivist, &admin] {
-            assert_eq!(media_status(&app, rid, token).await, 200);
+        for staff in [&archivist, &admin] {
+            assert_eq!(media_status(rid, staff).await, 200);
         }
     }
     assert_eq!(
-        app.get_status(&viewer, &format!("recordings/{open}")).await,
+        viewer.status(&format!("/api/v1/recordings/{open}")).await,
         200
     );
-    for token in [&viewer, &moderator, &archivist] {
-        assert_eq!(media_status(&app, open, token).await, 200);
+    for caller in [&viewer, &moderator, &archivist] {
+        assert_eq!(media_status(open, caller).await, 200);
     }
 
     // Listings: viewers see the fully public recording only, whatever its meeting's
     // flag is now; archivists see all three and which have non-public parts.
     for path in ["/api/v1/archive", "/api/v1/archive?public=true"] {
-        let (s, page) = app.send(Method::GET, path, Some(&viewer), None).await;
+        let (s, page) = viewer.send(Method::GET, path, None).await;
         assert_eq!(s, 200, "{page}");
         let ids: Vec<&str> = page["items"]
             .as_array()
@@ -509,9 +425,7 @@ async fn access_follows_what_a_recording_contains(backend: Backend) {
             .collect();
         assert_eq!(ids, vec![open.to_string().as_str()], "{path}");
     }
-    let (s, page) = app
-        .send(Method::GET, "/api/v1/archive", Some(&archivist), None)
-        .await;
+    let (s, page) = archivist.send(Method::GET, "/api/v1/archive", None).await;
     assert_eq!(s, 200, "{page}");
     let flags: Vec<(String, Value)> = page["items"]
         .as_array()
@@ -577,52 +491,44 @@ both_backends!(a_start_racing_a_switch_is_marked);
 /// own step, for archivists and admins, ledgered with its reason.
 async fn a_legal_hold_stops_every_deletion_until_it_is_lifted(backend: Backend) {
     let app = spawn_app(backend).await;
-    let archivist = app.token(&[Role::Archivist]);
-    let admin = app.token(&[Role::Admin]);
-    let moderator = app.token(&[Role::Moderator]);
+    let archivist = app.archivist();
+    let admin = app.admin();
+    let moderator = app.moderator();
     let (mid, rid, key) = recorded_meeting(&app, "Vergabeausschuss", false).await;
-    let (s, m) = app
+    let (s, m) = archivist
         .send(
             Method::PUT,
             &format!("/api/v1/meetings/{mid}/retention"),
-            Some(&archivist),
             Some(json!({"legal_hold": true})),
         )
         .await;
     assert_eq!(s, 200, "{m}");
 
-    for token in [&archivist, &admin] {
-        let (s, body) = app
-            .send(
-                Method::DELETE,
-                &format!("/api/v1/recordings/{rid}"),
-                Some(token),
-                None,
-            )
+    for staff in [&archivist, &admin] {
+        let (s, body) = staff
+            .send(Method::DELETE, &format!("/api/v1/recordings/{rid}"), None)
             .await;
         assert_eq!(s, 409, "{body}");
         assert!(body.to_string().contains("legal hold"), "{body}");
     }
-    assert_eq!(media_status(&app, rid, &archivist).await, 200);
+    assert_eq!(media_status(rid, &archivist).await, 200);
     assert!(app.vault.store().size(&key).await.unwrap().is_some());
     assert!(app.db.recording_key(rid).await.unwrap().is_some());
 
     // The retention call changes retention but does not lift the hold.
-    let (s, body) = app
+    let (s, body) = archivist
         .send(
             Method::PUT,
             &format!("/api/v1/meetings/{mid}/retention"),
-            Some(&archivist),
             Some(json!({"legal_hold": false})),
         )
         .await;
     assert_eq!(s, 409, "{body}");
     assert!(body.to_string().contains("legal-hold/lift"), "{body}");
-    let (s, m) = app
+    let (s, m) = archivist
         .send(
             Method::PUT,
             &format!("/api/v1/meetings/{mid}/retention"),
-            Some(&archivist),
             Some(json!({"retention_days": 5})),
         )
         .await;
@@ -641,29 +547,18 @@ async fn a_legal_hold_stops_every_deletion_until_it_is_lifted(backend: Backend) 
         doc["paths"]["/api/v1/meetings/{id}/legal-hold/lift"]["post"].is_object(),
         "the lift step is in the OpenAPI document"
     );
-    let (s, _) = app
-        .send(
-            Method::POST,
-            &lift,
-            Some(&moderator),
-            Some(json!({"reason": "x"})),
-        )
+    let (s, _) = moderator
+        .send(Method::POST, &lift, Some(json!({"reason": "x"})))
         .await;
     assert_eq!(s, 403);
-    let (s, body) = app
-        .send(
-            Method::POST,
-            &lift,
-            Some(&archivist),
-            Some(json!({"reason": "a\u{1b}[31m"})),
-        )
+    let (s, body) = archivist
+        .send(Method::POST, &lift, Some(json!({"reason": "a\u{1b}[31m"})))
         .await;
     assert_eq!(s, 422, "{body}");
-    let (s, m) = app
+    let (s, m) = archivist
         .send(
             Method::POST,
             &lift,
-            Some(&archivist),
             Some(json!({"reason": "Verfahren abgeschlossen"})),
         )
         .await;
@@ -682,23 +577,16 @@ async fn a_legal_hold_stops_every_deletion_until_it_is_lifted(backend: Backend) 
         lifted.data
     );
     // Lifting again changes nothing and writes nothing.
-    let (s, _) = app
-        .send(Method::POST, &lift, Some(&archivist), Some(json!({})))
-        .await;
+    let (s, _) = archivist.send(Method::POST, &lift, Some(json!({}))).await;
     assert_eq!(s, 200);
     let again = app.db.ledger_entries(&mid, 0, 1000).await.unwrap();
     assert_eq!(again.len(), entries.len());
 
-    let (s, body) = app
-        .send(
-            Method::DELETE,
-            &format!("/api/v1/recordings/{rid}"),
-            Some(&archivist),
-            None,
-        )
+    let (s, body) = archivist
+        .send(Method::DELETE, &format!("/api/v1/recordings/{rid}"), None)
         .await;
     assert_eq!(s, 204, "{body}");
-    assert_eq!(media_status(&app, rid, &archivist).await, 410);
+    assert_eq!(media_status(rid, &archivist).await, 410);
 }
 both_backends!(a_legal_hold_stops_every_deletion_until_it_is_lifted);
 

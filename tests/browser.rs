@@ -3,45 +3,25 @@
 //! side can gather or send to any address but 127.0.0.1. Needs root (for `ip netns`)
 //! and chromium; `scripts/test.sh` installs chromium and CI runs as root.
 
+mod common;
+
 use std::process::Command;
+
+use common::netns::{is_root, Netns};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gremium");
 
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.0])
-            .status();
-    }
-}
-
 #[test]
 fn headless_chromium_publishes_camera_and_microphone_over_whip() {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
     assert!(
-        root,
+        is_root(),
         "this test needs root for `ip netns` (CI runs as root)"
     );
-    assert!(
-        Command::new("chromium")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success()),
-        "chromium is not installed: run scripts/test.sh"
-    );
+    common::assert_chromium();
 
-    let ns = Netns(format!("gremium-browser-{}", std::process::id()));
-    let created = Command::new("ip")
-        .args(["netns", "add", &ns.0])
-        .status()
-        .unwrap();
-    assert!(created.success(), "ip netns add failed");
+    // The real `gremium serve` (run.sh starts it), not the in-process app: this test
+    // covers the binary's configuration and token command too.
+    let ns = Netns::create(&format!("gremium-browser-{}", std::process::id()));
     let work =
         std::env::temp_dir().join(format!("gremium-browser-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&work).unwrap();

@@ -26,19 +26,12 @@ const TONE_B: f64 = 1300.0;
 const AUDIBLE: f64 = 0.08;
 const SILENT: f64 = 0.03;
 
-fn publish(
-    base: &str,
-    mid: &str,
-    join: &str,
-    color: &str,
-    tone: &str,
-    screen: bool,
-) -> std::process::Child {
+fn publish(who: &Participant, color: &str, tone: &str, screen: bool) -> Publisher {
     let mut extra = vec!["--color", color, "--tone", tone, "--duration", "25"];
     if screen {
         extra.push("--screen");
     }
-    spawn_publisher(base, mid, join, &extra)
+    who.publish(&extra)
 }
 
 /// Wait until the tap's output reached running time `t`.
@@ -66,39 +59,21 @@ async fn recording_program_shows_and_plays_only_consenting_participants() {
         ..ProgramSettings::default()
     };
     let (app, media) = spawn_with_gst_media(Duration::from_secs(10), 10, program).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Bauausschuss").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (a, a_join) = app.add_participant(&moderator, &mid, "Anna Alt").await;
-    let (b, b_join) = app.add_participant(&moderator, &mid, "Bernd Berg").await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
-    let consent = |who: &str, join: &str, recording: bool| {
-        let (app, path, join) = (
-            &app,
-            format!("/api/v1/meetings/{mid}/participants/{who}/consent"),
-            join.to_string(),
-        );
-        async move {
-            let (s, r) = app
-                .send(
-                    Method::PUT,
-                    &path,
-                    Some(&join),
-                    Some(json!({"recording": recording, "streaming": false})),
-                )
-                .await;
-            assert_eq!(s, 200, "{r}");
-            r
-        }
+    let moderator = app.moderator();
+    let m = moderator.create_meeting("Bauausschuss").await;
+    let mid = m.id.clone();
+    let anna = m.add_participant("Anna Alt").await;
+    let bernd = m.add_participant("Bernd Berg").await;
+    let (mut ws, _) = m.events().await;
+    let consent = |recording: bool| Consent {
+        recording,
+        streaming: false,
     };
     // A consents before publishing; B never does.
-    consent(&a, &a_join, true).await;
-    let mut pa = publish(&app.base, &mid, &a_join, "ffd700", "500", false);
+    anna.set_consent(consent(true)).await;
+    let _pa = publish(&anna, "ffd700", "500", false);
     // B shares a screen (featured by the screen-share layout below).
-    let mut pb = publish(&app.base, &mid, &b_join, "1e50ff", "1300", true);
+    let _pb = publish(&bernd, "1e50ff", "1300", true);
     // Both speak all the time: the active speaker detector names one of them (maybe
     // before the second publisher's media started, so both are awaited together).
     let (mut started, mut speaker) = (0, None);
@@ -116,7 +91,10 @@ async fn recording_program_shows_and_plays_only_consenting_participants() {
         }
     }
     let speaker = speaker.unwrap();
-    assert!(speaker == a.as_str() || speaker == b.as_str(), "{speaker}");
+    assert!(
+        speaker == anna.id.as_str() || speaker == bernd.id.as_str(),
+        "{speaker}"
+    );
 
     let tap = Tap::new(W, H, vec![GOLD, AZURE], vec![TONE_A, TONE_B]);
     let meeting_id = mid.parse().unwrap();
@@ -213,7 +191,7 @@ async fn recording_program_shows_and_plays_only_consenting_participants() {
 
     // A withdraws: the answer carries the running time after which nothing of A is
     // in the program.
-    let r = consent(&a, &a_join, false).await;
+    let r = anna.set_consent(consent(false)).await;
     let withdrawn = r["media_time_ns"]
         .as_u64()
         .expect("media time of the withdrawal");
@@ -249,7 +227,7 @@ async fn recording_program_shows_and_plays_only_consenting_participants() {
     );
 
     // B consents: B appears (at B's next keyframe) and is heard.
-    let r = consent(&b, &b_join, true).await;
+    let r = bernd.set_consent(consent(true)).await;
     let granted = r["media_time_ns"].as_u64().unwrap();
     reach(&tap, granted + 2_500_000_000).await;
     let late = tap.frames_since(granted + 1_500_000_000);
@@ -267,18 +245,15 @@ async fn recording_program_shows_and_plays_only_consenting_participants() {
 
     // Layout: A consents again, B is put on the podium alone → only B's tile, only
     // B's sound; announced on the WebSocket and shown by GET.
-    consent(&a, &a_join, true).await;
+    anna.set_consent(consent(true)).await;
     let set_layout = |body: serde_json::Value| {
-        let (app, media, path, moderator) = (
-            &app,
+        let (media, path, moderator) = (
             &media,
             format!("/api/v1/meetings/{mid}/layout"),
             moderator.clone(),
         );
         async move {
-            let (s, m) = app
-                .send(Method::PUT, &path, Some(&moderator), Some(body))
-                .await;
+            let (s, m) = moderator.send(Method::PUT, &path, Some(body)).await;
             assert_eq!(s, 200, "{m}");
             let placements = media
                 .placements(meeting_id, Audience::Recording)
@@ -287,12 +262,12 @@ async fn recording_program_shows_and_plays_only_consenting_participants() {
             (m, placements)
         }
     };
-    let (m, placements) = set_layout(json!({"kind": "podium", "podium": [b]})).await;
+    let (m, placements) = set_layout(json!({"kind": "podium", "podium": [bernd.id]})).await;
     assert_eq!(m["layout"]["kind"], "podium");
     let e = wait_event(&mut ws, "layout_changed", |_| true).await;
-    assert_eq!(e["layout"]["podium"], json!([b]));
+    assert_eq!(e["layout"]["podium"], json!([bernd.id]));
     assert_eq!(placements.len(), 1);
-    assert_eq!(placements[0].id.to_string(), b);
+    assert_eq!(placements[0].id.to_string(), bernd.id);
     let now = tap.latest().1.unwrap();
     reach(&tap, now + 1_500_000_000).await;
     let heard = tap.chunks_since(now + 1_000_000_000);
@@ -310,7 +285,7 @@ async fn recording_program_shows_and_plays_only_consenting_participants() {
         f.colours[0].count > 200 && f.colours[1].count > 200,
         "{f:?}"
     );
-    for (i, who) in [&a, &b].into_iter().enumerate() {
+    for (i, who) in [&anna.id, &bernd.id].into_iter().enumerate() {
         let r = t.iter().find(|p| p.id.to_string() == *who).unwrap().rect;
         let seen = f.colours[i];
         assert!(
@@ -323,7 +298,11 @@ async fn recording_program_shows_and_plays_only_consenting_participants() {
     // Screen share: B's screen large, A in the filmstrip, at pixel level.
     let (_, t) = set_layout(json!({"kind": "screen_share"})).await;
     let big = t.iter().max_by_key(|p| p.rect.area()).unwrap();
-    assert_eq!(big.id.to_string(), b, "the screen share is featured: {t:?}");
+    assert_eq!(
+        big.id.to_string(),
+        bernd.id,
+        "the screen share is featured: {t:?}"
+    );
     let now = tap.latest().0.unwrap();
     reach(&tap, now + 1_500_000_000).await;
     let f = tap.frames_since(now + 1_000_000_000).pop().unwrap();
@@ -331,41 +310,37 @@ async fn recording_program_shows_and_plays_only_consenting_participants() {
         f.colours[1].max_x - f.colours[1].min_x > 3 * (f.colours[0].max_x - f.colours[0].min_x),
         "B's screen much wider than A's filmstrip tile: {f:?}"
     );
-
-    for p in [&mut pa, &mut pb] {
-        let _ = p.kill();
-        let _ = p.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layout_requests_are_checked() {
     let (app, _media) =
         spawn_with_gst_media(Duration::from_secs(10), 10, ProgramSettings::default()).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (pid, join) = app.add_participant(&moderator, &mid, "A").await;
+    let moderator = app.moderator();
+    let mid = moderator.create_meeting("Rat").await.id;
+    let (pid, join) = moderator
+        .meeting(&mid)
+        .add_participant("A")
+        .await
+        .into_parts();
     let path = format!("/api/v1/meetings/{mid}/layout");
     let stranger = uuid::Uuid::new_v4();
     let cases = [
-        (Some(join.as_str()), json!({"kind": "grid"}), 403),
+        (Some(join.token()), json!({"kind": "grid"}), 403),
         (None, json!({"kind": "grid"}), 401),
-        (Some(moderator.as_str()), json!({"kind": "mosaic"}), 422),
+        (Some(moderator.token()), json!({"kind": "mosaic"}), 422),
         (
-            Some(moderator.as_str()),
+            Some(moderator.token()),
             json!({"kind": "grid", "extra": 1}),
             422,
         ),
         (
-            Some(moderator.as_str()),
+            Some(moderator.token()),
             json!({"kind": "speaker", "pinned": stranger}),
             422,
         ),
         (
-            Some(moderator.as_str()),
+            Some(moderator.token()),
             json!({"kind": "podium", "podium": [pid, stranger]}),
             422,
         ),
@@ -383,7 +358,7 @@ async fn layout_requests_are_checked() {
         let resp = app
             .http
             .post(app.url(&format!("/whip/{mid}?content=hologram")))
-            .bearer_auth(&join)
+            .bearer_auth(join.token())
             .header("content-type", "application/sdp")
             .body("v=0\r\n")
             .send()
@@ -393,20 +368,18 @@ async fn layout_requests_are_checked() {
     };
     assert_eq!(s, 422, "{r}");
     assert!(r.contains("content"), "{r}");
-    let (s, _) = app
+    let (s, _) = moderator
         .send(
             Method::PUT,
             &format!("/api/v1/meetings/{}/layout", uuid::Uuid::new_v4()),
-            Some(&moderator),
             Some(json!({"kind": "grid"})),
         )
         .await;
     assert_eq!(s, 404);
-    let (s, m) = app
+    let (s, m) = moderator
         .send(
             Method::PUT,
             &path,
-            Some(&moderator),
             Some(json!({"kind": "speaker", "pinned": pid, "podium": [pid, pid]})),
         )
         .await;
@@ -415,29 +388,15 @@ async fn layout_requests_are_checked() {
         m["layout"],
         json!({"kind": "speaker", "pinned": pid, "podium": [pid]})
     );
-    let (_, got) = app
-        .send(
-            Method::GET,
-            &format!("/api/v1/meetings/{mid}"),
-            Some(&moderator),
-            None,
-        )
+    let (_, got) = moderator
+        .send(Method::GET, &format!("/api/v1/meetings/{mid}"), None)
         .await;
     assert_eq!(got["layout"]["kind"], "speaker", "{got}");
-    app.send(
-        Method::POST,
-        &format!("/api/v1/meetings/{mid}/end"),
-        Some(&moderator),
-        None,
-    )
-    .await;
-    let (s, _) = app
-        .send(
-            Method::PUT,
-            &path,
-            Some(&moderator),
-            Some(json!({"kind": "grid"})),
-        )
+    moderator
+        .send(Method::POST, &format!("/api/v1/meetings/{mid}/end"), None)
+        .await;
+    let (s, _) = moderator
+        .send(Method::PUT, &path, Some(json!({"kind": "grid"})))
         .await;
     assert_eq!(s, 409, "ended meetings keep their layout");
 }

@@ -15,7 +15,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use gremium_signaling::Role;
 use gremium_storage::testing::SmallDisk;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -38,20 +37,21 @@ async fn a_full_spool_disk_interrupts_the_recording_and_keeps_what_was_written()
         app,
         media: _media,
         moderator,
+        meeting,
         mid,
         mut ws,
-        publisher: mut pa,
-    } = PublishingMeeting::start(dir.clone(), "Bauausschuss", false, true, false).await;
-    let archivist = app.token(&[Role::Archivist]);
+        publisher,
+        anna: _,
+    } = PublishingMeeting::start(dir.clone(), "Bauausschuss", false, Consent::RECORDING).await;
+    let archivist = app.archivist();
 
     // Less room than the media plane asks for (1 MiB here): refused up front, with
     // the reason, and that recording is failed.
     let filler = disk.fill_leaving(512 * 1024);
-    let (s, refused) = app
+    let (s, refused) = moderator
         .send(
             Method::POST,
             &format!("/api/v1/meetings/{mid}/recordings"),
-            Some(&moderator),
             None,
         )
         .await;
@@ -62,15 +62,16 @@ async fn a_full_spool_disk_interrupts_the_recording_and_keeps_what_was_written()
             && message.contains("1 MiB required"),
         "{refused}"
     );
-    let list = app
-        .get_api(&moderator, &format!("meetings/{mid}/recordings"))
+    let list = moderator
+        .get_ok(&format!("/api/v1/meetings/{mid}/recordings"))
         .await;
     assert_eq!(list[0]["state"], "failed", "{list}");
     std::fs::remove_file(&filler).unwrap();
 
     // Started with room; then the disk fills up but for a few seconds of this
     // recording (a flat picture and a tone: about 20 kB/s).
-    let rid = app.start_recording(&moderator, &mid).await;
+    let rec = meeting.start_recording().await;
+    let rid = rec.id.clone();
     let started = Instant::now();
     wait_event(&mut ws, "recording_state_changed", |e| {
         e["recording_id"] == rid.as_str() && e["state"] == "active"
@@ -97,7 +98,7 @@ async fn a_full_spool_disk_interrupts_the_recording_and_keeps_what_was_written()
 
     // No room to seal it: it waits, and nothing is lost meanwhile.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let view = app.get_api(&archivist, &format!("recordings/{rid}")).await;
+    let view = rec.acting_as(&archivist).view().await;
     assert_eq!(view["state"], "stopping", "{view}");
     assert_eq!(
         view["interruption"].as_str(),
@@ -110,7 +111,7 @@ async fn a_full_spool_disk_interrupts_the_recording_and_keeps_what_was_written()
     std::fs::remove_file(&filler).unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
     let view = loop {
-        let view = app.get_api(&archivist, &format!("recordings/{rid}")).await;
+        let view = rec.acting_as(&archivist).view().await;
         if view["state"] == "finished" {
             break view;
         }
@@ -133,7 +134,7 @@ async fn a_full_spool_disk_interrupts_the_recording_and_keeps_what_was_written()
         "stored {duration} s; the disk filled after {interrupted_after} s"
     );
     eprintln!("the disk filled after {interrupted_after:.1} s; {duration:.2} s stored");
-    let (streams, played) = app.probe_media(&archivist, &rid);
+    let (streams, played) = rec.acting_as(&archivist).probe();
     let text = Value::Array(streams).to_string();
     assert!(text.contains("h264") && text.contains("aac"), "{text}");
     assert!(
@@ -141,9 +142,7 @@ async fn a_full_spool_disk_interrupts_the_recording_and_keeps_what_was_written()
         "plays {played} s of {duration} s"
     );
     // Its appearances end with the media.
-    let manifest = app
-        .get_api(&archivist, &format!("recordings/{rid}/manifest"))
-        .await;
+    let manifest = rec.acting_as(&archivist).manifest().await;
     let end = manifest["participants"][0]["appears_ms"]
         .as_array()
         .and_then(|r| r.last())
@@ -158,14 +157,13 @@ async fn a_full_spool_disk_interrupts_the_recording_and_keeps_what_was_written()
     assert!(left.is_empty(), "left on the spool disk: {left:?}");
 
     // The meeting carries on: a new recording starts and runs.
-    let second = app.start_recording(&moderator, &mid).await;
+    let second = meeting.start_recording().await;
     wait_event(&mut ws, "recording_state_changed", |e| {
-        e["recording_id"] == second.as_str() && e["state"] == "active"
+        e["recording_id"] == second.id.as_str() && e["state"] == "active"
     })
     .await;
-    app.stop(&moderator, "recordings", &second).await;
-    let _ = pa.kill();
-    let _ = pa.wait();
+    second.stop().await;
+    drop(publisher);
     drop(app);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -179,31 +177,25 @@ async fn a_recording_waiting_for_room_can_be_deleted_and_its_spool_goes() {
         app,
         media: _media,
         moderator,
-        mid,
+        meeting,
+        mid: _,
         mut ws,
-        publisher: mut pa,
-    } = PublishingMeeting::start(dir.clone(), "Finanzausschuss", false, true, false).await;
-    let archivist = app.token(&[Role::Archivist]);
-    let rid = app.start_recording(&moderator, &mid).await;
+        publisher,
+        anna: _,
+    } = PublishingMeeting::start(dir.clone(), "Finanzausschuss", false, Consent::RECORDING).await;
+    let archivist = app.archivist();
+    let rec = meeting.start_recording().await;
+    let rid = rec.id.clone();
     wait_event(&mut ws, "recording_state_changed", |e| {
         e["recording_id"] == rid.as_str() && e["state"] == "active"
     })
     .await;
-    let delete = |token: String| {
-        let app = &app;
-        let rid = rid.clone();
-        async move {
-            app.send(
-                Method::DELETE,
-                &format!("/api/v1/recordings/{rid}"),
-                Some(&token),
-                None,
-            )
-            .await
-        }
+    let delete = |caller: &Client| {
+        let (caller, path) = (caller.clone(), rec.path(""));
+        async move { caller.send(Method::DELETE, &path, None).await }
     };
     // Running: stop it first.
-    let (s, body) = delete(archivist.clone()).await;
+    let (s, body) = delete(&archivist).await;
     assert_eq!(s, 409, "{body}");
     assert!(body.to_string().contains("stop it first"), "{body}");
 
@@ -216,17 +208,17 @@ async fn a_recording_waiting_for_room_can_be_deleted_and_its_spool_goes() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let view = app.get_api(&archivist, &format!("recordings/{rid}")).await;
+    let view = rec.acting_as(&archivist).view().await;
     assert_eq!(view["state"], "stopping", "{view}");
     let spool = disk.path().join(format!("{rid}.spool"));
     assert!(spool.exists());
 
     // Moderators may not delete; an archivist may, while it waits.
-    let (s, _) = delete(moderator.clone()).await;
+    let (s, _) = delete(&moderator).await;
     assert_eq!(s, 403);
-    let (s, body) = delete(archivist.clone()).await;
+    let (s, body) = delete(&archivist).await;
     assert_eq!(s, 204, "{body}");
-    let (s, _) = delete(archivist.clone()).await;
+    let (s, _) = delete(&archivist).await;
     assert_eq!(s, 204, "deleting twice is harmless");
     // Its spool is gone at once (the filler is all that is left), and it ends failed
     // with the reason; nothing of it can be read.
@@ -249,18 +241,11 @@ async fn a_recording_waiting_for_room_can_be_deleted_and_its_spool_goes() {
             .contains("deleted while waiting for room"),
         "{failed}"
     );
-    assert_eq!(
-        app.get_status(&archivist, &format!("recordings/{rid}/media"))
-            .await,
-        410
-    );
+    assert_eq!(archivist.status(&rec.path("/media")).await, 410);
     // The deletion is in the meeting's ledger.
-    let ledger = app
-        .get_api(&archivist, &format!("meetings/{mid}/ledger"))
-        .await;
+    let ledger = meeting.acting_as(&archivist).ledger().await;
     assert!(ledger.to_string().contains("recording_deleted"), "{ledger}");
-    let _ = pa.kill();
-    let _ = pa.wait();
+    drop(publisher);
     drop(app);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -274,20 +259,18 @@ async fn a_full_live_disk_stalls_hls_and_says_so_while_the_push_goes_on() {
         app,
         media: _media,
         moderator,
+        meeting,
         mid,
         mut ws,
-        publisher: mut pa,
-    } = PublishingMeeting::start(dir.clone(), "Kreistag", true, true, true).await;
+        publisher,
+        anna: _,
+    } = PublishingMeeting::start(dir.clone(), "Kreistag", true, Consent::BOTH).await;
 
     let url = format!("rtmp://127.0.0.1:{}/live", nginx.port);
-    let stream = app
-        .start_stream(
-            &moderator,
-            &mid,
-            json!({"hls": true, "rtmp": [{"url": url, "key": "k1"}]}),
-        )
+    let stream = meeting
+        .start_stream(json!({"hls": true, "rtmp": [{"url": url, "key": "k1"}]}))
         .await;
-    let sid = stream["id"].as_str().unwrap().to_string();
+    let sid = stream.id.clone();
     wait_event_for(
         &mut ws,
         Duration::from_secs(30),
@@ -312,7 +295,7 @@ async fn a_full_live_disk_stalls_hls_and_says_so_while_the_push_goes_on() {
     .await;
     let error = stalled["error"].as_str().unwrap_or_default().to_string();
     assert!(error.contains("No space left"), "{stalled}");
-    let view = app.get_api(&moderator, &format!("streams/{sid}")).await;
+    let view = moderator.get_ok(&format!("/api/v1/streams/{sid}")).await;
     assert_eq!(view["state"], "active", "{view}");
     assert_eq!(view["hls_error"].as_str(), Some(error.as_str()), "{view}");
     assert!(
@@ -325,10 +308,10 @@ async fn a_full_live_disk_stalls_hls_and_says_so_while_the_push_goes_on() {
     assert_rtmp_plays(&format!("{url}/k1"));
 
     std::fs::remove_file(filler).unwrap();
-    app.stop(&moderator, "streams", &sid).await;
+    stream.stop().await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let view = loop {
-        let view = app.get_api(&moderator, &format!("streams/{sid}")).await;
+        let view = moderator.get_ok(&format!("/api/v1/streams/{sid}")).await;
         if ["finished", "failed"].contains(&view["state"].as_str().unwrap_or_default()) {
             break view;
         }
@@ -343,8 +326,7 @@ async fn a_full_live_disk_stalls_hls_and_says_so_while_the_push_goes_on() {
         "{view}"
     );
     assert!(view["hls_error"].is_null(), "{view}");
-    let _ = pa.kill();
-    let _ = pa.wait();
+    drop(publisher);
     drop(app);
     let _ = std::fs::remove_dir_all(&dir);
 }

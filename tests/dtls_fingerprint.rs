@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use futures_util::StreamExt;
 use gremium_pipelines::webrtc::accept_answer;
-use gremium_signaling::Role;
+
 use tokio_tungstenite::tungstenite::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gremium");
@@ -81,27 +81,19 @@ async fn a_publisher_whose_certificate_does_not_match_its_offer_never_publishes(
         .with_writer(move || writer.clone())
         .init();
     let (app, media) = spawn_with_gst_media(Duration::from_secs(10), 10, Default::default()).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (forger, forger_join) = app.add_participant(&moderator, &mid, "Mallory").await;
-    let (honest, honest_join) = app.add_participant(&moderator, &mid, "Anna").await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
+    let moderator = app.moderator();
+    let m = moderator.create_meeting("Rat").await;
+    let mid = m.id.clone();
+    let mallory = m.add_participant("Mallory").await;
+    let anna = m.add_participant("Anna").await;
+    let (mut ws, _) = m.events().await;
 
     // A real webrtcbin publisher whose offer names someone else's certificate.
     let (publisher, webrtc, offer) = loopback_publisher_offer("forger", Some(0xff0000)).await;
-    let resp = app
-        .http
-        .post(app.url(&format!("/whip/{mid}")))
-        .bearer_auth(&forger_join)
-        .header("content-type", "application/sdp")
-        .body(forge_fingerprints(&offer))
-        .send()
-        .await
-        .unwrap();
+    let resp = mallory
+        .client
+        .post_whip(&mid, forge_fingerprints(&offer))
+        .await;
     assert_eq!(
         resp.status().as_u16(),
         201,
@@ -122,18 +114,18 @@ async fn a_publisher_whose_certificate_does_not_match_its_offer_never_publishes(
         };
         let e: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
         assert!(
-            !(e["type"] == "participant_media_started" && e["participant_id"] == forger.as_str()),
+            !(e["type"] == "participant_media_started"
+                && e["participant_id"] == mallory.id.as_str()),
             "the publisher with a forged fingerprint was reported publishing: {e}"
         );
-        if e["type"] == "participant_media_stopped" && e["participant_id"] == forger.as_str() {
+        if e["type"] == "participant_media_stopped" && e["participant_id"] == mallory.id.as_str() {
             break;
         }
     }
-    let (status, list) = app
+    let (status, list) = moderator
         .send(
             reqwest::Method::GET,
             &format!("/api/v1/meetings/{mid}/participants"),
-            Some(&moderator),
             None,
         )
         .await;
@@ -143,7 +135,7 @@ async fn a_publisher_whose_certificate_does_not_match_its_offer_never_publishes(
         .or_else(|| list["participants"].as_array())
         .unwrap()
         .iter()
-        .find(|p| p["id"] == forger.as_str())
+        .find(|p| p["id"] == mallory.id.as_str())
         .cloned()
         .unwrap();
     assert_eq!(row["publishing"], false, "{row}");
@@ -164,7 +156,10 @@ async fn a_publisher_whose_certificate_does_not_match_its_offer_never_publishes(
         .lines()
         .find(|l| l.contains("does not match its offer's fingerprint"))
         .unwrap_or_else(|| panic!("the mismatch is logged:\n{log}"));
-    assert!(line.contains("WARN") && line.contains(&forger), "{line}");
+    assert!(
+        line.contains("WARN") && line.contains(&mallory.id),
+        "{line}"
+    );
     assert!(!line.contains("127.0.0.1"), "no address in the log: {line}");
     drop(publisher);
 
@@ -174,7 +169,7 @@ async fn a_publisher_whose_certificate_does_not_match_its_offer_never_publishes(
         .args(["publish", "--server", &app.base, "--meeting", &mid])
         .args([
             "--token",
-            &honest_join,
+            anna.client.token(),
             "--color",
             "00ff00",
             "--duration",
@@ -190,7 +185,7 @@ async fn a_publisher_whose_certificate_does_not_match_its_offer_never_publishes(
         &mut ws,
         Duration::from_secs(10),
         "participant_media_started",
-        |e| e["participant_id"] == honest.as_str(),
+        |e| e["participant_id"] == anna.id.as_str(),
     )
     .await;
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())

@@ -4,20 +4,14 @@
 //! same session. Bad restarts get clear 4xx answers and leave the session alone. Own
 //! test binary: the decoded-buffer counters read from `/metrics` are process-wide.
 
-#[path = "common/cdp.rs"]
-mod cdp;
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use common::*;
 use gremium_pipelines::ice_restart::{apply_remote_ice, restart_local_ice, SelectedPairWatch};
-use gremium_pipelines::publisher::{build_publisher, PublisherSettings};
-use gremium_pipelines::webrtc::{accept_answer, create_offer, negotiation_needed, IceSettings};
-use gremium_pipelines::{Pipeline, PipelineSettings};
+use gremium_pipelines::webrtc::accept_answer;
 use gremium_signaling::api::whip::{parse_sdpfrag, render_sdpfrag};
-use gremium_signaling::Role;
 
 const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 
@@ -75,47 +69,13 @@ async fn assert_not_stopped(ws: &mut Ws, quiet: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ice_restart_over_whip_patch_keeps_media_flowing() {
     let (app, media) = spawn_with_gst_media(Duration::from_secs(3), 10, Default::default()).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (pid, join) = app
-        .add_participant(&moderator, &mid, "Wechselt das Netz")
-        .await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
+    let m = app.moderator().create_meeting("Rat").await;
+    let mid = m.id.clone();
+    let (pid, join) = m.add_participant("Wechselt das Netz").await.into_parts();
+    let (mut ws, _) = m.events().await;
 
-    let publisher = Pipeline::new(PipelineSettings {
-        name: "restarting".into(),
-        dot_dir: std::env::temp_dir(),
-    });
-    let settings = PublisherSettings {
-        ice: IceSettings {
-            local_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-            ..Default::default()
-        },
-        width: 160,
-        height: 90,
-        fps: 15,
-        ..Default::default()
-    };
-    let webrtc = build_publisher(&publisher, &settings).unwrap();
-    let mut ready = negotiation_needed(&webrtc);
-    publisher.start().unwrap();
-    ready.wait_for(|r| *r).await.unwrap();
-    let offer = create_offer(&webrtc, Duration::from_secs(10))
-        .await
-        .unwrap();
-    let resp = app
-        .http
-        .post(app.url(&format!("/whip/{mid}")))
-        .bearer_auth(&join)
-        .header("content-type", "application/sdp")
-        .body(offer)
-        .send()
-        .await
-        .unwrap();
+    let (publisher, webrtc, offer) = loopback_publisher_offer_at("restarting", None, 15).await;
+    let resp = join.post_whip(&mid, offer).await;
     assert_eq!(resp.status().as_u16(), 201);
     let etag0 = resp.headers()["etag"].to_str().unwrap().to_string();
     let location = resp.headers()["location"].to_str().unwrap().to_string();
@@ -134,7 +94,7 @@ async fn an_ice_restart_over_whip_patch_keeps_media_flowing() {
             let mut r = app
                 .http
                 .patch(app.url(&path))
-                .bearer_auth(join)
+                .bearer_auth(join.token())
                 .header("content-type", SDPFRAG)
                 .body(body);
             if let Some(tag) = if_match {
@@ -267,9 +227,7 @@ async fn an_ice_restart_over_whip_patch_keeps_media_flowing() {
     statuses.sort();
     assert_eq!(statuses, [200, 412], "racing restarts");
 
-    let (s, _) = app
-        .send(reqwest::Method::DELETE, &location, Some(&join), None)
-        .await;
+    let (s, _) = join.send(reqwest::Method::DELETE, &location, None).await;
     assert_eq!(s, 200);
     let stopped = wait_event(&mut ws, "participant_media_stopped", |_| true).await;
     assert_eq!(stopped["participant_id"], pid.as_str());
@@ -279,17 +237,13 @@ async fn an_ice_restart_over_whip_patch_keeps_media_flowing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gremium_publish_restarts_ice_and_keeps_publishing() {
     let (app, _media) = spawn_with_gst_media(Duration::from_secs(3), 10, Default::default()).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Ausschuss").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (pid, join) = app.add_participant(&moderator, &mid, "Anna").await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
+    let m = app.moderator().create_meeting("Ausschuss").await;
+    let mid = m.id.clone();
+    let (pid, join) = m.add_participant("Anna").await.into_parts();
+    let (mut ws, _) = m.events().await;
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gremium"))
         .args(["publish", "--server", &app.base, "--meeting", &mid])
-        .args(["--token", &join, "--ice-address", "127.0.0.1"])
+        .args(["--token", join.token(), "--ice-address", "127.0.0.1"])
         .args(["--width", "160", "--height", "90", "--fps", "15"])
         .args(["--ice-restart-after", "2", "--duration", "9"])
         .stdout(std::process::Stdio::piped())
@@ -340,15 +294,11 @@ fn headless_chromium_restarts_ice_over_whip() {
 
 async fn chromium_restarts_ice() {
     let (app, _media) = spawn_with_gst_media(Duration::from_secs(3), 10, Default::default()).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Browser").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (_pid, join) = app.add_participant(&moderator, &mid, "Browser").await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
-    let url = app.url(&format!("/publish/{mid}?token={join}"));
+    let m = app.moderator().create_meeting("Browser").await;
+    let mid = m.id.clone();
+    let (_pid, join) = m.add_participant("Browser").await.into_parts();
+    let (mut ws, _) = m.events().await;
+    let url = app.url(&format!("/publish/{mid}?token={}", join.token()));
     let mut chrome = cdp::Chromium::launch_with(&url, cdp::FAKE_MEDIA).await;
     chrome
         .wait_for(

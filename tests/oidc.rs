@@ -245,12 +245,16 @@ async fn oidc_tokens_are_verified_against_the_jwks() {
     }
 
     // Join tokens stay local and keep working with OIDC on.
-    let (pid, join) = app.add_participant(&moderator, &mid, "Bürgerin").await;
-    let (s, _) = app
+    let (pid, join) = app
+        .client_with(Some(moderator.clone()))
+        .meeting(&mid)
+        .add_participant("Bürgerin")
+        .await
+        .into_parts();
+    let (s, _) = join
         .send(
             Method::PUT,
             &format!("/api/v1/meetings/{mid}/participants/{pid}/consent"),
-            Some(&join),
             Some(json!({"recording": true, "streaming": true})),
         )
         .await;

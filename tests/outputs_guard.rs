@@ -126,18 +126,22 @@ async fn ledger_kinds(app: &TestApp, mid: &str) -> Vec<String> {
 
 async fn twenty_concurrent_starts_make_one_recording_and_one_stream(backend: Backend) {
     let app = spawn_app(backend).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Gemeinderat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let moderator = app.moderator();
+    let m = moderator.create_meeting("Gemeinderat").await;
+    let mid = m.id.clone();
     let recordings = format!("/api/v1/meetings/{mid}/recordings");
     let streams = format!("/api/v1/meetings/{mid}/streams");
 
-    let answers = concurrent_posts(&app, &moderator, &recordings, None, 20).await;
+    let answers = concurrent_posts(&app, moderator.token(), &recordings, None, 20).await;
     let rid = one_winner("recordings", &answers);
-    let answers =
-        concurrent_posts(&app, &moderator, &streams, Some(json!({"hls": true})), 20).await;
+    let answers = concurrent_posts(
+        &app,
+        moderator.token(),
+        &streams,
+        Some(json!({"hls": true})),
+        20,
+    )
+    .await;
     let sid = one_winner("streams", &answers);
 
     let rows = app.db.list_recordings(mid.parse().unwrap()).await.unwrap();
@@ -155,10 +159,8 @@ async fn twenty_concurrent_starts_make_one_recording_and_one_stream(backend: Bac
     app.fake
         .hold_stops
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    app.stop(&moderator, "recordings", &rid).await;
-    let (s, v) = app
-        .send(Method::POST, &recordings, Some(&moderator), None)
-        .await;
+    moderator.recording(&rid).stop().await;
+    let (s, v) = moderator.send(Method::POST, &recordings, None).await;
     assert_eq!(
         (s, v["error"]["existing_id"].as_str()),
         (409, Some(rid.as_str())),
@@ -171,10 +173,16 @@ async fn twenty_concurrent_starts_make_one_recording_and_one_stream(backend: Bac
             recording_id: rid.parse().unwrap(),
             media: None,
         });
-    let (s, v) = start_when_free(&app, &moderator, &recordings, None).await;
+    let (s, v) = start_when_free(&app, moderator.token(), &recordings, None).await;
     assert_eq!(s, 201, "{v}");
-    app.stop(&moderator, "streams", &sid).await;
-    let (s, v) = start_when_free(&app, &moderator, &streams, Some(json!({"hls": true}))).await;
+    moderator.stream(&sid).stop().await;
+    let (s, v) = start_when_free(
+        &app,
+        moderator.token(),
+        &streams,
+        Some(json!({"hls": true})),
+    )
+    .await;
     assert_eq!(s, 201, "{v}");
 }
 
@@ -206,8 +214,8 @@ async fn the_database_allows_one_running_output_per_meeting(backend: Backend) {
     use gremium_storage::outputs::Started;
     use gremium_storage::{LedgerRecord, NewRecording};
     let app = spawn_app(backend).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid: uuid::Uuid = app.create_meeting(&moderator, "Kreistag").await["id"]
+    let moderator = app.moderator();
+    let mid: uuid::Uuid = moderator.create_meeting("Kreistag").await.body["id"]
         .as_str()
         .unwrap()
         .parse()
@@ -285,11 +293,9 @@ async fn rtmp_url_secrets_never_leave_in_clear(backend: Backend) {
     let logs = captured_logs();
     tracing::info!("log capture probe");
     let app = spawn_app(backend).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Stadtrat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let moderator = app.moderator();
+    let m = moderator.create_meeting("Stadtrat").await;
+    let mid = m.id.clone();
     // A user info with an unescaped `/`, `?` or `#` cannot be redacted reliably (the
     // host would be guessed wrong and part of the secret shown): refused, and its
     // secret is not echoed back.
@@ -298,28 +304,26 @@ async fn rtmp_url_secrets_never_leave_in_clear(backend: Backend) {
         "rtmp://bob:pa?ss-SECRET@live.example.org/app",
         "rtmps://u:p#ss-SECRET@h/app",
     ] {
-        let (s, b) = app
+        let (s, b) = moderator
             .send(
                 Method::POST,
                 &format!("/api/v1/meetings/{mid}/streams"),
-                Some(&moderator),
                 Some(json!({"rtmp": [{"url": url, "key": "k"}]})),
             )
             .await;
         assert_eq!(s, 422, "{url}: {b}");
         assert!(!b.to_string().contains("SECRET"), "{b}");
     }
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
+    let mut ws = ws_connect(app.addr, &mid, moderator.token()).await;
     let mut events = vec![next_event(&mut ws).await];
     let body = json!({"rtmp": [
         {"url": SECRET_URL, "key": "KEY-SECRET"},
         {"url": "rtmps://h.example:443/app", "key": "OTHER-SECRET"},
     ]});
-    let (s, stream) = app
+    let (s, stream) = moderator
         .send(
             Method::POST,
             &format!("/api/v1/meetings/{mid}/streams"),
-            Some(&moderator),
             Some(body),
         )
         .await;
@@ -331,10 +335,12 @@ async fn rtmp_url_secrets_never_leave_in_clear(backend: Backend) {
     assert_eq!(stream["rtmp"][1]["url"], "rtmps://h.example:443/app/…");
     let sid = stream["id"].as_str().unwrap().to_string();
     let mut shown = vec![stream.clone()];
-    shown.push(app.get_api(&moderator, &format!("streams/{sid}")).await);
+    shown.push(moderator.get(&format!("/api/v1/streams/{sid}")).await.1);
     shown.push(
-        app.get_api(&moderator, &format!("meetings/{mid}/streams"))
-            .await,
+        moderator
+            .get(&format!("/api/v1/meetings/{mid}/streams"))
+            .await
+            .1,
     );
 
     // Stored sealed while the stream runs: openable with the vault, not in clear.
@@ -375,7 +381,7 @@ async fn rtmp_url_secrets_never_leave_in_clear(backend: Backend) {
     };
     let running_row = row_text(&app, sid.clone()).await;
 
-    app.stop(&moderator, "streams", &sid).await;
+    moderator.stream(&sid).stop().await;
     loop {
         let e = next_event(&mut ws).await;
         let done = e["type"] == "stream_state_changed" && e["state"] == "finished";
@@ -392,7 +398,7 @@ async fn rtmp_url_secrets_never_leave_in_clear(backend: Backend) {
             .unwrap(),
         None
     );
-    shown.push(app.get_api(&moderator, &format!("streams/{sid}")).await);
+    shown.push(moderator.get(&format!("/api/v1/streams/{sid}")).await.1);
     let ledger: Vec<String> = app
         .db
         .ledger_entries(&mid, 0, 10_000)
@@ -430,17 +436,18 @@ both_backends!(rtmp_url_secrets_never_leave_in_clear);
 /// document says the same.
 async fn who_lists_a_meetings_recordings(backend: Backend) {
     let app = spawn_app(backend).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_public_meeting(&moderator, "Ausschuss").await;
-    app.start_recording(&moderator, &mid).await;
-    let (_, join) = app.add_participant(&moderator, &mid, "Bea").await;
+    let moderator = app.moderator();
+    let m = moderator.create_public_meeting("Ausschuss").await;
+    let mid = m.id.clone();
+    m.start_recording().await;
+    let bea = m.add_participant("Bea").await;
     let path = format!("/api/v1/meetings/{mid}/recordings");
     let cases: Vec<(&str, Option<String>, u16)> = vec![
-        ("moderator", Some(moderator.clone()), 200),
+        ("moderator", Some(moderator.token().into()), 200),
         ("admin", Some(app.token(&[Role::Admin])), 200),
         ("archivist", Some(app.token(&[Role::Archivist])), 200),
         ("viewer", Some(app.token(&[Role::Viewer])), 403),
-        ("participant", Some(join), 403),
+        ("participant", Some(bea.join.clone()), 403),
         ("anonymous", None, 401),
     ];
     for (who, token, expected) in cases {

@@ -6,34 +6,17 @@
 //! when a moderator starts a recording, and changes the choice later. Screenshots go
 //! to `target/test-artifacts/join-*.png`.
 
-#[path = "common/cdp.rs"]
-mod cdp;
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use gremium_compositor::{Canvas, ProgramSettings};
-use gremium_signaling::{ApiSettings, Bilingual, ConsentTexts, Role};
+use gremium_signaling::{ApiSettings, Bilingual, ConsentTexts};
 use reqwest::Method;
 use serde_json::json;
 
 async fn get(app: &TestApp, path: &str) -> reqwest::Response {
     app.http.get(app.url(path)).send().await.unwrap()
-}
-
-/// The cargo target directory (this binary is `TARGET/debug/deps/pages-…`).
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors()
-        .nth(3)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"))
-}
-
-fn artifact(name: &str) -> PathBuf {
-    target_dir().join("test-artifacts").join(name)
 }
 
 #[tokio::test]
@@ -55,9 +38,8 @@ async fn join_page_is_served_with_the_configured_texts_and_unknown_meetings_are_
         },
     )
     .await;
-    let moderator = app.token(&[Role::Moderator]);
-    let m = app.create_meeting(&moderator, "Bauausschuss").await;
-    let mid = m["id"].as_str().unwrap();
+    let moderator = app.moderator();
+    let mid = moderator.create_meeting("Bauausschuss").await.id;
 
     let page = get(&app, &format!("/join/{mid}?token=x")).await;
     assert_eq!(page.status(), 200);
@@ -133,42 +115,17 @@ fn a_participant_joins_in_chromium_chooses_consent_and_sees_the_recording_indica
 }
 
 async fn participant_joins() {
-    assert!(
-        std::process::Command::new("chromium")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success()),
-        "chromium is not installed: run scripts/test.sh"
-    );
-    let dir = std::env::temp_dir().join(format!("gremium-join-{}", uuid::Uuid::new_v4()));
-    let program = ProgramSettings {
-        canvas: Canvas {
-            width: 640,
-            height: 360,
-        },
-        fps: 15,
-        labels: false,
-        ..ProgramSettings::default()
-    };
-    let (app, _media) =
-        spawn_with_gst_media_in(Duration::from_secs(10), 10, program, dir.clone()).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let (s, m) = app
-        .send(
-            Method::POST,
-            "/api/v1/meetings",
-            Some(&moderator),
-            Some(json!({"title": "Stadtrat, 12. Sitzung", "public": true, "retention_days": 90})),
-        )
+    let stage = Stage::start("join").await;
+    let moderator = &stage.moderator;
+    let (m, mut ws) = stage
+        .meeting(json!({"title": "Stadtrat, 12. Sitzung", "public": true, "retention_days": 90}))
         .await;
-    assert_eq!(s, 201, "{m}");
-    let mid = m["id"].as_str().unwrap().to_string();
-    let (pid, join) = app.add_participant(&moderator, &mid, "Anna").await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
+    let mid = m.id.clone();
+    let anna = m.add_participant("Anna").await;
 
-    let url = app.url(&format!("/join/{mid}?token={join}"));
-    let mut browser = cdp::Chromium::launch_with(&url, cdp::FAKE_MEDIA).await;
+    let mut browser = stage
+        .open(&format!("/join/{mid}?token={}", anna.join), true)
+        .await;
     let b = &mut browser;
     b.wait_for(
         "window.gremiumJoin && gremiumJoin.phase === 'consent' && \
@@ -234,11 +191,10 @@ async fn participant_joins() {
         DESCRIBE,
     )
     .await;
-    let (s, c) = app
+    let (s, c) = moderator
         .send(
             Method::GET,
-            &format!("/api/v1/meetings/{mid}/participants/{pid}/consent"),
-            Some(&moderator),
+            &format!("/api/v1/meetings/{mid}/participants/{}/consent", anna.id),
             None,
         )
         .await;
@@ -255,7 +211,7 @@ async fn participant_joins() {
         &mut ws,
         Duration::from_secs(20),
         "participant_media_started",
-        |e| e["participant_id"] == pid.as_str(),
+        |e| e["participant_id"] == anna.id.as_str(),
     )
     .await;
     b.wait_for(
@@ -268,16 +224,7 @@ async fn participant_joins() {
 
     // A recording starts: the indicator shows within seconds, and says the participant
     // is not in it.
-    let (s, rec) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/recordings"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert_eq!(s, 201, "{rec}");
-    let rid = rec["id"].as_str().unwrap().to_string();
+    let rec = m.start_recording().await;
     let started = std::time::Instant::now();
     b.wait_for(
         "gremiumJoin.recording && !document.getElementById('live').hidden && \
@@ -357,26 +304,18 @@ async fn participant_joins() {
         .await;
     b.call("Emulation.clearDeviceMetricsOverride", json!({}))
         .await;
-    let (_, c) = app
+    let (_, c) = anna
+        .client
         .send(
             Method::GET,
-            &format!("/api/v1/meetings/{mid}/participants/{pid}/consent"),
-            Some(&join),
+            &format!("/api/v1/meetings/{mid}/participants/{}/consent", anna.id),
             None,
         )
         .await;
     assert_eq!(c, json!({"recording": true, "streaming": true}));
 
     // Stopped: the indicator goes away.
-    let (s, r) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/recordings/{rid}/stop"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert!(s == 200 || s == 202, "{s} {r}");
+    rec.stop().await;
     b.wait_for(
         "!gremiumJoin.recording && document.getElementById('live').hidden",
         Duration::from_secs(20),
@@ -392,7 +331,6 @@ async fn participant_joins() {
         .await;
     assert_eq!(foreign, json!([]), "resources from elsewhere");
     drop(browser);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// What the console is doing, for failure messages.
@@ -406,9 +344,8 @@ const DESCRIBE_CONSOLE: &str = "JSON.stringify({phase: gremiumConsole.phase, \
 #[tokio::test]
 async fn console_page_is_served_and_unknown_meetings_are_404() {
     let app = spawn_app(Backend::Sqlite).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let m = app.create_meeting(&moderator, "Hauptausschuss").await;
-    let mid = m["id"].as_str().unwrap();
+    let moderator = app.moderator();
+    let mid = moderator.create_meeting("Hauptausschuss").await.id;
     let page = get(&app, &format!("/console/{mid}?token=x")).await;
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["referrer-policy"], "no-referrer");
@@ -439,41 +376,26 @@ fn a_moderator_runs_the_meeting_from_the_console_in_chromium() {
 
 async fn moderator_console() {
     let app = spawn_app(Backend::Sqlite).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let (s, m) = app
-        .send(
-            Method::POST,
-            "/api/v1/meetings",
-            Some(&moderator),
-            Some(json!({"title": "Stadtrat, 13. Sitzung", "public": true})),
-        )
+    let moderator = app.moderator();
+    let m = moderator
+        .create_meeting_with(json!({"title": "Stadtrat, 13. Sitzung", "public": true}))
         .await;
-    assert_eq!(s, 201, "{m}");
-    let mid = m["id"].as_str().unwrap().to_string();
-    let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
-    app.set_consent(&mid, &a, &a_join, true, false).await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
+    let mid = m.id.clone();
+    let anna = m.add_participant("Anna").await;
+    anna.set_consent(Consent::RECORDING).await;
+    let (mut ws, _) = m.events().await;
     // Anna's media arrives before the console is opened: the console still shows it
     // (from the participant list), not only media events seen while it is open.
     app.fake
         .emit(gremium_protocol::MediaEvent::ParticipantMediaStarted {
             meeting_id: mid.parse().unwrap(),
-            participant_id: a.parse().unwrap(),
+            participant_id: anna.id.parse().unwrap(),
         });
     wait_event(&mut ws, "participant_media_started", |_| true).await;
-    let (s, list) = app
-        .send(
-            Method::GET,
-            &format!("/api/v1/meetings/{mid}/participants"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert_eq!(s, 200, "{list}");
+    let list = m.participants().await;
     assert_eq!(list[0]["publishing"], true, "{list}");
 
-    let url = app.url(&format!("/console/{mid}?token={moderator}"));
+    let url = app.url(&format!("/console/{mid}?token={}", moderator.token()));
     let mut browser = cdp::Chromium::launch(&url).await;
     let b = &mut browser;
     b.wait_for(
@@ -493,7 +415,7 @@ async fn moderator_console() {
     app.fake
         .emit(gremium_protocol::MediaEvent::ParticipantMediaStopped {
             meeting_id: mid.parse().unwrap(),
-            participant_id: a.parse().unwrap(),
+            participant_id: anna.id.parse().unwrap(),
         });
     b.wait_for(
         "gremiumConsole.participants[0].media === false",
@@ -501,11 +423,10 @@ async fn moderator_console() {
         DESCRIBE_CONSOLE,
     )
     .await;
-    let (_, list) = app
+    let (_, list) = moderator
         .send(
             Method::GET,
             &format!("/api/v1/meetings/{mid}/participants"),
-            Some(&moderator),
             None,
         )
         .await;
@@ -513,9 +434,9 @@ async fn moderator_console() {
     app.fake
         .emit(gremium_protocol::MediaEvent::ParticipantMediaStarted {
             meeting_id: mid.parse().unwrap(),
-            participant_id: a.parse().unwrap(),
+            participant_id: anna.id.parse().unwrap(),
         });
-    app.set_consent(&mid, &a, &a_join, true, true).await;
+    anna.set_consent(Consent::BOTH).await;
     b.wait_for(
         "(p => p.media === true && p.consent.streaming === true)(gremiumConsole.participants[0]) \
          && document.querySelector('#participants tr td:nth-child(2)').textContent === 'sendet'",
@@ -534,11 +455,10 @@ async fn moderator_console() {
         DESCRIBE_CONSOLE,
     )
     .await;
-    let (s, recs) = app
+    let (s, recs) = moderator
         .send(
             Method::GET,
             &format!("/api/v1/meetings/{mid}/recordings"),
-            Some(&moderator),
             None,
         )
         .await;
@@ -559,11 +479,10 @@ async fn moderator_console() {
         DESCRIBE_CONSOLE,
     )
     .await;
-    let (_, chapters) = app
+    let (_, chapters) = moderator
         .send(
             Method::GET,
             &format!("/api/v1/meetings/{mid}/chapters"),
-            Some(&moderator),
             None,
         )
         .await;
@@ -618,18 +537,13 @@ async fn moderator_console() {
         .await;
     let e = wait_event(&mut ws, "layout_changed", |_| true).await;
     assert_eq!(e["layout"]["kind"], "podium", "{e}");
-    assert_eq!(e["layout"]["podium"], json!([a]), "{e}");
-    let (s, m) = app
-        .send(
-            Method::GET,
-            &format!("/api/v1/meetings/{mid}"),
-            Some(&moderator),
-            None,
-        )
+    assert_eq!(e["layout"]["podium"], json!([anna.id]), "{e}");
+    let (s, m) = moderator
+        .send(Method::GET, &format!("/api/v1/meetings/{mid}"), None)
         .await;
     assert_eq!(s, 200, "{m}");
     assert_eq!(m["layout"]["kind"], "podium", "{m}");
-    assert_eq!(m["layout"]["podium"], json!([a]), "{m}");
+    assert_eq!(m["layout"]["podium"], json!([anna.id]), "{m}");
     b.wait_for(
         "gremiumConsole.layoutEvent && gremiumConsole.layoutEvent.kind === 'podium' && \
          gremiumConsole.layout.kind === 'podium' && !gremiumConsole.error && \
@@ -800,49 +714,21 @@ fn a_recording_made_with_the_join_page_is_found_and_played_in_the_archive() {
     );
 }
 
-/// Kills a `gremium publish` when the test ends, passed or not.
-struct Publisher(std::process::Child);
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn recording_to_archive() {
-    let dir = std::env::temp_dir().join(format!("gremium-archive-{}", uuid::Uuid::new_v4()));
-    let program = ProgramSettings {
-        canvas: Canvas {
-            width: 640,
-            height: 360,
-        },
-        fps: 15,
-        labels: false,
-        ..ProgramSettings::default()
-    };
-    let (app, _media) =
-        spawn_with_gst_media_in(Duration::from_secs(10), 10, program, dir.clone()).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let archivist = app.token(&[Role::Archivist]);
-    let (s, m) = app
-        .send(
-            Method::POST,
-            "/api/v1/meetings",
-            Some(&moderator),
-            Some(json!({"title": "Kulturausschuss, 4. Sitzung", "public": false})),
-        )
+    let stage = Stage::start("archive").await;
+    let (app, moderator) = (&stage.app, &stage.moderator);
+    let archivist = app.archivist();
+    let (m, mut ws) = stage
+        .meeting(json!({"title": "Kulturausschuss, 4. Sitzung", "public": false}))
         .await;
-    assert_eq!(s, 201, "{m}");
-    let mid = m["id"].as_str().unwrap().to_string();
-    let (p1, p1_join) = app.add_participant(&moderator, &mid, "Paula Eins").await;
-    let (p2, p2_join) = app.add_participant(&moderator, &mid, "Peter Zwei").await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
+    let mid = m.id.clone();
+    let paula = m.add_participant("Paula Eins").await;
+    let peter = m.add_participant("Peter Zwei").await;
 
     // P1 joins with the join page and declines the recording.
-    let url = app.url(&format!("/join/{mid}?token={p1_join}"));
-    let mut join = cdp::Chromium::launch_with(&url, cdp::FAKE_MEDIA).await;
+    let mut join = stage
+        .open(&format!("/join/{mid}?token={}", paula.join), true)
+        .await;
     join.wait_for(
         "window.gremiumJoin && gremiumJoin.phase === 'consent' && \
          document.getElementById('consent').open",
@@ -863,10 +749,8 @@ async fn recording_to_archive() {
     )
     .await;
     // P2 consents through the API and publishes a solid colour.
-    app.set_consent(&mid, &p2, &p2_join, true, false).await;
-    let _p2_media = Publisher(spawn_small_publisher(
-        &app.base, &mid, &p2_join, "1e50ff", 60,
-    ));
+    peter.set_consent(Consent::RECORDING).await;
+    let _p2_media = peter.publish_small("1e50ff", 60);
     let mut sending = std::collections::HashSet::new();
     while sending.len() < 2 {
         let e = wait_event_for(
@@ -879,30 +763,21 @@ async fn recording_to_archive() {
         sending.insert(e["participant_id"].as_str().unwrap().to_string());
     }
     assert!(
-        sending.contains(&p1) && sending.contains(&p2),
+        sending.contains(&paula.id) && sending.contains(&peter.id),
         "{sending:?}"
     );
-    let (_, c) = app
+    let (_, c) = moderator
         .send(
             Method::GET,
-            &format!("/api/v1/meetings/{mid}/participants/{p1}/consent"),
-            Some(&moderator),
+            &format!("/api/v1/meetings/{mid}/participants/{}/consent", paula.id),
             None,
         )
         .await;
     assert_eq!(c, json!({"recording": false, "streaming": false}));
 
     // The moderator records; P1's page shows the indicator.
-    let (s, rec) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/recordings"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert_eq!(s, 201, "{rec}");
-    let rid = rec["id"].as_str().unwrap().to_string();
+    let rec = m.start_recording().await;
+    let rid = rec.id.clone();
     join.wait_for(
         "gremiumJoin.recording && !document.getElementById('rec-on').hidden",
         Duration::from_secs(5),
@@ -916,25 +791,9 @@ async fn recording_to_archive() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (s, c) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/chapters"),
-            Some(&moderator),
-            Some(json!({"title": "TOP 1: Museumsnacht"})),
-        )
-        .await;
-    assert_eq!(s, 201, "{c}");
+    m.add_chapter("TOP 1: Museumsnacht").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (s, r) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/recordings/{rid}/stop"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert!(s == 200 || s == 202, "{s} {r}");
+    rec.stop().await;
     let done = wait_event_for(
         &mut ws,
         Duration::from_secs(60),
@@ -946,7 +805,7 @@ async fn recording_to_archive() {
     drop(join);
 
     // The archivist finds the recording of the non-public meeting and plays it.
-    let url = app.url(&format!("/archive?token={archivist}"));
+    let url = app.url(&format!("/archive?token={}", archivist.token()));
     let mut browser = cdp::Chromium::launch(&url).await;
     let b = &mut browser;
     b.wait_for(
@@ -1064,13 +923,8 @@ async fn recording_to_archive() {
         DESCRIBE_ARCHIVE,
     )
     .await;
-    let (_, meeting) = app
-        .send(
-            Method::GET,
-            &format!("/api/v1/meetings/{mid}"),
-            Some(&archivist),
-            None,
-        )
+    let (_, meeting) = archivist
+        .send(Method::GET, &format!("/api/v1/meetings/{mid}"), None)
         .await;
     assert_eq!(meeting["legal_hold"], true, "{meeting}");
     b.eval("document.getElementById('hold').click()").await;
@@ -1117,22 +971,16 @@ async fn recording_to_archive() {
         DESCRIBE_ARCHIVE,
     )
     .await;
-    let (_, r) = app
-        .send(
-            Method::GET,
-            &format!("/api/v1/recordings/{rid}"),
-            Some(&archivist),
-            None,
-        )
+    let (_, r) = archivist
+        .send(Method::GET, &format!("/api/v1/recordings/{rid}"), None)
         .await;
     assert!(r["deleted_at"].is_string(), "{r}");
 
     // Every read was logged: metadata, poster, manifest, media.
-    let (_, entries) = app
+    let (_, entries) = archivist
         .send(
             Method::GET,
             &format!("/api/v1/meetings/{mid}/ledger?limit=500"),
-            Some(&archivist),
             None,
         )
         .await;
@@ -1156,5 +1004,4 @@ async fn recording_to_archive() {
         .await;
     assert_eq!(foreign, json!([]), "resources from elsewhere");
     drop(browser);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,8 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use gremium_signaling::Role;
-use reqwest::Method;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,31 +26,17 @@ async fn an_s3_outage_during_a_recording_loses_nothing() {
         Arc::new(store),
     )
     .await;
-    let moderator = app.token(&[Role::Moderator]);
-    let archivist = app.token(&[Role::Archivist]);
-    let mid = app.create_meeting(&moderator, "Umweltausschuss").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
-    app.set_consent(&mid, &a, &a_join, true, false).await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
-    // A bounded duration: a failed test leaves no publisher running.
-    let mut pa = spawn_small_publisher(&app.base, &mid, &a_join, "ffd700", 60);
+    let m = app.moderator().create_meeting("Umweltausschuss").await;
+    let anna = m.add_participant("Anna").await;
+    anna.set_consent(Consent::RECORDING).await;
+    let (mut ws, _) = m.events().await;
+    // A bounded duration, and killed on drop: a failed test leaves no publisher running.
+    let _pa = anna.publish_small("ffd700", 60);
     wait_cameras_on(&mut ws, 1).await;
 
-    let (s, rec) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/recordings"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert_eq!(s, 201, "{rec}");
+    let rec = m.start_recording().await;
     let started = Instant::now();
-    let rid = rec["id"].as_str().unwrap().to_string();
+    let rid = rec.id.clone();
     wait_event(&mut ws, "recording_state_changed", |e| {
         e["state"] == "active"
     })
@@ -60,20 +44,14 @@ async fn an_s3_outage_during_a_recording_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     s3.stop(); // the outage begins mid-recording
     tokio::time::sleep(Duration::from_secs(2)).await;
-    app.stop(&moderator, "recordings", &rid).await;
+    rec.stop().await;
     let recorded = started.elapsed().as_secs_f64();
 
     // While the store is down the recording waits; its spool is still there.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let state = |v: &Value| v["state"].as_str().unwrap_or_default().to_string();
-    let (_, view) = app
-        .send(
-            Method::GET,
-            &format!("/api/v1/recordings/{rid}"),
-            Some(&archivist),
-            None,
-        )
-        .await;
+    let archived = rec.acting_as(&app.archivist());
+    let (_, view) = archived.client.get(&rec.path("")).await;
     assert!(
         !["finished", "failed"].contains(&state(&view).as_str()),
         "the recording must wait for the store: {view}"
@@ -87,14 +65,7 @@ async fn an_s3_outage_during_a_recording_loses_nothing() {
     s3.run().await;
     let deadline = Instant::now() + Duration::from_secs(90);
     let view = loop {
-        let (_, view) = app
-            .send(
-                Method::GET,
-                &format!("/api/v1/recordings/{rid}"),
-                Some(&archivist),
-                None,
-            )
-            .await;
+        let (_, view) = archived.client.get(&rec.path("")).await;
         if state(&view) == "finished" {
             break view;
         }
@@ -126,14 +97,12 @@ async fn an_s3_outage_during_a_recording_loses_nothing() {
         !stored.windows(4).any(|w| w == b"ftyp" || w == b"mdat"),
         "plaintext in S3"
     );
-    let (streams, played) = app.probe_media(&archivist, &rid);
+    let (streams, played) = archived.probe();
     let text = Value::Array(streams).to_string();
     assert!(text.contains("h264") && text.contains("aac"), "{text}");
     assert!(
         (played - recorded).abs() < 0.6,
         "plays {played} s of {recorded} s"
     );
-    let _ = pa.kill();
-    let _ = pa.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }

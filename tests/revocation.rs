@@ -67,12 +67,8 @@ async fn ws_refused(app: &TestApp, mid: &str, token: &str) -> (u16, String) {
     }
 }
 
-async fn ledger_len(app: &TestApp, mid: &str, moderator: &str) -> usize {
-    app.get_api(moderator, &format!("meetings/{mid}/ledger"))
-        .await
-        .as_array()
-        .unwrap()
-        .len()
+async fn ledger_len(m: &Meeting) -> usize {
+    m.ledger().await.as_array().unwrap().len()
 }
 
 fn message(body: &Value) -> String {
@@ -93,40 +89,36 @@ fn participant_reads(mid: &str, pid_other: &str) -> Vec<String> {
     ]
 }
 
+/// The meeting every test here starts from: "Rat", run by a moderator, with Alice.
+async fn rat(app: &TestApp) -> (Client, Meeting, Participant) {
+    let moderator = app.moderator();
+    let m = moderator.create_meeting("Rat").await;
+    let alice = m.add_participant("Alice").await;
+    (moderator, m, alice)
+}
+
 async fn removal_revokes_the_join_token_at_once(backend: Backend) {
     let app = spawn_app(backend).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (pid, join) = app.add_participant(&moderator, &mid, "Alice").await;
-    let (pid_b, join_b) = app.add_participant(&moderator, &mid, "Bob").await;
-    app.set_consent(&mid, &pid, &join, true, false).await;
-    let mut ws_a = ws_connect(app.addr, &mid, &join).await;
-    let mut ws_b = ws_connect(app.addr, &mid, &join_b).await;
-    assert_eq!(next_event(&mut ws_a).await["type"], "snapshot");
-    assert_eq!(next_event(&mut ws_b).await["type"], "snapshot");
+    let (moderator, m, alice) = rat(&app).await;
+    let bob = m.add_participant("Bob").await;
+    let (mid, pid, pid_b) = (m.id.clone(), alice.id.clone(), bob.id.clone());
+    alice.set_consent(Consent::RECORDING).await;
+    let (mut ws_a, _) = m.acting_as(&alice.client).events().await;
+    let (mut ws_b, _) = m.acting_as(&bob.client).events().await;
 
     // Alice's token keeps reading while the moderator removes her.
     let stop = Arc::new(AtomicBool::new(false));
     let mut hammers = Vec::new();
     for k in 0..4 {
-        let (http, base, join, stop) = (
-            app.http.clone(),
-            app.base.clone(),
-            join.clone(),
-            stop.clone(),
-        );
+        let (alice, stop) = (alice.client.clone(), stop.clone());
         let paths = participant_reads(&mid, &pid_b);
         hammers.push(tokio::spawn(async move {
             let mut seen: Vec<(Instant, u16, Value)> = Vec::new();
             let mut i = k;
             while !stop.load(Ordering::SeqCst) {
                 let started = Instant::now();
-                let resp = http
-                    .get(format!("{base}{}", paths[i % paths.len()]))
-                    .bearer_auth(&join)
+                let resp = alice
+                    .request(Method::GET, &paths[i % paths.len()])
                     .send()
                     .await
                     .unwrap();
@@ -139,11 +131,10 @@ async fn removal_revokes_the_join_token_at_once(backend: Backend) {
         }));
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let (s, b) = app
+    let (s, b) = moderator
         .send(
             Method::DELETE,
             &format!("/api/v1/meetings/{mid}/participants/{pid}"),
-            Some(&moderator),
             None,
         )
         .await;
@@ -175,30 +166,30 @@ async fn removal_revokes_the_join_token_at_once(backend: Backend) {
     eprintln!("socket closed {within:?} after the DELETE answered; {before} reads before, {after} refused after");
 
     for path in participant_reads(&mid, &pid_b) {
-        let (s, b) = app.send(Method::GET, &path, Some(&join), None).await;
+        let (s, b) = alice.client.send(Method::GET, &path, None).await;
         assert_eq!(s, 401, "{path}: {b}");
     }
     // Her own consent stays hers: she reads it, cannot give more, and can withdraw
     // it, which is recorded as an erasure request (issue 18 item 4: everything but
     // consent withdrawal and the participant's own data is revoked).
     let own_consent = format!("/api/v1/meetings/{mid}/participants/{pid}/consent");
-    let (s, b) = app.send(Method::GET, &own_consent, Some(&join), None).await;
+    let (s, b) = alice.client.send(Method::GET, &own_consent, None).await;
     assert_eq!((s, b["recording"].as_bool()), (200, Some(true)), "{b}");
-    let (s, b) = app
+    let (s, b) = alice
+        .client
         .send(
             Method::PUT,
             &own_consent,
-            Some(&join),
             Some(json!({"recording": true, "streaming": true})),
         )
         .await;
     assert_eq!(s, 409, "{b}");
     assert!(message(&b).contains("removed"), "{b}");
-    let (s, b) = app
+    let (s, b) = alice
+        .client
         .send(
             Method::PUT,
             &own_consent,
-            Some(&join),
             Some(json!({"recording": false, "streaming": false})),
         )
         .await;
@@ -211,12 +202,12 @@ async fn removal_revokes_the_join_token_at_once(backend: Backend) {
             .contains("erasure"),
         "{b}"
     );
-    let (s, body) = ws_refused(&app, &mid, &join).await;
+    let (s, body) = ws_refused(&app, &mid, alice.client.token()).await;
     assert_eq!(s, 401, "{body}");
     let resp = app
         .http
         .post(app.url(&format!("/whip/{mid}")))
-        .bearer_auth(&join)
+        .bearer_auth(alice.client.token())
         .header("content-type", "application/sdp")
         .body("v=0\r\n")
         .send()
@@ -233,27 +224,13 @@ both_backends!(removal_revokes_the_join_token_at_once);
 
 async fn meeting_end_leaves_the_token_only_its_own_consent(backend: Backend) {
     let app = spawn_app(backend).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (pid, join) = app.add_participant(&moderator, &mid, "Alice").await;
-    let (pid_b, join_b) = app.add_participant(&moderator, &mid, "Bob").await;
-    app.set_consent(&mid, &pid, &join, true, true).await;
-    let mut ws_a = ws_connect(app.addr, &mid, &join).await;
-    let mut ws_staff = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws_a).await;
-    next_event(&mut ws_staff).await;
-    let (s, b) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/end"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    let (_, m, alice) = rat(&app).await;
+    let bob = m.add_participant("Bob").await;
+    let (mid, pid, pid_b) = (m.id.clone(), alice.id.clone(), bob.id.clone());
+    alice.set_consent(Consent::BOTH).await;
+    let (mut ws_a, _) = m.acting_as(&alice.client).events().await;
+    let (mut ws_staff, _) = m.events().await;
+    m.end().await;
     let (code, reason) = wait_closed(&mut ws_a, Duration::from_secs(1))
         .await
         .expect("a close frame");
@@ -263,53 +240,47 @@ async fn meeting_end_leaves_the_token_only_its_own_consent(backend: Backend) {
     wait_event(&mut ws_staff, "meeting_ended", |_| true).await;
 
     for path in &participant_reads(&mid, &pid)[..3] {
-        let (s, b) = app.send(Method::GET, path, Some(&join), None).await;
+        let (s, b) = alice.client.send(Method::GET, path, None).await;
         assert_eq!(s, 403, "{path}: {b}");
         assert!(message(&b).contains("ended"), "{b}");
     }
-    assert_eq!(ws_refused(&app, &mid, &join).await.0, 403);
+    assert_eq!(ws_refused(&app, &mid, alice.client.token()).await.0, 403);
     // The participant's own data stays readable.
     let consent_path = format!("/api/v1/meetings/{mid}/participants/{pid}/consent");
-    let (s, c) = app
-        .send(Method::GET, &consent_path, Some(&join), None)
-        .await;
+    let (s, c) = alice.client.send(Method::GET, &consent_path, None).await;
     assert_eq!(s, 200, "{c}");
     assert_eq!(c, json!({"recording": true, "streaming": true}));
     // Not another's.
-    let (s, _) = app
-        .send(Method::GET, &consent_path, Some(&join_b), None)
-        .await;
+    let (s, _) = bob.client.send(Method::GET, &consent_path, None).await;
     assert_eq!(s, 403);
 
     // Granting after the end is refused, and writes nothing.
-    let entries = ledger_len(&app, &mid, &moderator).await;
-    let (s, b) = app
+    let entries = ledger_len(&m).await;
+    let (s, b) = bob
+        .client
         .send(
             Method::PUT,
             &format!("/api/v1/meetings/{mid}/participants/{pid_b}/consent"),
-            Some(&join_b),
             Some(json!({"recording": true, "streaming": false})),
         )
         .await;
     assert_eq!(s, 409, "{b}");
     assert!(message(&b).contains("ended"), "{b}");
-    assert_eq!(ledger_len(&app, &mid, &moderator).await, entries);
+    assert_eq!(ledger_len(&m).await, entries);
 
     // A withdrawal after the end is recorded and points to erasure.
-    let (s, b) = app
+    let (s, b) = alice
+        .client
         .send(
             Method::PUT,
             &consent_path,
-            Some(&join),
             Some(json!({"recording": false, "streaming": true})),
         )
         .await;
     assert_eq!(s, 202, "{b}");
     assert_eq!(b["recordings_changed"], false, "{b}");
     assert!(b["message"].as_str().unwrap().contains("erasure"), "{b}");
-    let ledger = app
-        .get_api(&moderator, &format!("meetings/{mid}/ledger"))
-        .await;
+    let ledger = m.ledger().await;
     let last = ledger.as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["kind"], "consent_withdrawn_after_end", "{last}");
     assert_eq!(last["subject"], pid.as_str());
@@ -321,27 +292,21 @@ async fn meeting_end_leaves_the_token_only_its_own_consent(backend: Backend) {
         "{data}"
     );
     // The consent in force during the meeting is history; it is not rewritten.
-    let (_, c) = app
-        .send(Method::GET, &consent_path, Some(&join), None)
-        .await;
+    let (_, c) = alice.client.send(Method::GET, &consent_path, None).await;
     assert_eq!(c, json!({"recording": true, "streaming": true}));
     // A grant hidden in a withdrawal is refused too.
-    let (s, _) = app
+    let (s, _) = bob
+        .client
         .send(
             Method::PUT,
             &format!("/api/v1/meetings/{mid}/participants/{pid_b}/consent"),
-            Some(&join_b),
             Some(json!({"recording": false, "streaming": true})),
         )
         .await;
     assert_eq!(s, 409);
+    let archivist = app.token(&[Role::Archivist]);
     let (s, b) = app
-        .send(
-            Method::GET,
-            "/api/v1/audit/verify",
-            Some(&app.token(&[Role::Archivist])),
-            None,
-        )
+        .send(Method::GET, "/api/v1/audit/verify", Some(&archivist), None)
         .await;
     assert_eq!(s, 200);
     assert_eq!(b["intact"], true, "{b}");
@@ -351,11 +316,9 @@ both_backends!(meeting_end_leaves_the_token_only_its_own_consent);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_characters_never_enter_displayed_text() {
     let app = spawn_app(Backend::Sqlite).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let moderator = app.moderator();
+    let m = moderator.create_meeting("Rat").await;
+    let mid = m.id.clone();
     let bad = [
         "Eve\0",
         "\u{1b}[2J\u{1b}[31mAdmin",
@@ -391,7 +354,7 @@ async fn control_characters_never_enter_displayed_text() {
             } else {
                 Method::POST
             };
-            let (s, b) = app.send(method, &path, Some(&moderator), Some(body)).await;
+            let (s, b) = moderator.send(method, &path, Some(body)).await;
             assert_eq!(s, 422, "{path} {text:?}: {b}");
             assert!(
                 message(&b).starts_with(&format!("{field}: no control characters")),
@@ -400,21 +363,19 @@ async fn control_characters_never_enter_displayed_text() {
         }
     }
     // Nothing of it was stored.
-    let ps = app
-        .get_api(&moderator, &format!("meetings/{mid}/participants"))
-        .await;
+    let ps = m.participants().await;
     assert_eq!(ps.as_array().unwrap().len(), 0, "{ps}");
-    let chapters = app
-        .get_api(&moderator, &format!("meetings/{mid}/chapters"))
+    let chapters = moderator
+        .get_ok(&format!("/api/v1/meetings/{mid}/chapters"))
         .await;
     assert_eq!(chapters.as_array().unwrap().len(), 0, "{chapters}");
-    let m = app.get_api(&moderator, &format!("meetings/{mid}")).await;
-    assert_eq!(m["public"], false, "{m}");
-    let page = app.get_api(&moderator, "meetings").await;
+    let now = m.get().await;
+    assert_eq!(now["public"], false, "{now}");
+    let page = moderator.get_ok("/api/v1/meetings").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
     // Ordinary text from anywhere in the world still passes.
     for name in ["Åsa Ørsted", "محمد", "李小龙", "👩‍👩‍👧"] {
-        app.add_participant(&moderator, &mid, name).await;
+        m.add_participant(name).await;
     }
 }
 
@@ -438,16 +399,10 @@ async fn never_reading_client(app: &TestApp, mid: &str, token: &str) -> Ws {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_never_reads_is_dropped_and_others_keep_receiving() {
     let app = spawn_app(Backend::Sqlite).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid_s = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mid: uuid::Uuid = mid_s.parse().unwrap();
-    let (_, join) = app.add_participant(&moderator, &mid_s, "Alice").await;
-    let mut slow = never_reading_client(&app, &mid_s, &join).await;
-    let mut good = ws_connect(app.addr, &mid_s, &moderator).await;
-    next_event(&mut good).await;
+    let (_, m, alice) = rat(&app).await;
+    let mid: uuid::Uuid = m.id.parse().unwrap();
+    let mut slow = never_reading_client(&app, &m.id, &alice.join).await;
+    let (mut good, _) = m.events().await;
     let reader = tokio::spawn(async move {
         let mut got = 0usize;
         loop {
@@ -518,18 +473,14 @@ async fn a_reader_that_never_reads_is_dropped_and_others_keep_receiving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_token_gets_at_most_its_cap_of_sockets() {
     let app = spawn_app(Backend::Sqlite).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (_, join) = app.add_participant(&moderator, &mid, "Alice").await;
+    let (_, m, alice) = rat(&app).await;
+    let mid = m.id.clone();
     let cap = gremium_signaling::WebSocketSettings::default().max_per_token;
     let mut open = Vec::new();
     for _ in 0..cap {
-        open.push(ws_connect(app.addr, &mid, &join).await);
+        open.push(ws_connect(app.addr, &mid, alice.client.token()).await);
     }
-    let (s, body) = ws_refused(&app, &mid, &join).await;
+    let (s, body) = ws_refused(&app, &mid, alice.client.token()).await;
     assert_eq!(s, 429, "socket number {} of one token: {body}", cap + 1);
 }
 
@@ -537,23 +488,24 @@ async fn one_token_gets_at_most_its_cap_of_sockets() {
 async fn removal_ends_the_participants_publishing_session() {
     let dir = std::env::temp_dir().join(format!("gremium-revoke-{}", uuid::Uuid::new_v4()));
     let PublishingMeeting {
-        app,
-        media: _media,
         moderator,
+        meeting,
         mid,
+        anna,
         mut ws,
-        mut publisher,
-    } = PublishingMeeting::start(dir.clone(), "Rat", false, true, false).await;
-    let ps = app
-        .get_api(&moderator, &format!("meetings/{mid}/participants"))
-        .await;
-    let anna = ps[0]["id"].as_str().unwrap().to_string();
+        // Bound, not `..`: the rest would be dropped here, ending her publisher.
+        app: _app,
+        media: _media,
+        publisher: _publisher,
+    } = PublishingMeeting::start(dir.clone(), "Rat", false, Consent::RECORDING).await;
+    let ps = meeting.participants().await;
+    assert_eq!(ps[0]["id"], anna.id.as_str(), "{ps}");
+    let anna = anna.id;
     assert_eq!(ps[0]["publishing"], true, "{ps}");
-    let (s, b) = app
+    let (s, b) = moderator
         .send(
             Method::DELETE,
             &format!("/api/v1/meetings/{mid}/participants/{anna}"),
-            Some(&moderator),
             None,
         )
         .await;
@@ -583,12 +535,8 @@ async fn removal_ends_the_participants_publishing_session() {
             Ok(other) => panic!("the moderator's socket ended: {other:?}"),
         }
     }
-    let ps = app
-        .get_api(&moderator, &format!("meetings/{mid}/participants"))
-        .await;
+    let ps = meeting.participants().await;
     assert_eq!(ps[0]["publishing"], false, "{ps}");
-    let _ = publisher.kill();
-    let _ = publisher.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -607,13 +555,9 @@ async fn meeting_cap_refuses_with_503_and_closed_sockets_give_their_place_back()
         },
     )
     .await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_, m, alice) = rat(&app).await;
+    let mid = m.id.clone();
     let mid_uuid: uuid::Uuid = mid.parse().unwrap();
-    let (_, join) = app.add_participant(&moderator, &mid, "Alice").await;
     let staff = |who: &str| {
         app.auth.issue_staff_token(
             who,
@@ -623,10 +567,10 @@ async fn meeting_cap_refuses_with_503_and_closed_sockets_give_their_place_back()
         )
     };
     let mut open = vec![
-        ws_connect(app.addr, &mid, &join).await,
-        ws_connect(app.addr, &mid, &join).await,
+        ws_connect(app.addr, &mid, alice.client.token()).await,
+        ws_connect(app.addr, &mid, alice.client.token()).await,
     ];
-    let (s, b) = ws_refused(&app, &mid, &join).await;
+    let (s, b) = ws_refused(&app, &mid, alice.client.token()).await;
     assert_eq!(s, 429, "{b}");
     assert!(
         b.contains("too many open event sockets for this token"),
@@ -654,8 +598,8 @@ async fn meeting_cap_refuses_with_503_and_closed_sockets_give_their_place_back()
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Every place is free again.
-    let _a = ws_connect(app.addr, &mid, &join).await;
-    let _b = ws_connect(app.addr, &mid, &join).await;
+    let _a = ws_connect(app.addr, &mid, alice.client.token()).await;
+    let _b = ws_connect(app.addr, &mid, alice.client.token()).await;
     for who in ["s1", "s2", "s3"] {
         open.push(ws_connect(app.addr, &mid, &staff(who)).await);
     }

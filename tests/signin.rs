@@ -12,13 +12,11 @@
 //! one that would send the browser elsewhere) is refused. Accessibility audits with
 //! axe-core; screenshots go to `target/test-artifacts/signin-*.png`.
 
-#[path = "common/cdp.rs"]
-mod cdp;
 mod common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -27,18 +25,6 @@ use gremium_signaling::auth::Algorithm;
 use gremium_signaling::{ApiSettings, OidcSettings, Role, SignInSettings};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors()
-        .nth(3)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"))
-}
-
-fn artifact(name: &str) -> PathBuf {
-    target_dir().join("test-artifacts").join(name)
-}
 
 const CLIENT_ID: &str = "gremium-pages";
 
@@ -97,9 +83,8 @@ async fn staff_pages_carry_the_sign_in_client_and_may_reach_only_its_token_endpo
         Some(client(Some("https://id.example:8443/token"))),
     ))
     .await;
-    let moderator = app.token(&[Role::Moderator]);
-    let m = app.create_meeting(&moderator, "Rat").await;
-    let mid = m["id"].as_str().unwrap();
+    let moderator = app.moderator();
+    let mid = moderator.create_meeting("Rat").await.id;
     for path in [
         format!("/console/{mid}"),
         "/archive".into(),
@@ -314,10 +299,9 @@ fn a_chair_signs_in_at_the_provider_and_runs_the_console_in_chromium() {
 
 async fn chair_signs_in() {
     let (app, provider) = app_and_provider().await;
-    let local = app.token(&[Role::Moderator]);
-    let m = app.create_meeting(&local, "Stadtrat, 14. Sitzung").await;
-    let mid = m["id"].as_str().unwrap().to_string();
-    app.add_participant(&local, &mid, "Anna").await;
+    let local = app.moderator();
+    let mid = local.create_meeting("Stadtrat, 14. Sitzung").await.id;
+    local.meeting(&mid).add_participant("Anna").await;
     let base = app.base.clone();
 
     let mut browser = cdp::Chromium::launch(&app.url(&format!("/console/{mid}"))).await;
@@ -407,13 +391,8 @@ async fn chair_signs_in() {
         DESCRIBE_CONSOLE,
     )
     .await;
-    let (s, ledger) = app
-        .send(
-            Method::GET,
-            &format!("/api/v1/meetings/{mid}/ledger"),
-            Some(&local),
-            None,
-        )
+    let (s, ledger) = local
+        .send(Method::GET, &format!("/api/v1/meetings/{mid}/ledger"), None)
         .await;
     assert_eq!(s, 200, "{ledger}");
     let entries = ledger
@@ -623,26 +602,21 @@ fn an_archivist_and_a_citizen_sign_in_to_the_archive_in_chromium() {
 }
 
 /// A meeting with one finished recording (the fake media plane makes no file).
-async fn recorded(app: &TestApp, token: &str, title: &str, public: bool) {
-    let (s, m) = app
-        .send(
-            Method::POST,
-            "/api/v1/meetings",
-            Some(token),
-            Some(json!({"title": title, "public": public})),
-        )
+async fn recorded(caller: &Client, title: &str, public: bool) {
+    caller
+        .create_meeting_with(json!({"title": title, "public": public}))
+        .await
+        .start_recording()
+        .await
+        .stop()
         .await;
-    assert_eq!(s, 201, "{m}");
-    let mid = m["id"].as_str().unwrap();
-    let rid = app.start_recording(token, mid).await;
-    app.stop(token, "recordings", &rid).await;
 }
 
 async fn archive_sign_in() {
     let (app, provider) = app_and_provider().await;
-    let local = app.token(&[Role::Admin]);
-    recorded(&app, &local, "Öffentliche Ratssitzung", true).await;
-    recorded(&app, &local, "Personalausschuss (nicht-öffentlich)", false).await;
+    let local = app.admin();
+    recorded(&local, "Öffentliche Ratssitzung", true).await;
+    recorded(&local, "Personalausschuss (nicht-öffentlich)", false).await;
     let base = app.base.clone();
 
     let mut browser = cdp::Chromium::launch(&app.url("/archive")).await;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use gremium_signaling::Role;
+
 use reqwest::Method;
 use serde_json::json;
 
@@ -48,13 +48,13 @@ async fn streams_stopped_right_after_their_start_end_finished() {
     let nginx = NginxRtmp::start(&dir.join("nginx"));
     let (app, _media) =
         spawn_with_gst_media_in(Duration::from_secs(10), 10, small_program(), dir.clone()).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_public_meeting(&moderator, "Ortsbeirat").await;
-    let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
-    app.set_consent(&mid, &a, &a_join, true, true).await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
-    let mut publisher = spawn_small_publisher(&app.base, &mid, &a_join, "ffd700", 120);
+    let moderator = app.moderator();
+    let m = moderator.create_public_meeting("Ortsbeirat").await;
+    let mid = m.id.clone();
+    let anna = m.add_participant("Anna").await;
+    anna.set_consent(Consent::BOTH).await;
+    let (mut ws, _) = m.events().await;
+    let mut publisher = anna.publish_small("ffd700", 120);
     wait_cameras_on(&mut ws, 1).await;
 
     let started = Instant::now();
@@ -64,16 +64,11 @@ async fn streams_stopped_right_after_their_start_end_finished() {
             {"url": format!("rtmp://127.0.0.1:{}/live", nginx.port), "key": "quick-KEYSECRET"},
         ]});
         let t0 = Instant::now();
-        let stream = app.start_stream(&moderator, &mid, body).await;
+        let stream = m.start_stream(body).await.body;
         let sid = stream["id"].as_str().unwrap().to_string();
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        let (s, v) = app
-            .send(
-                Method::POST,
-                &format!("/api/v1/streams/{sid}/stop"),
-                Some(&moderator),
-                None,
-            )
+        let (s, v) = moderator
+            .send(Method::POST, &format!("/api/v1/streams/{sid}/stop"), None)
             .await;
         assert!(s == 202 || s == 200, "{s} {v}");
         let done = wait_event_for(
@@ -86,7 +81,7 @@ async fn streams_stopped_right_after_their_start_end_finished() {
             },
         )
         .await;
-        let view = app.get_api(&moderator, &format!("streams/{sid}")).await;
+        let view = moderator.get(&format!("/api/v1/streams/{sid}")).await.1;
         // What was produced is ended: a playlist, if any was written, is closed.
         let playlist = app
             .http
@@ -121,8 +116,7 @@ async fn streams_stopped_right_after_their_start_end_finished() {
     let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("RTMP destination added"), "{logs}");
     assert!(!logs.contains("KEYSECRET"), "{logs}");
-    let _ = publisher.kill();
-    let _ = publisher.wait();
+    publisher.kill();
     drop(nginx);
     let _ = std::fs::remove_dir_all(&dir);
 }

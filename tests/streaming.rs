@@ -9,9 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use gremium_compositor::testing::near;
-use gremium_compositor::{Canvas, Kind, ProgramSettings};
-use gremium_signaling::Role;
+use gremium_compositor::Kind;
+
 use gremium_streamer::hls::playlist_is_valid;
 use reqwest::Method;
 use serde_json::json;
@@ -40,43 +39,26 @@ fn segment_number(uri: &str) -> u64 {
 async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
     let _serial = SERIAL.lock().await;
     let dir = std::env::temp_dir().join(format!("gremium-live-{}", uuid::Uuid::new_v4()));
-    let program = ProgramSettings {
-        canvas: Canvas {
-            width: 640,
-            height: 360,
-        },
-        fps: 15,
-        labels: false,
-        ..ProgramSettings::default()
-    };
+    let program = unlabelled_program();
     let (app, _media) =
         spawn_with_gst_media_in(Duration::from_secs(10), 10, program, dir.clone()).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let (s, m) = app
-        .send(
-            Method::POST,
-            "/api/v1/meetings",
-            Some(&moderator),
-            Some(json!({"title": "Stadtrat", "public": true})),
-        )
+    let moderator = app.moderator();
+    let m = moderator
+        .create_meeting_with(json!({"title": "Stadtrat", "public": true}))
         .await;
-    assert_eq!(s, 201, "{m}");
-    let mid = m["id"].as_str().unwrap().to_string();
-    let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
-    let (b, b_join) = app.add_participant(&moderator, &mid, "Bernd").await;
-    app.set_consent(&mid, &a, &a_join, false, true).await;
+    let mid = m.id.clone();
+    let anna = m.add_participant("Anna").await;
+    let bernd = m.add_participant("Bernd").await;
+    anna.set_consent(Consent::STREAMING).await;
     // B may be recorded but not streamed.
-    app.set_consent(&mid, &b, &b_join, true, false).await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
-    // A bounded duration: a failed test leaves no publisher running.
-    let mut pa = spawn_small_publisher(&app.base, &mid, &a_join, "ffd700", 60);
-    let mut pb = spawn_small_publisher(&app.base, &mid, &b_join, "1e50ff", 60);
+    bernd.set_consent(Consent::RECORDING).await;
+    let (mut ws, _) = m.events().await;
+    // A bounded duration, and killed on drop: a failed test leaves no publisher running.
+    let mut pa = anna.publish_small("ffd700", 60);
+    let mut pb = bernd.publish_small("1e50ff", 60);
     wait_cameras_on(&mut ws, 2).await;
 
-    let stream = app
-        .start_stream(&moderator, &mid, json!({"hls": true}))
-        .await;
+    let stream = m.start_stream(json!({"hls": true})).await.body;
     assert_eq!(stream["hls_url"], format!("/live/{mid}/index.m3u8"));
     let sid = stream["id"].as_str().unwrap().to_string();
     wait_event(&mut ws, "stream_state_changed", |e| e["state"] == "active").await;
@@ -141,25 +123,16 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
     }
 
     // A citizen's player: every decoded frame shows A (streaming consent), never B.
-    let out = std::process::Command::new("ffmpeg")
-        // From the live edge: the first segments may precede A's first keyframe in
-        // the freshly built streaming program.
-        .args(["-v", "error", "-live_start_index", "-1", "-i"])
-        .arg(format!("{}/live/{mid}/360p/index.m3u8", app.base))
-        .args([
-            "-t", "3", "-vf", "fps=2", "-f", "rawvideo", "-pix_fmt", "rgb24", "-",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let frames: Vec<&[u8]> = out.stdout.chunks_exact(640 * 360 * 3).collect();
+    // From the live edge: the first segments may precede A's first keyframe in
+    // the freshly built streaming program.
+    let frames = Ffmpeg::url(&app.url(&format!("/live/{mid}/360p/index.m3u8")))
+        .live_start(-1)
+        .seconds(3)
+        .fps(2)
+        .frames(640, 360);
     assert!(frames.len() >= 5, "{} frames", frames.len());
     for (i, f) in frames.iter().enumerate() {
-        let count = |c| f.chunks_exact(3).filter(|px| near(px, c)).count();
+        let count = |c| f.count(c);
         assert!(
             count(GOLD) > 5_000,
             "frame {i}: A missing from the livestream"
@@ -172,15 +145,7 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
     }
 
     // An agenda chapter: a date range in the live playlists, anchored by a program date.
-    let (s, chapter) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/chapters"),
-            Some(&moderator),
-            Some(json!({"title": "TOP 3: Bebauungsplan \"Am Hang\""})),
-        )
-        .await;
-    assert_eq!(s, 201, "{chapter}");
+    let chapter = m.add_chapter("TOP 3: Bebauungsplan \"Am Hang\"").await;
     let media = get(format!("/live/{mid}/360p/index.m3u8"))
         .await
         .text()
@@ -223,21 +188,12 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
             .unwrap()
     };
     let first_sequence = sequence(&media);
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-live_start_index", "-2", "-i"])
-        .arg(format!("{}/live/{mid}/360p/index.m3u8", app.base))
-        .args([
-            "-t", "10", "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let framecrc = Ffmpeg::url(&app.url(&format!("/live/{mid}/360p/index.m3u8")))
+        .live_start(-2)
+        .seconds(10)
+        .run(&["-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-"]);
     // framecrc lines: stream, dts, pts, duration, size, crc (time base 1/90000).
-    let dts: Vec<i64> = String::from_utf8_lossy(&out.stdout)
+    let dts: Vec<i64> = String::from_utf8_lossy(&framecrc)
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split(',').nth(1)?.trim().parse().ok())
@@ -293,59 +249,23 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
     };
     for (public, expect_slate) in [(false, true), (true, false)] {
         let before = newest(&playlist(mid.clone()).await);
-        let (s, r) = app
-            .send(
-                Method::PUT,
-                &format!("/api/v1/meetings/{mid}/public"),
-                Some(&moderator),
-                Some(json!({"public": public, "reason": "TOP 7"})),
-            )
-            .await;
-        assert_eq!(s, 200, "{r}");
+        m.set_public(public, "TOP 7").await;
         let target = before + 3;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while newest(&playlist(mid.clone()).await) < target {
             assert!(std::time::Instant::now() < deadline, "no new segments");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let out = std::process::Command::new("ffmpeg")
-            .args(["-v", "error", "-i"])
-            .arg(format!(
-                "{}/live/{mid}/360p/{}",
-                app.base,
-                segment_name(&sid, target)
-            ))
-            .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let frames: Vec<&[u8]> = out.stdout.chunks_exact(640 * 360 * 3).collect();
+        let segment =
+            Ffmpeg::url(&app.url(&format!("/live/{mid}/360p/{}", segment_name(&sid, target))));
+        let frames = segment.frames(640, 360);
         assert!(frames.len() >= 10, "{} frames", frames.len());
         // The sound: silence under the slate, A's tone otherwise.
-        let out = std::process::Command::new("ffmpeg")
-            .args(["-v", "error", "-i"])
-            .arg(format!(
-                "{}/live/{mid}/360p/{}",
-                app.base,
-                segment_name(&sid, target)
-            ))
-            .args(["-map", "0:a:0", "-ac", "1", "-f", "s16le", "-"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let peak = out
-            .stdout
-            .chunks_exact(2)
+        let peak = segment
+            .samples()
+            .iter()
             .skip(4800) // the AAC decoder's first frames ramp in
-            .map(|s| i16::from_le_bytes([s[0], s[1]]).unsigned_abs())
+            .map(|s| s.unsigned_abs())
             .max()
             .unwrap_or(0);
         if expect_slate {
@@ -357,14 +277,14 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
             );
         }
         for (i, f) in frames.iter().enumerate() {
-            let count = |c| f.chunks_exact(3).filter(|px| near(px, c)).count();
+            let count = |c| f.count(c);
             if expect_slate {
                 assert_eq!(
                     count(GOLD),
                     0,
                     "frame {i}: A visible during the non-public part"
                 );
-                let px = &f[(180 * 640 + 20) * 3..(180 * 640 + 20) * 3 + 3];
+                let px = &f.0[(180 * 640 + 20) * 3..(180 * 640 + 20) * 3 + 3];
                 assert!(
                     count(SLATE) > 640 * 360 / 2,
                     "frame {i}: no slate, pixel {px:?}"
@@ -379,7 +299,7 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
     }
 
     // Stop: the playlists end.
-    app.stop(&moderator, "streams", &sid).await;
+    moderator.stream(&sid).stop().await;
     let done = wait_event(&mut ws, "stream_state_changed", |e| {
         e["state"] == "finished" || e["state"] == "failed"
     })
@@ -403,9 +323,7 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
 
     // A second stream of the meeting: its segments are served as immutable too, so
     // none may reuse a name of the first one (a CDN would hand out the old one).
-    let stream = app
-        .start_stream(&moderator, &mid, json!({"hls": true}))
-        .await;
+    let stream = m.start_stream(json!({"hls": true})).await.body;
     let sid = stream["id"].as_str().unwrap().to_string();
     let second = loop {
         let r = get(format!("/live/{mid}/360p/index.m3u8")).await;
@@ -421,11 +339,10 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
         second.iter().all(|n| !first_names.contains(n)),
         "first stream {first_names:?}, second {second:?}"
     );
-    app.stop(&moderator, "streams", &sid).await;
+    moderator.stream(&sid).stop().await;
 
     for p in [&mut pa, &mut pb] {
-        let _ = p.kill();
-        let _ = p.wait();
+        p.kill();
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -446,32 +363,29 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
     let program = small_program();
     let (app, _media) =
         spawn_with_gst_media_in(Duration::from_secs(10), 10, program, dir.clone()).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_public_meeting(&moderator, "Kreistag").await;
-    let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
-    app.set_consent(&mid, &a, &a_join, true, true).await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
-    let mut pa = spawn_small_publisher(&app.base, &mid, &a_join, "ffd700", 90);
+    let moderator = app.moderator();
+    let m = moderator.create_public_meeting("Kreistag").await;
+    let mid = m.id.clone();
+    let anna = m.add_participant("Anna").await;
+    anna.set_consent(Consent::BOTH).await;
+    let (mut ws, _) = m.events().await;
+    let mut pa = anna.publish_small("ffd700", 90);
     wait_cameras_on(&mut ws, 1).await;
 
-    let rid = app.start_recording(&moderator, &mid).await;
+    let rid = m.start_recording().await.id;
     let recording_started = std::time::Instant::now();
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let stream = app
-        .start_stream(
-            &moderator,
-            &mid,
-            json!({"hls": true, "rtmp": [
-                {"url": format!("rtmp://127.0.0.1:{port}/live"), "key": "geheim-1234"},
-                {"url": format!("rtmp://127.0.0.1:{dead}/live"), "key": "geheim-5678"},
-            ]}),
-        )
-        .await;
+    let stream = m
+        .start_stream(json!({"hls": true, "rtmp": [
+            {"url": format!("rtmp://127.0.0.1:{port}/live"), "key": "geheim-1234"},
+            {"url": format!("rtmp://127.0.0.1:{dead}/live"), "key": "geheim-5678"},
+        ]}))
+        .await
+        .body;
     assert!(!stream.to_string().contains("geheim"), "{stream}");
     let sid = stream["id"].as_str().unwrap().to_string();
     let destination = |i: usize, status: &'static str| {
@@ -494,15 +408,7 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
     .await;
     assert!(!retrying.to_string().contains("geheim"), "{retrying}");
     // The same states through the API.
-    let (s, view) = app
-        .send(
-            Method::GET,
-            &format!("/api/v1/streams/{sid}"),
-            Some(&moderator),
-            None,
-        )
-        .await;
-    assert_eq!(s, 200, "{view}");
+    let view = moderator.get_ok(&format!("/api/v1/streams/{sid}")).await;
     assert!(!view.to_string().contains("geheim"), "{view}");
     assert_eq!(view["rtmp"][0]["status"], "live", "{view}");
     assert_eq!(view["rtmp"][1]["status"], "retrying", "{view}");
@@ -558,24 +464,19 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
         "HLS stalled after nginx came back: {during} → {after}"
     );
 
-    app.stop(&moderator, "streams", &sid).await;
+    moderator.stream(&sid).stop().await;
     let done = wait_event(&mut ws, "stream_state_changed", |e| {
         e["state"] == "finished" || e["state"] == "failed"
     })
     .await;
     assert_eq!(done["state"], "finished", "{done}");
-    let (_, view) = app
-        .send(
-            Method::GET,
-            &format!("/api/v1/streams/{sid}"),
-            Some(&moderator),
-            None,
-        )
+    let (_, view) = moderator
+        .send(Method::GET, &format!("/api/v1/streams/{sid}"), None)
         .await;
     assert_eq!(view["rtmp"][0]["status"], "stopped", "{view}");
 
     // The recording ran through all of it: its duration covers the whole outage.
-    app.stop(&moderator, "recordings", &rid).await;
+    moderator.recording(&rid).stop().await;
     let recorded = recording_started.elapsed().as_secs_f64();
     let done = wait_event_for(
         &mut ws,
@@ -585,21 +486,15 @@ async fn the_livestream_is_pushed_to_rtmp_destinations() {
     )
     .await;
     assert_eq!(done["state"], "finished", "{done}");
-    let (_, r) = app
-        .send(
-            Method::GET,
-            &format!("/api/v1/recordings/{rid}"),
-            Some(&moderator),
-            None,
-        )
+    let (_, r) = moderator
+        .send(Method::GET, &format!("/api/v1/recordings/{rid}"), None)
         .await;
     let duration = r["media"]["duration_s"].as_f64().unwrap();
     assert!(
         duration >= recorded - 2.5 && duration <= recorded + 0.5,
         "recorded {duration} s of {recorded} s"
     );
-    let _ = pa.kill();
-    let _ = pa.wait();
+    pa.kill();
     drop(nginx);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -611,31 +506,21 @@ async fn a_broadcast_delay_lets_the_moderator_cut_before_content_leaves() {
     let _serial = SERIAL.lock().await;
     const DELAY: Duration = Duration::from_secs(4);
     let dir = std::env::temp_dir().join(format!("gremium-delay-{}", uuid::Uuid::new_v4()));
-    let program = ProgramSettings {
-        canvas: Canvas {
-            width: 640,
-            height: 360,
-        },
-        fps: 15,
-        labels: false,
-        ..ProgramSettings::default()
-    };
+    let program = unlabelled_program();
     let streaming = gremium_mediaplane::StreamingSettings {
         delay: Some(DELAY),
         ..Default::default()
     };
     let (app, _media) = spawn_with_gst_media_streaming(program, dir.clone(), streaming).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_public_meeting(&moderator, "Gemeinderat").await;
-    let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
-    app.set_consent(&mid, &a, &a_join, false, true).await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
-    let mut pa = spawn_small_publisher(&app.base, &mid, &a_join, "ffd700", 60);
+    let moderator = app.moderator();
+    let m = moderator.create_public_meeting("Gemeinderat").await;
+    let mid = m.id.clone();
+    let anna = m.add_participant("Anna").await;
+    anna.set_consent(Consent::STREAMING).await;
+    let (mut ws, _) = m.events().await;
+    let mut pa = anna.publish_small("ffd700", 60);
     wait_cameras_on(&mut ws, 1).await;
-    let stream = app
-        .start_stream(&moderator, &mid, json!({"hls": true}))
-        .await;
+    let stream = m.start_stream(json!({"hls": true})).await.body;
     let sid = stream["id"].as_str().unwrap().to_string();
     let started = std::time::Instant::now();
     let newest = || {
@@ -674,27 +559,10 @@ async fn a_broadcast_delay_lets_the_moderator_cut_before_content_leaves() {
         "the first segment was listed {first:?} after the start, within the delay"
     );
     let decode = |n: u64| {
-        let out = std::process::Command::new("ffmpeg")
-            .args(["-v", "error", "-i"])
-            .arg(format!(
-                "{}/live/{mid}/360p/{}",
-                app.base,
-                segment_name(&sid, n)
-            ))
-            .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-            .chunks_exact(640 * 360 * 3)
-            .map(|f| {
-                let count = |c| f.chunks_exact(3).filter(|px| near(px, c)).count();
-                (count(GOLD), count(SLATE))
-            })
+        Ffmpeg::url(&app.url(&format!("/live/{mid}/360p/{}", segment_name(&sid, n))))
+            .frames(640, 360)
+            .iter()
+            .map(|f| (f.count(GOLD), f.count(SLATE)))
             .collect::<Vec<_>>()
     };
     wait_for(3).await;
@@ -711,15 +579,7 @@ async fn a_broadcast_delay_lets_the_moderator_cut_before_content_leaves() {
     // delay reached N+3 once, so the check starts at N+4. Every later one holds none
     // of A — without the cut the delay would still release the last 4 s of A, into
     // segment N+6 or so, inside the checked range.
-    let (s, r) = app
-        .send(
-            Method::PUT,
-            &format!("/api/v1/meetings/{mid}/public"),
-            Some(&moderator),
-            Some(json!({"public": false, "reason": "TOP 4"})),
-        )
-        .await;
-    assert_eq!(s, 200, "{r}");
+    m.set_public(false, "TOP 4").await;
     // The cut has taken effect when the request returns: count from the newest
     // segment listed then (counting from before the request failed once on a busy
     // CI machine, where the request itself took over a second).
@@ -739,7 +599,7 @@ async fn a_broadcast_delay_lets_the_moderator_cut_before_content_leaves() {
     }
     // Stopping drains what the delay holds and ends the playlists in time.
     let sid = stream["id"].as_str().unwrap().to_string();
-    app.stop(&moderator, "streams", &sid).await;
+    moderator.stream(&sid).stop().await;
     let done = wait_event_for(
         &mut ws,
         Duration::from_secs(20),
@@ -758,8 +618,7 @@ async fn a_broadcast_delay_lets_the_moderator_cut_before_content_leaves() {
         .await
         .unwrap();
     assert!(media.trim_end().ends_with("#EXT-X-ENDLIST"), "{media}");
-    let _ = pa.kill();
-    let _ = pa.wait();
+    pa.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -775,40 +634,27 @@ async fn one_encode_serves_recording_and_livestream_while_their_audiences_match(
     use gremium_protocol::Audience;
     let _serial = SERIAL.lock().await;
     let dir = std::env::temp_dir().join(format!("gremium-shared-{}", uuid::Uuid::new_v4()));
-    let program = ProgramSettings {
-        canvas: Canvas {
-            width: 640,
-            height: 360,
-        },
-        fps: 15,
-        labels: false,
-        ..ProgramSettings::default()
-    };
+    let program = unlabelled_program();
     let streaming = gremium_mediaplane::StreamingSettings {
         share_encoder: true,
         ..Default::default()
     };
     let (app, media) = spawn_with_gst_media_streaming(program, dir.clone(), streaming).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_public_meeting(&moderator, "Gemeinderat").await;
+    let moderator = app.moderator();
+    let m = moderator.create_public_meeting("Gemeinderat").await;
+    let mid = m.id.clone();
     let meeting: uuid::Uuid = mid.parse().unwrap();
-    let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
-    let (b, b_join) = app.add_participant(&moderator, &mid, "Bernd").await;
-    app.set_consent(&mid, &a, &a_join, true, true).await;
-    app.set_consent(&mid, &b, &b_join, true, true).await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
+    let anna = m.add_participant("Anna").await;
+    let bernd = m.add_participant("Bernd").await;
+    anna.set_consent(Consent::BOTH).await;
+    bernd.set_consent(Consent::BOTH).await;
+    let (mut ws, _) = m.events().await;
     // Each with a tone of their own, to tell them apart in the livestream's sound.
-    let small = |join: &str, color: &str, tone: &str| {
-        spawn_small_publisher_with(&app.base, &mid, join, color, 90, &["--tone", tone])
-    };
-    let mut pa = small(&a_join, "ffd700", "440");
-    let mut pb = small(&b_join, "1e50ff", "1000");
+    let _pa = anna.publish_small_with("ffd700", 90, &["--tone", "440"]);
+    let _pb = bernd.publish_small_with("1e50ff", 90, &["--tone", "1000"]);
     wait_cameras_on(&mut ws, 2).await;
-    let rid = app.start_recording(&moderator, &mid).await;
-    let stream = app
-        .start_stream(&moderator, &mid, json!({"hls": true}))
-        .await;
+    let rid = m.start_recording().await.id;
+    let stream = m.start_stream(json!({"hls": true})).await.body;
     let sid = stream["id"].as_str().unwrap().to_string();
     wait_event(&mut ws, "stream_state_changed", |e| e["state"] == "active").await;
 
@@ -834,49 +680,25 @@ async fn one_encode_serves_recording_and_livestream_while_their_audiences_match(
     };
     // A citizen's player from the live edge, 2 s at 2 fps.
     let watch = || {
-        let out = std::process::Command::new("ffmpeg")
-            .args(["-v", "error", "-live_start_index", "-1", "-i"])
-            .arg(format!("{}/live/{mid}/360p/index.m3u8", app.base))
-            .args([
-                "-t", "2", "-vf", "fps=2", "-f", "rawvideo", "-pix_fmt", "rgb24", "-",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let frames: Vec<(usize, usize)> = out
-            .stdout
-            .chunks_exact(640 * 360 * 3)
-            .map(|f| {
-                let count = |c| f.chunks_exact(3).filter(|px| near(px, c)).count();
-                (count(GOLD), count(AZURE))
-            })
-            .collect();
+        let frames: Vec<(usize, usize)> =
+            Ffmpeg::url(&app.url(&format!("/live/{mid}/360p/index.m3u8")))
+                .live_start(-1)
+                .seconds(2)
+                .fps(2)
+                .frames(640, 360)
+                .iter()
+                .map(|f| (f.count(GOLD), f.count(AZURE)))
+                .collect();
         assert!(frames.len() >= 3, "{} frames", frames.len());
         frames
     };
     // A citizen's ears from the live edge: 2 s of the audio rendition, the levels
     // of A's (440 Hz) and B's (1000 Hz) tones.
     let listen = || {
-        let out = std::process::Command::new("ffmpeg")
-            .args(["-v", "error", "-live_start_index", "-1", "-i"])
-            .arg(format!("{}/live/{mid}/audio/index.m3u8", app.base))
-            .args(["-t", "2", "-ac", "1", "-ar", "48000", "-f", "s16le", "-"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let samples: Vec<i16> = out
-            .stdout
-            .chunks_exact(2)
-            .map(|b| i16::from_le_bytes([b[0], b[1]]))
-            .collect();
+        let samples = Ffmpeg::url(&app.url(&format!("/live/{mid}/audio/index.m3u8")))
+            .live_start(-1)
+            .seconds(2)
+            .samples_at(48_000);
         assert!(samples.len() >= 48_000, "{} samples", samples.len());
         let levels = (tone_level(&samples, 440.0), tone_level(&samples, 1000.0));
         eprintln!("tone levels (A, B): {levels:.0?}");
@@ -934,7 +756,7 @@ async fn one_encode_serves_recording_and_livestream_while_their_audiences_match(
 
     // B withdraws only the livestream consent: the livestream encodes its own
     // program (without B) from now on; the recording keeps B.
-    app.set_consent(&mid, &b, &b_join, true, false).await;
+    bernd.set_consent(Consent::RECORDING).await;
     let (_, str3) = encoders().await;
     let (_, astr3) = aac().await;
     assert!(
@@ -961,11 +783,11 @@ async fn one_encode_serves_recording_and_livestream_while_their_audiences_match(
     );
 
     // Consent back: shared again.
-    app.set_consent(&mid, &b, &b_join, true, true).await;
+    bernd.set_consent(Consent::BOTH).await;
     wait_idle(true).await;
 
     // The recording ends while shared: the livestream goes on, on its own encode.
-    app.stop(&moderator, "recordings", &rid).await;
+    moderator.recording(&rid).stop().await;
     let done = wait_event_for(
         &mut ws,
         Duration::from_secs(30),
@@ -997,47 +819,13 @@ async fn one_encode_serves_recording_and_livestream_while_their_audiences_match(
         a_level > 500.0 && b_level > 500.0,
         "sound after the recording ended: A {a_level:.0}, B {b_level:.0}"
     );
-    app.stop(&moderator, "streams", &sid).await;
+    moderator.stream(&sid).stop().await;
     // The recording shows B throughout (B never withdrew the recording consent).
-    let archivist = app.token(&[Role::Archivist]);
-    let out = std::process::Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-headers",
-            &format!("Authorization: Bearer {archivist}\r\n"),
-            "-i",
-        ])
-        .arg(format!("{}/api/v1/recordings/{rid}/media", app.base))
-        .args(["-vf", "fps=2", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let frames: Vec<&[u8]> = out.stdout.chunks_exact(640 * 360 * 3).collect();
+    let frames = app.archivist().recording(&rid).decode_frames(2, 640, 360);
     assert!(frames.len() >= 20, "{} frames", frames.len());
     for (i, f) in frames.iter().enumerate().skip(2) {
-        let azure = f.chunks_exact(3).filter(|px| near(px, AZURE)).count();
+        let azure = f.count(AZURE);
         assert!(azure > 5_000, "recording frame {i}: B missing");
     }
-    let _ = pa.kill();
-    let _ = pb.kill();
-    let _ = pa.wait();
-    let _ = pb.wait();
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Amplitude of the `freq` Hz component of 48 kHz mono `samples` (a single-bin DFT).
-fn tone_level(samples: &[i16], freq: f64) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * freq / 48_000.0;
-    let (mut re, mut im) = (0.0, 0.0);
-    for (n, s) in samples.iter().enumerate() {
-        let (sin, cos) = (w * n as f64).sin_cos();
-        re += f64::from(*s) * cos;
-        im -= f64::from(*s) * sin;
-    }
-    2.0 * (re * re + im * im).sqrt() / samples.len() as f64
 }

@@ -6,16 +6,13 @@
 //! (root needed, as CI has) and saves a screenshot to
 //! `target/test-artifacts/watch-live.png`.
 
-#[path = "common/cdp.rs"]
-mod cdp;
 mod common;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use gremium_compositor::{Canvas, ProgramSettings};
-use gremium_signaling::{ApiSettings, Role};
+use gremium_signaling::ApiSettings;
 use gremium_streamer::hls::Rendition;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -48,17 +45,11 @@ async fn wait_status(app: &TestApp, mid: &str, want: &str) -> Value {
 #[tokio::test]
 async fn status_follows_stream_public_switch_and_end() {
     let app = spawn_app(Backend::Sqlite).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let (s, m) = app
-        .send(
-            Method::POST,
-            "/api/v1/meetings",
-            Some(&moderator),
-            Some(json!({"title": "Stadtrat, 12. Sitzung", "public": true})),
-        )
+    let moderator = app.moderator();
+    let m = moderator
+        .create_meeting_with(json!({"title": "Stadtrat, 12. Sitzung", "public": true}))
         .await;
-    assert_eq!(s, 201, "{m}");
-    let mid = m["id"].as_str().unwrap().to_string();
+    let mid = m.id.clone();
 
     // No token needed; nothing runs yet.
     assert_eq!(
@@ -66,26 +57,20 @@ async fn status_follows_stream_public_switch_and_end() {
         json!({"title": "Stadtrat, 12. Sitzung", "state": "waiting", "hls": null})
     );
     // RTMP only: nothing to play on the page.
-    let r = app
-        .start_stream(
-            &moderator,
-            &mid,
-            json!({"rtmp": [{"url": "rtmp://127.0.0.1/live", "key": "k"}]}),
-        )
+    let rtmp = m
+        .start_stream(json!({"rtmp": [{"url": "rtmp://127.0.0.1/live", "key": "k"}]}))
         .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(status(&app, &mid).await["state"], "waiting");
-    let sid = r["id"].as_str().unwrap();
-    app.stop(&moderator, "streams", sid).await;
+    rtmp.stop().await;
 
     // One stream at a time: retry while the RTMP one finishes.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let (s, r) = app
+        let (s, r) = moderator
             .send(
                 Method::POST,
                 &format!("/api/v1/meetings/{mid}/streams"),
-                Some(&moderator),
                 Some(json!({"hls": true})),
             )
             .await;
@@ -99,28 +84,15 @@ async fn status_follows_stream_public_switch_and_end() {
     assert_eq!(live["hls"], format!("/live/{mid}/index.m3u8"));
 
     for (public, want) in [(false, "not_public"), (true, "live"), (false, "not_public")] {
-        let (s, r) = app
-            .send(
-                Method::PUT,
-                &format!("/api/v1/meetings/{mid}/public"),
-                Some(&moderator),
-                Some(json!({"public": public, "reason": "TOP 7"})),
-            )
-            .await;
-        assert_eq!(s, 200, "{r}");
+        m.set_public(public, "TOP 7").await;
         let st = status(&app, &mid).await;
         assert_eq!(st["state"], want);
         // The slate plays during non-public parts: the page keeps the player.
         assert_eq!(st["hls"], format!("/live/{mid}/index.m3u8"));
     }
 
-    let (s, r) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/end"),
-            Some(&moderator),
-            None,
-        )
+    let (s, r) = moderator
+        .send(Method::POST, &format!("/api/v1/meetings/{mid}/end"), None)
         .await;
     assert!(s == 200 || s == 204, "{s} {r}");
     // It ended during a non-public part: ended, and still no title.
@@ -145,22 +117,18 @@ async fn anonymous_callers_learn_nothing_of_a_non_public_meeting() {
         },
     )
     .await;
-    let moderator = app.token(&[Role::Moderator]);
-    let (s, m) = app
-        .send(
-            Method::POST,
-            "/api/v1/meetings",
-            Some(&moderator),
-            Some(json!({"title": "Personalausschuss: Kündigung Herr X", "public": false})),
+    let moderator = app.moderator();
+    let m = moderator
+        .create_meeting_with(
+            json!({"title": "Personalausschuss: Kündigung Herr X", "public": false}),
         )
         .await;
-    assert_eq!(s, 201, "{m}");
-    let mid = m["id"].as_str().unwrap().to_string();
+    let mid = m.id.clone();
     let not_public = json!({"title": null, "state": "not_public", "hls": null});
     assert_eq!(status(&app, &mid).await, not_public);
 
     let switch = |public: bool| {
-        let (app, mid, moderator) = (&app, &mid, &moderator);
+        let (app, mid, moderator) = (&app, &mid, moderator.token());
         async move {
             let (s, r) = app
                 .send(
@@ -174,17 +142,9 @@ async fn anonymous_callers_learn_nothing_of_a_non_public_meeting() {
         }
     };
     let mark = |title: &'static str| {
-        let (app, mid, moderator) = (&app, &mid, &moderator);
+        let m = m.clone();
         async move {
-            let (s, r) = app
-                .send(
-                    Method::POST,
-                    &format!("/api/v1/meetings/{mid}/chapters"),
-                    Some(moderator),
-                    Some(json!({"title": title})),
-                )
-                .await;
-            assert_eq!(s, 201, "{r}");
+            m.add_chapter(title).await;
         }
     };
     mark("TOP 0 Vorgespräch Müller").await;
@@ -232,13 +192,8 @@ async fn anonymous_callers_learn_nothing_of_a_non_public_meeting() {
     assert!(!text.contains("Schulze"), "{text}");
     assert_eq!(text.matches("#EXT-X-DATERANGE").count(), 2, "{text}");
 
-    let (s, r) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/end"),
-            Some(&moderator),
-            None,
-        )
+    let (s, r) = moderator
+        .send(Method::POST, &format!("/api/v1/meetings/{mid}/end"), None)
         .await;
     assert!(s == 200 || s == 204, "{s} {r}");
     assert_eq!(
@@ -251,9 +206,8 @@ async fn anonymous_callers_learn_nothing_of_a_non_public_meeting() {
 #[tokio::test]
 async fn the_page_is_served_without_third_party_code_and_unknown_meetings_are_404() {
     let app = spawn_app(Backend::Sqlite).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let m = app.create_meeting(&moderator, "Bauausschuss").await;
-    let mid = m["id"].as_str().unwrap();
+    let moderator = app.moderator();
+    let mid = moderator.create_meeting("Bauausschuss").await.id;
 
     let page = get(&app, &format!("/watch/{mid}")).await;
     assert_eq!(page.status(), 200);
@@ -347,25 +301,6 @@ async fn the_player_asset_is_served_from_the_configured_file_or_404() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Ends the publisher even when an assertion fails.
-struct Publisher(std::process::Child);
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The cargo target directory (this binary is `TARGET/debug/deps/watch-…`).
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors()
-        .nth(3)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"))
-}
-
 /// What the page is doing, for failure messages.
 const DESCRIBE: &str = "JSON.stringify({state: gremiumWatch.state, engine: gremiumWatch.engine, \
     error: gremiumWatch.error, status: document.getElementById('status').textContent, \
@@ -385,13 +320,6 @@ fn headless_chromium_plays_the_livestream_on_the_watch_page() {
 }
 
 async fn chromium_watches_a_meeting() {
-    assert!(
-        std::process::Command::new("chromium")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success()),
-        "chromium is not installed: run scripts/test.sh"
-    );
     let player =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(gremium_signaling::DEFAULT_PLAYER_JS);
     assert!(
@@ -399,33 +327,16 @@ async fn chromium_watches_a_meeting() {
         "{} missing: `source scripts/web.sh && gremium_install_web`",
         player.display()
     );
-    let dir = std::env::temp_dir().join(format!("gremium-watch-{}", uuid::Uuid::new_v4()));
-    let program = ProgramSettings {
-        canvas: Canvas {
-            width: 640,
-            height: 360,
-        },
-        fps: 15,
-        labels: false,
-        ..ProgramSettings::default()
-    };
-    let (app, _media) =
-        spawn_with_gst_media_in(Duration::from_secs(10), 10, program, dir.clone()).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let (s, m) = app
-        .send(
-            Method::POST,
-            "/api/v1/meetings",
-            Some(&moderator),
-            Some(json!({"title": "Stadtrat, 12. Sitzung", "public": true})),
-        )
+    let stage = Stage::start("watch").await;
+    let (app, moderator) = (&stage.app, &stage.moderator);
+    let m = moderator
+        .create_meeting_with(json!({"title": "Stadtrat, 12. Sitzung", "public": true}))
         .await;
-    assert_eq!(s, 201, "{m}");
-    let mid = m["id"].as_str().unwrap().to_string();
-    let (a, a_join) = app.add_participant(&moderator, &mid, "Anna").await;
-    app.set_consent(&mid, &a, &a_join, false, true).await;
+    let mid = m.id.clone();
+    let anna = m.add_participant("Anna").await;
+    anna.set_consent(Consent::STREAMING).await;
 
-    let mut browser = cdp::Chromium::launch(&app.url(&format!("/watch/{mid}"))).await;
+    let mut browser = stage.open(&format!("/watch/{mid}"), false).await;
     let b = &mut browser;
     b.wait_for(
         "window.gremiumWatch && gremiumWatch.state === 'waiting'",
@@ -481,11 +392,8 @@ async fn chromium_watches_a_meeting() {
     assert_eq!(b.eval(focused).await, "video");
 
     // A participant with streaming consent publishes; the moderator starts HLS.
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
-    let _publisher = Publisher(spawn_small_publisher(
-        &app.base, &mid, &a_join, "ffd700", 120,
-    ));
+    let (mut ws, _) = m.events().await;
+    let _publisher = anna.publish_small("ffd700", 120);
     wait_event_for(
         &mut ws,
         Duration::from_secs(20),
@@ -493,8 +401,7 @@ async fn chromium_watches_a_meeting() {
         |_| true,
     )
     .await;
-    app.start_stream(&moderator, &mid, json!({"hls": true}))
-        .await;
+    m.start_stream(json!({"hls": true})).await;
     wait_event_for(
         &mut ws,
         Duration::from_secs(20),
@@ -548,7 +455,7 @@ async fn chromium_watches_a_meeting() {
         "{}",
         b.eval(DESCRIBE).await
     );
-    let shot = target_dir().join("test-artifacts").join("watch-live.png");
+    let shot = artifact("watch-live.png");
     b.screenshot(&shot).await;
     b.assert_accessible("watch page, live").await;
     let png = std::fs::read(&shot).unwrap();
@@ -579,12 +486,7 @@ async fn chromium_watches_a_meeting() {
           document.getElementById('video').getBoundingClientRect().width]",
     )
     .await;
-    b.screenshot(
-        &target_dir()
-            .join("test-artifacts")
-            .join("watch-live-360.png"),
-    )
-    .await;
+    b.screenshot(&artifact("watch-live-360.png")).await;
     b.call("Emulation.clearDeviceMetricsOverride", json!({}))
         .await;
 
@@ -617,15 +519,7 @@ async fn chromium_watches_a_meeting() {
     }
 
     // Non-public part: the status says so (the slate keeps playing).
-    let (s, r) = app
-        .send(
-            Method::PUT,
-            &format!("/api/v1/meetings/{mid}/public"),
-            Some(&moderator),
-            Some(json!({"public": false, "reason": "TOP 7"})),
-        )
-        .await;
-    assert_eq!(s, 200, "{r}");
+    m.set_public(false, "TOP 7").await;
     b.wait_for(
         "gremiumWatch.state === 'not_public' && document.getElementById('status').textContent \
          === 'Non-public part – the stream is paused.'",
@@ -650,13 +544,8 @@ async fn chromium_watches_a_meeting() {
     );
 
     // Ended: the player is gone, polling stops.
-    let (s, r) = app
-        .send(
-            Method::POST,
-            &format!("/api/v1/meetings/{mid}/end"),
-            Some(&moderator),
-            None,
-        )
+    let (s, r) = moderator
+        .send(Method::POST, &format!("/api/v1/meetings/{mid}/end"), None)
         .await;
     assert!(s == 200 || s == 204, "{s} {r}");
     b.wait_for(
@@ -667,5 +556,4 @@ async fn chromium_watches_a_meeting() {
     )
     .await;
     drop(browser);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use gremium_mediaplane::GstMediaPlane;
 use gremium_pipelines::webrtc::IceSettings;
-use gremium_signaling::Role;
+
 use reqwest::Method;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gremium");
@@ -26,14 +26,11 @@ async fn spawn_with_media(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gremium_publish_streams_into_a_meeting_over_whip() {
     let (app, media) = spawn_with_media(Duration::from_secs(10), 10).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Ausschuss").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (pid, join) = app.add_participant(&moderator, &mid, "Anna").await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
+    let moderator = app.moderator();
+    let m = moderator.create_meeting("Ausschuss").await;
+    let mid = m.id.clone();
+    let anna = m.add_participant("Anna").await;
+    let (mut ws, _) = m.events().await;
 
     for codec in ["vp8", "h264"] {
         let child = tokio::process::Command::new(BIN)
@@ -44,7 +41,7 @@ async fn gremium_publish_streams_into_a_meeting_over_whip() {
                 "--meeting",
                 &mid,
                 "--token",
-                &join,
+                anna.client.token(),
             ])
             .args([
                 "--color",
@@ -63,7 +60,7 @@ async fn gremium_publish_streams_into_a_meeting_over_whip() {
             .spawn()
             .unwrap();
         let started = wait_event(&mut ws, "participant_media_started", |_| true).await;
-        assert_eq!(started["participant_id"], pid.as_str(), "{codec}");
+        assert_eq!(started["participant_id"], anna.id.as_str(), "{codec}");
         assert_eq!(
             media.active_meetings(),
             1,
@@ -80,7 +77,7 @@ async fn gremium_publish_streams_into_a_meeting_over_whip() {
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains("publishing to meeting"));
         let stopped = wait_event(&mut ws, "participant_media_stopped", |_| true).await;
-        assert_eq!(stopped["participant_id"], pid.as_str());
+        assert_eq!(stopped["participant_id"], anna.id.as_str());
         assert_eq!(media.active_meetings(), 0, "the empty session is torn down");
     }
 }
@@ -88,16 +85,11 @@ async fn gremium_publish_streams_into_a_meeting_over_whip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_whip_requests_get_clear_errors() {
     let (app, _media) = spawn_with_media(Duration::from_secs(10), 10).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let other = app.create_meeting(&moderator, "Anderer Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (pid, join) = app.add_participant(&moderator, &mid, "A").await;
+    let moderator = app.moderator();
+    let m = moderator.create_meeting("Rat").await;
+    let mid = m.id.clone();
+    let other = moderator.create_meeting("Anderer Rat").await.id;
+    let (pid, join) = m.add_participant("A").await.into_parts();
     let now = chrono::Utc::now().timestamp();
     let expired = app
         .auth
@@ -146,7 +138,7 @@ async fn bad_whip_requests_get_clear_errors() {
         (
             "moderator token",
             format!("/whip/{mid}"),
-            Some(moderator.clone()),
+            Some(moderator.token().into()),
             "application/sdp",
             offer.into(),
             403,
@@ -154,7 +146,7 @@ async fn bad_whip_requests_get_clear_errors() {
         (
             "token of another meeting",
             format!("/whip/{other}"),
-            Some(join.clone()),
+            Some(join.token().into()),
             "application/sdp",
             offer.into(),
             403,
@@ -162,7 +154,7 @@ async fn bad_whip_requests_get_clear_errors() {
         (
             "not SDP",
             format!("/whip/{mid}"),
-            Some(join.clone()),
+            Some(join.token().into()),
             "application/json",
             "{}".into(),
             415,
@@ -170,7 +162,7 @@ async fn bad_whip_requests_get_clear_errors() {
         (
             "malformed SDP",
             format!("/whip/{mid}"),
-            Some(join.clone()),
+            Some(join.token().into()),
             "application/sdp",
             "hello".into(),
             400,
@@ -178,7 +170,7 @@ async fn bad_whip_requests_get_clear_errors() {
         (
             "oversized",
             format!("/whip/{mid}"),
-            Some(join.clone()),
+            Some(join.token().into()),
             "application/sdp",
             "v=0\r\n".repeat(10_000),
             413,
@@ -186,7 +178,7 @@ async fn bad_whip_requests_get_clear_errors() {
         (
             "bad meeting id",
             "/whip/not-a-uuid".into(),
-            Some(join.clone()),
+            Some(join.token().into()),
             "application/sdp",
             offer.into(),
             400,
@@ -194,7 +186,7 @@ async fn bad_whip_requests_get_clear_errors() {
         (
             "SDP without media",
             format!("/whip/{mid}"),
-            Some(join.clone()),
+            Some(join.token().into()),
             "application/sdp",
             "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".into(),
             400,
@@ -202,7 +194,7 @@ async fn bad_whip_requests_get_clear_errors() {
         (
             "only unsupported codecs",
             format!("/whip/{mid}"),
-            Some(join.clone()),
+            Some(join.token().into()),
             "application/sdp",
             offer.replace("VP8/90000", "H265/90000"),
             400,
@@ -210,7 +202,7 @@ async fn bad_whip_requests_get_clear_errors() {
         (
             "no DTLS fingerprint (nothing to authenticate the publisher's certificate)",
             format!("/whip/{mid}"),
-            Some(join.clone()),
+            Some(join.token().into()),
             "application/sdp",
             offer.into(),
             400,
@@ -218,7 +210,7 @@ async fn bad_whip_requests_get_clear_errors() {
         (
             "only a sha-1 DTLS fingerprint",
             format!("/whip/{mid}"),
-            Some(join.clone()),
+            Some(join.token().into()),
             "application/sdp",
             format!(
                 "{offer}a=fingerprint:sha-1 \
@@ -252,7 +244,7 @@ async fn bad_whip_requests_get_clear_errors() {
     }
     let (_, text) = post(
         format!("/whip/{mid}"),
-        Some(join.clone()),
+        Some(join.token().into()),
         "application/sdp",
         offer.into(),
     )
@@ -264,7 +256,7 @@ async fn bad_whip_requests_get_clear_errors() {
     let resp = app
         .http
         .patch(app.url(&format!("/whip/{mid}/{}", uuid::Uuid::new_v4())))
-        .bearer_auth(&join)
+        .bearer_auth(join.token())
         .header("content-type", "application/trickle-ice-sdpfrag")
         .body("a=end-of-candidates\r\n")
         .send()
@@ -275,11 +267,10 @@ async fn bad_whip_requests_get_clear_errors() {
         404,
         "trickle for an unknown session"
     );
-    let (s, _) = app
+    let (s, _) = join
         .send(
             Method::DELETE,
             &format!("/whip/{mid}/{}", uuid::Uuid::new_v4()),
-            Some(&join),
             None,
         )
         .await;
@@ -307,25 +298,14 @@ async fn a_publisher_that_vanishes_is_removed_after_the_media_timeout() {
     use gremium_pipelines::webrtc::accept_answer;
 
     let (app, media) = spawn_with_media(Duration::from_secs(2), 1).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (pid, join) = app.add_participant(&moderator, &mid, "Verschwindet").await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
+    let moderator = app.moderator();
+    let m = moderator.create_meeting("Rat").await;
+    let mid = m.id.clone();
+    let verschwindet = m.add_participant("Verschwindet").await;
+    let (mut ws, _) = m.events().await;
 
     let (publisher, webrtc, offer) = loopback_publisher_offer("vanishing", None).await;
-    let resp = app
-        .http
-        .post(app.url(&format!("/whip/{mid}")))
-        .bearer_auth(&join)
-        .header("content-type", "application/sdp")
-        .body(offer)
-        .send()
-        .await
-        .unwrap();
+    let resp = verschwindet.client.post_whip(&mid, offer).await;
     assert_eq!(resp.status().as_u16(), 201);
     assert!(resp.headers()["etag"].to_str().unwrap().starts_with('"'));
     let location = resp.headers()["location"].to_str().unwrap().to_string();
@@ -333,7 +313,7 @@ async fn a_publisher_that_vanishes_is_removed_after_the_media_timeout() {
         .await
         .unwrap();
     wait_event(&mut ws, "participant_media_started", |e| {
-        e["participant_id"] == pid.as_str()
+        e["participant_id"] == verschwindet.id.as_str()
     })
     .await;
 
@@ -341,7 +321,7 @@ async fn a_publisher_that_vanishes_is_removed_after_the_media_timeout() {
     let gone = std::time::Instant::now();
     drop(publisher);
     let stopped = wait_event(&mut ws, "participant_media_stopped", |_| true).await;
-    assert_eq!(stopped["participant_id"], pid.as_str());
+    assert_eq!(stopped["participant_id"], verschwindet.id.as_str());
     assert!(
         gone.elapsed() < Duration::from_secs(5),
         "removed by the 2 s media timeout, after {:?}",
@@ -353,7 +333,7 @@ async fn a_publisher_that_vanishes_is_removed_after_the_media_timeout() {
     let resp = app
         .http
         .patch(app.url(&location))
-        .bearer_auth(&join)
+        .bearer_auth(verschwindet.client.token())
         .header("content-type", "application/trickle-ice-sdpfrag")
         .header("if-match", "*")
         .body("a=ice-ufrag:NeWu\r\na=ice-pwd:NewPasswordOf24CharsXYZ1\r\n")
@@ -370,22 +350,12 @@ async fn a_publisher_that_vanishes_is_removed_after_the_media_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whip_answer_marks_each_media_sections_candidates_complete() {
     let (app, _media) = spawn_with_media(Duration::from_secs(10), 10).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (_pid, join) = app.add_participant(&moderator, &mid, "A").await;
+    let moderator = app.moderator();
+    let m = moderator.create_meeting("Rat").await;
+    let mid = m.id.clone();
+    let (_pid, join) = m.add_participant("A").await.into_parts();
     let (_publisher, _webrtc, offer) = loopback_publisher_offer("eoc", None).await;
-    let resp = app
-        .http
-        .post(app.url(&format!("/whip/{mid}")))
-        .bearer_auth(&join)
-        .header("content-type", "application/sdp")
-        .body(offer)
-        .send()
-        .await
-        .unwrap();
+    let resp = join.post_whip(&mid, offer).await;
     assert_eq!(resp.status().as_u16(), 201);
     let location = resp.headers()["location"].to_str().unwrap().to_string();
     let answer = resp.text().await.unwrap();
@@ -408,7 +378,7 @@ async fn the_whip_answer_marks_each_media_sections_candidates_complete() {
             1
         );
     }
-    let (s, _) = app.send(Method::DELETE, &location, Some(&join), None).await;
+    let (s, _) = join.send(Method::DELETE, &location, None).await;
     assert_eq!(s, 200);
 }
 
@@ -423,22 +393,12 @@ async fn a_media_node_that_gathers_no_candidate_answers_503_with_a_reason() {
         ..Default::default()
     })
     .await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (pid, join) = app.add_participant(&moderator, &mid, "A").await;
+    let moderator = app.moderator();
+    let m = moderator.create_meeting("Rat").await;
+    let mid = m.id.clone();
+    let (pid, join) = m.add_participant("A").await.into_parts();
     let (_publisher, _webrtc, offer) = loopback_publisher_offer("no-candidates", None).await;
-    let resp = app
-        .http
-        .post(app.url(&format!("/whip/{mid}")))
-        .bearer_auth(&join)
-        .header("content-type", "application/sdp")
-        .body(offer)
-        .send()
-        .await
-        .unwrap();
+    let resp = join.post_whip(&mid, offer).await;
     let status = resp.status().as_u16();
     let body = resp.text().await.unwrap();
     assert_eq!(status, 503, "{body}");
@@ -446,11 +406,10 @@ async fn a_media_node_that_gathers_no_candidate_answers_503_with_a_reason() {
     let message = json["error"]["message"].as_str().unwrap();
     assert!(message.contains("ICE candidates"), "a reason: {message}");
     assert_eq!(media.active_meetings(), 0, "no leftover media session");
-    let (s, list) = app
+    let (s, list) = moderator
         .send(
             Method::GET,
             &format!("/api/v1/meetings/{mid}/participants"),
-            Some(&moderator),
             None,
         )
         .await;
@@ -523,14 +482,11 @@ async fn fingerprint_forging_proxy(upstream: String) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gremium_publish_refuses_a_server_whose_certificate_does_not_match_its_answer() {
     let (app, media) = spawn_with_media(Duration::from_secs(10), 10).await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (pid, join) = app.add_participant(&moderator, &mid, "Anna").await;
-    let mut ws = ws_connect(app.addr, &mid, &moderator).await;
-    next_event(&mut ws).await;
+    let moderator = app.moderator();
+    let m = moderator.create_meeting("Rat").await;
+    let mid = m.id.clone();
+    let anna = m.add_participant("Anna").await;
+    let (mut ws, _) = m.events().await;
     let proxy = fingerprint_forging_proxy(app.base.clone()).await;
     let out = tokio::process::Command::new(BIN)
         .args([
@@ -540,7 +496,7 @@ async fn gremium_publish_refuses_a_server_whose_certificate_does_not_match_its_a
             "--meeting",
             &mid,
             "--token",
-            &join,
+            anna.client.token(),
         ])
         .args([
             "--duration",
@@ -577,7 +533,7 @@ async fn gremium_publish_refuses_a_server_whose_certificate_does_not_match_its_a
             "media of the refusing client arrived: {e}"
         );
         if e["type"] == "participant_media_stopped" {
-            assert_eq!(e["participant_id"], pid.as_str());
+            assert_eq!(e["participant_id"], anna.id.as_str());
             break;
         }
     }

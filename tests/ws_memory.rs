@@ -6,7 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use gremium_signaling::Role;
 
 fn rss_kib() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
@@ -31,21 +30,19 @@ async fn a_thousand_closed_sockets_give_their_memory_back() {
         },
     )
     .await;
-    let moderator = app.token(&[Role::Moderator]);
-    let mid = app.create_meeting(&moderator, "Rat").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (_, join) = app.add_participant(&moderator, &mid, "Alice").await;
+    let moderator = app.moderator();
+    let m = moderator.create_meeting("Rat").await;
+    let mid = m.id.clone();
+    let alice = m.add_participant("Alice").await;
     let before = rss_kib();
     for round in 0..2 {
         let mut open = Vec::new();
         for _ in 0..1000 {
-            open.push(ws_connect(app.addr, &mid, &join).await);
+            open.push(ws_connect(app.addr, &mid, alice.client.token()).await);
         }
         let url = format!(
-            "ws://{}/api/v1/meetings/{mid}/events?access_token={join}",
-            app.addr
+            "ws://{}/api/v1/meetings/{mid}/events?access_token={}",
+            app.addr, alice.join
         );
         match tokio_tungstenite::connect_async(url).await {
             Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
