@@ -84,12 +84,51 @@ impl Shared {
         true
     }
 
-    /// An actor could not start: deregister it whatever waits in its mailbox (it
-    /// answers that with an error), remembering its policy.
-    pub(crate) fn abandon(&self, meeting_id: Uuid, policy: MeetingPolicy) {
+    /// An actor could not start: deregister it and serve what waits in its mailbox
+    /// as if no actor ran — consent, layout and public commands change the remembered
+    /// policy (a withdrawal must never be lost), an end forgets it, the rest is
+    /// refused with `why`. Under the registry's lock, so nothing arrives meanwhile.
+    pub(crate) fn abandon(
+        &self,
+        meeting_id: Uuid,
+        mut mailbox: mpsc::UnboundedReceiver<Mail>,
+        mut policy: MeetingPolicy,
+        why: &str,
+    ) {
         let mut registry = self.registry();
         registry.actors.remove(&meeting_id);
-        registry.policies.insert(meeting_id, policy);
+        mailbox.close();
+        let mut ended = false;
+        while let Ok(mail) = mailbox.try_recv() {
+            match mail {
+                Mail::SetConsent {
+                    participant_id,
+                    consent,
+                    reply,
+                } => {
+                    policy.command_consent(participant_id, consent);
+                    let _ = reply.send(None);
+                }
+                Mail::SetLayout { layout, reply } => {
+                    policy.set_layout(layout);
+                    let _ = reply.send(None);
+                }
+                Mail::SetPublic { public, reply } => {
+                    policy.set_public(public);
+                    let _ = reply.send(Ok(None));
+                }
+                Mail::EndMeeting { reply } => {
+                    ended = true;
+                    let _ = reply.send(());
+                }
+                other => other.refuse(MediaPlaneError::Unavailable(why.to_string())),
+            }
+        }
+        if ended {
+            registry.policies.remove(&meeting_id);
+        } else {
+            registry.policies.insert(meeting_id, policy);
+        }
     }
 }
 

@@ -137,12 +137,17 @@ impl Spools {
     /// A recording a stopped process left unfinished: finalize what its spool holds,
     /// or report it failed when nothing was written.
     pub(crate) fn recover(self: &Arc<Self>, meeting_id: Uuid, recording_id: Uuid, key: DataKey) {
-        if self.in_use(recording_id).is_some() {
-            // Already running or finishing here: nothing was left behind.
-            return;
+        {
+            let mut uses = self.uses();
+            if uses.contains_key(&recording_id) {
+                // Already running, finishing or being recovered here.
+                return;
+            }
+            uses.insert(recording_id, Use::Finishing(None));
         }
         let spool = spool_path(&self.dir, recording_id);
         if !spool.exists() {
+            self.release(recording_id);
             (self.sink)(MediaEvent::RecordingFailed {
                 meeting_id,
                 recording_id,

@@ -17,22 +17,20 @@
 //! nothing publishes, consumes or runs any more it retires (hands its policy back to
 //! the plane and ends its thread).
 
+mod mail;
 mod outputs;
 mod programs;
 mod publish;
+mod watch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use gremium_compositor::{Kind, Placement, Program};
-use gremium_pipelines::{Pipeline, PipelineError, PipelineSettings};
-use gremium_protocol::{
-    Audience, CommandOutcome, Consent, EventSink, LayoutSpec, MediaEvent, MediaPlaneError,
-    MeetingContext, RtmpTarget,
-};
+use gremium_compositor::{Kind, Program};
+use gremium_pipelines::{Pipeline, PipelineSettings};
+use gremium_protocol::{Audience, Consent, EventSink, LayoutSpec, MediaEvent, MediaPlaneError};
 use gremium_recorder::RecordingBin;
-use gremium_vault::DataKey;
 use gremium_streamer::hls::HlsBin;
 use gst::prelude::*;
 use tokio::sync::{mpsc, oneshot};
@@ -44,179 +42,9 @@ use crate::policy::{MeetingPolicy, PublisherWatch};
 use crate::settings::MediaPlaneSettings;
 use crate::spools::Spools;
 use crate::timeline::Timeline;
+pub(crate) use mail::{Finally, Mail, Mailbox, Outcome, Reply};
 pub(crate) use publish::{offers_supported_codec, Joiner};
 use publish::{Negotiation, Publisher};
-
-/// Where an answer goes.
-pub(crate) type Reply<T> = oneshot::Sender<T>;
-
-/// What a supervised operation says when it ends (answers, events).
-pub(crate) type Finally = Box<dyn FnOnce() + Send>;
-
-/// A command's answer: what the protocol returns.
-pub(crate) type Outcome = Result<CommandOutcome, MediaPlaneError>;
-
-/// What a meeting's actor is asked to do, by the plane (commands, with a reply) or by
-/// its own pipeline and the tasks it supervises (no reply).
-pub(crate) enum Mail {
-    /// A WHIP offer (validated by the plane) to answer.
-    Publish {
-        participant_id: Uuid,
-        offer: String,
-        pins: gremium_pipelines::dtls_fingerprint::PinnedFingerprints,
-        joiner: Joiner,
-        posted: Instant,
-        reply: Reply<Outcome>,
-    },
-    /// Trickled candidates, or an ICE restart.
-    Candidates {
-        session_id: Uuid,
-        ufrag: Option<String>,
-        pwd: Option<String>,
-        candidates: Vec<(u32, String)>,
-        reply: Reply<Outcome>,
-    },
-    /// A publisher leaves (false: no such session).
-    Unpublish {
-        session_id: Uuid,
-        reply: Reply<bool>,
-    },
-    /// Consent commanded; answered once the gates are moved, with the running time.
-    SetConsent {
-        participant_id: Uuid,
-        consent: Consent,
-        reply: Reply<Option<u64>>,
-    },
-    /// Layout commanded.
-    SetLayout {
-        layout: LayoutSpec,
-        reply: Reply<Option<u64>>,
-    },
-    /// Public flag commanded.
-    SetPublic {
-        public: bool,
-        reply: Reply<Result<Option<u64>, MediaPlaneError>>,
-    },
-    /// Start recording with this data key.
-    StartRecording {
-        recording_id: Uuid,
-        key: DataKey,
-        reply: Reply<Outcome>,
-    },
-    /// Stop a recording; answered once its file is finished (post-processing then
-    /// runs on its own). `None`: nobody waits (an interrupted recording).
-    StopRecording {
-        recording_id: Uuid,
-        reply: Option<Reply<()>>,
-    },
-    /// Start a livestream.
-    StartStream {
-        stream_id: Uuid,
-        hls: bool,
-        rtmp: Vec<RtmpTarget>,
-        context: Option<MeetingContext>,
-        reply: Reply<Outcome>,
-    },
-    /// Stop a livestream; answered once its playlists are ended.
-    StopStream { stream_id: Uuid, reply: Reply<()> },
-    /// End the meeting: finish every output, then tear everything down and forget it.
-    EndMeeting { reply: Reply<()> },
-    /// Attach a consumer bin (tests, diagnostics) to an audience's program.
-    AttachConsumer {
-        audience: Audience,
-        bin: gst::Bin,
-        reply: Reply<Result<Uuid, MediaPlaneError>>,
-    },
-    /// Detach a consumer attached with `AttachConsumer`.
-    DetachConsumer {
-        consumer_id: Uuid,
-        reply: Reply<bool>,
-    },
-    /// The tiles an audience's program shows now.
-    Placements {
-        audience: Audience,
-        reply: Reply<Option<Vec<Placement>>>,
-    },
-    /// Frames encoded by each audience's encoder of a kind, and whether it is idle.
-    Encoders {
-        kind: Kind,
-        reply: Reply<HashMap<Audience, (u64, bool)>>,
-    },
-    /// Ask a participant's publisher for a keyframe.
-    Keyframe {
-        participant_id: Uuid,
-        reply: Reply<bool>,
-    },
-    /// Decoded media of a publisher appeared (from a streaming thread).
-    MediaReady { session_id: Uuid, kind: Kind },
-    /// A publisher's ICE failed or closed, or its DTLS certificate did not match.
-    Dead { session_id: Uuid },
-    /// A publisher's offer was answered (or not).
-    Negotiated {
-        session_id: Uuid,
-        result: Result<String, PipelineError>,
-    },
-    /// A stream stopping has let media reach its outputs: cut it off now.
-    StreamDrained { stream_id: Uuid },
-    /// A supervised operation ended (the meeting may be idle now), with what it
-    /// still has to say (answers, events), said once the meeting knows whether it
-    /// retires.
-    Done(Option<Finally>),
-}
-
-impl Mail {
-    /// Answer the mail with `error` (the actor cannot serve it).
-    pub(crate) fn refuse(self, error: MediaPlaneError) {
-        match self {
-            Mail::Publish { reply, .. }
-            | Mail::Candidates { reply, .. }
-            | Mail::StartRecording { reply, .. }
-            | Mail::StartStream { reply, .. } => {
-                let _ = reply.send(Err(error));
-            }
-            Mail::SetPublic { reply, .. } => {
-                let _ = reply.send(Err(error));
-            }
-            Mail::AttachConsumer { reply, .. } => {
-                let _ = reply.send(Err(error));
-            }
-            Mail::Unpublish { reply, .. }
-            | Mail::DetachConsumer { reply, .. }
-            | Mail::Keyframe { reply, .. } => {
-                let _ = reply.send(false);
-            }
-            Mail::SetConsent { reply, .. } | Mail::SetLayout { reply, .. } => {
-                let _ = reply.send(None);
-            }
-            Mail::StopRecording { reply, .. } => {
-                if let Some(reply) = reply {
-                    let _ = reply.send(());
-                }
-            }
-            Mail::StopStream { reply, .. } | Mail::EndMeeting { reply } => {
-                let _ = reply.send(());
-            }
-            Mail::Placements { reply, .. } => {
-                let _ = reply.send(None);
-            }
-            Mail::Encoders { reply, .. } => {
-                let _ = reply.send(HashMap::new());
-            }
-            Mail::MediaReady { .. }
-            | Mail::Dead { .. }
-            | Mail::Negotiated { .. }
-            | Mail::StreamDrained { .. } => {}
-            Mail::Done(finally) => {
-                if let Some(finally) = finally {
-                    finally();
-                }
-            }
-        }
-    }
-}
-
-/// The sending side of a meeting's mailbox.
-pub(crate) type Mailbox = mpsc::UnboundedSender<Mail>;
 
 /// A consumer attached to a program (recorder, streamer, test tap).
 pub(crate) struct Consumer {
@@ -262,6 +90,8 @@ pub(crate) struct Meeting {
     publishers: HashMap<Uuid, Publisher>,
     /// Publishing sessions whose offer is being answered.
     negotiating: HashMap<Uuid, Negotiation>,
+    /// Negotiations given up while their bin was starting: removed once it is up.
+    abandoned: HashMap<Uuid, gst::Bin>,
     programs: HashMap<Audience, Program>,
     /// H.264 and AAC encodes of the programs, while consumers take them.
     encoders: HashMap<(Audience, Kind), Encoder>,
@@ -334,6 +164,7 @@ pub(crate) fn spawn(
                     pipeline,
                     publishers: HashMap::new(),
                     negotiating: HashMap::new(),
+                    abandoned: HashMap::new(),
                     programs: HashMap::new(),
                     encoders: HashMap::new(),
                     consumers: HashMap::new(),
@@ -360,14 +191,15 @@ fn refuse_all(
     why: &str,
 ) {
     tracing::warn!(%meeting_id, error = %why, "media session not started");
-    if let Some(plane) = plane.upgrade() {
-        plane.abandon(meeting_id, policy);
-    }
-    rx.close();
-    while let Ok(mail) = rx.try_recv() {
-        mail.refuse(MediaPlaneError::Unavailable(format!(
-            "the meeting's media session did not start: {why}"
-        )));
+    let why = format!("the meeting's media session did not start: {why}");
+    match plane.upgrade() {
+        Some(plane) => plane.abandon(meeting_id, rx, policy, &why),
+        None => {
+            rx.close();
+            while let Ok(mail) = rx.try_recv() {
+                mail.refuse(MediaPlaneError::Unavailable(why.clone()));
+            }
+        }
     }
 }
 
@@ -393,6 +225,12 @@ impl Meeting {
                 }
             }
             if self.idle() {
+                // Nobody publishes: the next session starts with an empty roster (a
+                // failed reconnect must not leave a name tile behind).
+                let gone: Vec<Uuid> = self.policy.roster().iter().map(|(id, _)| *id).collect();
+                for participant in gone {
+                    self.policy.leave(participant);
+                }
                 let keep = self.ending.is_empty().then(|| self.policy.clone());
                 let retired = match self.plane.upgrade() {
                     Some(plane) => plane.retire(self.id, &rx, keep),
@@ -419,6 +257,7 @@ impl Meeting {
     fn idle(&self) -> bool {
         self.publishers.is_empty()
             && self.negotiating.is_empty()
+            && self.abandoned.is_empty()
             && self.consumers.is_empty()
             && self.streams.is_empty()
             && self.recordings.is_empty()
@@ -563,7 +402,12 @@ impl Meeting {
             }
             Mail::MediaReady { session_id, kind } => self.connect_to_programs(session_id, kind),
             Mail::Dead { session_id } => {
-                self.unpublish(session_id);
+                if let Some(n) = self.negotiating.get_mut(&session_id) {
+                    // Removed as soon as it is answered (its ICE failed meanwhile).
+                    n.dead = true;
+                } else {
+                    self.unpublish(session_id);
+                }
             }
             Mail::Negotiated { session_id, result } => self.negotiated(session_id, result),
             Mail::Done(finally) => {
@@ -645,14 +489,17 @@ impl Meeting {
 
     fn set_public(&mut self, public: bool) -> Result<Option<u64>, MediaPlaneError> {
         self.policy.set_public(public);
+        let mut failure = None;
         for (audience, program) in self.programs.iter_mut() {
             let slate = self.policy.slate(*audience);
             if program.slate_on() != slate {
-                program
-                    .set_slate(slate)
-                    .map_err(|e| MediaPlaneError::Failed(e.to_string()))?;
+                if let Err(e) = program.set_slate(slate) {
+                    failure = Some(MediaPlaneError::Failed(e.to_string()));
+                }
             }
         }
+        // Even when a slate failed: the feeds follow the policy (which now says the
+        // programs differ), and what is held back is cut.
         self.apply_sharing();
         let now = self.running_time();
         if let (false, Some(now)) = (public, now) {
@@ -661,7 +508,10 @@ impl Meeting {
                 stream.hls.cut(now);
             }
         }
-        Ok(now)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(now),
+        }
     }
 
     /// End the meeting: stop every output (each finishes its file), then retire and
@@ -685,7 +535,15 @@ impl Meeting {
         for session_id in sessions {
             self.unpublish(session_id);
         }
-        let consumers: Vec<Uuid> = self.consumers.keys().copied().collect();
+        // Other consumers (taps) go now; a stream's consumer goes once its stop has
+        // drained it, so its playlists are ended and its pushes finish.
+        let draining: Vec<Uuid> = self.streams.values().map(|s| s.consumer_id).collect();
+        let consumers: Vec<Uuid> = self
+            .consumers
+            .keys()
+            .filter(|id| !draining.contains(id))
+            .copied()
+            .collect();
         for consumer_id in consumers {
             self.detach_consumer(consumer_id);
         }

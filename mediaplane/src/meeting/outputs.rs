@@ -15,9 +15,9 @@ use gremium_protocol::{
 };
 use gremium_recorder::finalize::{spool_path, write_completion, Completion, Origin};
 use gremium_recorder::{RecordingBin, RecordingSettings};
-use gremium_vault::DataKey;
-use gremium_vault::media_context;
 use gremium_streamer::hls::{HlsBin, HlsSettings, Rendition};
+use gremium_vault::media_context;
+use gremium_vault::DataKey;
 use uuid::Uuid;
 
 use super::{Finally, Mail, Meeting, Outcome, Reply, RunningRecording, RunningStream};
@@ -156,8 +156,17 @@ impl Meeting {
         let pipeline = self.pipeline.gst().clone();
         let (spools, sink, meeting_id) = (self.spools.clone(), self.sink.clone(), self.id);
         let recording = r.bin;
+        let runtime = self.runtime.clone();
         self.supervise(async move {
-            let finished = recording.finish(FINISH_WATCHDOG).await;
+            // The EOS is sent into the bin's queues, which a stalled spool disk may
+            // hold full: not on the meeting's thread, whose mailbox must stay served.
+            let finishing = recording.clone();
+            let finished = runtime
+                .spawn(async move { finishing.finish(FINISH_WATCHDOG).await })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(gremium_pipelines::PipelineError::StateChange(e.to_string()))
+                });
             if let Some(bin) = bin {
                 let _ = tokio::task::spawn_blocking(move || stop_and_remove(&pipeline, &bin)).await;
             }

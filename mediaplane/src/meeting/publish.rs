@@ -24,7 +24,6 @@ use uuid::Uuid;
 
 use super::{Mail, Meeting, Outcome, Reply};
 use crate::failed;
-use crate::policy::{Observation, WatchAction};
 
 /// Who publishes, as the control plane described them in `Publish`.
 pub(crate) struct Joiner {
@@ -51,9 +50,9 @@ pub(super) struct Publisher {
     /// Ghost pads on `bin` feeding programs: (audience, kind, pad).
     pub links: Vec<(gremium_protocol::Audience, Kind, gst::GhostPad)>,
     /// Loudest audio level since the last look, as (dBFS + 100) × 100.
-    level: Arc<AtomicU32>,
+    pub level: Arc<AtomicU32>,
     /// Milliseconds since the plane's epoch of the last decoded video frame (0: none).
-    last_video_ms: Arc<AtomicU64>,
+    pub last_video_ms: Arc<AtomicU64>,
     /// The video is a screen share.
     pub screen_share: bool,
 }
@@ -64,6 +63,8 @@ pub(super) struct Negotiation {
     display_name: String,
     dtls: DtlsCheck,
     reply: Reply<Outcome>,
+    /// Its ICE failed or closed before it was answered.
+    pub dead: bool,
 }
 
 impl Meeting {
@@ -133,6 +134,7 @@ impl Meeting {
                         display_name: joiner.display_name,
                         dtls,
                         reply,
+                        dead: false,
                     },
                 );
                 let mailbox = self.mailbox.clone();
@@ -290,8 +292,13 @@ impl Meeting {
     /// An offer was answered (or not): admit the publisher to the programs and
     /// answer the WHIP request.
     pub(super) fn negotiated(&mut self, session_id: Uuid, result: Result<String, PipelineError>) {
+        if let Some(bin) = self.abandoned.remove(&session_id) {
+            // Given up meanwhile (replaced, or the meeting ends) and already answered;
+            // its bin is up now, so it can go for good.
+            self.remove_bin(bin);
+            return;
+        }
         let Some(n) = self.negotiating.remove(&session_id) else {
-            // Abandoned meanwhile (replaced, or the meeting ends): already answered.
             return;
         };
         let Negotiation {
@@ -299,11 +306,14 @@ impl Meeting {
             display_name,
             dtls,
             reply,
+            dead,
         } = n;
         let answer_sdp = match result {
             Ok(sdp) => sdp,
             Err(e) => {
+                let participant_id = p.participant_id;
                 self.remove_bin(p.bin.clone());
+                self.leave_unless_publishing(participant_id);
                 let error = match e {
                     // Nothing to answer with: the media node cannot take publishers
                     // now (its ICE settings allow no usable address or port).
@@ -345,18 +355,37 @@ impl Meeting {
             answer_sdp,
         };
         self.answer(reply, Ok(published));
+        if dead {
+            tracing::info!(meeting_id = %self.id, %session_id,
+                "publisher's ICE failed while its offer was answered; removing it");
+            self.unpublish(session_id);
+        }
     }
 
     /// Give up a negotiation (the participant offered again, or the meeting ends).
     pub(super) fn abandon_negotiation(&mut self, session_id: Uuid) {
         if let Some(n) = self.negotiating.remove(&session_id) {
-            self.remove_bin(n.publisher.bin.clone());
+            // Its bin may still be starting (on the blocking pool): removed when the
+            // negotiation reports back, never under a start.
+            self.abandoned.insert(session_id, n.publisher.bin.clone());
             let gone = MediaPlaneError::Unavailable(
                 "the publishing session was replaced or the meeting ended before it was \
                  answered"
                     .into(),
             );
             self.answer(n.reply, Err(gone));
+        }
+    }
+
+    /// A participant whose publish failed leaves the roster, unless another session
+    /// of theirs still publishes.
+    fn leave_unless_publishing(&mut self, participant_id: Uuid) {
+        if !self
+            .publishers
+            .values()
+            .any(|p| p.participant_id == participant_id)
+        {
+            self.policy.leave(participant_id);
         }
     }
 
@@ -438,56 +467,6 @@ impl Meeting {
             .filter(|p| p.participant_id == participant_id)
             .filter_map(|p| p.video.lock().unwrap_or_else(|e| e.into_inner()).clone())
             .any(|pad| gremium_pipelines::webrtc::request_keyframe(&pad))
-    }
-
-    /// Every tick: what the publishers' probes saw goes to the watch; its actions
-    /// (remove a silent publisher, a camera on or off, a new active speaker) are
-    /// applied, and the recordings' appearance timelines brought up to date.
-    pub(super) fn watch_publishers(&mut self) {
-        let now = self.now_ms();
-        let observations: Vec<Observation> = self
-            .publishers
-            .iter()
-            .map(|(session_id, p)| {
-                let raw = p.level.swap(0, Ordering::Relaxed);
-                Observation {
-                    session_id: *session_id,
-                    participant_id: p.participant_id,
-                    last_media_ms: p.last_media_ms.load(Ordering::Relaxed),
-                    last_video_ms: p.last_video_ms.load(Ordering::Relaxed),
-                    level_dbfs: (raw > 0).then(|| raw as f32 / 100.0 - 100.0),
-                }
-            })
-            .collect();
-        self.observe_timelines();
-        for action in self.watch.tick(now, &observations) {
-            match action {
-                WatchAction::Remove { session_id } => {
-                    tracing::info!(meeting_id = %self.id, %session_id,
-                        "publisher sent no media; removing it");
-                    self.unpublish(session_id);
-                }
-                WatchAction::Camera { participant_id, on } => {
-                    for program in self.programs.values_mut() {
-                        program.set_camera(participant_id, on);
-                    }
-                    self.emit(MediaEvent::CameraChanged {
-                        meeting_id: self.id,
-                        participant_id,
-                        on,
-                    });
-                }
-                WatchAction::Speaker { participant_id } => {
-                    for program in self.programs.values_mut() {
-                        program.set_active_speaker(Some(participant_id));
-                    }
-                    self.emit(MediaEvent::ActiveSpeakerChanged {
-                        meeting_id: self.id,
-                        participant_id,
-                    });
-                }
-            }
-        }
     }
 }
 
