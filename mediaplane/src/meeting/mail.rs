@@ -136,6 +136,33 @@ pub(crate) enum Mail {
 }
 
 impl Mail {
+    /// A short name of the mail's kind (a metric label).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Mail::Publish { .. } => "publish",
+            Mail::Candidates { .. } => "candidates",
+            Mail::Unpublish { .. } => "unpublish",
+            Mail::SetConsent { .. } => "set_consent",
+            Mail::SetLayout { .. } => "set_layout",
+            Mail::SetPublic { .. } => "set_public",
+            Mail::StartRecording { .. } => "start_recording",
+            Mail::StopRecording { .. } => "stop_recording",
+            Mail::StartStream { .. } => "start_stream",
+            Mail::StopStream { .. } => "stop_stream",
+            Mail::EndMeeting { .. } => "end_meeting",
+            Mail::AttachConsumer { .. } => "attach_consumer",
+            Mail::DetachConsumer { .. } => "detach_consumer",
+            Mail::Placements { .. } => "placements",
+            Mail::Encoders { .. } => "encoders",
+            Mail::Keyframe { .. } => "keyframe",
+            Mail::MediaReady { .. } => "media_ready",
+            Mail::Dead { .. } => "dead",
+            Mail::Negotiated { .. } => "negotiated",
+            Mail::StreamDrained { .. } => "stream_drained",
+            Mail::Done(_) => "done",
+        }
+    }
+
     /// Answer the mail with `error` (the actor cannot serve it).
     pub(crate) fn refuse(self, error: MediaPlaneError) {
         match self {

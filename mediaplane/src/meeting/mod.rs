@@ -214,7 +214,13 @@ impl Meeting {
                 biased;
                 mail = rx.recv() => {
                     let Some(mail) = mail else { break };
+                    // How long the meeting's mailbox is held up by each kind of mail
+                    // (a consent withdrawal waits behind whatever runs).
+                    let kind = mail.kind();
+                    let started = Instant::now();
                     self.handle(mail);
+                    metrics::histogram!("gremium_meeting_mail_seconds", "kind" => kind)
+                        .record(started.elapsed().as_secs_f64());
                 }
                 _ = tick.tick() => {
                     if self.plane.strong_count() == 0 {
