@@ -211,7 +211,7 @@ impl Db {
         .await?;
         if done.rows_affected() == 0 {
             drop(tx);
-            return self.unchanged_or_missing(id).await;
+            return self.require_meeting(id).await.map(|()| None);
         }
         commit_with_ledger(tx, id, ledger).await.map(Some)
     }
@@ -237,7 +237,7 @@ impl Db {
                 .await?;
         if done.rows_affected() == 0 {
             drop(tx);
-            return self.unchanged_or_missing(id).await;
+            return self.require_meeting(id).await.map(|()| None);
         }
         sqlx::query(MARK_RUNNING_RECORDINGS_NON_PUBLIC)
         .bind(id.to_string())
@@ -246,11 +246,11 @@ impl Db {
         commit_with_ledger(tx, id, ledger).await.map(Some)
     }
 
-    /// Why a guarded update changed no row: the meeting is already in the asked
-    /// state (`None`), or there is no such meeting (`NotFound`).
-    async fn unchanged_or_missing(&self, id: Uuid) -> Result<Option<Meeting>> {
+    /// `Ok` if the meeting exists, else `NotFound`: tells why a guarded update
+    /// changed no row (already in the asked state, or no such meeting).
+    pub(crate) async fn require_meeting(&self, id: Uuid) -> Result<()> {
         match self.get_meeting(id).await? {
-            Some(_) => Ok(None),
+            Some(_) => Ok(()),
             None => Err(StorageError::NotFound),
         }
     }
