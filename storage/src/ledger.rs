@@ -206,7 +206,8 @@ pub(crate) fn entry_from_row(row: &sqlx::any::AnyRow) -> Result<LedgerEntry> {
     })
 }
 
-pub(crate) const ENTRY_COLUMNS: &str = "chain_id, seq, at, kind, actor, subject, data, prev_hash, hash";
+pub(crate) const ENTRY_COLUMNS: &str =
+    "chain_id, seq, at, kind, actor, subject, data, prev_hash, hash";
 
 impl Db {
     /// Append one entry in its own transaction.

@@ -240,9 +240,9 @@ impl Db {
             return self.require_meeting(id).await.map(|()| None);
         }
         sqlx::query(MARK_RUNNING_RECORDINGS_NON_PUBLIC)
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?;
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
         commit_with_ledger(tx, id, ledger).await.map(Some)
     }
 
@@ -263,9 +263,9 @@ impl Db {
     /// early errs on the safe side: a switch that then fails leaves the flag set.
     pub async fn mark_running_recordings_non_public(&self, meeting_id: Uuid) -> Result<u64> {
         let done = sqlx::query(MARK_RUNNING_RECORDINGS_NON_PUBLIC)
-        .bind(meeting_id.to_string())
-        .execute(self.pool())
-        .await?;
+            .bind(meeting_id.to_string())
+            .execute(self.pool())
+            .await?;
         Ok(done.rows_affected())
     }
 
