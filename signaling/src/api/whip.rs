@@ -194,15 +194,15 @@ pub(crate) fn etag(session_id: Uuid, restarts: u32) -> String {
     }
 }
 
-/// Stop publishing (the publishing participant, or a moderator).
-#[utoipa::path(delete, path = "/whip/{meeting_id}/{session_id}", params(("meeting_id" = Uuid, Path), ("session_id" = Uuid, Path)),
-    responses((status = 200), (status = 401), (status = 403), (status = 404)),
-    security(("bearer" = [])), tag = "whip")]
-pub async fn leave(
-    State(state): State<AppState>,
-    who: Principal,
-    ApiPath((meeting_id, session_id)): ApiPath<(Uuid, Uuid)>,
-) -> ApiResult<StatusCode> {
+/// Whether `who` may act on publishing session `session_id` of `meeting_id`: the
+/// session must exist in that meeting (404 otherwise, also for another meeting's
+/// session), and the caller be its publisher or a moderator.
+fn may_control_session(
+    state: &AppState,
+    who: &Principal,
+    meeting_id: Uuid,
+    session_id: Uuid,
+) -> ApiResult<()> {
     let (m, participant_id) = state
         .whip_session(session_id)
         .ok_or(ApiError::NotFound("publishing session"))?;
@@ -212,6 +212,19 @@ pub async fn leave(
     if who.participant_in(meeting_id) != Some(participant_id) {
         who.require(&[Role::Moderator])?;
     }
+    Ok(())
+}
+
+/// Stop publishing (the publishing participant, or a moderator).
+#[utoipa::path(delete, path = "/whip/{meeting_id}/{session_id}", params(("meeting_id" = Uuid, Path), ("session_id" = Uuid, Path)),
+    responses((status = 200), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])), tag = "whip")]
+pub async fn leave(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath((meeting_id, session_id)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<StatusCode> {
+    may_control_session(&state, &who, meeting_id, session_id)?;
     state.whip_sessions_remove(session_id);
     match state
         .media()
@@ -296,15 +309,7 @@ pub async fn trickle(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<Response> {
-    let (m, participant_id) = state
-        .whip_session(session_id)
-        .ok_or(ApiError::NotFound("publishing session"))?;
-    if m != meeting_id {
-        return Err(ApiError::NotFound("publishing session"));
-    }
-    if who.participant_in(meeting_id) != Some(participant_id) {
-        who.require(&[Role::Moderator])?;
-    }
+    may_control_session(&state, &who, meeting_id, session_id)?;
     if !has_content_type(&headers, "application/trickle-ice-sdpfrag") {
         return Err(ApiError::UnsupportedMediaType(
             "expected content-type application/trickle-ice-sdpfrag".into(),
