@@ -102,7 +102,7 @@ pub async fn delete_recording(
     ApiPath(rid): ApiPath<Uuid>,
 ) -> ApiResult<StatusCode> {
     who.require(&[Role::Archivist])?;
-    let r = find_recording(state, rid).await?;
+    let r = find_recording(&state, rid).await?;
     // Before anything is discarded; the deletion checks again as it commits.
     if load_meeting(&state, r.meeting_id).await?.legal_hold {
         return Err(legal_hold_conflict());
