@@ -168,20 +168,33 @@ pub async fn publish(
     };
     state.whip_sessions_insert(session_id, meeting_id, participant_id);
     let location = format!("/whip/{meeting_id}/{session_id}");
-    let mut response = (StatusCode::CREATED, answer_sdp).into_response();
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/sdp"),
-    );
-    h.insert(
+    let mut response = ice_answer(
+        StatusCode::CREATED,
+        "application/sdp",
+        answer_sdp,
+        &etag(session_id, 0),
+    )?;
+    response.headers_mut().insert(
         header::LOCATION,
         HeaderValue::from_str(&location).map_err(|e| ApiError::Internal(e.to_string()))?,
     );
+    Ok(response)
+}
+
+/// An answer that carries ICE credentials (the SDP answer to an offer, or the
+/// fragment answering an ICE restart), tagged with the ICE session's ETag.
+fn ice_answer(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+    etag: &str,
+) -> ApiResult<Response> {
+    let mut response = (status, body).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(
         header::ETAG,
-        HeaderValue::from_str(&etag(session_id, 0))
-            .map_err(|e| ApiError::Internal(e.to_string()))?,
+        HeaderValue::from_str(etag).map_err(|e| ApiError::Internal(e.to_string()))?,
     );
     Ok(response)
 }
@@ -351,18 +364,12 @@ pub async fn trickle(
             let etag = state
                 .whip_ice_restarted(session_id)
                 .ok_or(ApiError::NotFound("publishing session"))?;
-            let mut response =
-                (StatusCode::OK, render_sdpfrag(&ufrag, &pwd, &candidates)).into_response();
-            let h = response.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/trickle-ice-sdpfrag"),
-            );
-            h.insert(
-                header::ETAG,
-                HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.to_string()))?,
-            );
-            Ok(response)
+            ice_answer(
+                StatusCode::OK,
+                "application/trickle-ice-sdpfrag",
+                render_sdpfrag(&ufrag, &pwd, &candidates),
+                &etag,
+            )
         }
         Ok(_) => Ok(StatusCode::NO_CONTENT.into_response()),
         Err(gremium_protocol::MediaPlaneError::NotFound(_)) => {
