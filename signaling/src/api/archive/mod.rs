@@ -19,8 +19,8 @@ use gremium_storage::{ArchiveQuery, Recording, VaultError};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::output_lifecycle::find_recording;
-use super::outputs::{ledger, RecordingView};
+use super::output_lifecycle::{find_recording, ledger};
+use super::recordings::RecordingView;
 use crate::auth::{Principal, Role};
 use crate::disclosure::{may_read_recording, ArchiveReader};
 use crate::error::{ApiError, ApiResult};
