@@ -163,7 +163,7 @@ pub async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
         .timeout(Duration::from_secs(30))
         .build()?;
     let base = a.server.trim_end_matches('/');
-    let response = http
+    let request = http
         .post(format!(
             "{base}/whip/{}{}",
             a.meeting,
@@ -171,20 +171,8 @@ pub async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
         ))
         .bearer_auth(&a.token)
         .header("content-type", "application/sdp")
-        .body(offer)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("WHIP POST failed: {}", e.without_url()))?;
-    let status = response.status();
-    let location = response
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = response.text().await.unwrap_or_default();
-    if status.as_u16() != 201 {
-        bail!("WHIP server answered {status}: {body}");
-    }
+        .body(offer);
+    let (location, body) = whip_exchange(request, "WHIP POST", 201, "location", "").await?;
     let location = location.context("WHIP answer without Location")?;
     let url = if location.starts_with("http") {
         location.clone()
@@ -281,6 +269,33 @@ async fn verified_answer(
     }
 }
 
+/// Send a WHIP request and read the answer: one header (`header`) and the body.
+/// Any status but `expected` is an error with the server's text; `what` names the
+/// request, `about` what the server answered to (empty for the offer).
+async fn whip_exchange(
+    request: reqwest::RequestBuilder,
+    what: &str,
+    expected: u16,
+    header: &str,
+    about: &str,
+) -> anyhow::Result<(Option<String>, String)> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{what} failed: {}", e.without_url()))?;
+    let status = response.status();
+    let value = response
+        .headers()
+        .get(header)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response.text().await.unwrap_or_default();
+    if status.as_u16() != expected {
+        bail!("WHIP server answered {about}{status}: {body}");
+    }
+    Ok((value, body))
+}
+
 /// Restart ICE on the libnice stream under `webrtc` and tell the WHIP session (PATCH
 /// with our new credentials and candidates, `If-Match: *` as RFC 9725 §4.4.2 asks);
 /// apply the credentials and candidates of its `200` and wait until the new ICE
@@ -295,25 +310,14 @@ async fn restart_ice(
     use gremium_signaling::api::whip::{parse_sdpfrag, render_sdpfrag};
     let mut pair = SelectedPairWatch::new(webrtc);
     let local = restart_local_ice(webrtc).context("restarting ICE")?;
-    let response = http
+    let request = http
         .patch(url)
         .bearer_auth(token)
         .header("content-type", "application/trickle-ice-sdpfrag")
         .header("if-match", "*")
-        .body(render_sdpfrag(&local.ufrag, &local.pwd, &local.candidates))
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("WHIP PATCH failed: {}", e.without_url()))?;
-    let status = response.status();
-    let etag = response
-        .headers()
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = response.text().await.unwrap_or_default();
-    if status.as_u16() != 200 {
-        bail!("WHIP server answered the ICE restart with {status}: {body}");
-    }
+        .body(render_sdpfrag(&local.ufrag, &local.pwd, &local.candidates));
+    let (etag, body) =
+        whip_exchange(request, "WHIP PATCH", 200, "etag", "the ICE restart with ").await?;
     let frag = parse_sdpfrag(&body).map_err(|e| anyhow::anyhow!("ICE restart answer: {e}"))?;
     let (Some(ufrag), Some(pwd)) = (frag.ufrag, frag.pwd) else {
         bail!("ICE restart answer without a=ice-ufrag and a=ice-pwd");

@@ -386,6 +386,46 @@ pub mod fake {
         }
     }
 
+    /// What a healthy pipeline reports at once for an output command: a start is
+    /// started, a stop finished (without media). Shared by the test doubles (this
+    /// fake, the fuzzer's plane) so they announce outputs alike.
+    pub fn output_event(command: &MediaCommand) -> Option<MediaEvent> {
+        match *command {
+            MediaCommand::StartRecording {
+                meeting_id,
+                recording_id,
+                ..
+            } => Some(MediaEvent::RecordingStarted {
+                meeting_id,
+                recording_id,
+            }),
+            MediaCommand::StopRecording {
+                meeting_id,
+                recording_id,
+            } => Some(MediaEvent::RecordingFinished {
+                meeting_id,
+                recording_id,
+                media: None,
+            }),
+            MediaCommand::StartStream {
+                meeting_id,
+                stream_id,
+                ..
+            } => Some(MediaEvent::StreamStarted {
+                meeting_id,
+                stream_id,
+            }),
+            MediaCommand::StopStream {
+                meeting_id,
+                stream_id,
+            } => Some(MediaEvent::StreamFinished {
+                meeting_id,
+                stream_id,
+            }),
+            _ => None,
+        }
+    }
+
     #[async_trait::async_trait]
     impl MediaPlane for FakeMediaPlane {
         async fn execute(&self, command: MediaCommand) -> Result<CommandOutcome, MediaPlaneError> {
@@ -402,55 +442,22 @@ pub mod fake {
                 MediaCommand::SetConsent { .. } => Ok(CommandOutcome::Applied {
                     media_time_ns: Some(1_000_000_000),
                 }),
-                MediaCommand::StartRecording {
-                    meeting_id,
-                    recording_id,
-                    ..
-                } => {
-                    if let Some(reason) = fail {
+                MediaCommand::StartRecording { .. }
+                | MediaCommand::StartStream { .. }
+                | MediaCommand::StopRecording { .. }
+                | MediaCommand::StopStream { .. } => {
+                    let starts = matches!(
+                        command,
+                        MediaCommand::StartRecording { .. } | MediaCommand::StartStream { .. }
+                    );
+                    if let (true, Some(reason)) = (starts, fail) {
                         return Err(MediaPlaneError::Failed(reason));
                     }
-                    (self.sink)(MediaEvent::RecordingStarted {
-                        meeting_id,
-                        recording_id,
-                    });
-                    Ok(CommandOutcome::Accepted)
-                }
-                MediaCommand::StopRecording {
-                    meeting_id,
-                    recording_id,
-                } => {
-                    if !self.hold_stops.load(std::sync::atomic::Ordering::SeqCst) {
-                        (self.sink)(MediaEvent::RecordingFinished {
-                            meeting_id,
-                            recording_id,
-                            media: None,
-                        });
+                    let held = matches!(command, MediaCommand::StopRecording { .. })
+                        && self.hold_stops.load(std::sync::atomic::Ordering::SeqCst);
+                    if let (Some(event), false) = (output_event(&command), held) {
+                        (self.sink)(event);
                     }
-                    Ok(CommandOutcome::Accepted)
-                }
-                MediaCommand::StartStream {
-                    meeting_id,
-                    stream_id,
-                    ..
-                } => {
-                    if let Some(reason) = fail {
-                        return Err(MediaPlaneError::Failed(reason));
-                    }
-                    (self.sink)(MediaEvent::StreamStarted {
-                        meeting_id,
-                        stream_id,
-                    });
-                    Ok(CommandOutcome::Accepted)
-                }
-                MediaCommand::StopStream {
-                    meeting_id,
-                    stream_id,
-                } => {
-                    (self.sink)(MediaEvent::StreamFinished {
-                        meeting_id,
-                        stream_id,
-                    });
                     Ok(CommandOutcome::Accepted)
                 }
                 MediaCommand::DiscardRecording { .. } | MediaCommand::RecoverRecording { .. } => {

@@ -5,7 +5,9 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{archive, audit, chapters, meetings, outputs, participants, watch, whip, ws};
+use crate::api::{
+    archive, audit, chapters, meetings, participants, recordings, streams, watch, whip, ws,
+};
 use crate::AppState;
 
 #[derive(OpenApi)]
@@ -16,10 +18,10 @@ use crate::AppState;
         chapters::mark_chapter, chapters::list_chapters,
         participants::add_participant, participants::list_participants, participants::remove_participant,
         participants::get_consent, participants::set_consent,
-        outputs::start_recording, outputs::list_recordings, archive::get_recording, outputs::stop_recording,
+        recordings::start_recording, recordings::list_recordings, archive::get_recording, recordings::stop_recording,
         archive::list_archive, archive::get_media, archive::get_poster, archive::get_manifest, archive::delete_recording, archive::set_retention,
         archive::lift_legal_hold,
-        outputs::start_stream, outputs::list_streams, outputs::get_stream, outputs::stop_stream,
+        streams::start_stream, streams::list_streams, streams::get_stream, streams::stop_stream,
         audit::verify, audit::meeting_ledger, ws::events, whip::publish, whip::leave, whip::trickle,
         watch::status,
     ),

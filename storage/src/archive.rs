@@ -7,7 +7,7 @@ use uuid::Uuid;
 use crate::ledger::{append_in, LedgerRecord};
 use crate::meetings::parse_uuid;
 use crate::outputs::{recording_from_row, StoredMedia, RECORDING_COLUMNS};
-use crate::{flag, Db, Recording, Result, StorageError};
+use crate::{flag, one_row, Db, Recording, Result, StorageError};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -93,10 +93,7 @@ impl Db {
         .bind(recording_id.to_string())
         .execute(self.pool())
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StorageError::NotFound);
-        }
-        Ok(())
+        one_row(&done)
     }
 
     /// Record the stored manifest object of a recording.
@@ -115,10 +112,7 @@ impl Db {
         .bind(recording_id.to_string())
         .execute(self.pool())
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StorageError::NotFound);
-        }
-        Ok(())
+        one_row(&done)
     }
 
     /// Delete a recording: drop its data key (crypto-shredding), mark it deleted and
@@ -235,10 +229,7 @@ impl Db {
                 .await?;
         if done.rows_affected() == 0 {
             drop(tx);
-            return match self.get_meeting(meeting_id).await? {
-                Some(_) => Ok(false),
-                None => Err(StorageError::NotFound),
-            };
+            return self.require_meeting(meeting_id).await.map(|()| false);
         }
         append_in(&mut tx, ledger).await?;
         tx.commit().await?;
@@ -265,9 +256,7 @@ impl Db {
         .bind(meeting_id.to_string())
         .execute(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StorageError::NotFound);
-        }
+        one_row(&done)?;
         append_in(&mut tx, ledger).await?;
         tx.commit().await?;
         Ok(())

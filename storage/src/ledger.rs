@@ -192,7 +192,7 @@ pub(crate) async fn append_in(
     })
 }
 
-fn entry_from_row(row: &sqlx::any::AnyRow) -> Result<LedgerEntry> {
+pub(crate) fn entry_from_row(row: &sqlx::any::AnyRow) -> Result<LedgerEntry> {
     Ok(LedgerEntry {
         chain_id: row.try_get("chain_id")?,
         seq: row.try_get("seq")?,
@@ -206,7 +206,8 @@ fn entry_from_row(row: &sqlx::any::AnyRow) -> Result<LedgerEntry> {
     })
 }
 
-const ENTRY_COLUMNS: &str = "chain_id, seq, at, kind, actor, subject, data, prev_hash, hash";
+pub(crate) const ENTRY_COLUMNS: &str =
+    "chain_id, seq, at, kind, actor, subject, data, prev_hash, hash";
 
 impl Db {
     /// Append one entry in its own transaction.

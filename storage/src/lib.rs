@@ -56,5 +56,14 @@ pub(crate) fn flag(b: bool) -> i64 {
     i64::from(b)
 }
 
+/// An update that names one row by id: no row changed means there is no such row
+/// (or it is deleted), which callers report as `NotFound`.
+pub(crate) fn one_row(done: &sqlx::any::AnyQueryResult) -> Result<()> {
+    if done.rows_affected() == 0 {
+        return Err(StorageError::NotFound);
+    }
+    Ok(())
+}
+
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

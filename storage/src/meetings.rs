@@ -3,7 +3,7 @@
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::ledger::{append_in, LedgerEntry, LedgerRecord};
+use crate::ledger::{append_in, entry_from_row, LedgerEntry, LedgerRecord, ENTRY_COLUMNS};
 use crate::{flag, Db, Result, StorageError};
 
 /// Whether a meeting still runs.
@@ -76,6 +76,29 @@ const COLUMNS: &str =
 
 pub(crate) fn parse_uuid(s: &str) -> Result<Uuid> {
     Uuid::parse_str(s).map_err(|_| StorageError::Corrupt(format!("bad uuid {s:?}")))
+}
+
+/// Marks every recording of a meeting that has not ended as having non-public
+/// parts; used by the switch itself and ahead of it (see
+/// [`Db::mark_running_recordings_non_public`]).
+const MARK_RUNNING_RECORDINGS_NON_PUBLIC: &str =
+    "update recordings set non_public_parts = 1 where meeting_id = $1 \
+     and state not in ('finished', 'failed') and non_public_parts = 0";
+
+/// Ends a meeting change: appends its ledger entry in the same transaction, reads
+/// the meeting back and commits.
+async fn commit_with_ledger(
+    mut tx: sqlx::Transaction<'_, sqlx::Any>,
+    id: Uuid,
+    ledger: &LedgerRecord,
+) -> Result<Meeting> {
+    append_in(&mut tx, ledger).await?;
+    let row = sqlx::query(&format!("select {COLUMNS} from meetings where id = $1"))
+        .bind(id.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    from_row(&row)
 }
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<Meeting> {
@@ -188,18 +211,9 @@ impl Db {
         .await?;
         if done.rows_affected() == 0 {
             drop(tx);
-            return match self.get_meeting(id).await? {
-                Some(_) => Ok(None),
-                None => Err(StorageError::NotFound),
-            };
+            return self.require_meeting(id).await.map(|()| None);
         }
-        append_in(&mut tx, ledger).await?;
-        let row = sqlx::query(&format!("select {COLUMNS} from meetings where id = $1"))
-            .bind(id.to_string())
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Some(from_row(&row)?))
+        commit_with_ledger(tx, id, ledger).await.map(Some)
     }
 
     /// Switch public/non-public. Returns `None` (and writes nothing) if unchanged.
@@ -223,25 +237,22 @@ impl Db {
                 .await?;
         if done.rows_affected() == 0 {
             drop(tx);
-            return match self.get_meeting(id).await? {
-                Some(_) => Ok(None),
-                None => Err(StorageError::NotFound),
-            };
+            return self.require_meeting(id).await.map(|()| None);
         }
-        sqlx::query(
-            "update recordings set non_public_parts = 1 where meeting_id = $1 \
-             and state not in ('finished', 'failed') and non_public_parts = 0",
-        )
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?;
-        append_in(&mut tx, ledger).await?;
-        let row = sqlx::query(&format!("select {COLUMNS} from meetings where id = $1"))
+        sqlx::query(MARK_RUNNING_RECORDINGS_NON_PUBLIC)
             .bind(id.to_string())
-            .fetch_one(&mut *tx)
+            .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(Some(from_row(&row)?))
+        commit_with_ledger(tx, id, ledger).await.map(Some)
+    }
+
+    /// `Ok` if the meeting exists, else `NotFound`: tells why a guarded update
+    /// changed no row (already in the asked state, or no such meeting).
+    pub(crate) async fn require_meeting(&self, id: Uuid) -> Result<()> {
+        match self.get_meeting(id).await? {
+            Some(_) => Ok(()),
+            None => Err(StorageError::NotFound),
+        }
     }
 
     /// Mark every recording of the meeting that has not ended as having non-public
@@ -251,13 +262,10 @@ impl Db {
     /// fail, a recording holding non-public material that viewers could read. Marking
     /// early errs on the safe side: a switch that then fails leaves the flag set.
     pub async fn mark_running_recordings_non_public(&self, meeting_id: Uuid) -> Result<u64> {
-        let done = sqlx::query(
-            "update recordings set non_public_parts = 1 where meeting_id = $1 \
-             and state not in ('finished', 'failed') and non_public_parts = 0",
-        )
-        .bind(meeting_id.to_string())
-        .execute(self.pool())
-        .await?;
+        let done = sqlx::query(MARK_RUNNING_RECORDINGS_NON_PUBLIC)
+            .bind(meeting_id.to_string())
+            .execute(self.pool())
+            .await?;
         Ok(done.rows_affected())
     }
 
@@ -266,30 +274,15 @@ impl Db {
     /// (`public_changed`) and its chapter marks (`chapter_marked`), in chain order.
     /// The chain orders a mark and a switch exactly, where their times may tie.
     pub async fn public_history(&self, id: Uuid) -> Result<Vec<LedgerEntry>> {
-        let rows = sqlx::query(
-            "select chain_id, seq, at, kind, actor, subject, data, prev_hash, hash \
-             from ledger_entries where chain_id = $1 \
+        let rows = sqlx::query(&format!(
+            "select {ENTRY_COLUMNS} from ledger_entries where chain_id = $1 \
              and kind in ('meeting_created', 'public_changed', 'chapter_marked') \
-             order by seq",
-        )
+             order by seq"
+        ))
         .bind(id.to_string())
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(LedgerEntry {
-                    chain_id: row.try_get("chain_id")?,
-                    seq: row.try_get("seq")?,
-                    at: row.try_get("at")?,
-                    kind: row.try_get("kind")?,
-                    actor: row.try_get("actor")?,
-                    subject: row.try_get("subject")?,
-                    data: row.try_get("data")?,
-                    prev_hash: row.try_get("prev_hash")?,
-                    hash: row.try_get("hash")?,
-                })
-            })
-            .collect()
+        rows.iter().map(entry_from_row).collect()
     }
 
     /// Store the layout choice (JSON) of an open meeting. `None` when the meeting is

@@ -7,9 +7,8 @@
 
 use gremium_pipelines::{ice_restart::validate_credentials, webrtc::parse_sdp, PipelineError};
 
-use gremium_protocol::{
-    CommandOutcome, EventSink, MediaCommand, MediaEvent, MediaPlane, MediaPlaneError,
-};
+use gremium_protocol::{CommandOutcome, EventSink, MediaCommand, MediaPlane, MediaPlaneError};
+use gremium_signaling::media::fake::output_event;
 
 /// See the module docs.
 pub struct InstantPlane(pub EventSink);
@@ -21,47 +20,13 @@ impl MediaPlane for InstantPlane {
             media_time_ns: Some(1_000_000_000),
         });
         match command {
-            MediaCommand::StartRecording {
-                meeting_id,
-                recording_id,
-                ..
-            } => {
-                (self.0)(MediaEvent::RecordingStarted {
-                    meeting_id,
-                    recording_id,
-                });
-                Ok(CommandOutcome::Accepted)
-            }
-            MediaCommand::StopRecording {
-                meeting_id,
-                recording_id,
-            } => {
-                (self.0)(MediaEvent::RecordingFinished {
-                    meeting_id,
-                    recording_id,
-                    media: None,
-                });
-                Ok(CommandOutcome::Accepted)
-            }
-            MediaCommand::StartStream {
-                meeting_id,
-                stream_id,
-                ..
-            } => {
-                (self.0)(MediaEvent::StreamStarted {
-                    meeting_id,
-                    stream_id,
-                });
-                Ok(CommandOutcome::Accepted)
-            }
-            MediaCommand::StopStream {
-                meeting_id,
-                stream_id,
-            } => {
-                (self.0)(MediaEvent::StreamFinished {
-                    meeting_id,
-                    stream_id,
-                });
+            MediaCommand::StartRecording { .. }
+            | MediaCommand::StopRecording { .. }
+            | MediaCommand::StartStream { .. }
+            | MediaCommand::StopStream { .. } => {
+                if let Some(event) = output_event(&command) {
+                    (self.0)(event);
+                }
                 Ok(CommandOutcome::Accepted)
             }
             MediaCommand::Publish { offer_sdp, .. } => {

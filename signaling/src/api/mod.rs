@@ -6,7 +6,6 @@ pub mod chapters;
 pub mod live;
 pub mod meetings;
 pub mod output_lifecycle;
-pub mod outputs;
 pub mod pages;
 pub mod participants;
 pub mod recordings;

@@ -11,11 +11,11 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use gremium_protocol::{MediaCommand, OutputTrigger};
-use gremium_storage::{LedgerRecord, OutputKind};
+use gremium_protocol::{MediaCommand, MediaPlaneError, OutputTrigger};
+use gremium_storage::{LedgerRecord, OutputKind, Recording, Stream};
 use uuid::Uuid;
 
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::media::transition;
 use crate::AppState;
 
@@ -37,6 +37,24 @@ pub(crate) fn ledger(
         subject: subject.to_string(),
         data,
     }
+}
+
+/// The recording `rid`, or 404.
+pub(crate) async fn find_recording(state: &AppState, rid: Uuid) -> ApiResult<Recording> {
+    state
+        .db()
+        .get_recording(rid)
+        .await?
+        .ok_or(ApiError::NotFound("recording"))
+}
+
+/// The stream `sid`, or 404.
+pub(crate) async fn find_stream(state: &AppState, sid: Uuid) -> ApiResult<Stream> {
+    state
+        .db()
+        .get_stream(sid)
+        .await?
+        .ok_or(ApiError::NotFound("stream"))
 }
 
 /// 409 for a start that found (or lost the race to) a running output of the meeting:
@@ -65,11 +83,23 @@ pub(crate) async fn launch(
     command: MediaCommand,
     actor: &str,
 ) -> ApiResult<()> {
+    execute_or_fail(state, kind, id, command, actor).await??;
+    transition(state, kind, id, OutputTrigger::MediaAccepted, actor, None).await?;
+    Ok(())
+}
+
+/// Send `command` about an output to the media plane. If the plane refuses it, the
+/// output fails with the refusal as its reason; the refusal is handed back (a start
+/// reports it, a stop has nothing more to do with it).
+async fn execute_or_fail(
+    state: &AppState,
+    kind: OutputKind,
+    id: Uuid,
+    command: MediaCommand,
+    actor: &str,
+) -> ApiResult<Result<(), MediaPlaneError>> {
     match state.media().execute(command).await {
-        Ok(_) => {
-            transition(state, kind, id, OutputTrigger::MediaAccepted, actor, None).await?;
-            Ok(())
-        }
+        Ok(_) => Ok(Ok(())),
         Err(e) => {
             let reason = e.to_string();
             transition(
@@ -81,7 +111,7 @@ pub(crate) async fn launch(
                 Some(&reason),
             )
             .await?;
-            Err(e.into())
+            Ok(Err(e))
         }
     }
 }
@@ -107,18 +137,8 @@ pub(crate) async fn stop_output(
                 stream_id: id,
             },
         };
-        if let Err(e) = state.media().execute(command).await {
-            let reason = e.to_string();
-            transition(
-                state,
-                kind,
-                id,
-                OutputTrigger::MediaFailed,
-                actor,
-                Some(&reason),
-            )
-            .await?;
-        }
+        // A refused stop has already failed the output; the stop itself succeeded.
+        let _refused = execute_or_fail(state, kind, id, command, actor).await?;
     }
     Ok(t.changed())
 }

@@ -233,30 +233,27 @@ async fn callback_page(State(state): State<AppState>) -> Response {
     staff_page(&state, include_str!("../../assets/callback.html")).await
 }
 
-/// The sign-in script shared by the console, the archive and the callback.
-async fn signin_js() -> Response {
+/// A script asset, revalidated on every load (it changes with the server's version).
+fn script(body: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
-        include_str!("../../assets/signin.js"),
+        body,
     )
         .into_response()
 }
 
+/// The sign-in script shared by the console, the archive and the callback.
+async fn signin_js() -> Response {
+    script(include_str!("../../assets/signin.js"))
+}
+
 /// The WHIP publisher (`gremiumWhip.publish`), used by `/join` and `/publish`.
 async fn whip_js() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        include_str!("../../assets/whip.js"),
-    )
-        .into_response()
+    script(include_str!("../../assets/whip.js"))
 }
 
 #[cfg(test)]

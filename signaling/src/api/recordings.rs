@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::meetings::{load_meeting, open_meeting};
-use super::output_lifecycle::{already_running, launch, ledger, stop_output};
+use super::output_lifecycle::{already_running, find_recording, launch, ledger, stop_output};
 use crate::auth::{Principal, Role};
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::events::EventKind;
 use crate::extract::ApiPath;
 use crate::{to_datetime, AppState};
@@ -183,11 +183,7 @@ pub async fn start_recording(
         &actor,
     )
     .await?;
-    let r = state
-        .db()
-        .get_recording(rid)
-        .await?
-        .ok_or(ApiError::NotFound("recording"))?;
+    let r = find_recording(&state, rid).await?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/api/v1/recordings/{rid}"))],
@@ -231,11 +227,7 @@ pub async fn stop_recording(
     ApiPath(rid): ApiPath<Uuid>,
 ) -> ApiResult<impl IntoResponse> {
     who.require(&[Role::Moderator])?;
-    let r = state
-        .db()
-        .get_recording(rid)
-        .await?
-        .ok_or(ApiError::NotFound("recording"))?;
+    let r = find_recording(&state, rid).await?;
     let changed = stop_output(
         &state,
         OutputKind::Recording,
@@ -244,11 +236,7 @@ pub async fn stop_recording(
         &who.actor(),
     )
     .await?;
-    let r = state
-        .db()
-        .get_recording(rid)
-        .await?
-        .ok_or(ApiError::NotFound("recording"))?;
+    let r = find_recording(&state, rid).await?;
     let status = if changed {
         StatusCode::ACCEPTED
     } else {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::meetings::{load_meeting, open_meeting, parse_layout};
-use super::output_lifecycle::{already_running, launch, ledger, stop_output};
+use super::output_lifecycle::{already_running, find_stream, launch, ledger, stop_output};
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::events::EventKind;
@@ -281,11 +281,7 @@ pub async fn start_stream(
         &actor,
     )
     .await?;
-    let s = state
-        .db()
-        .get_stream(sid)
-        .await?
-        .ok_or(ApiError::NotFound("stream"))?;
+    let s = find_stream(&state, sid).await?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/api/v1/streams/{sid}"))],
@@ -326,11 +322,7 @@ pub async fn get_stream(
     ApiPath(sid): ApiPath<Uuid>,
 ) -> ApiResult<Json<StreamView>> {
     who.require(&[Role::Moderator])?;
-    let s = state
-        .db()
-        .get_stream(sid)
-        .await?
-        .ok_or(ApiError::NotFound("stream"))?;
+    let s = find_stream(&state, sid).await?;
     Ok(Json(stream_view(&state, &s)))
 }
 
@@ -344,17 +336,9 @@ pub async fn stop_stream(
     ApiPath(sid): ApiPath<Uuid>,
 ) -> ApiResult<impl IntoResponse> {
     who.require(&[Role::Moderator])?;
-    let s = state
-        .db()
-        .get_stream(sid)
-        .await?
-        .ok_or(ApiError::NotFound("stream"))?;
+    let s = find_stream(&state, sid).await?;
     let changed = stop_output(&state, OutputKind::Stream, sid, s.meeting_id, &who.actor()).await?;
-    let s = state
-        .db()
-        .get_stream(sid)
-        .await?
-        .ok_or(ApiError::NotFound("stream"))?;
+    let s = find_stream(&state, sid).await?;
     let status = if changed {
         StatusCode::ACCEPTED
     } else {

@@ -168,20 +168,33 @@ pub async fn publish(
     };
     state.whip_sessions_insert(session_id, meeting_id, participant_id);
     let location = format!("/whip/{meeting_id}/{session_id}");
-    let mut response = (StatusCode::CREATED, answer_sdp).into_response();
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/sdp"),
-    );
-    h.insert(
+    let mut response = ice_answer(
+        StatusCode::CREATED,
+        "application/sdp",
+        answer_sdp,
+        &etag(session_id, 0),
+    )?;
+    response.headers_mut().insert(
         header::LOCATION,
         HeaderValue::from_str(&location).map_err(|e| ApiError::Internal(e.to_string()))?,
     );
+    Ok(response)
+}
+
+/// An answer that carries ICE credentials (the SDP answer to an offer, or the
+/// fragment answering an ICE restart), tagged with the ICE session's ETag.
+fn ice_answer(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+    etag: &str,
+) -> ApiResult<Response> {
+    let mut response = (status, body).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(
         header::ETAG,
-        HeaderValue::from_str(&etag(session_id, 0))
-            .map_err(|e| ApiError::Internal(e.to_string()))?,
+        HeaderValue::from_str(etag).map_err(|e| ApiError::Internal(e.to_string()))?,
     );
     Ok(response)
 }
@@ -194,15 +207,15 @@ pub(crate) fn etag(session_id: Uuid, restarts: u32) -> String {
     }
 }
 
-/// Stop publishing (the publishing participant, or a moderator).
-#[utoipa::path(delete, path = "/whip/{meeting_id}/{session_id}", params(("meeting_id" = Uuid, Path), ("session_id" = Uuid, Path)),
-    responses((status = 200), (status = 401), (status = 403), (status = 404)),
-    security(("bearer" = [])), tag = "whip")]
-pub async fn leave(
-    State(state): State<AppState>,
-    who: Principal,
-    ApiPath((meeting_id, session_id)): ApiPath<(Uuid, Uuid)>,
-) -> ApiResult<StatusCode> {
+/// Whether `who` may act on publishing session `session_id` of `meeting_id`: the
+/// session must exist in that meeting (404 otherwise, also for another meeting's
+/// session), and the caller be its publisher or a moderator.
+fn may_control_session(
+    state: &AppState,
+    who: &Principal,
+    meeting_id: Uuid,
+    session_id: Uuid,
+) -> ApiResult<()> {
     let (m, participant_id) = state
         .whip_session(session_id)
         .ok_or(ApiError::NotFound("publishing session"))?;
@@ -212,6 +225,19 @@ pub async fn leave(
     if who.participant_in(meeting_id) != Some(participant_id) {
         who.require(&[Role::Moderator])?;
     }
+    Ok(())
+}
+
+/// Stop publishing (the publishing participant, or a moderator).
+#[utoipa::path(delete, path = "/whip/{meeting_id}/{session_id}", params(("meeting_id" = Uuid, Path), ("session_id" = Uuid, Path)),
+    responses((status = 200), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])), tag = "whip")]
+pub async fn leave(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath((meeting_id, session_id)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<StatusCode> {
+    may_control_session(&state, &who, meeting_id, session_id)?;
     state.whip_sessions_remove(session_id);
     match state
         .media()
@@ -296,15 +322,7 @@ pub async fn trickle(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<Response> {
-    let (m, participant_id) = state
-        .whip_session(session_id)
-        .ok_or(ApiError::NotFound("publishing session"))?;
-    if m != meeting_id {
-        return Err(ApiError::NotFound("publishing session"));
-    }
-    if who.participant_in(meeting_id) != Some(participant_id) {
-        who.require(&[Role::Moderator])?;
-    }
+    may_control_session(&state, &who, meeting_id, session_id)?;
     if !has_content_type(&headers, "application/trickle-ice-sdpfrag") {
         return Err(ApiError::UnsupportedMediaType(
             "expected content-type application/trickle-ice-sdpfrag".into(),
@@ -346,18 +364,12 @@ pub async fn trickle(
             let etag = state
                 .whip_ice_restarted(session_id)
                 .ok_or(ApiError::NotFound("publishing session"))?;
-            let mut response =
-                (StatusCode::OK, render_sdpfrag(&ufrag, &pwd, &candidates)).into_response();
-            let h = response.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/trickle-ice-sdpfrag"),
-            );
-            h.insert(
-                header::ETAG,
-                HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.to_string()))?,
-            );
-            Ok(response)
+            ice_answer(
+                StatusCode::OK,
+                "application/trickle-ice-sdpfrag",
+                render_sdpfrag(&ufrag, &pwd, &candidates),
+                &etag,
+            )
         }
         Ok(_) => Ok(StatusCode::NO_CONTENT.into_response()),
         Err(gremium_protocol::MediaPlaneError::NotFound(_)) => {

@@ -19,8 +19,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use uuid::Uuid;
 
 use super::meetings::{may_view_meeting, MeetingView};
-use super::outputs::RecordingView;
 use super::participants::ParticipantView;
+use super::recordings::RecordingView;
 use crate::auth::{bearer, check_standing, Principal, Reach};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiPath;

@@ -18,6 +18,13 @@ use super::{CryptoError, TAG};
 
 const WRAP_NONCE: usize = 24;
 
+/// 32 bytes from the operating system's generator: the material of either key.
+fn random_key_bytes() -> [u8; 32] {
+    let mut k = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut k);
+    k
+}
+
 /// The master key: wraps data keys. 32 bytes, written as 64 hex digits.
 #[derive(Clone)]
 pub struct MasterKey([u8; 32]);
@@ -37,9 +44,7 @@ impl Drop for MasterKey {
 impl MasterKey {
     /// A fresh random key.
     pub fn generate() -> MasterKey {
-        let mut k = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut k);
-        MasterKey(k)
+        MasterKey(random_key_bytes())
     }
 
     /// Parse 64 hex digits (surrounding whitespace ignored).
@@ -119,9 +124,7 @@ impl Drop for DataKey {
 impl DataKey {
     /// A fresh random key.
     pub fn generate() -> DataKey {
-        let mut k = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut k);
-        DataKey(k)
+        DataKey(random_key_bytes())
     }
 
     /// Parse 64 hex digits (how the key travels inside a media command).

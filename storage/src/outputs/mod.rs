@@ -1,14 +1,19 @@
-//! Recordings and streams: the two kinds of program output, with a shared lifecycle.
+//! Recordings and streams: the two kinds of program output, with a shared lifecycle
+//! (their rows, inserts guarded to one running output per meeting, and the
+//! compare-and-set transitions). How a stream's destinations are sealed lives in
+//! `destinations`; the archive's columns of a recording are written by `archive`.
 
 use gremium_protocol::{OutputState, OutputTrigger};
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::crypto::{CryptoError, SealWriter, SealedReader, SEALED_HEADER};
 use crate::ledger::{append_in, LedgerRecord};
 use crate::meetings::parse_uuid;
-use crate::vault::{Vault, VaultError};
 use crate::{flag, Db, Result, StorageError};
+
+mod destinations;
+
+pub use destinations::{open_destinations, seal_destinations, SealedDestinations};
 
 /// Which table an output lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,62 +170,6 @@ pub enum Started<T> {
     Created(T),
     /// Another output of the meeting runs (this id); nothing was written.
     AlreadyRunning(Uuid),
-}
-
-/// A stream's RTMP destinations (URLs and keys, as JSON) sealed with a data key of
-/// their own, whose wrapped form is stored beside them. Both are dropped when the
-/// stream ends, so a finished stream's keys are unreadable even from a backup taken
-/// afterwards.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SealedDestinations {
-    /// The data key wrapped by the master key (hex).
-    pub wrapped_key: String,
-    /// The sealed JSON (hex).
-    pub sealed: String,
-}
-
-impl std::fmt::Debug for SealedDestinations {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SealedDestinations(…)")
-    }
-}
-
-/// Context bound into a stream's sealed destinations.
-fn destinations_context(stream_id: Uuid) -> Vec<u8> {
-    format!("gremium/stream/{stream_id}/destinations").into_bytes()
-}
-
-/// Seal a stream's destinations (`plaintext`, the JSON the API received) with a
-/// fresh data key wrapped by the vault's master key.
-pub fn seal_destinations(
-    vault: &Vault,
-    stream_id: Uuid,
-    plaintext: &[u8],
-) -> std::result::Result<SealedDestinations, CryptoError> {
-    let (key, wrapped_key) = vault.new_data_key(stream_id);
-    let mut writer = SealWriter::new(Vec::new(), &key, &destinations_context(stream_id))?;
-    writer.write(plaintext)?;
-    let (_, sealed) = writer.finish()?;
-    Ok(SealedDestinations {
-        wrapped_key,
-        sealed: hex::encode(sealed),
-    })
-}
-
-/// Open what [`seal_destinations`] sealed (a node taking over a running stream
-/// needs the URLs and keys again).
-pub fn open_destinations(
-    vault: &Vault,
-    stream_id: Uuid,
-    s: &SealedDestinations,
-) -> std::result::Result<Vec<u8>, VaultError> {
-    let key = vault.unwrap_key(stream_id, &s.wrapped_key)?;
-    let stored = hex::decode(&s.sealed).map_err(|_| CryptoError::Format("sealed object"))?;
-    let context = destinations_context(stream_id);
-    let reader = SealedReader::open(&stored, stored.len() as u64, &key, &context)?;
-    let chunks = reader.chunks_for(&(0..reader.plaintext_len()));
-    let body = stored.get(SEALED_HEADER..).unwrap_or_default();
-    Ok(reader.open_chunks(&chunks, body)?)
 }
 
 /// Outcome of applying a trigger.

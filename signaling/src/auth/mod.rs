@@ -1,4 +1,5 @@
-//! Bearer-token authentication and roles.
+//! Bearer-token authentication and roles: the token formats and their verifiers
+//! (this module), and reading the caller of a request (`request`).
 //!
 //! Two kinds of tokens are accepted:
 //! - **Local tokens** (HS256, signed with the key in the data directory): join tokens
@@ -15,8 +16,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use jsonwebtoken::jwk::JwkSet;
 pub use jsonwebtoken::Algorithm;
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
@@ -26,7 +25,10 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::signin::{SignInCache, SignInClient, SignInSettings};
-use crate::AppState;
+
+mod request;
+
+pub use request::{authenticate, bearer, check_standing, standing_allows, OwnDataPrincipal, Reach};
 
 /// Audience of staff tokens issued by this service.
 pub const STAFF_AUDIENCE: &str = "gremium";
@@ -482,121 +484,6 @@ fn claim_strings(claims: &serde_json::Value, path: &str) -> Vec<String> {
             .filter_map(|i| i.as_str().map(str::to_string))
             .collect(),
         _ => Vec::new(),
-    }
-}
-
-/// The bearer token of a request: `Authorization: Bearer …`.
-pub fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-/// What a join token may still reach once its meeting has ended or its participant
-/// was removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reach {
-    /// The meeting and everything in it (refused once the meeting has ended).
-    Meeting,
-    /// Only the participant's own data, such as their consent: still reachable after
-    /// the meeting's end or their removal, so a withdrawal can be recorded.
-    OwnData,
-}
-
-/// Is a verified join token still good, given what the database says now? Removal and
-/// a meeting's end revoke it for all but [`Reach::OwnData`] (issue 18: everything but
-/// consent withdrawal and the participant's own data). Pure, so the rule is tested
-/// without a database.
-pub fn standing_allows(
-    standing: Option<gremium_storage::ParticipantStanding>,
-    reach: Reach,
-) -> Result<(), ApiError> {
-    match standing {
-        None => Err(ApiError::Unauthorized(
-            "join token revoked: the participant no longer exists".into(),
-        )),
-        Some(s) if s.left && reach == Reach::Meeting => Err(ApiError::Unauthorized(
-            "join token revoked: the participant was removed from the meeting".into(),
-        )),
-        Some(s) if s.meeting_ended && reach == Reach::Meeting => Err(ApiError::Forbidden(
-            "the meeting has ended; a join token now reaches only the participant's own consent"
-                .into(),
-        )),
-        Some(_) => Ok(()),
-    }
-}
-
-/// Verify a bearer token and, for a join token, check against the database that it
-/// still stands (join tokens are stateless JWTs; revocation lives in the database and
-/// is read on every request, so a removal takes effect at once).
-pub async fn authenticate(
-    state: &AppState,
-    token: &str,
-    reach: Reach,
-) -> Result<Principal, ApiError> {
-    let who = state.auth().verify(token).await?;
-    check_standing(state, &who, reach).await?;
-    Ok(who)
-}
-
-/// The database half of [`authenticate`], for callers that verified already.
-pub async fn check_standing(
-    state: &AppState,
-    who: &Principal,
-    reach: Reach,
-) -> Result<(), ApiError> {
-    if let Principal::Participant {
-        meeting_id,
-        participant_id,
-    } = who
-    {
-        let standing = state
-            .db()
-            .participant_standing(*meeting_id, *participant_id)
-            .await?;
-        if standing.is_none() && state.db().get_meeting(*meeting_id).await?.is_none() {
-            // A validly signed token for a meeting that does not exist (any more):
-            // the same 404 as for any unknown meeting.
-            return Err(ApiError::NotFound("meeting"));
-        }
-        standing_allows(standing, reach)?;
-    }
-    Ok(())
-}
-
-impl FromRequestParts<AppState> for Principal {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let token =
-            bearer(parts).ok_or_else(|| ApiError::Unauthorized("bearer token required".into()))?;
-        authenticate(state, token, Reach::Meeting).await
-    }
-}
-
-/// A caller acting on a participant's own data (their consent): as [`Principal`], but
-/// a join token still counts after its meeting has ended.
-pub struct OwnDataPrincipal(pub Principal);
-
-impl FromRequestParts<AppState> for OwnDataPrincipal {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let token =
-            bearer(parts).ok_or_else(|| ApiError::Unauthorized("bearer token required".into()))?;
-        authenticate(state, token, Reach::OwnData)
-            .await
-            .map(OwnDataPrincipal)
     }
 }
 
