@@ -73,6 +73,15 @@ run_one() { # $1 = label, $2 = binary; leaves $RESULTS/$1.json
     exit 1
   fi
   kill "$SERVER"
+  # A server that does not stop is a finding, not a reason to hang the bench: its
+  # threads' stacks go to a file (gdb, if installed), then it is killed.
+  for _ in $(seq 200); do kill -0 "$SERVER" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$SERVER" 2>/dev/null; then
+    local stacks=/tmp/gremium-withdrawal-stuck-$label.txt
+    command -v gdb >/dev/null && gdb -p "$SERVER" -batch -ex 'thread apply all bt' >"$stacks" 2>&1
+    echo "$label: the server did not stop within 20 s of SIGTERM (stacks: $stacks); killed" >&2
+    kill -9 "$SERVER" 2>/dev/null || true
+  fi
   wait "$SERVER" 2>/dev/null || true
   SERVER=
   # The ledger of every consent change must still verify.
