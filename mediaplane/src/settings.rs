@@ -160,3 +160,86 @@ impl MediaPlaneSettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(share: bool, recording: RecordingEncode) -> MediaPlaneSettings {
+        MediaPlaneSettings {
+            ice: IceSettings::default(),
+            dot_dir: PathBuf::from("/nonexistent"),
+            gather_timeout: Duration::from_secs(5),
+            media_timeout: Duration::from_secs(10),
+            max_publishers: 10,
+            recordings_dir: PathBuf::from("/nonexistent"),
+            recordings_min_free: 0,
+            store: Arc::new(gremium_vault::LocalStore::new("/nonexistent")),
+            live_dir: PathBuf::from("/nonexistent"),
+            program: ProgramSettings::default(),
+            streaming: StreamingSettings {
+                share_encoder: share,
+                ..StreamingSettings::default()
+            },
+            recording,
+        }
+    }
+
+    #[test]
+    fn unset_recording_encode_keeps_the_old_constants() {
+        let fps = ProgramSettings::default().fps;
+        // Shared: the ladder rung of the canvas, a keyframe every (1 s) segment, the
+        // same as the livestream's top rung, so the two can share one encode.
+        let shared = settings(true, RecordingEncode::default());
+        let top = gremium_streamer::hls::Rendition::default_ladder()
+            .into_iter()
+            .find(|r| {
+                r.width == shared.program.canvas.width && r.height == shared.program.canvas.height
+            })
+            .map_or(2500, |r| r.video_kbps);
+        assert_eq!(
+            shared.recording_h264(),
+            H264 {
+                kbps: top,
+                keyframe_interval: fps
+            }
+        );
+        assert_eq!(shared.recording_h264(), shared.shared_h264(top));
+        // Own encode: 2500 kbit/s, a keyframe every two seconds.
+        let own = settings(false, RecordingEncode::default());
+        assert_eq!(
+            own.recording_h264(),
+            H264 {
+                kbps: 2500,
+                keyframe_interval: 2 * fps
+            }
+        );
+    }
+
+    #[test]
+    fn configured_recording_encode_is_what_the_recording_gets() {
+        let fps = ProgramSettings::default().fps;
+        let configured = RecordingEncode {
+            video_kbps: Some(1200),
+            keyframe_interval: Some(Duration::from_millis(500)),
+            fragment: Duration::from_secs(1),
+        };
+        for share in [true, false] {
+            let s = settings(share, configured);
+            assert_eq!(
+                s.recording_h264(),
+                H264 {
+                    kbps: 1200,
+                    keyframe_interval: fps / 2
+                },
+                "share_encoder = {share}"
+            );
+        }
+        // Shorter than a frame still means a keyframe every frame, not never.
+        let tiny = RecordingEncode {
+            keyframe_interval: Some(Duration::from_millis(1)),
+            ..configured
+        };
+        assert_eq!(settings(true, tiny).recording_h264().keyframe_interval, 1);
+    }
+}
