@@ -120,3 +120,53 @@ async fn streams_stopped_right_after_their_start_end_finished() {
     drop(nginx);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Ending the meeting while its livestream runs finishes the stream like a stop does:
+/// the playlists are closed (`#EXT-X-ENDLIST`), the stream reports `finished`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_the_meeting_finishes_its_running_livestream() {
+    let dir = std::env::temp_dir().join(format!("gremium-endstream-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (app, media) =
+        spawn_with_gst_media_in(Duration::from_secs(10), 10, small_program(), dir.clone()).await;
+    let moderator = app.moderator();
+    let m = moderator.create_public_meeting("Ortsbeirat").await;
+    let mid = m.id.clone();
+    let anna = m.add_participant("Anna").await;
+    anna.set_consent(Consent::BOTH).await;
+    let (mut ws, _) = m.events().await;
+    let mut publisher = anna.publish_small("ffd700", 60);
+    wait_cameras_on(&mut ws, 1).await;
+    let stream = m.start_stream(json!({"hls": true})).await.body;
+    let sid = stream["id"].as_str().unwrap().to_string();
+    let playlist = dir.join("live").join(&mid).join("360p").join("index.m3u8");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&playlist).is_ok_and(|t| t.contains("#EXTINF")) {
+        assert!(Instant::now() < deadline, "no HLS segment within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, v) = moderator
+        .send(Method::POST, &format!("/api/v1/meetings/{mid}/end"), None)
+        .await;
+    assert!(s == 200 || s == 202, "{s} {v}");
+    let done = wait_event_for(
+        &mut ws,
+        Duration::from_secs(30),
+        "stream_state_changed",
+        |e| e["stream_id"] == sid.as_str() && (e["state"] == "finished" || e["state"] == "failed"),
+    )
+    .await;
+    assert_eq!(done["state"], "finished", "{done}");
+    let text = std::fs::read_to_string(&playlist).unwrap();
+    assert!(
+        text.contains("#EXT-X-ENDLIST"),
+        "the playlist is not closed: {text}"
+    );
+    assert_eq!(
+        media.active_meetings(),
+        0,
+        "the ended meeting's session is gone"
+    );
+    publisher.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
