@@ -404,7 +404,7 @@ proptest! {
                     expected.push(WatchAction::Remove { session_id: id(100 + session) });
                 }
                 let video = mine().map(|o| o.last_video_ms).max().unwrap_or(0);
-                let on = video > 0 && now - video <= 1500;
+                let on = video > 0 && now.saturating_sub(video) <= 1500;
                 prop_assert_eq!(first.camera_on(id(100 + session)), on);
             }
             let removes: Vec<WatchAction> = a
