@@ -321,7 +321,17 @@ impl Feed {
                 let _ = src.unlink(&peer);
             }
         }
-        stop_and_remove(pipeline, &self.src);
+        // Its task may be inside a push that a blocking probe of the consumer holds
+        // (an HLS bin stopped right after its start) until that consumer finishes:
+        // stopping it here would hold the meeting's thread, which has to start that
+        // finish. So it stops on a thread of its own.
+        let (pipeline, src) = (pipeline.clone(), self.src.clone());
+        let stopping = std::thread::Builder::new()
+            .name("feed-stop".into())
+            .spawn(move || stop_and_remove(&pipeline, &src));
+        if let Err(e) = stopping {
+            tracing::warn!(error = %e, "no thread to stop a livestream feed; it stays until the meeting ends");
+        }
     }
 }
 
