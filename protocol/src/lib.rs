@@ -7,10 +7,12 @@
 //! Must not: do IO, know about HTTP, SQL or GStreamer. Every type here must stay
 //! serializable so that the same protocol can cross a process or node boundary.
 
+pub mod cluster;
 pub mod lifecycle;
 pub mod media;
 pub mod redact;
 
+pub use cluster::{ClusterStatus, CommandReply, CommandRequest, EventEnvelope, NodeInfo, NodeStatus};
 pub use lifecycle::{InvalidTransition, OutputState, OutputTrigger};
 pub use media::{
     Appearance, Audience, CommandOutcome, Consent, EventSink, LayoutKind, LayoutSpec, MediaCommand,

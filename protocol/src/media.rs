@@ -503,6 +503,14 @@ pub enum MediaPlaneError {
     /// The request itself is unacceptable (e.g. malformed SDP, unsupported codecs).
     #[error("{0}")]
     Rejected(String),
+    /// No media node has room for the meeting (the cluster is full): try again later.
+    #[error("{message}")]
+    NoCapacity {
+        /// What is full, for the operator and the caller.
+        message: String,
+        /// Seconds after which a retry may find room (`Retry-After`).
+        retry_after_secs: u32,
+    },
 }
 
 /// Where a media plane delivers its [`MediaEvent`]s.

@@ -1,0 +1,2 @@
+//! The cost model: what a meeting costs a media node, in units (pure).
+//! Filled in from `bench/capacity.sh`.

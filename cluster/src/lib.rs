@@ -1,0 +1,16 @@
+//! Gremium as a cluster: media nodes and control replicas on NATS (JetStream),
+//! PostgreSQL and an object store (see `docs/cluster.md`).
+//!
+//! Owns: the subjects and streams on NATS, the pure placement and cost model
+//! ([`placement`], [`cost`]), the media node's side (registry heartbeat, serving
+//! the media protocol for the meetings placed on it) and the control replica's side
+//! (a [`gremium_protocol::MediaPlane`] that places meetings and forwards commands,
+//! the durable consumer of media events, the WebSocket fan-out between replicas).
+//!
+//! Must not: run GStreamer itself (a media node is handed its media plane), know
+//! about HTTP, or invent a cluster protocol of its own: what crosses the wire is the
+//! serde media protocol of `gremium-protocol`.
+
+pub mod cost;
+pub mod placement;
+pub mod subjects;

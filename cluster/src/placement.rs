@@ -1,0 +1,1 @@
+//! Choosing a media node for a meeting (pure).
