@@ -2,6 +2,7 @@
 //! configuration, and wires the crates together. It holds no business logic.
 
 mod admission;
+mod cluster;
 mod config;
 mod demo;
 mod listener;
@@ -40,6 +41,12 @@ struct Common {
         hide_env_values = true
     )]
     database_url: Option<String>,
+    /// NATS URL of the cluster (overrides `[cluster] nats_url`).
+    #[arg(long, env = "GREMIUM_NATS_URL", global = true)]
+    nats_url: Option<String>,
+    /// This node's id in the cluster (overrides `[cluster] node_id`).
+    #[arg(long, env = "GREMIUM_NODE_ID", global = true)]
+    node_id: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -49,6 +56,11 @@ enum Command {
         /// Address to listen on (default 127.0.0.1:8080).
         #[arg(long, env = "GREMIUM_LISTEN")]
         listen: Option<String>,
+        /// `all`: the single process (default). `control`: API, pages, WHIP, WebSocket,
+        /// archive; meetings' media on media nodes. `media`: meetings' pipelines only.
+        /// `control` and `media` need `[cluster] nats_url`.
+        #[arg(long, env = "GREMIUM_ROLE", default_value = "all")]
+        role: cluster::Role,
         #[command(flatten)]
         common: Common,
     },
@@ -80,6 +92,11 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Cluster tools (NATS from `[cluster] nats_url`).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Audit-ledger tools.
     Audit {
         #[command(subcommand)]
@@ -91,6 +108,18 @@ enum Command {
     Doctor,
     /// Print the OpenAPI document.
     Openapi,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Print the media nodes: load, capacity, meetings, draining.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Subcommand)]
@@ -111,6 +140,8 @@ fn overrides(common: &Common, listen: Option<String>) -> config::Overrides {
         listen: set(&listen),
         data_dir: set_path(&common.data_dir),
         database_url: set(&common.database_url),
+        nats_url: set(&common.nats_url),
+        node_id: set(&common.node_id),
     }
 }
 
@@ -128,9 +159,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve { listen, common } => {
-                wiring::serve(config::load(&overrides(&common, listen))?).await
-            }
+            Command::Serve {
+                listen,
+                role,
+                common,
+            } => wiring::serve(config::load(&overrides(&common, listen))?, role).await,
+            Command::Cluster {
+                command: ClusterCommand::Status { json, common },
+            } => cluster::status(config::load(&overrides(&common, None))?, json).await,
             Command::Demo { listen, common } => {
                 demo::demo(config::load(&overrides(&common, listen))?).await
             }

@@ -13,7 +13,7 @@ use gremium_storage::{Db, DbOptions, LocalStore, ObjectStore, S3Store, Vault};
 
 use crate::config::Config;
 
-fn init_logging(config: &Config) {
+pub(crate) fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -121,7 +121,7 @@ pub async fn vault(config: &Config) -> anyhow::Result<Vault> {
 /// Recordings that were running when the process stopped: the media plane finalizes
 /// what their spools hold (in the background) and reports them finished, or failed
 /// when nothing was written. A protocol command, so a media node elsewhere can do it.
-async fn recover_recordings(
+pub(crate) async fn recover_recordings(
     db: &Db,
     vault: &Vault,
     media: &dyn gremium_protocol::MediaPlane,
@@ -183,7 +183,7 @@ async fn sweep_deleted_spools(db: &Db, spool_dir: &Path) {
     }
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     let mut b = std::fs::DirBuilder::new();
     b.recursive(true);
     #[cfg(unix)]
@@ -213,7 +213,28 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-async fn open_db(config: &Config) -> anyhow::Result<Db> {
+/// The in-process media plane's settings from validated config.
+pub(crate) fn media_plane_settings(
+    config: &Config,
+    vault: &Vault,
+) -> gremium_mediaplane::MediaPlaneSettings {
+    gremium_mediaplane::MediaPlaneSettings {
+        ice: config.ice.clone(),
+        dot_dir: config.data_dir.join("diagnostics"),
+        gather_timeout: Duration::from_secs(5),
+        media_timeout: config.media_timeout,
+        max_publishers: config.max_publishers,
+        program: config.program.clone(),
+        streaming: config.streaming.clone(),
+        recording: config.recording,
+        recordings_dir: config.storage.spool_dir.clone(),
+        recordings_min_free: config.storage.spool_min_free,
+        store: vault.store().clone(),
+        live_dir: config.api.live_dir.clone(),
+    }
+}
+
+pub(crate) async fn open_db(config: &Config) -> anyhow::Result<Db> {
     if config.database_url.starts_with("sqlite:") {
         create_private_dir(&config.data_dir)?;
     }
@@ -232,8 +253,13 @@ pub fn authenticator(config: &Config) -> anyhow::Result<Arc<Authenticator>> {
     Ok(Authenticator::new(settings))
 }
 
-pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
-    serve_until(config, shutdown_signal()).await
+pub async fn serve(config: Config, role: crate::cluster::Role) -> anyhow::Result<ExitCode> {
+    use crate::cluster::Role;
+    match role {
+        Role::All => serve_until(config, shutdown_signal()).await,
+        Role::Control => crate::cluster::serve_control(config, shutdown_signal()).await,
+        Role::Media => crate::cluster::serve_media(config, shutdown_signal()).await,
+    }
 }
 
 /// The service until `shutdown` resolves, then a graceful stop (bounded by
@@ -257,23 +283,7 @@ pub async fn serve_until(
     let (sink, events) = gremium_signaling::event_channel();
     // The media plane reports disk space while it starts.
     gremium_signaling::install_metrics();
-    let media = gremium_mediaplane::GstMediaPlane::new(
-        gremium_mediaplane::MediaPlaneSettings {
-            ice: config.ice.clone(),
-            dot_dir: config.data_dir.join("diagnostics"),
-            gather_timeout: Duration::from_secs(5),
-            media_timeout: config.media_timeout,
-            max_publishers: config.max_publishers,
-            program: config.program.clone(),
-            streaming: config.streaming.clone(),
-            recording: config.recording,
-            recordings_dir: config.storage.spool_dir.clone(),
-            recordings_min_free: config.storage.spool_min_free,
-            store: vault.store().clone(),
-            live_dir: config.api.live_dir.clone(),
-        },
-        sink.clone(),
-    )
+    let media = gremium_mediaplane::GstMediaPlane::new(media_plane_settings(&config, &vault), sink.clone())
     .map_err(|e| anyhow::anyhow!("starting the media plane: {e}"))?;
     let plane = media.clone();
     let media = Arc::new(media);

@@ -14,3 +14,25 @@
 pub mod cost;
 pub mod placement;
 pub mod subjects;
+pub mod control;
+pub mod events;
+pub mod nats;
+pub mod node;
+pub mod registry;
+
+pub use control::{ClusterMediaPlane, ControlSettings};
+pub use nats::Nats;
+pub use node::{MediaNode, NodeSettings};
+pub use registry::Registry;
+
+/// Errors of the cluster transport.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// NATS could not be reached or prepared at start (the message names the setting).
+    #[error("{0}")]
+    Connect(String),
+    /// A NATS operation failed.
+    #[error("NATS: {0}")]
+    Nats(String),
+}

@@ -1,34 +1,81 @@
-//! Names on NATS: subjects, the event stream, the registry bucket.
+//! Names on NATS: subjects, the event stream, the registry bucket. Every name is
+//! prefixed with the cluster's name (`[cluster] name`, default `gremium`), so that
+//! several clusters (or test runs) share one NATS without seeing each other.
 
 use uuid::Uuid;
 
-/// JetStream stream holding media events (`gremium.events.{meeting}`).
-pub const EVENT_STREAM: &str = "GREMIUM_MEDIA_EVENTS";
-/// Durable consumer shared by all control replicas: each event is applied once.
-pub const EVENT_CONSUMER: &str = "gremium-control";
-/// Every media event subject.
-pub const EVENTS_ALL: &str = "gremium.events.>";
-/// KV bucket of the node registry.
-pub const NODE_BUCKET: &str = "gremium_nodes";
-/// Every WebSocket fan-out subject.
-pub const WS_ALL: &str = "gremium.ws.>";
-
-/// Commands for one media node (request/reply).
-pub fn node_commands(node_id: &str) -> String {
-    format!("gremium.node.{node_id}.cmd")
+/// The names of one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    prefix: String,
 }
 
-/// Media events of one meeting.
-pub fn events(meeting_id: Uuid) -> String {
-    format!("gremium.events.{meeting_id}")
+impl Names {
+    /// Names of the cluster called `name` (letters, digits, '-' and '_').
+    pub fn new(name: &str) -> Names {
+        Names {
+            prefix: name.to_string(),
+        }
+    }
+
+    /// JetStream stream holding media events.
+    pub fn event_stream(&self) -> String {
+        format!("{}_MEDIA_EVENTS", self.prefix.to_ascii_uppercase().replace('-', "_"))
+    }
+
+    /// Durable consumer shared by all control replicas: each event is applied once.
+    pub fn event_consumer(&self) -> String {
+        format!("{}-control", self.prefix)
+    }
+
+    /// Every media event subject.
+    pub fn events_all(&self) -> String {
+        format!("{}.events.>", self.prefix)
+    }
+
+    /// Media events of one meeting.
+    pub fn events(&self, meeting_id: Uuid) -> String {
+        format!("{}.events.{meeting_id}", self.prefix)
+    }
+
+    /// KV bucket of the node registry.
+    pub fn node_bucket(&self) -> String {
+        format!("{}_nodes", self.prefix.replace('-', "_"))
+    }
+
+    /// Commands for one media node (request/reply).
+    pub fn node_commands(&self, node_id: &str) -> String {
+        format!("{}.node.{node_id}.cmd", self.prefix)
+    }
+
+    /// Every WebSocket fan-out subject.
+    pub fn ws_all(&self) -> String {
+        format!("{}.ws.>", self.prefix)
+    }
+
+    /// Serialized WebSocket events of one meeting, for every control replica.
+    pub fn ws(&self, meeting_id: Uuid) -> String {
+        format!("{}.ws.{meeting_id}", self.prefix)
+    }
 }
 
-/// Serialized WebSocket events of one meeting, for every control replica.
-pub fn ws(meeting_id: Uuid) -> String {
-    format!("gremium.ws.{meeting_id}")
-}
-
-/// The meeting a `gremium.ws.{meeting}` or `gremium.events.{meeting}` subject names.
+/// The meeting a `….ws.{meeting}` or `….events.{meeting}` subject names.
 pub fn meeting_of(subject: &str) -> Option<Uuid> {
     subject.rsplit('.').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_cluster_prefix() {
+        let n = Names::new("test-a1");
+        let m = Uuid::nil();
+        assert_eq!(n.events(m), format!("test-a1.events.{m}"));
+        assert_eq!(n.event_stream(), "TEST_A1_MEDIA_EVENTS");
+        assert_eq!(n.node_bucket(), "test_a1_nodes");
+        assert_eq!(n.node_commands("n1"), "test-a1.node.n1.cmd");
+        assert_eq!(meeting_of(&n.ws(m)), Some(m));
+    }
 }

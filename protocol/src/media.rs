@@ -484,6 +484,28 @@ pub enum MediaEvent {
     },
 }
 
+impl MediaEvent {
+    /// Meeting the event is about.
+    pub fn meeting_id(&self) -> Uuid {
+        match self {
+            MediaEvent::RecordingStarted { meeting_id, .. }
+            | MediaEvent::RecordingFinished { meeting_id, .. }
+            | MediaEvent::RecordingInterrupted { meeting_id, .. }
+            | MediaEvent::RecordingFailed { meeting_id, .. }
+            | MediaEvent::StreamStarted { meeting_id, .. }
+            | MediaEvent::StreamFinished { meeting_id, .. }
+            | MediaEvent::StreamFailed { meeting_id, .. }
+            | MediaEvent::ParticipantMediaStarted { meeting_id, .. }
+            | MediaEvent::ParticipantMediaStopped { meeting_id, .. }
+            | MediaEvent::ActiveSpeakerChanged { meeting_id, .. }
+            | MediaEvent::CameraChanged { meeting_id, .. }
+            | MediaEvent::StreamDestinationChanged { meeting_id, .. }
+            | MediaEvent::StreamHlsChanged { meeting_id, .. }
+            | MediaEvent::RecordingProgress { meeting_id, .. } => *meeting_id,
+        }
+    }
+}
+
 /// Errors a media plane reports for a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -10,6 +10,7 @@
 //! the validated [`Config`].
 
 mod auth;
+mod cluster;
 mod http;
 mod media;
 mod schema;
@@ -46,6 +47,7 @@ pub struct Config {
     pub storage: StorageSettings,
     pub retention_sweep: std::time::Duration,
     pub connections: crate::admission::ConnectionLimits,
+    pub cluster: cluster::ClusterSettings,
 }
 
 /// Overrides from flags and environment.
@@ -55,6 +57,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
+    pub nats_url: Option<String>,
+    pub node_id: Option<String>,
 }
 
 /// Read the file named by `o.config` (none: zero configuration) and validate it.
@@ -124,6 +128,14 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
     let max_body_bytes = http::max_body_bytes(&file.limits)?;
     let auth = auth::auth_settings(file.auth)?;
     let connections = http::connection_limits(&file.connections)?;
+    let mut cluster_file = file.cluster;
+    if let Some(url) = o.nats_url.clone() {
+        cluster_file.nats_url = Some(url);
+    }
+    if let Some(id) = o.node_id.clone() {
+        cluster_file.node_id = Some(id);
+    }
+    let cluster = cluster::cluster_settings(&cluster_file)?;
 
     let log_json = match file.log.format.as_deref().unwrap_or("text") {
         "text" => false,
@@ -158,6 +170,7 @@ pub fn validate(file: FileConfig, o: &Overrides) -> anyhow::Result<Config> {
         storage,
         retention_sweep: retention.sweep,
         connections,
+        cluster,
     })
 }
 

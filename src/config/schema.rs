@@ -48,6 +48,31 @@ pub struct FileConfig {
     pub pages: PagesConfig,
     #[serde(default)]
     pub websockets: WebSocketsConfig,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: this process as part of a cluster (`gremium serve --role control|media`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// NATS (with JetStream) URL, e.g. `nats://127.0.0.1:4222`. Required by the
+    /// `control` and `media` roles.
+    pub nats_url: Option<String>,
+    /// Name of the cluster: prefixes its subjects, stream and bucket on NATS, so that
+    /// several clusters share one NATS (default `gremium`).
+    pub name: Option<String>,
+    /// This node's id (default: hostname + random suffix).
+    pub node_id: Option<String>,
+    /// Cost units this media node carries (default from the capacity benchmark).
+    pub capacity: Option<u32>,
+    /// Zone label of a media node, and the zone a control replica places in.
+    pub zone: Option<String>,
+    /// Address a media node's WebRTC candidates use, as shown in the registry
+    /// (default: `[ice] nat_1to1_ip`, else the listen address's IP).
+    pub advertise: Option<String>,
+    /// Seconds a node may take to answer a command (default 15).
+    pub command_timeout_secs: Option<u64>,
 }
 
 /// `[websockets]`: caps and buffers of the meeting event WebSockets.

@@ -1,0 +1,165 @@
+//! Media events and WebSocket events between the planes, on the control side.
+//!
+//! - [`run_applier`]: the durable consumer all control replicas share. One event at a
+//!   time is in flight across the whole cluster (`max_ack_pending = 1`), so a
+//!   meeting's transitions are applied in the order its node reported them, each once
+//!   (the applier is told the event id and keeps a record of applied ids).
+//! - [`run_observer`]: every replica sees every media event (core subscription), for
+//!   the in-memory caches it serves pages from.
+//! - [`WsRelay`] / [`run_ws_relay`]: a WebSocket event published on one replica is
+//!   delivered by every replica to its own sockets.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{consumer, AckKind};
+use futures_util::StreamExt;
+use gremium_protocol::EventEnvelope;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::nats::Nats;
+use crate::subjects;
+
+/// How long a replica may take to apply one event before it is handed to another.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// Apply every media event once, across all replicas, until the process ends.
+/// `apply` returns `Err` for an event to be retried (e.g. the database is away).
+pub async fn run_applier<F, Fut>(nats: Nats, apply: F)
+where
+    F: Fn(EventEnvelope) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    loop {
+        if let Err(e) = consume(&nats, &apply).await {
+            tracing::warn!(error = %e, "media event consumer stopped; restarting");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn consume<F, Fut>(nats: &Nats, apply: &F) -> Result<(), String>
+where
+    F: Fn(EventEnvelope) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let stream = nats
+        .jetstream
+        .get_stream(nats.names.event_stream())
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = nats.names.event_consumer();
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &name,
+            consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
+                max_ack_pending: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| e.to_string())?;
+        let envelope = match serde_json::from_slice::<EventEnvelope>(&message.payload) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable media event dropped");
+                let _ = message.ack_with(AckKind::Term).await;
+                continue;
+            }
+        };
+        match apply(envelope).await {
+            Ok(()) => {
+                if let Err(e) = message.double_ack().await {
+                    tracing::warn!(error = %e, "applied media event not acknowledged; it is skipped when redelivered");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "media event not applied; retried");
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Hand every media event to `observe` (every replica, no acknowledgement).
+pub async fn run_observer<F>(nats: Nats, observe: F)
+where
+    F: Fn(EventEnvelope),
+{
+    loop {
+        match nats.client.subscribe(nats.names.events_all()).await {
+            Ok(mut sub) => {
+                while let Some(message) = sub.next().await {
+                    match serde_json::from_slice::<EventEnvelope>(&message.payload) {
+                        Ok(envelope) => observe(envelope),
+                        Err(e) => tracing::warn!(error = %e, "unreadable media event"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "media event subscription failed"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Publishes a replica's WebSocket events to every replica, in order.
+#[derive(Clone)]
+pub struct WsRelay {
+    tx: mpsc::UnboundedSender<(Uuid, Arc<str>)>,
+}
+
+impl WsRelay {
+    /// Start the publishing task.
+    pub fn start(nats: Nats) -> WsRelay {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Uuid, Arc<str>)>();
+        tokio::spawn(async move {
+            while let Some((meeting, text)) = rx.recv().await {
+                let body = bytes::Bytes::copy_from_slice(text.as_bytes());
+                if let Err(e) = nats.client.publish(nats.names.ws(meeting), body).await {
+                    tracing::warn!(error = %e, "event not relayed to the other replicas");
+                }
+            }
+        });
+        WsRelay { tx }
+    }
+
+    /// Queue one serialized event of a meeting.
+    pub fn publish(&self, meeting_id: Uuid, text: Arc<str>) {
+        let _ = self.tx.send((meeting_id, text));
+    }
+}
+
+/// Deliver every replica's WebSocket events to this replica's sockets.
+pub async fn run_ws_relay<F>(nats: Nats, deliver: F)
+where
+    F: Fn(Uuid, Arc<str>),
+{
+    loop {
+        match nats.client.subscribe(nats.names.ws_all()).await {
+            Ok(mut sub) => {
+                while let Some(message) = sub.next().await {
+                    let Some(meeting) = subjects::meeting_of(&message.subject) else {
+                        continue;
+                    };
+                    match std::str::from_utf8(&message.payload) {
+                        Ok(text) => deliver(meeting, Arc::from(text)),
+                        Err(_) => tracing::warn!("relayed event is not UTF-8"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "event relay subscription failed"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

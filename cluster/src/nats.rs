@@ -1,0 +1,102 @@
+//! Connecting to NATS and preparing what the cluster keeps there (the event stream,
+//! the registry bucket). Idempotent: every process may call it at start.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+
+use crate::subjects::Names;
+use crate::ClusterError;
+
+/// How long a registry entry lives without a heartbeat.
+pub const NODE_TTL: Duration = Duration::from_secs(3);
+/// How often a media node refreshes its entry.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long media events stay in the stream (for a control replica that was down).
+const EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Window in which JetStream drops a republished event id.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// A connection to NATS with JetStream, the event stream and the registry bucket.
+#[derive(Clone)]
+pub struct Nats {
+    /// Core NATS (request/reply, fan-out).
+    pub client: async_nats::Client,
+    /// JetStream context.
+    pub jetstream: jetstream::Context,
+    /// The node registry.
+    pub nodes: kv::Store,
+    /// The cluster's names on NATS.
+    pub names: Names,
+}
+
+impl Nats {
+    /// Connect to `url` (`[cluster] nats_url`) and make sure the event stream and the
+    /// registry bucket exist. The first connection must succeed (a clear error names
+    /// the setting); later outages are ridden out by the client's reconnects.
+    pub async fn connect(url: &str, client_name: &str, names: Names) -> Result<Nats, ClusterError> {
+        let options = async_nats::ConnectOptions::new()
+            .name(client_name)
+            .connection_timeout(Duration::from_secs(5))
+            // Replies are bounded per command by the caller.
+            .request_timeout(None)
+            .max_reconnects(None)
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Disconnected => tracing::warn!("NATS connection lost"),
+                    async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    other => tracing::debug!(event = %other, "NATS"),
+                }
+            });
+        let client = options.connect(url).await.map_err(|e| {
+            ClusterError::Connect(format!("cluster.nats_url {url:?}: cannot connect: {e}"))
+        })?;
+        let jetstream = jetstream::new(client.clone());
+        let event_stream = names.event_stream();
+        let bucket = names.node_bucket();
+        jetstream
+            .get_or_create_stream(stream::Config {
+                name: event_stream.clone(),
+                subjects: vec![names.events_all()],
+                max_age: EVENT_RETENTION,
+                duplicate_window: DUPLICATE_WINDOW,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                ClusterError::Connect(format!(
+                    "cluster.nats_url {url:?}: event stream {event_stream} (is JetStream enabled?): {e}"
+                ))
+            })?;
+        let nodes = match jetstream.get_key_value(&bucket).await {
+            Ok(store) => store,
+            Err(_) => {
+                let created = jetstream
+                    .create_key_value(kv::Config {
+                        bucket: bucket.clone(),
+                        history: 1,
+                        max_age: NODE_TTL,
+                        storage: stream::StorageType::Memory,
+                        ..Default::default()
+                    })
+                    .await;
+                match created {
+                    Ok(store) => store,
+                    // Another process may have created it between our two calls.
+                    Err(e) => jetstream.get_key_value(&bucket).await.map_err(|_| {
+                        ClusterError::Connect(format!(
+                            "cluster.nats_url {url:?}: node registry bucket {bucket}: {e}"
+                        ))
+                    })?,
+                }
+            }
+        };
+        Ok(Nats {
+            client,
+            jetstream,
+            nodes,
+            names,
+        })
+    }
+}

@@ -1,0 +1,246 @@
+//! The cluster roles of `gremium serve` (`--role control|media`) and `gremium
+//! cluster …`: assembly only; the transport lives in `gremium-cluster`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use gremium_cluster::{events, ClusterMediaPlane, ControlSettings, MediaNode, Nats, NodeSettings, Registry};
+use gremium_signaling::AppState;
+
+use crate::config::Config;
+use crate::wiring;
+
+/// What this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Everything in one process (embedded defaults; no NATS).
+    All,
+    /// API, pages, WHIP, WebSocket, archive, retention; media on media nodes.
+    Control,
+    /// Meetings' pipelines only.
+    Media,
+}
+
+/// Cost units reserved for a meeting at placement (a reference meeting: four
+/// publishers, a recording and HLS; see `docs/sizing.md`).
+fn meeting_units() -> u32 {
+    gremium_cluster::cost::CostModel::default().cost(&gremium_cluster::cost::MeetingLoad::reference())
+}
+
+async fn connect(config: &Config, role: &str) -> anyhow::Result<Nats> {
+    let Some(url) = config.cluster.nats_url.as_deref() else {
+        bail!("cluster.nats_url: required by --role {role} (or set GREMIUM_NATS_URL)");
+    };
+    let name = format!("gremium-{role}-{}", config.cluster.node_id);
+    let names = gremium_cluster::subjects::Names::new(&config.cluster.name);
+    Ok(Nats::connect(url, &name, names).await?)
+}
+
+/// A control replica: the whole API; meetings' media go to media nodes over NATS.
+pub async fn serve_control(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<ExitCode> {
+    wiring::init_logging(&config);
+    let fd_limit = crate::listener::raise_fd_limit();
+    let nats = connect(&config, "control").await?;
+    let db = wiring::open_db(&config).await?;
+    if config.auto_migrate {
+        db.migrate().await.context("applying migrations")?;
+    }
+    let vault = wiring::vault(&config).await?;
+    let auth = wiring::authenticator(&config)?;
+    gremium_signaling::install_metrics();
+    let registry = Registry::follow(nats.clone());
+    let media = ClusterMediaPlane::new(
+        nats.clone(),
+        db.clone(),
+        registry.clone(),
+        ControlSettings {
+            zone: config.cluster.zone.clone(),
+            meeting_units: meeting_units(),
+            command_timeout: config.cluster.command_timeout,
+            retry_after_secs: 5,
+        },
+    );
+    let state = AppState::new(
+        db.clone(),
+        auth,
+        Arc::new(media),
+        vault,
+        config.api.clone(),
+        gremium_signaling::system_clock(),
+    );
+    // WebSocket events go to every replica, this one included.
+    let relay = events::WsRelay::start(nats.clone());
+    state
+        .events_hub()
+        .set_fanout(Arc::new(RelayFanout(relay)));
+    let s = state.clone();
+    tokio::spawn(events::run_ws_relay(nats.clone(), move |meeting, text| {
+        s.events_hub().deliver_local(meeting, text)
+    }));
+    let s = state.clone();
+    tokio::spawn(events::run_observer(nats.clone(), move |envelope| {
+        gremium_signaling::observe_media_event(&s, &envelope.event)
+    }));
+    let s = state.clone();
+    tokio::spawn(events::run_applier(nats.clone(), move |envelope| {
+        let s = s.clone();
+        async move {
+            gremium_signaling::apply_media_event(&s, Some(envelope.event_id), envelope.event)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    }));
+    state.set_cluster_view(Arc::new(View {
+        db: db.clone(),
+        registry,
+    }));
+    tokio::spawn(gremium_signaling::retention::run(
+        state.clone(),
+        config.retention_sweep,
+    ));
+    let app = gremium_signaling::router(state);
+    let listener = crate::listener::bind(config.listen)
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let limits = crate::listener::fit_to_fd_limit(config.connections.clone(), fd_limit);
+    tracing::info!(port = config.listen.port(), node_id = %config.cluster.node_id, "gremium control replica serving");
+    println!("Gremium control replica listening on http://{}", config.listen);
+    crate::listener::serve(listener, app, limits, shutdown).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), db.close()).await;
+    let _ = nats.client.flush().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A media node: runs the meetings placed on it; HTTP only for `/healthz` and
+/// `/metrics`.
+pub async fn serve_media(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<ExitCode> {
+    wiring::init_logging(&config);
+    let nats = connect(&config, "media").await?;
+    let vault = wiring::vault(&config).await?;
+    wiring::create_private_dir(&config.storage.spool_dir)?;
+    gremium_signaling::install_metrics();
+    let (sink, events) = gremium_signaling::event_channel();
+    let plane = gremium_mediaplane::GstMediaPlane::new(
+        wiring::media_plane_settings(&config, &vault),
+        sink,
+    )
+    .map_err(|e| anyhow::anyhow!("starting the media plane: {e}"))?;
+    let counted = plane.clone();
+    let address = config
+        .cluster
+        .advertise
+        .clone()
+        .or_else(|| config.ice.nat_1to1.map(|ip| ip.to_string()))
+        .unwrap_or_else(|| config.listen.ip().to_string());
+    let node = MediaNode::start(
+        nats.clone(),
+        NodeSettings {
+            node_id: config.cluster.node_id.clone(),
+            zone: config.cluster.zone.clone(),
+            capacity: config.cluster.capacity,
+            address,
+            meeting_units: meeting_units(),
+        },
+        Arc::new(plane),
+        Arc::new(move || counted.active_meetings()),
+        events,
+    )
+    .await?;
+    let node_id = config.cluster.node_id.clone();
+    let app = axum::Router::new()
+        .route(
+            "/healthz",
+            axum::routing::get(move || {
+                let body = serde_json::json!({"status": "ok", "role": "media", "node_id": node_id});
+                async move { axum::Json(body) }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    gremium_signaling::metrics_text(),
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    tracing::info!(port = config.listen.port(), node_id = %config.cluster.node_id, "gremium media node serving");
+    println!("Gremium media node {} listening on http://{}", config.cluster.node_id, config.listen);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving /healthz and /metrics")?;
+    node.stop(Duration::from_secs(5)).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `gremium cluster status`: the registry joined with the placement table.
+pub async fn status(config: Config, json: bool) -> anyhow::Result<ExitCode> {
+    let nats = connect(&config, "cli").await?;
+    let db = wiring::open_db(&config).await?;
+    let registry = Registry::follow(nats);
+    // The watch delivers the current entries first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = gremium_cluster::control::status(&db, &registry)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading placements: {e}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<28} {:<10} {:>8} {:>8} {:>9} {:>6} {:>8}  {}",
+        "NODE", "ZONE", "CAPACITY", "LOAD", "RESERVED", "CPU%", "MEETINGS", "STATE"
+    );
+    for n in &status.nodes {
+        println!(
+            "{:<28} {:<10} {:>8} {:>8} {:>9} {:>6.0} {:>8}  {}",
+            n.info.node_id,
+            n.info.zone.as_deref().unwrap_or("-"),
+            n.info.capacity,
+            n.info.load_units,
+            n.placed_units,
+            n.info.cpu_percent,
+            n.placed_meetings.max(n.info.meetings),
+            if n.info.draining { "draining" } else { "ready" }
+        );
+    }
+    if status.nodes.is_empty() {
+        println!("(no live media nodes)");
+    }
+    db.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The signaling API's view of the cluster.
+struct View {
+    db: gremium_storage::Db,
+    registry: Registry,
+}
+
+#[async_trait::async_trait]
+impl gremium_signaling::ClusterView for View {
+    async fn status(&self) -> Result<gremium_protocol::ClusterStatus, String> {
+        gremium_cluster::control::status(&self.db, &self.registry).await
+    }
+}
+
+/// The hub's fan-out: every WebSocket event through NATS to every replica.
+struct RelayFanout(events::WsRelay);
+
+impl gremium_signaling::EventFanout for RelayFanout {
+    fn publish(&self, meeting_id: uuid::Uuid, text: Arc<str>) {
+        self.0.publish(meeting_id, text)
+    }
+}

@@ -1,0 +1,426 @@
+//! Gremium as a cluster, with real processes: control replicas and media nodes of
+//! the `gremium` binary against the machine's NATS (JetStream) at 127.0.0.1:4222 and
+//! PostgreSQL. Each test has its own cluster name (its own subjects, stream and
+//! registry bucket on the shared NATS) and its own database.
+
+mod common;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{spawn_small_publisher, wait_event_for, ws_connect};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gremium");
+const NATS: &str = "nats://127.0.0.1:4222";
+/// A fixed master key shared by every process of a test cluster.
+const MASTER_KEY: &str = "6a1f0c3e9b2d4f5a7c8e1b3d5f7a9c0e2b4d6f8a1c3e5b7d9f0a2c4e6b8d0f1a";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `gremium` process; killed on drop.
+struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    port: u16,
+}
+
+impl Proc {
+    fn logs(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- {} log ---\n{}", self.name, self.logs());
+        }
+    }
+}
+
+/// A test cluster: its directory, name on NATS, database and config.
+struct Cluster {
+    dir: PathBuf,
+    name: String,
+    database_url: String,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    async fn new(tag: &str) -> Cluster {
+        let name = format!("t{}{:08x}", tag, rand::random::<u32>());
+        let dir = std::env::temp_dir().join(format!("gremium-cluster-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let database_url = gremium_storage::testing::fresh_postgres_url()
+            .await
+            .expect("PostgreSQL at GREMIUM_TEST_POSTGRES_URL");
+        Cluster {
+            dir,
+            name,
+            database_url,
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        }
+    }
+
+    /// A config file for one process (`capacity` for a media node).
+    fn config(&self, file: &str, capacity: Option<u32>) -> PathBuf {
+        let objects = self.dir.join("objects");
+        let capacity = capacity
+            .map(|c| format!("capacity = {c}\n"))
+            .unwrap_or_default();
+        let text = format!(
+            "[database]\nurl = \"{db}\"\n\n[storage]\nlocal_dir = \"{objects}\"\n\n\
+             [ice]\nallowed_local_addresses = [\"127.0.0.1\"]\n\n\
+             [cluster]\nname = \"{name}\"\nnats_url = \"{NATS}\"\ncommand_timeout_secs = 10\n{capacity}",
+            db = self.database_url,
+            objects = objects.display(),
+            name = self.name,
+        );
+        let path = self.dir.join(file);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Start `gremium serve --role ROLE` and wait for its /healthz.
+    async fn start(&self, role: &str, id: &str, capacity: Option<u32>) -> Proc {
+        let port = free_port();
+        let config = self.config(&format!("{id}.toml"), capacity);
+        // Control replicas share one data directory (the local signing key).
+        let data = match role {
+            "control" => self.dir.join("control"),
+            _ => self.dir.join(id),
+        };
+        let log = self.dir.join(format!("{id}.log"));
+        let stderr = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--role", role, "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--config")
+            .arg(&config)
+            .env("GREMIUM_NODE_ID", id)
+            .env("GREMIUM_MASTER_KEY", MASTER_KEY)
+            .env("RUST_LOG", "info,gremium_cluster=debug")
+            .env_remove("GREMIUM_DATABASE_URL")
+            .env_remove("GREMIUM_NATS_URL")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let proc = Proc {
+            name: id.into(),
+            child,
+            log,
+            port,
+        };
+        wait_healthy(&self.http, &proc).await;
+        proc
+    }
+
+    fn gremium(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.dir.join("control"))
+            .arg("--config")
+            .arg(self.config("cli.toml", None))
+            .env_remove("GREMIUM_DATABASE_URL")
+            .env_remove("GREMIUM_NATS_URL")
+            .output()
+            .unwrap()
+    }
+
+    fn admin_token(&self) -> String {
+        let out = self.gremium(&["token", "--role", "admin", "--role", "moderator"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    async fn call(&self, method: reqwest::Method, url: &str, token: &str, body: Option<Value>) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut req = self.http.request(method, url).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        (status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Live nodes and their placed meetings, from `GET /api/v1/cluster`.
+    async fn status(&self, control: &Proc, token: &str) -> Value {
+        let (s, _, v) = self
+            .call(reqwest::Method::GET, &format!("{}/api/v1/cluster", control.base()), token, None)
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+async fn wait_healthy(http: &reqwest::Client, proc: &Proc) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("{}/healthz", proc.base())).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not come up:\n{}",
+            proc.name,
+            proc.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Wait until `GET /api/v1/cluster` satisfies `pred`.
+async fn wait_status(c: &Cluster, control: &Proc, token: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = c.status(control, token).await;
+        if pred(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "cluster never showed {what}: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn placed(status: &Value, node: &str) -> u64 {
+    status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == node)
+        .map(|n| n["placed_meetings"].as_u64().unwrap())
+        .unwrap_or(0)
+}
+
+/// Units a meeting reserves at placement (what the control replicas use).
+fn meeting_units() -> u32 {
+    use gremium_cluster::cost::{CostModel, MeetingLoad};
+    CostModel::default().cost(&MeetingLoad::reference())
+}
+
+/// Create a meeting with one participant through `base`: (meeting id, participant id,
+/// join token).
+async fn meeting_with_participant(c: &Cluster, base: &str, token: &str, name: &str) -> (String, String, String) {
+    use reqwest::Method;
+    let (s, _, m) = c
+        .call(Method::POST, &format!("{base}/api/v1/meetings"), token, Some(json!({"title": name})))
+        .await;
+    assert_eq!(s, 201, "{m}");
+    let mid = m["id"].as_str().unwrap().to_string();
+    let (s, _, p) = c
+        .call(
+            Method::POST,
+            &format!("{base}/api/v1/meetings/{mid}/participants"),
+            token,
+            Some(json!({"display_name": "Anna"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    (
+        mid,
+        p["participant"]["id"].as_str().unwrap().to_string(),
+        p["join_token"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_control_replicas_and_two_media_nodes_place_by_capacity_and_share_events() {
+    let c = Cluster::new("a").await;
+    // Each node carries one reference meeting and not two.
+    let units = meeting_units();
+    let node_a = c.start("media", "node-a", Some(units * 2 - 1)).await;
+    let node_b = c.start("media", "node-b", Some(units * 2 - 1)).await;
+    let control_1 = c.start("control", "control-1", None).await;
+    let control_2 = c.start("control", "control-2", None).await;
+    let token = c.admin_token();
+
+    // Both nodes are registered, with nothing placed.
+    let v = wait_status(&c, &control_1, &token, "two live nodes", |v| {
+        v["nodes"].as_array().is_some_and(|n| n.len() == 2)
+    })
+    .await;
+    assert_eq!(v["mode"], "cluster", "{v}");
+    assert_eq!(placed(&v, "node-a") + placed(&v, "node-b"), 0, "{v}");
+
+    // A meeting made on replica 1, watched on replica 1, published into through
+    // replica 2: the media event reaches the socket on replica 1.
+    let (mid, pid, join) = meeting_with_participant(&c, &control_1.base(), &token, "Rat 1").await;
+    let addr1: std::net::SocketAddr = format!("127.0.0.1:{}", control_1.port).parse().unwrap();
+    let mut ws = ws_connect(addr1, &mid, &token).await;
+    let mut publisher = spawn_small_publisher(&control_2.base(), &mid, &join, "ff0000", 60);
+    let started = wait_event_for(&mut ws, Duration::from_secs(30), "participant_media_started", |_| true).await;
+    assert_eq!(started["participant_id"], pid.as_str(), "{started}");
+
+    // A request to replica 2 is seen on replica 1's socket.
+    let (s, _, r) = c
+        .call(
+            reqwest::Method::PUT,
+            &format!("{}/api/v1/meetings/{mid}/participants/{pid}/consent", control_2.base()),
+            &join,
+            Some(json!({"recording": true, "streaming": false})),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let e = wait_event_for(&mut ws, Duration::from_secs(10), "consent_changed", |_| true).await;
+    assert_eq!(e["recording"], true, "{e}");
+
+    // The meeting is placed on exactly one node.
+    let v = wait_status(&c, &control_2, &token, "the first meeting placed", |v| {
+        placed(v, "node-a") + placed(v, "node-b") == 1
+    })
+    .await;
+    let first = if placed(&v, "node-a") == 1 { "node-a" } else { "node-b" };
+    let other = if first == "node-a" { "node-b" } else { "node-a" };
+
+    // The second meeting goes to the node with room.
+    let (mid2, _, join2) = meeting_with_participant(&c, &control_2.base(), &token, "Rat 2").await;
+    let addr2: std::net::SocketAddr = format!("127.0.0.1:{}", control_2.port).parse().unwrap();
+    let mut ws2 = ws_connect(addr2, &mid2, &token).await;
+    let mut publisher2 = spawn_small_publisher(&control_1.base(), &mid2, &join2, "00ff00", 60);
+    wait_event_for(&mut ws2, Duration::from_secs(30), "participant_media_started", |_| true).await;
+    let v = c.status(&control_1, &token).await;
+    assert_eq!((placed(&v, first), placed(&v, other)), (1, 1), "{v}");
+
+    // The cluster is full: the third meeting's publish gets 503 with Retry-After.
+    let (mid3, _, join3) = meeting_with_participant(&c, &control_1.base(), &token, "Rat 3").await;
+    let (s, headers, body) = c
+        .call(
+            reqwest::Method::POST,
+            &format!("{}/api/v1/meetings/{mid3}/recordings", control_1.base()),
+            &token,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, 503, "{body}");
+    assert!(headers.get("retry-after").is_some(), "{headers:?}");
+    assert!(body.to_string().contains("full") || body.to_string().contains("room"), "{body}");
+    let _ = join3;
+
+    // `gremium cluster status` shows both nodes with one meeting each.
+    let out = c.gremium(&["cluster", "status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("node-a") && text.contains("node-b"), "{text}");
+
+    // Recording started through one replica and stopped through the other is
+    // applied once: finished, and the ledger verifies.
+    let (s, _, r) = c
+        .call(
+            reqwest::Method::POST,
+            &format!("{}/api/v1/meetings/{mid}/recordings", control_2.base()),
+            &token,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+    let rid = r["id"].as_str().unwrap().to_string();
+    wait_event_for(&mut ws, Duration::from_secs(20), "recording_state_changed", |e| e["state"] == "active").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (s, _, r) = c
+        .call(
+            reqwest::Method::POST,
+            &format!("{}/api/v1/recordings/{rid}/stop", control_1.base()),
+            &token,
+            None,
+        )
+        .await;
+    assert!(s == 200 || s == 202, "{s} {r}");
+    wait_event_for(&mut ws, Duration::from_secs(60), "recording_state_changed", |e| e["state"] == "finished").await;
+    let out = c.gremium(&["audit", "verify"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    publisher.kill().ok();
+    publisher2.kill().ok();
+    let _ = publisher.wait();
+    let _ = publisher2.wait();
+    drop((node_a, node_b));
+    let _ = mid3;
+}
+
+#[tokio::test]
+async fn a_control_replica_without_nats_names_the_setting() {
+    let c = Cluster::new("b").await;
+    let config = c.dir.join("nonats.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = \"{}\"\n[cluster]\nname = \"{}\"\nnats_url = \"nats://127.0.0.1:{}\"\n",
+            c.database_url,
+            c.name,
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--role", "control", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data-dir")
+        .arg(c.dir.join("control"))
+        .arg("--config")
+        .arg(&config)
+        .env("GREMIUM_MASTER_KEY", MASTER_KEY)
+        .env_remove("GREMIUM_NATS_URL")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cluster.nats_url"), "{err}");
+    // And a role that needs NATS without any URL.
+    let bare = c.dir.join("bare.toml");
+    std::fs::write(&bare, format!("[database]\nurl = \"{}\"\n", c.database_url)).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--role", "media", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data-dir")
+        .arg(c.dir.join("m"))
+        .arg("--config")
+        .arg(&bare)
+        .env_remove("GREMIUM_NATS_URL")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cluster.nats_url"), "{err}");
+}
+
