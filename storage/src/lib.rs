@@ -30,6 +30,7 @@ pub mod ledger;
 pub mod meetings;
 pub mod outputs;
 pub mod participants;
+pub mod placements;
 pub mod vault;
 
 pub use gremium_vault::{crypto, objects, s3};
@@ -46,6 +47,7 @@ pub use outputs::{
     NewRecording, NewStream, OutputKind, Recording, StoredManifest, StoredMedia, Stream, Transition,
 };
 pub use participants::{NewParticipant, Participant, ParticipantStanding};
+pub use placements::{PlaceOutcome, Placement};
 pub use s3::{S3Settings, S3Store};
 pub use vault::{OpenObject, Vault, VaultError};
 
