@@ -77,11 +77,16 @@ impl ClusterMediaPlane {
     ) -> Result<Placement, MediaPlaneError> {
         let nodes = self.registry.live();
         let totals = self.db.placement_totals().await.map_err(db_error)?;
-        let node = pick(&nodes, &totals, self.settings.zone.as_deref(), self.settings.meeting_units)
-            .map_err(|message| MediaPlaneError::NoCapacity {
-                message,
-                retry_after_secs: self.settings.retry_after_secs,
-            })?;
+        let node = pick(
+            &nodes,
+            &totals,
+            self.settings.zone.as_deref(),
+            self.settings.meeting_units,
+        )
+        .map_err(|message| MediaPlaneError::NoCapacity {
+            message,
+            retry_after_secs: self.settings.retry_after_secs,
+        })?;
         let outcome = self
             .db
             .place_meeting(
@@ -137,7 +142,9 @@ impl ClusterMediaPlane {
                     RequestErrorKind::TimedOut => "did not answer in time".into(),
                     RequestErrorKind::Other => format!("could not be asked: {e}"),
                 };
-                return Err(MediaPlaneError::Unavailable(format!("media node {node} {why}")));
+                return Err(MediaPlaneError::Unavailable(format!(
+                    "media node {node} {why}"
+                )));
             }
             Ok(Ok(message)) => message,
         };

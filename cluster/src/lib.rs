@@ -11,14 +11,14 @@
 //! about HTTP, or invent a cluster protocol of its own: what crosses the wire is the
 //! serde media protocol of `gremium-protocol`.
 
-pub mod cost;
-pub mod placement;
-pub mod subjects;
 pub mod control;
+pub mod cost;
 pub mod events;
 pub mod nats;
 pub mod node;
+pub mod placement;
 pub mod registry;
+pub mod subjects;
 
 pub use control::{ClusterMediaPlane, ControlSettings};
 pub use nats::Nats;

@@ -69,29 +69,34 @@ impl Nats {
                     "cluster.nats_url {url:?}: event stream {event_stream} (is JetStream enabled?): {e}"
                 ))
             })?;
-        let nodes = match jetstream.get_key_value(&bucket).await {
-            Ok(store) => store,
-            Err(_) => {
-                let created = jetstream
-                    .create_key_value(kv::Config {
-                        bucket: bucket.clone(),
-                        history: 1,
-                        max_age: NODE_TTL,
-                        storage: stream::StorageType::Memory,
-                        ..Default::default()
-                    })
-                    .await;
-                match created {
-                    Ok(store) => store,
-                    // Another process may have created it between our two calls.
-                    Err(e) => jetstream.get_key_value(&bucket).await.map_err(|_| {
-                        ClusterError::Connect(format!(
-                            "cluster.nats_url {url:?}: node registry bucket {bucket}: {e}"
-                        ))
-                    })?,
-                }
-            }
-        };
+        // The bucket's stream is made here as `create_key_value` would make it:
+        // async-nats 0.42 reads an account-info field NATS 2.9 (Debian 12's) does
+        // not send before creating a bucket, and fails.
+        jetstream
+            .get_or_create_stream(stream::Config {
+                name: format!("KV_{bucket}"),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                max_messages_per_subject: 1,
+                max_age: NODE_TTL,
+                storage: stream::StorageType::Memory,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: stream::DiscardPolicy::New,
+                duplicate_window: NODE_TTL,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                ClusterError::Connect(format!(
+                    "cluster.nats_url {url:?}: node registry bucket {bucket}: {e}"
+                ))
+            })?;
+        let nodes = jetstream.get_key_value(&bucket).await.map_err(|e| {
+            ClusterError::Connect(format!(
+                "cluster.nats_url {url:?}: node registry bucket {bucket}: {e}"
+            ))
+        })?;
         Ok(Nats {
             client,
             jetstream,

@@ -65,7 +65,12 @@ impl MediaNode {
         put_entry(&nats, &heart.beat(false)).await;
         let epochs = Arc::new(Mutex::new(HashMap::new()));
         let tasks = vec![
-            tokio::spawn(serve_commands(nats.clone(), commands, plane, epochs.clone())),
+            tokio::spawn(serve_commands(
+                nats.clone(),
+                commands,
+                plane,
+                epochs.clone(),
+            )),
             tokio::spawn(publish_events(
                 nats.clone(),
                 settings.node_id.clone(),

@@ -48,7 +48,9 @@ impl Registry {
                         Ok(info) => {
                             entries.insert(entry.key, info);
                         }
-                        Err(e) => tracing::warn!(key = %entry.key, error = %e, "unreadable registry entry"),
+                        Err(e) => {
+                            tracing::warn!(key = %entry.key, error = %e, "unreadable registry entry")
+                        }
                     }
                 }
                 _ => {

@@ -20,7 +20,10 @@ impl Names {
 
     /// JetStream stream holding media events.
     pub fn event_stream(&self) -> String {
-        format!("{}_MEDIA_EVENTS", self.prefix.to_ascii_uppercase().replace('-', "_"))
+        format!(
+            "{}_MEDIA_EVENTS",
+            self.prefix.to_ascii_uppercase().replace('-', "_")
+        )
     }
 
     /// Durable consumer shared by all control replicas: each event is applied once.

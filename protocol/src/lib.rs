@@ -12,7 +12,9 @@ pub mod lifecycle;
 pub mod media;
 pub mod redact;
 
-pub use cluster::{ClusterStatus, CommandReply, CommandRequest, EventEnvelope, NodeInfo, NodeStatus};
+pub use cluster::{
+    ClusterStatus, CommandReply, CommandRequest, EventEnvelope, NodeInfo, NodeStatus,
+};
 pub use lifecycle::{InvalidTransition, OutputState, OutputTrigger};
 pub use media::{
     Appearance, Audience, CommandOutcome, Consent, EventSink, LayoutKind, LayoutSpec, MediaCommand,
