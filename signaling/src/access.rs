@@ -236,6 +236,11 @@ const RECORDING_STATE: &[Grant] = &[
         when: PublicContent,
     },
 ];
+/// Operating the service: the cluster's nodes and placements.
+const OPERATES: &[Grant] = &[Grant {
+    callers: &[Admin],
+    when: Always,
+}];
 /// A participant's own WHIP session, or the moderator running the meeting.
 const OWN_SESSION: &[Grant] = &[
     Grant {
@@ -361,6 +366,8 @@ pub const POLICY: &[Rule] = &[
     // Audit.
     api("GET", "/api/v1/audit/verify", KEEPS_ARCHIVE),
     api("GET", "/api/v1/meetings/{id}/ledger", STAFF_OF_MEETINGS),
+    // Operations: the media nodes, their load and placements (admin).
+    api("GET", "/api/v1/cluster", OPERATES),
     // WHIP ingest: publishing needs the meeting's own join token.
     api(
         "POST",

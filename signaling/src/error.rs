@@ -52,6 +52,14 @@ pub enum ApiError {
     /// A dependency (media plane, identity provider) is unavailable. 503.
     #[error("{0}")]
     Unavailable(String),
+    /// No media node has room (the cluster is full). 503 with `Retry-After`.
+    #[error("{message}")]
+    NoCapacity {
+        /// What is full.
+        message: String,
+        /// Seconds after which a retry may find room.
+        retry_after_secs: u32,
+    },
     /// Our fault. 500; the detail is logged, not sent.
     #[error("internal error")]
     Internal(String),
@@ -92,6 +100,7 @@ impl ApiError {
             }
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::NoCapacity { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_capacity"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -114,6 +123,14 @@ impl IntoResponse for ApiError {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                 response.headers_mut().insert(header::CONTENT_RANGE, v);
             }
+        }
+        if let ApiError::NoCapacity {
+            retry_after_secs, ..
+        } = &self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
         if status == StatusCode::UNAUTHORIZED {
             response
@@ -145,6 +162,13 @@ impl From<MediaPlaneError> for ApiError {
             MediaPlaneError::NotFound(m) => ApiError::Conflict(format!("media plane: {m}")),
             MediaPlaneError::Rejected(m) => ApiError::BadRequest(m),
             MediaPlaneError::Full(m) => ApiError::Conflict(m),
+            MediaPlaneError::NoCapacity {
+                message,
+                retry_after_secs,
+            } => ApiError::NoCapacity {
+                message,
+                retry_after_secs,
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -152,3 +176,29 @@ impl From<MediaPlaneError> for ApiError {
 
 /// Result alias for handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_cluster_is_503_with_retry_after_and_the_message() {
+        let e: ApiError = MediaPlaneError::NoCapacity {
+            message: "no media node has room for 40 units".into(),
+            retry_after_secs: 15,
+        }
+        .into();
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "15");
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "no_capacity");
+        assert_eq!(
+            body["error"]["message"],
+            "no media node has room for 40 units"
+        );
+    }
+}

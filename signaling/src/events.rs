@@ -1,11 +1,13 @@
 //! Meeting events: what every client needs to show (who is here, consent, whether a
 //! recording or livestream runs), fanned out to the meeting's WebSocket subscribers.
 //!
-//! The hub is per process. With several control-plane replicas, events would have to
-//! travel through the database or a broker; that belongs to the scale-out issue.
+//! The hub is per process. With several control-plane replicas an [`EventFanout`] is
+//! set: the hub then hands every event to it (the cluster transport), which brings it
+//! back to every replica, this one included, through [`EventHub::deliver_local`]. So
+//! a socket on any replica sees each event once, whichever replica published it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
 use gremium_protocol::OutputState;
@@ -145,15 +147,40 @@ pub enum EventKind {
     MeetingEnded,
 }
 
+/// Carries a meeting's serialized events to every control replica (the cluster
+/// transport). It must deliver to this replica too: with a fan-out set, the hub
+/// delivers nothing locally by itself.
+pub trait EventFanout: Send + Sync + 'static {
+    /// Send `text` (one serialized [`MeetingEvent`]) to every replica's hub, to be
+    /// passed to [`EventHub::deliver_local`] there. Must not block.
+    fn publish(&self, meeting_id: Uuid, text: Arc<str>);
+}
+
 /// Fan-out of pre-serialized events to each meeting's subscribers.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct EventHub {
     channels: Mutex<HashMap<Uuid, broadcast::Sender<Arc<str>>>>,
+    fanout: OnceLock<Arc<dyn EventFanout>>,
+}
+
+impl std::fmt::Debug for EventHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventHub")
+            .field("meetings", &self.meetings_with_subscribers())
+            .field("fanout", &self.fanout.get().is_some())
+            .finish()
+    }
 }
 
 const CHANNEL_CAPACITY: usize = 256;
 
 impl EventHub {
+    /// Route every later [`EventHub::publish`] through `fanout` (set once, before
+    /// serving). Returns `false`, and changes nothing, when one was set already.
+    pub fn set_fanout(&self, fanout: Arc<dyn EventFanout>) -> bool {
+        self.fanout.set(fanout).is_ok()
+    }
+
     /// Subscribe to a meeting's events.
     pub fn subscribe(&self, meeting_id: Uuid) -> broadcast::Receiver<Arc<str>> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
@@ -163,19 +190,36 @@ impl EventHub {
             .subscribe()
     }
 
-    /// Publish an event to the meeting's current subscribers (if any).
+    /// Publish an event: without a fan-out to this process's current subscribers of
+    /// the meeting (if any); with one, to the fan-out only (it comes back through
+    /// [`EventHub::deliver_local`] on every replica).
     pub fn publish(&self, event: &MeetingEvent) {
+        match self.fanout.get() {
+            Some(fanout) => {
+                if let Some(text) = serialize(event) {
+                    fanout.publish(event.meeting_id, text);
+                }
+            }
+            None => self.send_local(event.meeting_id, || serialize(event)),
+        }
+    }
+
+    /// Deliver an already serialized event (from the fan-out) to this process's
+    /// subscribers of the meeting, if any.
+    pub fn deliver_local(&self, meeting_id: Uuid, text: Arc<str>) {
+        self.send_local(meeting_id, || Some(text));
+    }
+
+    /// Send to the meeting's local channel; serializes only when someone listens.
+    fn send_local(&self, meeting_id: Uuid, text: impl FnOnce() -> Option<Arc<str>>) {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = channels.get(&event.meeting_id) {
+        if let Some(tx) = channels.get(&meeting_id) {
             if tx.receiver_count() == 0 {
-                channels.remove(&event.meeting_id);
+                channels.remove(&meeting_id);
                 return;
             }
-            match serde_json::to_string(event) {
-                Ok(text) => {
-                    let _ = tx.send(Arc::from(text));
-                }
-                Err(e) => tracing::error!(error = %e, "event not serializable"),
+            if let Some(text) = text() {
+                let _ = tx.send(text);
             }
         }
     }
@@ -186,6 +230,16 @@ impl EventHub {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .len()
+    }
+}
+
+fn serialize(event: &MeetingEvent) -> Option<Arc<str>> {
+    match serde_json::to_string(event) {
+        Ok(text) => Some(Arc::from(text)),
+        Err(e) => {
+            tracing::error!(error = %e, "event not serializable");
+            None
+        }
     }
 }
 
@@ -223,6 +277,62 @@ mod tests {
             at,
             kind: EventKind::MeetingEnded,
         });
+        assert_eq!(
+            hub.meetings_with_subscribers(),
+            0,
+            "idle channels are dropped"
+        );
+    }
+
+    /// A fan-out that records what it got, as the cluster transport would before
+    /// sending it to every replica.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<(Uuid, Arc<str>)>>);
+
+    impl EventFanout for Recorded {
+        fn publish(&self, meeting_id: Uuid, text: Arc<str>) {
+            self.0.lock().unwrap().push((meeting_id, text));
+        }
+    }
+
+    #[tokio::test]
+    async fn with_a_fanout_events_reach_sockets_only_through_it() {
+        let fanout = Arc::new(Recorded::default());
+        let hub = EventHub::default();
+        assert!(hub.set_fanout(fanout.clone()));
+        assert!(!hub.set_fanout(Arc::new(Recorded::default())), "set once");
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut rx = hub.subscribe(a);
+        hub.publish(&MeetingEvent {
+            meeting_id: a,
+            at: Utc::now(),
+            kind: EventKind::MeetingEnded,
+        });
+        assert!(rx.try_recv().is_err(), "not delivered locally by itself");
+        // Also events of meetings nobody here listens to: another replica may.
+        hub.publish(&MeetingEvent {
+            meeting_id: b,
+            at: Utc::now(),
+            kind: EventKind::MeetingEnded,
+        });
+        let sent = fanout.0.lock().unwrap().clone();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0].0, a);
+        assert_eq!(sent[1].0, b);
+        let got: serde_json::Value = serde_json::from_str(&sent[0].1).unwrap();
+        assert_eq!(got["type"], "meeting_ended");
+        assert_eq!(got["meeting_id"], a.to_string());
+
+        // What the transport brings back is delivered as is, to that meeting only.
+        let first = sent[0].1.clone();
+        for (meeting, text) in sent {
+            hub.deliver_local(meeting, text);
+        }
+        assert_eq!(rx.recv().await.unwrap(), first);
+        assert!(rx.try_recv().is_err(), "nothing from meeting b");
+        assert_eq!(hub.meetings_with_subscribers(), 1, "b got no channel");
+        drop(rx);
+        hub.deliver_local(a, Arc::from("{}"));
         assert_eq!(
             hub.meetings_with_subscribers(),
             0,

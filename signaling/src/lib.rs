@@ -1,7 +1,8 @@
 //! Gremium's control plane over HTTP.
 //!
 //! Owns: the REST API under `/api/v1` (meetings, participants, consent, recordings,
-//! streams, public switch, audit), the meeting WebSocket events, bearer-token auth
+//! streams, public switch, audit, the cluster's state), the meeting WebSocket events
+//! (and the hook that fans them out across control replicas), bearer-token auth
 //! (local keys and OIDC/JWKS), the output lifecycles as seen by the API, OpenAPI,
 //! health and metrics.
 //!
@@ -34,11 +35,14 @@ use gremium_protocol::MediaPlane;
 use gremium_storage::{ConsentWriter, Db, Vault};
 use uuid::Uuid;
 
+pub use api::cluster::ClusterView;
 pub use api::pages::{Bilingual, ConsentTexts};
 pub use auth::{AuthSettings, Authenticator, OidcSettings, Principal, Role};
 pub use error::ApiError;
-pub use events::{EventHub, EventKind, MeetingEvent};
-pub use media::{apply_media_events, event_channel, NoMediaPlane};
+pub use events::{EventFanout, EventHub, EventKind, MeetingEvent};
+pub use media::{
+    apply_media_event, apply_media_events, event_channel, observe_media_event, NoMediaPlane,
+};
 pub use signin::{SignInClient, SignInSettings};
 
 /// Install the process-wide Prometheus recorder now (it is also installed by the
@@ -147,6 +151,8 @@ struct Inner {
     /// (meeting, participant) removed from open meetings: a WHIP session that raced
     /// the removal is ended when it registers. Locked after `whip_sessions`.
     revoked: std::sync::Mutex<std::collections::HashSet<(Uuid, Uuid)>>,
+    /// What `GET /api/v1/cluster` shows; unset in a single process.
+    cluster_view: std::sync::OnceLock<Arc<dyn ClusterView>>,
 }
 
 /// The last known state of each RTMP destination of a stream, by position.
@@ -169,7 +175,9 @@ pub struct AppState(Arc<Inner>);
 
 impl AppState {
     /// Assemble the state (inside a tokio runtime: it starts the consent writer). The
-    /// media plane's events must be fed to [`apply_media_events`] with a clone of it.
+    /// media plane's events must be fed to [`apply_media_events`] with a clone of it
+    /// (one process), or to [`observe_media_event`] on every replica and to
+    /// [`apply_media_event`] once (a cluster).
     pub fn new(
         db: Db,
         auth: Arc<Authenticator>,
@@ -201,6 +209,7 @@ impl AppState {
             publishing: Default::default(),
             sockets: Default::default(),
             revoked: Default::default(),
+            cluster_view: Default::default(),
         }))
     }
 
@@ -229,7 +238,6 @@ impl AppState {
         self.0.media.as_ref()
     }
 
-    /// Meeting event fan-out.
     /// The live routes' chapters and playlist cache.
     pub fn live(&self) -> &api::live::LiveState {
         &self.0.live
@@ -314,8 +322,22 @@ impl AppState {
             .cloned()
     }
 
+    /// The meetings' event hub. A control replica of a cluster sets its fan-out
+    /// ([`EventHub::set_fanout`]) before serving and passes what the transport brings
+    /// back to [`EventHub::deliver_local`].
     pub fn hub(&self) -> &EventHub {
         &self.0.hub
+    }
+
+    /// Set where `GET /api/v1/cluster` reads the cluster from (once, before serving).
+    /// Returns `false`, and changes nothing, when one was set already.
+    pub fn set_cluster_view(&self, view: Arc<dyn ClusterView>) -> bool {
+        self.0.cluster_view.set(view).is_ok()
+    }
+
+    /// The cluster view, when the binary runs in a cluster.
+    pub(crate) fn cluster_view(&self) -> Option<&dyn ClusterView> {
+        self.0.cluster_view.get().map(|v| v.as_ref())
     }
 
     /// API limits and defaults.
@@ -509,6 +531,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::streams::router())
         .merge(api::archive::router())
         .merge(api::audit::router())
+        .merge(api::cluster::router())
         .merge(api::ws::router())
         .merge(openapi::router());
     Router::new()

@@ -1,6 +1,7 @@
 //! The control plane's side of the media-plane protocol: a media plane for when none
-//! is configured, and the task that applies media events to the database and the
-//! meeting's event channel.
+//! is configured, and what the control plane does with media events: observing them
+//! (in-memory caches, on every replica) and applying them (database, ledger, manifest,
+//! the meeting's event channel; once per event, by one replica).
 
 use std::sync::Arc;
 
@@ -54,13 +55,103 @@ pub fn event_channel() -> (EventSink, mpsc::UnboundedReceiver<MediaEvent>) {
     (sink, rx)
 }
 
-/// Apply media events until the sender side is dropped.
+/// Apply media events until the sender side is dropped: the single-process loop,
+/// where this process both observes and applies every event.
 pub async fn apply_media_events(state: AppState, mut rx: mpsc::UnboundedReceiver<MediaEvent>) {
     while let Some(event) = rx.recv().await {
-        if let Err(e) = apply_one(&state, event).await {
+        observe_media_event(&state, &event);
+        if let Err(e) = apply_media_event(&state, None, event).await {
             tracing::warn!(error = %e, "media event not applied");
         }
     }
+}
+
+/// Update the in-memory caches every control replica keeps from the media plane's
+/// events: who publishes, RTMP destination states, stalled HLS, a stream's forgotten
+/// destinations. No database, no WebSocket event: in a cluster each replica observes
+/// every event, and one of them applies it ([`apply_media_event`]).
+pub fn observe_media_event(state: &AppState, event: &MediaEvent) {
+    use MediaEvent::*;
+    match event {
+        // A finished or failed stream's destinations all show `stopped`.
+        StreamFinished { stream_id, .. } | StreamFailed { stream_id, .. } => {
+            state.forget_destinations(*stream_id)
+        }
+        ParticipantMediaStarted {
+            meeting_id,
+            participant_id,
+        } => state.set_publishing(*meeting_id, *participant_id, true),
+        ParticipantMediaStopped {
+            meeting_id,
+            participant_id,
+        } => state.set_publishing(*meeting_id, *participant_id, false),
+        StreamDestinationChanged {
+            stream_id,
+            destination,
+            status,
+            attempt,
+            error,
+            ..
+        } => state.set_destination_status(
+            *stream_id,
+            *destination,
+            crate::DestinationStatus {
+                status: status.clone(),
+                attempt: *attempt,
+                error: error.clone(),
+            },
+        ),
+        StreamHlsChanged {
+            stream_id, error, ..
+        } => state.set_hls_error(*stream_id, error.clone()),
+        RecordingStarted { .. }
+        | RecordingFinished { .. }
+        | RecordingInterrupted { .. }
+        | RecordingFailed { .. }
+        | StreamStarted { .. }
+        | ActiveSpeakerChanged { .. }
+        | CameraChanged { .. }
+        | RecordingProgress { .. } => {}
+    }
+}
+
+/// Apply a media event once for the whole control plane: output transitions with
+/// their ledger entries, a finished recording's media and manifest, and the meeting's
+/// WebSocket event. The caches are [`observe_media_event`]'s job.
+///
+/// With an `event_id` (events that crossed the cluster transport), an event already
+/// marked applied is skipped (`Ok(false)`), and it is marked after it was applied.
+/// Between the two a crash (or a redelivery racing a slow replica) applies it again;
+/// that is harmless:
+/// - lifecycles are forward-only and a transition repeated finds its state reached
+///   (no change: no ledger entry, no event) or the output ended (refused, ignored);
+///   an interruption is noted once;
+/// - a finish whose media is already stored, with a manifest, under the same media
+///   hash keeps both as they are (a rewritten manifest would pin a later ledger head);
+/// - a repeated informational event (media started, speaker, progress) is sent to the
+///   sockets again, which show the same state. A repeat that arrives after a later
+///   event of the same kind can show the older state until the next one.
+///
+/// Errors are database errors; the event is then not marked, so a redelivery retries
+/// it.
+pub async fn apply_media_event(
+    state: &AppState,
+    event_id: Option<Uuid>,
+    event: MediaEvent,
+) -> Result<bool, StorageError> {
+    if let Some(id) = event_id {
+        if state.db().media_event_applied(id).await? {
+            return Ok(false);
+        }
+    }
+    apply_one(state, event).await?;
+    if let Some(id) = event_id {
+        state
+            .db()
+            .mark_media_event_applied(id, state.now_ms())
+            .await?;
+    }
+    Ok(true)
 }
 
 /// Record what a finalized recording stored. When the recording was deleted while it
@@ -92,6 +183,24 @@ async fn store_media(
         }
         other => other,
     }
+}
+
+/// Is this finish's media stored already, with its manifest (the same finish applied
+/// before)? Then neither is written again.
+async fn already_stored(
+    state: &AppState,
+    recording_id: Uuid,
+    m: &RecordedMedia,
+) -> Result<bool, StorageError> {
+    Ok(state
+        .db()
+        .get_recording(recording_id)
+        .await?
+        .is_some_and(|r| {
+            r.manifest.is_some()
+                && r.stored
+                    .is_some_and(|s| s.media_key == m.media_key && s.media_sha256 == m.media_sha256)
+        }))
 }
 
 fn event_name(event: &MediaEvent) -> &'static str {
@@ -128,6 +237,10 @@ async fn apply_one(state: &AppState, event: MediaEvent) -> Result<(), StorageErr
             media,
             ..
         } => {
+            let media = match media {
+                Some(m) if already_stored(state, recording_id, &m).await? => None,
+                other => other,
+            };
             if let Some(m) = media {
                 store_media(state, recording_id, m.clone()).await?;
                 if let Err(e) = crate::manifest::write_manifest(state, recording_id, &m).await {
@@ -169,32 +282,24 @@ async fn apply_one(state: &AppState, event: MediaEvent) -> Result<(), StorageErr
             OutputTrigger::MediaStarted,
             None,
         ),
-        StreamFinished { stream_id, .. } => {
-            // A finished stream's destinations all show `stopped`.
-            state.forget_destinations(stream_id);
-            (
-                OutputKind::Stream,
-                stream_id,
-                OutputTrigger::MediaStopped,
-                None,
-            )
-        }
+        StreamFinished { stream_id, .. } => (
+            OutputKind::Stream,
+            stream_id,
+            OutputTrigger::MediaStopped,
+            None,
+        ),
         StreamFailed {
             stream_id, reason, ..
-        } => {
-            state.forget_destinations(stream_id);
-            (
-                OutputKind::Stream,
-                stream_id,
-                OutputTrigger::MediaFailed,
-                Some(reason),
-            )
-        }
+        } => (
+            OutputKind::Stream,
+            stream_id,
+            OutputTrigger::MediaFailed,
+            Some(reason),
+        ),
         ParticipantMediaStarted {
             meeting_id,
             participant_id,
         } => {
-            state.set_publishing(meeting_id, participant_id, true);
             state.publish(
                 meeting_id,
                 EventKind::ParticipantMediaStarted { participant_id },
@@ -205,7 +310,6 @@ async fn apply_one(state: &AppState, event: MediaEvent) -> Result<(), StorageErr
             meeting_id,
             participant_id,
         } => {
-            state.set_publishing(meeting_id, participant_id, false);
             state.publish(
                 meeting_id,
                 EventKind::ParticipantMediaStopped { participant_id },
@@ -238,15 +342,6 @@ async fn apply_one(state: &AppState, event: MediaEvent) -> Result<(), StorageErr
             attempt,
             error,
         } => {
-            state.set_destination_status(
-                stream_id,
-                destination,
-                crate::DestinationStatus {
-                    status: status.clone(),
-                    attempt,
-                    error: error.clone(),
-                },
-            );
             state.publish(
                 meeting_id,
                 EventKind::StreamDestinationChanged {
@@ -264,7 +359,6 @@ async fn apply_one(state: &AppState, event: MediaEvent) -> Result<(), StorageErr
             stream_id,
             error,
         } => {
-            state.set_hls_error(stream_id, error.clone());
             state.publish(meeting_id, EventKind::StreamHlsChanged { stream_id, error });
             return Ok(());
         }

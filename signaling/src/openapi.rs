@@ -6,13 +6,13 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{
-    archive, audit, chapters, meetings, participants, recordings, streams, watch, whip, ws,
+    archive, audit, chapters, cluster, meetings, participants, recordings, streams, watch, whip, ws,
 };
 use crate::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Gremium API", description = "Control plane of Gremium: meetings, participants, consent, recordings, streams, archive, audit."),
+    info(title = "Gremium API", description = "Control plane of Gremium: meetings, participants, consent, recordings, streams, archive, audit, cluster."),
     paths(
         meetings::create_meeting, meetings::list_meetings, meetings::get_meeting, meetings::end_meeting, meetings::set_public, meetings::set_layout,
         chapters::mark_chapter, chapters::list_chapters,
@@ -23,9 +23,10 @@ use crate::AppState;
         archive::lift_legal_hold,
         streams::start_stream, streams::list_streams, streams::get_stream, streams::stop_stream,
         audit::verify, audit::meeting_ledger, ws::events, whip::publish, whip::leave, whip::trickle,
-        watch::status,
+        watch::status, cluster::cluster_status,
     ),
-    components(schemas(crate::error::ErrorBody, crate::events::MeetingEvent, crate::events::EventKind, ws::Snapshot, crate::auth::Role)),
+    components(schemas(crate::error::ErrorBody, crate::events::MeetingEvent, crate::events::EventKind, ws::Snapshot, crate::auth::Role,
+        gremium_protocol::ClusterStatus, gremium_protocol::NodeStatus, gremium_protocol::NodeInfo)),
     modifiers(&BearerAuth),
 )]
 pub(crate) struct ApiDoc;

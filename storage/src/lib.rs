@@ -21,6 +21,7 @@
 //! Booleans are stored as `bigint` 0/1 and times as unix milliseconds for the same
 //! reason.
 
+mod applied;
 pub mod archive;
 pub mod chapters;
 pub mod consent;

@@ -3,6 +3,7 @@
 pub mod archive;
 pub mod audit;
 pub mod chapters;
+pub mod cluster;
 pub mod live;
 pub mod meetings;
 pub mod output_lifecycle;
