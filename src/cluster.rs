@@ -26,7 +26,7 @@ pub enum Role {
 /// Cost units reserved for a meeting at placement (a reference meeting: four
 /// publishers, a recording and HLS; see `docs/sizing.md`).
 fn meeting_units() -> u32 {
-    gremium_cluster::cost::CostModel::default().cost(&gremium_cluster::cost::MeetingLoad::reference())
+    gremium_cluster::cost::CostModel::default().reference_meeting()
 }
 
 async fn connect(config: &Config, role: &str) -> anyhow::Result<Nats> {
@@ -76,11 +76,11 @@ pub async fn serve_control(
     // WebSocket events go to every replica, this one included.
     let relay = events::WsRelay::start(nats.clone());
     state
-        .events_hub()
+        .hub()
         .set_fanout(Arc::new(RelayFanout(relay)));
     let s = state.clone();
     tokio::spawn(events::run_ws_relay(nats.clone(), move |meeting, text| {
-        s.events_hub().deliver_local(meeting, text)
+        s.hub().deliver_local(meeting, text)
     }));
     let s = state.clone();
     tokio::spawn(events::run_observer(nats.clone(), move |envelope| {
@@ -134,6 +134,7 @@ pub async fn serve_media(
     )
     .map_err(|e| anyhow::anyhow!("starting the media plane: {e}"))?;
     let counted = plane.clone();
+    let watched = plane.clone();
     let address = config
         .cluster
         .advertise
@@ -155,11 +156,18 @@ pub async fn serve_media(
     )
     .await?;
     let node_id = config.cluster.node_id.clone();
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drain_flag = draining.clone();
     let app = axum::Router::new()
         .route(
             "/healthz",
             axum::routing::get(move || {
-                let body = serde_json::json!({"status": "ok", "role": "media", "node_id": node_id});
+                let body = serde_json::json!({
+                    "status": "ok",
+                    "role": "media",
+                    "node_id": node_id,
+                    "draining": drain_flag.load(std::sync::atomic::Ordering::Relaxed),
+                });
                 async move { axum::Json(body) }
             }),
         )
@@ -176,12 +184,30 @@ pub async fn serve_media(
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     tracing::info!(port = config.listen.port(), node_id = %config.cluster.node_id, "gremium media node serving");
-    println!("Gremium media node {} listening on http://{}", config.cluster.node_id, config.listen);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving /healthz and /metrics")?;
+    println!(
+        "Gremium media node {} listening on http://{}",
+        config.cluster.node_id, config.listen
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    shutdown.await;
+    // SIGTERM drains: no new meetings come here; the running ones end first. A
+    // second signal ends the process at once (see `wiring::shutdown_signal`).
+    node.set_draining(true);
+    draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut waited = 0u64;
+    loop {
+        let running = watched.active_meetings();
+        if running == 0 {
+            break;
+        }
+        if waited % 10 == 0 {
+            tracing::info!(meetings = running, "draining: waiting for the node's meetings to end");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        waited += 1;
+    }
     node.stop(Duration::from_secs(5)).await;
+    server.abort();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -235,8 +235,7 @@ fn placed(status: &Value, node: &str) -> u64 {
 
 /// Units a meeting reserves at placement (what the control replicas use).
 fn meeting_units() -> u32 {
-    use gremium_cluster::cost::{CostModel, MeetingLoad};
-    CostModel::default().cost(&MeetingLoad::reference())
+    gremium_cluster::cost::CostModel::default().reference_meeting()
 }
 
 /// Create a meeting with one participant through `base`: (meeting id, participant id,

@@ -52,6 +52,12 @@ pub fn install_metrics() {
     ops::Metrics::install();
 }
 
+/// The process's metrics in the Prometheus text format (what `/metrics` serves), for
+/// a process that serves them without the API (a media node).
+pub fn metrics_text() -> String {
+    ops::Metrics::install().render()
+}
+
 /// API limits and defaults (validated by the binary's config).
 #[derive(Debug, Clone)]
 pub struct ApiSettings {

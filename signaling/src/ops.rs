@@ -41,6 +41,11 @@ impl Metrics {
         });
         Metrics(handle.clone())
     }
+
+    /// The Prometheus text.
+    pub(crate) fn render(&self) -> String {
+        self.0.render()
+    }
 }
 
 pub(crate) fn router() -> Router<AppState> {

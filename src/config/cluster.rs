@@ -4,9 +4,7 @@ use anyhow::bail;
 
 use super::schema::ClusterConfig;
 
-/// Cost units of a media node when `[cluster] capacity` is unset (see
-/// `docs/sizing.md`).
-pub const DEFAULT_CAPACITY: u32 = 160;
+use gremium_cluster::cost::DEFAULT_NODE_CAPACITY as DEFAULT_CAPACITY;
 
 /// Validated `[cluster]` settings. `nats_url` is checked when a role needs it.
 #[derive(Debug, Clone)]
