@@ -1,15 +1,29 @@
 //! `gremium publish`: a synthetic participant publishing over WHIP. Builds the
 //! publisher from `pipelines`, does the HTTP exchange, and leaves with DELETE.
+//!
+//! It comes back by itself when its session is gone (the server restarted, or in a
+//! cluster the media node died): after [`CHECK_AFTER`] without a packet from the
+//! server it asks whether the session still exists (a no-op trickle PATCH), after
+//! [`RESTART_AFTER`] (or when ICE failed) it restarts ICE with a PATCH. A PATCH that
+//! fails (`404`: the session is gone; no answer: the server is restarting) ends the
+//! session, and a new one is POSTed with the same token, with a jittered backoff
+//! (1, 2, 4 … at most 10 s), for as long as it publishes. A POST refused with a 4xx
+//! that will not change (`401`/`403`: token revoked or participant removed, `409`/
+//! `410`: meeting ended, `404`: meeting gone) stops it with that message and a
+//! non-zero exit. When to check, restart or retry and how long to wait are pure
+//! functions ([`health`], [`comes_back_after`], [`backoff`]).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use gremium_pipelines::dtls_check::{DtlsCheck, Verdict};
-use gremium_pipelines::dtls_fingerprint::pinned_fingerprints;
-use gremium_pipelines::publisher::{build_publisher, PublisherSettings, VideoCodec};
-use gremium_pipelines::webrtc::{accept_answer, create_offer, negotiation_needed, IceSettings};
-use gremium_pipelines::{Pipeline, PipelineSettings};
+use gremium_pipelines::publisher::{PublisherSettings, VideoCodec};
+use gremium_pipelines::webrtc::IceSettings;
+use gremium_pipelines::Pipeline;
+
+mod session;
+
+use session::{open_session, run_session, Ended};
 
 /// Validated `gremium publish` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -74,8 +88,13 @@ fn parse_rgb(flag: &str, c: &str) -> anyhow::Result<u32> {
     u32::from_str_radix(hex, 16).with_context(|| format!("{flag}: expected RRGGBB hex"))
 }
 
-/// Switch the synthetic camera between two colours on wall-clock boundaries.
-fn blink(pipeline: &Pipeline, colours: [u32; 2], period_ms: u64) -> anyhow::Result<()> {
+/// Switch the synthetic camera between two colours on wall-clock boundaries; the
+/// task stops when the returned handle is aborted (the session's pipeline goes).
+fn blink(
+    pipeline: &Pipeline,
+    colours: [u32; 2],
+    period_ms: u64,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use gst::prelude::*;
     let src = pipeline
         .gst()
@@ -84,7 +103,7 @@ fn blink(pipeline: &Pipeline, colours: [u32; 2], period_ms: u64) -> anyhow::Resu
         .flatten()
         .find(|e| e.factory().is_some_and(|f| f.name() == "videotestsrc"))
         .context("no videotestsrc to blink")?;
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         loop {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -98,8 +117,89 @@ fn blink(pipeline: &Pipeline, colours: [u32; 2], period_ms: u64) -> anyhow::Resu
             let next = (now / period_ms + 1) * period_ms;
             tokio::time::sleep(Duration::from_millis(next - now)).await;
         }
-    });
-    Ok(())
+    }))
+}
+
+/// After this long without a packet from the server the session is checked over
+/// HTTP. The server's RTCP receiver reports, all it sends to a publisher, come every
+/// 2–7 s (RFC 3550's randomised 5 s): a quiet spell alone proves nothing.
+const CHECK_AFTER: Duration = Duration::from_secs(4);
+
+/// After this long without a packet (well past the longest RTCP interval) ICE is
+/// restarted even though the server says the session exists: the path broke.
+const RESTART_AFTER: Duration = Duration::from_secs(12);
+
+/// Longest wait between two attempts to come back.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// What the validated arguments fix for every session of this run.
+struct Plan {
+    args: PublishArgs,
+    settings: PublisherSettings,
+    colours: Option<[u32; 2]>,
+    http: reqwest::Client,
+    base: String,
+    /// Zero of the "last heard" clock shared with the GStreamer threads.
+    epoch: std::time::Instant,
+}
+
+/// Why an attempt to (re)start a session did not give one.
+#[derive(Debug)]
+enum Failure {
+    /// Worth another attempt (no answer, 5xx, no DTLS connection in time).
+    Retry(anyhow::Error),
+    /// Not: refused for good, a certificate that is not the announced one, or a
+    /// local fault.
+    Stop(anyhow::Error),
+}
+
+impl Failure {
+    fn into_error(self) -> anyhow::Error {
+        match self {
+            Failure::Retry(e) | Failure::Stop(e) => e,
+        }
+    }
+}
+
+/// Whether a WHIP POST answered `status` is worth repeating while coming back: no
+/// answer or a 5xx (the server or a media node restarting, a full cluster), 408, 425
+/// and 429 are; any other 4xx says this participant cannot come back (401/403: token
+/// revoked or participant removed; 404: meeting or participant gone; 409/410: meeting
+/// ended or participant left; 400/413/415/422: the offer itself).
+fn comes_back_after(status: u16) -> bool {
+    !(400..500).contains(&status) || matches!(status, 408 | 425 | 429)
+}
+
+/// The wait before attempt `attempt` (0 for the first) to come back: 1, 2, 4, 8, then
+/// 10 s, each scaled by `0.5 + jitter / 2` (`jitter` in [0, 1)) so that publishers who
+/// lost their session together do not come back in lockstep.
+fn backoff(attempt: u32, jitter: f64) -> Duration {
+    let full = Duration::from_secs(1u64 << attempt.min(4)).min(MAX_BACKOFF);
+    full.mul_f64(0.5 + jitter.clamp(0.0, 1.0) / 2.0)
+}
+
+/// What a publishing session needs at `now`, from when the server was last heard,
+/// when the session was last found alive over HTTP and whether ICE failed (all times
+/// since one epoch).
+#[derive(Debug, PartialEq, Eq)]
+enum Health {
+    /// Heard recently enough, or quiet but just found alive.
+    Fine,
+    /// Quiet: ask the server whether the session still exists.
+    Check,
+    /// ICE failed or silent too long: restart ICE.
+    Restart,
+}
+
+fn health(now: Duration, heard: Duration, alive: Option<Duration>, ice_failed: bool) -> Health {
+    let quiet = now.saturating_sub(heard);
+    if ice_failed || quiet > RESTART_AFTER {
+        Health::Restart
+    } else if quiet <= CHECK_AFTER || alive.is_some_and(|a| now.saturating_sub(a) <= CHECK_AFTER) {
+        Health::Fine
+    } else {
+        Health::Check
+    }
 }
 
 pub async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
@@ -141,191 +241,143 @@ pub async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
         height: a.height,
         fps: a.fps,
     };
-    let pipeline = Pipeline::new(PipelineSettings {
-        name: "publish".into(),
-        dot_dir: std::env::temp_dir(),
-    });
-    let webrtc = build_publisher(&pipeline, &settings)?;
-    if let (Some(a_rgb), Some(b_rgb)) = (color, blink_color) {
-        blink(&pipeline, [a_rgb, b_rgb], a.blink_ms)?;
-    }
-    // Nothing is sent until the server's certificate matched its answer's fingerprint.
-    let dtls = DtlsCheck::default();
-    dtls.hold_outgoing(&webrtc);
-    let mut ready = negotiation_needed(&webrtc);
-    pipeline.start()?;
-    tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))
-        .await
-        .context("webrtcbin never asked for negotiation")??;
-    let offer = create_offer(&webrtc, Duration::from_secs(10)).await?;
-
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let base = a.server.trim_end_matches('/');
-    let request = http
-        .post(format!(
-            "{base}/whip/{}{}",
-            a.meeting,
-            if a.screen { "?content=screen" } else { "" }
-        ))
-        .bearer_auth(&a.token)
-        .header("content-type", "application/sdp")
-        .body(offer);
-    let (location, body) = whip_exchange(request, "WHIP POST", 201, "location", "").await?;
-    let location = location.context("WHIP answer without Location")?;
-    let url = if location.starts_with("http") {
-        location.clone()
-    } else {
-        format!("{base}{location}")
+    let plan = Plan {
+        base: a.server.trim_end_matches('/').to_string(),
+        args: a,
+        settings,
+        colours: color.zip(blink_color).map(|(x, y)| [x, y]),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?,
+        epoch: std::time::Instant::now(),
     };
-    if let Err(e) = verified_answer(&webrtc, &dtls, &body).await {
-        // Leave the session the server already made, then refuse.
-        let _ = http.delete(&url).bearer_auth(&a.token).send().await;
-        drop(pipeline);
-        return Err(e);
-    }
-    println!("publishing to meeting {} (session {location})", a.meeting);
-
+    // The first session is made as before: any failure ends the command.
+    let mut session = Some(open_session(&plan).await.map_err(Failure::into_error)?);
+    let stop = async {
+        if plan.args.duration > 0 {
+            tokio::time::sleep(Duration::from_secs(plan.args.duration)).await;
+        } else {
+            crate::wiring::wait_for_signal().await;
+        }
+    };
+    tokio::pin!(stop);
+    let mut restart_after = plan.args.ice_restart_after;
     let mut restart_failed = None;
-    {
-        let stop = async {
-            if a.duration > 0 {
-                tokio::time::sleep(Duration::from_secs(a.duration)).await;
-            } else {
-                crate::wiring::wait_for_signal().await;
+    let mut attempt = 0u32;
+    loop {
+        let Some(current) = session.take() else {
+            let wait = backoff(attempt, rand::random::<f64>());
+            eprintln!(
+                "reconnecting… attempt {} in {:.1} s",
+                attempt + 1,
+                wait.as_secs_f64()
+            );
+            let opened = tokio::select! {
+                _ = &mut stop => return Ok(ExitCode::SUCCESS),
+                opened = async {
+                    tokio::time::sleep(wait).await;
+                    open_session(&plan).await
+                } => opened,
+            };
+            match opened {
+                Ok(s) => {
+                    println!("reconnected after {} attempt(s)", attempt + 1);
+                    session = Some(s);
+                    attempt = 0;
+                }
+                Err(Failure::Retry(e)) => {
+                    eprintln!("reconnecting… attempt {} failed: {e:#}", attempt + 1);
+                    attempt = attempt.saturating_add(1);
+                }
+                Err(Failure::Stop(e)) => {
+                    return Err(e.context("the publishing session was lost and cannot come back"))
+                }
             }
+            continue;
         };
-        let restart_after = a.ice_restart_after;
-        let mut restart_pending = restart_after.is_some();
-        let restart = async {
-            match restart_after {
-                Some(secs) => {
-                    tokio::time::sleep(Duration::from_secs(secs)).await;
-                    restart_ice(&http, &url, &a.token, &webrtc).await
-                }
-                None => std::future::pending().await,
+        let ended = run_session(
+            &plan,
+            &current,
+            &mut stop,
+            &mut restart_after,
+            &mut restart_failed,
+        )
+        .await;
+        match ended {
+            Ended::Lost(why) => {
+                eprintln!("reconnecting… the publishing session is gone: {why:#}");
+                drop(current);
             }
-        };
-        let mut watch = pipeline.watch();
-        tokio::pin!(stop, restart);
-        loop {
-            tokio::select! {
-                _ = &mut stop => break,
-                _ = watch.wait_for(|l| l.is_terminal()) => {
-                    eprintln!("publisher pipeline ended: {:?}", pipeline.lifecycle());
-                    break;
+            Ended::Pipeline | Ended::Stopped => {
+                let left = plan
+                    .http
+                    .delete(&current.url)
+                    .bearer_auth(&plan.args.token)
+                    .send()
+                    .await;
+                drop(current);
+                if let Some(e) = restart_failed {
+                    return Err(e.context("ICE restart"));
                 }
-                restarted = &mut restart, if restart_pending => {
-                    restart_pending = false;
-                    match restarted {
-                        Ok(etag) => println!("ICE restarted (ETag {etag})"),
-                        Err(e) => restart_failed = Some(e),
-                    }
-                }
+                return match left {
+                    Ok(r) if r.status().is_success() => Ok(ExitCode::SUCCESS),
+                    Ok(r) => bail!("WHIP DELETE answered {}", r.status()),
+                    Err(e) => bail!("WHIP DELETE failed: {}", e.without_url()),
+                };
             }
         }
     }
-    let left = http.delete(url).bearer_auth(&a.token).send().await;
-    drop(pipeline);
-    if let Some(e) = restart_failed {
-        return Err(e.context("ICE restart"));
-    }
-    match left {
-        Ok(r) if r.status().is_success() => Ok(ExitCode::SUCCESS),
-        Ok(r) => bail!("WHIP DELETE answered {}", r.status()),
-        Err(e) => bail!("WHIP DELETE failed: {}", e.without_url()),
-    }
 }
 
-/// How long the DTLS handshake with the server may take.
-const DTLS_TIMEOUT: Duration = Duration::from_secs(15);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Apply the WHIP answer and wait until the server's DTLS certificate matched the
-/// answer's `a=fingerprint` (RFC 8122; webrtcbin does not check it).
-async fn verified_answer(
-    webrtc: &gst::Element,
-    dtls: &DtlsCheck,
-    answer: &str,
-) -> anyhow::Result<()> {
-    let pins = pinned_fingerprints(answer)
-        .map_err(|e| anyhow::anyhow!("refusing the WHIP answer: {e}"))?;
-    dtls.set_pins(pins);
-    accept_answer(webrtc, answer).await?;
-    dtls.watch(webrtc);
-    let mut verdicts = dtls.verdicts();
-    let verdict = tokio::time::timeout(DTLS_TIMEOUT, verdicts.wait_for(|v| *v != Verdict::Pending))
-        .await
-        .map_err(|_| anyhow::anyhow!("no DTLS connection with the server within {DTLS_TIMEOUT:?}"))?
-        .map(|v| *v)
-        .unwrap_or(Verdict::Pending);
-    match verdict {
-        Verdict::Verified => Ok(()),
-        Verdict::Rejected(why) => bail!(
-            "refusing to publish: {why} (the WHIP server's certificate is not the one its \
-             answer announced: someone may be intercepting the connection)"
-        ),
-        Verdict::Pending => bail!("the DTLS check did not finish"),
+    #[test]
+    fn backoff_doubles_to_ten_seconds_and_jitters_downwards_only() {
+        let secs = |attempt, jitter| backoff(attempt, jitter).as_secs_f64();
+        let full: Vec<f64> = (0..7).map(|n| secs(n, 1.0)).collect();
+        assert_eq!(full, [1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]);
+        assert_eq!(secs(0, 0.0), 0.5);
+        assert_eq!(secs(u32::MAX, 0.0), 5.0);
+        for jitter in [0.0, 0.3, 0.999, -1.0, 7.0] {
+            for attempt in 0..20 {
+                let d = backoff(attempt, jitter);
+                assert!(d >= Duration::from_millis(500) && d <= MAX_BACKOFF, "{d:?}");
+            }
+        }
     }
-}
 
-/// Send a WHIP request and read the answer: one header (`header`) and the body.
-/// Any status but `expected` is an error with the server's text; `what` names the
-/// request, `about` what the server answered to (empty for the offer).
-async fn whip_exchange(
-    request: reqwest::RequestBuilder,
-    what: &str,
-    expected: u16,
-    header: &str,
-    about: &str,
-) -> anyhow::Result<(Option<String>, String)> {
-    let response = request
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("{what} failed: {}", e.without_url()))?;
-    let status = response.status();
-    let value = response
-        .headers()
-        .get(header)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = response.text().await.unwrap_or_default();
-    if status.as_u16() != expected {
-        bail!("WHIP server answered {about}{status}: {body}");
+    #[test]
+    fn a_quiet_session_is_checked_and_a_silent_or_failed_one_restarted() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // RTCP every few seconds: nothing to do.
+        assert_eq!(health(s(10), s(7), None, false), Health::Fine);
+        assert_eq!(health(s(10), s(6), None, false), Health::Fine);
+        // Quiet longer than an RTCP interval may be: ask the server.
+        assert_eq!(health(s(10), ms(5999), None, false), Health::Check);
+        // It said the session exists: not again for a while, but then again.
+        assert_eq!(health(s(10), s(5), Some(s(9)), false), Health::Fine);
+        assert_eq!(health(s(13), s(5), Some(s(9)), false), Health::Fine);
+        assert_eq!(health(s(13), s(5), Some(ms(8999)), false), Health::Check);
+        // Silent past any RTCP interval although the session exists, or ICE failed.
+        assert_eq!(health(s(18), ms(5999), Some(s(18)), false), Health::Restart);
+        assert_eq!(health(s(10), s(10), None, true), Health::Restart);
+        // A clock read before the last packet was stored.
+        assert_eq!(health(s(1), s(2), None, false), Health::Fine);
     }
-    Ok((value, body))
-}
 
-/// Restart ICE on the libnice stream under `webrtc` and tell the WHIP session (PATCH
-/// with our new credentials and candidates, `If-Match: *` as RFC 9725 §4.4.2 asks);
-/// apply the credentials and candidates of its `200` and wait until the new ICE
-/// session selected a pair. Returns the new ETag.
-async fn restart_ice(
-    http: &reqwest::Client,
-    url: &str,
-    token: &str,
-    webrtc: &gst::Element,
-) -> anyhow::Result<String> {
-    use gremium_pipelines::ice_restart::{apply_remote_ice, restart_local_ice, SelectedPairWatch};
-    use gremium_signaling::api::whip::{parse_sdpfrag, render_sdpfrag};
-    let mut pair = SelectedPairWatch::new(webrtc);
-    let local = restart_local_ice(webrtc).context("restarting ICE")?;
-    let request = http
-        .patch(url)
-        .bearer_auth(token)
-        .header("content-type", "application/trickle-ice-sdpfrag")
-        .header("if-match", "*")
-        .body(render_sdpfrag(&local.ufrag, &local.pwd, &local.candidates));
-    let (etag, body) =
-        whip_exchange(request, "WHIP PATCH", 200, "etag", "the ICE restart with ").await?;
-    let frag = parse_sdpfrag(&body).map_err(|e| anyhow::anyhow!("ICE restart answer: {e}"))?;
-    let (Some(ufrag), Some(pwd)) = (frag.ufrag, frag.pwd) else {
-        bail!("ICE restart answer without a=ice-ufrag and a=ice-pwd");
-    };
-    let candidates: Vec<String> = frag.candidates.into_iter().map(|(_, c)| c).collect();
-    apply_remote_ice(webrtc, &ufrag, &pwd, &candidates).context("applying the ICE restart")?;
-    if !pair.selected(Duration::from_secs(10)).await {
-        bail!("the restarted ICE session selected no candidate pair within 10 s");
+    #[test]
+    fn only_answers_that_may_change_are_retried() {
+        // A removed participant (401/403), an ended meeting (409/410) or a gone
+        // meeting (404) must not come back.
+        for status in [400, 401, 403, 404, 409, 410, 413, 415, 422] {
+            assert!(!comes_back_after(status), "{status}");
+        }
+        // A restarting server, a dead media node, a full cluster, a slow proxy.
+        for status in [408, 425, 429, 500, 502, 503, 504] {
+            assert!(comes_back_after(status), "{status}");
+        }
     }
-    etag.context("ICE restart answer without ETag")
 }

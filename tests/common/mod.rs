@@ -3,8 +3,9 @@
 //! client (`client`: meetings, participants, consent, recordings, streams), starts
 //! publishers (`publishers`), reads events (`events`) and decodes what came out
 //! (`decode`). `stage` bundles the common scenes; `servers` runs S3 and RTMP peers;
-//! `cdp` drives Chromium; `netns` isolates a test to loopback; `watchdog` aborts a hung
-//! test with backtraces. How to write a new test: docs/testing.md.
+//! `serve` runs the real `gremium serve` binary (kill -9, restart); `cdp` drives
+//! Chromium; `netns` isolates a test to loopback; `watchdog` aborts a hung test with
+//! backtraces. How to write a new test: docs/testing.md.
 
 #![allow(dead_code, unused_imports)] // each test binary uses a part
 
@@ -16,6 +17,7 @@ pub mod events;
 pub mod media;
 pub mod netns;
 pub mod publishers;
+pub mod serve;
 pub mod servers;
 pub mod stage;
 pub mod watchdog;
