@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use gremium_cluster::{events, ClusterMediaPlane, ControlSettings, MediaNode, Nats, NodeSettings, Registry};
+use gremium_cluster::{
+    events, ClusterMediaPlane, ControlSettings, MediaNode, Nats, NodeSettings, Registry,
+};
 use gremium_signaling::AppState;
 
 use crate::config::Config;
@@ -75,9 +77,7 @@ pub async fn serve_control(
     );
     // WebSocket events go to every replica, this one included.
     let relay = events::WsRelay::start(nats.clone());
-    state
-        .hub()
-        .set_fanout(Arc::new(RelayFanout(relay)));
+    state.hub().set_fanout(Arc::new(RelayFanout(relay)));
     let s = state.clone();
     tokio::spawn(events::run_ws_relay(nats.clone(), move |meeting, text| {
         s.hub().deliver_local(meeting, text)
@@ -109,7 +109,10 @@ pub async fn serve_control(
         .with_context(|| format!("listening on {}", config.listen))?;
     let limits = crate::listener::fit_to_fd_limit(config.connections.clone(), fd_limit);
     tracing::info!(port = config.listen.port(), node_id = %config.cluster.node_id, "gremium control replica serving");
-    println!("Gremium control replica listening on http://{}", config.listen);
+    println!(
+        "Gremium control replica listening on http://{}",
+        config.listen
+    );
     crate::listener::serve(listener, app, limits, shutdown).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), db.close()).await;
     let _ = nats.client.flush().await;
@@ -128,11 +131,9 @@ pub async fn serve_media(
     wiring::create_private_dir(&config.storage.spool_dir)?;
     gremium_signaling::install_metrics();
     let (sink, events) = gremium_signaling::event_channel();
-    let plane = gremium_mediaplane::GstMediaPlane::new(
-        wiring::media_plane_settings(&config, &vault),
-        sink,
-    )
-    .map_err(|e| anyhow::anyhow!("starting the media plane: {e}"))?;
+    let plane =
+        gremium_mediaplane::GstMediaPlane::new(wiring::media_plane_settings(&config, &vault), sink)
+            .map_err(|e| anyhow::anyhow!("starting the media plane: {e}"))?;
     let counted = plane.clone();
     let watched = plane.clone();
     let address = config
@@ -175,7 +176,10 @@ pub async fn serve_media(
             "/metrics",
             axum::routing::get(|| async {
                 (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
                     gremium_signaling::metrics_text(),
                 )
             }),
@@ -201,7 +205,10 @@ pub async fn serve_media(
             break;
         }
         if waited % 10 == 0 {
-            tracing::info!(meetings = running, "draining: waiting for the node's meetings to end");
+            tracing::info!(
+                meetings = running,
+                "draining: waiting for the node's meetings to end"
+            );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         waited += 1;

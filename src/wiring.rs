@@ -283,8 +283,9 @@ pub async fn serve_until(
     let (sink, events) = gremium_signaling::event_channel();
     // The media plane reports disk space while it starts.
     gremium_signaling::install_metrics();
-    let media = gremium_mediaplane::GstMediaPlane::new(media_plane_settings(&config, &vault), sink.clone())
-    .map_err(|e| anyhow::anyhow!("starting the media plane: {e}"))?;
+    let media =
+        gremium_mediaplane::GstMediaPlane::new(media_plane_settings(&config, &vault), sink.clone())
+            .map_err(|e| anyhow::anyhow!("starting the media plane: {e}"))?;
     let plane = media.clone();
     let media = Arc::new(media);
     let state = AppState::new(

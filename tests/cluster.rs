@@ -158,11 +158,21 @@ impl Cluster {
 
     fn admin_token(&self) -> String {
         let out = self.gremium(&["token", "--role", "admin", "--role", "moderator"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
-    async fn call(&self, method: reqwest::Method, url: &str, token: &str, body: Option<Value>) -> (u16, reqwest::header::HeaderMap, Value) {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
         let mut req = self.http.request(method, url).bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);
@@ -171,13 +181,22 @@ impl Cluster {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
-        (status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Live nodes and their placed meetings, from `GET /api/v1/cluster`.
     async fn status(&self, control: &Proc, token: &str) -> Value {
         let (s, _, v) = self
-            .call(reqwest::Method::GET, &format!("{}/api/v1/cluster", control.base()), token, None)
+            .call(
+                reqwest::Method::GET,
+                &format!("{}/api/v1/cluster", control.base()),
+                token,
+                None,
+            )
             .await;
         assert_eq!(s, 200, "{v}");
         v
@@ -211,14 +230,23 @@ async fn wait_healthy(http: &reqwest::Client, proc: &Proc) {
 }
 
 /// Wait until `GET /api/v1/cluster` satisfies `pred`.
-async fn wait_status(c: &Cluster, control: &Proc, token: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+async fn wait_status(
+    c: &Cluster,
+    control: &Proc,
+    token: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let v = c.status(control, token).await;
         if pred(&v) {
             return v;
         }
-        assert!(Instant::now() < deadline, "cluster never showed {what}: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "cluster never showed {what}: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -240,10 +268,20 @@ fn meeting_units() -> u32 {
 
 /// Create a meeting with one participant through `base`: (meeting id, participant id,
 /// join token).
-async fn meeting_with_participant(c: &Cluster, base: &str, token: &str, name: &str) -> (String, String, String) {
+async fn meeting_with_participant(
+    c: &Cluster,
+    base: &str,
+    token: &str,
+    name: &str,
+) -> (String, String, String) {
     use reqwest::Method;
     let (s, _, m) = c
-        .call(Method::POST, &format!("{base}/api/v1/meetings"), token, Some(json!({"title": name})))
+        .call(
+            Method::POST,
+            &format!("{base}/api/v1/meetings"),
+            token,
+            Some(json!({"title": name})),
+        )
         .await;
     assert_eq!(s, 201, "{m}");
     let mid = m["id"].as_str().unwrap().to_string();
@@ -288,20 +326,32 @@ async fn two_control_replicas_and_two_media_nodes_place_by_capacity_and_share_ev
     let addr1: std::net::SocketAddr = format!("127.0.0.1:{}", control_1.port).parse().unwrap();
     let mut ws = ws_connect(addr1, &mid, &token).await;
     let mut publisher = spawn_small_publisher(&control_2.base(), &mid, &join, "ff0000", 60);
-    let started = wait_event_for(&mut ws, Duration::from_secs(30), "participant_media_started", |_| true).await;
+    let started = wait_event_for(
+        &mut ws,
+        Duration::from_secs(30),
+        "participant_media_started",
+        |_| true,
+    )
+    .await;
     assert_eq!(started["participant_id"], pid.as_str(), "{started}");
 
     // A request to replica 2 is seen on replica 1's socket.
     let (s, _, r) = c
         .call(
             reqwest::Method::PUT,
-            &format!("{}/api/v1/meetings/{mid}/participants/{pid}/consent", control_2.base()),
+            &format!(
+                "{}/api/v1/meetings/{mid}/participants/{pid}/consent",
+                control_2.base()
+            ),
             &join,
             Some(json!({"recording": true, "streaming": false})),
         )
         .await;
     assert_eq!(s, 200, "{r}");
-    let e = wait_event_for(&mut ws, Duration::from_secs(10), "consent_changed", |_| true).await;
+    let e = wait_event_for(&mut ws, Duration::from_secs(10), "consent_changed", |_| {
+        true
+    })
+    .await;
     assert_eq!(e["recording"], true, "{e}");
 
     // The meeting is placed on exactly one node.
@@ -309,15 +359,29 @@ async fn two_control_replicas_and_two_media_nodes_place_by_capacity_and_share_ev
         placed(v, "node-a") + placed(v, "node-b") == 1
     })
     .await;
-    let first = if placed(&v, "node-a") == 1 { "node-a" } else { "node-b" };
-    let other = if first == "node-a" { "node-b" } else { "node-a" };
+    let first = if placed(&v, "node-a") == 1 {
+        "node-a"
+    } else {
+        "node-b"
+    };
+    let other = if first == "node-a" {
+        "node-b"
+    } else {
+        "node-a"
+    };
 
     // The second meeting goes to the node with room.
     let (mid2, _, join2) = meeting_with_participant(&c, &control_2.base(), &token, "Rat 2").await;
     let addr2: std::net::SocketAddr = format!("127.0.0.1:{}", control_2.port).parse().unwrap();
     let mut ws2 = ws_connect(addr2, &mid2, &token).await;
     let mut publisher2 = spawn_small_publisher(&control_1.base(), &mid2, &join2, "00ff00", 60);
-    wait_event_for(&mut ws2, Duration::from_secs(30), "participant_media_started", |_| true).await;
+    wait_event_for(
+        &mut ws2,
+        Duration::from_secs(30),
+        "participant_media_started",
+        |_| true,
+    )
+    .await;
     let v = c.status(&control_1, &token).await;
     assert_eq!((placed(&v, first), placed(&v, other)), (1, 1), "{v}");
 
@@ -333,13 +397,20 @@ async fn two_control_replicas_and_two_media_nodes_place_by_capacity_and_share_ev
         .await;
     assert_eq!(s, 503, "{body}");
     assert!(headers.get("retry-after").is_some(), "{headers:?}");
-    assert!(body.to_string().contains("full") || body.to_string().contains("room"), "{body}");
+    assert!(
+        body.to_string().contains("full") || body.to_string().contains("room"),
+        "{body}"
+    );
     let _ = join3;
 
     // `gremium cluster status` shows both nodes with one meeting each.
     let out = c.gremium(&["cluster", "status"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("node-a") && text.contains("node-b"), "{text}");
 
     // Recording started through one replica and stopped through the other is
@@ -354,7 +425,13 @@ async fn two_control_replicas_and_two_media_nodes_place_by_capacity_and_share_ev
         .await;
     assert_eq!(s, 201, "{r}");
     let rid = r["id"].as_str().unwrap().to_string();
-    wait_event_for(&mut ws, Duration::from_secs(20), "recording_state_changed", |e| e["state"] == "active").await;
+    wait_event_for(
+        &mut ws,
+        Duration::from_secs(20),
+        "recording_state_changed",
+        |e| e["state"] == "active",
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (s, _, r) = c
         .call(
@@ -365,9 +442,19 @@ async fn two_control_replicas_and_two_media_nodes_place_by_capacity_and_share_ev
         )
         .await;
     assert!(s == 200 || s == 202, "{s} {r}");
-    wait_event_for(&mut ws, Duration::from_secs(60), "recording_state_changed", |e| e["state"] == "finished").await;
+    wait_event_for(
+        &mut ws,
+        Duration::from_secs(60),
+        "recording_state_changed",
+        |e| e["state"] == "finished",
+    )
+    .await;
     let out = c.gremium(&["audit", "verify"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     publisher.kill().ok();
     publisher2.kill().ok();
@@ -423,3 +510,68 @@ async fn a_control_replica_without_nats_names_the_setting() {
     assert!(err.contains("cluster.nats_url"), "{err}");
 }
 
+/// Kill -9 of the media node a meeting runs on: the publisher's client notices its
+/// session is gone and POSTs again through the control replica, which places the
+/// meeting on the other node; media flows again within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_media_node_loses_its_meeting_to_the_other_node() {
+    let c = Cluster::new("f").await;
+    let mut node_a = c.start("media", "node-a", None).await;
+    let mut node_b = c.start("media", "node-b", None).await;
+    let control = c.start("control", "control-1", None).await;
+    let token = c.admin_token();
+    wait_status(&c, &control, &token, "two live nodes", |v| {
+        v["nodes"].as_array().is_some_and(|n| n.len() == 2)
+    })
+    .await;
+    let (mid, pid, join) = meeting_with_participant(&c, &control.base(), &token, "Rat").await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", control.port).parse().unwrap();
+    let mut ws = ws_connect(addr, &mid, &token).await;
+    let mut publisher = spawn_small_publisher(&control.base(), &mid, &join, "0000ff", 120);
+    wait_event_for(
+        &mut ws,
+        Duration::from_secs(30),
+        "participant_media_started",
+        |_| true,
+    )
+    .await;
+    let v = c.status(&control, &token).await;
+    let (dead, survivor) = if placed(&v, "node-a") == 1 {
+        ("node-a", "node-b")
+    } else {
+        ("node-b", "node-a")
+    };
+    assert_eq!(placed(&v, dead), 1, "{v}");
+
+    let killed = Instant::now();
+    if dead == "node-a" {
+        node_a.kill();
+    } else {
+        node_b.kill();
+    }
+    // The publisher is back, on the survivor.
+    let back = wait_event_for(
+        &mut ws,
+        Duration::from_secs(30),
+        "participant_media_started",
+        |e| e["participant_id"] == pid.as_str(),
+    )
+    .await;
+    let took = killed.elapsed();
+    eprintln!("media flowed again {took:?} after the kill: {back}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    let v = wait_status(&c, &control, &token, "the meeting on the survivor", |v| {
+        placed(v, survivor) == 1
+    })
+    .await;
+    assert!(
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["node_id"] != dead),
+        "the dead node left the registry: {v}"
+    );
+    publisher.kill().ok();
+    let _ = publisher.wait();
+}
