@@ -96,6 +96,19 @@ pub async fn serve_control(
                 .map_err(|e| e.to_string())
         }
     }));
+    // Applied event ids are needed only while an event can be redelivered (the
+    // stream keeps a day); a week is plenty.
+    let pruned = db.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let week_ago = wiring::unix_now_secs() * 1000 - 7 * 24 * 3600 * 1000;
+            if let Err(e) = pruned.prune_applied_media_events(week_ago).await {
+                tracing::warn!(error = %e, "applied media events not pruned");
+            }
+        }
+    });
     state.set_cluster_view(Arc::new(View {
         db: db.clone(),
         registry,
