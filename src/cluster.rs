@@ -75,13 +75,19 @@ pub async fn serve_control(
         config.api.clone(),
         gremium_signaling::system_clock(),
     );
-    // WebSocket events go to every replica, this one included.
+    // WebSocket events go to this replica's sockets and to every other replica.
     let relay = events::WsRelay::start(nats.clone());
-    state.hub().set_fanout(Arc::new(RelayFanout(relay)));
-    let s = state.clone();
-    tokio::spawn(events::run_ws_relay(nats.clone(), move |meeting, text| {
-        s.hub().deliver_local(meeting, text)
+    let origin = relay.origin().to_string();
+    state.hub().set_fanout(Arc::new(RelayFanout {
+        relay,
+        state: state.clone(),
     }));
+    let s = state.clone();
+    tokio::spawn(events::run_ws_relay(
+        nats.clone(),
+        origin,
+        move |meeting, text| s.hub().deliver_local(meeting, text),
+    ));
     let s = state.clone();
     tokio::spawn(events::run_observer(nats.clone(), move |envelope| {
         gremium_signaling::observe_media_event(&s, &envelope.event)
@@ -282,11 +288,16 @@ impl gremium_signaling::ClusterView for View {
     }
 }
 
-/// The hub's fan-out: every WebSocket event through NATS to every replica.
-struct RelayFanout(events::WsRelay);
+/// The hub's fan-out: every WebSocket event to this replica's sockets and through
+/// NATS to the other replicas'.
+struct RelayFanout {
+    relay: events::WsRelay,
+    state: AppState,
+}
 
 impl gremium_signaling::EventFanout for RelayFanout {
     fn publish(&self, meeting_id: uuid::Uuid, text: Arc<str>) {
-        self.0.publish(meeting_id, text)
+        self.state.hub().deliver_local(meeting_id, text.clone());
+        self.relay.publish(meeting_id, text)
     }
 }

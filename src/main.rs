@@ -42,7 +42,7 @@ struct Common {
     )]
     database_url: Option<String>,
     /// NATS URL of the cluster (overrides `[cluster] nats_url`).
-    #[arg(long, env = "GREMIUM_NATS_URL", global = true)]
+    #[arg(long, env = "GREMIUM_NATS_URL", global = true, hide_env_values = true)]
     nats_url: Option<String>,
     /// This node's id in the cluster (overrides `[cluster] node_id`).
     #[arg(long, env = "GREMIUM_NODE_ID", global = true)]

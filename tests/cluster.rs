@@ -251,6 +251,22 @@ async fn wait_status(
     }
 }
 
+/// The `state` of every `recording_state_changed` a socket gets within `window`.
+async fn states_within(ws: &mut common::Ws, window: Duration) -> Vec<String> {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + window;
+    let mut states = Vec::new();
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            let e: Value = serde_json::from_str(t.as_str()).unwrap();
+            if e["type"] == "recording_state_changed" {
+                states.push(e["state"].as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+    states
+}
+
 fn placed(status: &Value, node: &str) -> u64 {
     status["nodes"]
         .as_array()
@@ -425,6 +441,8 @@ async fn two_control_replicas_and_two_media_nodes_place_by_capacity_and_share_ev
         .await;
     assert_eq!(s, 201, "{r}");
     let rid = r["id"].as_str().unwrap().to_string();
+    // A second socket on the other replica: both see each transition once.
+    let mut ws_2 = ws_connect(addr2, &mid, &token).await;
     wait_event_for(
         &mut ws,
         Duration::from_secs(20),
@@ -449,6 +467,29 @@ async fn two_control_replicas_and_two_media_nodes_place_by_capacity_and_share_ev
         |e| e["state"] == "finished",
     )
     .await;
+    let seen_2 = states_within(&mut ws_2, Duration::from_secs(3)).await;
+    assert_eq!(
+        seen_2.iter().filter(|s| *s == "finished").count(),
+        1,
+        "replica 2's socket saw {seen_2:?}"
+    );
+    let after_1 = states_within(&mut ws, Duration::from_secs(1)).await;
+    assert!(
+        !after_1.contains(&"finished".to_string()),
+        "finished twice on replica 1: {after_1:?}"
+    );
+    // The ledger holds the recording's finish once.
+    let (s, _, ledger) = c
+        .call(
+            reqwest::Method::GET,
+            &format!("{}/api/v1/meetings/{mid}/ledger", control_2.base()),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{ledger}");
+    let finishes = ledger.to_string().matches("recording_finished").count();
+    assert_eq!(finishes, 1, "{ledger}");
     let out = c.gremium(&["audit", "verify"]);
     assert!(
         out.status.success(),

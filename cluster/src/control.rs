@@ -14,7 +14,7 @@ use gremium_protocol::{
 use gremium_storage::{Db, PlaceOutcome, Placement};
 use uuid::Uuid;
 
-use crate::nats::Nats;
+use crate::nats::{Nats, FENCED_AFTER, NODE_TTL};
 use crate::node::unix_ms;
 use crate::registry::Registry;
 
@@ -47,24 +47,6 @@ impl ClusterMediaPlane {
             db,
             registry,
             settings,
-        }
-    }
-
-    /// The node a command goes to: the meeting's placement when its node is alive;
-    /// otherwise, for a command that needs media, a new placement (a lost node's
-    /// meeting moves, with the next epoch). `None`: nothing runs the meeting and the
-    /// command needs no media.
-    async fn target(
-        &self,
-        meeting: Uuid,
-        needs_media: bool,
-    ) -> Result<Option<Placement>, MediaPlaneError> {
-        let current = self.db.placement(meeting).await.map_err(db_error)?;
-        match current {
-            Some(p) if self.registry.node(&p.node_id).is_some() => Ok(Some(p)),
-            Some(p) if needs_media => self.place(meeting, Some(p)).await.map(Some),
-            Some(_) | None if !needs_media => Ok(None),
-            _ => self.place(meeting, None).await.map(Some),
         }
     }
 
@@ -108,17 +90,19 @@ impl ClusterMediaPlane {
         }
     }
 
-    async fn send(
-        &self,
-        placement: &Placement,
-        command: MediaCommand,
-    ) -> Result<CommandOutcome, MediaPlaneError> {
+    async fn send(&self, placement: &Placement, command: MediaCommand) -> Sent {
         let request = CommandRequest {
             epoch: placement.epoch as u64,
             command,
         };
-        let body = serde_json::to_vec(&request)
-            .map_err(|e| MediaPlaneError::Failed(format!("command not serializable: {e}")))?;
+        let body = match serde_json::to_vec(&request) {
+            Ok(body) => body,
+            Err(e) => {
+                return Sent::Answer(Err(MediaPlaneError::Failed(format!(
+                    "command not serializable: {e}"
+                ))))
+            }
+        };
         let node = &placement.node_id;
         let timeout = self.settings.command_timeout;
         let asked = tokio::time::timeout(
@@ -130,47 +114,116 @@ impl ClusterMediaPlane {
         .await;
         let message = match asked {
             Err(_) => {
-                return Err(MediaPlaneError::Unavailable(format!(
+                return Sent::Unanswered(format!(
                     "media node {node} did not answer within {} s",
                     timeout.as_secs()
-                )))
+                ))
             }
             Ok(Err(e)) => {
                 use async_nats::RequestErrorKind;
                 let why = match e.kind() {
-                    RequestErrorKind::NoResponders => "is not listening (no responders)".into(),
-                    RequestErrorKind::TimedOut => "did not answer in time".into(),
+                    RequestErrorKind::NoResponders => return Sent::NobodyListens,
+                    RequestErrorKind::TimedOut => "did not answer in time".to_string(),
                     RequestErrorKind::Other => format!("could not be asked: {e}"),
                 };
-                return Err(MediaPlaneError::Unavailable(format!(
-                    "media node {node} {why}"
-                )));
+                return Sent::Unanswered(format!("media node {node} {why}"));
             }
             Ok(Ok(message)) => message,
         };
-        let reply: CommandReply = serde_json::from_slice(&message.payload).map_err(|e| {
-            MediaPlaneError::Failed(format!("unreadable reply from media node {node}: {e}"))
-        })?;
-        reply.into()
+        Sent::Answer(
+            match serde_json::from_slice::<CommandReply>(&message.payload) {
+                Ok(reply) => reply.into(),
+                Err(e) => Err(MediaPlaneError::Failed(format!(
+                    "unreadable reply from media node {node}: {e}"
+                ))),
+            },
+        )
     }
+
+    /// The reservation of a meeting that ended is freed (only this epoch's).
+    async fn release(&self, meeting: Uuid, placement: &Placement) {
+        if let Err(e) = self.db.remove_placement(meeting, placement.epoch).await {
+            tracing::warn!(%meeting, error = %e, "placement of an ended meeting not removed");
+        }
+    }
+}
+
+/// What became of a command sent to a node.
+enum Sent {
+    /// The node answered.
+    Answer(Result<CommandOutcome, MediaPlaneError>),
+    /// No answer in time, or the request could not be made (why).
+    Unanswered(String),
+    /// No process listens on the node's command subject: the node is gone, or cut
+    /// off from NATS (then it ends its meetings itself, see [`FENCED_AFTER`]).
+    NobodyListens,
 }
 
 #[async_trait::async_trait]
 impl MediaPlane for ClusterMediaPlane {
+    /// A placed meeting's commands go to its node (a late heartbeat must not turn a
+    /// consent withdrawal into a no-op). A node silent for [`FENCED_AFTER`] has ended
+    /// its meetings itself: a command that needs media moves the meeting, any other
+    /// is answered as for a meeting that runs nowhere. Between the registry's TTL
+    /// and that, a node that does not answer loses a meeting only to a command that
+    /// needs media (a publisher coming back); other commands get 503.
     async fn execute(&self, command: MediaCommand) -> Result<CommandOutcome, MediaPlaneError> {
         let meeting = command.meeting_id();
         let ends = matches!(command, MediaCommand::EndMeeting { .. });
-        let Some(placement) = self.target(meeting, needs_media(&command)).await? else {
-            return idle_answer(&command);
+        let needs = needs_media(&command);
+        let placement = match self.db.placement(meeting).await.map_err(db_error)? {
+            Some(p) => p,
+            None if needs => self.place(meeting, None).await?,
+            None => return idle_answer(&command),
         };
-        let outcome = self.send(&placement, command).await?;
-        if ends {
-            // The meeting is over: its reservation is freed (only this epoch's).
-            if let Err(e) = self.db.remove_placement(meeting, placement.epoch).await {
-                tracing::warn!(%meeting, error = %e, "placement of an ended meeting not removed");
+        let silent = self.registry.silent_for(&placement.node_id);
+        let expired = silent.is_some_and(|d| d >= NODE_TTL);
+        let fenced = silent.is_some_and(|d| d >= FENCED_AFTER);
+        if fenced {
+            // The node ended its meetings itself by now (or is gone).
+            if needs {
+                return self.move_and_send(meeting, placement, command).await;
             }
+            if ends {
+                self.release(meeting, &placement).await;
+            }
+            return idle_answer(&command);
         }
-        Ok(outcome)
+        let answer = match self.send(&placement, command.clone()).await {
+            Sent::Answer(answer) => answer,
+            Sent::Unanswered(_) | Sent::NobodyListens if needs && expired => {
+                return self.move_and_send(meeting, placement, command).await;
+            }
+            Sent::Unanswered(why) => Err(MediaPlaneError::Unavailable(why)),
+            Sent::NobodyListens => Err(MediaPlaneError::Unavailable(format!(
+                "media node {} is not listening; try again in a few seconds",
+                placement.node_id
+            ))),
+        };
+        if ends && answer.is_ok() {
+            self.release(meeting, &placement).await;
+        }
+        answer
+    }
+}
+
+impl ClusterMediaPlane {
+    /// The meeting's node is gone: place it again (next epoch) and send there.
+    async fn move_and_send(
+        &self,
+        meeting: Uuid,
+        from: Placement,
+        command: MediaCommand,
+    ) -> Result<CommandOutcome, MediaPlaneError> {
+        let moved = self.place(meeting, Some(from)).await?;
+        match self.send(&moved, command).await {
+            Sent::Answer(answer) => answer,
+            Sent::Unanswered(why) => Err(MediaPlaneError::Unavailable(why)),
+            Sent::NobodyListens => Err(MediaPlaneError::Unavailable(format!(
+                "media node {} is not listening",
+                moved.node_id
+            ))),
+        }
     }
 }
 

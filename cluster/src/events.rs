@@ -24,6 +24,9 @@ use crate::subjects;
 
 /// How long a replica may take to apply one event before it is handed to another.
 const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Deliveries of one event before it is given up (logged): one event that can never
+/// be applied must not hold up every meeting's events for good.
+const MAX_DELIVERIES: i64 = 10;
 
 /// Apply every media event once, across all replicas, until the process ends.
 /// `apply` returns `Err` for an event to be retried (e.g. the database is away).
@@ -67,19 +70,25 @@ where
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| e.to_string())?;
-        let envelope = match serde_json::from_slice::<EventEnvelope>(&message.payload) {
-            Ok(envelope) => envelope,
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable media event dropped");
-                let _ = message.ack_with(AckKind::Term).await;
-                continue;
-            }
+        let last_try = message
+            .info()
+            .map(|i| i.delivered >= MAX_DELIVERIES)
+            .unwrap_or(false);
+        let applied = match serde_json::from_slice::<EventEnvelope>(&message.payload) {
+            Ok(envelope) => apply(envelope).await,
+            // E.g. a newer node's event during a rolling upgrade: another replica
+            // (already upgraded) may read it.
+            Err(e) => Err(format!("unreadable media event: {e}")),
         };
-        match apply(envelope).await {
+        match applied {
             Ok(()) => {
                 if let Err(e) = message.double_ack().await {
                     tracing::warn!(error = %e, "applied media event not acknowledged; it is skipped when redelivered");
                 }
+            }
+            Err(e) if last_try => {
+                tracing::error!(error = %e, subject = %message.subject, "media event given up after {MAX_DELIVERIES} deliveries");
+                let _ = message.ack_with(AckKind::Term).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "media event not applied; retried");
@@ -113,25 +122,44 @@ where
     }
 }
 
-/// Publishes a replica's WebSocket events to every replica, in order.
+/// Header naming the replica a relayed event comes from (it delivered it itself).
+const ORIGIN: &str = "Gremium-Origin";
+
+/// Publishes a replica's WebSocket events to the other replicas, in order. The
+/// replica delivers its own events to its sockets itself, so they reach them while
+/// NATS is away too.
 #[derive(Clone)]
 pub struct WsRelay {
     tx: mpsc::UnboundedSender<(Uuid, Arc<str>)>,
+    origin: String,
 }
 
 impl WsRelay {
     /// Start the publishing task.
     pub fn start(nats: Nats) -> WsRelay {
         let (tx, mut rx) = mpsc::unbounded_channel::<(Uuid, Arc<str>)>();
+        let origin = Uuid::new_v4().to_string();
+        let from = origin.clone();
         tokio::spawn(async move {
             while let Some((meeting, text)) = rx.recv().await {
                 let body = bytes::Bytes::copy_from_slice(text.as_bytes());
-                if let Err(e) = nats.client.publish(nats.names.ws(meeting), body).await {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(ORIGIN, from.as_str());
+                let sent = nats
+                    .client
+                    .publish_with_headers(nats.names.ws(meeting), headers, body)
+                    .await;
+                if let Err(e) = sent {
                     tracing::warn!(error = %e, "event not relayed to the other replicas");
                 }
             }
         });
-        WsRelay { tx }
+        WsRelay { tx, origin }
+    }
+
+    /// This relay's origin id: [`run_ws_relay`] skips what it published.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// Queue one serialized event of a meeting.
@@ -140,8 +168,9 @@ impl WsRelay {
     }
 }
 
-/// Deliver every replica's WebSocket events to this replica's sockets.
-pub async fn run_ws_relay<F>(nats: Nats, deliver: F)
+/// Deliver the other replicas' WebSocket events to this replica's sockets (not
+/// those published with `own_origin`: delivered already).
+pub async fn run_ws_relay<F>(nats: Nats, own_origin: String, deliver: F)
 where
     F: Fn(Uuid, Arc<str>),
 {
@@ -152,6 +181,14 @@ where
                     let Some(meeting) = subjects::meeting_of(&message.subject) else {
                         continue;
                     };
+                    let origin = message
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(ORIGIN))
+                        .map(|v| v.as_str());
+                    if origin == Some(own_origin.as_str()) {
+                        continue;
+                    }
                     match std::str::from_utf8(&message.payload) {
                         Ok(text) => deliver(meeting, Arc::from(text)),
                         Err(_) => tracing::warn!("relayed event is not UTF-8"),

@@ -10,6 +10,10 @@ use crate::ClusterError;
 
 /// How long a registry entry lives without a heartbeat.
 pub const NODE_TTL: Duration = Duration::from_secs(3);
+/// How long after its last heartbeat a media node has ended its meetings itself
+/// (self-fencing at `NODE_TTL`, plus a heartbeat, a bounded write and a margin): from
+/// then on the control plane treats its meetings as running nowhere.
+pub const FENCED_AFTER: Duration = Duration::from_secs(6);
 /// How often a media node refreshes its entry.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long media events stay in the stream (for a control replica that was down).
@@ -34,7 +38,13 @@ impl Nats {
     /// Connect to `url` (`[cluster] nats_url`) and make sure the event stream and the
     /// registry bucket exist. The first connection must succeed (a clear error names
     /// the setting); later outages are ridden out by the client's reconnects.
-    pub async fn connect(url: &str, client_name: &str, names: Names) -> Result<Nats, ClusterError> {
+    pub async fn connect(
+        url_with_secret: &str,
+        client_name: &str,
+        names: Names,
+    ) -> Result<Nats, ClusterError> {
+        // Shown in errors without the credentials a URL may carry.
+        let url = &redact_userinfo(url_with_secret);
         let options = async_nats::ConnectOptions::new()
             .name(client_name)
             .connection_timeout(Duration::from_secs(5))
@@ -48,7 +58,7 @@ impl Nats {
                     other => tracing::debug!(event = %other, "NATS"),
                 }
             });
-        let client = options.connect(url).await.map_err(|e| {
+        let client = options.connect(url_with_secret).await.map_err(|e| {
             ClusterError::Connect(format!("cluster.nats_url {url:?}: cannot connect: {e}"))
         })?;
         let jetstream = jetstream::new(client.clone());
@@ -103,5 +113,30 @@ impl Nats {
             nodes,
             names,
         })
+    }
+}
+
+/// `nats://user:pass@host:4222` as `nats://***@host:4222`.
+pub fn redact_userinfo(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credentials_in_the_url_are_not_shown() {
+        assert_eq!(
+            super::redact_userinfo("nats://gremium:s3cret@nats.example:4222"),
+            "nats://***@nats.example:4222"
+        );
+        assert_eq!(
+            super::redact_userinfo("nats://127.0.0.1:4222"),
+            "nats://127.0.0.1:4222"
+        );
     }
 }

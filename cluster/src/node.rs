@@ -62,22 +62,27 @@ impl MediaNode {
         let (draining, draining_rx) = watch::channel(false);
         // The first entry before the first command can be placed here.
         let mut heart = Heart::new(settings.clone(), meetings);
-        put_entry(&nats, &heart.beat(false)).await;
+        let _ = put_entry(&nats, &heart.beat(false)).await;
         let epochs = Arc::new(Mutex::new(HashMap::new()));
         let tasks = vec![
             tokio::spawn(serve_commands(
                 nats.clone(),
                 commands,
-                plane,
+                plane.clone(),
                 epochs.clone(),
             )),
             tokio::spawn(publish_events(
                 nats.clone(),
                 settings.node_id.clone(),
-                epochs,
+                epochs.clone(),
                 events,
             )),
-            tokio::spawn(heartbeat(nats.clone(), heart, draining_rx)),
+            tokio::spawn(heartbeat(
+                nats.clone(),
+                heart,
+                draining_rx,
+                Fence { plane, epochs },
+            )),
         ];
         tracing::info!(node_id = %settings.node_id, capacity = settings.capacity, "media node registered");
         Ok(MediaNode {
@@ -114,14 +119,57 @@ impl MediaNode {
     }
 }
 
-async fn put_entry(nats: &Nats, info: &NodeInfo) {
+/// Write the node's entry; false when it was not written.
+async fn put_entry(nats: &Nats, info: &NodeInfo) -> bool {
     match serde_json::to_vec(info) {
-        Ok(body) => {
-            if let Err(e) = nats.nodes.put(&info.node_id, body.into()).await {
+        // Bounded, so that a node cut off from NATS notices it within a beat.
+        Ok(body) => match tokio::time::timeout(
+            Duration::from_millis(900),
+            nats.nodes.put(&info.node_id, body.into()),
+        )
+        .await
+        {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "registry heartbeat not written");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("registry heartbeat not written within 0.9 s");
+                false
+            }
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "registry entry not serializable");
+            false
+        }
+    }
+}
+
+/// Self-fencing: a node whose registry entry may have expired (no heartbeat written
+/// for the registry's TTL: NATS away, or the process was frozen) must assume its
+/// meetings were placed elsewhere, and ends them before it takes part again.
+struct Fence {
+    plane: Arc<dyn MediaPlane>,
+    epochs: Arc<Mutex<HashMap<Uuid, u64>>>,
+}
+
+impl Fence {
+    async fn end_all(&self) {
+        let meetings: Vec<Uuid> = {
+            let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+            epochs.drain().map(|(m, _)| m).collect()
+        };
+        for meeting_id in meetings {
+            tracing::warn!(%meeting_id, "registry entry expired: ending the meeting here (it may run elsewhere now)");
+            if let Err(e) = self
+                .plane
+                .execute(gremium_protocol::MediaCommand::EndMeeting { meeting_id })
+                .await
+            {
+                tracing::warn!(%meeting_id, error = %e, "fenced meeting not ended");
             }
         }
-        Err(e) => tracing::error!(error = %e, "registry entry not serializable"),
     }
 }
 
@@ -158,17 +206,28 @@ impl Heart {
     }
 }
 
-async fn heartbeat(nats: Nats, mut heart: Heart, mut draining: watch::Receiver<bool>) {
+async fn heartbeat(
+    nats: Nats,
+    mut heart: Heart,
+    mut draining: watch::Receiver<bool>,
+    fence: Fence,
+) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut written = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             // A drain is announced at once, not at the next beat.
             changed = draining.changed() => if changed.is_err() { return },
         }
+        if written.elapsed() >= crate::nats::NODE_TTL {
+            fence.end_all().await;
+        }
         let info = heart.beat(*draining.borrow());
-        put_entry(&nats, &info).await;
+        if put_entry(&nats, &info).await {
+            written = std::time::Instant::now();
+        }
     }
 }
 

@@ -53,8 +53,11 @@ impl Registry {
                         }
                     }
                 }
+                // A node that left (drained and stopped) is silent since ever.
                 _ => {
-                    entries.remove(&entry.key);
+                    if let Some(info) = entries.get_mut(&entry.key) {
+                        info.heartbeat_at_ms = i64::MIN / 2;
+                    }
                 }
             }
         }
@@ -71,7 +74,7 @@ impl Registry {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         let mut live: Vec<NodeInfo> = entries
             .values()
-            .filter(|n| now_ms - n.heartbeat_at_ms < ttl)
+            .filter(|n| now_ms.saturating_sub(n.heartbeat_at_ms) < ttl)
             .cloned()
             .collect();
         live.sort_by(|a, b| a.node_id.cmp(&b.node_id));
@@ -84,7 +87,16 @@ impl Registry {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         entries
             .get(node_id)
-            .filter(|n| unix_ms() - n.heartbeat_at_ms < ttl)
+            .filter(|n| unix_ms().saturating_sub(n.heartbeat_at_ms) < ttl)
             .cloned()
+    }
+
+    /// How long a node has not written its entry; `None` for a node this replica
+    /// has not seen (e.g. right after it started).
+    pub fn silent_for(&self, node_id: &str) -> Option<Duration> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let at = entries.get(node_id)?.heartbeat_at_ms;
+        let ms = unix_ms().saturating_sub(at).max(0);
+        Some(Duration::from_millis(ms as u64))
     }
 }

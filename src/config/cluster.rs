@@ -25,7 +25,10 @@ pub fn cluster_settings(c: &ClusterConfig) -> anyhow::Result<ClusterSettings> {
             Some(url.to_string())
         }
         Some(url) if !url.contains("://") => Some(format!("nats://{url}")),
-        Some(other) => bail!("cluster.nats_url: {other:?} is not a nats:// or tls:// URL"),
+        Some(other) => bail!(
+            "cluster.nats_url: {:?} is not a nats:// or tls:// URL",
+            gremium_cluster::nats::redact_userinfo(other)
+        ),
     };
     let name = c.name.clone().unwrap_or_else(|| "gremium".into());
     if name.is_empty()
