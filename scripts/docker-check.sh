@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
-# Builds the Docker image and runs it for real: `gremium doctor` must pass inside it,
-# and the single-process quick start (`gremium serve` on embedded defaults) must answer
-# /healthz and create a meeting. Then checks the cluster compose file with
-# `docker-compose config` and the Kubernetes manifests with kubernetes-validate
-# (both offline). Called at the end of scripts/test.sh; runs alone too:
+# Builds the Docker image and runs it for real, then checks the deployment files:
+#   - `gremium doctor` inside the image must confirm every GStreamer element, and
+#     `ffmpeg` must run there;
+#   - the README's quick start inside it: `gremium serve` on embedded defaults answers
+#     /healthz, an admin token from `gremium token` creates a meeting, a participant
+#     publishes over WHIP (`gremium publish` in the same container), a recording is
+#     started, stopped, finalized and read back with ffprobe (720p H.264 + AAC); the
+#     image's HEALTHCHECK reports healthy; SIGTERM stops it with exit code 0;
+#   - every Gremium configuration file in docker/ loads in the image's binary;
+#   - docker/compose.cluster.yml renders with `docker-compose config` (and refuses to
+#     without a master key): its services, host networking, distinct ports and
+#     disjoint WebRTC port ranges;
+#   - docker/k8s/*.yaml validate with `kubernetes-validate --strict` (offline schemas
+#     of Kubernetes 1.29 and 1.37).
+# Called at the end of scripts/test.sh; runs alone too:
 #
 #   scripts/docker-check.sh            # uses target/debug/gremium (see "Which binary")
 #   GREMIUM_DOCKER_BINARY=path/to/gremium scripts/docker-check.sh
@@ -61,7 +71,7 @@ trap cleanup EXIT
 # --- packages ------------------------------------------------------------------
 install_packages() {
   local missing=() p
-  for p in docker.io debootstrap docker-compose python3-venv curl; do
+  for p in docker.io debootstrap docker-compose python3-venv curl binutils ffmpeg; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if ((${#missing[@]})); then
@@ -169,10 +179,13 @@ build_image() {
   t0=$(date +%s)
   step "building $IMAGE (Dockerfile stage 'prebuilt', binary $BIN)"
   DOCKER_BUILDKIT=1 $DOCKER build --network host --target prebuilt -t "$IMAGE" \
+    --label org.gremium.docker-check=1 \
     -f docker/Dockerfile "$ctx" >"$SCRATCH/build.log" 2>&1 || {
     tail -40 "$SCRATCH/build.log" >&2
     fail "docker build of docker/Dockerfile (target prebuilt); log above"
   }
+  # The previous run's image (another binary) is untagged now: drop it, not others.
+  $DOCKER image prune -f --filter label=org.gremium.docker-check=1 >/dev/null || true
   echo "    $IMAGE: $(image_mb "$IMAGE") MB (base $(image_mb "$BASE_IMAGE") MB, binary $(($(stat -c %s "$ctx/gremium") / 1000000)) MB) in $(($(date +%s) - t0)) s"
 }
 
