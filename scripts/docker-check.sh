@@ -35,7 +35,7 @@
 # 2 cores: a release build of `gremium` (release profile, every dependency again, as
 # on a clean clone) took 1,170 CPU-seconds, about 10 minutes of wall time on an idle
 # machine (51 min on the loaded one), and its image (35 MB binary, 703 MB) passed
-# the same check in 22 s. This check takes about 35 s with the debug binary. What it
+# the same check in 22 s. With the debug binary the check takes 20-40 s. What it
 # proves is the image's packages, user, paths, entrypoint and health check, the same
 # for both profiles, so CI does not pay ten minutes for the release build; the
 # Dockerfile's own build stage makes the release binary for users. Set
