@@ -42,3 +42,6 @@ cargo test --workspace --locked
 # offers and trickle fragments through the router and the parsers, fixed seed, about
 # 5-10 s. Fails on a panic, a hang or an unintended 5xx.
 bench/fuzz.sh 5000 1 --brief
+# The Docker image for real: doctor and the quick start inside it, the cluster compose
+# file and the Kubernetes manifests checked offline (20-40 s once cached).
+scripts/docker-check.sh
