@@ -29,7 +29,7 @@ pub struct NodeInfo {
     pub meetings: u32,
     /// The address its WebRTC candidates use.
     pub address: String,
-    /// Draining: takes no new meetings, moves its own away.
+    /// Draining: takes no new meetings (its running meetings end where they are).
     pub draining: bool,
     /// Unix milliseconds of the heartbeat that wrote this entry.
     pub heartbeat_at_ms: i64,
@@ -59,8 +59,8 @@ pub struct ClusterStatus {
 /// A media command as sent to the node that owns the meeting.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandRequest {
-    /// Placement epoch the sender believes in; a node that holds an older epoch for
-    /// the meeting stops its stale pipelines, one that holds a newer one refuses.
+    /// Placement epoch the sender believes in; a node that has seen a newer epoch for
+    /// the meeting refuses the command (the sender acts on a stale placement).
     pub epoch: u64,
     /// The command.
     pub command: MediaCommand,

@@ -22,8 +22,8 @@ pub struct Placement {
     pub meeting_id: Uuid,
     /// The media node that runs it.
     pub node_id: String,
-    /// 1 when first placed, one more per move; commands and events carry it so that
-    /// a node holding an older epoch is fenced.
+    /// 1 when first placed, one more per move; commands and events carry it (a node
+    /// refuses a command with an older epoch than it has seen).
     pub epoch: i64,
     /// Cost units reserved on the node for this meeting.
     pub cost_units: i32,
