@@ -380,3 +380,115 @@ async fn websocket_events_reach_every_replica() {
     );
     drop(b);
 }
+
+/// A private NATS server this test can kill.
+struct PrivateNats {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+impl PrivateNats {
+    fn start() -> PrivateNats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("gremium-nats-{port}"));
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server (Debian package nats-server)");
+        let url = format!("nats://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        PrivateNats { child, dir, url }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A node that cannot write its heartbeat for the registry's TTL ends the meetings
+/// it runs: by then the control plane may have placed them elsewhere.
+#[tokio::test]
+async fn a_node_cut_off_from_nats_ends_its_meetings_itself() {
+    let server = PrivateNats::start();
+    let names = names();
+    let recorder = Arc::new(Recorder::default());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let nats = Nats::connect(&server.url, "fenced-node", names.clone())
+        .await
+        .expect("private NATS");
+    let _node = MediaNode::start(
+        nats,
+        NodeSettings {
+            node_id: "n".into(),
+            zone: None,
+            capacity: 100,
+            address: "127.0.0.1".into(),
+            meeting_units: 10,
+        },
+        recorder.clone(),
+        Arc::new(|| 1),
+        rx,
+    )
+    .await
+    .unwrap();
+    let _keep = tx;
+    // A command for a meeting reaches the node.
+    let control = Nats::connect(&server.url, "control", names.clone())
+        .await
+        .unwrap();
+    let meeting = Uuid::new_v4();
+    let request = gremium_protocol::CommandRequest {
+        epoch: 1,
+        command: publish(meeting),
+    };
+    let reply = control
+        .client
+        .request(
+            names.node_commands("n"),
+            serde_json::to_vec(&request).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let reply: gremium_protocol::CommandReply = serde_json::from_slice(&reply.payload).unwrap();
+    assert!(
+        matches!(reply, gremium_protocol::CommandReply::Ok(_)),
+        "{reply:?}"
+    );
+
+    // NATS goes away: within the TTL and a few beats the node ends the meeting.
+    drop(server);
+    let mut ended_after = None;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        let ended = recorder.seen.lock().unwrap().iter().any(
+            |c| matches!(c, MediaCommand::EndMeeting { meeting_id } if *meeting_id == meeting),
+        );
+        if ended {
+            ended_after = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ended_after = ended_after.expect("the node ended its meeting after losing NATS");
+    assert!(
+        ended_after >= Duration::from_secs(2) && ended_after < Duration::from_secs(6),
+        "{ended_after:?}"
+    );
+}
