@@ -9,24 +9,30 @@
 
 use serde::{Deserialize, Serialize};
 
-// The defaults are from bench/capacity.sh (pending): placeholders until the lead sets
-// them from the capacity helper's measurements. 1 unit = 1 % of one core.
+// The defaults were measured with bench/capacity.sh on a 2-core machine
+// (docs/sizing.md): 1 unit = 1 % of one core, each item good to about ±5 units; the
+// machine was busy during the run, so re-measure on an idle one before relying on them.
 
 /// Units per decoded publisher (WebRTC depayload + decode + scale into the programs).
-/// From bench/capacity.sh (pending).
-pub const DEFAULT_PUBLISHER_UNITS: u32 = 6;
-/// Units per program (one audience's compositor, 720p). From bench/capacity.sh (pending).
-pub const DEFAULT_PROGRAM_UNITS: u32 = 10;
-/// Units per 720p H.264 encode. From bench/capacity.sh (pending).
-pub const DEFAULT_ENCODE_720P_UNITS: u32 = 30;
-/// Units per 360p H.264 encode. From bench/capacity.sh (pending).
-pub const DEFAULT_ENCODE_360P_UNITS: u32 = 10;
-/// Units per RTMP push (mux and send of an existing encode). From bench/capacity.sh
-/// (pending).
-pub const DEFAULT_RTMP_PUSH_UNITS: u32 = 2;
-/// A media node's capacity when `[cluster] capacity` is not set. From
-/// bench/capacity.sh (pending).
-pub const DEFAULT_NODE_CAPACITY: u32 = 160;
+///
+pub const DEFAULT_PUBLISHER_UNITS: u32 = 5;
+/// Units per program (one audience's compositor, 720p).
+pub const DEFAULT_PROGRAM_UNITS: u32 = 11;
+/// Units per 720p H.264 encode.
+pub const DEFAULT_ENCODE_720P_UNITS: u32 = 29;
+/// Units per 360p H.264 encode.
+pub const DEFAULT_ENCODE_360P_UNITS: u32 = 9;
+/// Units per RTMP push (mux and send of an existing encode).
+pub const DEFAULT_RTMP_PUSH_UNITS: u32 = 7;
+/// A 2-core media node's capacity: 80 % of its cores less 10 units of headroom (see
+/// [`default_capacity`] for other machines).
+pub const DEFAULT_NODE_CAPACITY: u32 = 150;
+
+/// A media node's capacity when `[cluster] capacity` is not set: 80 % of its cores
+/// (100 units each) less 10 units of headroom (docs/sizing.md).
+pub fn default_capacity(cores: u32) -> u32 {
+    (cores.max(1) * 80).saturating_sub(10).max(1)
+}
 
 /// The pieces of media work a meeting runs, counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,8 +4,6 @@ use anyhow::bail;
 
 use super::schema::ClusterConfig;
 
-use gremium_cluster::cost::DEFAULT_NODE_CAPACITY as DEFAULT_CAPACITY;
-
 /// Validated `[cluster]` settings. `nats_url` is checked when a role needs it.
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
@@ -51,7 +49,12 @@ pub fn cluster_settings(c: &ClusterConfig) -> anyhow::Result<ClusterSettings> {
     {
         bail!("cluster.node_id: {node_id:?} must be 1-64 letters, digits, '-' or '_' (it is part of NATS subjects)");
     }
-    let capacity = c.capacity.unwrap_or(DEFAULT_CAPACITY);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    let capacity = c
+        .capacity
+        .unwrap_or_else(|| gremium_cluster::cost::default_capacity(cores));
     if capacity == 0 {
         bail!("cluster.capacity: must be at least 1");
     }
