@@ -46,7 +46,6 @@ mod drain;
 mod playlist;
 mod settings;
 mod sinks;
-mod start;
 
 use std::path::Path;
 
