@@ -293,7 +293,12 @@ async fn citizens_watch_hls_with_only_streaming_consent_on_screen() {
         if frames.len() < 10 {
             let url = app.url(&format!("/live/{mid}/360p/{}", segment_name(&sid, target)));
             let probe = std::process::Command::new("ffprobe")
-                .args(["-v", "error", "-show_entries", "packet=codec_type,pts_time,flags"])
+                .args([
+                    "-v",
+                    "error",
+                    "-show_entries",
+                    "packet=codec_type,pts_time,flags",
+                ])
                 .args(["-of", "compact", &url])
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
