@@ -391,3 +391,84 @@ async fn adding_a_livestream_to_a_running_pipeline_keeps_it_playing() {
     pipeline.set_state(gst::State::Null).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Kinds of the packets in a file (`video`, `audio`), once each: a stream the
+/// program map announces but no packet carries does not count.
+fn stream_kinds(file: &Path) -> Vec<String> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "packet=codec_type"])
+        .args(["-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .expect("ffprobe runs");
+    assert!(out.status.success(), "ffprobe {file:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().trim_end_matches(',').to_string())
+        .filter(|l| !l.is_empty())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// hls.js makes its buffers from the tracks of the first segment and fails on a
+/// later one that brings audio the first lacked (`bufferAppendError`): when the
+/// audio's first frame comes late (a busy machine), every playlist's first segment
+/// still carries both streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_segment_carries_audio_even_when_audio_starts_late() {
+    let dir = temp_dir("late-audio");
+    let settings = HlsSettings {
+        window: 3,
+        ..HlsSettings::new(&dir, 30)
+    };
+    gst::init().unwrap();
+    let hls = HlsBin::new(&settings).unwrap();
+    let pipeline = gst::Pipeline::new();
+    let vsrc = gst::parse::bin_from_description(
+        "videotestsrc is-live=true pattern=ball ! \
+         capsfilter caps=\"video/x-raw,format=I420,width=1280,height=720,\
+         framerate=30/1,pixel-aspect-ratio=1/1\"",
+        true,
+    )
+    .unwrap();
+    // Audio held back by a closed valve for the first 1.5 s.
+    let asrc = gst::parse::bin_from_description(
+        "audiotestsrc is-live=true wave=sine ! \
+         capsfilter caps=\"audio/x-raw,format=S16LE,rate=48000,channels=2,layout=interleaved\" ! \
+         valve name=late drop=true drop-mode=forward-sticky-events",
+        true,
+    )
+    .unwrap();
+    pipeline
+        .add_many([
+            vsrc.upcast_ref::<gst::Element>(),
+            asrc.upcast_ref(),
+            hls.bin().upcast_ref(),
+        ])
+        .unwrap();
+    for (src, pad) in [(&vsrc, "video"), (&asrc, "audio")] {
+        src.static_pad("src")
+            .unwrap()
+            .link(&hls.bin().static_pad(pad).unwrap())
+            .unwrap();
+    }
+    pipeline.set_state(gst::State::Playing).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    asrc.by_name("late").unwrap().set_property("drop", false);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for rendition in ["720p", "360p"] {
+        // The first file written (the window may have moved past it already).
+        let files = segment_files(&dir.join(rendition));
+        let first = files
+            .first()
+            .unwrap_or_else(|| panic!("{rendition}: no segment yet"));
+        let kinds = stream_kinds(&dir.join(rendition).join(first));
+        assert!(
+            kinds.contains(&"video".to_string()) && kinds.contains(&"audio".to_string()),
+            "{rendition}: first segment {first} holds {kinds:?}"
+        );
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

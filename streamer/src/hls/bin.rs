@@ -17,6 +17,7 @@ use gst::prelude::*;
 use super::delay::{delay_stream, Blanking};
 use super::drain::DrainBin;
 use super::sinks::{guarded_sink_pad, hls_sink, link_audio, link_to_sink, write_master};
+use super::start::video_waits_for_audio;
 use super::{err, render_master, HlsSettings, AUDIO_RENDITION, PLAYLIST};
 use crate::rtmp::{RtmpHandle, RtmpOutputs, RtmpStatus};
 use crate::StreamerError;
@@ -142,7 +143,7 @@ impl HlsBin {
             }
             let sink = hls_sink(s, &r.name)?;
             bin.add(&sink).map_err(err)?;
-            if i == top {
+            let video = if i == top {
                 parse.link(&rtmp_tee).map_err(|_| {
                     PipelineError::Link(format!("{} ! rtmp-video-tee", parse.name()))
                 })?;
@@ -153,10 +154,12 @@ impl HlsBin {
                 src.link(&target).map_err(|e| {
                     PipelineError::Link(format!("rtmp-video-tee ! {}: {e:?}", sink.name()))
                 })?;
+                target
             } else {
-                link_to_sink(&bin, &parse, &sink, "video", hold)?;
-            }
-            link_audio(&bin, &atee, &sink, hold)?;
+                link_to_sink(&bin, &parse, &sink, "video", hold)?
+            };
+            let audio = link_audio(&bin, &atee, &sink, hold)?;
+            video_waits_for_audio(&video, &audio);
             outputs.push(sink.name().to_string());
         }
         if s.files {

@@ -46,6 +46,7 @@ mod drain;
 mod playlist;
 mod settings;
 mod sinks;
+mod start;
 
 use std::path::Path;
 

@@ -76,30 +76,30 @@ pub(super) fn link_to_sink(
     sink: &gst::Element,
     pad: &str,
     hold: Duration,
-) -> Result<(), PipelineError> {
+) -> Result<gst::Pad, PipelineError> {
     let target = guarded_sink_pad(bin, sink, pad, hold)?;
     from.static_pad("src")
         .ok_or_else(|| PipelineError::Link(format!("{} has no src pad", from.name())))?
         .link(&target)
         .map_err(|e| PipelineError::Link(format!("{} ! {}: {e:?}", from.name(), sink.name())))?;
-    Ok(())
+    Ok(target)
 }
 
 /// A branch of the shared AAC into an `hlssink2` (through its guard, which is also
-/// the branch's own queue).
+/// the branch's own queue); the branch's sink pad.
 pub(super) fn link_audio(
     bin: &DrainBin,
     atee: &gst::Element,
     sink: &gst::Element,
     hold: Duration,
-) -> Result<(), PipelineError> {
+) -> Result<gst::Pad, PipelineError> {
     let target = guarded_sink_pad(bin, sink, "audio", hold)?;
     let src = atee
         .request_pad_simple("src_%u")
         .ok_or_else(|| PipelineError::Link("audio-tee has no src pad".into()))?;
     src.link(&target)
         .map_err(|e| PipelineError::Link(format!("audio-tee ! {}: {e:?}", sink.name())))?;
-    Ok(())
+    Ok(target)
 }
 
 /// Write the master playlist so a reader sees the old or the new file, never half.
