@@ -86,7 +86,7 @@ pub async fn serve_control(
     tokio::spawn(events::run_ws_relay(
         nats.clone(),
         origin,
-        move |meeting, text| s.hub().deliver_local(meeting, text),
+        move |meeting, text| s.deliver_relayed(meeting, text),
     ));
     let s = state.clone();
     tokio::spawn(events::run_observer(nats.clone(), move |envelope| {

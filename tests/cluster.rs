@@ -616,3 +616,122 @@ async fn a_killed_media_node_loses_its_meeting_to_the_other_node() {
     publisher.kill().ok();
     let _ = publisher.wait();
 }
+
+/// WHIP sessions and removals are the cluster's, not one replica's: a session
+/// published through replica 1 is trickled (and its ETag checked) through replica 2;
+/// removing the participant through replica 2 ends the session and closes the
+/// participant's socket on replica 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_sessions_and_removals_reach_across_control_replicas() {
+    use gremium_pipelines::webrtc::accept_answer;
+    use reqwest::Method;
+    let c = Cluster::new("w").await;
+    let _node = c.start("media", "node-w", None).await;
+    let control_1 = c.start("control", "control-1", None).await;
+    let control_2 = c.start("control", "control-2", None).await;
+    let token = c.admin_token();
+    wait_status(&c, &control_1, &token, "one live node", |v| {
+        v["nodes"].as_array().is_some_and(|n| n.len() == 1)
+    })
+    .await;
+
+    let (mid, pid, join) = meeting_with_participant(&c, &control_1.base(), &token, "Rat W").await;
+    let addr1: std::net::SocketAddr = format!("127.0.0.1:{}", control_1.port).parse().unwrap();
+    let mut ws = ws_connect(addr1, &mid, &token).await;
+    let mut own = ws_connect(addr1, &mid, &join).await;
+
+    // Published through replica 1.
+    let (_publisher, webrtc, offer) = common::loopback_publisher_offer("xreplica", None).await;
+    let resp = c
+        .http
+        .post(format!("{}/whip/{mid}", control_1.base()))
+        .bearer_auth(&join)
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let etag = resp.headers()["etag"].to_str().unwrap().to_string();
+    accept_answer(&webrtc, &resp.text().await.unwrap())
+        .await
+        .unwrap();
+    wait_event_for(
+        &mut ws,
+        Duration::from_secs(30),
+        "participant_media_started",
+        |_| true,
+    )
+    .await;
+
+    // Trickled through replica 2 with the ETag replica 1 gave out.
+    let patch = |etag: &str| {
+        c.http
+            .patch(format!("{}{location}", control_2.base()))
+            .bearer_auth(&join)
+            .header("content-type", "application/trickle-ice-sdpfrag")
+            .header("if-match", etag)
+    };
+    let resp = patch(&etag)
+        .body("a=end-of-candidates\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        204,
+        "{}",
+        resp.text().await.unwrap()
+    );
+    // A restart with a stale ETag is refused through replica 2 too.
+    let resp = patch("\"stale\"")
+        .body("a=ice-ufrag:NeWu\r\na=ice-pwd:NewPasswordOf24CharsXYZ1\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        412,
+        "{}",
+        resp.text().await.unwrap()
+    );
+
+    // Removed through replica 2: the session (registered by replica 1) ends and the
+    // participant's socket on replica 1 is closed with the reason.
+    let (s, _, body) = c
+        .call(
+            Method::DELETE,
+            &format!(
+                "{}/api/v1/meetings/{mid}/participants/{pid}",
+                control_2.base()
+            ),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(s, 204, "{body}");
+    let stopped = wait_event_for(
+        &mut ws,
+        Duration::from_secs(15),
+        "participant_media_stopped",
+        |_| true,
+    )
+    .await;
+    assert_eq!(stopped["participant_id"], pid.as_str(), "{stopped}");
+    let (code, reason) = common::wait_closed(&mut own, Duration::from_secs(10))
+        .await
+        .expect("a close frame");
+    assert_eq!(code, 1008);
+    assert!(reason.contains("removed"), "{reason}");
+    // The session is gone on every replica.
+    let (s, _, _) = c
+        .call(
+            Method::DELETE,
+            &format!("{}{location}", control_1.base()),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+}

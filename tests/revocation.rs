@@ -31,22 +31,6 @@ macro_rules! both_backends {
     };
 }
 
-/// Read until the server closes the socket; the close frame's (code, reason), or
-/// `None` when the connection just ended. Panics if it stays open for `within`.
-async fn wait_closed(ws: &mut Ws, within: Duration) -> Option<(u16, String)> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await {
-            Ok(Some(Ok(Message::Close(frame)))) => {
-                return frame.map(|f| (u16::from(f.code), f.reason.to_string()))
-            }
-            Ok(Some(Ok(_))) => continue,
-            Ok(None) | Ok(Some(Err(_))) => return None,
-            Err(_) => panic!("socket still open after {within:?}"),
-        }
-    }
-}
-
 /// The HTTP status with which a WebSocket upgrade was refused (0 if it was not).
 async fn ws_refused(app: &TestApp, mid: &str, token: &str) -> (u16, String) {
     let url = format!(

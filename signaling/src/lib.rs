@@ -142,9 +142,6 @@ struct Inner {
     consent_locks: Vec<tokio::sync::Mutex<()>>,
     whip_restart_locks: Vec<tokio::sync::Mutex<()>>,
     metrics: ops::Metrics,
-    /// WHIP session → (meeting, participant, ICE restarts so far). In memory:
-    /// publishing sessions do not outlive the media plane that holds them.
-    whip_sessions: std::sync::Mutex<std::collections::HashMap<Uuid, (Uuid, Uuid, u32)>>,
     live: api::live::LiveState,
     destinations: std::sync::Mutex<std::collections::HashMap<Uuid, DestinationStatuses>>,
     /// Streams whose HLS files are not being written, and why (as last reported).
@@ -154,9 +151,6 @@ struct Inner {
     publishing: std::sync::Mutex<std::collections::HashMap<Uuid, std::collections::HashSet<Uuid>>>,
     /// Open event WebSockets: caps, and closing a revoked participant's.
     sockets: sockets::SocketRegistry,
-    /// (meeting, participant) removed from open meetings: a WHIP session that raced
-    /// the removal is ended when it registers. Locked after `whip_sessions`.
-    revoked: std::sync::Mutex<std::collections::HashSet<(Uuid, Uuid)>>,
     /// What `GET /api/v1/cluster` shows; unset in a single process.
     cluster_view: std::sync::OnceLock<Arc<dyn ClusterView>>,
 }
@@ -208,13 +202,11 @@ impl AppState {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             metrics: ops::Metrics::install(),
-            whip_sessions: Default::default(),
             live: Default::default(),
             destinations: Default::default(),
             hls_errors: Default::default(),
             publishing: Default::default(),
             sockets: Default::default(),
-            revoked: Default::default(),
             cluster_view: Default::default(),
         }))
     }
@@ -363,67 +355,47 @@ impl AppState {
         &self.0.consent_locks[idx]
     }
 
-    pub(crate) fn whip_sessions_insert(&self, session: Uuid, meeting: Uuid, participant: Uuid) {
-        let mut sessions = self
-            .0
-            .whip_sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let revoked = self
-            .0
-            .revoked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&(meeting, participant));
-        if revoked {
-            // A publish that raced the participant's removal: its offer was accepted
-            // before the removal, its session arrives after. End it at once.
-            drop(sessions);
-            let state = self.clone();
-            tokio::spawn(async move {
-                let leave = gremium_protocol::MediaCommand::Unpublish {
-                    meeting_id: meeting,
-                    session_id: session,
-                };
-                if let Err(e) = state.media().execute(leave).await {
-                    tracing::warn!(error = %e, "ending a session that raced its participant's removal");
-                }
-            });
-            return;
+    /// Register a WHIP session (in the database, so every control replica finds it).
+    /// A publish that raced its participant's removal or its meeting's end — its offer
+    /// was accepted before, its session registers after — is ended at once: 409.
+    pub(crate) async fn register_whip_session(
+        &self,
+        session: Uuid,
+        meeting: Uuid,
+        participant: Uuid,
+    ) -> Result<(), ApiError> {
+        self.db()
+            .insert_whip_session(session, meeting, participant, self.now_ms())
+            .await?;
+        // Read after the insert: a removal either finds the row (and ends the session)
+        // or has marked the participant left before this read.
+        let left = match self.db().get_participant(meeting, participant).await? {
+            Some(p) => p.left_at.is_some(),
+            None => true,
+        };
+        let ended = match self.db().get_meeting(meeting).await? {
+            Some(m) => m.state == gremium_storage::MeetingState::Ended,
+            None => true,
+        };
+        if !left && !ended {
+            return Ok(());
         }
-        sessions.insert(session, (meeting, participant, 0));
-    }
-
-    pub(crate) fn whip_session(&self, session: Uuid) -> Option<(Uuid, Uuid)> {
-        self.0
-            .whip_sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&session)
-            .map(|(m, p, _)| (*m, *p))
-    }
-
-    /// The ETag of a WHIP session's current ICE session (it changes with each ICE
-    /// restart, RFC 9725 §4.4.2).
-    pub(crate) fn whip_etag(&self, session: Uuid) -> Option<String> {
-        self.0
-            .whip_sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&session)
-            .map(|(_, _, restarts)| api::whip::etag(session, *restarts))
-    }
-
-    /// Count an ICE restart of a WHIP session; returns the new ETag.
-    pub(crate) fn whip_ice_restarted(&self, session: Uuid) -> Option<String> {
-        let mut sessions = self
-            .0
-            .whip_sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let (_, _, restarts) = sessions.get_mut(&session)?;
-        *restarts += 1;
-        Some(api::whip::etag(session, *restarts))
+        self.db().remove_whip_session(session).await?;
+        let leave = gremium_protocol::MediaCommand::Unpublish {
+            meeting_id: meeting,
+            session_id: session,
+        };
+        match self.media().execute(leave).await {
+            Ok(_) | Err(gremium_protocol::MediaPlaneError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "ending a session that raced its participant's removal")
+            }
+        }
+        Err(ApiError::Conflict(if ended {
+            "meeting has ended".into()
+        } else {
+            "participant has left the meeting".into()
+        }))
     }
 
     /// Held by a WHIP PATCH that may restart ICE (it carries a ufrag) from its
@@ -432,14 +404,6 @@ impl AppState {
     pub(crate) fn whip_restart_lock(&self, session: Uuid) -> &tokio::sync::Mutex<()> {
         let idx = session.as_u128() as usize % CONSENT_LOCK_STRIPES;
         &self.0.whip_restart_locks[idx]
-    }
-
-    pub(crate) fn whip_sessions_remove(&self, session: Uuid) {
-        self.0
-            .whip_sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&session);
     }
 
     /// Open event WebSockets.
@@ -456,27 +420,18 @@ impl AppState {
             participant_id,
             "participant removed from the meeting; join token revoked",
         );
-        let sessions: Vec<Uuid> = {
-            let mut map = self
-                .0
-                .whip_sessions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            // Under the sessions' lock, so a session registered later sees it.
-            self.0
-                .revoked
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert((meeting_id, participant_id));
-            let mine: Vec<Uuid> = map
-                .iter()
-                .filter(|(_, (m, p, _))| *m == meeting_id && *p == participant_id)
-                .map(|(s, _)| *s)
-                .collect();
-            for s in &mine {
-                map.remove(s);
+        // Removed from the database under any replica: a session registering now
+        // sees the participant left (see `register_whip_session`).
+        let sessions = match self
+            .db()
+            .take_whip_sessions_of(meeting_id, participant_id)
+            .await
+        {
+            Ok(sessions) => sessions,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a removed participant's publishing sessions");
+                Vec::new()
             }
-            mine
         };
         for session_id in sessions {
             let leave = gremium_protocol::MediaCommand::Unpublish {
@@ -495,22 +450,46 @@ impl AppState {
     /// A meeting ended: close its participants' event sockets and forget its WHIP
     /// sessions (the media plane's `EndMeeting` has torn them down). Staff sockets
     /// stay; they have seen `meeting_ended`.
-    pub(crate) fn revoke_meeting_participants(&self, meeting_id: Uuid) {
+    pub(crate) async fn revoke_meeting_participants(&self, meeting_id: Uuid) {
         self.0.sockets.close_participants(
             meeting_id,
             "meeting has ended; the join token now reaches only the participant's own consent",
         );
-        self.0
-            .whip_sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, (m, _, _)| *m != meeting_id);
-        // The meeting's removals need no remembering any more: it takes no publishers.
-        self.0
-            .revoked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(m, _)| *m != meeting_id);
+        if let Err(e) = self.db().remove_meeting_whip_sessions(meeting_id).await {
+            tracing::warn!(error = %e, "forgetting an ended meeting's publishing sessions");
+        }
+    }
+
+    /// An event another control replica published (through the cluster's relay):
+    /// to this replica's sockets of the meeting, and what it revokes is closed here
+    /// too — a removed participant's sockets, every participant socket of an ended
+    /// meeting — as the replica that made the change closed its own.
+    pub fn deliver_relayed(&self, meeting_id: Uuid, text: Arc<str>) {
+        self.0.hub.deliver_local(meeting_id, text.clone());
+        #[derive(serde::Deserialize)]
+        struct Revoking {
+            r#type: String,
+            participant_id: Option<Uuid>,
+        }
+        let Ok(event) = serde_json::from_str::<Revoking>(&text) else {
+            return;
+        };
+        match (event.r#type.as_str(), event.participant_id) {
+            ("participant_left", Some(participant_id)) => {
+                self.0.sockets.close_participant(
+                    meeting_id,
+                    participant_id,
+                    "participant removed from the meeting; join token revoked",
+                );
+            }
+            ("meeting_ended", _) => {
+                self.0.sockets.close_participants(
+                    meeting_id,
+                    "meeting has ended; the join token now reaches only the participant's own consent",
+                );
+            }
+            _ => {}
+        }
     }
 
     /// Publish an event on a meeting's channel, stamped with the current time.

@@ -33,6 +33,7 @@ pub mod outputs;
 pub mod participants;
 pub mod placements;
 pub mod vault;
+pub mod whip_sessions;
 
 pub use gremium_vault::{crypto, objects, s3};
 
@@ -51,6 +52,7 @@ pub use participants::{NewParticipant, Participant, ParticipantStanding};
 pub use placements::{PlaceOutcome, Placement};
 pub use s3::{S3Settings, S3Store};
 pub use vault::{OpenObject, Vault, VaultError};
+pub use whip_sessions::WhipSession;
 
 /// Result alias for this crate.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

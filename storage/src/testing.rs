@@ -53,6 +53,30 @@ pub async fn fresh_postgres() -> Result<Db> {
     Ok(db)
 }
 
+/// A new meeting (public, "Sitzung", created at 1000 ms) with its ledger entry, for
+/// tests of tables that refer to meetings.
+pub async fn new_meeting(db: &Db) -> Result<Uuid> {
+    let id = Uuid::new_v4();
+    let m = crate::NewMeeting {
+        id,
+        title: "Sitzung".into(),
+        is_public: true,
+        retention_days: 30,
+        created_by: "mod".into(),
+        created_at: 1000,
+    };
+    let ledger = crate::LedgerRecord {
+        chain_id: id.to_string(),
+        at: 1000,
+        kind: "meeting_created".into(),
+        actor: "tester".into(),
+        subject: id.to_string(),
+        data: serde_json::json!({}),
+    };
+    db.insert_meeting(&m, &ledger).await?;
+    Ok(id)
+}
+
 /// The small disk lives in the vault crate, next to the spool it tests; the
 /// end-to-end tests take it from here.
 pub use gremium_vault::testing::SmallDisk;

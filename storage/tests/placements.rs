@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use gremium_storage::testing::{fresh_postgres_url, fresh_sqlite};
 use gremium_storage::*;
-use serde_json::json;
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
@@ -29,25 +28,9 @@ macro_rules! both_backends {
 }
 
 async fn new_meeting(db: &Db) -> Uuid {
-    let id = Uuid::new_v4();
-    let m = NewMeeting {
-        id,
-        title: "Sitzung".into(),
-        is_public: true,
-        retention_days: 30,
-        created_by: "mod".into(),
-        created_at: 1000,
-    };
-    let ledger = LedgerRecord {
-        chain_id: id.to_string(),
-        at: 1000,
-        kind: "meeting_created".into(),
-        actor: "tester".into(),
-        subject: id.to_string(),
-        data: json!({}),
-    };
-    db.insert_meeting(&m, &ledger).await.expect("meeting");
-    id
+    gremium_storage::testing::new_meeting(db)
+        .await
+        .expect("meeting")
 }
 
 fn placed(o: PlaceOutcome) -> Placement {

@@ -93,3 +93,19 @@ pub async fn wait_cameras_on(ws: &mut Ws, n: usize) {
         }
     }
 }
+
+/// Read until the server closes the socket; the close frame's (code, reason), or
+/// `None` when the connection just ended. Panics if it stays open for `within`.
+pub async fn wait_closed(ws: &mut Ws, within: Duration) -> Option<(u16, String)> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return frame.map(|f| (u16::from(f.code), f.reason.to_string()))
+            }
+            Ok(Some(Ok(_))) => continue,
+            Ok(None) | Ok(Some(Err(_))) => return None,
+            Err(_) => panic!("socket still open after {within:?}"),
+        }
+    }
+}

@@ -339,7 +339,7 @@ pub async fn end_meeting(
     debug_assert_eq!(ended.state, MeetingState::Ended);
     state.publish(id, EventKind::MeetingEnded);
     // Join tokens now reach only their own consent: close participants' sockets.
-    state.revoke_meeting_participants(id);
+    state.revoke_meeting_participants(id).await;
     Ok(Json(MeetingView::from(&ended)))
 }
 

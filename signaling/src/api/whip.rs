@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::Router;
 use gremium_protocol::{CommandOutcome, Consent, MediaCommand, MeetingContext};
-use gremium_storage::MeetingState;
+use gremium_storage::{MeetingState, WhipSession};
 use tower_http::cors::{Any, CorsLayer};
 use uuid::Uuid;
 
@@ -166,7 +166,9 @@ pub async fn publish(
             "media plane did not answer the offer".into(),
         ));
     };
-    state.whip_sessions_insert(session_id, meeting_id, participant_id);
+    state
+        .register_whip_session(session_id, meeting_id, participant_id)
+        .await?;
     let location = format!("/whip/{meeting_id}/{session_id}");
     let mut response = ice_answer(
         StatusCode::CREATED,
@@ -209,23 +211,24 @@ pub(crate) fn etag(session_id: Uuid, restarts: u32) -> String {
 
 /// Whether `who` may act on publishing session `session_id` of `meeting_id`: the
 /// session must exist in that meeting (404 otherwise, also for another meeting's
-/// session), and the caller be its publisher or a moderator.
-fn may_control_session(
+/// session), and the caller be its publisher or a moderator. The session as stored
+/// (by whichever control replica took its POST).
+async fn may_control_session(
     state: &AppState,
     who: &Principal,
     meeting_id: Uuid,
     session_id: Uuid,
-) -> ApiResult<()> {
-    let (m, participant_id) = state
+) -> ApiResult<WhipSession> {
+    let session = state
+        .db()
         .whip_session(session_id)
+        .await?
+        .filter(|s| s.meeting_id == meeting_id)
         .ok_or(ApiError::NotFound("publishing session"))?;
-    if m != meeting_id {
-        return Err(ApiError::NotFound("publishing session"));
-    }
-    if who.participant_in(meeting_id) != Some(participant_id) {
+    if who.participant_in(meeting_id) != Some(session.participant_id) {
         who.require(&[Role::Moderator])?;
     }
-    Ok(())
+    Ok(session)
 }
 
 /// Stop publishing (the publishing participant, or a moderator).
@@ -237,8 +240,8 @@ pub async fn leave(
     who: Principal,
     ApiPath((meeting_id, session_id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<StatusCode> {
-    may_control_session(&state, &who, meeting_id, session_id)?;
-    state.whip_sessions_remove(session_id);
+    may_control_session(&state, &who, meeting_id, session_id).await?;
+    state.db().remove_whip_session(session_id).await?;
     match state
         .media()
         .execute(MediaCommand::Unpublish {
@@ -322,7 +325,7 @@ pub async fn trickle(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<Response> {
-    may_control_session(&state, &who, meeting_id, session_id)?;
+    let session = may_control_session(&state, &who, meeting_id, session_id).await?;
     if !has_content_type(&headers, "application/trickle-ice-sdpfrag") {
         return Err(ApiError::UnsupportedMediaType(
             "expected content-type application/trickle-ice-sdpfrag".into(),
@@ -331,18 +334,25 @@ pub async fn trickle(
     let text = body_text(&state, body)?;
     let frag = parse_sdpfrag(&text).map_err(ApiError::BadRequest)?;
     // A ufrag may restart ICE: from the If-Match check until the new ETag is counted
-    // no other PATCH of this session may restart (RFC 9725: a restart with a stale
-    // ETag gets 412).
+    // no other PATCH of this session through this replica may restart (RFC 9725: a
+    // restart with a stale ETag gets 412); the count itself is a compare-and-swap in
+    // the database, so a restart racing through another replica is refused too.
     let _restart = match frag.ufrag {
         Some(_) => Some(state.whip_restart_lock(session_id).lock().await),
         None => None,
     };
+    // Read again under the lock: a restart just counted changed the ETag.
+    let session = match frag.ufrag {
+        Some(_) => state
+            .db()
+            .whip_session(session_id)
+            .await?
+            .ok_or(ApiError::NotFound("publishing session"))?,
+        None => session,
+    };
     if let Some(tag) = headers.get(header::IF_MATCH) {
         let tag = tag.to_str().unwrap_or("").trim();
-        let ours = state
-            .whip_etag(session_id)
-            .ok_or(ApiError::NotFound("publishing session"))?;
-        if tag != "*" && tag != ours {
+        if tag != "*" && tag != etag(session_id, session.ice_restarts) {
             return Err(ApiError::PreconditionFailed(
                 "If-Match does not match the ICE session's ETag".into(),
             ));
@@ -361,9 +371,16 @@ pub async fn trickle(
             pwd,
             candidates,
         }) => {
-            let etag = state
-                .whip_ice_restarted(session_id)
-                .ok_or(ApiError::NotFound("publishing session"))?;
+            let restarts = state
+                .db()
+                .count_whip_ice_restart(session_id, session.ice_restarts)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::PreconditionFailed(
+                        "another ICE restart of this session was counted first".into(),
+                    )
+                })?;
+            let etag = etag(session_id, restarts);
             ice_answer(
                 StatusCode::OK,
                 "application/trickle-ice-sdpfrag",
