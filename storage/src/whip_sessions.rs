@@ -77,7 +77,11 @@ impl Db {
     /// Count an ICE restart, only if the session still has `expected` restarts: the
     /// new count, or `None` when the session is gone or another restart was counted
     /// first.
-    pub async fn count_whip_ice_restart(&self, session: Uuid, expected: u32) -> Result<Option<u32>> {
+    pub async fn count_whip_ice_restart(
+        &self,
+        session: Uuid,
+        expected: u32,
+    ) -> Result<Option<u32>> {
         let row = sqlx::query(
             "update whip_sessions set ice_restarts = ice_restarts + 1 \
              where session_id = $1 and ice_restarts = $2 returning ice_restarts",
@@ -103,7 +107,11 @@ impl Db {
     }
 
     /// Forget a participant's sessions; the ones that were registered.
-    pub async fn take_whip_sessions_of(&self, meeting: Uuid, participant: Uuid) -> Result<Vec<Uuid>> {
+    pub async fn take_whip_sessions_of(
+        &self,
+        meeting: Uuid,
+        participant: Uuid,
+    ) -> Result<Vec<Uuid>> {
         let rows = sqlx::query(
             "delete from whip_sessions where meeting_id = $1 and participant_id = $2 \
              returning session_id",

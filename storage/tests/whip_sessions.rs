@@ -61,7 +61,11 @@ async fn sessions_are_shared_and_restarts_counted_once(db: Db) {
     let mut expected = vec![s1, s2];
     expected.sort();
     assert_eq!(taken, expected);
-    assert!(db.take_whip_sessions_of(meeting, anna).await.unwrap().is_empty());
+    assert!(db
+        .take_whip_sessions_of(meeting, anna)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(db.whip_session(s1).await.unwrap(), None);
     assert!(db.whip_session(s3).await.unwrap().is_some());
 
