@@ -176,8 +176,7 @@ pub async fn serve_media(
     )
     .await?;
     let node_id = config.cluster.node_id.clone();
-    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let drain_flag = draining.clone();
+    let drain_flag = node.draining();
     let app = axum::Router::new()
         .route(
             "/healthz",
@@ -186,7 +185,7 @@ pub async fn serve_media(
                     "status": "ok",
                     "role": "media",
                     "node_id": node_id,
-                    "draining": drain_flag.load(std::sync::atomic::Ordering::Relaxed),
+                    "draining": *drain_flag.borrow(),
                 });
                 async move { axum::Json(body) }
             }),
@@ -216,7 +215,6 @@ pub async fn serve_media(
     // SIGTERM drains: no new meetings come here; the running ones end first. A
     // second signal ends the process at once (see `wiring::shutdown_signal`).
     node.set_draining(true);
-    draining.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut waited = 0u64;
     loop {
         let running = watched.active_meetings();
@@ -235,6 +233,60 @@ pub async fn serve_media(
     node.stop(Duration::from_secs(5)).await;
     server.abort();
     Ok(ExitCode::SUCCESS)
+}
+
+/// `gremium cluster drain NODE [--undo] [--wait]`: the node takes no new meetings (or
+/// takes them again); with `--wait`, return once it runs none (or has left).
+pub async fn drain(
+    config: Config,
+    node: String,
+    undo: bool,
+    wait: bool,
+) -> anyhow::Result<ExitCode> {
+    let nats = connect(&config, "cli").await?;
+    let registry = Registry::follow(nats.clone());
+    let timeout = config.cluster.command_timeout;
+    let reply = gremium_cluster::admin::request_drain(&nats, &node, !undo, timeout).await?;
+    let meetings = match reply {
+        gremium_protocol::NodeAdminReply::Ok {
+            node_id,
+            draining,
+            meetings,
+        } => {
+            let what = if draining {
+                "draining: takes no new meetings"
+            } else {
+                "takes new meetings again"
+            };
+            println!("{node_id}: {what}; {meetings} running");
+            meetings
+        }
+        gremium_protocol::NodeAdminReply::Err(e) => bail!("node {node}: {e}"),
+    };
+    if !wait || undo || meetings == 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // The registry entry counts the node's meetings once a second.
+    let mut last = meetings;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match registry.node(&node) {
+            None => {
+                println!("{node}: left the cluster");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some(info) if info.meetings == 0 => {
+                println!("{node}: no meetings running; it can be stopped");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some(info) => {
+                if info.meetings != last {
+                    println!("{node}: {} running", info.meetings);
+                    last = info.meetings;
+                }
+            }
+        }
+    }
 }
 
 /// `gremium cluster status`: the registry joined with the placement table.

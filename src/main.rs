@@ -120,6 +120,20 @@ enum ClusterCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Stop placing new meetings on a media node (its running meetings end where they
+    /// are), e.g. before maintenance.
+    Drain {
+        /// The node id (`gremium cluster status` lists them).
+        node: String,
+        /// Take new meetings again.
+        #[arg(long)]
+        undo: bool,
+        /// Wait until the node runs no meeting (or has left the cluster).
+        #[arg(long, conflicts_with = "undo")]
+        wait: bool,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Subcommand)]
@@ -167,6 +181,15 @@ fn main() -> ExitCode {
             Command::Cluster {
                 command: ClusterCommand::Status { json, common },
             } => cluster::status(config::load(&overrides(&common, None))?, json).await,
+            Command::Cluster {
+                command:
+                    ClusterCommand::Drain {
+                        node,
+                        undo,
+                        wait,
+                        common,
+                    },
+            } => cluster::drain(config::load(&overrides(&common, None))?, node, undo, wait).await,
             Command::Demo { listen, common } => {
                 demo::demo(config::load(&overrides(&common, listen))?).await
             }

@@ -735,3 +735,147 @@ async fn publishing_sessions_and_removals_reach_across_control_replicas() {
         .await;
     assert_eq!(s, 404);
 }
+
+/// `gremium cluster drain`: a drained node takes no new meeting (the registry and its
+/// `/healthz` say so at once), all nodes drained gives 503 with the reason, `--undo`
+/// opens it again; an unknown node is named in the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_drains_a_media_node() {
+    use reqwest::Method;
+    let c = Cluster::new("d").await;
+    let node_a = c.start("media", "node-a", None).await;
+    let _node_b = c.start("media", "node-b", None).await;
+    let control = c.start("control", "control-1", None).await;
+    let token = c.admin_token();
+    wait_status(&c, &control, &token, "two live nodes", |v| {
+        v["nodes"].as_array().is_some_and(|n| n.len() == 2)
+    })
+    .await;
+    let draining = |v: &Value, node: &str| {
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["node_id"] == node && n["draining"] == true)
+    };
+    let drain = |args: &[&str]| {
+        let mut all = vec!["cluster", "drain"];
+        all.extend_from_slice(args);
+        let out = c.gremium(&all);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let c = &c;
+    let (base, token_ref) = (control.base(), &token);
+    let record = |mid: String| {
+        let url = format!("{base}/api/v1/meetings/{mid}/recordings");
+        async move { c.call(Method::POST, &url, token_ref, Some(json!({}))).await }
+    };
+
+    // `--wait` on a node without meetings returns at once.
+    let (ok, out, err) = drain(&["node-a", "--wait"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("node-a: draining"), "{out}");
+    wait_status(&c, &control, &token, "node-a draining", |v| {
+        draining(v, "node-a")
+    })
+    .await;
+    let health: Value = c
+        .http
+        .get(format!("{}/healthz", node_a.base()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["draining"], true, "{health}");
+
+    // A new meeting goes to the other node.
+    let (mid1, _, _) = meeting_with_participant(&c, &control.base(), &token, "Rat 1").await;
+    let (s, _, body) = record(mid1.clone()).await;
+    assert_eq!(s, 201, "{body}");
+    let v = c.status(&control, &token).await;
+    assert_eq!((placed(&v, "node-a"), placed(&v, "node-b")), (0, 1), "{v}");
+
+    // Both drained: 503, saying why.
+    let (ok, out, err) = drain(&["node-b"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("1 running"), "{out}");
+    wait_status(&c, &control, &token, "node-b draining", |v| {
+        draining(v, "node-b")
+    })
+    .await;
+    let (mid2, _, _) = meeting_with_participant(&c, &control.base(), &token, "Rat 2").await;
+    let (s, headers, body) = record(mid2.clone()).await;
+    assert_eq!(s, 503, "{body}");
+    assert!(headers.get("retry-after").is_some(), "{headers:?}");
+    assert!(body.to_string().contains("draining"), "{body}");
+
+    // Undone: node-a takes the meeting.
+    let (ok, out, err) = drain(&["node-a", "--undo"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("takes new meetings again"), "{out}");
+    wait_status(&c, &control, &token, "node-a open", |v| {
+        !draining(v, "node-a")
+    })
+    .await;
+    let (s, _, body) = record(mid2).await;
+    assert_eq!(s, 201, "{body}");
+    let v = c.status(&control, &token).await;
+    assert_eq!((placed(&v, "node-a"), placed(&v, "node-b")), (1, 1), "{v}");
+
+    // `--wait` on node-b returns once its meeting has ended.
+    let mut waiting = Command::new(BIN)
+        .args(["cluster", "drain", "node-b", "--wait", "--data-dir"])
+        .arg(c.dir.join("control"))
+        .arg("--config")
+        .arg(c.config("cli.toml", None))
+        .env_remove("GREMIUM_DATABASE_URL")
+        .env_remove("GREMIUM_NATS_URL")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "--wait returned while node-b still runs a meeting"
+    );
+    let (s, _, body) = c
+        .call(
+            Method::POST,
+            &format!("{}/api/v1/meetings/{mid1}/end", control.base()),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = waiting.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "--wait did not return after the meeting ended"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut out = String::new();
+    waiting
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(status.success(), "{out}");
+    assert!(out.contains("node-b: no meetings running"), "{out}");
+
+    // An unknown node is named.
+    let (ok, out, err) = drain(&["node-z"]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("node-z"), "{err}");
+}

@@ -11,6 +11,7 @@
 //! about HTTP, or invent a cluster protocol of its own: what crosses the wire is the
 //! serde media protocol of `gremium-protocol`.
 
+pub mod admin;
 pub mod control;
 pub mod cost;
 pub mod events;

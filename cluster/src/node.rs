@@ -41,7 +41,7 @@ pub type MeetingCount = Arc<dyn Fn() -> usize + Send + Sync>;
 pub struct MediaNode {
     nats: Nats,
     settings: NodeSettings,
-    draining: watch::Sender<bool>,
+    draining: Arc<watch::Sender<bool>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -59,9 +59,15 @@ impl MediaNode {
             .subscribe(nats.names.node_commands(&settings.node_id))
             .await
             .map_err(|e| crate::ClusterError::Nats(format!("subscribing to commands: {e}")))?;
+        let admin = nats
+            .client
+            .subscribe(nats.names.node_admin(&settings.node_id))
+            .await
+            .map_err(|e| crate::ClusterError::Nats(format!("subscribing to admin requests: {e}")))?;
         let (draining, draining_rx) = watch::channel(false);
+        let draining = Arc::new(draining);
         // The first entry before the first command can be placed here.
-        let mut heart = Heart::new(settings.clone(), meetings);
+        let mut heart = Heart::new(settings.clone(), meetings.clone());
         let _ = put_entry(&nats, &heart.beat(false)).await;
         let epochs = Arc::new(Mutex::new(HashMap::new()));
         let tasks = vec![
@@ -83,6 +89,13 @@ impl MediaNode {
                 draining_rx,
                 Fence { plane, epochs },
             )),
+            tokio::spawn(crate::admin::serve(
+                nats.clone(),
+                settings.node_id.clone(),
+                admin,
+                draining.clone(),
+                meetings,
+            )),
         ];
         tracing::info!(node_id = %settings.node_id, capacity = settings.capacity, "media node registered");
         Ok(MediaNode {
@@ -95,18 +108,25 @@ impl MediaNode {
 
     /// Take no new meetings (the registry says so within a heartbeat).
     pub fn set_draining(&self, draining: bool) {
-        let _ = self.draining.send(draining);
+        self.draining.send_replace(draining);
+    }
+
+    /// Whether the node takes no new meetings (by `SIGTERM` or an operator's
+    /// `gremium cluster drain`), as it changes.
+    pub fn draining(&self) -> watch::Receiver<bool> {
+        self.draining.subscribe()
     }
 
     /// Leave the registry and stop serving commands. Events already queued are
     /// published first (bounded by `grace`).
     pub async fn stop(self, grace: Duration) {
         let mut tasks = self.tasks.into_iter();
-        // Heartbeat and command service end now; the event publisher drains.
+        // Heartbeat, command and admin service end now; the event publisher drains.
         let serve = tasks.next();
         let publisher = tasks.next();
         let heart = tasks.next();
-        for t in [serve, heart].into_iter().flatten() {
+        let admin = tasks.next();
+        for t in [serve, heart, admin].into_iter().flatten() {
             t.abort();
         }
         if let Err(e) = self.nats.nodes.delete(&self.settings.node_id).await {

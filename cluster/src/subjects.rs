@@ -51,6 +51,11 @@ impl Names {
         format!("{}.node.{node_id}.cmd", self.prefix)
     }
 
+    /// Operator requests for one media node (request/reply: drain on or off).
+    pub fn node_admin(&self, node_id: &str) -> String {
+        format!("{}.node.{node_id}.admin", self.prefix)
+    }
+
     /// Every WebSocket fan-out subject.
     pub fn ws_all(&self) -> String {
         format!("{}.ws.>", self.prefix)
@@ -79,6 +84,7 @@ mod tests {
         assert_eq!(n.event_stream(), "TEST_A1_MEDIA_EVENTS");
         assert_eq!(n.node_bucket(), "test_a1_nodes");
         assert_eq!(n.node_commands("n1"), "test-a1.node.n1.cmd");
+        assert_eq!(n.node_admin("n1"), "test-a1.node.n1.admin");
         assert_eq!(meeting_of(&n.ws(m)), Some(m));
     }
 }

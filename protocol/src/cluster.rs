@@ -129,3 +129,28 @@ mod tests {
         assert_eq!(serde_json::from_str::<CommandReply>(&text).unwrap(), err);
     }
 }
+
+/// An operator's request to one media node (`gremium cluster drain`), on the node's
+/// admin subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAdminRequest {
+    /// `true`: take no new meetings; `false`: take them again.
+    pub drain: bool,
+}
+
+/// A node's answer to a [`NodeAdminRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeAdminReply {
+    /// Done: the node's state now.
+    Ok {
+        /// The node.
+        node_id: String,
+        /// Whether it takes no new meetings.
+        draining: bool,
+        /// Meetings it still runs.
+        meetings: u32,
+    },
+    /// The request could not be read.
+    Err(String),
+}

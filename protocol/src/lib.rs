@@ -13,7 +13,8 @@ pub mod media;
 pub mod redact;
 
 pub use cluster::{
-    ClusterStatus, CommandReply, CommandRequest, EventEnvelope, NodeInfo, NodeStatus,
+    ClusterStatus, CommandReply, CommandRequest, EventEnvelope, NodeAdminReply, NodeAdminRequest,
+    NodeInfo, NodeStatus,
 };
 pub use lifecycle::{InvalidTransition, OutputState, OutputTrigger};
 pub use media::{

@@ -63,6 +63,7 @@ pub const REQUESTS: &[Template] = &[
     t("PUT", "/api/v1/meetings/{meeting}/retention", Body::Json(r#"{"retention_days":10,"legal_hold":false}"#)),
     t("POST", "/api/v1/meetings/{meeting}/legal-hold/lift", Body::Json(r#"{"reason":"Verfahren abgeschlossen"}"#)),
     t("GET", "/api/v1/audit/verify", Body::None),
+    t("GET", "/api/v1/cluster", Body::None),
     t("GET", "/api/v1/meetings/{meeting}/ledger?after=0&limit=10", Body::None),
     t("POST", "/whip/{meeting}", Body::Sdp),
     t("POST", "/whip/{meeting}?content=screen", Body::Sdp),
