@@ -63,7 +63,9 @@ pub async fn request_drain(
     let answer = tokio::time::timeout(timeout, nats.client.request(subject, body.into()))
         .await
         .map_err(|_| {
-            ClusterError::Nats(format!("node {node_id:?} did not answer within {timeout:?}"))
+            ClusterError::Nats(format!(
+                "node {node_id:?} did not answer within {timeout:?}"
+            ))
         })?
         .map_err(|e| match e.kind() {
             async_nats::RequestErrorKind::NoResponders => {

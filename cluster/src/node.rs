@@ -63,7 +63,9 @@ impl MediaNode {
             .client
             .subscribe(nats.names.node_admin(&settings.node_id))
             .await
-            .map_err(|e| crate::ClusterError::Nats(format!("subscribing to admin requests: {e}")))?;
+            .map_err(|e| {
+                crate::ClusterError::Nats(format!("subscribing to admin requests: {e}"))
+            })?;
         let (draining, draining_rx) = watch::channel(false);
         let draining = Arc::new(draining);
         // The first entry before the first command can be placed here.

@@ -53,6 +53,28 @@ pub async fn fresh_postgres() -> Result<Db> {
     Ok(db)
 }
 
+/// `both_backends!(scenario)`: a module `scenario` with a `sqlite` and a `postgres`
+/// test, each calling `async fn scenario(db: Db)` on a fresh, migrated database.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let (db, _dir) = $crate::testing::fresh_sqlite().await.expect("sqlite");
+                super::$name(db).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                let db = $crate::testing::fresh_postgres()
+                    .await
+                    .expect("postgres at GREMIUM_TEST_POSTGRES_URL");
+                super::$name(db).await;
+            }
+        }
+    };
+}
+
 /// A new meeting (public, "Sitzung", created at 1000 ms) with its ledger entry, for
 /// tests of tables that refer to meetings.
 pub async fn new_meeting(db: &Db) -> Result<Uuid> {

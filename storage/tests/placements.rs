@@ -3,29 +3,12 @@
 
 use std::sync::Arc;
 
-use gremium_storage::testing::{fresh_postgres_url, fresh_sqlite};
+use gremium_storage::testing::fresh_postgres_url;
 use gremium_storage::*;
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
-macro_rules! both_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                let (db, _dir) = super::fresh_sqlite().await.expect("sqlite");
-                super::$name(db).await;
-            }
-            #[tokio::test]
-            async fn postgres() {
-                let db = gremium_storage::testing::fresh_postgres()
-                    .await
-                    .expect("postgres at GREMIUM_TEST_POSTGRES_URL");
-                super::$name(db).await;
-            }
-        }
-    };
-}
+use gremium_storage::both_backends;
 
 async fn new_meeting(db: &Db) -> Uuid {
     gremium_storage::testing::new_meeting(db)

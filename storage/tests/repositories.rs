@@ -1,29 +1,11 @@
 //! Repository tests, each run against SQLite and against the PostgreSQL server.
 
 use gremium_protocol::{OutputState, OutputTrigger};
-use gremium_storage::testing::{fresh_postgres, fresh_sqlite};
 use gremium_storage::*;
 use serde_json::json;
 use uuid::Uuid;
 
-macro_rules! both_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                let (db, _dir) = super::fresh_sqlite().await.expect("sqlite");
-                super::$name(db).await;
-            }
-            #[tokio::test]
-            async fn postgres() {
-                let db = super::fresh_postgres()
-                    .await
-                    .expect("postgres at GREMIUM_TEST_POSTGRES_URL");
-                super::$name(db).await;
-            }
-        }
-    };
-}
+use gremium_storage::both_backends;
 
 fn record(chain: Uuid, at: i64, kind: &str, subject: impl ToString) -> LedgerRecord {
     LedgerRecord {

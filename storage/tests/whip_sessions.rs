@@ -2,28 +2,11 @@
 //! ICE restarts counted by compare-and-swap, removal by session, participant and
 //! meeting; on SQLite and PostgreSQL.
 
-use gremium_storage::testing::{fresh_sqlite, new_meeting};
+use gremium_storage::testing::new_meeting;
 use gremium_storage::*;
 use uuid::Uuid;
 
-macro_rules! both_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                let (db, _dir) = super::fresh_sqlite().await.expect("sqlite");
-                super::$name(db).await;
-            }
-            #[tokio::test]
-            async fn postgres() {
-                let db = gremium_storage::testing::fresh_postgres()
-                    .await
-                    .expect("postgres at GREMIUM_TEST_POSTGRES_URL");
-                super::$name(db).await;
-            }
-        }
-    };
-}
+use gremium_storage::both_backends;
 
 async fn sessions_are_shared_and_restarts_counted_once(db: Db) {
     let meeting = new_meeting(&db).await.unwrap();
