@@ -221,7 +221,7 @@ pub async fn serve_media(
         if running == 0 {
             break;
         }
-        if waited % 10 == 0 {
+        if waited.is_multiple_of(10) {
             tracing::info!(
                 meetings = running,
                 "draining: waiting for the node's meetings to end"
@@ -304,8 +304,8 @@ pub async fn status(config: Config, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<28} {:<10} {:>8} {:>8} {:>9} {:>6} {:>8}  {}",
-        "NODE", "ZONE", "CAPACITY", "LOAD", "RESERVED", "CPU%", "MEETINGS", "STATE"
+        "{:<28} {:<10} {:>8} {:>8} {:>9} {:>6} {:>8}  STATE",
+        "NODE", "ZONE", "CAPACITY", "LOAD", "RESERVED", "CPU%", "MEETINGS"
     );
     for n in &status.nodes {
         println!(

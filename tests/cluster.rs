@@ -779,7 +779,7 @@ async fn an_operator_drains_a_media_node() {
     let (ok, out, err) = drain(&["node-a", "--wait"]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("node-a: draining"), "{out}");
-    wait_status(&c, &control, &token, "node-a draining", |v| {
+    wait_status(c, &control, &token, "node-a draining", |v| {
         draining(v, "node-a")
     })
     .await;
@@ -795,7 +795,7 @@ async fn an_operator_drains_a_media_node() {
     assert_eq!(health["draining"], true, "{health}");
 
     // A new meeting goes to the other node.
-    let (mid1, _, _) = meeting_with_participant(&c, &control.base(), &token, "Rat 1").await;
+    let (mid1, _, _) = meeting_with_participant(c, &control.base(), &token, "Rat 1").await;
     let (s, _, body) = record(mid1.clone()).await;
     assert_eq!(s, 201, "{body}");
     let v = c.status(&control, &token).await;
@@ -805,11 +805,11 @@ async fn an_operator_drains_a_media_node() {
     let (ok, out, err) = drain(&["node-b"]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("1 running"), "{out}");
-    wait_status(&c, &control, &token, "node-b draining", |v| {
+    wait_status(c, &control, &token, "node-b draining", |v| {
         draining(v, "node-b")
     })
     .await;
-    let (mid2, _, _) = meeting_with_participant(&c, &control.base(), &token, "Rat 2").await;
+    let (mid2, _, _) = meeting_with_participant(c, &control.base(), &token, "Rat 2").await;
     let (s, headers, body) = record(mid2.clone()).await;
     assert_eq!(s, 503, "{body}");
     assert!(headers.get("retry-after").is_some(), "{headers:?}");
@@ -819,7 +819,7 @@ async fn an_operator_drains_a_media_node() {
     let (ok, out, err) = drain(&["node-a", "--undo"]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("takes new meetings again"), "{out}");
-    wait_status(&c, &control, &token, "node-a open", |v| {
+    wait_status(c, &control, &token, "node-a open", |v| {
         !draining(v, "node-a")
     })
     .await;
