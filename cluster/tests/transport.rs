@@ -475,3 +475,80 @@ async fn a_node_cut_off_from_nats_ends_its_meetings_itself() {
         "{ended_after:?}"
     );
 }
+
+/// What arrives on a node's subjects is not trusted to be well formed: a malformed
+/// command or admin request is answered with the reason (`Rejected`, an admin error),
+/// an oversized one too, and the node goes on serving well-formed ones.
+#[tokio::test]
+async fn malformed_requests_on_the_wire_get_a_reason_and_the_node_keeps_serving() {
+    use gremium_protocol::{CommandReply, CommandRequest, NodeAdminReply};
+    let names = names();
+    let plane = Arc::new(Recorder::default());
+    let (node, _events) = node(&names, "w", 100, plane.clone()).await;
+    let nats = connect(&names).await;
+    let ask = |subject: String, body: Vec<u8>| {
+        let client = nats.client.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(5), client.request(subject, body.into()))
+                .await
+                .expect("an answer within 5 s")
+                .expect("the node answers")
+                .payload
+        }
+    };
+    let cmd = names.node_commands("w");
+    let big = format!(
+        "{{\"epoch\":1,\"command\":{{\"type\":\"x\",\"pad\":\"{}\"}}}}",
+        "x".repeat(512 * 1024)
+    );
+    for body in [
+        b"{not json".to_vec(),
+        b"".to_vec(),
+        b"{\"epoch\":\"one\"}".to_vec(),
+        b"{\"epoch\":1,\"command\":{\"type\":\"no_such_command\"}}".to_vec(),
+        b"\x00\x01\x02\xff".to_vec(),
+        big.into_bytes(),
+    ] {
+        let reply: CommandReply = serde_json::from_slice(&ask(cmd.clone(), body).await).unwrap();
+        match reply {
+            CommandReply::Err(MediaPlaneError::Rejected(reason)) => {
+                assert!(reason.contains("malformed media command"), "{reason}")
+            }
+            other => panic!("expected Rejected, got {other:?}"),
+        }
+    }
+    assert!(
+        plane.seen.lock().unwrap().is_empty(),
+        "nothing reached the plane"
+    );
+
+    let admin = names.node_admin("w");
+    for body in [b"[]".to_vec(), b"{\"drain\":\"yes\"}".to_vec()] {
+        let reply: NodeAdminReply =
+            serde_json::from_slice(&ask(admin.clone(), body).await).unwrap();
+        match reply {
+            NodeAdminReply::Err(reason) => {
+                assert!(reason.contains("malformed admin request"), "{reason}")
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+    assert!(
+        !*node.draining().borrow(),
+        "a malformed request changed nothing"
+    );
+
+    // Still serving.
+    let m = Uuid::new_v4();
+    let good = serde_json::to_vec(&CommandRequest {
+        epoch: 1,
+        command: publish(m),
+    })
+    .unwrap();
+    let reply: CommandReply = serde_json::from_slice(&ask(cmd, good).await).unwrap();
+    assert!(
+        matches!(reply, CommandReply::Ok(CommandOutcome::Published { .. })),
+        "{reply:?}"
+    );
+    node.stop(Duration::from_secs(1)).await;
+}
