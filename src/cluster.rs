@@ -40,6 +40,22 @@ async fn connect(config: &Config, role: &str) -> anyhow::Result<Nats> {
     Ok(Nats::connect(url, &name, names).await?)
 }
 
+/// Does this event describe media its node no longer owns (see
+/// [`events::superseded`])? The placement is read only for informational events; a
+/// database error lets the event through.
+async fn superseded(state: &AppState, envelope: &gremium_protocol::EventEnvelope) -> bool {
+    if !events::informational(&envelope.event) {
+        return false;
+    }
+    let meeting = envelope.event.meeting_id();
+    let placement = state.db().placement(meeting).await.ok().flatten();
+    let stale = events::superseded(envelope, placement.as_ref().map(|p| p.node_id.as_str()));
+    if stale {
+        tracing::debug!(%meeting, node = %envelope.node_id, "event of a node that no longer runs the meeting dropped");
+    }
+    stale
+}
+
 /// A control replica: the whole API; meetings' media go to media nodes over NATS.
 pub async fn serve_control(
     config: Config,
@@ -90,12 +106,20 @@ pub async fn serve_control(
     ));
     let s = state.clone();
     tokio::spawn(events::run_observer(nats.clone(), move |envelope| {
-        gremium_signaling::observe_media_event(&s, &envelope.event)
+        let s = s.clone();
+        async move {
+            if !superseded(&s, &envelope).await {
+                gremium_signaling::observe_media_event(&s, &envelope.event)
+            }
+        }
     }));
     let s = state.clone();
     tokio::spawn(events::run_applier(nats.clone(), move |envelope| {
         let s = s.clone();
         async move {
+            if superseded(&s, &envelope).await {
+                return Ok(());
+            }
             gremium_signaling::apply_media_event(&s, Some(envelope.event_id), envelope.event)
                 .await
                 .map(|_| ())

@@ -51,6 +51,17 @@ impl Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Send a signal (`STOP`, `CONT`, …) with kill(1).
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} {}", self.name);
+    }
 }
 
 impl Drop for Proc {
@@ -253,18 +264,12 @@ async fn wait_status(
 
 /// The `state` of every `recording_state_changed` a socket gets within `window`.
 async fn states_within(ws: &mut common::Ws, window: Duration) -> Vec<String> {
-    use futures_util::StreamExt;
-    let deadline = tokio::time::Instant::now() + window;
-    let mut states = Vec::new();
-    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.next()).await {
-        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
-            let e: Value = serde_json::from_str(t.as_str()).unwrap();
-            if e["type"] == "recording_state_changed" {
-                states.push(e["state"].as_str().unwrap_or_default().to_string());
-            }
-        }
-    }
-    states
+    common::events_within(ws, window)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "recording_state_changed")
+        .map(|e| e["state"].as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 fn placed(status: &Value, node: &str) -> u64 {
@@ -878,4 +883,84 @@ async fn an_operator_drains_a_media_node() {
     let (ok, out, err) = drain(&["node-z"]);
     assert!(!ok, "{out}");
     assert!(err.contains("node-z"), "{err}");
+}
+
+/// A media node frozen (SIGSTOP) long enough to lose its registry entry: its meeting
+/// moves to the other node as for a crash. Thawed (SIGCONT), it finds its entry was not
+/// written for longer than the TTL and ends its meetings itself (self-fencing) before
+/// it registers again: it runs nothing, and what it reports while ending them does not
+/// undo the meeting's state on the node that runs it now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_media_node_fences_itself_when_it_thaws() {
+    let c = Cluster::new("z").await;
+    let node_a = c.start("media", "node-a", None).await;
+    let node_b = c.start("media", "node-b", None).await;
+    let control = c.start("control", "control-1", None).await;
+    let token = c.admin_token();
+    wait_status(&c, &control, &token, "two live nodes", |v| {
+        v["nodes"].as_array().is_some_and(|n| n.len() == 2)
+    })
+    .await;
+    let (mid, pid, join) = meeting_with_participant(&c, &control.base(), &token, "Rat").await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", control.port).parse().unwrap();
+    let mut ws = ws_connect(addr, &mid, &token).await;
+    let mut publisher = spawn_small_publisher(&control.base(), &mid, &join, "0000ff", 120);
+    wait_event_for(
+        &mut ws,
+        Duration::from_secs(30),
+        "participant_media_started",
+        |_| true,
+    )
+    .await;
+    let v = c.status(&control, &token).await;
+    let (frozen, survivor) = if placed(&v, "node-a") == 1 {
+        (&node_a, "node-b")
+    } else {
+        (&node_b, "node-a")
+    };
+    let frozen_id = frozen.name.clone();
+
+    frozen.signal("STOP");
+    let back = wait_event_for(
+        &mut ws,
+        Duration::from_secs(30),
+        "participant_media_started",
+        |e| e["participant_id"] == pid.as_str(),
+    )
+    .await;
+    eprintln!("media flowed again on {survivor}: {back}");
+    wait_status(&c, &control, &token, "the meeting on the survivor", |v| {
+        placed(v, survivor) == 1
+    })
+    .await;
+
+    frozen.signal("CONT");
+    // It comes back to the registry running nothing.
+    let v = wait_status(&c, &control, &token, "the thawed node back, empty", |v| {
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["node_id"] == frozen_id.as_str() && n["meetings"] == 0)
+    })
+    .await;
+    assert_eq!(placed(&v, survivor), 1, "{v}");
+    assert_eq!(placed(&v, &frozen_id), 0, "{v}");
+    assert!(
+        frozen.logs().contains("ending the meeting here"),
+        "the thawed node fenced itself:\n{}",
+        frozen.logs()
+    );
+    // What the thawed node reported while ending its copy does not reach the
+    // meeting: no participant_media_stopped for the participant publishing on the
+    // survivor.
+    let late = common::events_within(&mut ws, Duration::from_secs(3)).await;
+    assert!(
+        !late.iter().any(
+            |e| e["type"] == "participant_media_stopped" && e["participant_id"] == pid.as_str()
+        ),
+        "a stale stop from the fenced node reached the meeting: {late:?}"
+    );
+    publisher.kill().ok();
+    let _ = publisher.wait();
 }

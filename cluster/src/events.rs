@@ -8,6 +8,8 @@
 //!   the in-memory caches it serves pages from.
 //! - [`WsRelay`] / [`run_ws_relay`]: a WebSocket event published on one replica is
 //!   delivered by every replica to its own sockets.
+//! - [`superseded`]: what a node says about media it no longer owns (its meeting was
+//!   moved away while it was frozen or cut off) is dropped by both.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{consumer, AckKind};
 use futures_util::StreamExt;
-use gremium_protocol::EventEnvelope;
+use gremium_protocol::{EventEnvelope, MediaEvent};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -102,16 +104,17 @@ where
 }
 
 /// Hand every media event to `observe` (every replica, no acknowledgement).
-pub async fn run_observer<F>(nats: Nats, observe: F)
+pub async fn run_observer<F, Fut>(nats: Nats, observe: F)
 where
-    F: Fn(EventEnvelope),
+    F: Fn(EventEnvelope) -> Fut,
+    Fut: Future<Output = ()>,
 {
     loop {
         match nats.client.subscribe(nats.names.events_all()).await {
             Ok(mut sub) => {
                 while let Some(message) = sub.next().await {
                     match serde_json::from_slice::<EventEnvelope>(&message.payload) {
-                        Ok(envelope) => observe(envelope),
+                        Ok(envelope) => observe(envelope).await,
                         Err(e) => tracing::warn!(error = %e, "unreadable media event"),
                     }
                 }
@@ -119,6 +122,39 @@ where
             Err(e) => tracing::warn!(error = %e, "media event subscription failed"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Whether an event describes media its node no longer owns: the meeting is placed on
+/// another node now (`placed_on`), and the event is informational — who publishes,
+/// the speaker, a camera, progress, a destination's or HLS's state. Such events come
+/// from a node that was frozen or cut off, thawed, and is ending its copy of the
+/// meeting (self-fencing); applied, a participant publishing on the new node would
+/// show as stopped. Output transitions still count: a recording the old node
+/// finishes is still that recording's end. Unplaced meetings (ended, or never
+/// placed) take every event.
+pub fn superseded(envelope: &EventEnvelope, placed_on: Option<&str>) -> bool {
+    informational(&envelope.event) && placed_on.is_some_and(|node| node != envelope.node_id)
+}
+
+/// Events that describe live media rather than move an output's lifecycle.
+pub fn informational(event: &MediaEvent) -> bool {
+    use MediaEvent::*;
+    match event {
+        ParticipantMediaStarted { .. }
+        | ParticipantMediaStopped { .. }
+        | ActiveSpeakerChanged { .. }
+        | CameraChanged { .. }
+        | RecordingProgress { .. }
+        | StreamDestinationChanged { .. }
+        | StreamHlsChanged { .. } => true,
+        RecordingStarted { .. }
+        | RecordingFinished { .. }
+        | RecordingInterrupted { .. }
+        | RecordingFailed { .. }
+        | StreamStarted { .. }
+        | StreamFinished { .. }
+        | StreamFailed { .. } => false,
     }
 }
 
@@ -198,5 +234,38 @@ where
             Err(e) => tracing::warn!(error = %e, "event relay subscription failed"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod superseded_tests {
+    use super::*;
+
+    fn envelope(node: &str, event: MediaEvent) -> EventEnvelope {
+        EventEnvelope {
+            event_id: Uuid::new_v4(),
+            node_id: node.into(),
+            epoch: 1,
+            at_ms: 0,
+            event,
+        }
+    }
+
+    #[test]
+    fn only_informational_events_of_a_node_that_lost_the_meeting_are_dropped() {
+        let (meeting_id, participant_id) = (Uuid::new_v4(), Uuid::new_v4());
+        let stopped = MediaEvent::ParticipantMediaStopped {
+            meeting_id,
+            participant_id,
+        };
+        let failed = MediaEvent::RecordingFailed {
+            meeting_id,
+            recording_id: Uuid::new_v4(),
+            reason: "x".into(),
+        };
+        assert!(superseded(&envelope("a", stopped.clone()), Some("b")));
+        assert!(!superseded(&envelope("b", stopped.clone()), Some("b")));
+        assert!(!superseded(&envelope("a", stopped), None));
+        assert!(!superseded(&envelope("a", failed), Some("b")));
     }
 }

@@ -109,3 +109,17 @@ pub async fn wait_closed(ws: &mut Ws, within: Duration) -> Option<(u16, String)>
         }
     }
 }
+
+/// Every JSON event a socket gets within `window` (none is an empty list).
+pub async fn events_within(ws: &mut Ws, window: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + window;
+    let mut events = Vec::new();
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        if let Message::Text(t) = msg {
+            if let Ok(e) = serde_json::from_str(t.as_str()) {
+                events.push(e);
+            }
+        }
+    }
+    events
+}
