@@ -238,7 +238,7 @@ pub async fn serve_media(
     shutdown.await;
     // SIGTERM drains: no new meetings come here; the running ones end first. A
     // second signal ends the process at once (see `wiring::shutdown_signal`).
-    node.set_draining(true);
+    node.drain_to_exit();
     let mut waited = 0u64;
     loop {
         let running = watched.active_meetings();

@@ -748,7 +748,7 @@ async fn publishing_sessions_and_removals_reach_across_control_replicas() {
 async fn an_operator_drains_a_media_node() {
     use reqwest::Method;
     let c = Cluster::new("d").await;
-    let node_a = c.start("media", "node-a", None).await;
+    let mut node_a = c.start("media", "node-a", None).await;
     let _node_b = c.start("media", "node-b", None).await;
     let control = c.start("control", "control-1", None).await;
     let token = c.admin_token();
@@ -828,7 +828,7 @@ async fn an_operator_drains_a_media_node() {
         !draining(v, "node-a")
     })
     .await;
-    let (s, _, body) = record(mid2).await;
+    let (s, _, body) = record(mid2.clone()).await;
     assert_eq!(s, 201, "{body}");
     let v = c.status(&control, &token).await;
     assert_eq!((placed(&v, "node-a"), placed(&v, "node-b")), (1, 1), "{v}");
@@ -883,6 +883,46 @@ async fn an_operator_drains_a_media_node() {
     let (ok, out, err) = drain(&["node-z"]);
     assert!(!ok, "{out}");
     assert!(err.contains("node-z"), "{err}");
+
+    // SIGTERM drains node-a (it still runs the second meeting) for good: an undo is
+    // refused; it exits once that meeting has ended.
+    node_a.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (ok, out, err) = loop {
+        let (ok, out, err) = drain(&["node-a", "--undo"]);
+        if !ok || Instant::now() > deadline {
+            break (ok, out, err);
+        }
+        // Not yet told by the signal handler; the undo reopened it: ask again.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!ok, "{out}");
+    assert!(err.contains("shutting down"), "{err}");
+    assert!(
+        node_a.child.try_wait().unwrap().is_none(),
+        "node-a exited with a meeting running"
+    );
+    let (s, _, body) = c
+        .call(
+            Method::POST,
+            &format!("{}/api/v1/meetings/{mid2}/end", control.base()),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = node_a.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node-a did not exit after its meeting ended"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(status.success(), "{status:?}\n{}", node_a.logs());
 }
 
 /// A media node frozen (SIGSTOP) long enough to lose its registry entry: its meeting

@@ -7,6 +7,7 @@
 //!
 //! Owns: the admin subject's service and client. Must not touch a meeting.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ pub(crate) async fn serve(
     node_id: String,
     mut requests: async_nats::Subscriber,
     draining: Arc<watch::Sender<bool>>,
+    exiting: Arc<AtomicBool>,
     meetings: MeetingCount,
 ) {
     while let Some(msg) = requests.next().await {
@@ -31,6 +33,11 @@ pub(crate) async fn serve(
             continue;
         };
         let reply = match serde_json::from_slice::<NodeAdminRequest>(&msg.payload) {
+            Ok(request) if !request.drain && exiting.load(Ordering::SeqCst) => NodeAdminReply::Err(
+                "the node is shutting down: it takes no new meetings and exits once its \
+                     meetings have ended"
+                    .into(),
+            ),
             Ok(request) => {
                 draining.send_replace(request.drain);
                 tracing::info!(node_id = %node_id, draining = request.drain, "operator request");

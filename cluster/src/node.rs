@@ -42,6 +42,8 @@ pub struct MediaNode {
     nats: Nats,
     settings: NodeSettings,
     draining: Arc<watch::Sender<bool>>,
+    /// Set once the node drains to exit: an operator cannot undo that drain.
+    exiting: Arc<std::sync::atomic::AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -68,6 +70,7 @@ impl MediaNode {
             })?;
         let (draining, draining_rx) = watch::channel(false);
         let draining = Arc::new(draining);
+        let exiting = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // The first entry before the first command can be placed here.
         let mut heart = Heart::new(settings.clone(), meetings.clone());
         let _ = put_entry(&nats, &heart.beat(false)).await;
@@ -96,6 +99,7 @@ impl MediaNode {
                 settings.node_id.clone(),
                 admin,
                 draining.clone(),
+                exiting.clone(),
                 meetings,
             )),
         ];
@@ -104,6 +108,7 @@ impl MediaNode {
             nats,
             settings,
             draining,
+            exiting,
             tasks,
         })
     }
@@ -111,6 +116,14 @@ impl MediaNode {
     /// Take no new meetings (the registry says so within a heartbeat).
     pub fn set_draining(&self, draining: bool) {
         self.draining.send_replace(draining);
+    }
+
+    /// Take no new meetings, for good: the process exits once its meetings have
+    /// ended (`SIGTERM`); an operator's `gremium cluster drain --undo` is refused.
+    pub fn drain_to_exit(&self) {
+        self.exiting
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.draining.send_replace(true);
     }
 
     /// Whether the node takes no new meetings (by `SIGTERM` or an operator's
