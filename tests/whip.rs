@@ -539,3 +539,32 @@ async fn gremium_publish_refuses_a_server_whose_certificate_does_not_match_its_a
     }
     assert_eq!(media.active_meetings(), 0);
 }
+
+/// A publish whose session cannot be recorded (the database fails after the media
+/// plane accepted the offer) is answered 500 with a reason and leaves no media session
+/// behind (not one that lingers until its media timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_cannot_be_recorded_is_ended_at_once() {
+    let (app, media) = spawn_with_media(Duration::from_secs(30), 1).await;
+    let moderator = app.moderator();
+    let m = moderator.create_meeting("Rat").await;
+    let mid = m.id.clone();
+    let (_pid, join) = m.add_participant("A").await.into_parts();
+    sqlx::query("drop table whip_sessions")
+        .execute(app.db.pool())
+        .await
+        .unwrap();
+    let (_publisher, _webrtc, offer) = loopback_publisher_offer("unrecorded", None).await;
+    let resp = join.post_whip(&mid, offer).await;
+    assert_eq!(resp.status().as_u16(), 500);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("internal"), "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while media.active_meetings() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the media session outlived its failed registration"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

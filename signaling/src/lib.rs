@@ -357,45 +357,57 @@ impl AppState {
 
     /// Register a WHIP session (in the database, so every control replica finds it).
     /// A publish that raced its participant's removal or its meeting's end — its offer
-    /// was accepted before, its session registers after — is ended at once: 409.
+    /// was accepted before, its session registers after — is ended at once: 409. So is
+    /// a session that cannot be registered (the database error is returned): no media
+    /// session is left that nobody can reach.
     pub(crate) async fn register_whip_session(
         &self,
         session: Uuid,
         meeting: Uuid,
         participant: Uuid,
     ) -> Result<(), ApiError> {
-        self.db()
-            .insert_whip_session(session, meeting, participant, self.now_ms())
-            .await?;
-        // Read after the insert: a removal either finds the row (and ends the session)
-        // or has marked the participant left before this read.
-        let left = match self.db().get_participant(meeting, participant).await? {
-            Some(p) => p.left_at.is_some(),
-            None => true,
-        };
-        let ended = match self.db().get_meeting(meeting).await? {
-            Some(m) => m.state == gremium_storage::MeetingState::Ended,
-            None => true,
-        };
-        if !left && !ended {
-            return Ok(());
+        let standing = async {
+            self.db()
+                .insert_whip_session(session, meeting, participant, self.now_ms())
+                .await?;
+            // Read after the insert: a removal either finds the row (and ends the
+            // session) or has marked the participant left before this read.
+            let left = match self.db().get_participant(meeting, participant).await? {
+                Some(p) => p.left_at.is_some(),
+                None => true,
+            };
+            let ended = match self.db().get_meeting(meeting).await? {
+                Some(m) => m.state == gremium_storage::MeetingState::Ended,
+                None => true,
+            };
+            Ok::<_, ApiError>(if ended {
+                Some("meeting has ended")
+            } else if left {
+                Some("participant has left the meeting")
+            } else {
+                None
+            })
         }
-        self.db().remove_whip_session(session).await?;
+        .await;
+        let refusal = match standing {
+            Ok(None) => return Ok(()),
+            Ok(Some(why)) => {
+                if let Err(e) = self.db().remove_whip_session(session).await {
+                    tracing::warn!(error = %e, "forgetting a session that raced a removal");
+                }
+                ApiError::Conflict(why.into())
+            }
+            Err(e) => e,
+        };
         let leave = gremium_protocol::MediaCommand::Unpublish {
             meeting_id: meeting,
             session_id: session,
         };
         match self.media().execute(leave).await {
             Ok(_) | Err(gremium_protocol::MediaPlaneError::NotFound(_)) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "ending a session that raced its participant's removal")
-            }
+            Err(e) => tracing::warn!(error = %e, "ending a session that could not stay"),
         }
-        Err(ApiError::Conflict(if ended {
-            "meeting has ended".into()
-        } else {
-            "participant has left the meeting".into()
-        }))
+        Err(refusal)
     }
 
     /// Held by a WHIP PATCH that may restart ICE (it carries a ufrag) from its
