@@ -8,15 +8,21 @@
 //! encoder's first frame can come after the first video keyframe. So a muxer's video
 //! is held until its audio has arrived, and then starts at the next keyframe (asked
 //! for at once; the natural one at most a keyframe interval later where nothing
-//! upstream answers the request).
+//! upstream answers the request). The wait for audio is bounded ([`AUDIO_WAIT`]): a
+//! livestream whose audio does not come still gets its video.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
+/// How long a muxer's video waits for its audio (from its first video buffer).
+pub(super) const AUDIO_WAIT: Duration = Duration::from_secs(2);
+
 /// Hold `video` (a sink pad in front of one muxer) until a buffer passed `audio`
-/// (the sink pad of the same muxer's audio) and the video has a keyframe.
+/// (the sink pad of the same muxer's audio), or [`AUDIO_WAIT`] went by, and the video
+/// has a keyframe.
 pub(super) fn video_waits_for_audio(video: &gst::Pad, audio: &gst::Pad) {
     let audio_seen = Arc::new(AtomicBool::new(false));
     let seen = audio_seen.clone();
@@ -25,9 +31,18 @@ pub(super) fn video_waits_for_audio(video: &gst::Pad, audio: &gst::Pad) {
         gst::PadProbeReturn::Remove
     });
     let asked = AtomicBool::new(false);
+    let first_video = OnceLock::new();
     video.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let since = first_video.get_or_init(Instant::now).elapsed();
         if !audio_seen.load(Ordering::Acquire) {
-            return gst::PadProbeReturn::Drop;
+            if since < AUDIO_WAIT {
+                // `Handled`, not `Drop`: gstreamer-rs has already taken the buffer, and
+                // GStreamer 1.22 would unref the NULL left behind (a CRITICAL).
+                return gst::PadProbeReturn::Handled;
+            }
+            if !audio_seen.swap(true, Ordering::AcqRel) {
+                tracing::warn!(pad = %pad.name(), "no audio for the livestream yet: its video starts without");
+            }
         }
         let delta = info
             .buffer()
@@ -47,6 +62,6 @@ pub(super) fn video_waits_for_audio(video: &gst::Pad, audio: &gst::Pad) {
                 });
             }
         }
-        gst::PadProbeReturn::Drop
+        gst::PadProbeReturn::Handled
     });
 }
