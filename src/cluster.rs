@@ -290,11 +290,16 @@ pub async fn drain(
     if !wait || undo || meetings == 0 {
         return Ok(ExitCode::SUCCESS);
     }
-    // The registry entry counts the node's meetings once a second.
+    // The registry entry counts the node's meetings once a second. Until the watch
+    // has delivered the entry once, a missing entry means "not read yet", not "left".
     let mut last = meetings;
+    let mut seen = false;
+    let mut waited = 0u32;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        waited += 1;
         match registry.node(&node) {
+            None if !seen && waited < 10 => {}
             None => {
                 println!("{node}: left the cluster");
                 return Ok(ExitCode::SUCCESS);
@@ -304,6 +309,7 @@ pub async fn drain(
                 return Ok(ExitCode::SUCCESS);
             }
             Some(info) => {
+                seen = true;
                 if info.meetings != last {
                     println!("{node}: {} running", info.meetings);
                     last = info.meetings;
