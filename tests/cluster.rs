@@ -556,48 +556,86 @@ async fn a_control_replica_without_nats_names_the_setting() {
     assert!(err.contains("cluster.nats_url"), "{err}");
 }
 
+/// Two media nodes, one control replica and a meeting whose one publisher's media
+/// flows: where the failover tests start. Processes are killed on drop, before the
+/// cluster's directory goes.
+struct Failover {
+    /// `node-a`, `node-b`.
+    nodes: [Proc; 2],
+    control: Proc,
+    publisher: Child,
+    /// Index in `nodes` of the node the meeting is placed on.
+    on: usize,
+    token: String,
+    pid: String,
+    /// The moderator's socket on the meeting.
+    ws: common::Ws,
+    c: Cluster,
+}
+
+impl Failover {
+    async fn start(tag: &str) -> Failover {
+        let c = Cluster::new(tag).await;
+        let nodes = [
+            c.start("media", "node-a", None).await,
+            c.start("media", "node-b", None).await,
+        ];
+        let control = c.start("control", "control-1", None).await;
+        let token = c.admin_token();
+        wait_status(&c, &control, &token, "two live nodes", |v| {
+            v["nodes"].as_array().is_some_and(|n| n.len() == 2)
+        })
+        .await;
+        let (mid, pid, join) = meeting_with_participant(&c, &control.base(), &token, "Rat").await;
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", control.port).parse().unwrap();
+        let mut ws = ws_connect(addr, &mid, &token).await;
+        let publisher = spawn_small_publisher(&control.base(), &mid, &join, "0000ff", 120);
+        wait_event_for(
+            &mut ws,
+            Duration::from_secs(30),
+            "participant_media_started",
+            |_| true,
+        )
+        .await;
+        let v = c.status(&control, &token).await;
+        let on = if placed(&v, "node-a") == 1 { 0 } else { 1 };
+        assert_eq!(placed(&v, &nodes[on].name), 1, "{v}");
+        Failover {
+            nodes,
+            control,
+            publisher,
+            on,
+            token,
+            pid,
+            ws,
+            c,
+        }
+    }
+}
+
+impl Drop for Failover {
+    fn drop(&mut self) {
+        let _ = self.publisher.kill();
+        let _ = self.publisher.wait();
+    }
+}
+
 /// Kill -9 of the media node a meeting runs on: the publisher's client notices its
 /// session is gone and POSTs again through the control replica, which places the
 /// meeting on the other node; media flows again within seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_media_node_loses_its_meeting_to_the_other_node() {
-    let c = Cluster::new("f").await;
-    let mut node_a = c.start("media", "node-a", None).await;
-    let mut node_b = c.start("media", "node-b", None).await;
-    let control = c.start("control", "control-1", None).await;
-    let token = c.admin_token();
-    wait_status(&c, &control, &token, "two live nodes", |v| {
-        v["nodes"].as_array().is_some_and(|n| n.len() == 2)
-    })
-    .await;
-    let (mid, pid, join) = meeting_with_participant(&c, &control.base(), &token, "Rat").await;
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", control.port).parse().unwrap();
-    let mut ws = ws_connect(addr, &mid, &token).await;
-    let mut publisher = spawn_small_publisher(&control.base(), &mid, &join, "0000ff", 120);
-    wait_event_for(
-        &mut ws,
-        Duration::from_secs(30),
-        "participant_media_started",
-        |_| true,
-    )
-    .await;
-    let v = c.status(&control, &token).await;
-    let (dead, survivor) = if placed(&v, "node-a") == 1 {
-        ("node-a", "node-b")
-    } else {
-        ("node-b", "node-a")
-    };
-    assert_eq!(placed(&v, dead), 1, "{v}");
+    let mut f = Failover::start("f").await;
+    let (c, control, token, pid) = (&f.c, &f.control, f.token.clone(), f.pid.clone());
+    let (dead, survivor) = (f.nodes[f.on].name.clone(), f.nodes[1 - f.on].name.clone());
+    let (dead, survivor) = (dead.as_str(), survivor.as_str());
 
     let killed = Instant::now();
-    if dead == "node-a" {
-        node_a.kill();
-    } else {
-        node_b.kill();
-    }
+    f.nodes[f.on].kill();
+    let ws = &mut f.ws;
     // The publisher is back, on the survivor.
     let back = wait_event_for(
-        &mut ws,
+        ws,
         Duration::from_secs(30),
         "participant_media_started",
         |e| e["participant_id"] == pid.as_str(),
@@ -606,7 +644,7 @@ async fn a_killed_media_node_loses_its_meeting_to_the_other_node() {
     let took = killed.elapsed();
     eprintln!("media flowed again {took:?} after the kill: {back}");
     assert!(took < Duration::from_secs(20), "{took:?}");
-    let v = wait_status(&c, &control, &token, "the meeting on the survivor", |v| {
+    let v = wait_status(c, control, &token, "the meeting on the survivor", |v| {
         placed(v, survivor) == 1
     })
     .await;
@@ -618,8 +656,6 @@ async fn a_killed_media_node_loses_its_meeting_to_the_other_node() {
             .all(|n| n["node_id"] != dead),
         "the dead node left the registry: {v}"
     );
-    publisher.kill().ok();
-    let _ = publisher.wait();
 }
 
 /// WHIP sessions and removals are the cluster's, not one replica's: a session
@@ -932,51 +968,31 @@ async fn an_operator_drains_a_media_node() {
 /// undo the meeting's state on the node that runs it now.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_media_node_fences_itself_when_it_thaws() {
-    let c = Cluster::new("z").await;
-    let node_a = c.start("media", "node-a", None).await;
-    let node_b = c.start("media", "node-b", None).await;
-    let control = c.start("control", "control-1", None).await;
-    let token = c.admin_token();
-    wait_status(&c, &control, &token, "two live nodes", |v| {
-        v["nodes"].as_array().is_some_and(|n| n.len() == 2)
-    })
-    .await;
-    let (mid, pid, join) = meeting_with_participant(&c, &control.base(), &token, "Rat").await;
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", control.port).parse().unwrap();
-    let mut ws = ws_connect(addr, &mid, &token).await;
-    let mut publisher = spawn_small_publisher(&control.base(), &mid, &join, "0000ff", 120);
-    wait_event_for(
-        &mut ws,
-        Duration::from_secs(30),
-        "participant_media_started",
-        |_| true,
-    )
-    .await;
-    let v = c.status(&control, &token).await;
-    let (frozen, survivor) = if placed(&v, "node-a") == 1 {
-        (&node_a, "node-b")
-    } else {
-        (&node_b, "node-a")
-    };
+    let mut f = Failover::start("z").await;
+    let (c, control, token, pid) = (&f.c, &f.control, f.token.clone(), f.pid.clone());
+    let frozen = &f.nodes[f.on];
+    let survivor = f.nodes[1 - f.on].name.clone();
+    let survivor = survivor.as_str();
     let frozen_id = frozen.name.clone();
+    let ws = &mut f.ws;
 
     frozen.signal("STOP");
     let back = wait_event_for(
-        &mut ws,
+        ws,
         Duration::from_secs(30),
         "participant_media_started",
         |e| e["participant_id"] == pid.as_str(),
     )
     .await;
     eprintln!("media flowed again on {survivor}: {back}");
-    wait_status(&c, &control, &token, "the meeting on the survivor", |v| {
+    wait_status(c, control, &token, "the meeting on the survivor", |v| {
         placed(v, survivor) == 1
     })
     .await;
 
     frozen.signal("CONT");
     // It comes back to the registry running nothing.
-    let v = wait_status(&c, &control, &token, "the thawed node back, empty", |v| {
+    let v = wait_status(c, control, &token, "the thawed node back, empty", |v| {
         v["nodes"]
             .as_array()
             .unwrap()
@@ -994,13 +1010,11 @@ async fn a_frozen_media_node_fences_itself_when_it_thaws() {
     // What the thawed node reported while ending its copy does not reach the
     // meeting: no participant_media_stopped for the participant publishing on the
     // survivor.
-    let late = common::events_within(&mut ws, Duration::from_secs(3)).await;
+    let late = common::events_within(ws, Duration::from_secs(3)).await;
     assert!(
         !late.iter().any(
             |e| e["type"] == "participant_media_stopped" && e["participant_id"] == pid.as_str()
         ),
         "a stale stop from the fenced node reached the meeting: {late:?}"
     );
-    publisher.kill().ok();
-    let _ = publisher.wait();
 }
